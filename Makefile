@@ -1,0 +1,131 @@
+# wanserve — top-level build. Everything lands in $(BUILD) (default build/), binaries in
+# $(BUILD)/bin. CUDA sources (cuda/*.cu) are compiled when nvcc is found.
+# Fragments in mk/*.mk add generated sources (protobuf-c) and extra rules.
+
+BUILD ?= build
+CC ?= gcc
+CXX ?= g++
+SAN ?=
+OPT ?= -O2
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wshadow -g $(OPT) \
+  -fopenmp -I. -I$(BUILD)/gen -MMD -MP
+CXXFLAGS_BASE := -std=c++17 -Wall -Wextra -g $(OPT) -I. -MMD -MP
+
+PKGS := openblas libcjson grpc libprotobuf-c libavformat libavcodec libavutil libswscale \
+  sentencepiece libutf8proc libzip libpng libjpeg
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+NVCC := $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
+CUDA_SRCS := $(wildcard cuda/*.cu)
+ifneq ($(NVCC),)
+  ifneq ($(CUDA_SRCS),)
+    HAVE_CUDA := 1
+  endif
+endif
+ifdef NO_CUDA
+  HAVE_CUDA :=
+endif
+
+CFLAGS := $(CFLAGS_BASE) $(PKG_CFLAGS) $(SAN) $(EXTRA_CFLAGS)
+CXXFLAGS := $(CXXFLAGS_BASE) $(PKG_CFLAGS) $(SAN)
+LDLIBS := $(PKG_LIBS) -lstdc++ -lm -lpthread -fopenmp $(SAN)
+
+LIB_C := $(wildcard core/*.c models/*.c rpc/*.c)
+LIB_CXX := $(wildcard models/*.cc)
+GEN_C :=
+-include mk/*.mk
+LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_C) $(GEN_C)) \
+  $(patsubst %.cc,$(BUILD)/obj/%.o,$(LIB_CXX))
+
+ifdef HAVE_CUDA
+  CUDA_HOME := $(patsubst %/bin/nvcc,%,$(NVCC))
+  CFLAGS += -DWS_HAVE_CUDA
+  NVCCFLAGS := -O3 -std=c++17 -arch=sm_90a -I. -Xcompiler -fPIC -DWS_HAVE_CUDA
+  LIB_OBJ += $(patsubst %.cu,$(BUILD)/obj/%.o,$(CUDA_SRCS))
+  LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lcublasLt
+endif
+
+LIB := $(BUILD)/libwanserve.a
+CLI_SRCS := $(wildcard cli/*.c)
+# service dir -> binary name
+SERVICE_DIRS := encoder router services/expert services/decoder
+svc_bin = $(BUILD)/bin/wan-$(notdir $(1))
+SERVICE_BINS := $(foreach d,$(SERVICE_DIRS),$(if $(wildcard $(d)/*.c),$(call svc_bin,$(d))))
+TEST_SRCS := $(wildcard tests/test_*.c)
+TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
+TEST_COMMON := $(filter-out $(TEST_SRCS),$(wildcard tests/*.c))
+BENCH_SRCS := $(wildcard bench/*.c)
+BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
+BINS := $(BUILD)/bin/wanctl $(SERVICE_BINS)
+
+.PHONY: all build deps test asan bench demo clean format format-check
+all: deps
+	@$(MAKE) --no-print-directory build
+
+deps:
+	@bash deploy/install-deps.sh
+
+build: $(BINS) $(TEST_BINS) $(BENCH_BINS)
+	@echo "build: $(if $(HAVE_CUDA),CUDA backend compiled with $(NVCC),CUDA backend skipped (no nvcc or no cuda/ sources)) -> $(BUILD)/"
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+$(BUILD)/obj/%.o: %.cc
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c $< -o $@
+$(BUILD)/obj/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/bin/wanctl: $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRCS)) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $^ $(LDLIBS)
+
+define svc_rule
+$(call svc_bin,$(1)): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard $(1)/*.c)) $(LIB)
+	@mkdir -p $$(dir $$@)
+	$(CC) -o $$@ $$^ $(LDLIBS)
+endef
+$(foreach d,$(SERVICE_DIRS),$(if $(wildcard $(d)/*.c),$(eval $(call svc_rule,$(d)))))
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_COMMON)) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $^ $(LDLIBS)
+
+test: deps
+	@$(MAKE) --no-print-directory build
+	@BUILD=$(BUILD) bash tests/run.sh
+
+asan: deps
+	@$(MAKE) --no-print-directory build BUILD=build-asan NO_CUDA=1 OPT=-O1 \
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
+	@BUILD=build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 bash tests/run.sh
+
+bench: all
+	@BUILD=$(BUILD) bash bench/run.sh
+
+demo: all
+	@BUILD=$(BUILD) bash deploy/demo.sh
+
+FORMAT_SRCS = $(shell git ls-files '*.c' '*.h' '*.cc' '*.cu' '*.cuh' 2>/dev/null)
+format:
+	clang-format -i $(FORMAT_SRCS)
+format-check:
+	@clang-format --dry-run --Werror $(FORMAT_SRCS) && echo "format-check: ok"
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,95 @@
+/* Golden runner for kind "sampler_moe": the whole MoE loop with two expert checkpoints. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/golden.h"
+#include "models/moe.h"
+
+typedef struct rec {
+  int64_t n;
+  float *ts, *gs, *preds, *lats;
+  int32_t *expert;
+} rec;
+
+static void on_step(void *ud, const moe_step_info *i) {
+  rec *r = ud;
+  r->ts[i->step] = (float)i->timestep;
+  r->gs[i->step] = i->guide_scale;
+  r->expert[i->step] = i->high;
+  memcpy(r->preds + (int64_t)i->step * r->n, i->velocity, sizeof(float) * (size_t)r->n);
+  memcpy(r->lats + (int64_t)i->step * r->n, i->latent, sizeof(float) * (size_t)r->n);
+}
+
+int golden_run_sampler_moe(const golden_ctx *c, golden_out *out, ws_err *err) {
+  char dir[4200];
+  dit_model *hi = NULL, *lo = NULL;
+  ws_tensor noise = {0}, ctx = {0}, ctxn = {0};
+  sampler_state s = {0};
+  rec r = {0};
+  double steps, shift, boundary, gh, gl;
+  int rc;
+  const cJSON *solver = cJSON_GetObjectItemCaseSensitive(c->params, "solver");
+  sampler_kind kind;
+  if (!cJSON_IsString(solver)) return ws_fail(err, WS_EFORMAT, "params.solver missing");
+  WS_TRY(sampler_kind_parse(solver->valuestring, &kind, err));
+  WS_TRY(golden_param_num(c, "sampling_steps", &steps, err));
+  WS_TRY(golden_param_num(c, "shift", &shift, err));
+  WS_TRY(golden_param_num(c, "boundary", &boundary, err));
+  WS_TRY(golden_param_num(c, "guide_scale_high_noise", &gh, err));
+  WS_TRY(golden_param_num(c, "guide_scale_low_noise", &gl, err));
+  if ((rc = dit_load(golden_path(c, "model/high_noise_model", dir, sizeof dir), c->be, NULL, &hi,
+                     err)) < 0 ||
+      (rc = dit_load(golden_path(c, "model/low_noise_model", dir, sizeof dir), c->be, NULL, &lo,
+                     err)) < 0 ||
+      (rc = st_get_f32(c->inputs, "noise", &noise, err)) < 0 ||
+      (rc = st_get_f32(c->inputs, "context", &ctx, err)) < 0 ||
+      (rc = st_get_f32(c->inputs, "context_null", &ctxn, err)) < 0)
+    goto done;
+  if (noise.ndim != 4 || ctx.ndim != 2 || ctxn.ndim != 2 || ctx.shape[1] != ctxn.shape[1]) {
+    rc = ws_fail(err, WS_EFORMAT, "sampler case: noise [C,T,h,w], contexts [L, text_dim]");
+    goto done;
+  }
+  int N = (int)steps;
+  r.n = ws_tensor_numel(&noise);
+  r.ts = calloc((size_t)N, sizeof(float));
+  r.gs = calloc((size_t)N, sizeof(float));
+  r.expert = calloc((size_t)N, sizeof(int32_t));
+  r.preds = calloc((size_t)(N * r.n), sizeof(float));
+  r.lats = calloc((size_t)(N * r.n), sizeof(float));
+  if (!r.ts || !r.gs || !r.expert || !r.preds || !r.lats) {
+    rc = ws_fail(err, WS_ENOMEM, "out of memory");
+    goto done;
+  }
+  if ((rc = sampler_init(&s, kind, N, shift, noise.data, r.n, err)) < 0) goto done;
+  moe_params p = {.boundary = boundary, .guide_high = (float)gh, .guide_low = (float)gl,
+                  .frames = (int)noise.shape[1], .height = (int)noise.shape[2],
+                  .width = (int)noise.shape[3], .context = ctx.data, .ctx_len = (int)ctx.shape[0],
+                  .context_null = ctxn.data, .null_len = (int)ctxn.shape[0],
+                  .ctx_dim = (int)ctx.shape[1], .on_step = on_step, .ud = &r};
+  if ((rc = moe_run(hi, lo, &s, &p, err)) < 0) goto done;
+  int64_t sN[1] = {N}, sN1[1] = {N + 1}, sl[5] = {N, noise.shape[0], noise.shape[1],
+                                                   noise.shape[2], noise.shape[3]};
+  ws_tensor ex;
+  ws_tensor_view(&ex, WS_I32, sN, 1, r.expert);
+  if ((rc = golden_out_put_f32(out, "latent", s.latent, noise.shape, 4, err)) < 0 ||
+      (rc = golden_out_put_f32(out, "timesteps", r.ts, sN, 1, err)) < 0 ||
+      (rc = golden_out_put_f32(out, "guide_scale", r.gs, sN, 1, err)) < 0 ||
+      (rc = golden_out_put(out, "expert", &ex, err)) < 0 ||
+      (rc = golden_out_put_f32(out, "sigmas", s.sigmas, sN1, 1, err)) < 0 ||
+      (rc = golden_out_put_f32(out, "debug.noise_pred", r.preds, sl, 5, err)) < 0)
+    goto done;
+  rc = golden_out_put_f32(out, "debug.latents", r.lats, sl, 5, err);
+done:
+  free(r.ts);
+  free(r.gs);
+  free(r.expert);
+  free(r.preds);
+  free(r.lats);
+  sampler_free(&s);
+  ws_tensor_free(&noise);
+  ws_tensor_free(&ctx);
+  ws_tensor_free(&ctxn);
+  dit_free(hi);
+  dit_free(lo);
+  return rc;
+}

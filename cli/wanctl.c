@@ -1,0 +1,28 @@
+/* wanctl — the wanserve command line: model tooling and cluster control. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/golden.h"
+#include "cli/wanctl.h"
+
+static void usage(FILE *fp) {
+  fprintf(fp,
+          "usage: wanctl <command> [args]\n"
+          "  check-golden [--backend cpu|cuda] [--implemented-only] DIR...\n"
+          "                     run reference cases (a case folder or a folder of cases)\n"
+          "  make-tiny-model DIR [--seed N] [--i2v]\n"
+          "                     write a deterministic tiny random Wan2.2 checkpoint\n");
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+    usage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const char *cmd = argv[1];
+  if (!strcmp(cmd, "check-golden")) return golden_main(argc - 2, argv + 2);
+  if (!strcmp(cmd, "make-tiny-model")) return tiny_main(argc - 2, argv + 2);
+  fprintf(stderr, "wanctl: unknown command '%s'\n", cmd);
+  usage(stderr);
+  return 2;
+}

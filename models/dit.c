@@ -1,0 +1,261 @@
+#include "models/dit.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/weights.h"
+#include "models/dit_internal.h"
+
+const dit_config *dit_get_config(const dit_model *m) { return &m->cfg; }
+int dit_text_dim(const dit_model *m) { return m->text_dim; }
+
+/* ---- weight names ---- */
+
+/* Release -> Diffusers substring replacements (spec §7.3), applied in order. */
+static const char *const k_diffusers_map[][2] = {
+    {"time_embedding.0", "condition_embedder.time_embedder.linear_1"},
+    {"time_embedding.2", "condition_embedder.time_embedder.linear_2"},
+    {"text_embedding.0", "condition_embedder.text_embedder.linear_1"},
+    {"text_embedding.2", "condition_embedder.text_embedder.linear_2"},
+    {"time_projection.1", "condition_embedder.time_proj"},
+    {"head.modulation", "scale_shift_table"},
+    {"head.head", "proj_out"},
+    {".modulation", ".scale_shift_table"},
+    {"self_attn.o", "attn1.to_out.0"},
+    {"self_attn.norm_", "attn1.norm_"},
+    {"self_attn.", "attn1.to_"},
+    {"cross_attn.o", "attn2.to_out.0"},
+    {"cross_attn.norm_", "attn2.norm_"},
+    {"cross_attn.", "attn2.to_"},
+    {"norm3", "norm2"},
+    {"ffn.0", "ffn.net.0.proj"},
+    {"ffn.2", "ffn.net.2"},
+};
+
+static void weight_name(const dit_model *m, const char *release, char *out, size_t n) {
+  snprintf(out, n, "%s", release);
+  if (!m->cfg.diffusers_names) return;
+  for (size_t i = 0; i < sizeof k_diffusers_map / sizeof k_diffusers_map[0]; i++) {
+    char *p = strstr(out, k_diffusers_map[i][0]);
+    if (!p) continue;
+    char tmp[256];
+    snprintf(tmp, sizeof tmp, "%.*s%s%s", (int)(p - out), out, k_diffusers_map[i][1],
+             p + strlen(k_diffusers_map[i][0]));
+    snprintf(out, n, "%s", tmp);
+    return; /* each name matches exactly one rule */
+  }
+}
+
+/* Loads `name` (release spelling) with the expected shape; reshape to `as` dims if given. */
+static int load_tensor(dit_model *m, const wt_source *w, const char *name, const int64_t *shape,
+                       int ndim, int as_bf16, ws_tensor *dst, ws_err *err) {
+  char nm[256];
+  weight_name(m, name, nm, sizeof nm);
+  ws_tensor host = {0};
+  WS_TRY(wt_get_f32_shape(w, nm, shape, ndim, &host, err));
+  for (int64_t i = 0, n = ws_tensor_numel(&host); i < n; i++)
+    if (!isfinite(((float *)host.data)[i])) {
+      ws_tensor_free(&host);
+      return ws_fail(err, WS_EFORMAT, "%s: weight '%s' holds NaN or Inf", wt_path(w), nm);
+    }
+  int rc;
+  if (as_bf16) {
+    ws_tensor bf = {0};
+    rc = ws_tensor_alloc(&bf, WS_BF16, host.shape, host.ndim, err);
+    if (rc >= 0) {
+      uint16_t *o = bf.data;
+      for (int64_t i = 0, n = ws_tensor_numel(&host); i < n; i++)
+        o[i] = ws_f32_to_bf16(((float *)host.data)[i]);
+      rc = ws_tensor_upload(dst, m->be, &bf, 1, err);
+    }
+    ws_tensor_free(&bf);
+  } else {
+    rc = ws_tensor_upload(dst, m->be, &host, 0, err);
+  }
+  ws_tensor_free(&host);
+  return rc;
+}
+
+static int load_lin(dit_model *m, const wt_source *w, const char *prefix, int64_t N, int64_t K,
+                    int bf16, lin *l, ws_err *err) {
+  char n1[200], n2[200];
+  snprintf(n1, sizeof n1, "%s.weight", prefix);
+  snprintf(n2, sizeof n2, "%s.bias", prefix);
+  int64_t ws_[2] = {N, K}, bs[1] = {N};
+  WS_TRY(load_tensor(m, w, n1, ws_, 2, bf16, &l->w, err));
+  return load_tensor(m, w, n2, bs, 1, 0, &l->b, err);
+}
+
+static int load_vec(dit_model *m, const wt_source *w, const char *name, int64_t n, ws_tensor *t,
+                    ws_err *err) {
+  int64_t s[1] = {n};
+  return load_tensor(m, w, name, s, 1, 0, t, err);
+}
+
+static int load_block(dit_model *m, const wt_source *w, int i, int bf, dit_block *b, ws_err *err) {
+  int64_t D = m->cfg.dim, F = m->cfg.ffn_dim;
+  char p[128];
+#define BL(field, suffix, N, K)                                                                    \
+  snprintf(p, sizeof p, "blocks.%d.%s", i, suffix);                                                \
+  WS_TRY(load_lin(m, w, p, N, K, bf, &b->field, err));
+#define BV(field, suffix)                                                                          \
+  snprintf(p, sizeof p, "blocks.%d.%s", i, suffix);                                                \
+  WS_TRY(load_vec(m, w, p, D, &b->field, err));
+  BL(sq, "self_attn.q", D, D) BL(sk, "self_attn.k", D, D) BL(sv, "self_attn.v", D, D)
+  BL(so, "self_attn.o", D, D) BL(cq, "cross_attn.q", D, D) BL(ck, "cross_attn.k", D, D)
+  BL(cv, "cross_attn.v", D, D) BL(co, "cross_attn.o", D, D) BL(f0, "ffn.0", F, D)
+  BL(f2, "ffn.2", D, F)
+  BV(s_nq, "self_attn.norm_q.weight") BV(s_nk, "self_attn.norm_k.weight")
+  BV(c_nq, "cross_attn.norm_q.weight") BV(c_nk, "cross_attn.norm_k.weight")
+  BV(n3w, "norm3.weight") BV(n3b, "norm3.bias")
+#undef BL
+#undef BV
+  int64_t ms[3] = {1, 6, D};
+  snprintf(p, sizeof p, "blocks.%d.modulation", i);
+  WS_TRY(load_tensor(m, w, p, ms, 3, 0, &b->modulation, err));
+  return WS_OK;
+}
+
+static int load_all(dit_model *m, const wt_source *w, int bf, ws_err *err) {
+  const dit_config *c = &m->cfg;
+  int64_t D = c->dim;
+  char nm[256];
+  weight_name(m, "text_embedding.0.weight", nm, sizeof nm);
+  const st_info *ti = wt_find(w, nm);
+  if (!ti || ti->ndim != 2 || ti->shape[0] != D)
+    return ws_fail(err, WS_EFORMAT, "%s: weight '%s' missing or not [%lld, text_dim]", wt_path(w),
+                   nm, (long long)D);
+  m->text_dim = (int)ti->shape[1];
+  int64_t ps[5] = {D, c->in_dim, 1, 2, 2};
+  WS_TRY(load_tensor(m, w, "patch_embedding.weight", ps, 5, bf, &m->patch.w, err));
+  /* the conv kernel [D, C, 1, 2, 2] is a [D, C*4] linear over (c, ph, pw) patches */
+  m->patch.w.ndim = 2;
+  m->patch.w.shape[1] = (int64_t)c->in_dim * 4;
+  WS_TRY(load_vec(m, w, "patch_embedding.bias", D, &m->patch.b, err));
+  WS_TRY(load_lin(m, w, "text_embedding.0", D, m->text_dim, bf, &m->tx0, err));
+  WS_TRY(load_lin(m, w, "text_embedding.2", D, D, bf, &m->tx2, err));
+  /* the time path runs in fp32 in the release: keep it F32 everywhere */
+  WS_TRY(load_lin(m, w, "time_embedding.0", D, c->freq_dim, 0, &m->te0, err));
+  WS_TRY(load_lin(m, w, "time_embedding.2", D, D, 0, &m->te2, err));
+  WS_TRY(load_lin(m, w, "time_projection.1", 6 * D, D, 0, &m->tproj, err));
+  WS_TRY(load_lin(m, w, "head.head", 4 * (int64_t)c->out_dim, D, 0, &m->head, err));
+  int64_t hs[3] = {1, 2, D};
+  WS_TRY(load_tensor(m, w, "head.modulation", hs, 3, 0, &m->head_mod, err));
+  m->blocks = calloc((size_t)c->num_layers, sizeof *m->blocks);
+  if (!m->blocks) return ws_fail(err, WS_ENOMEM, "out of memory");
+  for (int i = 0; i < c->num_layers; i++) WS_TRY(load_block(m, w, i, bf, &m->blocks[i], err));
+  return WS_OK;
+}
+
+int dit_load(const char *expert_dir, ws_backend *be, const dit_load_opts *opts, dit_model **out,
+             ws_err *err) {
+  *out = NULL;
+  dit_model *m = calloc(1, sizeof *m);
+  if (!m) return ws_fail(err, WS_ENOMEM, "out of memory");
+  m->be = be;
+  wt_source *w = NULL;
+  int rc = ckpt_read_dit_config(expert_dir, &m->cfg, err);
+  if (rc >= 0) rc = wt_open(expert_dir, &w, err);
+  if (rc >= 0) {
+    m->head_dim = m->cfg.dim / m->cfg.num_heads;
+    rc = load_all(m, w, opts && opts->bf16_weights, err);
+  }
+  wt_close(w);
+  if (rc < 0) {
+    dit_free(m);
+    return rc;
+  }
+  *out = m;
+  return WS_OK;
+}
+
+static void lin_free(lin *l) {
+  ws_tensor_free(&l->w);
+  ws_tensor_free(&l->b);
+}
+
+void dit_ws_release(dit_model *m) {
+  float **bufs[] = {&m->ws.x, &m->ws.a, &m->ws.q, &m->ws.k, &m->ws.v, &m->ws.o,
+                    &m->ws.h, &m->ws.ctx, &m->ws.ck, &m->ws.cv, &m->ws.tmp_ctx, &m->ws.tb};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+    if (*bufs[i]) m->be->free_mem(m->be, *bufs[i]);
+    *bufs[i] = NULL;
+  }
+  free(m->ws.host);
+  m->ws.host = NULL;
+  m->ws.host_n = 0;
+  m->ws.rows = m->ws.ctx_rows = m->ws.batch = 0;
+}
+
+void dit_free(dit_model *m) {
+  if (!m) return;
+  if (m->blocks)
+    for (int i = 0; i < m->cfg.num_layers; i++) {
+      dit_block *b = &m->blocks[i];
+      lin *ls[] = {&b->sq, &b->sk, &b->sv, &b->so, &b->cq, &b->ck, &b->cv, &b->co, &b->f0, &b->f2};
+      for (size_t j = 0; j < sizeof ls / sizeof ls[0]; j++) lin_free(ls[j]);
+      ws_tensor *ts[] = {&b->modulation, &b->s_nq, &b->s_nk, &b->c_nq, &b->c_nk, &b->n3w, &b->n3b};
+      for (size_t j = 0; j < sizeof ts / sizeof ts[0]; j++) ws_tensor_free(ts[j]);
+    }
+  free(m->blocks);
+  lin *gl[] = {&m->patch, &m->te0, &m->te2, &m->tx0, &m->tx2, &m->tproj, &m->head};
+  for (size_t j = 0; j < sizeof gl / sizeof gl[0]; j++) lin_free(gl[j]);
+  ws_tensor_free(&m->head_mod);
+  if (m->be) {
+    dit_ws_release(m);
+    if (m->rope_cos) m->be->free_mem(m->be, m->rope_cos);
+    if (m->rope_sin) m->be->free_mem(m->be, m->rope_sin);
+  }
+  free(m);
+}
+
+/* ---- validation ---- */
+
+static int check_finite(const float *p, int64_t n, const char *what, ws_err *err) {
+  for (int64_t i = 0; i < n; i++)
+    if (!isfinite(p[i]))
+      return ws_fail(err, WS_EINVAL, "%s holds NaN or Inf (element %lld)", what, (long long)i);
+  return WS_OK;
+}
+
+int dit_check_inputs(const dit_model *m, const dit_inputs *in, ws_err *err) {
+  const dit_config *c = &m->cfg;
+  if (in->batch < 1 || in->batch > 64)
+    return ws_fail(err, WS_EINVAL, "batch %d outside 1..64", in->batch);
+  if (in->frames < 1 || in->height < 2 || in->width < 2)
+    return ws_fail(err, WS_EINVAL, "latent size F=%d H=%d W=%d is empty", in->frames, in->height,
+                   in->width);
+  if (in->height % 2 || in->width % 2)
+    return ws_fail(err, WS_EINVAL, "latent height %d and width %d must be divisible by the patch (2)",
+                   in->height, in->width);
+  if (in->frames > 1024 || in->height / 2 > 1024 || in->width / 2 > 1024)
+    return ws_fail(err, WS_EINVAL, "latent grid exceeds the RoPE table (1024 positions per axis)");
+  if (!in->x) return ws_fail(err, WS_EINVAL, "latent x is missing");
+  if (in->cx + in->cy != c->in_dim || in->cx != c->out_dim)
+    return ws_fail(err, WS_EINVAL,
+                   "input has %d latent + %d condition channels; the %s model takes %d (= %d + %d)",
+                   in->cx, in->cy, c->model_type, c->in_dim, c->out_dim, c->in_dim - c->out_dim);
+  if (in->cy > 0 && !in->y) return ws_fail(err, WS_EINVAL, "i2v condition y is missing");
+  if (in->ctx_dim != m->text_dim)
+    return ws_fail(err, WS_EINVAL, "context width %d does not match the model's text_dim %d",
+                   in->ctx_dim, m->text_dim);
+  int64_t plane = (int64_t)in->frames * in->height * in->width;
+  WS_TRY(check_finite(in->x, (int64_t)in->batch * in->cx * plane, "latent x", err));
+  if (in->cy) WS_TRY(check_finite(in->y, (int64_t)in->cy * plane, "condition y", err));
+  for (int b = 0; b < in->batch; b++) {
+    float t = in->timesteps[b];
+    if (!(t >= 0.0f && t <= 1000.0f))
+      return ws_fail(err, WS_EINVAL, "timestep %g of sample %d outside [0, 1000]", t, b);
+    if (!in->contexts || !in->contexts[b])
+      return ws_fail(err, WS_EINVAL, "context of sample %d is missing", b);
+    if (in->ctx_len[b] < 1 || in->ctx_len[b] > c->text_len)
+      return ws_fail(err, WS_EINVAL, "context of sample %d has %d rows; allowed 1..%d (text_len)",
+                     b, in->ctx_len[b], c->text_len);
+    WS_TRY(check_finite(in->contexts[b], (int64_t)in->ctx_len[b] * m->text_dim, "context", err));
+  }
+  return WS_OK;
+}
+

@@ -1,0 +1,259 @@
+/* The DiT forward pass (spec §2) over the backend ops. Host work is limited to reshaping
+ * (patchify/unpatchify, padding the context) and the sinusoid and RoPE tables, computed in
+ * double as the release does. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "models/dit_internal.h"
+
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+static int ws_ensure(dit_model *m, int64_t B, int64_t rows, int64_t ctx_rows, ws_err *err) {
+  workspace *w = &m->ws;
+  const dit_config *c = &m->cfg;
+  int64_t D = c->dim;
+  if (rows <= w->rows && ctx_rows <= w->ctx_rows && B <= w->batch) return WS_OK;
+  dit_ws_release(m);
+  ws_backend *be = m->be;
+  int64_t hcols = max64(c->ffn_dim, 4 * (int64_t)max64(c->in_dim, c->out_dim));
+  struct {
+    float **p;
+    int64_t n;
+  } want[] = {
+      {&w->x, rows * D},  {&w->a, rows * D},     {&w->q, rows * D},
+      {&w->k, rows * D},  {&w->v, rows * D},     {&w->o, rows * D},
+      {&w->h, rows * hcols}, {&w->ctx, ctx_rows * D}, {&w->ck, ctx_rows * D},
+      {&w->cv, ctx_rows * D}, {&w->tmp_ctx, ctx_rows * max64(D, m->text_dim)},
+      {&w->tb, B * (c->freq_dim + 18 * D)},
+  };
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+    WS_TRY(be->alloc_mem(be, sizeof(float) * (size_t)want[i].n, (void **)want[i].p, err));
+  w->host_n = (size_t)max64(max64(rows * 4 * c->in_dim, rows * 4 * c->out_dim) + B * c->freq_dim,
+                            ctx_rows * m->text_dim);
+  w->host = malloc(sizeof(float) * w->host_n);
+  if (!w->host) return ws_fail(err, WS_ENOMEM, "dit: cannot allocate host staging");
+  w->rows = rows;
+  w->ctx_rows = ctx_rows;
+  w->batch = B;
+  return WS_OK;
+}
+
+/* cos/sin [L, d/2] for the token grid (f, h, w), token order (frame, row, column). Pairs
+ * [0, cf) rotate with the frame index, [cf, cf+ch) with the row, the rest with the column;
+ * omega = 10000^(-2j/dim_axis) where dim_axis = 2 * (pairs of that axis). */
+static int rope_ensure(dit_model *m, int64_t f, int64_t h, int64_t w, ws_err *err) {
+  if (m->rope_cos && m->rope_f == f && m->rope_h == h && m->rope_w == w) return WS_OK;
+  ws_backend *be = m->be;
+  if (m->rope_cos) be->free_mem(be, m->rope_cos);
+  if (m->rope_sin) be->free_mem(be, m->rope_sin);
+  m->rope_cos = m->rope_sin = NULL;
+  int64_t half = m->head_dim / 2, ch = half / 3, cf = half - 2 * ch, L = f * h * w;
+  size_t bytes = sizeof(float) * (size_t)(L * half);
+  float *hc = malloc(bytes), *hs = malloc(bytes);
+  int rc = (hc && hs) ? WS_OK : ws_fail(err, WS_ENOMEM, "rope: out of memory");
+  for (int64_t l = 0; rc == WS_OK && l < L; l++) {
+    int64_t pos[3] = {l / (h * w), (l / w) % h, l % w};
+    for (int64_t j = 0; j < half; j++) {
+      int axis = j < cf ? 0 : j < cf + ch ? 1 : 2;
+      int64_t jj = axis == 0 ? j : axis == 1 ? j - cf : j - cf - ch;
+      int64_t dim_axis = 2 * (axis == 0 ? cf : ch);
+      double omega = pow(10000.0, -(double)(2 * jj) / (double)dim_axis);
+      double ang = (double)pos[axis] * omega;
+      hc[l * half + j] = (float)cos(ang);
+      hs[l * half + j] = (float)sin(ang);
+    }
+  }
+  if (rc == WS_OK) rc = be->alloc_mem(be, bytes, (void **)&m->rope_cos, err);
+  if (rc == WS_OK) rc = be->alloc_mem(be, bytes, (void **)&m->rope_sin, err);
+  if (rc == WS_OK) rc = be->to_device(be, m->rope_cos, hc, bytes, err);
+  if (rc == WS_OK) rc = be->to_device(be, m->rope_sin, hs, bytes, err);
+  free(hc);
+  free(hs);
+  if (rc == WS_OK) {
+    m->rope_f = (int)f;
+    m->rope_h = (int)h;
+    m->rope_w = (int)w;
+  }
+  return rc;
+}
+
+/* Host: [B, L, in_dim*4] patches, feature order (c, ph, pw) with c slowest, channels of x
+ * first then y. */
+static void patchify(const dit_inputs *in, int in_dim, float *dst) {
+  int64_t F = in->frames, H = in->height, W = in->width, h = H / 2, w = W / 2;
+  int64_t plane = F * H * W, L = F * h * w;
+  for (int64_t b = 0; b < in->batch; b++)
+    for (int64_t l = 0; l < L; l++) {
+      int64_t fi = l / (h * w), hi = (l / w) % h, wi = l % w;
+      float *row = dst + (b * L + l) * in_dim * 4;
+      for (int c = 0; c < in_dim; c++) {
+        const float *src = c < in->cx ? in->x + (b * in->cx + c) * plane
+                                      : in->y + (int64_t)(c - in->cx) * plane;
+        for (int q = 0; q < 2; q++)
+          for (int r = 0; r < 2; r++)
+            row[c * 4 + q * 2 + r] = src[(fi * H + 2 * hi + q) * W + 2 * wi + r];
+      }
+    }
+}
+
+/* Host: head output [B, L, 4*C] (column (2q + r)*C + c) to [B, C, F, 2h, 2w]. */
+static void unpatchify(const float *src, int64_t B, int64_t F, int64_t h, int64_t w, int C,
+                       float *out) {
+  int64_t H = 2 * h, W = 2 * w, L = F * h * w;
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t l = 0; l < L; l++) {
+      int64_t fi = l / (h * w), hi = (l / w) % h, wi = l % w;
+      const float *row = src + (b * L + l) * 4 * C;
+      for (int c = 0; c < C; c++)
+        for (int q = 0; q < 2; q++)
+          for (int r = 0; r < 2; r++)
+            out[((b * C + c) * F + fi) * H * W + (2 * hi + q) * W + 2 * wi + r] =
+                row[(q * 2 + r) * C + c];
+    }
+}
+
+/* Sends a host copy of sample 0's `rows x cols` values at device pointer p to the tap. */
+static int tap(const dit_model *m, const dit_inputs *in, const char *name, const float *p,
+               int64_t rows, int64_t cols, ws_err *err) {
+  if (!in->tap) return WS_OK;
+  size_t n = (size_t)(rows * cols);
+  float *hbuf = malloc(sizeof(float) * n);
+  if (!hbuf) return ws_fail(err, WS_ENOMEM, "tap: out of memory");
+  int rc = m->be->to_host(m->be, hbuf, p, sizeof(float) * n, err);
+  int64_t shape[2] = {rows, cols};
+  if (rc == WS_OK) in->tap(in->tap_ud, name, hbuf, rows == 1 ? shape + 1 : shape, rows == 1 ? 1 : 2);
+  free(hbuf);
+  return rc;
+}
+
+static int lin_apply(const dit_model *m, const float *x, int64_t M, const lin *l, float *y,
+                     ws_err *err) {
+  return m->be->linear(m->be, x, M, l->w.shape[1], l->w.data, l->w.dtype, l->w.shape[0],
+                       l->b.data, y, err);
+}
+
+/* Time path: e [B, D] (time_embedding output) and e0 [B, 6D] (time_projection), once per
+ * sample; returns pointers into the workspace. */
+static int time_path(dit_model *m, const dit_inputs *in, float **e_out, float **e0_out,
+                     ws_err *err) {
+  const dit_config *c = &m->cfg;
+  ws_backend *be = m->be;
+  int64_t B = in->batch, D = c->dim, half = c->freq_dim / 2;
+  float *emb = m->ws.tb, *e1 = emb + B * c->freq_dim, *e = e1 + B * D, *es = e + B * D,
+        *e0 = es + B * D;
+  float *hbuf = m->ws.host;
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t j = 0; j < half; j++) {
+      double ang = (double)in->timesteps[b] * pow(10000.0, -(double)j / (double)half);
+      hbuf[b * c->freq_dim + j] = (float)cos(ang);
+      hbuf[b * c->freq_dim + half + j] = (float)sin(ang);
+    }
+  WS_TRY(be->to_device(be, emb, hbuf, sizeof(float) * (size_t)(B * c->freq_dim), err));
+  WS_TRY(lin_apply(m, emb, B, &m->te0, e1, err));
+  WS_TRY(be->silu(be, e1, B * D, e1, err));
+  WS_TRY(lin_apply(m, e1, B, &m->te2, e, err));
+  WS_TRY(be->silu(be, e, B * D, es, err));
+  WS_TRY(lin_apply(m, es, B, &m->tproj, e0, err));
+  WS_TRY(tap(m, in, "time_e", e, 1, D, err));
+  WS_TRY(tap(m, in, "time_e0", e0, 6, D, err));
+  *e_out = e;
+  *e0_out = e0;
+  return WS_OK;
+}
+
+/* Text path: ctx [B*text_len, D] = MLP(context zero-padded to text_len). */
+static int text_path(dit_model *m, const dit_inputs *in, ws_err *err) {
+  const dit_config *c = &m->cfg;
+  ws_backend *be = m->be;
+  int64_t B = in->batch, T = c->text_len, td = m->text_dim;
+  float *hbuf = m->ws.host;
+  memset(hbuf, 0, sizeof(float) * (size_t)(B * T * td));
+  for (int64_t b = 0; b < B; b++)
+    memcpy(hbuf + b * T * td, in->contexts[b], sizeof(float) * (size_t)(in->ctx_len[b] * td));
+  WS_TRY(be->to_device(be, m->ws.tmp_ctx, hbuf, sizeof(float) * (size_t)(B * T * td), err));
+  WS_TRY(lin_apply(m, m->ws.tmp_ctx, B * T, &m->tx0, m->ws.ck, err));
+  WS_TRY(be->gelu_tanh(be, m->ws.ck, B * T * c->dim, m->ws.ck, err));
+  WS_TRY(lin_apply(m, m->ws.ck, B * T, &m->tx2, m->ws.ctx, err));
+  return tap(m, in, "context_embed", m->ws.ctx, T, c->dim, err);
+}
+
+static int block_forward(dit_model *m, const dit_block *bl, int64_t B, int64_t L,
+                         const float *e0, float *mb, ws_err *err) {
+  const dit_config *c = &m->cfg;
+  ws_backend *be = m->be;
+  workspace *w = &m->ws;
+  int64_t D = c->dim, T = c->text_len, N = c->num_heads, d = m->head_dim, R = B * L;
+  float eps = (float)c->eps, scale = (float)(1.0 / sqrt((double)d));
+  for (int64_t b = 0; b < B; b++)
+    WS_TRY(be->add(be, bl->modulation.data, e0 + b * 6 * D, 6 * D, mb + b * 6 * D, err));
+  /* self-attention */
+  WS_TRY(be->ln_modulate(be, w->x, B, L, D, eps, mb, mb + D, 6 * D, w->a, err));
+  WS_TRY(lin_apply(m, w->a, R, &bl->sq, w->q, err));
+  WS_TRY(be->rmsnorm(be, w->q, R, D, eps, bl->s_nq.data, w->q, err));
+  WS_TRY(lin_apply(m, w->a, R, &bl->sk, w->k, err));
+  WS_TRY(be->rmsnorm(be, w->k, R, D, eps, bl->s_nk.data, w->k, err));
+  WS_TRY(lin_apply(m, w->a, R, &bl->sv, w->v, err));
+  WS_TRY(be->rope(be, w->q, B, L, N, d, m->rope_cos, m->rope_sin, err));
+  WS_TRY(be->rope(be, w->k, B, L, N, d, m->rope_cos, m->rope_sin, err));
+  WS_TRY(be->attention(be, w->q, w->k, w->v, w->o, B, L, L, N, d, scale, err));
+  WS_TRY(lin_apply(m, w->o, R, &bl->so, w->a, err));
+  WS_TRY(be->gated_add(be, w->x, w->a, mb + 2 * D, 6 * D, B, L, D, err));
+  /* cross-attention over all text_len rows (no mask, no gate) */
+  WS_TRY(be->layernorm(be, w->x, R, D, eps, bl->n3w.data, bl->n3b.data, w->a, err));
+  WS_TRY(lin_apply(m, w->a, R, &bl->cq, w->q, err));
+  WS_TRY(be->rmsnorm(be, w->q, R, D, eps, bl->c_nq.data, w->q, err));
+  WS_TRY(lin_apply(m, w->ctx, B * T, &bl->ck, w->ck, err));
+  WS_TRY(be->rmsnorm(be, w->ck, B * T, D, eps, bl->c_nk.data, w->ck, err));
+  WS_TRY(lin_apply(m, w->ctx, B * T, &bl->cv, w->cv, err));
+  WS_TRY(be->attention(be, w->q, w->ck, w->cv, w->o, B, L, T, N, d, scale, err));
+  WS_TRY(lin_apply(m, w->o, R, &bl->co, w->a, err));
+  WS_TRY(be->gated_add(be, w->x, w->a, NULL, 0, B, L, D, err));
+  /* FFN */
+  WS_TRY(be->ln_modulate(be, w->x, B, L, D, eps, mb + 3 * D, mb + 4 * D, 6 * D, w->a, err));
+  WS_TRY(lin_apply(m, w->a, R, &bl->f0, w->h, err));
+  WS_TRY(be->gelu_tanh(be, w->h, R * c->ffn_dim, w->h, err));
+  WS_TRY(lin_apply(m, w->h, R, &bl->f2, w->a, err));
+  return be->gated_add(be, w->x, w->a, mb + 5 * D, 6 * D, B, L, D, err);
+}
+
+int dit_forward(dit_model *m, const dit_inputs *in, float *out, ws_err *err) {
+  WS_TRY(dit_check_inputs(m, in, err));
+  const dit_config *c = &m->cfg;
+  ws_backend *be = m->be;
+  int64_t B = in->batch, F = in->frames, h = in->height / 2, w = in->width / 2, L = F * h * w;
+  int64_t D = c->dim, R = B * L;
+  WS_TRY(ws_ensure(m, B, R, B * c->text_len, err));
+  WS_TRY(rope_ensure(m, F, h, w, err));
+  workspace *ws = &m->ws;
+  /* patch embedding */
+  patchify(in, c->in_dim, ws->host);
+  WS_TRY(be->to_device(be, ws->h, ws->host, sizeof(float) * (size_t)(R * 4 * c->in_dim), err));
+  WS_TRY(lin_apply(m, ws->h, R, &m->patch, ws->x, err));
+  WS_TRY(tap(m, in, "x_embed", ws->x, L, D, err));
+  float *e, *e0;
+  WS_TRY(time_path(m, in, &e, &e0, err));
+  WS_TRY(text_path(m, in, err));
+  float *mb = e0 + B * 6 * D; /* [B, 6D] block modulation, then [B, 2D] head modulation */
+  for (int i = 0; i < c->num_layers; i++) {
+    WS_TRY(block_forward(m, &m->blocks[i], B, L, e0, mb, err));
+    if (in->tap) {
+      char nm[32];
+      snprintf(nm, sizeof nm, "block_%d", i);
+      WS_TRY(tap(m, in, nm, ws->x, L, D, err));
+    }
+  }
+  /* head: shift = modulation[0] + e, scale = modulation[1] + e (e without SiLU) */
+  float *hm = mb + B * 6 * D;
+  const float *hmod = m->head_mod.data;
+  for (int64_t b = 0; b < B; b++) {
+    WS_TRY(be->add(be, hmod, e + b * D, D, hm + b * 2 * D, err));
+    WS_TRY(be->add(be, hmod + D, e + b * D, D, hm + b * 2 * D + D, err));
+  }
+  WS_TRY(be->ln_modulate(be, ws->x, B, L, D, (float)c->eps, hm, hm + D, 2 * D, ws->a, err));
+  WS_TRY(lin_apply(m, ws->a, R, &m->head, ws->h, err));
+  WS_TRY(tap(m, in, "head", ws->h, L, 4 * c->out_dim, err));
+  WS_TRY(be->to_host(be, ws->host, ws->h, sizeof(float) * (size_t)(R * 4 * c->out_dim), err));
+  unpatchify(ws->host, B, F, h, w, c->out_dim, out);
+  return be->sync(be, err);
+}

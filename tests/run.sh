@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every test: the C unit-test binaries (build/tests/test_*), the golden cases (tests/golden
+# and, when present, ../shared/golden) through `wanctl check-golden`, and the black-box
+# integration scripts (tests/it_*.sh). Each test prints "PASS name" or "FAIL name"; a binary
+# that crashes counts as one failure. Ends with "N passed, N failed".
+set -u
+BUILD=${BUILD:-build}
+export BUILD
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+pass=0; fail=0
+log=$(mktemp)
+count() { # $1 = output file, $2 = rc, $3 = what
+  local p f
+  p=$(grep -c '^PASS ' "$1"); f=$(grep -c '^FAIL ' "$1")
+  pass=$((pass + p)); fail=$((fail + f))
+  if [ "$2" -ne 0 ] && [ "$f" -eq 0 ]; then
+    echo "FAIL $3 (exit status $2)"; fail=$((fail + 1))
+  fi
+}
+for t in "$BUILD"/tests/test_*; do
+  [ -x "$t" ] || continue
+  echo "== $(basename "$t")"
+  "$t" >"$log" 2>&1; rc=$?
+  cat "$log"; count "$log" $rc "$(basename "$t")"
+done
+golden_dirs=(tests/golden)
+[ -d ../shared/golden ] && golden_dirs+=(../shared/golden)
+echo "== golden cases (${golden_dirs[*]})"
+"$BUILD"/bin/wanctl check-golden --implemented-only "${golden_dirs[@]}" >"$log" 2>&1; rc=$?
+sed 's/^\([^ ]*\) \(.*\) PASS$/PASS golden:\1 \2/; s/^\([^ ]*\) \(.*\) FAIL$/FAIL golden:\1 \2/' "$log" >"$log.2"
+cat "$log.2"; count "$log.2" $rc golden
+for s in tests/it_*.sh; do
+  [ -f "$s" ] || continue
+  echo "== $(basename "$s")"
+  bash "$s" >"$log" 2>&1; rc=$?
+  cat "$log"; count "$log" $rc "$(basename "$s")"
+done
+rm -f "$log" "$log.2"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,82 @@
+/* testlib — a minimal test harness. Each test binary defines test functions, registers them in
+ * main with TEST_RUN(fn), and ends with `return test_summary();`. Every test prints one line
+ * "PASS name" or "FAIL name" (tests/run.sh counts those lines). Checks print both values. */
+#ifndef WS_TESTLIB_H
+#define WS_TESTLIB_H
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+extern int test_failed_checks;
+extern int test_n_pass, test_n_fail;
+
+#define CHECK(cond)                                                                                \
+  do {                                                                                             \
+    if (!(cond)) {                                                                                 \
+      fprintf(stderr, "  check failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__);                 \
+      test_failed_checks++;                                                                        \
+    }                                                                                              \
+  } while (0)
+
+#define CHECK_EQ_INT(a, b)                                                                         \
+  do {                                                                                             \
+    long long a_ = (long long)(a), b_ = (long long)(b);                                            \
+    if (a_ != b_) {                                                                                \
+      fprintf(stderr, "  check failed: %s == %s (%lld vs %lld) (%s:%d)\n", #a, #b, a_, b_,         \
+              __FILE__, __LINE__);                                                                 \
+      test_failed_checks++;                                                                        \
+    }                                                                                              \
+  } while (0)
+
+#define CHECK_NEAR(a, b, tol)                                                                      \
+  do {                                                                                             \
+    double a_ = (double)(a), b_ = (double)(b);                                                     \
+    if (!(fabs(a_ - b_) <= (tol))) {                                                               \
+      fprintf(stderr, "  check failed: %s ~ %s (%.9g vs %.9g, tol %g) (%s:%d)\n", #a, #b, a_, b_, \
+              (double)(tol), __FILE__, __LINE__);                                                  \
+      test_failed_checks++;                                                                        \
+    }                                                                                              \
+  } while (0)
+
+/* Checks rc == 0; prints the error message otherwise. */
+#define CHECK_OK(rc, err)                                                                          \
+  do {                                                                                             \
+    int rc_ = (rc);                                                                                \
+    if (rc_ != 0) {                                                                                \
+      fprintf(stderr, "  check failed: %s returned %d: %s (%s:%d)\n", #rc, rc_, (err).msg,         \
+              __FILE__, __LINE__);                                                                 \
+      test_failed_checks++;                                                                        \
+    }                                                                                              \
+  } while (0)
+
+/* Checks rc is the negative code `code` and the message contains `needle`. */
+#define CHECK_ERR(rc, code, err, needle)                                                           \
+  do {                                                                                             \
+    int rc_ = (rc);                                                                                \
+    if (rc_ != (code) || !strstr((err).msg, (needle))) {                                           \
+      fprintf(stderr, "  check failed: %s -> %d '%s', wanted %d containing '%s' (%s:%d)\n", #rc,  \
+              rc_, (err).msg, (int)(code), (needle), __FILE__, __LINE__);                          \
+      test_failed_checks++;                                                                        \
+    }                                                                                              \
+  } while (0)
+
+#define TEST_RUN(fn)                                                                               \
+  do {                                                                                             \
+    test_failed_checks = 0;                                                                        \
+    fn();                                                                                          \
+    if (test_failed_checks) {                                                                      \
+      printf("FAIL %s\n", #fn);                                                                    \
+      test_n_fail++;                                                                               \
+    } else {                                                                                       \
+      printf("PASS %s\n", #fn);                                                                    \
+      test_n_pass++;                                                                               \
+    }                                                                                              \
+    fflush(stdout);                                                                                \
+  } while (0)
+
+int test_summary(void);
+/* Directory for scratch files of this test binary (created on first use, under $BUILD/tmp). */
+const char *test_tmpdir(void);
+
+#endif
