@@ -60,7 +60,7 @@ typedef struct png_ctx {
   png_infop info;
   png_bytep *rows;
   img_rgb8 img;
-  char msg[200];  /* libpng's message of the error that ended decoding */
+  char msg[200]; /* libpng's message of the error that ended decoding */
   ws_err *err;
 } png_ctx;
 
@@ -100,7 +100,9 @@ static int png_decode_inner(png_ctx *c) {
   if (ctype == PNG_COLOR_TYPE_GRAY || ctype == PNG_COLOR_TYPE_GRAY_ALPHA)
     png_set_gray_to_rgb(c->png);
   if (depth == 16) png_set_strip_16(c->png); /* high byte, as PIL's RGB;16B raw mode */
-  if (ctype & PNG_COLOR_MASK_ALPHA) png_set_strip_alpha(c->png);
+  /* palette_to_rgb also turns tRNS into an alpha channel; strip that one too */
+  if ((ctype & PNG_COLOR_MASK_ALPHA) || png_get_valid(c->png, c->info, PNG_INFO_tRNS))
+    png_set_strip_alpha(c->png);
   png_set_interlace_handling(c->png);
   png_read_update_info(c->png, c->info);
 
@@ -114,7 +116,8 @@ static int png_decode_inner(png_ctx *c) {
   c->rows = malloc(sizeof(png_bytep) * h);
   if (!c->img.data || !c->rows)
     return ws_fail(c->err, WS_ENOMEM, "PNG: cannot allocate %ux%u RGB8 image", w, h);
-  for (png_uint_32 y = 0; y < h; y++) c->rows[y] = c->img.data + (size_t)y * rowbytes;
+  for (png_uint_32 y = 0; y < h; y++)
+    c->rows[y] = c->img.data + (size_t)y * rowbytes;
   c->img.width = (int)w;
   c->img.height = (int)h;
   png_read_image(c->png, c->rows);
@@ -229,8 +232,8 @@ static int jpeg_decode_inner(jpeg_ctx *c, const uint8_t *buf, size_t n, int64_t 
     uint8_t *dst = c->img.data + (size_t)ci->output_scanline * w * 3;
     JSAMPROW r = cmyk ? c->row : dst;
     if (jpeg_read_scanlines(ci, &r, 1) != 1)
-      return ws_fail(err, WS_EFORMAT, "JPEG: decoder stopped at row %u of %d",
-                     ci->output_scanline, h);
+      return ws_fail(err, WS_EFORMAT, "JPEG: decoder stopped at row %u of %d", ci->output_scanline,
+                     h);
     if (cmyk)
       for (int x = 0; x < w; x++) {
         const uint8_t *s = c->row + 4 * x;
@@ -275,9 +278,10 @@ int img_decode(const void *buf, size_t n, int64_t max_pixels, img_rgb8 *out, ws_
   default: {
     const uint8_t *p = buf;
     char hex[3 * 8 + 1] = "";
-    for (size_t i = 0; i < n && i < 8; i++) snprintf(hex + 3 * i, 4, "%02x ", p[i]);
-    return ws_fail(err, WS_EUNSUPPORTED,
-                   "image: not a PNG or JPEG (%zu bytes, starts with %s)", n, hex);
+    for (size_t i = 0; i < n && i < 8; i++)
+      snprintf(hex + 3 * i, 4, "%02x ", p[i]);
+    return ws_fail(err, WS_EUNSUPPORTED, "image: not a PNG or JPEG (%zu bytes, starts with %s)", n,
+                   hex);
   }
   }
 }
@@ -287,8 +291,8 @@ int img_decode(const void *buf, size_t n, int64_t max_pixels, img_rgb8 *out, ws_
 int img_load_file(const char *path, int64_t max_pixels, img_rgb8 *out, ws_err *err) {
   if (out) memset(out, 0, sizeof *out);
   FILE *f = fopen(path, "rb");
-  if (!f) return ws_fail(err, errno == ENOENT ? WS_ENOTFOUND : WS_EIO, "%s: %s", path,
-                         strerror(errno));
+  if (!f)
+    return ws_fail(err, errno == ENOENT ? WS_ENOTFOUND : WS_EIO, "%s: %s", path, strerror(errno));
   uint8_t *buf = NULL;
   size_t len = 0, cap = 0;
   int rc = 0;
@@ -344,7 +348,8 @@ static void png_write_fn(png_structp png, png_bytep data, size_t len) {
   png_wctx *c = png_get_io_ptr(png);
   if (len > c->cap - c->len) {
     size_t ncap = c->cap ? c->cap : 4096;
-    while (ncap - c->len < len) ncap *= 2;
+    while (ncap - c->len < len)
+      ncap *= 2;
     uint8_t *nb = realloc(c->buf, ncap);
     if (!nb) {
       c->oom = 1;
@@ -366,7 +371,8 @@ static int png_encode_inner(png_wctx *c, const uint8_t *rgb, int w, int h, ws_er
   png_set_IHDR(c->png, c->info, (png_uint_32)w, (png_uint_32)h, 8, PNG_COLOR_TYPE_RGB,
                PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
   png_write_info(c->png, c->info);
-  for (int y = 0; y < h; y++) png_write_row(c->png, (png_const_bytep)(rgb + (size_t)y * w * 3));
+  for (int y = 0; y < h; y++)
+    png_write_row(c->png, (png_const_bytep)(rgb + (size_t)y * w * 3));
   png_write_end(c->png, NULL);
   return 0;
 }

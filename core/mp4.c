@@ -41,7 +41,8 @@ static void av_log_capture(void *avcl, int level, const char *fmt, va_list vl) {
     av_log_format_line2(avcl, level, fmt, cp, line, sizeof line, &print_prefix);
     va_end(cp);
     size_t n = strlen(line);
-    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+      line[--n] = 0;
     memcpy(t_av_last, line, n + 1);
   }
   if (level <= g_av_print_level) av_log_default_callback(avcl, level, fmt, vl);
@@ -86,8 +87,8 @@ size_t mp4_buf_nchunks(const mp4_buf *b, size_t chunk_size) {
   return (b->len + chunk_size - 1) / chunk_size;
 }
 
-int mp4_buf_chunk(const mp4_buf *b, size_t chunk_size, size_t i, const uint8_t **data,
-                  size_t *len, ws_err *err) {
+int mp4_buf_chunk(const mp4_buf *b, size_t chunk_size, size_t i, const uint8_t **data, size_t *len,
+                  ws_err *err) {
   if (!b || !data || !len || !chunk_size) return ws_fail(err, WS_EINVAL, "mp4_buf_chunk: bad args");
   size_t n = mp4_buf_nchunks(b, chunk_size);
   if (i >= n) return ws_fail(err, WS_ERANGE, "mp4_buf_chunk: chunk %zu of %zu", i, n);
@@ -107,8 +108,8 @@ int mp4_write_file(const char *path, const uint8_t *data, size_t len, ws_err *er
   int rc = 0;
   if (len && fwrite(data, 1, len, f) != len) rc = ws_fail(err, WS_EIO, "%s: short write", tmp);
   if (fclose(f) != 0 && !rc) rc = ws_fail(err, WS_EIO, "%s: %s", tmp, strerror(errno));
-  if (!rc && rename(tmp, path) != 0) rc = ws_fail(err, WS_EIO, "rename to %s: %s", path,
-                                                  strerror(errno));
+  if (!rc && rename(tmp, path) != 0)
+    rc = ws_fail(err, WS_EIO, "rename to %s: %s", path, strerror(errno));
   if (rc) remove(tmp);
   return rc;
 }
@@ -121,7 +122,7 @@ typedef struct membuf {
   int keep;              /* store bytes in data */
   mp4_chunk_fn on_chunk; /* fragmented streaming sink */
   void *user;
-  int sink_rc;           /* first failure of on_chunk or of growing data */
+  int sink_rc; /* first failure of on_chunk or of growing data */
 } membuf;
 
 #if LIBAVFORMAT_VERSION_MAJOR >= 61
@@ -143,7 +144,8 @@ static int mem_write(void *opaque, MP4_WBUF *buf, int n) {
   if (!m->keep) return n;
   if ((size_t)n > m->cap - m->pos) {
     size_t ncap = m->cap ? m->cap : MP4_IO_BUF;
-    while (ncap - m->pos < (size_t)n) ncap *= 2;
+    while (ncap - m->pos < (size_t)n)
+      ncap *= 2;
     uint8_t *nb = realloc(m->data, ncap);
     if (!nb) {
       m->sink_rc = WS_ENOMEM;
@@ -163,8 +165,10 @@ static int64_t mem_seek(void *opaque, int64_t off, int whence) {
   membuf *m = opaque;
   whence &= ~AVSEEK_FORCE;
   if (whence == AVSEEK_SIZE) return (int64_t)m->len;
-  int64_t base = whence == SEEK_SET ? 0 : whence == SEEK_CUR ? (int64_t)m->pos
-                 : whence == SEEK_END ? (int64_t)m->len : -1;
+  int64_t base = whence == SEEK_SET   ? 0
+                 : whence == SEEK_CUR ? (int64_t)m->pos
+                 : whence == SEEK_END ? (int64_t)m->len
+                                      : -1;
   if (base < 0 || base + off < 0 || base + off > (int64_t)m->len) return AVERROR(EINVAL);
   m->pos = (size_t)(base + off);
   return (int64_t)m->pos;
@@ -227,17 +231,21 @@ static int find_h264(const char *name, const AVCodec **out, ws_err *err) {
   void *it = NULL;
   const AVCodec *x;
   while ((x = av_codec_iterate(&it)))
-    if (av_codec_is_encoder(x) && x->id == AV_CODEC_ID_H264 && strlen(have) + strlen(x->name) + 2 < sizeof have) {
+    if (av_codec_is_encoder(x) && x->id == AV_CODEC_ID_H264 &&
+        strlen(have) + strlen(x->name) + 2 < sizeof have) {
       if (have[0]) strcat(have, ", ");
       strcat(have, x->name);
     }
   if (c)
-    return ws_fail(err, WS_EINVAL, "mp4: encoder '%s' is not an H.264 encoder (H.264 encoders "
-                   "here: %s)", name, have[0] ? have : "none");
+    return ws_fail(err, WS_EINVAL,
+                   "mp4: encoder '%s' is not an H.264 encoder (H.264 encoders "
+                   "here: %s)",
+                   name, have[0] ? have : "none");
   return ws_fail(err, WS_EUNSUPPORTED,
                  "mp4: H.264 encoder '%s' is missing from this libavcodec (%s); H.264 encoders "
                  "here: %s. Install a libavcodec built with libx264 (Debian: libavcodec59, "
-                 "which depends on libx264-164)", name, LIBAVCODEC_IDENT, have[0] ? have : "none");
+                 "which depends on libx264-164)",
+                 name, LIBAVCODEC_IDENT, have[0] ? have : "none");
 }
 
 static int check_opts(const mp4_opts *o, int width, int height, ws_err *err) {
@@ -250,8 +258,10 @@ static int check_opts(const mp4_opts *o, int width, int height, ws_err *err) {
     return ws_fail(err, WS_EINVAL, "mp4: frame size %dx%d outside 1..%d", width, height,
                    MP4_MAX_DIM);
   if ((width | height) & 1 && o->odd == MP4_ODD_REFUSE)
-    return ws_fail(err, WS_EINVAL, "mp4: frame size %dx%d is odd; yuv420p H.264 needs even "
-                   "width and height", width, height);
+    return ws_fail(err, WS_EINVAL,
+                   "mp4: frame size %dx%d is odd; yuv420p H.264 needs even "
+                   "width and height",
+                   width, height);
   if (o->odd != MP4_ODD_PAD && o->odd != MP4_ODD_REFUSE)
     return ws_fail(err, WS_EINVAL, "mp4: bad odd-size policy %d", o->odd);
   return 0;
@@ -325,7 +335,10 @@ int mp4_writer_open(mp4_writer **out, int width, int height, const mp4_opts *opt
     WS_WARN("mp4: encoder %s: crf/preset options ignored (libx264 only)", codec->name);
   }
   if ((ar = avcodec_open2(enc, codec, NULL)) < 0) {
-    rc = av_fail(err, WS_EBACKEND, ar, "mp4: avcodec_open2(%s, %dx%d)", codec->name, w->ew, w->eh);
+    /* EINVAL here is a bad option value (x264 checks the preset only now) */
+    rc = av_fail(err, ar == AVERROR(EINVAL) ? WS_EINVAL : WS_EBACKEND, ar,
+                 "mp4: avcodec_open2(%s, %dx%d, preset %s, crf %d)", codec->name, w->ew, w->eh,
+                 opts->preset ? opts->preset : "medium", opts->crf);
     goto fail;
   }
   if ((ar = avcodec_parameters_from_context(w->st->codecpar, enc)) < 0) {
@@ -348,7 +361,8 @@ int mp4_writer_open(mp4_writer **out, int width, int height, const mp4_opts *opt
     goto fail;
   }
   w->oc->flags |= AVFMT_FLAG_CUSTOM_IO;
-  if (opts->fragmented) av_dict_set(&mux_opts, "movflags", "frag_keyframe+empty_moov+default_base_moof", 0);
+  if (opts->fragmented)
+    av_dict_set(&mux_opts, "movflags", "frag_keyframe+empty_moov+default_base_moof", 0);
   if ((ar = avformat_write_header(w->oc, &mux_opts)) < 0) {
     rc = w->mb.sink_rc ? ws_fail(err, w->mb.sink_rc, "mp4: output sink failed in the header")
                        : av_fail(err, WS_EIO, ar, "mp4: avformat_write_header");
@@ -467,8 +481,10 @@ int mp4_f32_frame_to_rgb8(const float *video, int frames, int height, int width,
       const float *s = src + (size_t)y * width;
       for (int x = 0; x < width; x++) {
         if (!isfinite(s[x]))
-          return ws_fail(err, WS_EINVAL, "mp4: non-finite value %g at channel %d, frame %d, "
-                         "row %d, column %d", (double)s[x], c, f, y, x);
+          return ws_fail(err, WS_EINVAL,
+                         "mp4: non-finite value %g at channel %d, frame %d, "
+                         "row %d, column %d",
+                         (double)s[x], c, f, y, x);
         d[3 * x] = f32_to_u8(s[x]);
       }
     }
@@ -528,7 +544,8 @@ int mp4_encode_f32(const float *video, int frames, int height, int width, const 
   if (frames <= 0) return ws_fail(err, WS_EINVAL, "mp4: no frames to encode (frames=%d)", frames);
   mp4_writer *w = NULL;
   int rc = mp4_writer_open(&w, width, height, opts, err);
-  for (int f = 0; !rc && f < frames; f++) rc = mp4_writer_add_f32(w, video, frames, f, err);
+  for (int f = 0; !rc && f < frames; f++)
+    rc = mp4_writer_add_f32(w, video, frames, f, err);
   if (!rc) rc = mp4_writer_finish(w, out, err);
   mp4_writer_free(w);
   return rc;
@@ -542,7 +559,8 @@ int mp4_encode_rgb8(const uint8_t *rgb, int frames, int height, int width, const
   mp4_writer *w = NULL;
   int rc = mp4_writer_open(&w, width, height, opts, err);
   size_t fbytes = (size_t)width * height * 3;
-  for (int f = 0; !rc && f < frames; f++) rc = mp4_writer_add_rgb8(w, rgb + f * fbytes, err);
+  for (int f = 0; !rc && f < frames; f++)
+    rc = mp4_writer_add_rgb8(w, rgb + f * fbytes, err);
   if (!rc) rc = mp4_writer_finish(w, out, err);
   mp4_writer_free(w);
   return rc;
@@ -554,8 +572,7 @@ int mp4_encode_tensor(const ws_tensor *video, const mp4_opts *opts, mp4_buf *out
   char s[96];
   const int64_t *sh = video->shape;
   int nd = video->ndim;
-  if (video->be)
-    return ws_fail(err, WS_EINVAL, "mp4: video must be a host tensor");
+  if (video->be) return ws_fail(err, WS_EINVAL, "mp4: video must be a host tensor");
   if (video->dtype != WS_F32)
     return ws_fail(err, WS_EINVAL, "mp4: video must be F32, got %s", ws_dtype_name(video->dtype));
   if (nd == 5 && sh[0] == 1) {
@@ -591,8 +608,10 @@ static int64_t mem_rseek(void *opaque, int64_t off, int whence) {
   rdbuf *r = opaque;
   whence &= ~AVSEEK_FORCE;
   if (whence == AVSEEK_SIZE) return (int64_t)r->len;
-  int64_t base = whence == SEEK_SET ? 0 : whence == SEEK_CUR ? (int64_t)r->pos
-                 : whence == SEEK_END ? (int64_t)r->len : -1;
+  int64_t base = whence == SEEK_SET   ? 0
+                 : whence == SEEK_CUR ? (int64_t)r->pos
+                 : whence == SEEK_END ? (int64_t)r->len
+                                      : -1;
   if (base < 0 || base + off < 0 || base + off > (int64_t)r->len) return AVERROR(EINVAL);
   r->pos = (size_t)(base + off);
   return (int64_t)r->pos;
@@ -615,8 +634,8 @@ static int frame_to_rgb(const AVFrame *fr, uint8_t **rgb, ws_err *err) {
     rc = av_fail(err, WS_ENOMEM, ar, "mp4 probe: av_frame_get_buffer");
     goto done;
   }
-  sws = sws_getContext(fr->width, fr->height, fr->format, fr->width, fr->height,
-                       AV_PIX_FMT_RGB24, SWS_BICUBIC, NULL, NULL, NULL);
+  sws = sws_getContext(fr->width, fr->height, fr->format, fr->width, fr->height, AV_PIX_FMT_RGB24,
+                       SWS_BICUBIC, NULL, NULL, NULL);
   if (!sws) {
     rc = ws_fail(err, WS_EUNSUPPORTED, "mp4 probe: cannot convert %s to RGB24",
                  av_get_pix_fmt_name(fr->format));
@@ -731,8 +750,7 @@ int mp4_probe(const uint8_t *data, size_t len, mp4_info *info, int decode_index,
     ar = av_read_frame(ic, pkt);
     if (ar == AVERROR_EOF) break;
     if (ar < 0) {
-      rc = av_fail(err, WS_EFORMAT, ar, "mp4 probe: reading packet %lld",
-                   (long long)info->frames);
+      rc = av_fail(err, WS_EFORMAT, ar, "mp4 probe: reading packet %lld", (long long)info->frames);
       goto done;
     }
     if (pkt->stream_index == si) {

@@ -16,7 +16,7 @@
  *   - default: seekable buffer, moov at the end (`ftyp free mdat moov`); no +faststart (it needs
  *     to re-open a file by name, which custom IO cannot do).
  *   - opts.fragmented: fragmented MP4 (frag_keyframe+empty_moov+default_base_moof), written
- *     strictly sequentially; opts.on_chunk then receives every piece (ftyp+moov, each fragment,
+ *     strictly sequentially; opts.on_chunk then receives every piece (ftyp, moov, each fragment,
  *     mfra) as soon as the muxer flushes it, for streaming. Fragments begin at keyframes: the
  *     GOP is opts.gop, or one second when 0 in this mode.
  * Timestamps: frame i has pts i in time base fps_den/fps_num, rescaled to the stream time base
@@ -24,8 +24,10 @@
  *
  * Determinism: the same input, options and libx264 build give the same bytes when opts.threads
  * is fixed (> 0); threads = 0 lets x264 pick by core count, which changes the bitstream.
- * Logging: libav's log level is lowered to AV_LOG_ERROR once (AV_LOG_INFO when WANSERVE_LOG is
- * debug); the last libav error line is appended to our error messages.
+ * Logging: on first use this module installs a process-wide av_log callback that keeps the last
+ * libav error line per thread (appended to our error messages) and prints only fatal lines
+ * (info and up when WANSERVE_LOG=debug). x264's own preset parser still prints one line on a
+ * bad preset name.
  * Thread-safe: each call owns its FFmpeg objects.
  */
 #ifndef WS_MP4_H
@@ -46,7 +48,8 @@ typedef int (*mp4_chunk_fn)(void *user, const uint8_t *data, size_t len);
 
 typedef struct mp4_opts {
   int fps_num, fps_den;  /* frame rate; default 16/1 (A14B sample_fps) */
-  int crf;               /* libx264 CRF 0..51; default 10 (the release's imageio quality=8) */
+  int crf;               /* libx264 CRF 0..51; default 10: the release saves with imageio
+                            quality=8, which imageio-ffmpeg maps to crf int((1-8/10)*51) = 10 */
   const char *preset;    /* libx264 preset; default "medium" (x264's own default) */
   const char *encoder;   /* encoder name; NULL = "libx264" */
   int gop;               /* keyframe interval in frames; 0 = x264 default (fragmented: fps) */
@@ -55,7 +58,7 @@ typedef struct mp4_opts {
   int fragmented;        /* 1: fragmented MP4, see above */
   mp4_chunk_fn on_chunk; /* fragmented only: streaming sink (may be NULL) */
   void *chunk_user;
-  int keep_buffer;       /* fragmented with on_chunk: also keep all bytes in *out (default 1) */
+  int keep_buffer; /* fragmented with on_chunk: also keep all bytes in *out (default 1) */
 } mp4_opts;
 
 void mp4_opts_default(mp4_opts *o);
@@ -71,8 +74,8 @@ void mp4_buf_free(mp4_buf *b);
 /* Streaming accessor over a finished buffer: number of chunks of chunk_size bytes (the last may
  * be shorter), and chunk i as a view into b (valid while b lives). */
 size_t mp4_buf_nchunks(const mp4_buf *b, size_t chunk_size);
-int mp4_buf_chunk(const mp4_buf *b, size_t chunk_size, size_t i, const uint8_t **data,
-                  size_t *len, ws_err *err);
+int mp4_buf_chunk(const mp4_buf *b, size_t chunk_size, size_t i, const uint8_t **data, size_t *len,
+                  ws_err *err);
 
 /* Encodes float video [3, frames, height, width] (channel-first, contiguous, values in [-1, 1]).
  * opts NULL = defaults. On success *out holds the whole MP4 (caller frees with mp4_buf_free;
@@ -117,7 +120,7 @@ typedef struct mp4_info {
   char pix_fmt[32];     /* "yuv420p" */
   int fps_num, fps_den; /* the stream's average frame rate */
   double fps;
-  double duration_s;    /* frames / fps */
+  double duration_s; /* frames / fps */
 } mp4_info;
 
 /* Opens MP4 bytes through a custom read AVIOContext, fills *info from the first video stream.
