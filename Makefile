@@ -60,8 +60,9 @@ BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 BINS := $(BUILD)/bin/wanctl $(SERVICE_BINS)
 
 .PHONY: all build deps test asan bench demo clean format format-check
+NPROC := $(shell nproc 2>/dev/null || echo 2)
 all: deps
-	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory -j$(NPROC) build
 
 deps:
 	@bash deploy/install-deps.sh
@@ -104,11 +105,11 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
 	$(CC) -o $@ $^ $(LDLIBS)
 
 test: deps
-	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory -j$(NPROC) build
 	@BUILD=$(BUILD) bash tests/run.sh
 
 asan: deps
-	@$(MAKE) --no-print-directory build BUILD=build-asan NO_CUDA=1 OPT=-O1 \
+	@$(MAKE) --no-print-directory -j$(NPROC) build BUILD=build-asan NO_CUDA=1 OPT=-O1 \
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 	@BUILD=build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 bash tests/run.sh

@@ -17,6 +17,7 @@ PKGS=(
   libzip-dev                                  # .pth (PyTorch zip) checkpoints
   libpng-dev libjpeg-dev                      # I2V image input
   python3 python3-grpcio                      # black-box RPC tests with an independent client
+  ffmpeg                                      # ffprobe: integration tests check MP4s independently
 )
 
 missing=()

@@ -25,7 +25,9 @@ for t in "$BUILD"/tests/test_*; do
   cat "$log"; count "$log" $rc "$(basename "$t")"
 done
 golden_dirs=(tests/golden)
-[ -d ../shared/golden ] && golden_dirs+=(../shared/golden)
+# cases added later to the shared set are run with no code change
+if [ -n "${WS_EXTRA_GOLDEN:-}" ] && [ -d "$WS_EXTRA_GOLDEN" ]; then golden_dirs+=("$WS_EXTRA_GOLDEN")
+elif [ -d ../shared/golden ]; then golden_dirs+=(../shared/golden); fi
 echo "== golden cases (${golden_dirs[*]})"
 "$BUILD"/bin/wanctl check-golden --implemented-only "${golden_dirs[@]}" >"$log" 2>&1; rc=$?
 sed 's/^\([^ ]*\) \(.*\) PASS$/PASS golden:\1 \2/; s/^\([^ ]*\) \(.*\) FAIL$/FAIL golden:\1 \2/' "$log" >"$log.2"

@@ -1,0 +1,160 @@
+#include "core/backend_prof.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { P_LINEAR, P_LAYERNORM, P_LNMOD, P_RMS, P_ROPE, P_ATTN, P_GELU, P_SILU, P_ADD, P_GATED, P_N };
+static const char *const k_names[P_N] = {"linear", "layernorm", "ln_modulate", "rmsnorm", "rope",
+                                         "attention", "gelu_tanh", "silu", "add", "gated_add"};
+
+typedef struct prof_ctx {
+  ws_backend *inner;
+  double sec[P_N];
+  long calls[P_N];
+} prof_ctx;
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+#define INNER(be) (((prof_ctx *)(be)->ctx)->inner)
+/* Runs `call` on the inner backend and charges the time to op k (sync included). */
+#define TIMED(be, k, call)                                                                         \
+  do {                                                                                             \
+    prof_ctx *pc_ = (be)->ctx;                                                                     \
+    double t0_ = now();                                                                            \
+    int rc_ = (call);                                                                              \
+    if (rc_ == WS_OK) rc_ = pc_->inner->sync(pc_->inner, err);                                     \
+    pc_->sec[k] += now() - t0_;                                                                    \
+    pc_->calls[k]++;                                                                               \
+    return rc_;                                                                                    \
+  } while (0)
+
+static int p_alloc(const ws_backend *be, size_t n, void **o, ws_err *err) {
+  return INNER(be)->alloc_mem(INNER(be), n, o, err);
+}
+static void p_free(const ws_backend *be, void *p) { INNER(be)->free_mem(INNER(be), p); }
+static int p_to_dev(const ws_backend *be, void *d, const void *s, size_t n, ws_err *err) {
+  return INNER(be)->to_device(INNER(be), d, s, n, err);
+}
+static int p_to_host(const ws_backend *be, void *d, const void *s, size_t n, ws_err *err) {
+  return INNER(be)->to_host(INNER(be), d, s, n, err);
+}
+static int p_memset0(const ws_backend *be, void *d, size_t n, ws_err *err) {
+  return INNER(be)->memset0(INNER(be), d, n, err);
+}
+static int p_sync(const ws_backend *be, ws_err *err) { return INNER(be)->sync(INNER(be), err); }
+static int p_linear(const ws_backend *be, const float *x, int64_t M, int64_t K, const void *w,
+                    ws_dtype wdt, int64_t N, const float *b, float *y, ws_err *err) {
+  TIMED(be, P_LINEAR, INNER(be)->linear(INNER(be), x, M, K, w, wdt, N, b, y, err));
+}
+static int p_ln(const ws_backend *be, const float *x, int64_t r, int64_t D, float eps,
+                const float *g, const float *b, float *y, ws_err *err) {
+  TIMED(be, P_LAYERNORM, INNER(be)->layernorm(INNER(be), x, r, D, eps, g, b, y, err));
+}
+static int p_lnmod(const ws_backend *be, const float *x, int64_t B, int64_t L, int64_t D,
+                   float eps, const float *sh, const float *sc, int64_t st, float *y, ws_err *err) {
+  TIMED(be, P_LNMOD, INNER(be)->ln_modulate(INNER(be), x, B, L, D, eps, sh, sc, st, y, err));
+}
+static int p_rms(const ws_backend *be, const float *x, int64_t r, int64_t D, float eps,
+                 const float *w, float *y, ws_err *err) {
+  TIMED(be, P_RMS, INNER(be)->rmsnorm(INNER(be), x, r, D, eps, w, y, err));
+}
+static int p_rope(const ws_backend *be, float *x, int64_t B, int64_t L, int64_t N, int64_t d,
+                  const float *c, const float *s, ws_err *err) {
+  TIMED(be, P_ROPE, INNER(be)->rope(INNER(be), x, B, L, N, d, c, s, err));
+}
+static int p_attn(const ws_backend *be, const float *q, const float *k, const float *v, float *o,
+                  int64_t B, int64_t Lq, int64_t Lk, int64_t N, int64_t d, float sc,
+                  ws_err *err) {
+  TIMED(be, P_ATTN, INNER(be)->attention(INNER(be), q, k, v, o, B, Lq, Lk, N, d, sc, err));
+}
+static int p_gelu(const ws_backend *be, const float *x, int64_t n, float *y, ws_err *err) {
+  TIMED(be, P_GELU, INNER(be)->gelu_tanh(INNER(be), x, n, y, err));
+}
+static int p_silu(const ws_backend *be, const float *x, int64_t n, float *y, ws_err *err) {
+  TIMED(be, P_SILU, INNER(be)->silu(INNER(be), x, n, y, err));
+}
+static int p_add(const ws_backend *be, const float *a, const float *b, int64_t n, float *y,
+                 ws_err *err) {
+  TIMED(be, P_ADD, INNER(be)->add(INNER(be), a, b, n, y, err));
+}
+static int p_gated(const ws_backend *be, float *x, const float *y, const float *g, int64_t gs,
+                   int64_t B, int64_t L, int64_t D, ws_err *err) {
+  TIMED(be, P_GATED, INNER(be)->gated_add(INNER(be), x, y, g, gs, B, L, D, err));
+}
+
+static void p_destroy(ws_backend *be) {
+  free(be->ctx);
+  free(be);
+}
+
+int ws_backend_prof_wrap(ws_backend *inner, ws_backend **out, ws_err *err) {
+  ws_backend *be = calloc(1, sizeof *be);
+  prof_ctx *pc = calloc(1, sizeof *pc);
+  if (!be || !pc) {
+    free(be);
+    free(pc);
+    return ws_fail(err, WS_ENOMEM, "out of memory");
+  }
+  *be = *inner; /* inherit any optional ops the inner backend has */
+  pc->inner = inner;
+  be->name = inner->name;
+  be->ctx = pc;
+  be->destroy = p_destroy;
+  be->alloc_mem = p_alloc;
+  be->free_mem = p_free;
+  be->to_device = p_to_dev;
+  be->to_host = p_to_host;
+  be->memset0 = p_memset0;
+  be->sync = p_sync;
+  be->linear = p_linear;
+  be->layernorm = p_ln;
+  be->ln_modulate = p_lnmod;
+  be->rmsnorm = p_rms;
+  be->rope = p_rope;
+  be->attention = p_attn;
+  be->gelu_tanh = p_gelu;
+  be->silu = p_silu;
+  be->add = p_add;
+  be->gated_add = p_gated;
+  *out = be;
+  return WS_OK;
+}
+
+void ws_backend_prof_reset(ws_backend *prof) {
+  prof_ctx *pc = prof->ctx;
+  memset(pc->sec, 0, sizeof pc->sec);
+  memset(pc->calls, 0, sizeof pc->calls);
+}
+
+double ws_backend_prof_seconds(const ws_backend *prof, const char *name) {
+  const prof_ctx *pc = prof->ctx;
+  double s = 0;
+  for (int i = 0; i < P_N; i++)
+    if (!name || !strcmp(name, k_names[i])) s += pc->sec[i];
+  return s;
+}
+
+void ws_backend_prof_report(const ws_backend *prof, FILE *fp) {
+  const prof_ctx *pc = prof->ctx;
+  double total = ws_backend_prof_seconds(prof, NULL);
+  int order[P_N];
+  for (int i = 0; i < P_N; i++) order[i] = i;
+  for (int i = 0; i < P_N; i++)
+    for (int j = i + 1; j < P_N; j++)
+      if (pc->sec[order[j]] > pc->sec[order[i]]) {
+        int t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+      }
+  for (int i = 0; i < P_N; i++) {
+    int k = order[i];
+    if (!pc->calls[k]) continue;
+    fprintf(fp, "  %-12s %6ld calls %9.4f s %5.1f%%\n", k_names[k], pc->calls[k], pc->sec[k],
+            total > 0 ? 100.0 * pc->sec[k] / total : 0.0);
+  }
+}
