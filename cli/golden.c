@@ -23,6 +23,9 @@ static const struct {
 } k_kinds[] = {
     {"dit", golden_run_dit},
     {"sampler_moe", golden_run_sampler_moe},
+    {"vae_decode", golden_run_vae_decode},
+    {"vae_encode", golden_run_vae_encode},
+    {"i2v_condition", golden_run_i2v_condition},
 };
 
 int golden_out_put(golden_out *o, const char *name, const ws_tensor *t, ws_err *err) {

@@ -1,0 +1,236 @@
+/* vae_ops — CPU float32 kernels of the Wan2.1 VAE. See vae_ops.h for layouts and contracts. */
+#include "models/vae_ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Largest im2col scratch of one conv tile, in floats (32 MiB). */
+#define VOP_COL_MAX ((int64_t)8 << 20)
+/* Query rows per attention block. */
+#define VOP_ATTN_QB 256
+/* Positions per RMS-norm block (the double accumulators live on the stack). */
+#define VOP_RMS_PB 512
+
+int vop_conv_out(int n, int pad_before, int pad_after, int k, int s) {
+  int span = n + pad_before + pad_after - k;
+  if (span < 0 || s <= 0) return 0;
+  return span / s + 1;
+}
+
+/* col[K, rows*wo] for output frame `to`, output rows [r0, r0 + rows). */
+static void im2col(const vop_conv *g, const float *x, int tin, int h, int w, int to, int r0,
+                   int rows, int wo, float *col) {
+  const int K = g->cin * g->kt * g->kh * g->kw;
+  const int64_t hw = (int64_t)h * w;
+  const int64_t ncol = (int64_t)rows * wo;
+#pragma omp parallel for schedule(static)
+  for (int kidx = 0; kidx < K; kidx++) {
+    int kx = kidx % g->kw;
+    int ky = (kidx / g->kw) % g->kh;
+    int kz = (kidx / (g->kw * g->kh)) % g->kt;
+    int ci = kidx / (g->kw * g->kh * g->kt);
+    int it = to * g->st + kz;
+    const float *plane = x + ((int64_t)ci * tin + it) * hw;
+    float *dst = col + (int64_t)kidx * ncol;
+    for (int r = 0; r < rows; r++) {
+      int iy = (r0 + r) * g->sh - g->ph0 + ky;
+      float *d = dst + (int64_t)r * wo;
+      if (iy < 0 || iy >= h) {
+        memset(d, 0, sizeof(float) * (size_t)wo);
+        continue;
+      }
+      const float *src = plane + (int64_t)iy * w;
+      for (int c = 0; c < wo; c++) {
+        int ix = c * g->sw - g->pw0 + kx;
+        d[c] = (ix >= 0 && ix < w) ? src[ix] : 0.0f;
+      }
+    }
+  }
+}
+
+int vop_conv3d(const vop_conv *g, const float *x, int tin, int h, int w, const float *wt,
+               const float *bias, float *y, int ho, int wo, ws_err *err) {
+  if (g->cin <= 0 || g->cout <= 0 || g->kt <= 0 || g->kh <= 0 || g->kw <= 0 || g->st <= 0 ||
+      g->sh <= 0 || g->sw <= 0 || h <= 0 || w <= 0 || ho <= 0 || wo <= 0)
+    return ws_fail(err, WS_EINVAL, "vop_conv3d: non-positive size");
+  if (tin < g->kt)
+    return ws_fail(err, WS_EINVAL, "vop_conv3d: %d input frames for a kernel of %d", tin, g->kt);
+  const int tout = (tin - g->kt) / g->st + 1;
+  const int K = g->cin * g->kt * g->kh * g->kw;
+  const int64_t howo = (int64_t)ho * wo;
+  const int64_t ldy = (int64_t)tout * howo;
+
+  /* bias first, the GEMMs accumulate onto it (beta = 1) */
+  for (int co = 0; co < g->cout; co++) {
+    float b = bias ? bias[co] : 0.0f;
+    float *d = y + (int64_t)co * ldy;
+    for (int64_t i = 0; i < ldy; i++)
+      d[i] = b;
+  }
+
+  /* 1x1x1, unit stride, no padding: y[cout, T*HW] = W[cout, cin] x[cin, T*HW] */
+  if (g->kt == 1 && g->kh == 1 && g->kw == 1 && g->st == 1 && g->sh == 1 && g->sw == 1 &&
+      g->ph0 == 0 && g->pw0 == 0 && ho == h && wo == w) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->cout, (int)ldy, g->cin, 1.0f, wt,
+                g->cin, x, (int)ldy, 1.0f, y, (int)ldy);
+    return 0;
+  }
+
+  int64_t rows = VOP_COL_MAX / ((int64_t)K * wo);
+  if (rows < 1) rows = 1;
+  if (rows > ho) rows = ho;
+  float *col = malloc(sizeof(float) * (size_t)(K * rows * wo));
+  if (!col)
+    return ws_fail(err, WS_ENOMEM, "vop_conv3d: im2col scratch of %lld floats",
+                   (long long)(K * rows * wo));
+  for (int to = 0; to < tout; to++) {
+    for (int r0 = 0; r0 < ho; r0 += (int)rows) {
+      int nr = (int)(ho - r0 < rows ? ho - r0 : rows);
+      im2col(g, x, tin, h, w, to, r0, nr, wo, col);
+      float *yt = y + (int64_t)to * howo + (int64_t)r0 * wo;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->cout, nr * wo, K, 1.0f, wt, K, col,
+                  nr * wo, 1.0f, yt, (int)ldy);
+    }
+  }
+  free(col);
+  return 0;
+}
+
+void vop_concat_time(const float *a, int ta, const float *b, int tb, int C, int64_t P, float *y) {
+  for (int c = 0; c < C; c++) {
+    float *d = y + (int64_t)c * (ta + tb) * P;
+    memcpy(d, a + (int64_t)c * ta * P, sizeof(float) * (size_t)(ta * P));
+    memcpy(d + ta * P, b + (int64_t)c * tb * P, sizeof(float) * (size_t)(tb * P));
+  }
+}
+
+int vop_causal_conv3d(const vop_conv *g, float *cache, const float *x, int t, int h, int w,
+                      const float *wt, const float *bias, float *y, int ho, int wo, ws_err *err) {
+  const int ct = g->kt - 1;
+  const int64_t hw = (int64_t)h * w;
+  if (g->st != 1 || t < 1) return ws_fail(err, WS_EINVAL, "vop_causal_conv3d: stride/frames");
+  float *xin = malloc(sizeof(float) * (size_t)(g->cin * (ct + t) * hw));
+  if (!xin) return ws_fail(err, WS_ENOMEM, "vop_causal_conv3d: %d frames", ct + t);
+  vop_concat_time(cache, ct, x, t, g->cin, hw, xin);
+  int rc = vop_conv3d(g, xin, ct + t, h, w, wt, bias, y, ho, wo, err);
+  for (int c = 0; c < g->cin; c++) /* keep the last ct frames of [cache, x] */
+    memcpy(cache + (int64_t)c * ct * hw, xin + ((int64_t)c * (ct + t) + t) * hw,
+           sizeof(float) * (size_t)(ct * hw));
+  free(xin);
+  return rc;
+}
+
+void vop_rms_norm_ch(const float *x, int C, int64_t n, const float *gamma, float *y) {
+  const double scale = sqrt((double)C);
+  const int64_t nblk = (n + VOP_RMS_PB - 1) / VOP_RMS_PB;
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < nblk; b++) {
+    double acc[VOP_RMS_PB];
+    float inv[VOP_RMS_PB];
+    int64_t p0 = b * VOP_RMS_PB;
+    int np = (int)(n - p0 < VOP_RMS_PB ? n - p0 : VOP_RMS_PB);
+    for (int i = 0; i < np; i++)
+      acc[i] = 0.0;
+    for (int c = 0; c < C; c++) {
+      const float *xs = x + (int64_t)c * n + p0;
+      for (int i = 0; i < np; i++)
+        acc[i] += (double)xs[i] * xs[i];
+    }
+    for (int i = 0; i < np; i++) {
+      double nrm = sqrt(acc[i]);
+      inv[i] = (float)(scale / (nrm > 1e-12 ? nrm : 1e-12));
+    }
+    for (int c = 0; c < C; c++) {
+      const float *xs = x + (int64_t)c * n + p0;
+      float *ys = y + (int64_t)c * n + p0;
+      float gm = gamma[c];
+      for (int i = 0; i < np; i++)
+        ys[i] = xs[i] * inv[i] * gm;
+    }
+  }
+}
+
+void vop_silu(float *x, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; i++)
+    x[i] = x[i] / (1.0f + expf(-x[i]));
+}
+
+void vop_add(float *y, const float *x, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; i++)
+    y[i] += x[i];
+}
+
+void vop_clamp(float *x, int64_t n, float lo, float hi) {
+  for (int64_t i = 0; i < n; i++)
+    x[i] = x[i] < lo ? lo : (x[i] > hi ? hi : x[i]);
+}
+
+void vop_upsample2x(const float *x, int64_t planes, int h, int w, float *y) {
+  const int64_t w2 = 2 * (int64_t)w;
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < planes; p++) {
+    const float *src = x + p * h * w;
+    float *dst = y + p * 4 * h * w;
+    for (int i = 0; i < h; i++) {
+      float *row = dst + (int64_t)(2 * i) * w2;
+      for (int j = 0; j < w; j++)
+        row[2 * j] = row[2 * j + 1] = src[(int64_t)i * w + j];
+      memcpy(row + w2, row, sizeof(float) * (size_t)w2);
+    }
+  }
+}
+
+int vop_attention(const float *q, const float *k, const float *v, int64_t ld, int C, int64_t L,
+                  float *out, int64_t ldo, ws_err *err) {
+  const int64_t qb = L < VOP_ATTN_QB ? L : VOP_ATTN_QB;
+  float *s = malloc(sizeof(float) * (size_t)(qb * L));
+  if (!s)
+    return ws_fail(err, WS_ENOMEM, "vop_attention: %lld x %lld scores", (long long)qb,
+                   (long long)L);
+  const float scale = (float)(1.0 / sqrt((double)C));
+  for (int64_t i0 = 0; i0 < L; i0 += qb) {
+    int nb = (int)(L - i0 < qb ? L - i0 : qb);
+    /* s[nb, L] = scale * q[:, i0:i0+nb]^T k */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nb, (int)L, C, scale, q + i0, (int)ld, k,
+                (int)ld, 0.0f, s, (int)L);
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < nb; i++) {
+      float *row = s + (int64_t)i * L;
+      float mx = row[0];
+      for (int64_t j = 1; j < L; j++)
+        mx = row[j] > mx ? row[j] : mx;
+      double sum = 0.0;
+      for (int64_t j = 0; j < L; j++) {
+        row[j] = expf(row[j] - mx);
+        sum += row[j];
+      }
+      float inv = (float)(1.0 / sum);
+      for (int64_t j = 0; j < L; j++)
+        row[j] *= inv;
+    }
+    /* out[:, i0:i0+nb] = v [C, L] . s^T [L, nb] */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, C, nb, (int)L, 1.0f, v, (int)ld, s, (int)L,
+                0.0f, out + i0, (int)ldo);
+  }
+  free(s);
+  return 0;
+}
+
+void vop_interleave_time(const float *x, int C, int T, int64_t P, float *y) {
+#pragma omp parallel for schedule(static)
+  for (int c = 0; c < C; c++)
+    for (int t = 0; t < T; t++)
+      for (int s = 0; s < 2; s++)
+        memcpy(y + ((int64_t)c * 2 * T + 2 * t + s) * P, x + ((int64_t)(s * C + c) * T + t) * P,
+               sizeof(float) * (size_t)P);
+}
+
+int64_t vop_find_nonfinite(const float *x, int64_t n) {
+  for (int64_t i = 0; i < n; i++)
+    if (!isfinite(x[i])) return i;
+  return -1;
+}
