@@ -26,6 +26,8 @@ static const struct {
     {"vae_decode", golden_run_vae_decode},
     {"vae_encode", golden_run_vae_encode},
     {"i2v_condition", golden_run_i2v_condition},
+    {"tokenizer", golden_run_tokenizer},
+    {"t5_encoder", golden_run_t5_encoder},
 };
 
 int golden_out_put(golden_out *o, const char *name, const ws_tensor *t, ws_err *err) {

@@ -40,6 +40,8 @@ int golden_run_sampler_moe(const golden_ctx *c, golden_out *out, ws_err *err);
 int golden_run_vae_decode(const golden_ctx *c, golden_out *out, ws_err *err);
 int golden_run_vae_encode(const golden_ctx *c, golden_out *out, ws_err *err);
 int golden_run_i2v_condition(const golden_ctx *c, golden_out *out, ws_err *err);
+int golden_run_tokenizer(const golden_ctx *c, golden_out *out, ws_err *err);
+int golden_run_t5_encoder(const golden_ctx *c, golden_out *out, ws_err *err);
 
 /* Path helper: "<dir>/<rel>" into buf. */
 const char *golden_path(const golden_ctx *c, const char *rel, char *buf, size_t n);

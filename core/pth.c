@@ -15,31 +15,38 @@
  * containers, so no per-value ownership).
  */
 typedef enum {
-  PV_NONE, PV_BOOL, PV_INT, PV_FLOAT, PV_STR, PV_TUPLE, PV_LIST, PV_DICT, PV_GLOBAL, PV_STORAGE,
+  PV_NONE,
+  PV_BOOL,
+  PV_INT,
+  PV_FLOAT,
+  PV_STR,
+  PV_TUPLE,
+  PV_LIST,
+  PV_DICT,
+  PV_GLOBAL,
+  PV_STORAGE,
   PV_TENSOR
 } pv_kind;
 
-typedef enum {
-  PG_ORDERED_DICT, PG_REBUILD_TENSOR_V2, PG_REBUILD_PARAMETER, PG_STORAGE
-} pg_kind;
+typedef enum { PG_ORDERED_DICT, PG_REBUILD_TENSOR_V2, PG_REBUILD_PARAMETER, PG_STORAGE } pg_kind;
 
 typedef struct pv {
   pv_kind kind;
   struct pv *next_alloc;
-  int64_t i;            /* BOOL, INT; PV_STORAGE: numel */
-  double f;             /* FLOAT */
-  char *s;              /* STR (NUL-terminated, owned); STORAGE: key */
+  int64_t i; /* BOOL, INT; PV_STORAGE: numel */
+  double f;  /* FLOAT */
+  char *s;   /* STR (NUL-terminated, owned); STORAGE: key */
   size_t slen;
-  struct pv **items;    /* TUPLE/LIST items; DICT: key,value pairs */
+  struct pv **items; /* TUPLE/LIST items; DICT: key,value pairs */
   size_t n, cap;
-  pg_kind global;       /* GLOBAL */
-  ws_dtype dt;          /* GLOBAL storage type, STORAGE, TENSOR */
-  struct pv *storage;   /* TENSOR */
-  int64_t offset;       /* TENSOR storage offset, elements */
+  pg_kind global;     /* GLOBAL */
+  ws_dtype dt;        /* GLOBAL storage type, STORAGE, TENSOR */
+  struct pv *storage; /* TENSOR */
+  int64_t offset;     /* TENSOR storage offset, elements */
   int ndim;
   int64_t shape[WS_MAX_DIMS];
-  const uint8_t *data;  /* STORAGE: resolved bytes (after pickle) */
-  uint64_t nbytes;      /* STORAGE: resolved entry size */
+  const uint8_t *data; /* STORAGE: resolved bytes (after pickle) */
+  uint64_t nbytes;     /* STORAGE: resolved entry size */
 } pv;
 
 typedef struct pk_machine {
@@ -113,7 +120,7 @@ static int pv_dict_set(pv *d, pv *k, pv *v) {
 }
 
 static const char *pv_kind_name(pv_kind k) {
-  static const char *names[] = {"None", "bool", "int", "float", "str", "tuple",
+  static const char *names[] = {"None", "bool", "int",    "float",   "str",   "tuple",
                                 "list", "dict", "global", "storage", "tensor"};
   return names[k];
 }
@@ -130,7 +137,8 @@ static int pk_need(pk_machine *m, size_t k, size_t at, ws_err *err) {
 
 static uint64_t rd_le(const uint8_t *p, int k) {
   uint64_t v = 0;
-  for (int i = k - 1; i >= 0; i--) v = (v << 8) | p[i];
+  for (int i = k - 1; i >= 0; i--)
+    v = (v << 8) | p[i];
   return v;
 }
 
@@ -172,11 +180,13 @@ static int pk_pop_mark(pk_machine *m, size_t *base, size_t at, ws_err *err) {
 static int pk_memo_put(pk_machine *m, uint64_t idx, size_t at, ws_err *err) {
   pv *v;
   WS_TRY(pk_top(m, &v, at, err));
-  if (idx >= PK_MAX_MEMO) PK_FAIL(WS_EFORMAT, "pickle: memo index %llu too large at offset %zu",
-                                  (unsigned long long)idx, at);
+  if (idx >= PK_MAX_MEMO)
+    PK_FAIL(WS_EFORMAT, "pickle: memo index %llu too large at offset %zu", (unsigned long long)idx,
+            at);
   if (idx >= m->memo_cap) {
     size_t nc = m->memo_cap ? m->memo_cap : 64;
-    while (nc <= idx) nc *= 2;
+    while (nc <= idx)
+      nc *= 2;
     pv **nm = realloc(m->memo, nc * sizeof *nm);
     if (!nm) PK_FAIL(WS_ENOMEM, "pickle: out of memory");
     memset(nm + m->memo_cap, 0, (nc - m->memo_cap) * sizeof *nm);
@@ -231,8 +241,8 @@ static int pk_global(pk_machine *m, const char *mod, const char *name, size_t at
           found = 1;
         }
     if (!found)
-      PK_FAIL(WS_EUNSUPPORTED,
-              "pickle: global '%s.%s' (offset %zu) is not allowed in a state dict", mod, name, at);
+      PK_FAIL(WS_EUNSUPPORTED, "pickle: global '%s.%s' (offset %zu) is not allowed in a state dict",
+              mod, name, at);
   }
   return pk_push(m, v, err);
 }
@@ -245,7 +255,8 @@ static int pk_op_global(pk_machine *m, size_t at, ws_err *err) {
     const uint8_t *nl = memchr(s, '\n', m->n - m->pos);
     if (!nl) PK_FAIL(WS_EFORMAT, "pickle: unterminated GLOBAL at offset %zu", at);
     size_t len = (size_t)(nl - s);
-    if (len >= sizeof parts[k]) PK_FAIL(WS_EFORMAT, "pickle: GLOBAL name too long at offset %zu", at);
+    if (len >= sizeof parts[k])
+      PK_FAIL(WS_EFORMAT, "pickle: GLOBAL name too long at offset %zu", at);
     memcpy(parts[k], s, len);
     parts[k][len] = 0;
     m->pos += len + 1;
@@ -312,8 +323,10 @@ static int pk_reduce(pk_machine *m, pv *fn, pv *args, size_t at, ws_err *err) {
   if (fn->global != PG_REBUILD_TENSOR_V2)
     PK_FAIL(WS_EUNSUPPORTED, "pickle: REDUCE of a storage class at offset %zu", at);
   if (args->n < 4 || args->items[0]->kind != PV_STORAGE)
-    PK_FAIL(WS_EFORMAT, "pickle: _rebuild_tensor_v2 at offset %zu: expected (storage, offset, "
-                        "size, stride, ...)", at);
+    PK_FAIL(WS_EFORMAT,
+            "pickle: _rebuild_tensor_v2 at offset %zu: expected (storage, offset, "
+            "size, stride, ...)",
+            at);
   pv *t = pv_new(m, PV_TENSOR);
   if (!t) PK_FAIL(WS_ENOMEM, "pickle: out of memory");
   t->storage = args->items[0];
@@ -330,20 +343,22 @@ static int pk_reduce(pk_machine *m, pv *fn, pv *args, size_t at, ws_err *err) {
   /* contiguity: stride[d] == prod(shape[d+1:]) wherever shape[d] > 1 */
   int64_t expect = 1;
   for (int d = t->ndim - 1; d >= 0; d--) {
-    if (t->shape[d] < 0)
-      PK_FAIL(WS_EFORMAT, "pickle: tensor at offset %zu has a negative dim", at);
+    if (t->shape[d] < 0) PK_FAIL(WS_EFORMAT, "pickle: tensor at offset %zu has a negative dim", at);
     if (t->shape[d] > 1 && stride[d] != expect)
-      PK_FAIL(WS_EUNSUPPORTED, "pickle: tensor at offset %zu is not contiguous (dim %d: stride "
-                               "%lld, contiguous %lld)", at, d, (long long)stride[d],
-              (long long)expect);
+      PK_FAIL(WS_EUNSUPPORTED,
+              "pickle: tensor at offset %zu is not contiguous (dim %d: stride "
+              "%lld, contiguous %lld)",
+              at, d, (long long)stride[d], (long long)expect);
     if (t->shape[d] && expect > INT64_MAX / t->shape[d])
       PK_FAIL(WS_EFORMAT, "pickle: tensor at offset %zu: size overflows", at);
     expect *= t->shape[d];
   }
   if (t->offset > t->storage->i || expect > t->storage->i - t->offset)
-    PK_FAIL(WS_EFORMAT, "pickle: tensor at offset %zu: elements [%lld, %lld) outside its storage "
-                        "'%s' of %lld elements", at, (long long)t->offset,
-            (long long)(t->offset + expect), t->storage->s, (long long)t->storage->i);
+    PK_FAIL(WS_EFORMAT,
+            "pickle: tensor at offset %zu: elements [%lld, %lld) outside its storage "
+            "'%s' of %lld elements",
+            at, (long long)t->offset, (long long)(t->offset + expect), t->storage->s,
+            (long long)t->storage->i);
   return pk_push(m, t, err);
 }
 
@@ -385,9 +400,7 @@ static int pk_run(pk_machine *m, ws_err *err) {
       WS_TRY(pk_need(m, 8, at, err));
       m->pos += 8;
       break;
-    case '.': /* STOP */
-      WS_TRY(pk_pop(m, &m->result, at, err));
-      return 0;
+    case '.': /* STOP */ WS_TRY(pk_pop(m, &m->result, at, err)); return 0;
     case '(': /* MARK */
       if (m->nmarks == m->mcap) {
         size_t nc = m->mcap ? m->mcap * 2 : 16;
@@ -399,9 +412,7 @@ static int pk_run(pk_machine *m, ws_err *err) {
       }
       m->marks[m->nmarks++] = m->sp;
       break;
-    case '0': /* POP */
-      WS_TRY(pk_pop(m, &a, at, err));
-      break;
+    case '0': /* POP */ WS_TRY(pk_pop(m, &a, at, err)); break;
     case '1': /* POP_MARK */
       WS_TRY(pk_pop_mark(m, &base, at, err));
       m->sp = base;
@@ -411,12 +422,15 @@ static int pk_run(pk_machine *m, ws_err *err) {
       WS_TRY(pk_push(m, a, err));
       break;
     case 'N': WS_TRY(pk_push(m, pv_new(m, PV_NONE), err)); break;
-    case 0x88: case 0x89: /* NEWTRUE, NEWFALSE */
+    case 0x88:
+    case 0x89: /* NEWTRUE, NEWFALSE */
       a = pv_new(m, PV_BOOL);
       if (a) a->i = op == 0x88;
       WS_TRY(pk_push(m, a, err));
       break;
-    case 'K': case 'M': case 'J': { /* BININT1, BININT2, BININT */
+    case 'K':
+    case 'M':
+    case 'J': { /* BININT1, BININT2, BININT */
       int k = op == 'K' ? 1 : op == 'M' ? 2 : 4;
       WS_TRY(pk_need(m, (size_t)k, at, err));
       uint64_t u = rd_le(m->p + m->pos, k);
@@ -442,14 +456,19 @@ static int pk_run(pk_machine *m, ws_err *err) {
     case 'G': { /* BINFLOAT, big-endian double */
       WS_TRY(pk_need(m, 8, at, err));
       uint64_t u = 0;
-      for (int i = 0; i < 8; i++) u = (u << 8) | m->p[m->pos + (size_t)i];
+      for (int i = 0; i < 8; i++)
+        u = (u << 8) | m->p[m->pos + (size_t)i];
       m->pos += 8;
       a = pv_new(m, PV_FLOAT);
       if (a) memcpy(&a->f, &u, 8);
       WS_TRY(pk_push(m, a, err));
       break;
     }
-    case 'X': case 'T': case 0x8d: case 0x8c: case 'U': { /* (SHORT_)BINUNICODE(8), BINSTRING */
+    case 'X':
+    case 'T':
+    case 0x8d:
+    case 0x8c:
+    case 'U': { /* (SHORT_)BINUNICODE(8), BINSTRING */
       int k = (op == 0x8c || op == 'U') ? 1 : op == 0x8d ? 8 : 4;
       WS_TRY(pk_need(m, (size_t)k, at, err));
       uint64_t len = rd_le(m->p + m->pos, k);
@@ -463,11 +482,14 @@ static int pk_run(pk_machine *m, ws_err *err) {
     case ')': WS_TRY(pk_push(m, pv_new(m, PV_TUPLE), err)); break;
     case ']': WS_TRY(pk_push(m, pv_new(m, PV_LIST), err)); break;
     case '}': WS_TRY(pk_push(m, pv_new(m, PV_DICT), err)); break;
-    case 't': case 'l': /* TUPLE, LIST */
+    case 't':
+    case 'l': /* TUPLE, LIST */
       WS_TRY(pk_pop_mark(m, &base, at, err));
       WS_TRY(pk_collect(m, op == 't' ? PV_TUPLE : PV_LIST, base, err));
       break;
-    case 0x85: case 0x86: case 0x87: { /* TUPLE1..3 */
+    case 0x85:
+    case 0x86:
+    case 0x87: { /* TUPLE1..3 */
       size_t k = (size_t)(op - 0x84);
       size_t floor_ = m->nmarks ? m->marks[m->nmarks - 1] : 0;
       if (m->sp < floor_ + k) PK_FAIL(WS_EFORMAT, "pickle: stack underflow at offset %zu", at);
@@ -485,8 +507,8 @@ static int pk_run(pk_machine *m, ws_err *err) {
       WS_TRY(pk_pop(m, &c, at, err));
       WS_TRY(pk_pop(m, &b, at, err));
       WS_TRY(pk_top(m, &a, at, err));
-      if (a->kind != PV_DICT) PK_FAIL(WS_EFORMAT, "pickle: SETITEM on a %s at offset %zu",
-                                      pv_kind_name(a->kind), at);
+      if (a->kind != PV_DICT)
+        PK_FAIL(WS_EFORMAT, "pickle: SETITEM on a %s at offset %zu", pv_kind_name(a->kind), at);
       if (pv_dict_set(a, b, c) < 0) PK_FAIL(WS_ENOMEM, "pickle: out of memory");
       break;
     case 'u': /* SETITEMS */
@@ -498,8 +520,8 @@ static int pk_run(pk_machine *m, ws_err *err) {
     case 'a': /* APPEND */
       WS_TRY(pk_pop(m, &b, at, err));
       WS_TRY(pk_top(m, &a, at, err));
-      if (a->kind != PV_LIST) PK_FAIL(WS_EFORMAT, "pickle: APPEND on a %s at offset %zu",
-                                      pv_kind_name(a->kind), at);
+      if (a->kind != PV_LIST)
+        PK_FAIL(WS_EFORMAT, "pickle: APPEND on a %s at offset %zu", pv_kind_name(a->kind), at);
       if (pv_append(a, b) < 0) PK_FAIL(WS_ENOMEM, "pickle: out of memory");
       break;
     case 'e': /* APPENDS */
@@ -512,7 +534,8 @@ static int pk_run(pk_machine *m, ws_err *err) {
           PK_FAIL(WS_ENOMEM, "pickle: out of memory");
       m->sp = base;
       break;
-    case 'q': case 'r': { /* BINPUT, LONG_BINPUT */
+    case 'q':
+    case 'r': { /* BINPUT, LONG_BINPUT */
       int k = op == 'q' ? 1 : 4;
       WS_TRY(pk_need(m, (size_t)k, at, err));
       uint64_t idx = rd_le(m->p + m->pos, k);
@@ -520,10 +543,11 @@ static int pk_run(pk_machine *m, ws_err *err) {
       WS_TRY(pk_memo_put(m, idx, at, err));
       break;
     }
-    case 0x94: /* MEMOIZE */
+    case 0x94:                                      /* MEMOIZE */
       WS_TRY(pk_memo_put(m, m->memo_len, at, err)); /* Python: memo[len(memo)] = top */
       break;
-    case 'h': case 'j': { /* BINGET, LONG_BINGET */
+    case 'h':
+    case 'j': { /* BINGET, LONG_BINGET */
       int k = op == 'h' ? 1 : 4;
       WS_TRY(pk_need(m, (size_t)k, at, err));
       uint64_t idx = rd_le(m->p + m->pos, k);
@@ -531,9 +555,7 @@ static int pk_run(pk_machine *m, ws_err *err) {
       WS_TRY(pk_memo_get(m, idx, at, err));
       break;
     }
-    case 'c': /* GLOBAL */
-      WS_TRY(pk_op_global(m, at, err));
-      break;
+    case 'c': /* GLOBAL */ WS_TRY(pk_op_global(m, at, err)); break;
     case 0x93: /* STACK_GLOBAL */
       WS_TRY(pk_pop(m, &b, at, err));
       WS_TRY(pk_pop(m, &a, at, err));
@@ -554,15 +576,21 @@ static int pk_run(pk_machine *m, ws_err *err) {
       WS_TRY(pk_pop(m, &b, at, err));
       WS_TRY(pk_top(m, &a, at, err));
       if (a->kind != PV_DICT || (b->kind != PV_DICT && b->kind != PV_NONE))
-        PK_FAIL(WS_EUNSUPPORTED, "pickle: BUILD at offset %zu on a %s (only dict state on a dict "
-                                 "is accepted)", at, pv_kind_name(a->kind));
+        PK_FAIL(WS_EUNSUPPORTED,
+                "pickle: BUILD at offset %zu on a %s (only dict state on a dict "
+                "is accepted)",
+                at, pv_kind_name(a->kind));
       break;
     default:
       if (op >= 0x20 && op < 0x7f)
-        PK_FAIL(WS_EUNSUPPORTED, "pickle: opcode 0x%02x ('%c') at offset %zu is not allowed in a "
-                                 "state dict", op, op, at);
-      PK_FAIL(WS_EUNSUPPORTED, "pickle: opcode 0x%02x at offset %zu is not allowed in a state "
-                               "dict", op, at);
+        PK_FAIL(WS_EUNSUPPORTED,
+                "pickle: opcode 0x%02x ('%c') at offset %zu is not allowed in a "
+                "state dict",
+                op, op, at);
+      PK_FAIL(WS_EUNSUPPORTED,
+              "pickle: opcode 0x%02x at offset %zu is not allowed in a state "
+              "dict",
+              op, at);
     }
   }
 }
@@ -571,7 +599,8 @@ static int pk_run(pk_machine *m, ws_err *err) {
 static int pk_check_root(const pk_machine *m, ws_err *err) {
   const pv *r = m->result;
   if (r->kind != PV_DICT)
-    PK_FAIL(WS_EUNSUPPORTED, "pickle: root object is a %s, not a state dict", pv_kind_name(r->kind));
+    PK_FAIL(WS_EUNSUPPORTED, "pickle: root object is a %s, not a state dict",
+            pv_kind_name(r->kind));
   for (size_t i = 0; i + 1 < r->n; i += 2) {
     if (r->items[i]->kind != PV_STR)
       PK_FAIL(WS_EUNSUPPORTED, "pickle: state dict key %zu is a %s, not a str", i / 2,
@@ -643,10 +672,9 @@ static zip_int64_t zsrc_cb(void *ud, void *data, zip_uint64_t len, zip_source_cm
   }
   case ZIP_SOURCE_TELL: return (zip_int64_t)s->pos;
   case ZIP_SOURCE_SUPPORTS:
-    return zip_source_make_command_bitmap(ZIP_SOURCE_OPEN, ZIP_SOURCE_READ, ZIP_SOURCE_CLOSE,
-                                          ZIP_SOURCE_STAT, ZIP_SOURCE_ERROR, ZIP_SOURCE_FREE,
-                                          ZIP_SOURCE_SEEK, ZIP_SOURCE_TELL, ZIP_SOURCE_SUPPORTS,
-                                          -1);
+    return zip_source_make_command_bitmap(
+        ZIP_SOURCE_OPEN, ZIP_SOURCE_READ, ZIP_SOURCE_CLOSE, ZIP_SOURCE_STAT, ZIP_SOURCE_ERROR,
+        ZIP_SOURCE_FREE, ZIP_SOURCE_SEEK, ZIP_SOURCE_TELL, ZIP_SOURCE_SUPPORTS, -1);
   default: zip_error_set(&s->error, ZIP_ER_OPNOTSUPP, 0); return -1;
   }
 }
@@ -668,9 +696,11 @@ struct pth_file {
 
 void pth_close(pth_file *f) {
   if (!f) return;
-  for (int i = 0; i < f->n; i++) free(f->t[i].info.name);
+  for (int i = 0; i < f->n; i++)
+    free(f->t[i].info.name);
   free(f->t);
-  for (int i = 0; i < f->n_owned; i++) free(f->owned[i]);
+  for (int i = 0; i < f->n_owned; i++)
+    free(f->owned[i]);
   free(f->owned);
   if (f->map) munmap(f->map, f->map_size);
   free(f->path);
@@ -678,8 +708,8 @@ void pth_close(pth_file *f) {
 }
 
 /* Reads a whole entry into an owned buffer (libzip inflates and checks its CRC). */
-static int zip_read_all(zip_t *za, zip_uint64_t idx, uint64_t size, uint8_t **out,
-                        const char *path, const char *name, ws_err *err) {
+static int zip_read_all(zip_t *za, zip_uint64_t idx, uint64_t size, uint8_t **out, const char *path,
+                        const char *name, ws_err *err) {
   *out = NULL;
   if (size > ((uint64_t)1 << 40))
     return ws_fail(err, WS_EFORMAT, "%s: entry '%s' claims %llu bytes", path, name,
@@ -695,9 +725,9 @@ static int zip_read_all(zip_t *za, zip_uint64_t idx, uint64_t size, uint8_t **ou
   while (got < size) {
     zip_int64_t r = zip_fread(zf, buf + got, size - got);
     if (r <= 0) {
-      int rc = ws_fail(err, WS_EFORMAT, "%s: reading entry '%s' failed after %llu of %llu bytes: %s",
-                       path, name, (unsigned long long)got, (unsigned long long)size,
-                       zip_file_strerror(zf));
+      int rc = ws_fail(err, WS_EFORMAT,
+                       "%s: reading entry '%s' failed after %llu of %llu bytes: %s", path, name,
+                       (unsigned long long)got, (unsigned long long)size, zip_file_strerror(zf));
       zip_fclose(zf);
       free(buf);
       return rc;
@@ -710,15 +740,15 @@ static int zip_read_all(zip_t *za, zip_uint64_t idx, uint64_t size, uint8_t **ou
 }
 
 /* Finds where a STORED entry's bytes lie in the mapping. */
-static int zip_stored_offset(zip_t *za, zsrc *src, zip_uint64_t idx, uint64_t size,
-                             uint64_t *off, const char *path, const char *name, ws_err *err) {
+static int zip_stored_offset(zip_t *za, zsrc *src, zip_uint64_t idx, uint64_t size, uint64_t *off,
+                             const char *path, const char *name, ws_err *err) {
   uint8_t probe[16];
   size_t k = size < sizeof probe ? (size_t)size : sizeof probe;
   *off = 0;
   if (!k) return 0;
   zip_file_t *zf = zip_fopen_index(za, idx, ZIP_FL_COMPRESSED);
-  if (!zf) return ws_fail(err, WS_EFORMAT, "%s: cannot open entry '%s': %s", path, name,
-                          zip_strerror(za));
+  if (!zf)
+    return ws_fail(err, WS_EFORMAT, "%s: cannot open entry '%s': %s", path, name, zip_strerror(za));
   src->track = 1;
   src->first_read = UINT64_MAX;
   zip_int64_t r = zip_fread(zf, probe, k);
@@ -734,8 +764,8 @@ static int zip_stored_offset(zip_t *za, zsrc *src, zip_uint64_t idx, uint64_t si
 }
 
 /* Resolves every storage referenced by the root dict to its bytes. */
-static int pth_resolve(pth_file *f, zip_t *za, zsrc *src, const pk_machine *m,
-                       const char *prefix, ws_err *err) {
+static int pth_resolve(pth_file *f, zip_t *za, zsrc *src, const pk_machine *m, const char *prefix,
+                       ws_err *err) {
   const pv *root = m->result;
   size_t nt = root->n / 2;
   f->t = calloc(nt ? nt : 1, sizeof *f->t);
@@ -754,14 +784,15 @@ static int pth_resolve(pth_file *f, zip_t *za, zsrc *src, const pk_machine *m,
         return ws_fail(err, WS_EFORMAT, "%s: tensor '%s': storage entry '%s' is missing", f->path,
                        tname, ename);
       zip_stat_t zs;
-      if (zip_stat_index(za, (zip_uint64_t)idx, 0, &zs) < 0 ||
-          !(zs.valid & ZIP_STAT_SIZE) || !(zs.valid & ZIP_STAT_COMP_METHOD))
+      if (zip_stat_index(za, (zip_uint64_t)idx, 0, &zs) < 0 || !(zs.valid & ZIP_STAT_SIZE) ||
+          !(zs.valid & ZIP_STAT_COMP_METHOD))
         return ws_fail(err, WS_EFORMAT, "%s: cannot stat '%s': %s", f->path, ename,
                        zip_strerror(za));
       if ((uint64_t)st->i > zs.size / es)
-        return ws_fail(err, WS_EFORMAT, "%s: tensor '%s': storage '%s' holds %llu bytes, the "
-                       "pickle claims %lld elements of %zu bytes", f->path, tname, ename,
-                       (unsigned long long)zs.size, (long long)st->i, es);
+        return ws_fail(err, WS_EFORMAT,
+                       "%s: tensor '%s': storage '%s' holds %llu bytes, the "
+                       "pickle claims %lld elements of %zu bytes",
+                       f->path, tname, ename, (unsigned long long)zs.size, (long long)st->i, es);
       if (zs.comp_method == ZIP_CM_STORE) {
         uint64_t off;
         WS_TRY(zip_stored_offset(za, src, (zip_uint64_t)idx, zs.size, &off, f->path, ename, err));

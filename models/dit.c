@@ -244,7 +244,9 @@ int dit_check_inputs(const dit_model *m, const dit_inputs *in, ws_err *err) {
                    in->ctx_dim, m->text_dim);
   int64_t plane = (int64_t)in->frames * in->height * in->width;
   WS_TRY(check_finite(in->x, (int64_t)in->batch * in->cx * plane, "latent x", err));
-  if (in->cy) WS_TRY(check_finite(in->y, (int64_t)in->cy * plane, "condition y", err));
+  if (in->cy)
+    WS_TRY(check_finite(in->y, (in->y_stride ? in->batch : 1) * (int64_t)in->cy * plane,
+                        "condition y", err));
   for (int b = 0; b < in->batch; b++) {
     float t = in->timesteps[b];
     if (!(t >= 0.0f && t <= 1000.0f))

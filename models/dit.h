@@ -46,6 +46,7 @@ typedef struct dit_inputs {
   const float *x;               /* [B, cx, F, H, W], cx = in_dim - cy */
   int cx;                       /* channels of x */
   const float *y;               /* i2v condition [cy, F, H, W] shared by the batch, or NULL */
+  int64_t y_stride;             /* 0: y shared; else floats between samples' y ([B, cy, ...]) */
   int cy;                       /* channels of y (0 for t2v) */
   const float *timesteps;       /* [B], on the 0..1000 scale */
   const float *const *contexts; /* B pointers to [ctx_len[b], text_dim] (unpadded) */

@@ -89,7 +89,7 @@ static void patchify(const dit_inputs *in, int in_dim, float *dst) {
       float *row = dst + (b * L + l) * in_dim * 4;
       for (int c = 0; c < in_dim; c++) {
         const float *src = c < in->cx ? in->x + (b * in->cx + c) * plane
-                                      : in->y + (int64_t)(c - in->cx) * plane;
+                                      : in->y + b * in->y_stride + (int64_t)(c - in->cx) * plane;
         for (int q = 0; q < 2; q++)
           for (int r = 0; r < 2; r++)
             row[c * 4 + q * 2 + r] = src[(fi * H + 2 * hi + q) * W + 2 * wi + r];

@@ -1,0 +1,54 @@
+/* service — what every wanserve service process shares: the common flags, binding the gRPC
+ * server, registering in etcd under a lease, waiting for SIGTERM/SIGINT, and the graceful stop
+ * (deregister first so routers stop sending, then drain in-flight calls).
+ *
+ * Common flags: --listen HOST:PORT (default 127.0.0.1:0 = any free port), --advertise
+ * HOST:PORT (what others dial; default the listen host with the bound port), --etcd ENDPOINTS
+ * (comma-separated; empty = run unregistered), --model DIR, --version V (default v1),
+ * --backend cpu|cuda, --log-level debug|info|warn|error, --id ID (default <role>-<host>-<pid>),
+ * --workers N, --addr-file PATH (the advertised address is written there once serving, for
+ * launchers), --drain-ms N (default 10000).
+ */
+#ifndef WS_RPC_SERVICE_H
+#define WS_RPC_SERVICE_H
+
+#include "core/error.h"
+#include "rpc/etcd.h"
+#include "rpc/registry.h"
+#include "rpc/server.h"
+
+typedef struct svc_opts {
+  char listen[256], advertise[256], etcd[1024], model[2048], version[64], backend[16];
+  char id[128], addr_file[2048];
+  int workers, drain_ms, max_recv_mb;
+} svc_opts;
+
+/* Service-specific flag handler: returns the number of argv entries consumed at argv[i] (1 or
+ * 2), 0 if the flag is not its own, or a negative code with err filled. */
+typedef int (*svc_flag_fn)(void *user, int argc, char **argv, int i, ws_err *err);
+
+/* Fills defaults, parses argv (program name at argv[0]); unknown flags are WS_EINVAL. */
+int svc_parse(int argc, char **argv, const char *role, svc_opts *o, svc_flag_fn extra, void *user,
+              ws_err *err);
+
+typedef struct svc svc;
+
+/* Starts `server` (methods already added) on o->listen, registers `role` in etcd when
+ * o->etcd is set (max_batch and devices go into the instance record), writes o->addr_file.
+ * Blocks SIGTERM/SIGINT for every thread created afterwards; call before spawning threads.
+ * Takes ownership of nothing: stop with svc_stop, then free the server. */
+int svc_start(const svc_opts *o, const char *role, rpc_server *server, int max_batch,
+              const char *devices, svc **out, ws_err *err);
+/* Blocks until SIGTERM or SIGINT. */
+void svc_wait_for_signal(void);
+/* Deregisters (revoking the lease), then drains the server for up to o->drain_ms; frees s. */
+void svc_stop(svc *s);
+const char *svc_advertised(const svc *s);
+const char *svc_id(const svc *s);
+/* The etcd client of the service (NULL when unregistered); valid until svc_stop. */
+etcd_client *svc_etcd(svc *s);
+
+/* Blocks SIGTERM/SIGINT in the calling thread (and threads it creates later). */
+void svc_block_signals(void);
+
+#endif
