@@ -1,0 +1,42 @@
+/* genparams — one generation request's parameters with the release defaults per task, and
+ * their validation (every problem a WS_EINVAL naming the field). Shared by the router and the
+ * in-process pipeline (`wanctl generate --local`) so both sample exactly the same thing. */
+#ifndef WS_GENPARAMS_H
+#define WS_GENPARAMS_H
+
+#include <stdint.h>
+
+#include "core/error.h"
+#include "models/sampler.h"
+
+typedef enum { GP_T2V = 1, GP_I2V = 2 } gp_task;
+
+typedef struct gp_limits {
+  int max_width, max_height, max_frames, max_steps;
+} gp_limits;
+
+typedef struct gen_params {
+  gp_task task;
+  int width, height, frames, steps, fps;
+  int64_t seed;
+  double shift, boundary;
+  float guide_high, guide_low;
+  sampler_kind solver;
+  int has_image;
+  /* derived: latent [16, T, lh, lw] (I2V: lh/lw come from the image; see gp_set_latent) */
+  int lat_t, lat_h, lat_w;
+} gen_params;
+
+/* Zero fields of `p` take the defaults of p->task (release values: T2V shift 12, guide
+ * (low 3, high 4), boundary 0.875; I2V shift 5, guide 3.5/3.5, boundary 0.9; 40 steps, 81
+ * frames, 1280x720, 16 fps, UniPC); then every field is checked against the limits. */
+int gp_fill_and_validate(gen_params *p, const gp_limits *lim, ws_err *err);
+/* Latent shape from width/height/frames (T2V) — I2V callers overwrite lat_h/lat_w from y. */
+void gp_set_latent(gen_params *p);
+int64_t gp_latent_numel(const gen_params *p);
+/* The initial noise: N(0,1) from the counter-based RNG with p->seed (same on every machine). */
+void gp_noise(const gen_params *p, float *out);
+/* The release's default negative prompt (spec §1), used when none is given. */
+extern const char gp_default_negative_prompt[];
+
+#endif

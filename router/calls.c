@@ -1,0 +1,274 @@
+/* The router's calls to the other services, with replica choice and retries. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "router/gen.h"
+#include "rpc/codec.h"
+#include "wanserve/v1/decoder.pb-c.h"
+#include "wanserve/v1/encoder.pb-c.h"
+#include "wanserve/v1/expert.pb-c.h"
+
+double gen_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Errors worth another replica: the peer is gone, slow, overloaded or shutting down. */
+static int retryable(int rc) {
+  return rc == WS_EUNAVAIL || rc == WS_ETIMEOUT || rc == WS_EEXHAUSTED || rc == WS_ECANCELLED ||
+         rc == WS_EINTERNAL || rc == WS_EIO;
+}
+
+static int64_t call_timeout(const gen *g, int64_t want) {
+  if (g->deadline_ms <= 0) return want;
+  int64_t left = (int64_t)(g->deadline_ms - gen_now_ms());
+  return left < want ? (left > 1 ? left : 1) : want;
+}
+
+static int check_deadline(const gen *g, ws_err *err) {
+  if (g->deadline_ms > 0 && gen_now_ms() > g->deadline_ms)
+    return ws_fail(err, WS_ETIMEOUT, "request %s passed its deadline", g->id);
+  if (rpc_call_cancelled(g->call))
+    return ws_fail(err, WS_ECANCELLED, "request %s was cancelled by the client", g->id);
+  return WS_OK;
+}
+
+/* Unary call to some replica of `role` (any version), retried on others. */
+static int call_role(gen *g, const char *role, const char *method, const ProtobufCMessage *req,
+                     const ProtobufCMessageDescriptor *desc, ProtobufCMessage **resp,
+                     int64_t timeout_ms, ws_err *err) {
+  router *r = g->r;
+  const char *excl[8];
+  char ids[8][128];
+  int nx = 0, rc = WS_EUNAVAIL;
+  for (int attempt = 0; attempt < r->o.max_attempts; attempt++) {
+    WS_TRY(check_deadline(g, err));
+    reg_instance in;
+    rc = pool_acquire(r->pool, role, NULL, excl, nx, r->o.replica_wait_ms, &in, err);
+    if (rc < 0) return rc;
+    rpc_call_opts co = {.timeout_ms = call_timeout(g, timeout_ms)};
+    rpc_status st;
+    rc = rpc_client_unary(r->client, in.addr, method, req, desc, resp, &co, &st, err);
+    pool_release(r->pool, in.id);
+    if (rc == WS_OK || !retryable(rc)) return rc;
+    WS_WARN("%s: %s on %s failed (%s); trying another replica", g->id, method, in.id, err->msg);
+    if (nx < 8) {
+      snprintf(ids[nx], sizeof ids[nx], "%s", in.id);
+      excl[nx] = ids[nx];
+      nx++;
+    }
+  }
+  return rc;
+}
+
+static int copy_tensor(const Wanserve__V1__Tensor *pb, const char *field, ws_tensor *out,
+                       ws_err *err) {
+  WS_TRY(codec_tensor_from_pb(pb, field, 1, out, err));
+  if (out->dtype != WS_F32) {
+    ws_tensor_free(out);
+    return ws_fail(err, WS_EFORMAT, "%s: expected F32 from the service", field);
+  }
+  return WS_OK;
+}
+
+int gen_encode_text(gen *g, ws_err *err) {
+  Wanserve__V1__EncodeTextRequest req = WANSERVE__V1__ENCODE_TEXT_REQUEST__INIT;
+  req.request_id = g->id;
+  req.prompt = (char *)g->prompt;
+  req.negative_prompt = (char *)g->negative;
+  ProtobufCMessage *m = NULL;
+  WS_TRY(call_role(g, "encoder", "/wanserve.v1.Encoder/EncodeText", &req.base,
+                   &wanserve__v1__encode_text_response__descriptor, &m, 120000, err));
+  Wanserve__V1__EncodeTextResponse *resp = (void *)m;
+  int rc = copy_tensor(resp->context, "context", &g->ctx, err);
+  if (rc == WS_OK) rc = copy_tensor(resp->negative_context, "negative_context", &g->neg, err);
+  protobuf_c_message_free_unpacked(m, NULL);
+  return rc;
+}
+
+int gen_encode_image(gen *g, ws_err *err) {
+  Wanserve__V1__EncodeImageRequest req = WANSERVE__V1__ENCODE_IMAGE_REQUEST__INIT;
+  req.request_id = g->id;
+  req.image.data = (uint8_t *)g->image;
+  req.image.len = g->image_len;
+  req.width = g->p.width;
+  req.height = g->p.height;
+  req.frames = g->p.frames;
+  ProtobufCMessage *m = NULL;
+  WS_TRY(call_role(g, "encoder", "/wanserve.v1.Encoder/EncodeImage", &req.base,
+                   &wanserve__v1__encode_image_response__descriptor, &m, 300000, err));
+  Wanserve__V1__EncodeImageResponse *resp = (void *)m;
+  int rc = copy_tensor(resp->y, "y", &g->y, err);
+  protobuf_c_message_free_unpacked(m, NULL);
+  if (rc == WS_OK && (g->y.ndim != 4 || g->y.shape[1] != g->p.lat_t))
+    rc = ws_fail(err, WS_EFORMAT, "encoder returned y of an unexpected shape");
+  if (rc == WS_OK) { /* the latent follows the image's aspect (release rule) */
+    g->p.lat_h = (int)g->y.shape[2];
+    g->p.lat_w = (int)g->y.shape[3];
+  }
+  return rc;
+}
+
+static int sent_to(const gen *g, const char *id) {
+  for (int i = 0; i < g->nsent; i++)
+    if (!strcmp(g->sent[i], id)) return 1;
+  return 0;
+}
+
+static void mark_sent(gen *g, const char *id, int yes) {
+  for (int i = 0; i < g->nsent; i++)
+    if (!strcmp(g->sent[i], id)) {
+      if (!yes) memmove(g->sent[i], g->sent[--g->nsent], sizeof g->sent[i]);
+      return;
+    }
+  if (yes && g->nsent < GEN_MAX_SENT) snprintf(g->sent[g->nsent++], sizeof g->sent[0], "%s", id);
+}
+
+/* One Denoise call on replica `in`; resends the contexts once on a cache miss. */
+static int denoise_on(gen *g, const reg_instance *in, const float *x, float t, float guide,
+                      float *pred, ws_err *err) {
+  Wanserve__V1__DenoiseRequest req = WANSERVE__V1__DENOISE_REQUEST__INIT;
+  Wanserve__V1__Tensor xt, ctx, neg, y;
+  ws_tensor xv;
+  int64_t shape[4] = {16, g->p.lat_t, g->p.lat_h, g->p.lat_w};
+  ws_tensor_view(&xv, WS_F32, shape, 4, (void *)x);
+  WS_TRY(codec_tensor_to_pb(&xv, &xt, err));
+  req.request_id = g->id;
+  req.x_t = &xt;
+  req.timestep = t;
+  req.guide_scale = guide;
+  req.context_id = g->id;
+  if (g->y.data) {
+    WS_TRY(codec_tensor_to_pb(&g->y, &y, err));
+    req.y = &y;
+  }
+  int rc = WS_OK;
+  for (int pass = 0; pass < 2; pass++) {
+    int with_ctx = !sent_to(g, in->id);
+    if (with_ctx) {
+      WS_TRY(codec_tensor_to_pb(&g->ctx, &ctx, err));
+      WS_TRY(codec_tensor_to_pb(&g->neg, &neg, err));
+      req.context = &ctx;
+      req.negative_context = &neg;
+    } else {
+      req.context = req.negative_context = NULL;
+    }
+    rpc_call_opts co = {.timeout_ms = call_timeout(g, g->r->o.step_timeout_ms)};
+    ProtobufCMessage *m = NULL;
+    rc = rpc_client_unary(g->r->client, in->addr, "/wanserve.v1.Expert/Denoise", &req.base,
+                          &wanserve__v1__denoise_response__descriptor, &m, &co, NULL, err);
+    if (rc == WS_EPRECOND && !with_ctx) { /* replica restarted or evicted: send them again */
+      mark_sent(g, in->id, 0);
+      continue;
+    }
+    if (rc < 0) return rc;
+    mark_sent(g, in->id, 1);
+    Wanserve__V1__DenoiseResponse *resp = (void *)m;
+    ws_tensor pv;
+    rc = codec_tensor_from_pb(resp->prediction, "prediction", 0, &pv, err);
+    if (rc == WS_OK && (pv.dtype != WS_F32 || !ws_shape_eq(&pv, shape, 4)))
+      rc = ws_fail(err, WS_EINTERNAL, "replica %s answered a prediction of the wrong shape",
+                   in->id);
+    if (rc == WS_OK) memcpy(pred, pv.data, ws_tensor_nbytes(&pv));
+    protobuf_c_message_free_unpacked(m, NULL);
+    return rc;
+  }
+  return rc;
+}
+
+int gen_denoise(gen *g, const char *role, const float *x, float t, float guide, float *pred,
+                step_result *sr, ws_err *err) {
+  router *r = g->r;
+  const char *version = g->version[strcmp(role, "expert-high") ? 1 : 0];
+  const char *excl[16];
+  char ids[16][128];
+  int nx = 0, rc = WS_EUNAVAIL;
+  for (int attempt = 0; attempt < r->o.max_attempts; attempt++) {
+    WS_TRY(check_deadline(g, err));
+    reg_instance in;
+    rc = pool_acquire(r->pool, role, version, excl, nx, r->o.replica_wait_ms, &in, err);
+    if (rc == WS_EUNAVAIL && nx > 0) { /* everyone failed once: give them another chance */
+      nx = 0;
+      rc = pool_acquire(r->pool, role, version, excl, nx, r->o.replica_wait_ms, &in, err);
+    }
+    if (rc < 0) return rc;
+    sr->attempts = attempt + 1;
+    rc = denoise_on(g, &in, x, t, guide, pred, err);
+    pool_release(r->pool, in.id);
+    if (rc == WS_OK) {
+      snprintf(sr->replica, sizeof sr->replica, "%s", in.id);
+      snprintf(sr->version, sizeof sr->version, "%s", in.version);
+      return WS_OK;
+    }
+    if (!retryable(rc)) return rc;
+    WS_WARN("%s: step at t=%g on %s failed (%s); retrying on another replica", g->id, t, in.id,
+            err->msg);
+    mark_sent(g, in.id, 0);
+    if (nx < 16) {
+      snprintf(ids[nx], sizeof ids[nx], "%s", in.id);
+      excl[nx] = ids[nx];
+      nx++;
+    }
+  }
+  return rc;
+}
+
+int gen_decode(gen *g, const float *latent, gen_chunk_fn on_chunk, ws_err *err) {
+  router *r = g->r;
+  const char *excl[4];
+  char ids[4][128];
+  int nx = 0, rc = WS_EUNAVAIL;
+  int64_t shape[4] = {16, g->p.lat_t, g->p.lat_h, g->p.lat_w};
+  ws_tensor lv;
+  ws_tensor_view(&lv, WS_F32, shape, 4, (void *)latent);
+  Wanserve__V1__Tensor lt;
+  WS_TRY(codec_tensor_to_pb(&lv, &lt, err));
+  Wanserve__V1__DecodeRequest req = WANSERVE__V1__DECODE_REQUEST__INIT;
+  req.request_id = g->id;
+  req.latent = &lt;
+  req.fps = g->p.fps;
+  req.format = (char *)"mp4";
+  for (int attempt = 0; attempt < r->o.max_attempts && attempt < 4; attempt++) {
+    WS_TRY(check_deadline(g, err));
+    reg_instance in;
+    WS_TRY(pool_acquire(r->pool, "decoder", NULL, excl, nx, r->o.replica_wait_ms, &in, err));
+    rpc_call_opts co = {.timeout_ms = call_timeout(g, 600000)};
+    rpc_stream *s = NULL;
+    size_t sent_bytes = 0;
+    rc = rpc_client_stream_open(r->client, in.addr, "/wanserve.v1.Decoder/Decode", &req.base, &co,
+                                &s, err);
+    while (rc == WS_OK) {
+      ProtobufCMessage *m = NULL;
+      int got = rpc_stream_recv(s, &wanserve__v1__decode_chunk__descriptor, &m, -1, err);
+      if (got == 1) break;
+      if (got < 0) {
+        rc = got;
+        break;
+      }
+      Wanserve__V1__DecodeChunk *c = (void *)m;
+      rc = on_chunk(g, c->data.data, c->data.len, err);
+      sent_bytes += c->data.len;
+      protobuf_c_message_free_unpacked(m, NULL);
+    }
+    if (s) {
+      ws_err e2 = {0};
+      int frc = rpc_stream_finish(s, NULL, &e2);
+      if (rc == WS_OK && frc < 0) {
+        rc = frc;
+        *err = e2;
+      }
+    }
+    pool_release(r->pool, in.id);
+    /* once bytes went to the client a retry would duplicate them: only retry before that */
+    if (rc == WS_OK || !retryable(rc) || sent_bytes > 0) return rc;
+    WS_WARN("%s: decode on %s failed (%s); trying another decoder", g->id, in.id, err->msg);
+    snprintf(ids[nx], sizeof ids[nx], "%s", in.id);
+    excl[nx] = ids[nx];
+    nx++;
+  }
+  return rc;
+}

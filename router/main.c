@@ -1,0 +1,92 @@
+/* wan-router: the front door of a wanserve cluster.
+ *   wan-router --etcd ENDPOINTS [--max-inflight N] [--max-queued N] [--step-timeout-ms N]
+ *              [--max-width N] [--max-height N] [--max-frames N] [--max-steps N] [common flags]
+ * Common flags: see rpc/service.h. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "router/router.h"
+#include "rpc/service.h"
+
+typedef struct flags {
+  router_opts ro;
+  int max_queued;
+} flags;
+
+static int extra_flag(void *user, int argc, char **argv, int i, ws_err *err) {
+  flags *f = user;
+  struct {
+    const char *name;
+    int *dst, lo, hi;
+  } ints[] = {{"--max-inflight", &f->ro.max_inflight, 1, 4096},
+              {"--max-queued", &f->max_queued, 1, 100000},
+              {"--step-timeout-ms", &f->ro.step_timeout_ms, 1, 86400000},
+              {"--max-attempts", &f->ro.max_attempts, 1, 100},
+              {"--replica-wait-ms", &f->ro.replica_wait_ms, 1, 600000},
+              {"--max-width", &f->ro.max_width, 16, 8192},
+              {"--max-height", &f->ro.max_height, 16, 8192},
+              {"--max-frames", &f->ro.max_frames, 1, 10001},
+              {"--max-steps", &f->ro.max_steps, 1, 1000}};
+  for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++) {
+    if (strcmp(argv[i], ints[k].name)) continue;
+    if (i + 1 >= argc) return ws_fail(err, WS_EINVAL, "%s needs a value", argv[i]);
+    char *end;
+    long v = strtol(argv[i + 1], &end, 10);
+    if (*end || v < ints[k].lo || v > ints[k].hi)
+      return ws_fail(err, WS_EINVAL, "%s: '%s' outside %d..%d", argv[i], argv[i + 1],
+                     ints[k].lo, ints[k].hi);
+    *ints[k].dst = (int)v;
+    return 2;
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  svc_block_signals();
+  flags f = {.max_queued = 16};
+  svc_opts o;
+  ws_err err = {0};
+  if (svc_parse(argc, argv, "router", &o, extra_flag, &f, &err) < 0) {
+    fprintf(stderr, "wan-router: %s\n", err.msg);
+    return 2;
+  }
+  if (!o.etcd[0]) {
+    fprintf(stderr, "wan-router: --etcd is required (replicas are discovered there)\n");
+    return 2;
+  }
+  etcd_client *etcd = NULL;
+  reg_watch *view = NULL;
+  pool *pl = NULL;
+  rpc_client *client = NULL;
+  router *r = NULL;
+  rpc_server *server = NULL;
+  svc *s = NULL;
+  etcd_opts eo = {.endpoints = o.etcd, .timeout_ms = 3000};
+  int rc = etcd_open(&eo, &etcd, &err);
+  if (rc == WS_OK) rc = reg_watch_start(etcd, &view, &err);
+  if (rc == WS_OK) rc = pool_create(view, &pl, &err);
+  rpc_client_opts co = {.max_recv_bytes = o.max_recv_mb << 20};
+  if (rc == WS_OK) rc = rpc_client_create(&co, &client, &err);
+  if (rc == WS_OK) rc = router_create(&f.ro, view, pl, client, &r, &err);
+  int inflight = f.ro.max_inflight > 0 ? f.ro.max_inflight : 16;
+  rpc_server_opts so = {.addr = o.listen, .workers = inflight, .queue_max = f.max_queued,
+                        .max_recv_bytes = o.max_recv_mb << 20};
+  if (rc == WS_OK) rc = rpc_server_create(&so, &server, &err);
+  if (rc == WS_OK) rc = router_register(r, server, &err);
+  if (rc == WS_OK) rc = svc_start(&o, "router", server, inflight, "", &s, &err);
+  if (rc == WS_OK) {
+    svc_wait_for_signal();
+    svc_stop(s);
+  } else {
+    fprintf(stderr, "wan-router: %s\n", err.msg);
+  }
+  rpc_server_free(server);
+  router_free(r);
+  rpc_client_free(client);
+  pool_free(pl);
+  reg_watch_stop(view);
+  etcd_close(etcd);
+  return rc == WS_OK ? 0 : 1;
+}

@@ -1,0 +1,226 @@
+#include "router/router.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "router/gen.h"
+#include "rpc/codec.h"
+#include "wanserve/v1/router.pb-c.h"
+
+static int send_event(gen *g, Wanserve__V1__GenerateEvent *ev, ws_err *err) {
+  return rpc_call_send(g->call, &ev->base, err);
+}
+
+static int send_chunk(gen *g, const uint8_t *data, size_t len, ws_err *err) {
+  Wanserve__V1__ResultChunk rc = WANSERVE__V1__RESULT_CHUNK__INIT;
+  rc.data.data = (uint8_t *)data;
+  rc.data.len = len;
+  Wanserve__V1__GenerateEvent ev = WANSERVE__V1__GENERATE_EVENT__INIT;
+  ev.event_case = WANSERVE__V1__GENERATE_EVENT__EVENT_RESULT;
+  ev.result = &rc;
+  return send_event(g, &ev, err);
+}
+
+static int params_from_request(const Wanserve__V1__GenerateRequest *q, const router_opts *o,
+                               gen_params *p, ws_err *err) {
+  memset(p, 0, sizeof *p);
+  p->task = q->task == WANSERVE__V1__TASK__T2V ? GP_T2V : q->task == WANSERVE__V1__TASK__I2V ? GP_I2V : 0;
+  p->width = q->width;
+  p->height = q->height;
+  p->frames = q->frames;
+  p->steps = q->steps;
+  p->fps = q->fps;
+  p->seed = q->seed;
+  p->shift = q->sample_shift;
+  p->boundary = q->boundary;
+  p->guide_high = q->guide_scale_high;
+  p->guide_low = q->guide_scale_low;
+  p->solver = q->solver == WANSERVE__V1__SOLVER__DPMPP ? SAMPLER_DPMPP : SAMPLER_UNIPC;
+  p->has_image = q->image.len > 0;
+  if (q->width < 0 || q->height < 0 || q->frames < 0 || q->steps < 0 || q->fps < 0)
+    return ws_fail(err, WS_EINVAL, "width/height/frames/steps/fps: negative value");
+  if (!q->prompt || !q->prompt[0]) return ws_fail(err, WS_EINVAL, "prompt: empty");
+  if (strlen(q->prompt) > 20000) return ws_fail(err, WS_EINVAL, "prompt: longer than 20000 bytes");
+  if (q->negative_prompt && strlen(q->negative_prompt) > 20000)
+    return ws_fail(err, WS_EINVAL, "negative_prompt: longer than 20000 bytes");
+  if (q->deadline_ms < 0) return ws_fail(err, WS_EINVAL, "deadline_ms: negative");
+  gp_limits lim = {o->max_width, o->max_height, o->max_frames, o->max_steps};
+  return gp_fill_and_validate(p, &lim, err);
+}
+
+/* Admission: a slot among max_inflight, or RESOURCE_EXHAUSTED. */
+static int admit(router *r, ws_err *err) {
+  pthread_mutex_lock(&r->mu);
+  int ok = r->inflight < r->o.max_inflight;
+  if (ok) r->inflight++;
+  pthread_mutex_unlock(&r->mu);
+  return ok ? WS_OK
+            : ws_fail(err, WS_EEXHAUSTED, "router is at capacity (%d requests in flight)",
+                      r->o.max_inflight);
+}
+
+static void leave(router *r) {
+  pthread_mutex_lock(&r->mu);
+  r->inflight--;
+  pthread_mutex_unlock(&r->mu);
+}
+
+static int run_steps(gen *g, sampler_state *s, ws_err *err) {
+  int64_t n = s->n;
+  float *pred = malloc(sizeof(float) * (size_t)n);
+  if (!pred) return ws_fail(err, WS_ENOMEM, "out of memory");
+  int rc = WS_OK;
+  while (rc == WS_OK && !sampler_done(s)) {
+    int t = sampler_timestep(s), high = sampler_use_high(t, g->p.boundary);
+    const char *role = high ? "expert-high" : "expert-low";
+    step_result sr = {0};
+    rc = gen_denoise(g, role, s->latent, (float)t, high ? g->p.guide_high : g->p.guide_low,
+                     pred, &sr, err);
+    if (rc == WS_OK) rc = sampler_step(s, pred, err);
+    if (rc < 0) break;
+    Wanserve__V1__Progress pr = WANSERVE__V1__PROGRESS__INIT;
+    pr.step = s->step;
+    pr.total = s->steps;
+    pr.timestep = (float)t;
+    pr.role = (char *)role;
+    pr.replica = sr.replica;
+    pr.version = sr.version;
+    pr.elapsed_ms = (int64_t)(gen_now_ms() - g->t0_ms);
+    pr.attempts = sr.attempts;
+    Wanserve__V1__GenerateEvent ev = WANSERVE__V1__GENERATE_EVENT__INIT;
+    ev.event_case = WANSERVE__V1__GENERATE_EVENT__EVENT_PROGRESS;
+    ev.progress = &pr;
+    rc = send_event(g, &ev, err);
+    WS_DEBUG("%s: step %d/%d t=%d %s on %s (%s)", g->id, s->step, s->steps, t, role, sr.replica,
+             sr.version);
+  }
+  free(pred);
+  return rc;
+}
+
+static int generate_inner(gen *g, const Wanserve__V1__GenerateRequest *q, ws_err *err) {
+  router *r = g->r;
+  WS_TRY(params_from_request(q, &r->o, &g->p, err));
+  if (g->p.seed < 0) g->p.seed = (int64_t)(gen_now_ms() * 1000.0) & INT64_MAX;
+  g->prompt = q->prompt;
+  g->negative = q->negative_prompt && q->negative_prompt[0] ? q->negative_prompt : "";
+  g->image = q->image.data;
+  g->image_len = q->image.len;
+  if (q->deadline_ms > 0) g->deadline_ms = g->t0_ms + (double)q->deadline_ms;
+  pool_choose_version(r->pool, "expert-high", g->id, g->version[0], sizeof g->version[0]);
+  pool_choose_version(r->pool, "expert-low", g->id, g->version[1], sizeof g->version[1]);
+  Wanserve__V1__Accepted acc = WANSERVE__V1__ACCEPTED__INIT;
+  acc.request_id = g->id;
+  acc.total_steps = g->p.steps;
+  Wanserve__V1__GenerateEvent ev = WANSERVE__V1__GENERATE_EVENT__INIT;
+  ev.event_case = WANSERVE__V1__GENERATE_EVENT__EVENT_ACCEPTED;
+  ev.accepted = &acc;
+  WS_TRY(send_event(g, &ev, err));
+  WS_TRY(gen_encode_text(g, err));
+  if (g->p.task == GP_I2V) WS_TRY(gen_encode_image(g, err));
+  sampler_state s;
+  float *noise = malloc(sizeof(float) * (size_t)gp_latent_numel(&g->p));
+  if (!noise) return ws_fail(err, WS_ENOMEM, "out of memory");
+  gp_noise(&g->p, noise);
+  int rc = sampler_init(&s, g->p.solver, g->p.steps, g->p.shift, noise, gp_latent_numel(&g->p), err);
+  free(noise);
+  if (rc < 0) return rc;
+  rc = run_steps(g, &s, err);
+  if (rc == WS_OK && q->return_latent) {
+    int64_t shape[4] = {16, g->p.lat_t, g->p.lat_h, g->p.lat_w};
+    ws_tensor lv;
+    Wanserve__V1__Tensor lt;
+    ws_tensor_view(&lv, WS_F32, shape, 4, s.latent);
+    rc = codec_tensor_to_pb(&lv, &lt, err);
+    Wanserve__V1__GenerateEvent le = WANSERVE__V1__GENERATE_EVENT__INIT;
+    le.event_case = WANSERVE__V1__GENERATE_EVENT__EVENT_LATENT;
+    le.latent = &lt;
+    if (rc == WS_OK) rc = send_event(g, &le, err);
+  }
+  if (rc == WS_OK) rc = gen_decode(g, s.latent, send_chunk, err);
+  sampler_free(&s);
+  if (rc < 0) return rc;
+  Wanserve__V1__ResultChunk last = WANSERVE__V1__RESULT_CHUNK__INIT;
+  last.last = 1;
+  Wanserve__V1__GenerateEvent le = WANSERVE__V1__GENERATE_EVENT__INIT;
+  le.event_case = WANSERVE__V1__GENERATE_EVENT__EVENT_RESULT;
+  le.result = &last;
+  return send_event(g, &le, err);
+}
+
+static int generate(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws_err *err) {
+  router *r = user;
+  const Wanserve__V1__GenerateRequest *q = (const void *)reqm;
+  WS_TRY(admit(r, err));
+  gen *g = calloc(1, sizeof *g);
+  if (!g) {
+    leave(r);
+    return ws_fail(err, WS_ENOMEM, "out of memory");
+  }
+  g->r = r;
+  g->call = call;
+  g->t0_ms = gen_now_ms();
+  if (q->request_id && q->request_id[0]) {
+    if (strlen(q->request_id) >= sizeof g->id) {
+      free(g);
+      leave(r);
+      return ws_fail(err, WS_EINVAL, "request_id: longer than %zu bytes", sizeof g->id - 1);
+    }
+    snprintf(g->id, sizeof g->id, "%s", q->request_id);
+  } else {
+    static unsigned long counter;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(g->id, sizeof g->id, "req-%lx-%lx-%lu", (unsigned long)ts.tv_sec,
+             (unsigned long)ts.tv_nsec, __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED));
+  }
+  int rc = generate_inner(g, q, err);
+  double ms = gen_now_ms() - g->t0_ms;
+  if (rc == WS_OK)
+    WS_INFO("%s: done in %.0f ms (%d steps, high %s, low %s)", g->id, ms, g->p.steps,
+            g->version[0][0] ? g->version[0] : "any", g->version[1][0] ? g->version[1] : "any");
+  else
+    WS_WARN("%s: failed after %.0f ms: %s", g->id, ms, err->msg);
+  ws_tensor_free(&g->ctx);
+  ws_tensor_free(&g->neg);
+  ws_tensor_free(&g->y);
+  free(g);
+  leave(r);
+  return rc;
+}
+
+int router_create(const router_opts *o, reg_watch *view, pool *p, rpc_client *client,
+                  router **out, ws_err *err) {
+  router *r = calloc(1, sizeof *r);
+  if (!r) return ws_fail(err, WS_ENOMEM, "out of memory");
+  r->o = *o;
+  if (r->o.max_inflight <= 0) r->o.max_inflight = 16;
+  if (r->o.step_timeout_ms <= 0) r->o.step_timeout_ms = 120000;
+  if (r->o.max_attempts <= 0) r->o.max_attempts = 4;
+  if (r->o.replica_wait_ms <= 0) r->o.replica_wait_ms = 5000;
+  if (r->o.max_width <= 0) r->o.max_width = 1280;
+  if (r->o.max_height <= 0) r->o.max_height = 1280;
+  if (r->o.max_frames <= 0) r->o.max_frames = 241;
+  if (r->o.max_steps <= 0) r->o.max_steps = 200;
+  r->view = view;
+  r->pool = p;
+  r->client = client;
+  pthread_mutex_init(&r->mu, NULL);
+  *out = r;
+  return WS_OK;
+}
+
+int router_register(router *r, rpc_server *s, ws_err *err) {
+  return rpc_server_add_method(s, "/wanserve.v1.Router/Generate", RPC_SERVER_STREAM,
+                               &wanserve__v1__generate_request__descriptor, generate, r, err);
+}
+
+void router_free(router *r) {
+  if (!r) return;
+  pthread_mutex_destroy(&r->mu);
+  free(r);
+}

@@ -1,0 +1,370 @@
+#include "services/expert/expert.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "models/sampler.h"
+#include "rpc/codec.h"
+#include "wanserve/v1/expert.pb-c.h"
+
+/* ---- context cache ---- */
+
+typedef struct ctx_entry {
+  char id[128];
+  ws_tensor ctx, neg; /* owned copies */
+  int refs;           /* jobs using it right now: never evicted while > 0 */
+  uint64_t used;      /* LRU clock */
+} ctx_entry;
+
+/* ---- jobs ---- */
+
+typedef struct job {
+  ws_tensor x;             /* [16, F, H, W] view of the request */
+  ws_tensor y;             /* [cy, F, H, W] view or empty */
+  const ws_tensor *ctx, *neg;
+  float t, g;
+  float *out;              /* [16, F, H, W] owned by the handler */
+  int done, rc;
+  ws_err err;
+  struct job *next;
+} job;
+
+struct expert {
+  dit_model *model;
+  expert_opts o;
+  char *config_json;
+  pthread_mutex_t mu;
+  pthread_cond_t cv_work, cv_done;
+  job *head, *tail;
+  int queued, stopping;
+  pthread_t batcher;
+  ctx_entry *cache;
+  uint64_t clock;
+};
+
+static int same_shape(const ws_tensor *a, const ws_tensor *b) {
+  return a->ndim == b->ndim && !memcmp(a->shape, b->shape, sizeof(int64_t) * (size_t)a->ndim);
+}
+
+/* Runs jobs[0..n) (all of one latent shape) as one batch of 2n and fills their outputs. */
+static int run_batch(expert *e, job **jobs, int n, ws_err *err) {
+  const ws_tensor *x0 = &jobs[0]->x;
+  int64_t per = ws_tensor_numel(x0), B = 2 * (int64_t)n;
+  int F = (int)x0->shape[1], H = (int)x0->shape[2], W = (int)x0->shape[3], C = (int)x0->shape[0];
+  int cy = jobs[0]->y.data ? (int)jobs[0]->y.shape[0] : 0;
+  int64_t yper = cy ? ws_tensor_numel(&jobs[0]->y) : 0;
+  float *x = malloc(sizeof(float) * (size_t)(B * per)), *v = malloc(sizeof(float) * (size_t)(B * per));
+  float *y = cy ? malloc(sizeof(float) * (size_t)(B * yper)) : NULL;
+  float *ts = malloc(sizeof(float) * (size_t)B);
+  const float **ctxs = malloc(sizeof *ctxs * (size_t)B);
+  int *lens = malloc(sizeof(int) * (size_t)B);
+  int rc = WS_OK;
+  if (!x || !v || !ts || !ctxs || !lens || (cy && !y)) {
+    rc = ws_fail(err, WS_ENOMEM, "expert: out of memory for a batch of %d", n);
+    goto out;
+  }
+  for (int j = 0; j < n; j++) {
+    job *jb = jobs[j];
+    for (int k = 0; k < 2; k++) {
+      int64_t b = 2 * j + k;
+      memcpy(x + b * per, jb->x.data, sizeof(float) * (size_t)per);
+      if (cy) memcpy(y + b * yper, jb->y.data, sizeof(float) * (size_t)yper);
+      ts[b] = jb->t;
+      const ws_tensor *c = k == 0 ? jb->ctx : jb->neg;
+      ctxs[b] = c->data;
+      lens[b] = (int)c->shape[0];
+    }
+  }
+  dit_inputs in = {.batch = (int)B, .frames = F, .height = H, .width = W, .x = x, .cx = C,
+                   .y = y, .y_stride = yper, .cy = cy, .timesteps = ts, .contexts = ctxs,
+                   .ctx_len = lens, .ctx_dim = dit_text_dim(e->model)};
+  rc = dit_forward(e->model, &in, v, err);
+  if (rc == WS_OK)
+    for (int j = 0; j < n; j++)
+      sampler_cfg(v + 2 * j * per, v + (2 * j + 1) * per, jobs[j]->g, per, jobs[j]->out);
+out:
+  free(x);
+  free(v);
+  free(y);
+  free(ts);
+  free(ctxs);
+  free(lens);
+  return rc;
+}
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Takes the head job and every queued job of the same shape and condition kind, up to
+ * max_batch, waiting up to max_delay_ms for more to arrive. Called with mu held. */
+static int take_batch(expert *e, job **out) {
+  double deadline = now_ms() + e->o.max_delay_ms;
+  while (e->queued < e->o.max_batch && !e->stopping && now_ms() < deadline) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long add = 1000000L; /* re-check every 1 ms */
+    ts.tv_nsec += add;
+    if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    pthread_cond_timedwait(&e->cv_work, &e->mu, &ts);
+  }
+  int n = 0;
+  job *first = e->head, **link = &e->head, *prev = NULL;
+  for (job *j = e->head; j && n < e->o.max_batch;) {
+    job *next = j->next;
+    if (same_shape(&j->x, &first->x) && !!j->y.data == !!first->y.data &&
+        (!j->y.data || same_shape(&j->y, &first->y))) {
+      out[n++] = j;
+      *link = next;
+      if (e->tail == j) e->tail = prev;
+      e->queued--;
+    } else {
+      prev = j;
+      link = &j->next;
+    }
+    j = next;
+  }
+  return n;
+}
+
+static void *batcher_main(void *arg) {
+  expert *e = arg;
+  job **batch = malloc(sizeof *batch * (size_t)e->o.max_batch);
+  pthread_mutex_lock(&e->mu);
+  while (batch) {
+    while (!e->head && !e->stopping) pthread_cond_wait(&e->cv_work, &e->mu);
+    if (e->stopping) break;
+    int n = take_batch(e, batch);
+    pthread_mutex_unlock(&e->mu);
+    ws_err err = {0};
+    double t0 = now_ms();
+    int rc = n ? run_batch(e, batch, n, &err) : WS_OK;
+    WS_DEBUG("expert: batch of %d in %.1f ms", n, now_ms() - t0);
+    pthread_mutex_lock(&e->mu);
+    for (int i = 0; i < n; i++) {
+      batch[i]->rc = rc;
+      if (rc < 0) batch[i]->err = err;
+      batch[i]->done = 1;
+    }
+    pthread_cond_broadcast(&e->cv_done);
+  }
+  for (job *j = e->head; j; j = j->next) { /* stopping: fail what is left */
+    j->rc = ws_fail(&j->err, WS_ECANCELLED, "expert is shutting down");
+    j->done = 1;
+  }
+  e->head = e->tail = NULL;
+  pthread_cond_broadcast(&e->cv_done);
+  pthread_mutex_unlock(&e->mu);
+  free(batch);
+  return NULL;
+}
+
+/* ---- context cache (mu held) ---- */
+
+static ctx_entry *cache_find(expert *e, const char *id) {
+  for (int i = 0; i < e->o.cache_entries; i++)
+    if (e->cache[i].id[0] && !strcmp(e->cache[i].id, id)) return &e->cache[i];
+  return NULL;
+}
+
+/* Stores copies of ctx/neg under id, evicting the least recently used unreferenced entry. */
+static int cache_put(expert *e, const char *id, const ws_tensor *ctx, const ws_tensor *neg,
+                     ctx_entry **out, ws_err *err) {
+  ctx_entry *slot = cache_find(e, id);
+  if (!slot)
+    for (int i = 0; i < e->o.cache_entries; i++) {
+      ctx_entry *c = &e->cache[i];
+      if (c->refs) continue;
+      if (!slot || !c->id[0] || (slot->id[0] && c->used < slot->used)) slot = c;
+      if (!c->id[0]) break;
+    }
+  if (!slot || slot->refs) return ws_fail(err, WS_EEXHAUSTED, "expert: context cache is full");
+  ws_tensor_free(&slot->ctx);
+  ws_tensor_free(&slot->neg);
+  snprintf(slot->id, sizeof slot->id, "%s", id);
+  if (ws_tensor_alloc(&slot->ctx, WS_F32, ctx->shape, ctx->ndim, err) < 0 ||
+      ws_tensor_alloc(&slot->neg, WS_F32, neg->shape, neg->ndim, err) < 0) {
+    slot->id[0] = 0;
+    return WS_ENOMEM;
+  }
+  memcpy(slot->ctx.data, ctx->data, ws_tensor_nbytes(ctx));
+  memcpy(slot->neg.data, neg->data, ws_tensor_nbytes(neg));
+  slot->used = ++e->clock;
+  *out = slot;
+  return WS_OK;
+}
+
+/* ---- handlers ---- */
+
+static int check_ctx(const expert *e, const ws_tensor *c, const char *field, ws_err *err) {
+  const dit_config *cfg = dit_get_config(e->model);
+  if (c->dtype != WS_F32 || c->ndim != 2 || c->shape[1] != dit_text_dim(e->model) ||
+      c->shape[0] < 1 || c->shape[0] > cfg->text_len)
+    return ws_fail(err, WS_EINVAL, "%s: must be F32 [1..%d, %d]", field, cfg->text_len,
+                   dit_text_dim(e->model));
+  return WS_OK;
+}
+
+static int denoise(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws_err *err) {
+  expert *e = user;
+  const Wanserve__V1__DenoiseRequest *req = (const void *)reqm;
+  const dit_config *cfg = dit_get_config(e->model);
+  job jb;
+  memset(&jb, 0, sizeof jb);
+  ws_tensor ctx = {0}, neg = {0};
+  WS_TRY(codec_tensor_from_pb(req->x_t, "x_t", 0, &jb.x, err));
+  if (jb.x.dtype != WS_F32 || jb.x.ndim != 4 || jb.x.shape[0] != cfg->out_dim)
+    return ws_fail(err, WS_EINVAL, "x_t: must be F32 [%d, F, H, W]", cfg->out_dim);
+  if (req->y) {
+    WS_TRY(codec_tensor_from_pb(req->y, "y", 0, &jb.y, err));
+    if (jb.y.dtype != WS_F32 || jb.y.ndim != 4 || jb.y.shape[1] != jb.x.shape[1] ||
+        jb.y.shape[2] != jb.x.shape[2] || jb.y.shape[3] != jb.x.shape[3])
+      return ws_fail(err, WS_EINVAL, "y: must be F32 [%d, F, H, W] matching x_t",
+                     cfg->in_dim - cfg->out_dim);
+  }
+  if (cfg->in_dim - cfg->out_dim != (jb.y.data ? (int)jb.y.shape[0] : 0))
+    return ws_fail(err, WS_EINVAL, "y: this %s expert needs %d condition channels, got %d",
+                   cfg->model_type, cfg->in_dim - cfg->out_dim,
+                   jb.y.data ? (int)jb.y.shape[0] : 0);
+  if (!(req->timestep >= 0.0f && req->timestep <= 1000.0f))
+    return ws_fail(err, WS_EINVAL, "timestep: %g outside [0, 1000]", req->timestep);
+  if (!isfinite(req->guide_scale) || req->guide_scale < 0.0f || req->guide_scale > 100.0f)
+    return ws_fail(err, WS_EINVAL, "guide_scale: %g outside [0, 100]", req->guide_scale);
+  int have_ctx = req->context != NULL;
+  if (have_ctx) {
+    WS_TRY(codec_tensor_from_pb(req->context, "context", 0, &ctx, err));
+    WS_TRY(codec_tensor_from_pb(req->negative_context, "negative_context", 0, &neg, err));
+    WS_TRY(check_ctx(e, &ctx, "context", err));
+    WS_TRY(check_ctx(e, &neg, "negative_context", err));
+  } else if (!req->context_id || !req->context_id[0]) {
+    return ws_fail(err, WS_EINVAL, "context: neither tensors nor context_id given");
+  }
+  int64_t per = ws_tensor_numel(&jb.x);
+  jb.out = malloc(sizeof(float) * (size_t)per);
+  if (!jb.out) return ws_fail(err, WS_ENOMEM, "expert: out of memory");
+  jb.t = req->timestep;
+  jb.g = req->guide_scale;
+  ctx_entry *entry = NULL;
+  int rc = WS_OK;
+  pthread_mutex_lock(&e->mu);
+  if (have_ctx && req->context_id && req->context_id[0]) {
+    rc = cache_put(e, req->context_id, &ctx, &neg, &entry, err);
+  } else if (!have_ctx) {
+    entry = cache_find(e, req->context_id);
+    if (!entry)
+      rc = ws_fail(err, WS_EPRECOND, "context_id '%s' is not cached here; send the tensors",
+                   req->context_id);
+  }
+  if (rc == WS_OK && e->queued >= e->o.queue_max)
+    rc = ws_fail(err, WS_EEXHAUSTED, "expert queue is full (%d jobs)", e->o.queue_max);
+  if (rc == WS_OK && e->stopping) rc = ws_fail(err, WS_EUNAVAIL, "expert is shutting down");
+  if (rc == WS_OK) {
+    if (entry) {
+      entry->refs++;
+      entry->used = ++e->clock;
+      jb.ctx = &entry->ctx;
+      jb.neg = &entry->neg;
+    } else {
+      jb.ctx = &ctx;
+      jb.neg = &neg;
+    }
+    if (e->tail) e->tail->next = &jb;
+    else e->head = &jb;
+    e->tail = &jb;
+    e->queued++;
+    pthread_cond_signal(&e->cv_work);
+    while (!jb.done) pthread_cond_wait(&e->cv_done, &e->mu);
+    if (entry) entry->refs--;
+    rc = jb.rc;
+    if (rc < 0) *err = jb.err;
+  }
+  pthread_mutex_unlock(&e->mu);
+  if (rc == WS_OK) {
+    Wanserve__V1__DenoiseResponse resp = WANSERVE__V1__DENOISE_RESPONSE__INIT;
+    Wanserve__V1__Tensor pt;
+    ws_tensor pred;
+    ws_tensor_view(&pred, WS_F32, jb.x.shape, 4, jb.out);
+    rc = codec_tensor_to_pb(&pred, &pt, err);
+    resp.prediction = &pt;
+    resp.model_version = (char *)e->o.version;
+    resp.replica_id = (char *)e->o.replica;
+    if (rc == WS_OK) rc = rpc_call_send(call, &resp.base, err);
+  }
+  free(jb.out);
+  return rc;
+}
+
+static int info(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws_err *err) {
+  expert *e = user;
+  Wanserve__V1__InfoResponse resp = WANSERVE__V1__INFO_RESPONSE__INIT;
+  resp.role = (char *)e->o.role;
+  resp.model_version = (char *)e->o.version;
+  resp.config = e->config_json ? e->config_json : "";
+  resp.backend = (char *)(e->o.backend ? e->o.backend : "cpu");
+  resp.max_batch = e->o.max_batch;
+  return rpc_call_send(call, &resp.base, err);
+}
+
+int expert_register(expert *e, rpc_server *s, ws_err *err) {
+  WS_TRY(rpc_server_add_method(s, "/wanserve.v1.Expert/Denoise", RPC_UNARY,
+                               &wanserve__v1__denoise_request__descriptor, denoise, e, err));
+  return rpc_server_add_method(s, "/wanserve.v1.Expert/Info", RPC_UNARY,
+                               &wanserve__v1__info_request__descriptor, info, e, err);
+}
+
+int expert_create(dit_model *model, const expert_opts *o, expert **out, ws_err *err) {
+  *out = NULL;
+  expert *e = calloc(1, sizeof *e);
+  if (!e) return ws_fail(err, WS_ENOMEM, "out of memory");
+  e->model = model;
+  e->o = *o;
+  if (e->o.max_batch <= 0) e->o.max_batch = 4;
+  if (e->o.max_delay_ms < 0) e->o.max_delay_ms = 0;
+  if (e->o.queue_max <= 0) e->o.queue_max = 64;
+  if (e->o.cache_entries <= 0) e->o.cache_entries = 64;
+  e->config_json = o->config_json ? strdup(o->config_json) : NULL;
+  e->cache = calloc((size_t)e->o.cache_entries, sizeof *e->cache);
+  if (!e->cache) {
+    expert_free(e);
+    return ws_fail(err, WS_ENOMEM, "out of memory");
+  }
+  pthread_mutex_init(&e->mu, NULL);
+  pthread_cond_init(&e->cv_work, NULL);
+  pthread_cond_init(&e->cv_done, NULL);
+  if (pthread_create(&e->batcher, NULL, batcher_main, e) != 0) {
+    free(e->cache);
+    free(e->config_json);
+    free(e);
+    return ws_fail(err, WS_EINTERNAL, "cannot start the batcher thread");
+  }
+  *out = e;
+  return WS_OK;
+}
+
+void expert_free(expert *e) {
+  if (!e) return;
+  if (e->cache) {
+    pthread_mutex_lock(&e->mu);
+    e->stopping = 1;
+    pthread_cond_broadcast(&e->cv_work);
+    pthread_mutex_unlock(&e->mu);
+    pthread_join(e->batcher, NULL);
+    for (int i = 0; i < e->o.cache_entries; i++) {
+      ws_tensor_free(&e->cache[i].ctx);
+      ws_tensor_free(&e->cache[i].neg);
+    }
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->cv_work);
+    pthread_cond_destroy(&e->cv_done);
+  }
+  free(e->cache);
+  free(e->config_json);
+  dit_free(e->model);
+  free(e);
+}

@@ -1,0 +1,112 @@
+/* wan-expert: serves one expert role (high- or low-noise DiT) of a Wan2.2 checkpoint.
+ *   wan-expert --role high|low --model DIR [--max-batch N] [--max-delay-ms N] [common flags]
+ * Common flags: see rpc/service.h. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "models/checkpoint.h"
+#include "models/dit.h"
+#include "rpc/service.h"
+#include "services/expert/expert.h"
+
+typedef struct flags {
+  char role[16];
+  int max_batch, max_delay_ms;
+} flags;
+
+static int extra_flag(void *user, int argc, char **argv, int i, ws_err *err) {
+  flags *f = user;
+  const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+  if (strcmp(argv[i], "--role") && strcmp(argv[i], "--max-batch") &&
+      strcmp(argv[i], "--max-delay-ms"))
+    return 0;
+  if (!v) return ws_fail(err, WS_EINVAL, "%s needs a value", argv[i]);
+  if (!strcmp(argv[i], "--role")) {
+    if (strcmp(v, "high") && strcmp(v, "low"))
+      return ws_fail(err, WS_EINVAL, "--role: '%s' (high|low)", v);
+    snprintf(f->role, sizeof f->role, "%s", v);
+  } else {
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (*end || x < (strcmp(argv[i], "--max-batch") ? 0 : 1) || x > 256)
+      return ws_fail(err, WS_EINVAL, "%s: '%s' is not a valid number", argv[i], v);
+    if (!strcmp(argv[i], "--max-batch")) f->max_batch = (int)x;
+    else f->max_delay_ms = (int)x;
+  }
+  return 2;
+}
+
+static char *read_text(const char *path) {
+  FILE *fp = fopen(path, "rb");
+  if (!fp) return NULL;
+  fseek(fp, 0, SEEK_END);
+  long n = ftell(fp);
+  fseek(fp, 0, SEEK_SET);
+  char *b = n >= 0 && n < (1 << 20) ? malloc((size_t)n + 1) : NULL;
+  if (b && fread(b, 1, (size_t)n, fp) == (size_t)n) b[n] = 0;
+  else {
+    free(b);
+    b = NULL;
+  }
+  fclose(fp);
+  return b;
+}
+
+int main(int argc, char **argv) {
+  svc_block_signals();
+  flags f = {.max_batch = 4, .max_delay_ms = 2};
+  svc_opts o;
+  ws_err err = {0};
+  if (svc_parse(argc, argv, "expert", &o, extra_flag, &f, &err) < 0) {
+    fprintf(stderr, "wan-expert: %s\nusage: wan-expert --role high|low --model DIR "
+                    "[--max-batch N] [--max-delay-ms N] [--listen ADDR] [--etcd ENDPOINTS] ...\n",
+            err.msg);
+    return 2;
+  }
+  if (!f.role[0] || !o.model[0]) {
+    fprintf(stderr, "wan-expert: --role and --model are required\n");
+    return 2;
+  }
+  char role[32], dir[4096], cfgpath[4200 + 16];
+  snprintf(role, sizeof role, "expert-%s", f.role);
+  if (!strncmp(o.id, "expert-", 7)) { /* default id: put the role in it */
+    char tmp[sizeof o.id];
+    snprintf(tmp, sizeof tmp, "expert-%s-%.100s", f.role, o.id + 7);
+    memcpy(o.id, tmp, sizeof o.id);
+  }
+  ws_backend *be = NULL;
+  dit_model *model = NULL;
+  expert *ex = NULL;
+  rpc_server *server = NULL;
+  svc *s = NULL;
+  int rc = ckpt_expert_dir(o.model, !strcmp(f.role, "high"), dir, sizeof dir, &err);
+  if (rc == WS_OK) rc = ws_backend_create(o.backend, &be, &err);
+  dit_load_opts lo = {.bf16_weights = !strcmp(o.backend, "cuda")};
+  if (rc == WS_OK) rc = dit_load(dir, be, &lo, &model, &err);
+  snprintf(cfgpath, sizeof cfgpath, "%s/config.json", dir);
+  char *cfg = read_text(cfgpath);
+  expert_opts eo = {.role = role, .version = o.version, .replica = o.id, .backend = o.backend,
+                    .max_batch = f.max_batch, .max_delay_ms = f.max_delay_ms,
+                    .config_json = cfg};
+  if (rc == WS_OK) rc = expert_create(model, &eo, &ex, &err);
+  if (rc == WS_OK) model = NULL; /* owned by ex now */
+  free(cfg);
+  rpc_server_opts so = {.addr = o.listen, .workers = o.workers,
+                        .max_recv_bytes = o.max_recv_mb << 20, .queue_max = 256};
+  if (rc == WS_OK) rc = rpc_server_create(&so, &server, &err);
+  if (rc == WS_OK) rc = expert_register(ex, server, &err);
+  if (rc == WS_OK) rc = svc_start(&o, role, server, f.max_batch, o.backend, &s, &err);
+  if (rc == WS_OK) {
+    svc_wait_for_signal();
+    svc_stop(s);
+  } else {
+    fprintf(stderr, "wan-expert: %s\n", err.msg);
+  }
+  rpc_server_free(server);
+  expert_free(ex);
+  dit_free(model);
+  if (be) be->destroy(be);
+  return rc == WS_OK ? 0 : 1;
+}
