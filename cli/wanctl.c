@@ -11,7 +11,12 @@ static void usage(FILE *fp) {
           "  check-golden [--backend cpu|cuda] [--implemented-only] DIR...\n"
           "                     run reference cases (a case folder or a folder of cases)\n"
           "  make-tiny-model DIR [--seed N] [--i2v]\n"
-          "                     write a deterministic tiny random Wan2.2 checkpoint\n");
+          "                     write a deterministic tiny random Wan2.2 checkpoint\n"
+          "  generate [--local --model DIR | --router ADDR] --prompt TEXT [options]\n"
+          "                     generate a video (see wanctl generate --help)\n"
+          "  status [--etcd ENDPOINTS]   instances per role (version, address, load)\n"
+          "  rollout set ROLE --canary V --percent P [--stable V] [--mode split|shadow]\n"
+          "  rollout clear ROLE         roll back to stable\n");
 }
 
 int main(int argc, char **argv) {
@@ -22,6 +27,9 @@ int main(int argc, char **argv) {
   const char *cmd = argv[1];
   if (!strcmp(cmd, "check-golden")) return golden_main(argc - 2, argv + 2);
   if (!strcmp(cmd, "make-tiny-model")) return tiny_main(argc - 2, argv + 2);
+  if (!strcmp(cmd, "generate")) return generate_main(argc - 2, argv + 2);
+  if (!strcmp(cmd, "status")) return status_main(argc - 2, argv + 2);
+  if (!strcmp(cmd, "rollout")) return rollout_main(argc - 2, argv + 2);
   fprintf(stderr, "wanctl: unknown command '%s'\n", cmd);
   usage(stderr);
   return 2;

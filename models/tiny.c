@@ -9,6 +9,7 @@
 
 #include "core/rng.h"
 #include "core/safetensors.h"
+#include "models/tiny_assets.h"
 
 int tiny_mkdirs(const char *path, ws_err *err) {
   char buf[4096];
@@ -166,5 +167,7 @@ int tiny_write_model(const char *root, uint64_t seed, int i2v, ws_err *err) {
   snprintf(p, sizeof p, "%s/high_noise_model", root);
   WS_TRY(tiny_write_dit(p, &c, td, seed * 2 + 0x1000, err));
   snprintf(p, sizeof p, "%s/low_noise_model", root);
-  return tiny_write_dit(p, &c, td, seed * 2 + 0x1001, err);
+  WS_TRY(tiny_write_dit(p, &c, td, seed * 2 + 0x1001, err));
+  WS_TRY(tiny_write_text_assets(root, seed * 2 + 0x2000, td, err));
+  return tiny_write_vae(root, seed * 2 + 0x3000, err);
 }

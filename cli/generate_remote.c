@@ -1,0 +1,143 @@
+/* `wanctl generate` through a router: streams progress, collects the MP4 (and, with
+ * --latent-out, the final latent). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/genopts.h"
+#include "core/mp4.h"
+#include "core/safetensors.h"
+#include "rpc/client.h"
+#include "rpc/codec.h"
+#include "wanserve/v1/router.pb-c.h"
+
+static int read_file(const char *path, uint8_t **out, size_t *n, ws_err *err) {
+  FILE *fp = fopen(path, "rb");
+  if (!fp) return ws_fail(err, WS_ENOTFOUND, "%s: cannot open", path);
+  fseek(fp, 0, SEEK_END);
+  long len = ftell(fp);
+  fseek(fp, 0, SEEK_SET);
+  if (len < 0 || len > (64L << 20)) {
+    fclose(fp);
+    return ws_fail(err, WS_EINVAL, "%s: not a readable file under 64 MiB", path);
+  }
+  *out = malloc((size_t)len + 1);
+  if (!*out || fread(*out, 1, (size_t)len, fp) != (size_t)len) {
+    free(*out);
+    fclose(fp);
+    return ws_fail(err, WS_EIO, "%s: read failed", path);
+  }
+  fclose(fp);
+  *n = (size_t)len;
+  return WS_OK;
+}
+
+static int handle_event(const gen_opts *o, const Wanserve__V1__GenerateEvent *ev, progress *pr,
+                        mp4_buf *video, int *done, ws_err *err) {
+  switch (ev->event_case) {
+  case WANSERVE__V1__GENERATE_EVENT__EVENT_ACCEPTED:
+    if (!o->quiet)
+      fprintf(stderr, "accepted %s (%d steps)\n", ev->accepted->request_id,
+              ev->accepted->total_steps);
+    return WS_OK;
+  case WANSERVE__V1__GENERATE_EVENT__EVENT_PROGRESS: {
+    const Wanserve__V1__Progress *p = ev->progress;
+    progress_step(pr, p->step, p->total, (int)p->timestep, p->role, p->replica, p->version);
+    return WS_OK;
+  }
+  case WANSERVE__V1__GENERATE_EVENT__EVENT_LATENT: {
+    if (!o->latent_out) return WS_OK;
+    ws_tensor t;
+    WS_TRY(codec_tensor_from_pb(ev->latent, "latent", 0, &t, err));
+    const char *names[] = {"latent"};
+    const ws_tensor *ts[] = {&t};
+    return st_write(o->latent_out, 1, names, ts, err);
+  }
+  case WANSERVE__V1__GENERATE_EVENT__EVENT_RESULT: {
+    const Wanserve__V1__ResultChunk *c = ev->result;
+    if (c->data.len) {
+      if (video->len + c->data.len > video->cap) {
+        size_t cap = (video->len + c->data.len) * 2;
+        uint8_t *nb = realloc(video->data, cap);
+        if (!nb) return ws_fail(err, WS_ENOMEM, "out of memory");
+        video->data = nb;
+        video->cap = cap;
+      }
+      memcpy(video->data + video->len, c->data.data, c->data.len);
+      video->len += c->data.len;
+    }
+    if (c->last) *done = 1;
+    return WS_OK;
+  }
+  default: return WS_OK;
+  }
+}
+
+int generate_remote(const gen_opts *o, ws_err *err) {
+  char rbuf[512];
+  const char *target = o->router ? o->router : genopts_default_router(rbuf, sizeof rbuf);
+  if (!target)
+    return ws_fail(err, WS_EUNAVAIL,
+                   "no router: pass --router ADDR, --local, or start deploy/local-cluster up");
+  Wanserve__V1__GenerateRequest q = WANSERVE__V1__GENERATE_REQUEST__INIT;
+  q.request_id = (char *)(o->request_id ? o->request_id : "");
+  q.task = o->p.task == GP_I2V ? WANSERVE__V1__TASK__I2V : WANSERVE__V1__TASK__T2V;
+  q.prompt = (char *)o->prompt;
+  q.negative_prompt = (char *)(o->negative ? o->negative : "");
+  q.width = o->p.width;
+  q.height = o->p.height;
+  q.frames = o->p.frames;
+  q.steps = o->p.steps;
+  q.seed = o->p.seed;
+  q.sample_shift = (float)o->p.shift;
+  q.guide_scale_high = o->p.guide_high;
+  q.guide_scale_low = o->p.guide_low;
+  q.solver = o->p.solver == SAMPLER_DPMPP ? WANSERVE__V1__SOLVER__DPMPP : WANSERVE__V1__SOLVER__UNIPC;
+  q.boundary = (float)o->p.boundary;
+  q.fps = o->p.fps;
+  q.deadline_ms = o->deadline_ms;
+  q.return_latent = o->latent_out != NULL;
+  uint8_t *img = NULL;
+  if (o->image_path) {
+    WS_TRY(read_file(o->image_path, &img, &q.image.len, err));
+    q.image.data = img;
+  }
+  rpc_client *c = NULL;
+  rpc_stream *s = NULL;
+  mp4_buf video = {0};
+  progress pr;
+  progress_init(&pr, o->quiet);
+  int done = 0;
+  rpc_client_opts co = {.max_recv_bytes = 256 << 20};
+  int rc = rpc_client_create(&co, &c, err);
+  if (rc == WS_OK) rc = rpc_client_stream_open(c, target, "/wanserve.v1.Router/Generate", &q.base, NULL, &s, err);
+  while (rc == WS_OK) {
+    ProtobufCMessage *m = NULL;
+    int got = rpc_stream_recv(s, &wanserve__v1__generate_event__descriptor, &m, -1, err);
+    if (got == 1) break;
+    if (got < 0) {
+      rc = got;
+      break;
+    }
+    rc = handle_event(o, (const Wanserve__V1__GenerateEvent *)m, &pr, &video, &done, err);
+    protobuf_c_message_free_unpacked(m, NULL);
+  }
+  progress_done(&pr);
+  if (s) {
+    ws_err e2 = {0};
+    int frc = rpc_stream_finish(s, NULL, &e2);
+    if (rc == WS_OK && frc < 0) {
+      rc = frc;
+      *err = e2;
+    }
+  }
+  if (rc == WS_OK && !done) rc = ws_fail(err, WS_EIO, "the router ended the stream without a video");
+  if (rc == WS_OK) rc = mp4_write_file(o->out, video.data, video.len, err);
+  if (rc == WS_OK && !o->quiet)
+    printf("wrote %s (%zu bytes) in %.2fs via %s\n", o->out, video.len, progress_now() - pr.t0,
+           target);
+  mp4_buf_free(&video);
+  rpc_client_free(c);
+  free(img);
+  return rc;
+}

@@ -1,0 +1,134 @@
+#include "cli/genopts.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+void genopts_usage(void) {
+  fprintf(stderr,
+          "usage: wanctl generate [--local --model DIR | --router ADDR] --prompt TEXT [options]\n"
+          "  --task t2v|i2v        (default t2v; i2v needs --image PNG/JPEG)\n"
+          "  --size WxH            video width x height, multiples of 16 (default 1280x720)\n"
+          "  --frames N            4n+1 (default 81)      --steps N (default 40)\n"
+          "  --seed N              (default 0)            --solver unipc|dpm++\n"
+          "  --shift S --guide-high G --guide-low G --boundary B --fps N\n"
+          "  --negative-prompt TEXT (default: the release's negative prompt)\n"
+          "  --out FILE.mp4        (default out.mp4)      --latent-out FILE.safetensors\n"
+          "  --backend cpu|cuda    (local)                --request-id ID --deadline-ms N\n"
+          "  --quiet\n"
+          "Without --router or --local, the local cluster started by deploy/local-cluster is used.\n");
+}
+
+const char *genopts_default_router(char *buf, size_t n) {
+  const char *home = getenv("WANSERVE_HOME");
+  char path[2048];
+  if (home)
+    snprintf(path, sizeof path, "%s/local-cluster/router.addr", home);
+  else
+    snprintf(path, sizeof path, "%s/.wanserve/local-cluster/router.addr",
+             getenv("HOME") ? getenv("HOME") : "/tmp");
+  FILE *fp = fopen(path, "r");
+  if (!fp) return NULL;
+  char *r = fgets(buf, (int)n, fp);
+  fclose(fp);
+  if (!r) return NULL;
+  buf[strcspn(buf, "\r\n")] = 0;
+  return buf[0] ? buf : NULL;
+}
+
+static int num(const char *flag, const char *v, double lo, double hi, double *out, ws_err *err) {
+  char *end;
+  double x = strtod(v, &end);
+  if (*end || end == v || !(x >= lo && x <= hi))
+    return ws_fail(err, WS_EINVAL, "%s: '%s' is not a number in [%g, %g]", flag, v, lo, hi);
+  *out = x;
+  return WS_OK;
+}
+
+int genopts_parse(int argc, char **argv, gen_opts *o, ws_err *err) {
+  memset(o, 0, sizeof *o);
+  o->p.task = GP_T2V;
+  o->p.solver = SAMPLER_UNIPC;
+  o->out = "out.mp4";
+  o->backend = "cpu";
+  for (int i = 0; i < argc; i++) {
+    const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    double x;
+    if (!strcmp(f, "--local")) { o->local = 1; continue; }
+    if (!strcmp(f, "--quiet")) { o->quiet = 1; continue; }
+    if (!v) return ws_fail(err, WS_EINVAL, "%s needs a value (or is unknown)", f);
+    i++;
+    if (!strcmp(f, "--prompt")) o->prompt = v;
+    else if (!strcmp(f, "--negative-prompt")) o->negative = v;
+    else if (!strcmp(f, "--image")) o->image_path = v;
+    else if (!strcmp(f, "--out")) o->out = v;
+    else if (!strcmp(f, "--latent-out")) o->latent_out = v;
+    else if (!strcmp(f, "--model")) o->model = v;
+    else if (!strcmp(f, "--router")) o->router = v;
+    else if (!strcmp(f, "--backend")) o->backend = v;
+    else if (!strcmp(f, "--request-id")) o->request_id = v;
+    else if (!strcmp(f, "--task")) {
+      if (!strcmp(v, "t2v")) o->p.task = GP_T2V;
+      else if (!strcmp(v, "i2v")) o->p.task = GP_I2V;
+      else return ws_fail(err, WS_EINVAL, "--task: '%s' (t2v|i2v)", v);
+    } else if (!strcmp(f, "--solver")) {
+      WS_TRY(sampler_kind_parse(v, &o->p.solver, err));
+    } else if (!strcmp(f, "--size")) {
+      int w, h;
+      char tail;
+      if (sscanf(v, "%dx%d%c", &w, &h, &tail) != 2)
+        return ws_fail(err, WS_EINVAL, "--size: '%s' is not WxH", v);
+      o->p.width = w;
+      o->p.height = h;
+    } else if (!strcmp(f, "--frames")) { WS_TRY(num(f, v, 1, 100001, &x, err)); o->p.frames = (int)x; }
+    else if (!strcmp(f, "--steps")) { WS_TRY(num(f, v, 1, 1000, &x, err)); o->p.steps = (int)x; }
+    else if (!strcmp(f, "--fps")) { WS_TRY(num(f, v, 1, 120, &x, err)); o->p.fps = (int)x; }
+    else if (!strcmp(f, "--seed")) { WS_TRY(num(f, v, -1, 9.2e18, &x, err)); o->p.seed = (int64_t)x; }
+    else if (!strcmp(f, "--shift")) { WS_TRY(num(f, v, 1e-6, 100, &x, err)); o->p.shift = x; }
+    else if (!strcmp(f, "--boundary")) { WS_TRY(num(f, v, 1e-6, 1, &x, err)); o->p.boundary = x; }
+    else if (!strcmp(f, "--guide-high")) { WS_TRY(num(f, v, 0, 100, &x, err)); o->p.guide_high = (float)x; }
+    else if (!strcmp(f, "--guide-low")) { WS_TRY(num(f, v, 0, 100, &x, err)); o->p.guide_low = (float)x; }
+    else if (!strcmp(f, "--deadline-ms")) { WS_TRY(num(f, v, 0, 8.64e7, &x, err)); o->deadline_ms = (int64_t)x; }
+    else return ws_fail(err, WS_EINVAL, "unknown flag '%s'", f);
+  }
+  if (!o->prompt) return ws_fail(err, WS_EINVAL, "--prompt is required");
+  if (o->p.task == GP_I2V && !o->image_path) return ws_fail(err, WS_EINVAL, "--image is required for i2v");
+  if (o->local && !o->model) return ws_fail(err, WS_EINVAL, "--local needs --model DIR");
+  o->p.has_image = o->image_path != NULL;
+  return WS_OK;
+}
+
+double progress_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void progress_init(progress *pr, int quiet) {
+  pr->tty = isatty(2);
+  pr->quiet = quiet;
+  pr->t0 = progress_now();
+}
+
+void progress_step(progress *pr, int step, int total, int timestep, const char *role,
+                   const char *replica, const char *version) {
+  if (pr->quiet) return;
+  double el = progress_now() - pr->t0, eta = step ? el / step * (total - step) : 0;
+  if (pr->tty) {
+    char bar[31];
+    int fill = total ? 30 * step / total : 0;
+    for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '.';
+    bar[30] = 0;
+    fprintf(stderr, "\r[%s] step %d/%d t=%-4d %-11s %-24.24s %-4s ETA %5.1fs ", bar, step, total,
+            timestep, role, replica, version, eta);
+  } else {
+    fprintf(stderr, "step %d/%d t=%d %s replica=%s version=%s elapsed=%.2fs eta=%.2fs\n", step,
+            total, timestep, role, replica, version, el, eta);
+  }
+}
+
+void progress_done(progress *pr) {
+  if (!pr->quiet && pr->tty) fprintf(stderr, "\n");
+}

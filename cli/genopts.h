@@ -1,0 +1,38 @@
+/* genopts — the flags of `wanctl generate` shared by the local and the cluster path. */
+#ifndef WS_GENOPTS_H
+#define WS_GENOPTS_H
+
+#include <stdint.h>
+
+#include "models/genparams.h"
+
+typedef struct gen_opts {
+  gen_params p;
+  const char *prompt, *negative, *image_path, *out, *latent_out, *model, *router, *backend;
+  const char *request_id;
+  int local, quiet;
+  int64_t deadline_ms;
+} gen_opts;
+
+/* Parses argv (after "generate"); WS_EINVAL with a message naming the bad flag. */
+int genopts_parse(int argc, char **argv, gen_opts *o, ws_err *err);
+void genopts_usage(void);
+/* The local cluster's router address (written by deploy/local-cluster), or NULL. */
+const char *genopts_default_router(char *buf, size_t n);
+
+/* Progress display: a bar on a terminal, one line per step otherwise. */
+typedef struct progress {
+  int tty, quiet;
+  double t0;
+} progress;
+void progress_init(progress *pr, int quiet);
+void progress_step(progress *pr, int step, int total, int timestep, const char *role,
+                   const char *replica, const char *version);
+void progress_done(progress *pr);
+double progress_now(void);
+
+/* Entry points. */
+int generate_local(const gen_opts *o, ws_err *err);
+int generate_remote(const gen_opts *o, ws_err *err);
+
+#endif
