@@ -41,9 +41,15 @@ LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_C) $(GEN_C)) \
 ifdef HAVE_CUDA
   CUDA_HOME := $(patsubst %/bin/nvcc,%,$(NVCC))
   CFLAGS += -DWS_HAVE_CUDA
-  NVCCFLAGS := -O3 -std=c++17 -arch=sm_90a -I. -Xcompiler -fPIC -DWS_HAVE_CUDA
+  # sm_90a machine code for Hopper plus compute_90 PTX; cuDNN is dlopen'ed at run time (only its
+  # headers are needed here); cudart is linked statically so the binaries run on any driver
+  # that supports this toolkit; cuBLAS(Lt) come from the toolkit or PyTorch's nvidia/ folders.
+  NVCCFLAGS := -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a \
+    -gencode=arch=compute_90,code=compute_90 -I. -Xcompiler -fPIC,-Wall \
+    -Wno-deprecated-declarations -DWS_HAVE_CUDA -MMD -MP
   LIB_OBJ += $(patsubst %.cu,$(BUILD)/obj/%.o,$(CUDA_SRCS))
-  LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lcublasLt
+  LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart_static -lcublas \
+    -lcublasLt -ldl -lrt
 endif
 
 LIB := $(BUILD)/libwanserve.a
