@@ -80,7 +80,8 @@ int status_main(int argc, char **argv) {
         printf("%-12s %s: unreadable record (%s)\n", "?", kvs.kv[i].key, e2.msg);
         continue;
       }
-      printf("%-12s %-40s %-8s %-22s %-7s %-9d %lds\n", in.role, in.id, in.version, in.addr,
+      const char *slash = strrchr(kvs.kv[i].key, '/');
+      printf("%-12s %-40s %-8s %-22s %-7s %-9d %lds\n", in.role, slash ? slash + 1 : in.id, in.version, in.addr,
              in.backend, in.max_batch, (long)(time(NULL) - in.started));
     }
     etcd_kvs_free(&kvs);

@@ -124,8 +124,11 @@ void progress_step(progress *pr, int step, int total, int timestep, const char *
     fprintf(stderr, "\r[%s] step %d/%d t=%-4d %-11s %-24.24s %-4s ETA %5.1fs ", bar, step, total,
             timestep, role, replica, version, eta);
   } else {
-    fprintf(stderr, "step %d/%d t=%d %s replica=%s version=%s elapsed=%.2fs eta=%.2fs\n", step,
-            total, timestep, role, replica, version, el, eta);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    fprintf(stderr, "step %d/%d t=%d %s replica=%s version=%s elapsed=%.2fs eta=%.2fs at=%lld\n",
+            step, total, timestep, role, replica, version, el, eta,
+            (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000);
   }
 }
 

@@ -18,6 +18,7 @@ PKGS=(
   libpng-dev libjpeg-dev                      # I2V image input
   python3 python3-grpcio                      # black-box RPC tests with an independent client
   ffmpeg                                      # ffprobe: integration tests check MP4s independently
+  curl                                        # health probes of etcd in deploy scripts
 )
 
 missing=()

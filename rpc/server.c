@@ -184,7 +184,10 @@ static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *d, grpc_byte_b
 static void run_handler(rpc_call *c) {
   const method *m = c->m;
   if (rpc_call_cancelled(c)) { /* client gone or deadline passed while queued: skip the work */
-    call_finish(c, GRPC_STATUS_CANCELLED, "call cancelled before its handler ran");
+    if (rpc_call_remaining_ms(c) <= 0)
+      call_finish(c, GRPC_STATUS_DEADLINE_EXCEEDED, "deadline exceeded before the handler ran");
+    else
+      call_finish(c, GRPC_STATUS_CANCELLED, "call cancelled before its handler ran");
     return;
   }
   size_t len = 0;
@@ -201,7 +204,11 @@ static void run_handler(rpc_call *c) {
   ws_err err = {0};
   int rc = m->fn(c, req, m->user, &err);
   protobuf_c_message_free_unpacked(req, NULL);
-  if (rc < 0) {
+  if (rc < 0 && rpc_call_remaining_ms(c) <= 0) {
+    /* Whatever the handler says, the client's deadline passed: report it as such, not as the
+     * CANCELLED or UNAVAILABLE a handler that noticed rpc_call_cancelled() may return. */
+    call_finish(c, GRPC_STATUS_DEADLINE_EXCEEDED, "deadline exceeded while handling the call");
+  } else if (rc < 0) {
     call_finish(c, codec_status_from_ws(rc), err.msg[0] ? err.msg : ws_strerror(rc));
   } else if (m->kind == RPC_UNARY && !c->unary_reply) {
     WS_ERROR("rpc server: unary handler for %s returned without a reply", m->path);

@@ -70,6 +70,7 @@ int svc_parse(int argc, char **argv, const char *role, svc_opts *o, svc_flag_fn 
         done = 1;
       }
     if (done) {
+      if (!strcmp(f, "--id")) o->id_given = 1;
       i++;
       continue;
     }

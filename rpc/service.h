@@ -21,6 +21,7 @@ typedef struct svc_opts {
   char listen[256], advertise[256], etcd[1024], model[2048], version[64], backend[16];
   char id[128], addr_file[2048];
   int workers, drain_ms, max_recv_mb;
+  int id_given; /* 1 when --id was passed */
 } svc_opts;
 
 /* Service-specific flag handler: returns the number of argv entries consumed at argv[i] (1 or

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "models/sampler.h"
@@ -145,6 +146,7 @@ static void *batcher_main(void *arg) {
     ws_err err = {0};
     double t0 = now_ms();
     int rc = n ? run_batch(e, batch, n, &err) : WS_OK;
+    if (e->o.step_delay_ms > 0) usleep((useconds_t)e->o.step_delay_ms * 1000u);
     WS_DEBUG("expert: batch of %d in %.1f ms", n, now_ms() - t0);
     pthread_mutex_lock(&e->mu);
     for (int i = 0; i < n; i++) {

@@ -1,5 +1,7 @@
 /* wan-expert: serves one expert role (high- or low-noise DiT) of a Wan2.2 checkpoint.
  *   wan-expert --role high|low --model DIR [--max-batch N] [--max-delay-ms N] [common flags]
+ *   --step-delay-ms N adds N ms to every batch: a drill aid that makes tiny-model steps long
+ *   enough to kill a replica or stop etcd in the middle of a request (tests, chaos drills).
  * Common flags: see rpc/service.h. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,14 +15,14 @@
 
 typedef struct flags {
   char role[16];
-  int max_batch, max_delay_ms;
+  int max_batch, max_delay_ms, step_delay_ms;
 } flags;
 
 static int extra_flag(void *user, int argc, char **argv, int i, ws_err *err) {
   flags *f = user;
   const char *v = i + 1 < argc ? argv[i + 1] : NULL;
   if (strcmp(argv[i], "--role") && strcmp(argv[i], "--max-batch") &&
-      strcmp(argv[i], "--max-delay-ms"))
+      strcmp(argv[i], "--max-delay-ms") && strcmp(argv[i], "--step-delay-ms"))
     return 0;
   if (!v) return ws_fail(err, WS_EINVAL, "%s needs a value", argv[i]);
   if (!strcmp(argv[i], "--role")) {
@@ -30,9 +32,10 @@ static int extra_flag(void *user, int argc, char **argv, int i, ws_err *err) {
   } else {
     char *end;
     long x = strtol(v, &end, 10);
-    if (*end || x < (strcmp(argv[i], "--max-batch") ? 0 : 1) || x > 256)
+    if (*end || x < (strcmp(argv[i], "--max-batch") ? 0 : 1) || x > 60000)
       return ws_fail(err, WS_EINVAL, "%s: '%s' is not a valid number", argv[i], v);
     if (!strcmp(argv[i], "--max-batch")) f->max_batch = (int)x;
+    else if (!strcmp(argv[i], "--step-delay-ms")) f->step_delay_ms = (int)x;
     else f->max_delay_ms = (int)x;
   }
   return 2;
@@ -71,7 +74,7 @@ int main(int argc, char **argv) {
   }
   char role[32], dir[4096], cfgpath[4200 + 16];
   snprintf(role, sizeof role, "expert-%s", f.role);
-  if (!strncmp(o.id, "expert-", 7)) { /* default id: put the role in it */
+  if (!o.id_given) { /* default id: put the role in it */
     char tmp[sizeof o.id];
     snprintf(tmp, sizeof tmp, "expert-%s-%.100s", f.role, o.id + 7);
     memcpy(o.id, tmp, sizeof o.id);
@@ -89,6 +92,7 @@ int main(int argc, char **argv) {
   char *cfg = read_text(cfgpath);
   expert_opts eo = {.role = role, .version = o.version, .replica = o.id, .backend = o.backend,
                     .max_batch = f.max_batch, .max_delay_ms = f.max_delay_ms,
+                    .step_delay_ms = f.step_delay_ms,
                     .config_json = cfg};
   if (rc == WS_OK) rc = expert_create(model, &eo, &ex, &err);
   if (rc == WS_OK) model = NULL; /* owned by ex now */
