@@ -20,7 +20,6 @@
 #include "rpc/codec.h"
 #include "wanserve/v1/encoder.pb-c.h"
 
-
 /* ------------------------------------------------------------------ the text cache */
 
 /* One cached encoding. `pub` first, so an enc_text pointer is its entry. Reference counted:
@@ -73,8 +72,14 @@ static void ent_unref(cache_ent *c) {
 }
 
 static void list_unlink(encoder *e, cache_ent *c) {
-  if (c->prev) c->prev->next = c->next; else e->head = c->next;
-  if (c->next) c->next->prev = c->prev; else e->tail = c->prev;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    e->head = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  else
+    e->tail = c->prev;
   c->prev = c->next = NULL;
   e->count--;
 }
@@ -190,15 +195,14 @@ void enc_cache_stats(encoder *e, int64_t *hits, int64_t *misses, int *entries) {
 
 static int check_size(const char *field, int v, ws_err *err) {
   if (v <= 0) return ws_fail(err, WS_EINVAL, "%s: must be positive, got %d", field, v);
-  if (v % 16)
-    return ws_fail(err, WS_EINVAL, "%s: %d is not a multiple of 16", field, v);
+  if (v % 16) return ws_fail(err, WS_EINVAL, "%s: %d is not a multiple of 16", field, v);
   if (v > ENC_MAX_SIDE)
     return ws_fail(err, WS_EINVAL, "%s: %d is over the limit %d", field, v, ENC_MAX_SIDE);
   return WS_OK;
 }
 
-int enc_encode_image(encoder *e, const uint8_t *image, size_t n, int width, int height,
-                     int frames, ws_tensor *y, ws_err *err) {
+int enc_encode_image(encoder *e, const uint8_t *image, size_t n, int width, int height, int frames,
+                     ws_tensor *y, ws_err *err) {
   memset(y, 0, sizeof *y);
   if (!image || n == 0) return ws_fail(err, WS_EINVAL, "image: empty");
   WS_TRY(check_size("width", width, err));
@@ -233,8 +237,8 @@ static int h_text(rpc_call *call, const ProtobufCMessage *m, void *user, ws_err 
   encoder *e = user;
   const Wanserve__V1__EncodeTextRequest *r = (const void *)m;
   const char *p = r->prompt ? r->prompt : "";
-  const char *np = r->negative_prompt && r->negative_prompt[0] ? r->negative_prompt
-                                                                : gp_default_negative_prompt;
+  const char *np =
+      r->negative_prompt && r->negative_prompt[0] ? r->negative_prompt : gp_default_negative_prompt;
   if (!p[0]) return ws_fail(err, WS_EINVAL, "prompt: empty");
   const enc_text *c = NULL, *nc = NULL;
   int rc = enc_encode_text(e, "prompt", p, strlen(p), &c, err);
@@ -263,8 +267,7 @@ static int h_image(rpc_call *call, const ProtobufCMessage *m, void *user, ws_err
   encoder *e = user;
   const Wanserve__V1__EncodeImageRequest *r = (const void *)m;
   ws_tensor y;
-  WS_TRY(enc_encode_image(e, r->image.data, r->image.len, r->width, r->height, r->frames, &y,
-                          err));
+  WS_TRY(enc_encode_image(e, r->image.data, r->image.len, r->width, r->height, r->frames, &y, err));
   Wanserve__V1__Tensor pb;
   Wanserve__V1__EncodeImageResponse resp = WANSERVE__V1__ENCODE_IMAGE_RESPONSE__INIT;
   int rc = codec_tensor_to_pb(&y, &pb, err);
@@ -326,8 +329,8 @@ int enc_open(const enc_opts *o, encoder **out, ws_err *err) {
   if (o->image) {
     rc = assets_load_vae(e->model, VAE_ENCODER, &e->vae, err);
     if (rc < 0 && o->image > 0) goto fail;
-    if (rc < 0) WS_WARN("encoder: no image encoding (EncodeImage answers UNIMPLEMENTED): %s",
-                        err->msg);
+    if (rc < 0)
+      WS_WARN("encoder: no image encoding (EncodeImage answers UNIMPLEMENTED): %s", err->msg);
     rc = 0;
   }
   const enc_text *neg = NULL;
@@ -343,8 +346,8 @@ int enc_open(const enc_opts *o, encoder **out, ws_err *err) {
   pthread_mutex_unlock(&e->mu);
   WS_INFO("encoder: umT5 dim %d, %d layers, text_len %d, vocab %d; VAE encoder %s; cache %d "
           "entries; default negative prompt = %d tokens",
-          e->dim, tc->num_layers, e->text_len, tok_vocab_size(e->tok),
-          e->vae ? "loaded" : "absent", e->cap, e->neg->pub.n);
+          e->dim, tc->num_layers, e->text_len, tok_vocab_size(e->tok), e->vae ? "loaded" : "absent",
+          e->cap, e->neg->pub.n);
   *out = e;
   return WS_OK;
 fail:

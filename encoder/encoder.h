@@ -27,17 +27,17 @@
 #include "core/tensor.h"
 #include "rpc/server.h"
 
-#define ENC_MAX_SIDE 1280            /* width and height limit */
-#define ENC_MAX_FRAMES 241           /* frames limit */
-#define ENC_MAX_PROMPT_BYTES 65536   /* prompt and negative_prompt limit */
+#define ENC_MAX_SIDE 1280                      /* width and height limit */
+#define ENC_MAX_FRAMES 241                     /* frames limit */
+#define ENC_MAX_PROMPT_BYTES 65536             /* prompt and negative_prompt limit */
 #define ENC_MAX_IMAGE_PIXELS (8192LL * 8192LL) /* decoded image size limit */
 
 typedef struct enc_opts {
-  const char *model;  /* checkpoint root (models/assets.h layouts) */
-  int text_len;       /* tokens per prompt; 0 = the DiT config's text_len, else 512 */
-  int cache_entries;  /* LRU capacity; 0 = 256 */
-  int threads;        /* CPU backend threads; 0 = all cores */
-  int image;          /* 1: require the VAE encoder; 0: skip it; -1: load it when present */
+  const char *model; /* checkpoint root (models/assets.h layouts) */
+  int text_len;      /* tokens per prompt; 0 = the DiT config's text_len, else 512 */
+  int cache_entries; /* LRU capacity; 0 = 256 */
+  int threads;       /* CPU backend threads; 0 = all cores */
+  int image;         /* 1: require the VAE encoder; 0: skip it; -1: load it when present */
 } enc_opts;
 
 typedef struct encoder encoder;
@@ -65,8 +65,8 @@ void enc_text_release(encoder *e, const enc_text *t);
 void enc_cache_stats(encoder *e, int64_t *hits, int64_t *misses, int *entries);
 
 /* Validates and encodes one image request into y (owned by the caller, ws_tensor_free). */
-int enc_encode_image(encoder *e, const uint8_t *image, size_t n, int width, int height,
-                     int frames, ws_tensor *y, ws_err *err);
+int enc_encode_image(encoder *e, const uint8_t *image, size_t n, int width, int height, int frames,
+                     ws_tensor *y, ws_err *err);
 
 /* Registers /wanserve.v1.Encoder/EncodeText and /EncodeImage on s (e must outlive s). */
 int enc_add_methods(encoder *e, rpc_server *s, ws_err *err);

@@ -20,8 +20,8 @@ static int parse_num(const char *flag, const char *v, int lo, int hi, int *out, 
   char *end = NULL;
   long x = v ? strtol(v, &end, 10) : 0;
   if (!v || *end || end == v || x < lo || x > hi)
-    return ws_fail(err, WS_EINVAL, "%s: '%s' is not an integer in %d..%d", flag, v ? v : "",
-                   lo, hi);
+    return ws_fail(err, WS_EINVAL, "%s: '%s' is not an integer in %d..%d", flag, v ? v : "", lo,
+                   hi);
   *out = (int)x;
   return WS_OK;
 }
@@ -29,10 +29,12 @@ static int parse_num(const char *flag, const char *v, int lo, int hi, int *out, 
 static int extra_flag(void *user, int argc, char **argv, int i, ws_err *err) {
   enc_opts *o = user;
   const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-  if (!strcmp(f, "--text-len")) return parse_num(f, v, 1, 4096, &o->text_len, err) < 0 ? err->code : 2;
+  if (!strcmp(f, "--text-len"))
+    return parse_num(f, v, 1, 4096, &o->text_len, err) < 0 ? err->code : 2;
   if (!strcmp(f, "--cache-entries"))
     return parse_num(f, v, 1, 1 << 20, &o->cache_entries, err) < 0 ? err->code : 2;
-  if (!strcmp(f, "--threads")) return parse_num(f, v, 0, 4096, &o->threads, err) < 0 ? err->code : 2;
+  if (!strcmp(f, "--threads"))
+    return parse_num(f, v, 0, 4096, &o->threads, err) < 0 ? err->code : 2;
   if (!strcmp(f, "--no-image")) return o->image = 0, 1;
   if (!strcmp(f, "--require-image")) return o->image = 1, 1;
   return 0;
@@ -59,9 +61,8 @@ int main(int argc, char **argv) {
   svc *s = NULL;
   int rc = enc_open(&eo, &e, &err);
   if (rc == 0) {
-    rpc_server_opts ro = {.addr = so.listen,
-                          .workers = so.workers,
-                          .max_recv_bytes = so.max_recv_mb * (1 << 20)};
+    rpc_server_opts ro = {
+        .addr = so.listen, .workers = so.workers, .max_recv_bytes = so.max_recv_mb * (1 << 20)};
     rc = rpc_server_create(&ro, &srv, &err);
   }
   if (rc == 0) rc = enc_add_methods(e, srv, &err);

@@ -20,8 +20,7 @@ static int is_dir(const char *p) {
 /* buf = root "/" name; WS_EINVAL when it does not fit. */
 static int join(char *buf, size_t n, const char *root, const char *name, ws_err *err) {
   int k = snprintf(buf, n, "%s/%s", root, name);
-  if (k < 0 || (size_t)k >= n)
-    return ws_fail(err, WS_EINVAL, "path too long: %s/%s", root, name);
+  if (k < 0 || (size_t)k >= n) return ws_fail(err, WS_EINVAL, "path too long: %s/%s", root, name);
   return WS_OK;
 }
 
@@ -79,7 +78,7 @@ int assets_t5_path(const char *root, char *weights, size_t wn, char *config, siz
     if (is_file(config)) return WS_OK;
     WS_TRY(join(config, cn, root, "config.json", err));
     if (is_file(config) && json_has(config, "vocab_size")) return WS_OK; /* lone T5 folder */
-    config[0] = 0; /* the release: umT5-XXL */
+    config[0] = 0;                                                       /* the release: umT5-XXL */
     return WS_OK;
   }
   WS_TRY(join(weights, wn, root, "text_encoder", err));
@@ -90,8 +89,9 @@ int assets_t5_path(const char *root, char *weights, size_t wn, char *config, siz
     return WS_OK;
   }
   weights[0] = 0;
-  return ws_fail(err, WS_ENOTFOUND, "%s: no umT5 text encoder (looked for %s, %s, %s, text_encoder/)",
-                 root, ASSETS_T5_ST, ASSETS_T5_PTH, ASSETS_T5_RELEASE);
+  return ws_fail(err, WS_ENOTFOUND,
+                 "%s: no umT5 text encoder (looked for %s, %s, %s, text_encoder/)", root,
+                 ASSETS_T5_ST, ASSETS_T5_PTH, ASSETS_T5_RELEASE);
 }
 
 int assets_vae_path(const char *root, char *weights, size_t wn, char *config, size_t cn,
@@ -107,7 +107,7 @@ int assets_vae_path(const char *root, char *weights, size_t wn, char *config, si
     WS_TRY(join(config, cn, root, "config.json", err));
     if (is_file(config) && json_has(config, "z_dim") && !json_has(config, "vocab_size"))
       return WS_OK; /* lone VAE folder */
-    config[0] = 0; /* the release VAE */
+    config[0] = 0;  /* the release VAE */
     return WS_OK;
   }
   char p[4096];

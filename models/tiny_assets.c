@@ -106,11 +106,12 @@ int tiny_write_text_assets(const char *root, uint64_t seed, int text_dim, ws_err
 
   const int D = text_dim, H = TINY_T5_HEADS, F = TINY_T5_FFN, NB = TINY_T5_BUCKETS;
   char cfg[512];
-  int k = snprintf(cfg, sizeof cfg,
-                   "{\n  \"_class_name\": \"T5Encoder\",\n  \"vocab_size\": %d,\n  \"dim\": %d,\n"
-                   "  \"dim_attn\": %d,\n  \"dim_ffn\": %d,\n  \"num_heads\": %d,\n"
-                   "  \"encoder_layers\": %d,\n  \"num_buckets\": %d,\n  \"shared_pos\": false\n}\n",
-                   vocab, D, D, F, H, TINY_T5_LAYERS, NB);
+  int k =
+      snprintf(cfg, sizeof cfg,
+               "{\n  \"_class_name\": \"T5Encoder\",\n  \"vocab_size\": %d,\n  \"dim\": %d,\n"
+               "  \"dim_attn\": %d,\n  \"dim_ffn\": %d,\n  \"num_heads\": %d,\n"
+               "  \"encoder_layers\": %d,\n  \"num_buckets\": %d,\n  \"shared_pos\": false\n}\n",
+               vocab, D, D, F, H, TINY_T5_LAYERS, NB);
   snprintf(p, sizeof p, "%s/%s", root, ASSETS_T5_CONFIG);
   WS_TRY(write_text(p, cfg, (size_t)k, err));
 
@@ -162,8 +163,8 @@ static int v_conv(wlist *l, const char *prefix, int cin, int cout, int kt, int k
   char a[320];
   int64_t s5[5] = {cout, cin, kt, kh, kw}, s4[4] = {cout, cin, kh, kw}, sb[1] = {cout};
   snprintf(a, sizeof a, "%s.weight", prefix);
-  WS_TRY(wl_add(l, a, nd == 5 ? s5 : s4, nd, 0.0f,
-                gain / (float)sqrt((double)cin * kt * kh * kw), err));
+  WS_TRY(wl_add(l, a, nd == 5 ? s5 : s4, nd, 0.0f, gain / (float)sqrt((double)cin * kt * kh * kw),
+                err));
   snprintf(a, sizeof a, "%s.bias", prefix);
   return wl_add(l, a, sb, 1, 0.0f, 0.02f, err);
 }

@@ -15,13 +15,16 @@ trap '"$LC" down >/dev/null 2>&1; rm -rf "$WANSERVE_HOME"' EXIT
 pass() { echo "PASS $1"; }
 fail() { echo "FAIL $1${2:+: $2}"; }
 check() { local n=$1; shift; if "$@"; then pass "$n"; else fail "$n"; fi; }
-G="$bin/wanctl generate --size 64x64 --frames 9 --seed 7 --quiet"
+G="$bin/wanctl generate --size 64x64 --frames 9 --seed 7"
 
 lc_status() { "$LC" status 2>/dev/null; }
 pid_of() { awk -v n="$1" '$1 == n {print $2}' "$WANSERVE_HOME/local-cluster/procs"; }
-all_alive() {
+all_alive() { # every process but the one this test killed on purpose
   local ok=0
-  while read -r name pid _; do kill -0 "$pid" 2>/dev/null || { echo "  $name (pid $pid) is down"; ok=1; }; done \
+  while read -r name pid _; do
+    [ "$pid" = "$victim" ] && continue
+    kill -0 "$pid" 2>/dev/null || { echo "  $name (pid $pid) is down"; ok=1; }
+  done \
     < "$WANSERVE_HOME/local-cluster/procs"
   return $ok
 }
@@ -42,15 +45,15 @@ model=$(lc_status | sed -n 's/^model: //p')
 
 # --- T2V through the cluster equals the in-process pipeline bit for bit
 $G --local --model "$model" --prompt "a red fox walks through snow" --steps 6 \
-  --out "$T/local.mp4" --latent-out "$T/local.st" 2> "$T/local.err"
+  --out "$T/local.mp4" --latent-out "$T/local.st" > /dev/null 2> "$T/local.err"
 $G --prompt "a red fox walks through snow" --steps 6 --out "$T/c.mp4" --latent-out "$T/c.st" \
-  2> "$T/c.err"
+  > /dev/null 2> "$T/c.err"
 check t2v_latent_bit_identical_to_local cmp -s "$T/local.st" "$T/c.st"
 check t2v_mp4_valid_per_ffprobe test "$(ffprobe_frames "$T/c.mp4")" = "h264,9"
 
 # --- kill -9 a low expert in the middle of a request: same result, instance leaves etcd
 $G --local --model "$model" --prompt "a storm at sea" --steps 24 --latent-out "$T/k_local.st" \
-  --out "$T/k_local.mp4" 2>/dev/null
+  --out "$T/k_local.mp4" > /dev/null 2>&1
 $bin/wanctl generate --size 64x64 --frames 9 --seed 7 --prompt "a storm at sea" --steps 24 \
   --latent-out "$T/k.st" --out "$T/k.mp4" > "$T/k.out" 2> "$T/k.err" &
 gpid=$!
@@ -94,7 +97,8 @@ $bin/wanctl rollout set expert-low --canary v2 --percent 50 --stable v1 > /dev/n
 sleep 0.3
 v2=0; mixed=0
 for i in $(seq 1 12); do
-  $G --prompt "canary $i" --steps 8 --request-id "canary-req-$i" --out "$T/can.mp4" 2> "$T/can.err"
+  $G --prompt "canary $i" --steps 8 --request-id "canary-req-$i" --out "$T/can.mp4" > /dev/null \
+    2> "$T/can.err"
   vs=$(grep "expert-low" "$T/can.err" | grep -o "version=[^ ]*" | sort -u)
   [ "$(echo "$vs" | wc -l)" -eq 1 ] || mixed=1
   [ "$vs" = "version=v2" ] && v2=$((v2 + 1))
@@ -105,7 +109,8 @@ $bin/wanctl rollout clear expert-low > /dev/null
 sleep 0.3
 stable=0
 for i in $(seq 1 6); do
-  $G --prompt "after $i" --steps 8 --request-id "canary-req-$i" --out "$T/can.mp4" 2> "$T/can.err"
+  $G --prompt "after $i" --steps 8 --request-id "canary-req-$i" --out "$T/can.mp4" > /dev/null \
+    2> "$T/can.err"
   grep "expert-low" "$T/can.err" | grep -q "version=v2" && stable=1
 done
 check canary_cleared_all_stable test $stable -eq 0
@@ -113,7 +118,7 @@ check canary_cleared_all_stable test $stable -eq 0
 # --- concurrent requests: all complete, high and low pools busy at the same time
 pids=()
 for i in 1 2 3 4; do
-  $G --prompt "concurrent $i" --steps 16 --out "$T/cc$i.mp4" 2> "$T/cc$i.err" &
+  $G --prompt "concurrent $i" --steps 16 --out "$T/cc$i.mp4" > /dev/null 2> "$T/cc$i.err" &
   pids+=($!)
   sleep 0.25
 done
@@ -144,12 +149,12 @@ bad bad_i2v_not_an_image image --task i2v --image "$T/notimg.png" --prompt x --s
 bad bad_image_for_t2v image --task t2v --image "$T/notimg.png" --prompt x --size 64x64 --frames 9
 pids=()
 for i in $(seq 1 8); do
-  $G --prompt "flood $i" --steps 12 --out "$T/fl$i.mp4" 2> "$T/fl$i.err" &
+  $G --prompt "flood $i" --steps 12 --out "$T/fl$i.mp4" > /dev/null 2> "$T/fl$i.err" &
   pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p"; done
 check overload_resource_exhausted grep -lq "RESOURCE_EXHAUSTED" "$T"/fl*.err
-$G --prompt "still up" --steps 4 --out "$T/up.mp4" 2> "$T/up.err"
+$G --prompt "still up" --steps 4 --out "$T/up.mp4" > /dev/null 2> "$T/up.err"
 check services_stay_up test $? -eq 0
 check all_processes_alive all_alive
 
@@ -159,9 +164,9 @@ $bin/wanctl make-tiny-model "$T/i2v-model" --i2v > /dev/null
 ffmpeg -v error -f lavfi -i testsrc=size=80x48 -frames:v 1 "$T/img.png"
 if "$LC" up --model "$T/i2v-model" > "$T/up2.log" 2>&1; then
   $G --task i2v --image "$T/img.png" --local --model "$T/i2v-model" --prompt "it moves" --steps 6 \
-    --out "$T/il.mp4" --latent-out "$T/il.st" 2> /dev/null
+    --out "$T/il.mp4" --latent-out "$T/il.st" > /dev/null 2>&1
   $G --task i2v --image "$T/img.png" --prompt "it moves" --steps 6 --out "$T/ic.mp4" \
-    --latent-out "$T/ic.st" 2> "$T/ic.err"
+    --latent-out "$T/ic.st" > /dev/null 2> "$T/ic.err"
   check i2v_latent_bit_identical_to_local cmp -s "$T/il.st" "$T/ic.st"
   check i2v_mp4_valid_per_ffprobe test "$(ffprobe_frames "$T/ic.mp4")" = "h264,9"
 else

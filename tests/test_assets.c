@@ -38,8 +38,8 @@ static int read_all(const char *path, unsigned char **buf, size_t *n) {
 static int same_file(const char *a, const char *b) {
   unsigned char *x = NULL, *y = NULL;
   size_t nx = 0, ny = 0;
-  int same = read_all(a, &x, &nx) == 0 && read_all(b, &y, &ny) == 0 && nx == ny &&
-             !memcmp(x, y, nx);
+  int same =
+      read_all(a, &x, &nx) == 0 && read_all(b, &y, &ny) == 0 && nx == ny && !memcmp(x, y, nx);
   free(x);
   free(y);
   return same;
@@ -85,8 +85,7 @@ static void test_diffusers_and_missing(void) {
             ASSETS_VAE_PTH);
   CHECK_ERR(assets_tokenizer_path(root, w, sizeof w, &err), WS_ENOTFOUND, err, "tokenizer");
   touch(root, "Wan2.2_VAE.pth");
-  CHECK_ERR(assets_vae_path(root, w, sizeof w, c, sizeof c, &err), WS_EUNSUPPORTED, err,
-            "Wan2.2");
+  CHECK_ERR(assets_vae_path(root, w, sizeof w, c, sizeof c, &err), WS_EUNSUPPORTED, err, "Wan2.2");
 }
 
 /* The golden component folders (config.json beside the weights) load through assets. */
@@ -101,7 +100,8 @@ static void test_golden_folders(void) {
     if (m) CHECK_EQ_INT(t5_get_config(m)->dim, 64);
     t5_free(m);
   }
-  const char *vaes[] = {"tests/golden/vae_decode_tiny/model", "tests/golden/vae_decode_tiny_pth/model"};
+  const char *vaes[] = {"tests/golden/vae_decode_tiny/model",
+                        "tests/golden/vae_decode_tiny_pth/model"};
   for (int i = 0; i < 2; i++) {
     vae_model *v = NULL;
     CHECK_OK(assets_load_vae(vaes[i], VAE_DECODER, &v, &err), err);
@@ -160,7 +160,8 @@ static void test_tiny_assets(void) {
     CHECK_OK(tok_encode(tok, "hello world", 11, 8, 1, ids, mask, &n, NULL, &err), err);
     CHECK_OK(t5_encode(t5, ids, mask, 8, h, &n, NULL, NULL, &err), err);
     double ss = 0;
-    for (int i = 0; i < n * 32; i++) ss += (double)h[i] * h[i];
+    for (int i = 0; i < n * 32; i++)
+      ss += (double)h[i] * h[i];
     double rms = n ? sqrt(ss / (n * 32)) : 0;
     CHECK(rms > 0.3 && rms < 3.0);
   }
@@ -178,7 +179,8 @@ static void test_tiny_assets(void) {
       const float *p = unc.data;
       double ss = 0;
       int64_t n = ws_tensor_numel(&unc);
-      for (int64_t i = 0; i < n; i++) ss += (double)p[i] * p[i];
+      for (int64_t i = 0; i < n; i++)
+        ss += (double)p[i] * p[i];
       double rms = sqrt(ss / (double)n);
       CHECK(rms > 0.05 && rms < 3.0); /* a visible, unsaturated video */
     }

@@ -85,8 +85,7 @@ static void print_log_tail(const proc *p) {
 }
 
 /* Starts bin with the tiny model; waits for its address file (30 s). 0 on success. */
-static int start_proc(const char *name, const char *bin, const char *x1, const char *x2,
-                      proc *p) {
+static int start_proc(const char *name, const char *bin, const char *x1, const char *x2, proc *p) {
   memset(p, 0, sizeof *p);
   snprintf(p->name, sizeof p->name, "%s", name);
   snprintf(p->addr_file, sizeof p->addr_file, "%s/%s.addr", test_tmpdir(), name);
@@ -150,8 +149,8 @@ static int encode_text(const char *prompt, const char *neg, Wanserve__V1__Encode
   req.negative_prompt = (char *)neg;
   memset(st, 0, sizeof *st);
   return rpc_client_unary(g_cli, g_enc.addr, "/wanserve.v1.Encoder/EncodeText", &req.base,
-                          &wanserve__v1__encode_text_response__descriptor,
-                          (ProtobufCMessage **)out, &k_opts, st, err);
+                          &wanserve__v1__encode_text_response__descriptor, (ProtobufCMessage **)out,
+                          &k_opts, st, err);
 }
 
 static int encode_image(const uint8_t *img, size_t n, int w, int h, int frames,

@@ -87,8 +87,8 @@ typedef struct stream_ctx {
   rpc_call *call;
   int raw, frames, width, height, sent_first;
   mp4_writer *w;
-  uint8_t *rgb;   /* raw: one frame [H, W, 3], owned */
-  ws_err cerr;    /* error of the mp4 chunk callback (it has no ws_err of its own) */
+  uint8_t *rgb; /* raw: one frame [H, W, 3], owned */
+  ws_err cerr;  /* error of the mp4 chunk callback (it has no ws_err of its own) */
   int64_t bytes;
   int messages;
 } stream_ctx;
@@ -127,8 +127,7 @@ static int mp4_fail(stream_ctx *s, int rc, ws_err *err) {
   return rc;
 }
 
-static int on_frames(void *user, const float *frames, int first, int n, int H, int W,
-                     ws_err *err) {
+static int on_frames(void *user, const float *frames, int first, int n, int H, int W, ws_err *err) {
   stream_ctx *s = user;
   if (rpc_call_cancelled(s->call))
     return ws_fail(err, WS_ECANCELLED, "Decode: the client went away at frame %d", first);

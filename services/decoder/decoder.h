@@ -22,16 +22,16 @@
 #include "core/tensor.h"
 #include "rpc/server.h"
 
-#define DEC_MAX_SIDE 1280         /* output width / height limit */
-#define DEC_MAX_FRAMES 241        /* output frames limit */
-#define DEC_MAX_CHUNK (1 << 20)   /* bytes per DecodeChunk */
+#define DEC_MAX_SIDE 1280       /* output width / height limit */
+#define DEC_MAX_FRAMES 241      /* output frames limit */
+#define DEC_MAX_CHUNK (1 << 20) /* bytes per DecodeChunk */
 #define DEC_DEFAULT_FPS 16
 
 typedef struct dec_opts {
-  const char *model;   /* checkpoint root (models/assets.h layouts) */
-  int x264_threads;    /* > 0: fixed (same bytes for the same input); 0 = 4 */
-  const char *preset;  /* libx264 preset; NULL = "medium" */
-  int crf;             /* < 0: core/mp4.h default (10) */
+  const char *model;  /* checkpoint root (models/assets.h layouts) */
+  int x264_threads;   /* > 0: fixed (same bytes for the same input); 0 = 4 */
+  const char *preset; /* libx264 preset; NULL = "medium" */
+  int crf;            /* < 0: core/mp4.h default (10) */
 } dec_opts;
 
 typedef struct decoder decoder;

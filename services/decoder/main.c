@@ -71,9 +71,8 @@ int main(int argc, char **argv) {
   svc *s = NULL;
   int rc = dec_open(&fl.o, &d, &err);
   if (rc == 0) {
-    rpc_server_opts ro = {.addr = so.listen,
-                          .workers = so.workers,
-                          .max_recv_bytes = so.max_recv_mb * (1 << 20)};
+    rpc_server_opts ro = {
+        .addr = so.listen, .workers = so.workers, .max_recv_bytes = so.max_recv_mb * (1 << 20)};
     rc = rpc_server_create(&ro, &srv, &err);
   }
   if (rc == 0) rc = dec_add_methods(d, srv, &err);
