@@ -16,9 +16,17 @@
 int tiny_main(int argc, char **argv) {
   const char *dir = NULL;
   uint64_t seed = 1;
-  int i2v = 0;
+  int i2v = 0, dim = 0, layers = 0, heads = 0, ffn = 0;
   for (int i = 0; i < argc; i++) {
-    if (!strcmp(argv[i], "--seed") && i + 1 < argc)
+    int *dst = !strcmp(argv[i], "--dim") ? &dim : !strcmp(argv[i], "--layers") ? &layers
+               : !strcmp(argv[i], "--heads") ? &heads : !strcmp(argv[i], "--ffn") ? &ffn : NULL;
+    if (dst && i + 1 < argc) {
+      *dst = atoi(argv[++i]);
+      if (*dst <= 0 || *dst > 65536) {
+        fprintf(stderr, "make-tiny-model: %s must be a positive integer\n", argv[i - 1]);
+        return 2;
+      }
+    } else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
       seed = strtoull(argv[++i], NULL, 10);
     else if (!strcmp(argv[i], "--i2v"))
       i2v = 1;
@@ -30,11 +38,23 @@ int tiny_main(int argc, char **argv) {
     }
   }
   if (!dir) {
-    fprintf(stderr, "usage: wanctl make-tiny-model DIR [--seed N] [--i2v]\n");
+    fprintf(stderr, "usage: wanctl make-tiny-model DIR [--seed N] [--i2v] [--dim N --heads N "
+                    "--layers N --ffn N]\n");
     return 2;
   }
   ws_err err = {0};
-  if (tiny_write_model(dir, seed, i2v, &err) < 0) {
+  dit_config c;
+  int td;
+  tiny_dit_config(i2v, &c, &td);
+  if (dim) c.dim = dim;
+  if (layers) c.num_layers = layers;
+  if (heads) c.num_heads = heads;
+  if (ffn) c.ffn_dim = ffn;
+  if (c.dim % c.num_heads || (c.dim / c.num_heads) % 2 || c.dim / c.num_heads < 6) {
+    fprintf(stderr, "make-tiny-model: dim/heads must be an even head dim >= 6\n");
+    return 2;
+  }
+  if (tiny_write_model_with(dir, seed, &c, td, &err) < 0) {
     fprintf(stderr, "make-tiny-model: %s\n", err.msg);
     return 1;
   }

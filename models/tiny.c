@@ -163,6 +163,13 @@ int tiny_write_model(const char *root, uint64_t seed, int i2v, ws_err *err) {
   dit_config c;
   int td;
   tiny_dit_config(i2v, &c, &td);
+  return tiny_write_model_with(root, seed, &c, td, err);
+}
+
+int tiny_write_model_with(const char *root, uint64_t seed, const dit_config *cfg, int text_dim,
+                          ws_err *err) {
+  dit_config c = *cfg;
+  int td = text_dim;
   char p[4200];
   snprintf(p, sizeof p, "%s/high_noise_model", root);
   WS_TRY(tiny_write_dit(p, &c, td, seed * 2 + 0x1000, err));

@@ -15,6 +15,9 @@ int tiny_write_dit(const char *dir, const dit_config *cfg, int text_dim, uint64_
                    ws_err *err);
 /* Writes the whole checkpoint under root: high_noise_model/, low_noise_model/. */
 int tiny_write_model(const char *root, uint64_t seed, int i2v, ws_err *err);
+/* The same with another DiT config (benchmarks use smaller or larger ones). */
+int tiny_write_model_with(const char *root, uint64_t seed, const dit_config *cfg, int text_dim,
+                          ws_err *err);
 /* mkdir -p */
 int tiny_mkdirs(const char *path, ws_err *err);
 

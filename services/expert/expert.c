@@ -30,6 +30,7 @@ typedef struct job {
   float t, g;
   float *out;              /* [16, F, H, W] owned by the handler */
   int done, rc;
+  double compute_ms;
   ws_err err;
   struct job *next;
 } job;
@@ -149,7 +150,9 @@ static void *batcher_main(void *arg) {
     if (e->o.step_delay_ms > 0) usleep((useconds_t)e->o.step_delay_ms * 1000u);
     WS_DEBUG("expert: batch of %d in %.1f ms", n, now_ms() - t0);
     pthread_mutex_lock(&e->mu);
+    double ms = now_ms() - t0;
     for (int i = 0; i < n; i++) {
+      batch[i]->compute_ms = ms;
       batch[i]->rc = rc;
       if (rc < 0) batch[i]->err = err;
       batch[i]->done = 1;
@@ -296,6 +299,7 @@ static int denoise(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws_
     resp.prediction = &pt;
     resp.model_version = (char *)e->o.version;
     resp.replica_id = (char *)e->o.replica;
+    resp.compute_ms = jb.compute_ms;
     if (rc == WS_OK) rc = rpc_call_send(call, &resp.base, err);
   }
   free(jb.out);

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# make bench: CPU benchmarks, written as tables to bench/RESULTS-cpu.md (GPU results of the
+# CUDA backend live in bench/RESULTS.md, produced on the device machine by bench/run_device.sh).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+BUILD=${BUILD:-build}
+out=bench/RESULTS-cpu.md
+tmp=$(mktemp -d)
+trap 'kill $epid 2>/dev/null || true; rm -rf "$tmp"' EXIT
+epid=""
+{
+  echo "# CPU benchmarks"
+  echo
+  echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%Y-%m-%d)."
+  echo "OpenBLAS sgemm, fp32. Batch 2 = cond + uncond, as the experts run it."
+  echo
+  echo "## DiT forward (CPU backend)"
+  echo
+  "$BUILD/bench/dit_cpu" ${BENCH_QUICK:+--quick} 2> "$tmp/dit.log"
+  echo
+  echo "## Cluster overhead per denoising step (480p latent)"
+  echo
+  echo "A 1-layer, dim-16 DiT keeps the compute short; the expert reports its compute time, so"
+  echo "overhead = round trip - compute (serialisation, gRPC, queueing), plus the router's sampler step."
+  echo
+  echo "| latent | in-process forward ms | Denoise round trip ms | expert compute ms | RPC overhead ms | router sampler step ms | total overhead ms |"
+  echo "|---|---|---|---|---|---|---|"
+} > "$out.tmp"
+# a small DiT written with the tiny-model writer (config via a tiny JSON edit)
+"$BUILD/bin/wanctl" make-tiny-model "$tmp/m" --dim 16 --heads 2 --layers 1 --ffn 32 > /dev/null
+"$BUILD/bin/wan-expert" --role high --model "$tmp/m" --addr-file "$tmp/addr" --log-level warn &
+epid=$!
+for _ in $(seq 300); do [ -s "$tmp/addr" ] && break; sleep 0.1; done
+"$BUILD/bench/cluster_step" "$(cat "$tmp/addr")" "$tmp/m/high_noise_model" "${BENCH_REPS:-2}" >> "$out.tmp"
+mv "$out.tmp" "$out"
+cat "$out"
+echo "(per-op profile of the DiT runs: $tmp/dit.log is printed below)"
+cat "$tmp/dit.log"
