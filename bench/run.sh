@@ -33,6 +33,17 @@ epid=""
 epid=$!
 for _ in $(seq 300); do [ -s "$tmp/addr" ] && break; sleep 0.1; done
 "$BUILD/bench/cluster_step" "$(cat "$tmp/addr")" "$tmp/m/high_noise_model" "${BENCH_REPS:-2}" >> "$out.tmp"
+{
+  echo
+  echo "## VAE decode (tiny VAE of make-tiny-model, streaming decoder, one process per row)"
+  echo
+  echo "Peak RSS counts the whole process (model, latent, one chunk of activations); the growth"
+  echo "column is what the decode added. Flat growth as frames grow = memory bounded by the chunk."
+  echo
+  echo "| frames | latent | video | time | per frame | peak RSS | growth during decode |"
+  echo "|---|---|---|---|---|---|---|"
+  for t in 3 21; do "$BUILD/bench/vae_cpu" "$tmp/m" "$t" 32 32; done
+} >> "$out.tmp"
 mv "$out.tmp" "$out"
 cat "$out"
 echo "(per-op profile of the DiT runs: $tmp/dit.log is printed below)"

@@ -1,0 +1,252 @@
+/* dit_gpu — the Wan2.2 A14B expert forward on the CUDA backend at full scale, random bf16
+ * weights built on the device (models/dit_random.c), no checkpoint files.
+ *
+ * For each (resolution, batch): one warm-up forward (plans, shadows, workspace), then `reps`
+ * timed forwards (host clock around dit_forward, which ends with a device sync; patchify and
+ * the host<->device copies of latents and output are included), the median reported, and one
+ * forward through the profiling decorator (core/backend_prof.h: a sync around every op) for
+ * the share of time per op kind. TFLOP/s uses the model FLOPs of ../shared/spec/wan22.md §8.2.
+ * Also: a cuBLASLt bf16 8192^3 GEMM rate, and peak GPU memory (tracked allocations of the
+ * backend, and the whole device as cudaMemGetInfo sees it).
+ *
+ * usage: dit_gpu [--layers N] [--res 480,720] [--batch 1,2] [--reps R] [--no-profile]
+ *                [--md FILE]   (appends the result table in Markdown)
+ * Without a GPU it prints "SKIP dit_gpu: <reason>" and exits 0.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/backend.h"
+#include "core/backend_prof.h"
+#include "core/rng.h"
+#include "models/dit.h"
+#include "models/dit_internal.h"
+#include "models/dit_random.h"
+#ifdef WS_HAVE_CUDA
+#include "cuda/backend_cuda.h"
+#endif
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_d(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Model FLOPs of one forward (spec §8.2), batch B, L tokens. */
+static double model_flops(const dit_config *c, int text_dim, int64_t B, int64_t L) {
+  double D = c->dim, F = c->ffn_dim, T = c->text_len, layers = c->num_layers;
+  double lin_f = (double)L * (8 * D * D + 4 * D * D + 4 * D * F);
+  double txt = 2 * T * 2 * D * D;
+  double self = 4.0 * L * L * D, cross = 4.0 * L * T * D;
+  (void)text_dim;
+  return B * layers * (lin_f + txt + self + cross);
+}
+
+int main(int argc, char **argv) {
+#ifndef WS_HAVE_CUDA
+  (void)argc, (void)argv;
+  printf("SKIP dit_gpu: this build has no CUDA backend\n");
+  return 0;
+#else
+  int layers = 40, reps = 2, profile = 1;
+  int res_list[4] = {480, 720}, nres = 2, bat_list[4] = {1, 2}, nbat = 2;
+  const char *md = NULL;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--layers") && i + 1 < argc)
+      layers = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
+      reps = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--no-profile"))
+      profile = 0;
+    else if (!strcmp(argv[i], "--md") && i + 1 < argc)
+      md = argv[++i];
+    else if ((!strcmp(argv[i], "--res") || !strcmp(argv[i], "--batch")) && i + 1 < argc) {
+      int *dst = argv[i][2] == 'r' ? res_list : bat_list, n = 0;
+      for (char *s = argv[++i]; *s && n < 4;) {
+        dst[n++] = atoi(s);
+        while (*s && *s != ',')
+          s++;
+        if (*s == ',') s++;
+      }
+      *(argv[i - 1][2] == 'r' ? &nres : &nbat) = n;
+    } else {
+      fprintf(stderr, "usage: dit_gpu [--layers N] [--res 480,720] [--batch 1,2] [--reps R] "
+                      "[--no-profile] [--md FILE]\n");
+      return 2;
+    }
+  }
+  if (reps < 1) reps = 1;
+  ws_err err = {0};
+  ws_backend *be = NULL, *prof = NULL;
+  if (ws_backend_create("cuda", &be, &err) < 0) {
+    printf("SKIP dit_gpu: %s\n", err.msg);
+    return 0;
+  }
+  char desc[600];
+  ws_cuda_describe(be, desc, sizeof desc, &err);
+  printf("device: %s\n", desc);
+  double peak = 0;
+  if (ws_cuda_gemm_peak(be, 8192, 10, &peak, &err) < 0) {
+    fprintf(stderr, "gemm peak: %s\n", err.msg);
+    return 1;
+  }
+  printf("cuBLASLt bf16 GEMM 8192^3: %.1f TFLOP/s (median of 10)\n", peak);
+  fflush(stdout);
+
+  dit_config cfg = {.model_type = "t2v",
+                    .dim = 5120,
+                    .ffn_dim = 13824,
+                    .freq_dim = 256,
+                    .in_dim = 16,
+                    .out_dim = 16,
+                    .num_heads = 40,
+                    .num_layers = layers,
+                    .text_len = 512,
+                    .eps = 1e-6};
+  int text_dim = 4096;
+  dit_model *m = NULL;
+  double t0 = now();
+  if (dit_init_random(&cfg, text_dim, 42, be, &m, &err) < 0) {
+    fprintf(stderr, "dit_init_random: %s\n", err.msg);
+    return 1;
+  }
+  ws_cuda_mem_stats ms;
+  ws_cuda_mem_stats_get(be, &ms, &err);
+  printf("model: %d layers, weights %.2f GiB on the device, built in %.1f s\n", layers,
+         ms.backend_bytes / 1073741824.0, now() - t0);
+  fflush(stdout);
+  if (profile && ws_backend_prof_wrap(be, &prof, &err) < 0) {
+    fprintf(stderr, "%s\n", err.msg);
+    return 1;
+  }
+  FILE *mf = md ? fopen(md, "a") : NULL;
+  if (mf) {
+    time_t tt = time(NULL);
+    char day[32];
+    strftime(day, sizeof day, "%Y-%m-%d", gmtime(&tt));
+    fprintf(mf, "\n### wanserve CUDA backend (bench/dit_gpu), %s, %d layers\n\n", day, layers);
+    fprintf(mf, "Device: %s. cuBLASLt bf16 GEMM 8192³: **%.0f TFLOP/s**.\n\n", desc, peak);
+    fprintf(mf,
+            "| res | B | tokens | s / forward (median of %d) | TFLOP/s | backend peak GiB | "
+            "device used GiB | top op shares |\n|---|---|---|---|---|---|---|---|\n",
+            reps);
+  }
+  int rc = 0;
+  for (int ri = 0; ri < nres && !rc; ri++)
+    for (int bi = 0; bi < nbat && !rc; bi++) {
+      int res = res_list[ri], B = bat_list[bi];
+      int F = 21, H = res == 720 ? 90 : 60, W = res == 720 ? 160 : 104;
+      if (res != 480 && res != 720) {
+        H = res / 8, W = (res * 16 / 9) / 8 & ~1;
+        H &= ~1;
+      }
+      int64_t L = (int64_t)F * (H / 2) * (W / 2), plane = (int64_t)F * H * W;
+      float *x = malloc(sizeof(float) * (size_t)(B * 16 * plane));
+      float *out = malloc(sizeof(float) * (size_t)(B * 16 * plane));
+      int ctx_len[2] = {120, 97};
+      float *ctx = malloc(sizeof(float) * 512 * (size_t)text_dim * 2);
+      if (!x || !out || !ctx) {
+        fprintf(stderr, "out of host memory\n");
+        return 1;
+      }
+      ws_rng_normal(7 + (uint64_t)res, 0, B * 16 * plane, x);
+      ws_rng_normal(99, 0, 512 * (int64_t)text_dim * 2, ctx);
+      for (int64_t i = 0; i < 512 * (int64_t)text_dim * 2; i++)
+        ctx[i] *= 0.2f;
+      const float *ctxs[2] = {ctx, ctx + 512 * text_dim};
+      float ts[2] = {937.0f, 937.0f};
+      int cl[2] = {ctx_len[0], ctx_len[1]};
+      dit_inputs in = {.batch = B,
+                       .frames = F,
+                       .height = H,
+                       .width = W,
+                       .x = x,
+                       .cx = 16,
+                       .timesteps = ts,
+                       .contexts = ctxs,
+                       .ctx_len = cl,
+                       .ctx_dim = text_dim};
+      double times[16];
+      int nt = reps < 16 ? reps : 16;
+      printf("%dp B=%d (L=%lld): warm-up...\n", res, B, (long long)L);
+      fflush(stdout);
+      double tw = now();
+      if ((rc = dit_forward(m, &in, out, &err)) < 0) {
+        fprintf(stderr, "forward: %s\n", err.msg);
+        break;
+      }
+      printf("  warm-up %.3f s\n", now() - tw);
+      double asum = 0;
+      int nonfinite = 0;
+      for (int64_t i = 0; i < B * 16 * plane; i++) {
+        if (!isfinite(out[i])) nonfinite++;
+        asum += fabs(out[i]);
+      }
+      printf("  output mean |v| %.4f, non-finite %d\n", asum / (double)(B * 16 * plane), nonfinite);
+      for (int r = 0; r < nt && !rc; r++) {
+        double a = now();
+        rc = dit_forward(m, &in, out, &err);
+        times[r] = now() - a;
+        printf("  forward %d: %.3f s\n", r, times[r]);
+        fflush(stdout);
+      }
+      if (rc < 0) {
+        fprintf(stderr, "forward: %s\n", err.msg);
+        break;
+      }
+      qsort(times, (size_t)nt, sizeof(double), cmp_d);
+      double med = times[nt / 2];
+      if (nt % 2 == 0) med = 0.5 * (times[nt / 2 - 1] + times[nt / 2]);
+      double fl = model_flops(&cfg, text_dim, B, L);
+      ws_cuda_mem_stats_get(be, &ms, &err);
+      printf("RESULT %dp B=%d L=%lld: %.3f s/forward, %.1f TFLOP/s (%.3e FLOP), backend peak "
+             "%.2f GiB (allocs %.2f + internal), device used %.2f GiB\n",
+             res, B, (long long)L, med, fl / med / 1e12, fl, ms.internal_peak / 1073741824.0,
+             ms.backend_peak / 1073741824.0, ms.device_used / 1073741824.0);
+      char shares[400] = "";
+      if (prof) {
+        ws_backend_prof_reset(prof);
+        ws_backend *raw = m->be;
+        m->be = prof;
+        double a = now();
+        rc = dit_forward(m, &in, out, &err);
+        double tp = now() - a;
+        m->be = raw;
+        if (rc < 0) {
+          fprintf(stderr, "profiled forward: %s\n", err.msg);
+          break;
+        }
+        double tot = ws_backend_prof_seconds(prof, NULL);
+        printf("  profiled forward %.3f s (ops %.3f s, rest %.3f s):\n", tp, tot, tp - tot);
+        ws_backend_prof_report(prof, stdout);
+        const char *kinds[] = {"attention", "linear", "ln_modulate", "layernorm",
+                               "rmsnorm",   "rope",   "gelu_tanh",   "gated_add"};
+        for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+          double s = ws_backend_prof_seconds(prof, kinds[k]);
+          size_t u = strlen(shares);
+          snprintf(shares + u, sizeof shares - u, "%s%s %.1f%%", u ? ", " : "", kinds[k],
+                   100.0 * s / tp);
+        }
+      }
+      if (mf)
+        fprintf(mf, "| %dp | %d | %lld | %.3f | %.0f | %.1f | %.1f | %s |\n", res, B, (long long)L,
+                med, fl / med / 1e12, ms.internal_peak / 1073741824.0,
+                ms.device_used / 1073741824.0, shares);
+      fflush(stdout);
+      free(x), free(out), free(ctx);
+    }
+  if (mf) fclose(mf);
+  if (prof) prof->destroy(prof);
+  dit_free(m);
+  be->destroy(be);
+  return rc < 0 ? 1 : 0;
+#endif
+}
