@@ -76,39 +76,49 @@ deps:
 build: $(BINS) $(TEST_BINS) $(BENCH_BINS)
 	@echo "build: $(if $(HAVE_CUDA),CUDA backend compiled with $(NVCC),CUDA backend skipped (no nvcc or no cuda/ sources)) -> $(BUILD)/"
 
+# quiet by default; `make V=1` prints full command lines
+Q := $(if $(V),,@)
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(if $(Q),@echo "  CC    $<")
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 $(BUILD)/obj/%.o: %.cc
 	@mkdir -p $(dir $@)
-	$(CXX) $(CXXFLAGS) -c $< -o $@
+	$(if $(Q),@echo "  CXX   $<")
+	$(Q)$(CXX) $(CXXFLAGS) -c $< -o $@
 $(BUILD)/obj/%.o: %.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+	$(if $(Q),@echo "  NVCC  $<")
+	$(Q)$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	@rm -f $@
-	ar rcs $@ $^
+	$(if $(Q),@echo "  AR    $@")
+	$(Q)ar rcs $@ $^
 
 $(BUILD)/bin/wanctl: $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRCS)) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) -o $@ $^ $(LDLIBS)
+	$(if $(Q),@echo "  LD    $@")
+	$(Q)$(CC) -o $@ $^ $(LDLIBS)
 
 define svc_rule
 $(call svc_bin,$(1)): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard $(1)/*.c)) $(LIB)
 	@mkdir -p $$(dir $$@)
-	$(CC) -o $$@ $$^ $(LDLIBS)
+	$(if $(Q),@echo "  LD    $$@")
+	$(Q)$(CC) -o $$@ $$^ $(LDLIBS)
 endef
 $(foreach d,$(SERVICE_DIRS),$(if $(wildcard $(d)/*.c),$(eval $(call svc_rule,$(d)))))
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_COMMON)) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) -o $@ $^ $(LDLIBS)
+	$(if $(Q),@echo "  LD    $@")
+	$(Q)$(CC) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) -o $@ $^ $(LDLIBS)
+	$(if $(Q),@echo "  LD    $@")
+	$(Q)$(CC) -o $@ $^ $(LDLIBS)
 
 test: deps
 	@$(MAKE) --no-print-directory -j$(NPROC) build

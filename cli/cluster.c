@@ -40,17 +40,7 @@ static const char *etcd_endpoints(int *argc, char **argv, char *buf, size_t n) {
       return v;
     }
   if (getenv("WANSERVE_ETCD")) return getenv("WANSERVE_ETCD");
-  const char *home = getenv("WANSERVE_HOME");
-  char path[2048];
-  if (home) snprintf(path, sizeof path, "%s/local-cluster/etcd.addr", home);
-  else snprintf(path, sizeof path, "%s/.wanserve/local-cluster/etcd.addr", getenv("HOME") ? getenv("HOME") : "/tmp");
-  FILE *fp = fopen(path, "r");
-  if (!fp) return NULL;
-  char *r = fgets(buf, (int)n, fp);
-  fclose(fp);
-  if (!r) return NULL;
-  buf[strcspn(buf, "\r\n")] = 0;
-  return buf;
+  return genopts_state_value("etcd.addr", buf, n);
 }
 
 static int open_etcd(int *argc, char **argv, etcd_client **c, ws_err *err) {

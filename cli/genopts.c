@@ -21,14 +21,14 @@ void genopts_usage(void) {
           "Without --router or --local, the local cluster started by deploy/local-cluster is used.\n");
 }
 
-const char *genopts_default_router(char *buf, size_t n) {
+const char *genopts_state_value(const char *name, char *buf, size_t n) {
   const char *home = getenv("WANSERVE_HOME");
   char path[2048];
   if (home)
-    snprintf(path, sizeof path, "%s/local-cluster/router.addr", home);
+    snprintf(path, sizeof path, "%s/local-cluster/%s", home, name);
   else
-    snprintf(path, sizeof path, "%s/.wanserve/local-cluster/router.addr",
-             getenv("HOME") ? getenv("HOME") : "/tmp");
+    snprintf(path, sizeof path, "%s/.wanserve/local-cluster/%s",
+             getenv("HOME") ? getenv("HOME") : "/tmp", name);
   FILE *fp = fopen(path, "r");
   if (!fp) return NULL;
   char *r = fgets(buf, (int)n, fp);
@@ -36,6 +36,10 @@ const char *genopts_default_router(char *buf, size_t n) {
   if (!r) return NULL;
   buf[strcspn(buf, "\r\n")] = 0;
   return buf[0] ? buf : NULL;
+}
+
+const char *genopts_default_router(char *buf, size_t n) {
+  return genopts_state_value("router.addr", buf, n);
 }
 
 static int num(const char *flag, const char *v, double lo, double hi, double *out, ws_err *err) {

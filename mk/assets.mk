@@ -26,4 +26,5 @@ $(TINY_SPIECE_C): $(TINY_SPIECE_SRC) mk/assets.mk
 
 $(BUILD)/obj/gen/assets/tiny_spiece.o: $(TINY_SPIECE_C)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -g0 -c $< -o $@
+	$(if $(Q),@echo "  CC    $<")
+	$(Q)$(CC) $(CFLAGS) -g0 -c $< -o $@

@@ -19,7 +19,8 @@ GEN_C += $(PROTO_GEN_REL)
 
 $(PROTO_STAMP): $(PROTO_SRCS)
 	@mkdir -p $(BUILD)/gen
-	protoc-c -Iproto --c_out=$(BUILD)/gen $(PROTO_SRCS)
+	$(if $(Q),@echo "  PROTO $(words $(PROTO_SRCS)) files")
+	$(Q)protoc-c -Iproto --c_out=$(BUILD)/gen $(PROTO_SRCS)
 	@touch $@
 
 # The generated files are products of the stamp's recipe; this rule only ties them to it.
@@ -28,7 +29,8 @@ $(PROTO_GEN_C) $(PROTO_GEN_H): $(PROTO_STAMP)
 
 $(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c | $(PROTO_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(if $(Q),@echo "  CC    $<")
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 
 PROTO_USER_SRCS := $(wildcard core/*.c models/*.c rpc/*.c cli/*.c encoder/*.c router/*.c \
   services/*/*.c tests/*.c tests/tools/*.c bench/*.c)
@@ -42,7 +44,8 @@ $(PROTO_USER_OBJS): | $(PROTO_STAMP)
 RPC_TESTSRV := $(BUILD)/bin/rpc-testsrv
 $(RPC_TESTSRV): $(BUILD)/obj/tests/tools/rpc_testsrv.o $(BUILD)/libwanserve.a
 	@mkdir -p $(dir $@)
-	$(CC) -o $@ $^ $(LDLIBS)
+	$(if $(Q),@echo "  LD    $@")
+	$(Q)$(CC) -o $@ $^ $(LDLIBS)
 build: $(RPC_TESTSRV)
 $(BUILD)/tests/test_etcd: | $(RPC_TESTSRV)
 

@@ -10,6 +10,7 @@
 #include "core/rng.h"
 #include "core/safetensors.h"
 #include "models/tiny_assets.h"
+#include "models/tiny_weights.h"
 
 int tiny_mkdirs(const char *path, ws_err *err) {
   char buf[4096];
@@ -42,48 +43,13 @@ void tiny_dit_config(int i2v, dit_config *c, int *text_dim) {
   *text_dim = 32;
 }
 
-typedef struct tlist {
-  char **names;
-  ws_tensor *t;
-  int n;
-  uint64_t seed, offset;
-} tlist;
-
-/* Adds a tensor filled with mean + std * N(0,1) drawn from the next slice of the stream. */
-static int add(tlist *l, const char *name, const int64_t *shape, int nd, float mean, float std,
-               ws_err *err) {
-  char **nn = realloc(l->names, sizeof *nn * (size_t)(l->n + 1));
-  ws_tensor *nt = realloc(l->t, sizeof *nt * (size_t)(l->n + 1));
-  if (nn) l->names = nn;
-  if (nt) l->t = nt;
-  if (!nn || !nt) return ws_fail(err, WS_ENOMEM, "out of memory");
-  WS_TRY(ws_tensor_alloc(&l->t[l->n], WS_F32, shape, nd, err));
-  l->names[l->n] = strdup(name);
-  int64_t n = ws_shape_numel(shape, nd);
-  float *p = l->t[l->n].data;
-  ws_rng_normal(l->seed, l->offset, n, p);
-  l->offset += (uint64_t)n;
-  for (int64_t i = 0; i < n; i++) p[i] = mean + std * p[i];
-  l->n++;
-  return WS_OK;
-}
-
-static int add_lin(tlist *l, const char *prefix, int64_t out, int64_t in, ws_err *err) {
+static int add_lin(tw_list *l, const char *prefix, int64_t out, int64_t in, ws_err *err) {
   char a[160], b[160];
   snprintf(a, sizeof a, "%s.weight", prefix);
   snprintf(b, sizeof b, "%s.bias", prefix);
   int64_t ws_[2] = {out, in}, bs[1] = {out};
-  WS_TRY(add(l, a, ws_, 2, 0.0f, (float)(1.0 / sqrt((double)in)), err));
-  return add(l, b, bs, 1, 0.0f, 0.02f, err);
-}
-
-static void tlist_free(tlist *l) {
-  for (int i = 0; i < l->n; i++) {
-    free(l->names[i]);
-    ws_tensor_free(&l->t[i]);
-  }
-  free(l->names);
-  free(l->t);
+  WS_TRY(tw_add(l, a, ws_, 2, 0.0f, (float)(1.0 / sqrt((double)in)), err));
+  return tw_add(l, b, bs, 1, 0.0f, 0.02f, err);
 }
 
 static int write_config(const char *dir, const dit_config *c, ws_err *err) {
@@ -105,14 +71,14 @@ int tiny_write_dit(const char *dir, const dit_config *c, int text_dim, uint64_t 
                    ws_err *err) {
   WS_TRY(tiny_mkdirs(dir, err));
   WS_TRY(write_config(dir, c, err));
-  tlist l = {.seed = seed};
+  tw_list l = {.seed = seed};
   int64_t D = c->dim, F = c->ffn_dim, rc = WS_OK;
   int64_t ps[5] = {D, c->in_dim, 1, 2, 2}, v[1] = {D}, m6[3] = {1, 6, D}, m2[3] = {1, 2, D};
   char p[160];
 #define T(call)                                                                                    \
   if ((rc = (call)) < 0) goto out;
-  T(add(&l, "patch_embedding.weight", ps, 5, 0, (float)(1.0 / sqrt(4.0 * c->in_dim)), err));
-  T(add(&l, "patch_embedding.bias", v, 1, 0, 0.02f, err));
+  T(tw_add(&l, "patch_embedding.weight", ps, 5, 0, (float)(1.0 / sqrt(4.0 * c->in_dim)), err));
+  T(tw_add(&l, "patch_embedding.bias", v, 1, 0, 0.02f, err));
   T(add_lin(&l, "text_embedding.0", D, text_dim, err));
   T(add_lin(&l, "text_embedding.2", D, D, err));
   T(add_lin(&l, "time_embedding.0", D, c->freq_dim, err));
@@ -122,7 +88,7 @@ int tiny_write_dit(const char *dir, const dit_config *c, int text_dim, uint64_t 
     const char *lins[] = {"self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
                           "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o"};
     snprintf(p, sizeof p, "blocks.%d.modulation", i);
-    T(add(&l, p, m6, 3, 0, 0.1f, err));
+    T(tw_add(&l, p, m6, 3, 0, 0.1f, err));
     for (int j = 0; j < 8; j++) {
       snprintf(p, sizeof p, "blocks.%d.%s", i, lins[j]);
       T(add_lin(&l, p, D, D, err));
@@ -131,31 +97,22 @@ int tiny_write_dit(const char *dir, const dit_config *c, int text_dim, uint64_t 
                            "cross_attn.norm_k", "norm3"};
     for (int j = 0; j < 5; j++) {
       snprintf(p, sizeof p, "blocks.%d.%s.weight", i, norms[j]);
-      T(add(&l, p, v, 1, 1.0f, 0.1f, err));
+      T(tw_add(&l, p, v, 1, 1.0f, 0.1f, err));
     }
     snprintf(p, sizeof p, "blocks.%d.norm3.bias", i);
-    T(add(&l, p, v, 1, 0, 0.02f, err));
+    T(tw_add(&l, p, v, 1, 0, 0.02f, err));
     snprintf(p, sizeof p, "blocks.%d.ffn.0", i);
     T(add_lin(&l, p, F, D, err));
     snprintf(p, sizeof p, "blocks.%d.ffn.2", i);
     T(add_lin(&l, p, D, F, err));
   }
-  T(add(&l, "head.modulation", m2, 3, 0, 0.1f, err));
+  T(tw_add(&l, "head.modulation", m2, 3, 0, 0.1f, err));
   T(add_lin(&l, "head.head", 4 * (int64_t)c->out_dim, D, err));
 #undef T
   snprintf(p, sizeof p, "%s/diffusion_pytorch_model.safetensors", dir);
-  {
-    const ws_tensor **tp = malloc(sizeof *tp * (size_t)l.n);
-    if (!tp) {
-      rc = ws_fail(err, WS_ENOMEM, "out of memory");
-      goto out;
-    }
-    for (int i = 0; i < l.n; i++) tp[i] = &l.t[i];
-    rc = st_write(p, l.n, (const char *const *)l.names, tp, err);
-    free(tp);
-  }
+  rc = tw_write(&l, p, err);
 out:
-  tlist_free(&l);
+  tw_free(&l);
   return (int)rc;
 }
 

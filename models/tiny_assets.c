@@ -11,67 +11,17 @@
 #include "core/safetensors.h"
 #include "models/assets.h"
 #include "models/tiny.h"
+#include "models/tiny_weights.h"
 #include "models/tokenizer.h"
 #include "models/vae.h"
 
 /* ------------------------------------------------------------------ weight lists */
-
-/* Tensors to write, in order; every entry owned by the list. */
-typedef struct wlist {
-  char **names;
-  ws_tensor *t;
-  int n;
-  uint64_t seed, offset; /* RNG stream and the next unused sample */
-} wlist;
 
 static uint64_t mix_seed(uint64_t seed, uint64_t tag) { /* splitmix64 of seed + tag */
   uint64_t z = seed + tag * 0x9E3779B97F4A7C15ULL;
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
   return z ^ (z >> 31);
-}
-
-/* Adds `name` = mean + std * N(0,1), drawn from the next slice of the list's stream. */
-static int wl_add(wlist *l, const char *name, const int64_t *shape, int nd, float mean, float std,
-                  ws_err *err) {
-  char **nn = realloc(l->names, sizeof *nn * (size_t)(l->n + 1));
-  if (nn) l->names = nn;
-  ws_tensor *nt = realloc(l->t, sizeof *nt * (size_t)(l->n + 1));
-  if (nt) l->t = nt;
-  if (!nn || !nt) return ws_fail(err, WS_ENOMEM, "tiny assets: out of memory");
-  WS_TRY(ws_tensor_alloc(&l->t[l->n], WS_F32, shape, nd, err));
-  if (!(l->names[l->n] = strdup(name))) {
-    ws_tensor_free(&l->t[l->n]);
-    return ws_fail(err, WS_ENOMEM, "tiny assets: out of memory");
-  }
-  int64_t n = ws_shape_numel(shape, nd);
-  float *p = l->t[l->n].data;
-  ws_rng_normal(l->seed, l->offset, n, p);
-  l->offset += (uint64_t)n;
-  for (int64_t i = 0; i < n; i++)
-    p[i] = mean + std * p[i];
-  l->n++;
-  return WS_OK;
-}
-
-static void wl_free(wlist *l) {
-  for (int i = 0; i < l->n; i++) {
-    free(l->names[i]);
-    ws_tensor_free(&l->t[i]);
-  }
-  free(l->names);
-  free(l->t);
-  memset(l, 0, sizeof *l);
-}
-
-static int wl_write(const wlist *l, const char *path, ws_err *err) {
-  const ws_tensor **tp = malloc(sizeof *tp * (size_t)(l->n ? l->n : 1));
-  if (!tp) return ws_fail(err, WS_ENOMEM, "tiny assets: out of memory");
-  for (int i = 0; i < l->n; i++)
-    tp[i] = &l->t[i];
-  int rc = st_write(path, l->n, (const char *const *)l->names, tp, err);
-  free(tp);
-  return rc;
 }
 
 static int write_text(const char *path, const char *text, size_t n, ws_err *err) {
@@ -120,37 +70,37 @@ int tiny_write_text_assets(const char *root, uint64_t seed, int text_dim, ws_err
   float s_qk = s_in * (float)pow((double)(D / H), -0.25);
   int64_t emb[2] = {vocab, D}, vec[1] = {D}, sq[2] = {D, D}, pos[2] = {NB, H}, ff[2] = {F, D},
           fc2[2] = {D, F};
-  wlist l = {.seed = mix_seed(seed, 0x7435)};
+  tw_list l = {.seed = mix_seed(seed, 0x7435)};
   int rc = 0;
   char nm[160];
 #define T(call)                                                                                    \
   if ((rc = (call)) < 0) goto out;
-  T(wl_add(&l, "token_embedding.weight", emb, 2, 0.0f, 1.0f, err));
+  T(tw_add(&l, "token_embedding.weight", emb, 2, 0.0f, 1.0f, err));
   for (int i = 0; i < TINY_T5_LAYERS; i++) {
     static const char *const lin[4] = {"q", "k", "v", "o"};
     snprintf(nm, sizeof nm, "blocks.%d.norm1.weight", i);
-    T(wl_add(&l, nm, vec, 1, 1.0f, 0.1f, err));
+    T(tw_add(&l, nm, vec, 1, 1.0f, 0.1f, err));
     for (int j = 0; j < 4; j++) {
       snprintf(nm, sizeof nm, "blocks.%d.attn.%s.weight", i, lin[j]);
-      T(wl_add(&l, nm, sq, 2, 0.0f, j < 2 ? s_qk : s_in, err));
+      T(tw_add(&l, nm, sq, 2, 0.0f, j < 2 ? s_qk : s_in, err));
     }
     snprintf(nm, sizeof nm, "blocks.%d.pos_embedding.embedding.weight", i);
-    T(wl_add(&l, nm, pos, 2, 0.0f, 0.5f, err));
+    T(tw_add(&l, nm, pos, 2, 0.0f, 0.5f, err));
     snprintf(nm, sizeof nm, "blocks.%d.norm2.weight", i);
-    T(wl_add(&l, nm, vec, 1, 1.0f, 0.1f, err));
+    T(tw_add(&l, nm, vec, 1, 1.0f, 0.1f, err));
     snprintf(nm, sizeof nm, "blocks.%d.ffn.gate.0.weight", i);
-    T(wl_add(&l, nm, ff, 2, 0.0f, s_in, err));
+    T(tw_add(&l, nm, ff, 2, 0.0f, s_in, err));
     snprintf(nm, sizeof nm, "blocks.%d.ffn.fc1.weight", i);
-    T(wl_add(&l, nm, ff, 2, 0.0f, s_in, err));
+    T(tw_add(&l, nm, ff, 2, 0.0f, s_in, err));
     snprintf(nm, sizeof nm, "blocks.%d.ffn.fc2.weight", i);
-    T(wl_add(&l, nm, fc2, 2, 0.0f, s_ffn, err));
+    T(tw_add(&l, nm, fc2, 2, 0.0f, s_ffn, err));
   }
-  T(wl_add(&l, "norm.weight", vec, 1, 1.0f, 0.1f, err));
+  T(tw_add(&l, "norm.weight", vec, 1, 1.0f, 0.1f, err));
 #undef T
   snprintf(p, sizeof p, "%s/%s", root, ASSETS_T5_ST);
-  rc = wl_write(&l, p, err);
+  rc = tw_write(&l, p, err);
 out:
-  wl_free(&l);
+  tw_free(&l);
   return rc;
 }
 
@@ -158,25 +108,25 @@ out:
 
 /* Mirrors models/vae.c's loader: every tensor it reads, with the same names and shapes. */
 
-static int v_conv(wlist *l, const char *prefix, int cin, int cout, int kt, int kh, int kw, int nd,
+static int v_conv(tw_list *l, const char *prefix, int cin, int cout, int kt, int kh, int kw, int nd,
                   float gain, ws_err *err) {
   char a[320];
   int64_t s5[5] = {cout, cin, kt, kh, kw}, s4[4] = {cout, cin, kh, kw}, sb[1] = {cout};
   snprintf(a, sizeof a, "%s.weight", prefix);
-  WS_TRY(wl_add(l, a, nd == 5 ? s5 : s4, nd, 0.0f, gain / (float)sqrt((double)cin * kt * kh * kw),
+  WS_TRY(tw_add(l, a, nd == 5 ? s5 : s4, nd, 0.0f, gain / (float)sqrt((double)cin * kt * kh * kw),
                 err));
   snprintf(a, sizeof a, "%s.bias", prefix);
-  return wl_add(l, a, sb, 1, 0.0f, 0.02f, err);
+  return tw_add(l, a, sb, 1, 0.0f, 0.02f, err);
 }
 
-static int v_gamma(wlist *l, const char *prefix, int C, int nd, ws_err *err) {
+static int v_gamma(tw_list *l, const char *prefix, int C, int nd, ws_err *err) {
   char a[320];
   int64_t s[4] = {C, 1, 1, 1};
   snprintf(a, sizeof a, "%s.gamma", prefix);
-  return wl_add(l, a, s, nd, 1.0f, 0.05f, err);
+  return tw_add(l, a, s, nd, 1.0f, 0.05f, err);
 }
 
-static int v_res(wlist *l, const char *p, int cin, int cout, ws_err *err) {
+static int v_res(tw_list *l, const char *p, int cin, int cout, ws_err *err) {
   char n[256];
   snprintf(n, sizeof n, "%s.residual.0", p);
   WS_TRY(v_gamma(l, n, cin, 4, err));
@@ -193,7 +143,7 @@ static int v_res(wlist *l, const char *p, int cin, int cout, ws_err *err) {
   return WS_OK;
 }
 
-static int v_attn(wlist *l, const char *p, int C, ws_err *err) {
+static int v_attn(tw_list *l, const char *p, int C, ws_err *err) {
   char n[256];
   snprintf(n, sizeof n, "%s.norm", p);
   WS_TRY(v_gamma(l, n, C, 3, err));
@@ -204,7 +154,7 @@ static int v_attn(wlist *l, const char *p, int C, ws_err *err) {
 }
 
 /* kind: 0 down2d, 1 down3d, 2 up2d, 3 up3d */
-static int v_resample(wlist *l, const char *p, int kind, int C, ws_err *err) {
+static int v_resample(tw_list *l, const char *p, int kind, int C, ws_err *err) {
   char n[256];
   int up = kind >= 2, cout = up ? C / 2 : C;
   snprintf(n, sizeof n, "%s.resample.1", p);
@@ -222,7 +172,7 @@ static int v_has_attn(const vae_config *c, double scale) {
   return 0;
 }
 
-static int v_encoder(wlist *l, const vae_config *cfg, ws_err *err) {
+static int v_encoder(tw_list *l, const vae_config *cfg, ws_err *err) {
   char p[128];
   int dims[VAE_MAX_MULT + 1], nd = cfg->n_mult, li = 0;
   dims[0] = cfg->dim;
@@ -256,7 +206,7 @@ static int v_encoder(wlist *l, const vae_config *cfg, ws_err *err) {
   return v_conv(l, "conv1", 2 * cfg->z_dim, 2 * cfg->z_dim, 1, 1, 1, 5, 1.0f, err);
 }
 
-static int v_decoder(wlist *l, const vae_config *cfg, ws_err *err) {
+static int v_decoder(tw_list *l, const vae_config *cfg, ws_err *err) {
   char p[128];
   int dims[VAE_MAX_MULT + 1], nd = cfg->n_mult, li = 0;
   dims[0] = cfg->dim * cfg->dim_mult[nd - 1];
@@ -307,13 +257,13 @@ int tiny_write_vae(const char *root, uint64_t seed, ws_err *err) {
                    cfg.dim, cfg.z_dim, cfg.num_res_blocks);
   snprintf(p, sizeof p, "%s/%s", root, ASSETS_VAE_CONFIG);
   WS_TRY(write_text(p, js, (size_t)k, err));
-  wlist l = {.seed = mix_seed(seed, 0x7AE)};
+  tw_list l = {.seed = mix_seed(seed, 0x7AE)};
   int rc = v_encoder(&l, &cfg, err);
   if (rc >= 0) rc = v_decoder(&l, &cfg, err);
   if (rc >= 0) {
     snprintf(p, sizeof p, "%s/%s", root, ASSETS_VAE_ST);
-    rc = wl_write(&l, p, err);
+    rc = tw_write(&l, p, err);
   }
-  wl_free(&l);
+  tw_free(&l);
   return rc;
 }
