@@ -53,7 +53,8 @@ __global__ void k_attn_f32(const float *__restrict__ q, const float *__restrict_
       int c = lane + 32 * j;
       if (c < d) s += qv[j] * kp[t * ld + c];
     }
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    for (int o = 16; o > 0; o >>= 1)
+      s += __shfl_xor_sync(0xffffffffu, s, o);
     s *= scale;
     float mn = fmaxf(m, s), corr = expf(m - mn), p = expf(s - mn);
     l = l * corr + p;
@@ -80,10 +81,14 @@ static cudaError_t launch_attn_f32(const float *q, const float *k, const float *
   if (warps <= 0) return cudaSuccess;
   unsigned blocks = (unsigned)((warps * 32 + 255) / 256);
 #define ATT(NJ) k_attn_f32<NJ><<<blocks, 256, 0, s>>>(q, k, v, out, B, Lq, Lk, N, d, scale)
-  if (d <= 32) ATT(1);
-  else if (d <= 64) ATT(2);
-  else if (d <= 128) ATT(4);
-  else ATT(8);
+  if (d <= 32)
+    ATT(1);
+  else if (d <= 64)
+    ATT(2);
+  else if (d <= 128)
+    ATT(4);
+  else
+    ATT(8);
 #undef ATT
   return cudaGetLastError();
 }
@@ -122,10 +127,10 @@ typedef struct attn_plan {
 } attn_plan;
 
 struct cu_attn_state {
-  int tried, ok;       /* cuDNN load attempted / usable */
-  char why[256];       /* why not, for describe() and errors */
+  int tried, ok; /* cuDNN load attempted / usable */
+  char why[256]; /* why not, for describe() and errors */
   size_t version;
-  void *handle;        /* cudnnHandle_t */
+  void *handle; /* cudnnHandle_t */
   attn_plan plans[ATTN_MAX_PLANS];
   int nplans;
   void *ws;
@@ -146,7 +151,8 @@ const char *ck_cudnn_msg(int code) {
 #endif
 }
 
-#define DNN(call) ck_cudnn_status{(int)(call)}
+#define DNN(call)                                                                                  \
+  ck_cudnn_status { (int)(call) }
 
 #ifdef WS_HAVE_CUDNN_HEADERS
 static int dnn_load(cu_attn_state *a) {
@@ -254,12 +260,13 @@ static int make_tensor(int64_t uid, const int64_t *dims, const int64_t *str, int
   WS_CK(err, DNN(g_dnn.SetAttribute(t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims)));
   WS_CK(err, DNN(g_dnn.SetAttribute(t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, str)));
   WS_CK(err, DNN(g_dnn.SetAttribute(t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid)));
-  WS_CK(err, DNN(g_dnn.SetAttribute(t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1,
-                                    &align)));
-  WS_CK(err, DNN(g_dnn.SetAttribute(t, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &virt)));
+  WS_CK(err,
+        DNN(g_dnn.SetAttribute(t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align)));
+  WS_CK(err,
+        DNN(g_dnn.SetAttribute(t, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &virt)));
   if (by_value)
-    WS_CK(err, DNN(g_dnn.SetAttribute(t, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1,
-                                      &byv)));
+    WS_CK(err,
+          DNN(g_dnn.SetAttribute(t, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &byv)));
   WS_CK(err, DNN(g_dnn.Finalize(t)));
   return WS_OK;
 }
@@ -289,22 +296,23 @@ static int plan_build(cu_attn_state *a, attn_plan *p, ws_err *err) {
   WS_CK(err, DNN(g_dnn.CreateDescriptor(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &d[6])));
   WS_CK(err, DNN(g_dnn.SetAttribute(d[6], CUDNN_ATTR_OPERATIONGRAPH_OPS,
                                     CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &d[5])));
-  WS_CK(err, DNN(g_dnn.SetAttribute(d[6], CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1,
-                                    &h)));
+  WS_CK(err,
+        DNN(g_dnn.SetAttribute(d[6], CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h)));
   WS_CK(err, DNN(g_dnn.Finalize(d[6])));
   WS_CK(err, DNN(g_dnn.CreateDescriptor(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &d[7])));
   cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_INSTANT;
   WS_CK(err, DNN(g_dnn.SetAttribute(d[7], CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
                                     CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &d[6])));
-  WS_CK(err, DNN(g_dnn.SetAttribute(d[7], CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1,
-                                    &mode)));
+  WS_CK(err,
+        DNN(g_dnn.SetAttribute(d[7], CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode)));
   WS_CK(err, DNN(g_dnn.Finalize(d[7])));
   int64_t ncfg = 0;
   WS_CK(err, DNN(g_dnn.GetAttribute(d[7], CUDNN_ATTR_ENGINEHEUR_RESULTS,
                                     CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &ncfg, nullptr)));
   if (ncfg < 1)
-    return ws_fail(err, WS_EUNSUPPORTED, "cuDNN SDPA: no engine for B=%lld Lq=%lld Lk=%lld H=%lld D=%lld",
-                   (long long)B, (long long)p->Lq, (long long)p->Lk, (long long)H, (long long)D);
+    return ws_fail(err, WS_EUNSUPPORTED,
+                   "cuDNN SDPA: no engine for B=%lld Lq=%lld Lk=%lld H=%lld D=%lld", (long long)B,
+                   (long long)p->Lq, (long long)p->Lk, (long long)H, (long long)D);
   if (ncfg > 16) ncfg = 16;
   cudnnBackendDescriptor_t cfg[16] = {nullptr};
   int rc = WS_OK;
@@ -322,8 +330,8 @@ static int plan_build(cu_attn_state *a, attn_plan *p, ws_err *err) {
     if (g_dnn.CreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan) !=
         CUDNN_STATUS_SUCCESS)
       continue;
-    cudnnStatus_t st = g_dnn.SetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE,
-                                          1, &h);
+    cudnnStatus_t st =
+        g_dnn.SetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h);
     if (st == CUDNN_STATUS_SUCCESS)
       st = g_dnn.SetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
                               CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfg[i]);
@@ -392,8 +400,8 @@ static int attn_cudnn(cuda_ctx *c, const float *q, const float *k, const float *
   void *ptrs[5] = {(void *)qb, (void *)kb, (void *)vb, (void *)ob, (void *)&scale};
   cudnnBackendDescriptor_t pack = nullptr;
   WS_CK(err, DNN(g_dnn.CreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack)));
-  cudnnStatus_t st = g_dnn.SetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64,
-                                        5, uids);
+  cudnnStatus_t st =
+      g_dnn.SetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 5, uids);
   if (st == CUDNN_STATUS_SUCCESS)
     st = g_dnn.SetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 5,
                             ptrs);
@@ -415,7 +423,8 @@ void attn_free(cuda_ctx *c) {
   cu_attn_state *a = c->attn;
   if (!a) return;
 #ifdef WS_HAVE_CUDNN_HEADERS
-  for (int i = 0; i < a->nplans; i++) plan_destroy(&a->plans[i]);
+  for (int i = 0; i < a->nplans; i++)
+    plan_destroy(&a->plans[i]);
   if (a->handle) g_dnn.Destroy((cudnnHandle_t)a->handle);
 #endif
   if (a->ws) cu_internal_free(c, a->ws, a->ws_cap);
@@ -423,9 +432,8 @@ void attn_free(cuda_ctx *c) {
   c->attn = nullptr;
 }
 
-int attn_forward(cuda_ctx *c, const float *q, const float *k, const float *v, float *out,
-                 int64_t B, int64_t Lq, int64_t Lk, int64_t N, int64_t d, float scale,
-                 ws_err *err) {
+int attn_forward(cuda_ctx *c, const float *q, const float *k, const float *v, float *out, int64_t B,
+                 int64_t Lq, int64_t Lk, int64_t N, int64_t d, float scale, ws_err *err) {
   if (B <= 0 || Lq <= 0 || N <= 0 || d <= 0) return WS_OK;
   if (Lk <= 0) return ws_fail(err, WS_EINVAL, "cuda attention: no keys (Lk = %lld)", (long long)Lk);
   double work = (double)B * N * Lq * Lk * d;

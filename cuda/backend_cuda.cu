@@ -313,7 +313,8 @@ static void cu_destroy(ws_backend *be) {
     for (int i = 0; i < CU_MAX_SHADOWS; i++)
       if (c->shadows[i].buf) cudaFree(c->shadows[i].buf);
     if (c->allocs) {
-      for (auto &kv : *c->allocs) cudaFree(kv.first); /* blocks the caller leaked */
+      for (auto &kv : *c->allocs)
+        cudaFree(kv.first); /* blocks the caller leaked */
       delete c->allocs;
     }
     if (c->stream) cudaStreamDestroy(c->stream);
@@ -323,10 +324,14 @@ static void cu_destroy(ws_backend *be) {
 }
 
 static int parse_prec(const char *s, int *out, ws_err *err) {
-  if (!s || !*s || !strcmp(s, "auto")) *out = CU_PREC_AUTO;
-  else if (!strcmp(s, "fp32")) *out = CU_PREC_FP32;
-  else if (!strcmp(s, "bf16")) *out = CU_PREC_BF16;
-  else return ws_fail(err, WS_EINVAL, "WANSERVE_CUDA_PRECISION=%s: expected auto, fp32 or bf16", s);
+  if (!s || !*s || !strcmp(s, "auto"))
+    *out = CU_PREC_AUTO;
+  else if (!strcmp(s, "fp32"))
+    *out = CU_PREC_FP32;
+  else if (!strcmp(s, "bf16"))
+    *out = CU_PREC_BF16;
+  else
+    return ws_fail(err, WS_EINVAL, "WANSERVE_CUDA_PRECISION=%s: expected auto, fp32 or bf16", s);
   return WS_OK;
 }
 
@@ -373,8 +378,8 @@ extern "C" int ws_backend_cuda_create(int device, ws_backend **out, ws_err *err)
       rc = ws_fail(err, WS_EUNSUPPORTED, "%s: compute capability %d.%d < 8.0 (bf16)", prop.name,
                    prop.major, prop.minor);
   }
-  if (rc == WS_OK && (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) !=
-                         cudaSuccess)
+  if (rc == WS_OK &&
+      (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess)
     rc = ws_fail(err, WS_EBACKEND, "cudaStreamCreate: %s", cudaGetErrorString(e));
   if (rc == WS_OK) rc = gemm_init(c, err);
   if (rc == WS_OK) rc = attn_init(c, err);
@@ -405,8 +410,7 @@ extern "C" int ws_backend_cuda_create(int device, ws_backend **out, ws_err *err)
 /* ---- extras for tests and benchmarks ---- */
 
 static int is_cuda(const ws_backend *be, ws_err *err) {
-  if (!be || be->destroy != cu_destroy)
-    return ws_fail(err, WS_EINVAL, "not a CUDA backend");
+  if (!be || be->destroy != cu_destroy) return ws_fail(err, WS_EINVAL, "not a CUDA backend");
   return WS_OK;
 }
 

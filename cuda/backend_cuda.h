@@ -32,11 +32,11 @@ extern "C" {
 int ws_backend_cuda_create(int device, ws_backend **out, ws_err *err);
 
 typedef struct ws_cuda_mem_stats {
-  size_t backend_bytes;      /* bytes allocated through alloc_mem now */
-  size_t backend_peak;       /* their high-water mark */
-  size_t internal_bytes;     /* bf16 shadows, GEMM/attention workspaces now */
-  size_t internal_peak;      /* high-water mark of backend_bytes + internal_bytes */
-  size_t device_used;        /* cudaMemGetInfo: total - free (whole device, context included) */
+  size_t backend_bytes;  /* bytes allocated through alloc_mem now */
+  size_t backend_peak;   /* their high-water mark */
+  size_t internal_bytes; /* bf16 shadows, GEMM/attention workspaces now */
+  size_t internal_peak;  /* high-water mark of backend_bytes + internal_bytes */
+  size_t device_used;    /* cudaMemGetInfo: total - free (whole device, context included) */
   size_t device_total;
 } ws_cuda_mem_stats;
 

@@ -39,7 +39,7 @@ static inline const char *ck_msg(ck_cudnn_status s) {
   do {                                                                                             \
     const char *ck_m_ = ck_msg(call);                                                              \
     if (ck_m_)                                                                                     \
-      return ws_fail((err), WS_EBACKEND, "%s:%d: %s: %s", __FILE__, __LINE__, #call, ck_m_);      \
+      return ws_fail((err), WS_EBACKEND, "%s:%d: %s: %s", __FILE__, __LINE__, #call, ck_m_);       \
   } while (0)
 
 #define WS_CK_LAUNCH(err) WS_CK(err, cudaGetLastError())

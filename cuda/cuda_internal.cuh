@@ -35,15 +35,15 @@ enum { CU_PREC_AUTO = 0, CU_PREC_FP32 = 1, CU_PREC_BF16 = 2 };
 typedef __nv_bfloat16 bf16;
 
 typedef struct cu_shadow {
-  const void *key;  /* fp32 buffer this shadows (NULL: free slot) */
-  bf16 *buf;        /* capacity `cap` elements */
+  const void *key; /* fp32 buffer this shadows (NULL: free slot) */
+  bf16 *buf;       /* capacity `cap` elements */
   int64_t cap;
-  int64_t valid_n;  /* 0: invalid */
-  uint64_t used;    /* LRU clock */
+  int64_t valid_n; /* 0: invalid */
+  uint64_t used;   /* LRU clock */
 } cu_shadow;
 
-struct cu_gemm_cache;  /* gemm.cu */
-struct cu_attn_state;  /* attention.cu */
+struct cu_gemm_cache; /* gemm.cu */
+struct cu_attn_state; /* attention.cu */
 
 #define CU_MAX_SHADOWS 32
 
@@ -86,12 +86,11 @@ int shadow_begin_forced(cuda_ctx *c, const float *x, int64_t n, bf16 **out, ws_e
 /* ---- kernels.cu launchers (return the launch status) ---- */
 cudaError_t launch_f32_to_bf16(const float *x, bf16 *y, int64_t n, cudaStream_t s);
 cudaError_t launch_bf16_to_f32(const bf16 *x, float *y, int64_t n, cudaStream_t s);
-cudaError_t launch_layernorm(const float *x, int64_t rows, int64_t D, float eps,
-                             const float *gamma, const float *beta, const float *shift,
-                             const float *scale, int64_t L, int64_t mod_stride, float *y,
-                             bf16 *ybf, cudaStream_t s);
-cudaError_t launch_rmsnorm(const float *x, int64_t rows, int64_t D, float eps,
-                           const float *weight, float *y, cudaStream_t s);
+cudaError_t launch_layernorm(const float *x, int64_t rows, int64_t D, float eps, const float *gamma,
+                             const float *beta, const float *shift, const float *scale, int64_t L,
+                             int64_t mod_stride, float *y, bf16 *ybf, cudaStream_t s);
+cudaError_t launch_rmsnorm(const float *x, int64_t rows, int64_t D, float eps, const float *weight,
+                           float *y, cudaStream_t s);
 cudaError_t launch_rope(float *x, int64_t B, int64_t L, int64_t N, int64_t d, const float *cos_t,
                         const float *sin_t, bf16 *xbf, cudaStream_t s);
 cudaError_t launch_gelu_tanh(const float *x, int64_t n, float *y, bf16 *ybf, cudaStream_t s);
@@ -114,8 +113,7 @@ int attn_init(cuda_ctx *c, ws_err *err);
 void attn_free(cuda_ctx *c);
 int attn_cudnn_available(const cuda_ctx *c);
 int attn_describe(const cuda_ctx *c, char *buf, size_t n);
-int attn_forward(cuda_ctx *c, const float *q, const float *k, const float *v, float *out,
-                 int64_t B, int64_t Lq, int64_t Lk, int64_t N, int64_t d, float scale,
-                 ws_err *err);
+int attn_forward(cuda_ctx *c, const float *q, const float *k, const float *v, float *out, int64_t B,
+                 int64_t Lq, int64_t Lk, int64_t N, int64_t d, float scale, ws_err *err);
 
 #endif

@@ -56,7 +56,8 @@ int gemm_init(cuda_ctx *c, ws_err *err) {
 void gemm_free(cuda_ctx *c) {
   cu_gemm_cache *g = c->gemm;
   if (!g) return;
-  for (int i = 0; i < g->n; i++) entry_destroy(&g->e[i]);
+  for (int i = 0; i < g->n; i++)
+    entry_destroy(&g->e[i]);
   if (g->ws) cu_internal_free(c, g->ws, GEMM_WS_BYTES);
   if (g->lt) cublasLtDestroy(g->lt);
   free(g);
@@ -67,7 +68,8 @@ void gemm_free(cuda_ctx *c) {
 static int ptr_align(const void *p) {
   uintptr_t a = (uintptr_t)p;
   int al = 256;
-  while (al > 1 && a % (uintptr_t)al) al >>= 1;
+  while (al > 1 && a % (uintptr_t)al)
+    al >>= 1;
   return al;
 }
 
@@ -82,7 +84,8 @@ static int entry_build(cu_gemm_cache *g, cu_gemm_entry *e, size_t ws_bytes, ws_e
   if (e->has_bias) {
     cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
     cudaDataType_t bt = CUDA_R_32F;
-    WS_CK(err, cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
+    WS_CK(err,
+          cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
     WS_CK(err, cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt,
                                               sizeof bt));
   }
@@ -170,7 +173,7 @@ int gemm_peak(cuda_ctx *c, int n, int reps, double *tflops, ws_err *err) {
   do {                                                                                             \
     const char *m_ = ck_msg(call);                                                                 \
     if (m_) {                                                                                      \
-      rc = ws_fail(err, WS_EBACKEND, "%s:%d: %s: %s", __FILE__, __LINE__, #call, m_);             \
+      rc = ws_fail(err, WS_EBACKEND, "%s:%d: %s: %s", __FILE__, __LINE__, #call, m_);              \
       goto done;                                                                                   \
     }                                                                                              \
   } while (0)

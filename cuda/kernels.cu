@@ -22,7 +22,7 @@ static unsigned ew_blocks(int64_t n) {
 static int aligned16(const void *a) { return a == nullptr || (uintptr_t)a % 16 == 0; }
 
 #define GRID_STRIDE(i, n)                                                                          \
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n);                       \
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n);                        \
        i += (int64_t)gridDim.x * blockDim.x)
 
 /* ---- conversions ---- */
@@ -45,8 +45,8 @@ __global__ void k_bf16_to_f32(const bf16 *__restrict__ x, float *__restrict__ y,
 cudaError_t launch_f32_to_bf16(const float *x, bf16 *y, int64_t n, cudaStream_t s) {
   if (n <= 0) return cudaSuccess;
   if (n % 4 == 0 && aligned16(x) && aligned16(y))
-    k_f32_to_bf16_v4<<<ew_blocks(n / 4), EW_THREADS, 0, s>>>((const float4 *)x,
-                                                             (__nv_bfloat162 *)y, n / 4);
+    k_f32_to_bf16_v4<<<ew_blocks(n / 4), EW_THREADS, 0, s>>>((const float4 *)x, (__nv_bfloat162 *)y,
+                                                             n / 4);
   else
     k_f32_to_bf16<<<ew_blocks(n), EW_THREADS, 0, s>>>(x, y, n);
   return cudaGetLastError();
@@ -62,29 +62,31 @@ cudaError_t launch_bf16_to_f32(const bf16 *x, float *y, int64_t n, cudaStream_t 
 
 /* Sum of a double over the block (ROW_THREADS threads); every thread gets the result. */
 __device__ double block_sum(double v, double *sh) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  for (int o = 16; o > 0; o >>= 1)
+    v += __shfl_down_sync(0xffffffffu, v, o);
   int w = threadIdx.x / 32, lane = threadIdx.x % 32;
   __syncthreads(); /* sh may still be read from a previous call */
   if (lane == 0) sh[w] = v;
   __syncthreads();
   double t = 0;
-  for (int i = 0; i < ROW_THREADS / 32; i++) t += sh[i];
+  for (int i = 0; i < ROW_THREADS / 32; i++)
+    t += sh[i];
   return t;
 }
 
 /* One block per row. Covers layernorm (gamma/beta optional) and ln_modulate (shift/scale of
  * batch r / L at mod_stride). Mean and centered variance in double, as the reference. The row
  * is re-read from L1/L2 for the second and third pass; DRAM sees one read and one write. */
-__global__ void k_layernorm(const float *x, int64_t D, float eps,
-                            const float *__restrict__ gamma, const float *__restrict__ beta,
-                            const float *__restrict__ shift, const float *__restrict__ scale,
-                            int64_t L, int64_t mod_stride, float *y,
-                            bf16 *__restrict__ ybf) {
+__global__ void k_layernorm(const float *x, int64_t D, float eps, const float *__restrict__ gamma,
+                            const float *__restrict__ beta, const float *__restrict__ shift,
+                            const float *__restrict__ scale, int64_t L, int64_t mod_stride,
+                            float *y, bf16 *__restrict__ ybf) {
   __shared__ double sh[ROW_THREADS / 32];
   int64_t r = blockIdx.x;
   const float *xr = x + r * D;
   double s = 0;
-  for (int64_t i = threadIdx.x; i < D; i += ROW_THREADS) s += xr[i];
+  for (int64_t i = threadIdx.x; i < D; i += ROW_THREADS)
+    s += xr[i];
   double mean = block_sum(s, sh) / (double)D;
   double ss = 0;
   for (int64_t i = threadIdx.x; i < D; i += ROW_THREADS) {
@@ -104,10 +106,9 @@ __global__ void k_layernorm(const float *x, int64_t D, float eps,
   }
 }
 
-cudaError_t launch_layernorm(const float *x, int64_t rows, int64_t D, float eps,
-                             const float *gamma, const float *beta, const float *shift,
-                             const float *scale, int64_t L, int64_t mod_stride, float *y,
-                             bf16 *ybf, cudaStream_t s) {
+cudaError_t launch_layernorm(const float *x, int64_t rows, int64_t D, float eps, const float *gamma,
+                             const float *beta, const float *shift, const float *scale, int64_t L,
+                             int64_t mod_stride, float *y, bf16 *ybf, cudaStream_t s) {
   if (rows <= 0 || D <= 0) return cudaSuccess;
   if (rows > 0x7fffffff) return cudaErrorInvalidConfiguration;
   k_layernorm<<<(unsigned)rows, ROW_THREADS, 0, s>>>(x, D, eps, gamma, beta, shift, scale,
@@ -115,20 +116,21 @@ cudaError_t launch_layernorm(const float *x, int64_t rows, int64_t D, float eps,
   return cudaGetLastError();
 }
 
-__global__ void k_rmsnorm(const float *x, int64_t D, float eps,
-                          const float *__restrict__ w, float *y) {
+__global__ void k_rmsnorm(const float *x, int64_t D, float eps, const float *__restrict__ w,
+                          float *y) {
   __shared__ double sh[ROW_THREADS / 32];
   int64_t r = blockIdx.x;
   const float *xr = x + r * D;
   double ss = 0;
-  for (int64_t i = threadIdx.x; i < D; i += ROW_THREADS) ss += (double)xr[i] * xr[i];
+  for (int64_t i = threadIdx.x; i < D; i += ROW_THREADS)
+    ss += (double)xr[i] * xr[i];
   float rs = (float)(1.0 / sqrt(block_sum(ss, sh) / (double)D + eps));
   for (int64_t i = threadIdx.x; i < D; i += ROW_THREADS)
     y[r * D + i] = xr[i] * rs * (w ? w[i] : 1.0f);
 }
 
-cudaError_t launch_rmsnorm(const float *x, int64_t rows, int64_t D, float eps,
-                           const float *weight, float *y, cudaStream_t s) {
+cudaError_t launch_rmsnorm(const float *x, int64_t rows, int64_t D, float eps, const float *weight,
+                           float *y, cudaStream_t s) {
   if (rows <= 0 || D <= 0) return cudaSuccess;
   if (rows > 0x7fffffff) return cudaErrorInvalidConfiguration;
   k_rmsnorm<<<(unsigned)rows, ROW_THREADS, 0, s>>>(x, D, eps, weight, y);
@@ -168,8 +170,8 @@ __device__ __forceinline__ float gelu_tanh_f(float v) {
   return 0.5f * v * (1.0f + tanhf(c * (v + 0.044715f * v * v * v)));
 }
 
-__global__ void k_gelu_v4(const float4 *x, float4 *y,
-                          __nv_bfloat162 *__restrict__ ybf, int64_t n4) {
+__global__ void k_gelu_v4(const float4 *x, float4 *y, __nv_bfloat162 *__restrict__ ybf,
+                          int64_t n4) {
   GRID_STRIDE(i, n4) {
     float4 v = x[i], o;
     o.x = gelu_tanh_f(v.x);
@@ -183,8 +185,7 @@ __global__ void k_gelu_v4(const float4 *x, float4 *y,
     }
   }
 }
-__global__ void k_gelu(const float *x, float *y, bf16 *__restrict__ ybf,
-                       int64_t n) {
+__global__ void k_gelu(const float *x, float *y, bf16 *__restrict__ ybf, int64_t n) {
   GRID_STRIDE(i, n) {
     float o = gelu_tanh_f(x[i]);
     y[i] = o;

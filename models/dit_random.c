@@ -35,7 +35,8 @@ static int pool_get(pools *p, int64_t K, const uint16_t **out, ws_err *err) {
   }
   ws_rng_uniform(p->seed + (uint64_t)K, 0, POOL_N, f);
   float a = sqrtf(3.0f / (float)K);
-  for (int64_t i = 0; i < POOL_N; i++) h[i] = ws_f32_to_bf16((2.0f * f[i] - 1.0f) * a);
+  for (int64_t i = 0; i < POOL_N; i++)
+    h[i] = ws_f32_to_bf16((2.0f * f[i] - 1.0f) * a);
   free(f);
   p->fan_in[p->n] = K;
   p->v[p->n++] = h;
@@ -62,14 +63,15 @@ static int rand_bf16(pools *p, ws_backend *be, int64_t N, int64_t K, ws_tensor *
 }
 
 /* An F32 tensor of `n` values center + uniform(-a, a). */
-static int rand_f32(pools *p, ws_backend *be, const int64_t *shape, int ndim, float center,
-                    float a, ws_tensor *t, ws_err *err) {
+static int rand_f32(pools *p, ws_backend *be, const int64_t *shape, int ndim, float center, float a,
+                    ws_tensor *t, ws_err *err) {
   WS_TRY(ws_tensor_alloc_on(t, be, WS_F32, shape, ndim, err));
   int64_t n = ws_tensor_numel(t);
   float *h = malloc(sizeof(float) * (size_t)n);
   if (!h) return ws_fail(err, WS_ENOMEM, "dit_random: out of memory");
   ws_rng_uniform(p->seed ^ 0x5eedf00dull, p->calls++ * 0x100000000ull, n, h);
-  for (int64_t i = 0; i < n; i++) h[i] = center + (2.0f * h[i] - 1.0f) * a;
+  for (int64_t i = 0; i < n; i++)
+    h[i] = center + (2.0f * h[i] - 1.0f) * a;
   int rc = be->to_device(be, t->data, h, sizeof(float) * (size_t)n, err);
   free(h);
   return rc;
@@ -105,7 +107,8 @@ static int build(dit_model *m, pools *p, ws_err *err) {
   for (int i = 0; i < c->num_layers; i++) {
     dit_block *b = &m->blocks[i];
     lin *dd[] = {&b->sq, &b->sk, &b->sv, &b->so, &b->cq, &b->ck, &b->cv, &b->co};
-    for (size_t j = 0; j < sizeof dd / sizeof dd[0]; j++) WS_TRY(lin_bf16(p, be, D, D, dd[j], err));
+    for (size_t j = 0; j < sizeof dd / sizeof dd[0]; j++)
+      WS_TRY(lin_bf16(p, be, D, D, dd[j], err));
     WS_TRY(lin_bf16(p, be, F, D, &b->f0, err));
     WS_TRY(lin_bf16(p, be, D, F, &b->f2, err));
     ws_tensor *nv[] = {&b->s_nq, &b->s_nk, &b->c_nq, &b->c_nk, &b->n3w};
@@ -132,7 +135,8 @@ int dit_init_random(const dit_config *cfg, int text_dim, uint64_t seed, ws_backe
   m->head_dim = cfg->dim / cfg->num_heads;
   pools p = {.seed = seed};
   int rc = build(m, &p, err);
-  for (int i = 0; i < p.n; i++) free(p.v[i]);
+  for (int i = 0; i < p.n; i++)
+    free(p.v[i]);
   if (rc < 0) {
     dit_free(m);
     return rc;

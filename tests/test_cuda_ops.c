@@ -27,7 +27,8 @@ static uint64_t g_seed;
 static float *rnd(int64_t n, float scale, float center) {
   float *h = malloc(sizeof(float) * (size_t)(n ? n : 1));
   ws_rng_uniform(g_seed++, 0, n, h);
-  for (int64_t i = 0; i < n; i++) h[i] = (2.0f * h[i] - 1.0f) * scale + center;
+  for (int64_t i = 0; i < n; i++)
+    h[i] = (2.0f * h[i] - 1.0f) * scale + center;
   return h;
 }
 
@@ -52,21 +53,23 @@ static void *up(ws_backend *be, const void *h, size_t bytes) {
 static float *down(ws_backend *be, const void *d, int64_t n) {
   float *h = malloc(sizeof(float) * (size_t)(n ? n : 1));
   ws_err err = {0};
-  for (int64_t i = 0; i < n; i++) h[i] = NAN;
+  for (int64_t i = 0; i < n; i++)
+    h[i] = NAN;
   CHECK_OK(be->to_host(be, h, d, sizeof(float) * (size_t)n, &err), err);
   return h;
 }
 /* Output buffer poisoned with NaN so unwritten elements fail the comparison. */
 static float *poisoned(ws_backend *be, int64_t n) {
   float *h = malloc(sizeof(float) * (size_t)n);
-  for (int64_t i = 0; i < n; i++) h[i] = NAN;
+  for (int64_t i = 0; i < n; i++)
+    h[i] = NAN;
   float *d = up(be, h, sizeof(float) * (size_t)n);
   free(h);
   return d;
 }
 
-static void expect_close(const char *what, const char *bename, const float *got,
-                         const float *want, int64_t n, double tol) {
+static void expect_close(const char *what, const char *bename, const float *got, const float *want,
+                         int64_t n, double tol) {
   double r = rel_l2(got, want, n);
   if (!(r <= tol)) {
     fprintf(stderr, "  %s on %s: rel_l2 %.3e > %.1e (seed %llu)\n", what, bename, r, tol,
@@ -98,7 +101,8 @@ static void test_memory(void) {
   CHECK_OK(g_auto->memset0(g_auto, d, sizeof(float) * 10, &err), err);
   free(back);
   back = down(g_auto, d, n);
-  for (int i = 0; i < 10; i++) CHECK(back[i] == 0.0f);
+  for (int i = 0; i < 10; i++)
+    CHECK(back[i] == 0.0f);
   CHECK(back[10] == h[10]);
   CHECK_OK(g_auto->sync(g_auto, &err), err);
   g_auto->free_mem(g_auto, d);
@@ -108,16 +112,16 @@ static void test_memory(void) {
 
 /* ---- linear ---- */
 
-static void linear_case(ws_backend *be, const char *bn, int64_t M, int64_t K, int64_t N,
-                        int bf16w, int with_bias, double tol) {
+static void linear_case(ws_backend *be, const char *bn, int64_t M, int64_t K, int64_t N, int bf16w,
+                        int with_bias, double tol) {
   ws_err err = {0};
   float *x = rnd(M * K, 1, 0), *w = rnd(N * K, 0.1f, 0), *b = with_bias ? rnd(N, 1, 0) : NULL;
   float *wr = malloc(sizeof(float) * (size_t)(N * K));
   uint16_t *wb = to_bf16(w, N * K, wr);
   float *want = malloc(sizeof(float) * (size_t)(M * N));
   /* the reference sees exactly the weights the GPU sees */
-  CHECK_OK(g_cpu->linear(g_cpu, x, M, K, bf16w ? (const void *)wb : w, bf16w ? WS_BF16 : WS_F32,
-                         N, b, want, &err),
+  CHECK_OK(g_cpu->linear(g_cpu, x, M, K, bf16w ? (const void *)wb : w, bf16w ? WS_BF16 : WS_F32, N,
+                         b, want, &err),
            err);
   float *dx = up(be, x, sizeof(float) * M * K), *db = b ? up(be, b, sizeof(float) * N) : NULL;
   void *dw = bf16w ? up(be, wb, 2 * (size_t)(N * K)) : up(be, w, sizeof(float) * N * K);
@@ -139,7 +143,7 @@ static void test_linear_f32(void) {
   linear_case(g_auto, "auto", 37, 96, 50, 0, 1, TOL32);
   linear_case(g_auto, "auto", 5, 256, 64, 0, 0, TOL32);
   linear_case(g_auto, "auto", 300, 333, 129, 0, 1, TOL32); /* odd sizes: 4-byte alignment */
-  linear_case(g_bf, "bf16", 300, 512, 256, 0, 1, TOLBF);  /* FAST_16BF */
+  linear_case(g_bf, "bf16", 300, 512, 256, 0, 1, TOLBF);   /* FAST_16BF */
 }
 
 static void test_linear_bf16(void) {
@@ -158,9 +162,9 @@ static void test_layernorm(void) {
   const char *names[2] = {"auto", "bf16"};
   for (int affine = 0; affine < 2; affine++) {
     float *want = malloc(sizeof(float) * R * D);
-    CHECK_OK(g_cpu->layernorm(g_cpu, x, R, D, 1e-6f, affine ? g : NULL, affine ? bt : NULL, want,
-                              &err),
-             err);
+    CHECK_OK(
+        g_cpu->layernorm(g_cpu, x, R, D, 1e-6f, affine ? g : NULL, affine ? bt : NULL, want, &err),
+        err);
     for (int k = 0; k < 2; k++) {
       ws_backend *be = bes[k];
       float *dx = up(be, x, sizeof(float) * R * D), *dg = up(be, g, sizeof(float) * D),
@@ -185,7 +189,8 @@ static void test_ln_modulate(void) {
   float *want = malloc(sizeof(float) * B * L * D);
   CHECK_OK(g_cpu->ln_modulate(g_cpu, x, B, L, D, 1e-6f, mod + 3 * D, mod + 4 * D, ms, want, &err),
            err);
-  float *dx = up(g_auto, x, sizeof(float) * B * L * D), *dm = up(g_auto, mod, sizeof(float) * B * ms);
+  float *dx = up(g_auto, x, sizeof(float) * B * L * D),
+        *dm = up(g_auto, mod, sizeof(float) * B * ms);
   float *dy = poisoned(g_auto, B * L * D);
   CHECK_OK(g_auto->ln_modulate(g_auto, dx, B, L, D, 1e-6f, dm + 3 * D, dm + 4 * D, ms, dy, &err),
            err);
@@ -217,7 +222,8 @@ static void test_rope(void) {
   int64_t B = 2, L = 24, N = 3, d = 64, n = B * L * N * d;
   float *x = rnd(n, 2, 0), *ang = rnd(L * d / 2, 3.14159f, 0);
   float *ct = malloc(sizeof(float) * L * d / 2), *st = malloc(sizeof(float) * L * d / 2);
-  for (int64_t i = 0; i < L * d / 2; i++) ct[i] = cosf(ang[i]), st[i] = sinf(ang[i]);
+  for (int64_t i = 0; i < L * d / 2; i++)
+    ct[i] = cosf(ang[i]), st[i] = sinf(ang[i]);
   float *want = malloc(sizeof(float) * n);
   memcpy(want, x, sizeof(float) * n);
   CHECK_OK(g_cpu->rope(g_cpu, want, B, L, N, d, ct, st, &err), err);
@@ -391,7 +397,8 @@ static void test_shadow_attention_chain(void) {
   int64_t B = 1, L = 128, N = 2, d = 64, D = N * d, n = B * L * D;
   float *q = rnd(n, 1.5f, 0), *k = rnd(n, 1.5f, 0), *v = rnd(n, 1, 0), *ang = rnd(L * d / 2, 3, 0);
   float *ct = malloc(sizeof(float) * L * d / 2), *st = malloc(sizeof(float) * L * d / 2);
-  for (int64_t i = 0; i < L * d / 2; i++) ct[i] = cosf(ang[i]), st[i] = sinf(ang[i]);
+  for (int64_t i = 0; i < L * d / 2; i++)
+    ct[i] = cosf(ang[i]), st[i] = sinf(ang[i]);
   float *w = rnd(D * D, 0.1f, 0), *wr = malloc(sizeof(float) * D * D);
   uint16_t *wb = to_bf16(w, D * D, wr);
   float *o = malloc(sizeof(float) * n), *want = malloc(sizeof(float) * n);
@@ -415,7 +422,8 @@ static void test_shadow_attention_chain(void) {
   expect_close("attention -> linear (output shadow)", "bf16", got, want, n, TOLBF);
   free(got);
   float *bufs[] = {dq, dk, dv, dc, ds, dout, dy};
-  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->free_mem(be, bufs[i]);
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+    be->free_mem(be, bufs[i]);
   be->free_mem(be, dw);
   free(q), free(k), free(v), free(ang), free(ct), free(st), free(w), free(wr), free(wb), free(o);
   free(want);
@@ -436,10 +444,14 @@ static void test_errors(void) {
 }
 
 static int make(const char *prec, const char *shadow_min, ws_backend **out, ws_err *err) {
-  if (prec) setenv("WANSERVE_CUDA_PRECISION", prec, 1);
-  else unsetenv("WANSERVE_CUDA_PRECISION");
-  if (shadow_min) setenv("WANSERVE_CUDA_SHADOW_MIN", shadow_min, 1);
-  else unsetenv("WANSERVE_CUDA_SHADOW_MIN");
+  if (prec)
+    setenv("WANSERVE_CUDA_PRECISION", prec, 1);
+  else
+    unsetenv("WANSERVE_CUDA_PRECISION");
+  if (shadow_min)
+    setenv("WANSERVE_CUDA_SHADOW_MIN", shadow_min, 1);
+  else
+    unsetenv("WANSERVE_CUDA_SHADOW_MIN");
   int rc = ws_backend_create("cuda", out, err);
   unsetenv("WANSERVE_CUDA_PRECISION");
   unsetenv("WANSERVE_CUDA_SHADOW_MIN");

@@ -11,10 +11,6 @@
 #include "core/weights.h"
 #include "tests/testlib.h"
 
-static const char *golden_dir(void) {
-  const char *g = getenv("WS_GOLDEN_DIR");
-  return g ? g : "../shared/golden";
-}
 
 /* ---- pickle builder ---- */
 typedef struct {
@@ -248,13 +244,13 @@ static int copy_prefix(const char *src, const char *dst, long keep, long skip_fr
 
 /* Finds the golden *_pth cases and their .pth files; calls fn(case_dir, pth_path). */
 static int for_each_golden_pth(void (*fn)(const char *, const char *)) {
-  DIR *d = opendir(golden_dir());
+  DIR *d = opendir(test_golden_root());
   if (!d) return 0;
   int n = 0;
   struct dirent *de;
   while ((de = readdir(d))) {
     char mdir[1024];
-    snprintf(mdir, sizeof mdir, "%s/%s/model", golden_dir(), de->d_name);
+    snprintf(mdir, sizeof mdir, "%s/%s/model", test_golden_root(), de->d_name);
     DIR *m = opendir(mdir);
     if (!m) continue;
     struct dirent *me;
@@ -263,7 +259,7 @@ static int for_each_golden_pth(void (*fn)(const char *, const char *)) {
       if (l > 4 && !strcmp(me->d_name + l - 4, ".pth")) {
         char p[2048], cdir[1024];
         snprintf(p, sizeof p, "%s/%s", mdir, me->d_name);
-        snprintf(cdir, sizeof cdir, "%s/%s", golden_dir(), de->d_name);
+        snprintf(cdir, sizeof cdir, "%s/%s", test_golden_root(), de->d_name);
         fn(cdir, p);
         n++;
       }

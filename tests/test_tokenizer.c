@@ -11,10 +11,6 @@
 #include "models/tokenizer.h"
 #include "tests/testlib.h"
 
-static const char *golden_dir(void) {
-  const char *g = getenv("WS_GOLDEN_DIR");
-  return g ? g : "../shared/golden";
-}
 
 static cJSON *read_json(const char *path) {
   FILE *f = fopen(path, "rb");
@@ -27,13 +23,13 @@ static cJSON *read_json(const char *path) {
 }
 
 static int for_each_case(const char *kind, void (*fn)(const char *, const cJSON *)) {
-  DIR *d = opendir(golden_dir());
+  DIR *d = opendir(test_golden_root());
   if (!d) return 0;
   int n = 0;
   struct dirent *de;
   while ((de = readdir(d))) {
     char dir[1024], p[1100];
-    snprintf(dir, sizeof dir, "%s/%s", golden_dir(), de->d_name);
+    snprintf(dir, sizeof dir, "%s/%s", test_golden_root(), de->d_name);
     snprintf(p, sizeof p, "%s/case.json", dir);
     cJSON *j = read_json(p);
     if (!j) continue;

@@ -486,9 +486,7 @@ static void check_case(const char *dir, const cJSON *cj) {
 }
 
 static void test_golden_cases(void) {
-  const char *root = "../shared/golden";
-  struct stat sb;
-  if (stat(root, &sb) != 0) root = "tests/golden";
+  const char *root = test_golden_root();
   DIR *d = opendir(root);
   CHECK(d != NULL);
   if (!d) return;

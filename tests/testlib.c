@@ -8,6 +8,15 @@ int test_failed_checks, test_n_pass, test_n_fail;
 
 int test_summary(void) { return test_n_fail ? 1 : 0; }
 
+const char *test_golden_root(void) {
+  const char *g = getenv("WS_GOLDEN_DIR");
+  if (g && *g) return g;
+  g = getenv("WS_EXTRA_GOLDEN");
+  struct stat sb;
+  if (g && *g && stat(g, &sb) == 0) return g;
+  return stat("../shared/golden", &sb) == 0 ? "../shared/golden" : "tests/golden";
+}
+
 const char *test_tmpdir(void) {
   static char dir[512];
   if (!dir[0]) {

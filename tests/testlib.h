@@ -76,6 +76,9 @@ extern int test_n_pass, test_n_fail;
   } while (0)
 
 int test_summary(void);
+/* The folder of golden cases the white-box tests read: $WS_GOLDEN_DIR, else ../shared/golden
+ * when it exists (cases added there are tested at once), else the project's tests/golden. */
+const char *test_golden_root(void);
 /* Directory for scratch files of this test binary (created on first use, under $BUILD/tmp). */
 const char *test_tmpdir(void);
 
