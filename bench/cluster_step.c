@@ -49,8 +49,16 @@ int main(int argc, char **argv) {
   float ts[2] = {900, 900};
   const float *ctxs[2] = {ctx, ctx};
   int lens[2] = {L, L};
-  dit_inputs in = {.batch = 2, .frames = 21, .height = 60, .width = 104, .x = x2, .cx = 16,
-                   .timesteps = ts, .contexts = ctxs, .ctx_len = lens, .ctx_dim = td};
+  dit_inputs in = {.batch = 2,
+                   .frames = 21,
+                   .height = 60,
+                   .width = 104,
+                   .x = x2,
+                   .cx = 16,
+                   .timesteps = ts,
+                   .contexts = ctxs,
+                   .ctx_len = lens,
+                   .ctx_dim = td};
   double local = 0;
   for (int i = 0; i <= reps; i++) {
     double t0 = now_ms();
@@ -104,11 +112,12 @@ int main(int argc, char **argv) {
   sampler_state s;
   sampler_init(&s, SAMPLER_UNIPC, 40, 12.0, x, n, &err);
   double t0 = now_ms();
-  for (int i = 0; i < 3; i++) sampler_step(&s, v, &err);
+  for (int i = 0; i < 3; i++)
+    sampler_step(&s, v, &err);
   double samp = (now_ms() - t0) / 3;
   sampler_free(&s);
-  printf("| 16x21x60x104 (%.1f MB) | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |\n",
-         n * 4 / 1e6, local, rtt, compute, rtt - compute, samp, rtt - compute + samp);
+  printf("| 16x21x60x104 (%.1f MB) | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |\n", n * 4 / 1e6,
+         local, rtt, compute, rtt - compute, samp, rtt - compute + samp);
   rpc_client_free(c);
   dit_free(m);
   be->destroy(be);

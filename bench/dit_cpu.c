@@ -22,8 +22,8 @@ static double now(void) {
 /* FLOPs of one forward per spec §8.2 (linear + attention cores + text K/V), batch B. */
 static double flops(const dit_config *c, int text_dim, int64_t L, int B) {
   double D = c->dim, F = c->ffn_dim, T = c->text_len;
-  double per_layer = 2.0 * L * (12 * D * D + 2 * D * F) + 4.0 * L * L * D + 4.0 * L * T * D +
-                     2.0 * T * 2 * D * D;
+  double per_layer =
+      2.0 * L * (12 * D * D + 2 * D * F) + 4.0 * L * L * D + 4.0 * L * T * D + 2.0 * T * 2 * D * D;
   return B * (c->num_layers * per_layer + 2.0 * T * (text_dim * D + D * D));
 }
 
@@ -45,12 +45,21 @@ static int run(const char *name, const dit_config *c, int text_dim, int F, int H
   float ts[2] = {900, 900};
   const float *ctxs[2] = {ctx, ctx};
   int lens[2] = {ctx_len, ctx_len};
-  dit_inputs in = {.batch = B, .frames = F, .height = H, .width = W, .x = x, .cx = c->out_dim,
-                   .timesteps = ts, .contexts = ctxs, .ctx_len = lens, .ctx_dim = text_dim};
+  dit_inputs in = {.batch = B,
+                   .frames = F,
+                   .height = H,
+                   .width = W,
+                   .x = x,
+                   .cx = c->out_dim,
+                   .timesteps = ts,
+                   .contexts = ctxs,
+                   .ctx_len = lens,
+                   .ctx_dim = text_dim};
   int rc = dit_forward(m, &in, out, &err); /* warm-up: workspace, RoPE tables */
   ws_backend_prof_reset(prof);
   double t0 = now();
-  for (int i = 0; rc == 0 && i < reps; i++) rc = dit_forward(m, &in, out, &err);
+  for (int i = 0; rc == 0 && i < reps; i++)
+    rc = dit_forward(m, &in, out, &err);
   double dt = (now() - t0) / reps;
   if (rc < 0) {
     fprintf(stderr, "%s: %s\n", name, err.msg);
@@ -81,9 +90,16 @@ int main(int argc, char **argv) {
   int td;
   tiny_dit_config(0, &tiny, &td);
   if (run("tiny (make-tiny-model), 128x128x17", &tiny, td, 5, 16, 16, 20)) return 1;
-  dit_config med = {.model_type = "t2v", .dim = 1024, .ffn_dim = 4096, .freq_dim = 256,
-                    .in_dim = 16, .out_dim = 16, .num_heads = 16, .num_layers = quick ? 2 : 8,
-                    .text_len = 512, .eps = 1e-6};
+  dit_config med = {.model_type = "t2v",
+                    .dim = 1024,
+                    .ffn_dim = 4096,
+                    .freq_dim = 256,
+                    .in_dim = 16,
+                    .out_dim = 16,
+                    .num_heads = 16,
+                    .num_layers = quick ? 2 : 8,
+                    .text_len = 512,
+                    .eps = 1e-6};
   /* 4 x 32 x 32 latent = 4096 tokens */
   return run(quick ? "medium (2 layers, --quick)" : "medium", &med, 4096, 4, 64, 64, 1);
 }

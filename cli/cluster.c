@@ -46,7 +46,9 @@ static const char *etcd_endpoints(int *argc, char **argv, char *buf, size_t n) {
 static int open_etcd(int *argc, char **argv, etcd_client **c, ws_err *err) {
   char buf[512];
   const char *ep = etcd_endpoints(argc, argv, buf, sizeof buf);
-  if (!ep) return ws_fail(err, WS_EUNAVAIL, "no etcd: pass --etcd, set WANSERVE_ETCD, or start deploy/local-cluster up");
+  if (!ep)
+    return ws_fail(err, WS_EUNAVAIL,
+                   "no etcd: pass --etcd, set WANSERVE_ETCD, or start deploy/local-cluster up");
   etcd_opts eo = {.endpoints = ep, .timeout_ms = 3000};
   return etcd_open(&eo, c, err);
 }
@@ -71,8 +73,8 @@ int status_main(int argc, char **argv) {
         continue;
       }
       const char *slash = strrchr(kvs.kv[i].key, '/');
-      printf("%-12s %-40s %-8s %-22s %-7s %-9d %lds\n", in.role, slash ? slash + 1 : in.id, in.version, in.addr,
-             in.backend, in.max_batch, (long)(time(NULL) - in.started));
+      printf("%-12s %-40s %-8s %-22s %-7s %-9d %lds\n", in.role, slash ? slash + 1 : in.id,
+             in.version, in.addr, in.backend, in.max_batch, (long)(time(NULL) - in.started));
     }
     etcd_kvs_free(&kvs);
     kvs = (etcd_kvs){0};
@@ -93,8 +95,9 @@ int rollout_main(int argc, char **argv) {
   etcd_client *c = NULL;
   ws_err err = {0};
   if (argc < 2 || (strcmp(argv[0], "set") && strcmp(argv[0], "clear"))) {
-    fprintf(stderr, "usage: wanctl rollout set ROLE --canary V --percent P [--stable V] "
-                    "[--mode split|shadow] [--etcd E]\n       wanctl rollout clear ROLE [--etcd E]\n");
+    fprintf(stderr,
+            "usage: wanctl rollout set ROLE --canary V --percent P [--stable V] "
+            "[--mode split|shadow] [--etcd E]\n       wanctl rollout clear ROLE [--etcd E]\n");
     return 2;
   }
   if (open_etcd(&argc, argv, &c, &err) < 0) {
@@ -114,19 +117,26 @@ int rollout_main(int argc, char **argv) {
     rc = WS_OK;
     for (int i = 2; rc == WS_OK && i < argc; i += 2) {
       const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-      if (!v) rc = ws_fail(&err, WS_EINVAL, "%s needs a value", argv[i]);
-      else if (!strcmp(argv[i], "--canary")) snprintf(r.canary, sizeof r.canary, "%s", v);
-      else if (!strcmp(argv[i], "--stable")) snprintf(r.stable, sizeof r.stable, "%s", v);
+      if (!v)
+        rc = ws_fail(&err, WS_EINVAL, "%s needs a value", argv[i]);
+      else if (!strcmp(argv[i], "--canary"))
+        snprintf(r.canary, sizeof r.canary, "%s", v);
+      else if (!strcmp(argv[i], "--stable"))
+        snprintf(r.stable, sizeof r.stable, "%s", v);
       else if (!strcmp(argv[i], "--percent")) {
         char *end;
         long p = strtol(v, &end, 10);
         if (*end || p < 0 || p > 100) rc = ws_fail(&err, WS_EINVAL, "--percent: 0..100");
         r.percent = (int)p;
       } else if (!strcmp(argv[i], "--mode")) {
-        if (!strcmp(v, "split")) r.mode = REG_MODE_SPLIT;
-        else if (!strcmp(v, "shadow")) r.mode = REG_MODE_SHADOW;
-        else rc = ws_fail(&err, WS_EINVAL, "--mode: split|shadow");
-      } else rc = ws_fail(&err, WS_EINVAL, "unknown flag '%s'", argv[i]);
+        if (!strcmp(v, "split"))
+          r.mode = REG_MODE_SPLIT;
+        else if (!strcmp(v, "shadow"))
+          r.mode = REG_MODE_SHADOW;
+        else
+          rc = ws_fail(&err, WS_EINVAL, "--mode: split|shadow");
+      } else
+        rc = ws_fail(&err, WS_EINVAL, "unknown flag '%s'", argv[i]);
     }
     if (rc == WS_OK && !r.canary[0]) rc = ws_fail(&err, WS_EINVAL, "--canary is required");
     if (rc == WS_OK) rc = reg_rollout_put(c, role, &r, &err);

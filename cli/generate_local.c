@@ -77,8 +77,8 @@ static int run(local *l, const gen_opts *o, ws_err *err) {
   if (p.task == GP_I2V) {
     img_rgb8 img = {0};
     WS_TRY(img_load_file(o->image_path, 0, &img, err));
-    int rc = i2v_condition(l->vae, img.data, img.height, img.width,
-                           (int64_t)p.width * p.height, p.frames, &l->y, NULL, err);
+    int rc = i2v_condition(l->vae, img.data, img.height, img.width, (int64_t)p.width * p.height,
+                           p.frames, &l->y, NULL, err);
     img_free(&img);
     if (rc < 0) return rc;
     p.lat_h = (int)l->y.shape[2];
@@ -89,12 +89,21 @@ static int run(local *l, const gen_opts *o, ws_err *err) {
   if (!l->noise) return ws_fail(err, WS_ENOMEM, "out of memory");
   gp_noise(&p, l->noise);
   WS_TRY(sampler_init(&l->s, p.solver, p.steps, p.shift, l->noise, n, err));
-  moe_params mp = {.boundary = p.boundary, .guide_high = p.guide_high, .guide_low = p.guide_low,
-                   .frames = p.lat_t, .height = p.lat_h, .width = p.lat_w,
-                   .context = l->ctx.data, .ctx_len = (int)l->ctx.shape[0],
-                   .context_null = l->neg.data, .null_len = (int)l->neg.shape[0],
-                   .ctx_dim = (int)l->ctx.shape[1], .y = l->y.data,
-                   .cy = l->y.data ? (int)l->y.shape[0] : 0, .on_step = on_step, .ud = l};
+  moe_params mp = {.boundary = p.boundary,
+                   .guide_high = p.guide_high,
+                   .guide_low = p.guide_low,
+                   .frames = p.lat_t,
+                   .height = p.lat_h,
+                   .width = p.lat_w,
+                   .context = l->ctx.data,
+                   .ctx_len = (int)l->ctx.shape[0],
+                   .context_null = l->neg.data,
+                   .null_len = (int)l->neg.shape[0],
+                   .ctx_dim = (int)l->ctx.shape[1],
+                   .y = l->y.data,
+                   .cy = l->y.data ? (int)l->y.shape[0] : 0,
+                   .on_step = on_step,
+                   .ud = l};
   double t_enc = progress_now();
   progress_init(&l->pr, o->quiet);
   WS_TRY(moe_run(l->high, l->low, &l->s, &mp, err));
@@ -121,8 +130,8 @@ static int run(local *l, const gen_opts *o, ws_err *err) {
   if (!o->quiet)
     printf("wrote %s (%dx%d, %d frames, %d steps, seed %lld): load %.2fs, encode %.2fs, "
            "denoise %.2fs (%.1f ms/step), decode+mux %.2fs\n",
-           o->out, (int)l->video.shape[3], (int)l->video.shape[2], (int)l->video.shape[1],
-           p.steps, (long long)p.seed, t_load - t0, t_enc - t_load, t_den - t_enc,
+           o->out, (int)l->video.shape[3], (int)l->video.shape[2], (int)l->video.shape[1], p.steps,
+           (long long)p.seed, t_load - t0, t_enc - t_load, t_den - t_enc,
            1e3 * (t_den - t_enc) / p.steps, progress_now() - t_den);
   return WS_OK;
 }

@@ -92,7 +92,8 @@ int generate_remote(const gen_opts *o, ws_err *err) {
   q.sample_shift = (float)o->p.shift;
   q.guide_scale_high = o->p.guide_high;
   q.guide_scale_low = o->p.guide_low;
-  q.solver = o->p.solver == SAMPLER_DPMPP ? WANSERVE__V1__SOLVER__DPMPP : WANSERVE__V1__SOLVER__UNIPC;
+  q.solver =
+      o->p.solver == SAMPLER_DPMPP ? WANSERVE__V1__SOLVER__DPMPP : WANSERVE__V1__SOLVER__UNIPC;
   q.boundary = (float)o->p.boundary;
   q.fps = o->p.fps;
   q.deadline_ms = o->deadline_ms;
@@ -110,7 +111,8 @@ int generate_remote(const gen_opts *o, ws_err *err) {
   int done = 0;
   rpc_client_opts co = {.max_recv_bytes = 256 << 20};
   int rc = rpc_client_create(&co, &c, err);
-  if (rc == WS_OK) rc = rpc_client_stream_open(c, target, "/wanserve.v1.Router/Generate", &q.base, NULL, &s, err);
+  if (rc == WS_OK)
+    rc = rpc_client_stream_open(c, target, "/wanserve.v1.Router/Generate", &q.base, NULL, &s, err);
   while (rc == WS_OK) {
     ProtobufCMessage *m = NULL;
     int got = rpc_stream_recv(s, &wanserve__v1__generate_event__descriptor, &m, -1, err);
@@ -131,7 +133,8 @@ int generate_remote(const gen_opts *o, ws_err *err) {
       *err = e2;
     }
   }
-  if (rc == WS_OK && !done) rc = ws_fail(err, WS_EIO, "the router ended the stream without a video");
+  if (rc == WS_OK && !done)
+    rc = ws_fail(err, WS_EIO, "the router ended the stream without a video");
   if (rc == WS_OK) rc = mp4_write_file(o->out, video.data, video.len, err);
   if (rc == WS_OK && !o->quiet)
     printf("wrote %s (%zu bytes) in %.2fs via %s\n", o->out, video.len, progress_now() - pr.t0,

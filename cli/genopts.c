@@ -7,18 +7,19 @@
 #include <unistd.h>
 
 void genopts_usage(void) {
-  fprintf(stderr,
-          "usage: wanctl generate [--local --model DIR | --router ADDR] --prompt TEXT [options]\n"
-          "  --task t2v|i2v        (default t2v; i2v needs --image PNG/JPEG)\n"
-          "  --size WxH            video width x height, multiples of 16 (default 1280x720)\n"
-          "  --frames N            4n+1 (default 81)      --steps N (default 40)\n"
-          "  --seed N              (default 0)            --solver unipc|dpm++\n"
-          "  --shift S --guide-high G --guide-low G --boundary B --fps N\n"
-          "  --negative-prompt TEXT (default: the release's negative prompt)\n"
-          "  --out FILE.mp4        (default out.mp4)      --latent-out FILE.safetensors\n"
-          "  --backend cpu|cuda    (local)                --request-id ID --deadline-ms N\n"
-          "  --quiet\n"
-          "Without --router or --local, the local cluster started by deploy/local-cluster is used.\n");
+  fprintf(
+      stderr,
+      "usage: wanctl generate [--local --model DIR | --router ADDR] --prompt TEXT [options]\n"
+      "  --task t2v|i2v        (default t2v; i2v needs --image PNG/JPEG)\n"
+      "  --size WxH            video width x height, multiples of 16 (default 1280x720)\n"
+      "  --frames N            4n+1 (default 81)      --steps N (default 40)\n"
+      "  --seed N              (default 0)            --solver unipc|dpm++\n"
+      "  --shift S --guide-high G --guide-low G --boundary B --fps N\n"
+      "  --negative-prompt TEXT (default: the release's negative prompt)\n"
+      "  --out FILE.mp4        (default out.mp4)      --latent-out FILE.safetensors\n"
+      "  --backend cpu|cuda    (local)                --request-id ID --deadline-ms N\n"
+      "  --quiet\n"
+      "Without --router or --local, the local cluster started by deploy/local-cluster is used.\n");
 }
 
 const char *genopts_state_value(const char *name, char *buf, size_t n) {
@@ -60,23 +61,41 @@ int genopts_parse(int argc, char **argv, gen_opts *o, ws_err *err) {
   for (int i = 0; i < argc; i++) {
     const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     double x;
-    if (!strcmp(f, "--local")) { o->local = 1; continue; }
-    if (!strcmp(f, "--quiet")) { o->quiet = 1; continue; }
+    if (!strcmp(f, "--local")) {
+      o->local = 1;
+      continue;
+    }
+    if (!strcmp(f, "--quiet")) {
+      o->quiet = 1;
+      continue;
+    }
     if (!v) return ws_fail(err, WS_EINVAL, "%s needs a value (or is unknown)", f);
     i++;
-    if (!strcmp(f, "--prompt")) o->prompt = v;
-    else if (!strcmp(f, "--negative-prompt")) o->negative = v;
-    else if (!strcmp(f, "--image")) o->image_path = v;
-    else if (!strcmp(f, "--out")) o->out = v;
-    else if (!strcmp(f, "--latent-out")) o->latent_out = v;
-    else if (!strcmp(f, "--model")) o->model = v;
-    else if (!strcmp(f, "--router")) o->router = v;
-    else if (!strcmp(f, "--backend")) o->backend = v;
-    else if (!strcmp(f, "--request-id")) o->request_id = v;
+    if (!strcmp(f, "--prompt"))
+      o->prompt = v;
+    else if (!strcmp(f, "--negative-prompt"))
+      o->negative = v;
+    else if (!strcmp(f, "--image"))
+      o->image_path = v;
+    else if (!strcmp(f, "--out"))
+      o->out = v;
+    else if (!strcmp(f, "--latent-out"))
+      o->latent_out = v;
+    else if (!strcmp(f, "--model"))
+      o->model = v;
+    else if (!strcmp(f, "--router"))
+      o->router = v;
+    else if (!strcmp(f, "--backend"))
+      o->backend = v;
+    else if (!strcmp(f, "--request-id"))
+      o->request_id = v;
     else if (!strcmp(f, "--task")) {
-      if (!strcmp(v, "t2v")) o->p.task = GP_T2V;
-      else if (!strcmp(v, "i2v")) o->p.task = GP_I2V;
-      else return ws_fail(err, WS_EINVAL, "--task: '%s' (t2v|i2v)", v);
+      if (!strcmp(v, "t2v"))
+        o->p.task = GP_T2V;
+      else if (!strcmp(v, "i2v"))
+        o->p.task = GP_I2V;
+      else
+        return ws_fail(err, WS_EINVAL, "--task: '%s' (t2v|i2v)", v);
     } else if (!strcmp(f, "--solver")) {
       WS_TRY(sampler_kind_parse(v, &o->p.solver, err));
     } else if (!strcmp(f, "--size")) {
@@ -86,19 +105,39 @@ int genopts_parse(int argc, char **argv, gen_opts *o, ws_err *err) {
         return ws_fail(err, WS_EINVAL, "--size: '%s' is not WxH", v);
       o->p.width = w;
       o->p.height = h;
-    } else if (!strcmp(f, "--frames")) { WS_TRY(num(f, v, 1, 100001, &x, err)); o->p.frames = (int)x; }
-    else if (!strcmp(f, "--steps")) { WS_TRY(num(f, v, 1, 1000, &x, err)); o->p.steps = (int)x; }
-    else if (!strcmp(f, "--fps")) { WS_TRY(num(f, v, 1, 120, &x, err)); o->p.fps = (int)x; }
-    else if (!strcmp(f, "--seed")) { WS_TRY(num(f, v, -1, 9.2e18, &x, err)); o->p.seed = (int64_t)x; }
-    else if (!strcmp(f, "--shift")) { WS_TRY(num(f, v, 1e-6, 100, &x, err)); o->p.shift = x; }
-    else if (!strcmp(f, "--boundary")) { WS_TRY(num(f, v, 1e-6, 1, &x, err)); o->p.boundary = x; }
-    else if (!strcmp(f, "--guide-high")) { WS_TRY(num(f, v, 0, 100, &x, err)); o->p.guide_high = (float)x; }
-    else if (!strcmp(f, "--guide-low")) { WS_TRY(num(f, v, 0, 100, &x, err)); o->p.guide_low = (float)x; }
-    else if (!strcmp(f, "--deadline-ms")) { WS_TRY(num(f, v, 0, 8.64e7, &x, err)); o->deadline_ms = (int64_t)x; }
-    else return ws_fail(err, WS_EINVAL, "unknown flag '%s'", f);
+    } else if (!strcmp(f, "--frames")) {
+      WS_TRY(num(f, v, 1, 100001, &x, err));
+      o->p.frames = (int)x;
+    } else if (!strcmp(f, "--steps")) {
+      WS_TRY(num(f, v, 1, 1000, &x, err));
+      o->p.steps = (int)x;
+    } else if (!strcmp(f, "--fps")) {
+      WS_TRY(num(f, v, 1, 120, &x, err));
+      o->p.fps = (int)x;
+    } else if (!strcmp(f, "--seed")) {
+      WS_TRY(num(f, v, -1, 9.2e18, &x, err));
+      o->p.seed = (int64_t)x;
+    } else if (!strcmp(f, "--shift")) {
+      WS_TRY(num(f, v, 1e-6, 100, &x, err));
+      o->p.shift = x;
+    } else if (!strcmp(f, "--boundary")) {
+      WS_TRY(num(f, v, 1e-6, 1, &x, err));
+      o->p.boundary = x;
+    } else if (!strcmp(f, "--guide-high")) {
+      WS_TRY(num(f, v, 0, 100, &x, err));
+      o->p.guide_high = (float)x;
+    } else if (!strcmp(f, "--guide-low")) {
+      WS_TRY(num(f, v, 0, 100, &x, err));
+      o->p.guide_low = (float)x;
+    } else if (!strcmp(f, "--deadline-ms")) {
+      WS_TRY(num(f, v, 0, 8.64e7, &x, err));
+      o->deadline_ms = (int64_t)x;
+    } else
+      return ws_fail(err, WS_EINVAL, "unknown flag '%s'", f);
   }
   if (!o->prompt) return ws_fail(err, WS_EINVAL, "--prompt is required");
-  if (o->p.task == GP_I2V && !o->image_path) return ws_fail(err, WS_EINVAL, "--image is required for i2v");
+  if (o->p.task == GP_I2V && !o->image_path)
+    return ws_fail(err, WS_EINVAL, "--image is required for i2v");
   if (o->local && !o->model) return ws_fail(err, WS_EINVAL, "--local needs --model DIR");
   o->p.has_image = o->image_path != NULL;
   return WS_OK;
@@ -123,7 +162,8 @@ void progress_step(progress *pr, int step, int total, int timestep, const char *
   if (pr->tty) {
     char bar[31];
     int fill = total ? 30 * step / total : 0;
-    for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '.';
+    for (int i = 0; i < 30; i++)
+      bar[i] = i < fill ? '#' : '.';
     bar[30] = 0;
     fprintf(stderr, "\r[%s] step %d/%d t=%-4d %-11s %-24.24s %-4s ETA %5.1fs ", bar, step, total,
             timestep, role, replica, version, eta);

@@ -192,9 +192,11 @@ static int run_case(const char *dir, ws_backend *be, int implemented_only) {
   if (st_open(path, &inputs, &err) < 0) goto fail;
   snprintf(path, sizeof path, "%s/expected.safetensors", dir);
   if (st_open(path, &expected, &err) < 0) goto fail;
-  golden_ctx ctx = {.dir = dir, .case_json = cj,
+  golden_ctx ctx = {.dir = dir,
+                    .case_json = cj,
                     .params = cJSON_GetObjectItemCaseSensitive(cj, "params"),
-                    .inputs = inputs, .be = be};
+                    .inputs = inputs,
+                    .be = be};
   if (fn(&ctx, &out, &err) < 0) goto fail;
   const cJSON *cmp = cJSON_GetObjectItemCaseSensitive(cj, "compare");
   const cJSON *e;
@@ -265,7 +267,8 @@ int golden_main(int argc, char **argv) {
       ndirs++;
   }
   if (!ndirs) {
-    fprintf(stderr, "usage: wanctl check-golden [--backend cpu|cuda] [--implemented-only] DIR...\n");
+    fprintf(stderr,
+            "usage: wanctl check-golden [--backend cpu|cuda] [--implemented-only] DIR...\n");
     return 2;
   }
   ws_backend *be = NULL;

@@ -36,11 +36,20 @@ int golden_run_dit(const golden_ctx *c, golden_out *out, ws_err *err) {
   const float *ctxp = ctx.data;
   int ctx_len = (int)ctx.shape[0];
   tap_ctx tc = {out, WS_OK, err};
-  dit_inputs in = {.batch = 1, .frames = (int)x.shape[1], .height = (int)x.shape[2],
-                   .width = (int)x.shape[3], .x = x.data, .cx = (int)x.shape[0],
-                   .y = y.data, .cy = y.data ? (int)y.shape[0] : 0, .timesteps = t.data,
-                   .contexts = &ctxp, .ctx_len = &ctx_len, .ctx_dim = (int)ctx.shape[1],
-                   .tap = collect, .tap_ud = &tc};
+  dit_inputs in = {.batch = 1,
+                   .frames = (int)x.shape[1],
+                   .height = (int)x.shape[2],
+                   .width = (int)x.shape[3],
+                   .x = x.data,
+                   .cx = (int)x.shape[0],
+                   .y = y.data,
+                   .cy = y.data ? (int)y.shape[0] : 0,
+                   .timesteps = t.data,
+                   .contexts = &ctxp,
+                   .ctx_len = &ctx_len,
+                   .ctx_dim = (int)ctx.shape[1],
+                   .tap = collect,
+                   .tap_ud = &tc};
   const dit_config *cfg = dit_get_config(m);
   int64_t oshape[4] = {cfg->out_dim, x.shape[1], x.shape[2], x.shape[3]};
   res = malloc(sizeof(float) * (size_t)ws_shape_numel(oshape, 4));

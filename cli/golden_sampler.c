@@ -61,14 +61,22 @@ int golden_run_sampler_moe(const golden_ctx *c, golden_out *out, ws_err *err) {
     goto done;
   }
   if ((rc = sampler_init(&s, kind, N, shift, noise.data, r.n, err)) < 0) goto done;
-  moe_params p = {.boundary = boundary, .guide_high = (float)gh, .guide_low = (float)gl,
-                  .frames = (int)noise.shape[1], .height = (int)noise.shape[2],
-                  .width = (int)noise.shape[3], .context = ctx.data, .ctx_len = (int)ctx.shape[0],
-                  .context_null = ctxn.data, .null_len = (int)ctxn.shape[0],
-                  .ctx_dim = (int)ctx.shape[1], .on_step = on_step, .ud = &r};
+  moe_params p = {.boundary = boundary,
+                  .guide_high = (float)gh,
+                  .guide_low = (float)gl,
+                  .frames = (int)noise.shape[1],
+                  .height = (int)noise.shape[2],
+                  .width = (int)noise.shape[3],
+                  .context = ctx.data,
+                  .ctx_len = (int)ctx.shape[0],
+                  .context_null = ctxn.data,
+                  .null_len = (int)ctxn.shape[0],
+                  .ctx_dim = (int)ctx.shape[1],
+                  .on_step = on_step,
+                  .ud = &r};
   if ((rc = moe_run(hi, lo, &s, &p, err)) < 0) goto done;
-  int64_t sN[1] = {N}, sN1[1] = {N + 1}, sl[5] = {N, noise.shape[0], noise.shape[1],
-                                                   noise.shape[2], noise.shape[3]};
+  int64_t sN[1] = {N}, sN1[1] = {N + 1},
+          sl[5] = {N, noise.shape[0], noise.shape[1], noise.shape[2], noise.shape[3]};
   ws_tensor ex;
   ws_tensor_view(&ex, WS_I32, sN, 1, r.expert);
   if ((rc = golden_out_put_f32(out, "latent", s.latent, noise.shape, 4, err)) < 0 ||

@@ -7,7 +7,6 @@
 #include "models/t5.h"
 #include "models/tokenizer.h"
 
-
 /* Copies a 1-D or 2-D I32/U8 input into an owned buffer (inputs may be unaligned). */
 static int input_bytes(const golden_ctx *c, const char *name, ws_dtype want, ws_tensor *view,
                        void **copy, ws_err *err) {

@@ -18,8 +18,11 @@ int tiny_main(int argc, char **argv) {
   uint64_t seed = 1;
   int i2v = 0, dim = 0, layers = 0, heads = 0, ffn = 0;
   for (int i = 0; i < argc; i++) {
-    int *dst = !strcmp(argv[i], "--dim") ? &dim : !strcmp(argv[i], "--layers") ? &layers
-               : !strcmp(argv[i], "--heads") ? &heads : !strcmp(argv[i], "--ffn") ? &ffn : NULL;
+    int *dst = !strcmp(argv[i], "--dim")      ? &dim
+               : !strcmp(argv[i], "--layers") ? &layers
+               : !strcmp(argv[i], "--heads")  ? &heads
+               : !strcmp(argv[i], "--ffn")    ? &ffn
+                                              : NULL;
     if (dst && i + 1 < argc) {
       *dst = atoi(argv[++i]);
       if (*dst <= 0 || *dst > 65536) {
@@ -58,7 +61,7 @@ int tiny_main(int argc, char **argv) {
     fprintf(stderr, "make-tiny-model: %s\n", err.msg);
     return 1;
   }
-  printf("wrote tiny %s model (seed %llu) to %s\n", i2v ? "i2v" : "t2v",
-         (unsigned long long)seed, dir);
+  printf("wrote tiny %s model (seed %llu) to %s\n", i2v ? "i2v" : "t2v", (unsigned long long)seed,
+         dir);
   return 0;
 }

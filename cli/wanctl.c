@@ -6,17 +6,16 @@
 #include "cli/wanctl.h"
 
 static void usage(FILE *fp) {
-  fprintf(fp,
-          "usage: wanctl <command> [args]\n"
-          "  check-golden [--backend cpu|cuda] [--implemented-only] DIR...\n"
-          "                     run reference cases (a case folder or a folder of cases)\n"
-          "  make-tiny-model DIR [--seed N] [--i2v]\n"
-          "                     write a deterministic tiny random Wan2.2 checkpoint\n"
-          "  generate [--local --model DIR | --router ADDR] --prompt TEXT [options]\n"
-          "                     generate a video (see wanctl generate --help)\n"
-          "  status [--etcd ENDPOINTS]   instances per role (version, address, load)\n"
-          "  rollout set ROLE --canary V --percent P [--stable V] [--mode split|shadow]\n"
-          "  rollout clear ROLE         roll back to stable\n");
+  fprintf(fp, "usage: wanctl <command> [args]\n"
+              "  check-golden [--backend cpu|cuda] [--implemented-only] DIR...\n"
+              "                     run reference cases (a case folder or a folder of cases)\n"
+              "  make-tiny-model DIR [--seed N] [--i2v]\n"
+              "                     write a deterministic tiny random Wan2.2 checkpoint\n"
+              "  generate [--local --model DIR | --router ADDR] --prompt TEXT [options]\n"
+              "                     generate a video (see wanctl generate --help)\n"
+              "  status [--etcd ENDPOINTS]   instances per role (version, address, load)\n"
+              "  rollout set ROLE --canary V --percent P [--stable V] [--mode split|shadow]\n"
+              "  rollout clear ROLE         roll back to stable\n");
 }
 
 int main(int argc, char **argv) {

@@ -53,9 +53,9 @@ struct ws_backend {
   int (*rope)(const ws_backend *be, float *x, int64_t B, int64_t L, int64_t N, int64_t d,
               const float *cos_t, const float *sin_t, ws_err *err);
   /* out[B,Lq,N,d] = softmax(q k^T * scale) v, non-causal, no mask; k, v are [B, Lk, N, d]. */
-  int (*attention)(const ws_backend *be, const float *q, const float *k, const float *v,
-                   float *out, int64_t B, int64_t Lq, int64_t Lk, int64_t N, int64_t d,
-                   float scale, ws_err *err);
+  int (*attention)(const ws_backend *be, const float *q, const float *k, const float *v, float *out,
+                   int64_t B, int64_t Lq, int64_t Lk, int64_t N, int64_t d, float scale,
+                   ws_err *err);
   /* elementwise over n floats; y may == x. */
   int (*gelu_tanh)(const ws_backend *be, const float *x, int64_t n, float *y, ws_err *err);
   int (*silu)(const ws_backend *be, const float *x, int64_t n, float *y, ws_err *err);

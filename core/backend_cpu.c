@@ -38,7 +38,8 @@ static float *widen_bf16(const void *w, int64_t n) {
   if (!f) return NULL;
   const uint16_t *h = w;
 #pragma omp parallel for
-  for (int64_t i = 0; i < n; i++) f[i] = ws_bf16_to_f32(h[i]);
+  for (int64_t i = 0; i < n; i++)
+    f[i] = ws_bf16_to_f32(h[i]);
   return f;
 }
 
@@ -59,7 +60,8 @@ static int cpu_linear(const ws_backend *be, const float *x, int64_t M, int64_t K
   if (bias) {
 #pragma omp parallel for
     for (int64_t i = 0; i < M; i++)
-      for (int64_t j = 0; j < N; j++) y[i * N + j] += bias[j];
+      for (int64_t j = 0; j < N; j++)
+        y[i * N + j] += bias[j];
   }
   free(tmp);
   return WS_OK;
@@ -68,7 +70,8 @@ static int cpu_linear(const ws_backend *be, const float *x, int64_t M, int64_t K
 /* Mean and 1/sqrt(var+eps) of one row, accumulated in double (the reference is float64). */
 static void row_stats(const float *x, int64_t D, float eps, double *mean, double *rstd) {
   double s = 0, ss = 0;
-  for (int64_t i = 0; i < D; i++) s += x[i];
+  for (int64_t i = 0; i < D; i++)
+    s += x[i];
   double m = s / (double)D;
   for (int64_t i = 0; i < D; i++) {
     double d = x[i] - m;
@@ -113,7 +116,8 @@ static int cpu_rmsnorm(const ws_backend *be, const float *x, int64_t rows, int64
 #pragma omp parallel for
   for (int64_t r = 0; r < rows; r++) {
     double ss = 0;
-    for (int64_t i = 0; i < D; i++) ss += (double)x[r * D + i] * x[r * D + i];
+    for (int64_t i = 0; i < D; i++)
+      ss += (double)x[r * D + i] * x[r * D + i];
     float rs = (float)(1.0 / sqrt(ss / (double)D + eps));
     for (int64_t i = 0; i < D; i++)
       y[r * D + i] = x[r * D + i] * rs * (weight ? weight[i] : 1.0f);
@@ -162,14 +166,16 @@ static int cpu_attention(const ws_backend *be, const float *q, const float *k, c
                 (int)ld, kp, (int)ld, 0.0f, S, (int)Lk);
     for (int64_t i = 0; i < nq; i++) {
       float *row = S + i * Lk, mx = row[0];
-      for (int64_t t = 1; t < Lk; t++) mx = row[t] > mx ? row[t] : mx;
+      for (int64_t t = 1; t < Lk; t++)
+        mx = row[t] > mx ? row[t] : mx;
       double sum = 0;
       for (int64_t t = 0; t < Lk; t++) {
         row[t] = expf(row[t] - mx);
         sum += row[t];
       }
       float inv = (float)(1.0 / sum);
-      for (int64_t t = 0; t < Lk; t++) row[t] *= inv;
+      for (int64_t t = 0; t < Lk; t++)
+        row[t] *= inv;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nq, (int)d, (int)Lk, 1.0f, S,
                 (int)Lk, vp, (int)ld, 0.0f, op, (int)ld);
@@ -190,14 +196,16 @@ static int cpu_gelu_tanh(const ws_backend *be, const float *x, int64_t n, float 
 
 static int cpu_silu(const ws_backend *be, const float *x, int64_t n, float *y, ws_err *err) {
 #pragma omp parallel for
-  for (int64_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
+  for (int64_t i = 0; i < n; i++)
+    y[i] = x[i] / (1.0f + expf(-x[i]));
   return WS_OK;
 }
 
 static int cpu_add(const ws_backend *be, const float *a, const float *b, int64_t n, float *y,
                    ws_err *err) {
 #pragma omp parallel for
-  for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+  for (int64_t i = 0; i < n; i++)
+    y[i] = a[i] + b[i];
   return WS_OK;
 }
 
@@ -206,7 +214,8 @@ static int cpu_gated_add(const ws_backend *be, float *x, const float *y, const f
 #pragma omp parallel for
   for (int64_t r = 0; r < B * L; r++) {
     const float *g = gate ? gate + (r / L) * gate_stride : NULL;
-    for (int64_t i = 0; i < D; i++) x[r * D + i] += y[r * D + i] * (g ? g[i] : 1.0f);
+    for (int64_t i = 0; i < D; i++)
+      x[r * D + i] += y[r * D + i] * (g ? g[i] : 1.0f);
   }
   return WS_OK;
 }

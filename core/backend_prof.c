@@ -5,8 +5,9 @@
 #include <time.h>
 
 enum { P_LINEAR, P_LAYERNORM, P_LNMOD, P_RMS, P_ROPE, P_ATTN, P_GELU, P_SILU, P_ADD, P_GATED, P_N };
-static const char *const k_names[P_N] = {"linear", "layernorm", "ln_modulate", "rmsnorm", "rope",
-                                         "attention", "gelu_tanh", "silu", "add", "gated_add"};
+static const char *const k_names[P_N] = {"linear", "layernorm", "ln_modulate", "rmsnorm",
+                                         "rope",   "attention", "gelu_tanh",   "silu",
+                                         "add",    "gated_add"};
 
 typedef struct prof_ctx {
   ws_backend *inner;
@@ -55,8 +56,8 @@ static int p_ln(const ws_backend *be, const float *x, int64_t r, int64_t D, floa
                 const float *g, const float *b, float *y, ws_err *err) {
   TIMED(be, P_LAYERNORM, INNER(be)->layernorm(INNER(be), x, r, D, eps, g, b, y, err));
 }
-static int p_lnmod(const ws_backend *be, const float *x, int64_t B, int64_t L, int64_t D,
-                   float eps, const float *sh, const float *sc, int64_t st, float *y, ws_err *err) {
+static int p_lnmod(const ws_backend *be, const float *x, int64_t B, int64_t L, int64_t D, float eps,
+                   const float *sh, const float *sc, int64_t st, float *y, ws_err *err) {
   TIMED(be, P_LNMOD, INNER(be)->ln_modulate(INNER(be), x, B, L, D, eps, sh, sc, st, y, err));
 }
 static int p_rms(const ws_backend *be, const float *x, int64_t r, int64_t D, float eps,
@@ -68,8 +69,7 @@ static int p_rope(const ws_backend *be, float *x, int64_t B, int64_t L, int64_t 
   TIMED(be, P_ROPE, INNER(be)->rope(INNER(be), x, B, L, N, d, c, s, err));
 }
 static int p_attn(const ws_backend *be, const float *q, const float *k, const float *v, float *o,
-                  int64_t B, int64_t Lq, int64_t Lk, int64_t N, int64_t d, float sc,
-                  ws_err *err) {
+                  int64_t B, int64_t Lq, int64_t Lk, int64_t N, int64_t d, float sc, ws_err *err) {
   TIMED(be, P_ATTN, INNER(be)->attention(INNER(be), q, k, v, o, B, Lq, Lk, N, d, sc, err));
 }
 static int p_gelu(const ws_backend *be, const float *x, int64_t n, float *y, ws_err *err) {
@@ -143,7 +143,8 @@ void ws_backend_prof_report(const ws_backend *prof, FILE *fp) {
   const prof_ctx *pc = prof->ctx;
   double total = ws_backend_prof_seconds(prof, NULL);
   int order[P_N];
-  for (int i = 0; i < P_N; i++) order[i] = i;
+  for (int i = 0; i < P_N; i++)
+    order[i] = i;
   for (int i = 0; i < P_N; i++)
     for (int j = i + 1; j < P_N; j++)
       if (pc->sec[order[j]] > pc->sec[order[i]]) {

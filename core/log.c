@@ -37,5 +37,9 @@ void ws_log(int level, const char *fmt, ...) {
   struct tm tm;
   gmtime_r(&ts.tv_sec, &tm);
   fprintf(stderr, "%02d:%02d:%02d.%03ld %-5s %s\n", tm.tm_hour, tm.tm_min, tm.tm_sec,
-          ts.tv_nsec / 1000000, names[level < 0 ? 0 : level > 3 ? 3 : level], msg);
+          ts.tv_nsec / 1000000,
+          names[level < 0   ? 0
+                : level > 3 ? 3
+                            : level],
+          msg);
 }

@@ -79,11 +79,10 @@ static int parse_entry(const st_file *f, const cJSON *e, st_info *info, ws_err *
   uint64_t want = (uint64_t)ws_shape_numel(info->shape, nd) * ws_dtype_size(info->dtype);
   if (info->end - info->begin != want) {
     char sb[96];
-    return ws_fail(err, WS_EFORMAT,
-                   "%s: tensor '%s' shape %s %s needs %llu bytes but data_offsets span %llu",
-                   f->path, name, ws_shape_str(info->shape, nd, sb, sizeof sb),
-                   ws_dtype_name(info->dtype), (unsigned long long)want,
-                   (unsigned long long)(info->end - info->begin));
+    return ws_fail(
+        err, WS_EFORMAT, "%s: tensor '%s' shape %s %s needs %llu bytes but data_offsets span %llu",
+        f->path, name, ws_shape_str(info->shape, nd, sb, sizeof sb), ws_dtype_name(info->dtype),
+        (unsigned long long)want, (unsigned long long)(info->end - info->begin));
   }
   if (info->end > f->data_len)
     return ws_fail(err, WS_EFORMAT,
@@ -176,7 +175,8 @@ int st_open(const char *path, st_file **out, ws_err *err) {
     goto fail;
   }
   uint64_t hlen = 0;
-  for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | f->map[i];
+  for (int i = 7; i >= 0; i--)
+    hlen = (hlen << 8) | f->map[i];
   if (hlen > f->map_len - 8 || hlen > ST_MAX_HEADER) {
     rc = ws_fail(err, WS_EFORMAT, "%s: header length %llu exceeds the file (%zu bytes)", path,
                  (unsigned long long)hlen, f->map_len);
@@ -198,7 +198,8 @@ fail:
 void st_close(st_file *f) {
   if (!f) return;
   if (f->map) munmap(f->map, f->map_len);
-  for (int i = 0; i < f->n; i++) free(f->infos[i].name);
+  for (int i = 0; i < f->n; i++)
+    free(f->infos[i].name);
   free(f->infos);
   free(f->path);
   free(f);
@@ -241,7 +242,8 @@ int st_write(const char *path, int n, const char *const *names, const ws_tensor 
     cJSON *sh = cJSON_AddArrayToObject(e, "shape");
     cJSON *of = cJSON_AddArrayToObject(e, "data_offsets");
     cJSON_AddStringToObject(e, "dtype", ws_dtype_name(t->dtype));
-    for (int d = 0; d < t->ndim; d++) cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t->shape[d]));
+    for (int d = 0; d < t->ndim; d++)
+      cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t->shape[d]));
     uint64_t nb = ws_tensor_nbytes(t);
     cJSON_AddItemToArray(of, cJSON_CreateNumber((double)off));
     cJSON_AddItemToArray(of, cJSON_CreateNumber((double)(off + nb)));
@@ -259,9 +261,11 @@ int st_write(const char *path, int n, const char *const *names, const ws_tensor 
     goto out;
   }
   uint8_t hl[8];
-  for (int i = 0; i < 8; i++) hl[i] = (uint8_t)((uint64_t)padded >> (8 * i));
+  for (int i = 0; i < 8; i++)
+    hl[i] = (uint8_t)((uint64_t)padded >> (8 * i));
   int ok = fwrite(hl, 1, 8, fp) == 8 && fwrite(json, 1, jl, fp) == jl;
-  for (size_t i = jl; ok && i < padded; i++) ok = fputc(' ', fp) != EOF;
+  for (size_t i = jl; ok && i < padded; i++)
+    ok = fputc(' ', fp) != EOF;
   for (int i = 0; ok && i < n; i++) {
     size_t nb = ws_tensor_nbytes(tensors[i]);
     ok = !nb || fwrite(tensors[i]->data, 1, nb, fp) == nb;
@@ -301,7 +305,8 @@ static int set_add_file(st_set *s, const char *path, ws_err *err) {
 
 static int set_index(st_set *s, ws_err *err) {
   int total = 0;
-  for (int i = 0; i < s->nfiles; i++) total += st_count(s->files[i]);
+  for (int i = 0; i < s->nfiles; i++)
+    total += st_count(s->files[i]);
   s->infos = calloc((size_t)(total ? total : 1), sizeof *s->infos);
   s->owner = calloc((size_t)(total ? total : 1), sizeof *s->owner);
   if (!s->infos || !s->owner) return ws_fail(err, WS_ENOMEM, "out of memory");
@@ -430,7 +435,8 @@ int st_set_open_dir(const char *dir, st_set **out, ws_err *err) {
 
 void st_set_close(st_set *s) {
   if (!s) return;
-  for (int i = 0; i < s->nfiles; i++) st_close(s->files[i]);
+  for (int i = 0; i < s->nfiles; i++)
+    st_close(s->files[i]);
   free(s->files);
   free(s->infos);
   free(s->owner);

@@ -28,7 +28,8 @@ int ws_dtype_parse(const char *s) {
 
 int64_t ws_shape_numel(const int64_t *shape, int ndim) {
   int64_t n = 1;
-  for (int i = 0; i < ndim; i++) n *= shape[i];
+  for (int i = 0; i < ndim; i++)
+    n *= shape[i];
   return n;
 }
 
@@ -44,7 +45,8 @@ int ws_shape_check(const int64_t *shape, int ndim, ws_dtype dt, ws_err *err) {
   if ((unsigned)dt >= WS_DTYPE_COUNT) return ws_fail(err, WS_EINVAL, "unknown dtype %d", dt);
   uint64_t n = ws_dtype_size(dt);
   for (int i = 0; i < ndim; i++) {
-    if (shape[i] < 0) return ws_fail(err, WS_EINVAL, "negative dimension %lld", (long long)shape[i]);
+    if (shape[i] < 0)
+      return ws_fail(err, WS_EINVAL, "negative dimension %lld", (long long)shape[i]);
     if (shape[i] && n > (UINT64_MAX >> 2) / (uint64_t)shape[i])
       return ws_fail(err, WS_ERANGE, "tensor size overflows");
     n *= (uint64_t)shape[i];
@@ -195,7 +197,8 @@ int ws_convert_to_f32(float *dst, const void *src, ws_dtype dt, size_t n, ws_err
     }
     break;
   case WS_U8:
-    for (size_t i = 0; i < n; i++) dst[i] = ((const uint8_t *)src)[i];
+    for (size_t i = 0; i < n; i++)
+      dst[i] = ((const uint8_t *)src)[i];
     break;
   default: return ws_fail(err, WS_EINVAL, "cannot convert dtype %d to F32", dt);
   }

@@ -25,8 +25,8 @@ typedef struct ws_tensor {
   int ndim;
   int64_t shape[WS_MAX_DIMS];
   void *data;
-  int owned;                     /* 1: data freed by ws_tensor_free through be (or free()) */
-  const struct ws_backend *be;   /* where data lives; NULL = host */
+  int owned;                   /* 1: data freed by ws_tensor_free through be (or free()) */
+  const struct ws_backend *be; /* where data lives; NULL = host */
 } ws_tensor;
 
 size_t ws_dtype_size(ws_dtype dt);

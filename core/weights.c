@@ -9,7 +9,7 @@
 
 struct wt_source {
   char *path;
-  st_set *st; /* safetensors (single, sharded or directory) */
+  st_set *st;    /* safetensors (single, sharded or directory) */
   pth_file *pth; /* PyTorch zip checkpoint (.pth); exactly one of st/pth is set */
 };
 
@@ -83,7 +83,8 @@ int wt_get_f32_shape(const wt_source *w, const char *name, const int64_t *shape,
   if (in->ndim != ndim || memcmp(in->shape, shape, sizeof(int64_t) * (size_t)ndim)) {
     char a[96], b[96];
     return ws_fail(err, WS_EFORMAT, "%s: weight '%s' has shape %s, expected %s", w->path, name,
-                   ws_shape_str(in->shape, in->ndim, a, sizeof a), ws_shape_str(shape, ndim, b, sizeof b));
+                   ws_shape_str(in->shape, in->ndim, a, sizeof a),
+                   ws_shape_str(shape, ndim, b, sizeof b));
   }
   return wt_get_f32(w, name, out, err);
 }

@@ -97,26 +97,36 @@ static int load_vec(dit_model *m, const wt_source *w, const char *name, int64_t 
 
 static int load_block(dit_model *m, const wt_source *w, int i, int bf, dit_block *b, ws_err *err) {
   int64_t D = m->cfg.dim, F = m->cfg.ffn_dim;
+  const struct {
+    lin *l;
+    const char *name;
+    int64_t n, k;
+  } lins[] = {{&b->sq, "self_attn.q", D, D},  {&b->sk, "self_attn.k", D, D},
+              {&b->sv, "self_attn.v", D, D},  {&b->so, "self_attn.o", D, D},
+              {&b->cq, "cross_attn.q", D, D}, {&b->ck, "cross_attn.k", D, D},
+              {&b->cv, "cross_attn.v", D, D}, {&b->co, "cross_attn.o", D, D},
+              {&b->f0, "ffn.0", F, D},        {&b->f2, "ffn.2", D, F}};
+  const struct {
+    ws_tensor *t;
+    const char *name;
+  } vecs[] = {{&b->s_nq, "self_attn.norm_q.weight"},
+              {&b->s_nk, "self_attn.norm_k.weight"},
+              {&b->c_nq, "cross_attn.norm_q.weight"},
+              {&b->c_nk, "cross_attn.norm_k.weight"},
+              {&b->n3w, "norm3.weight"},
+              {&b->n3b, "norm3.bias"}};
   char p[128];
-#define BL(field, suffix, N, K)                                                                    \
-  snprintf(p, sizeof p, "blocks.%d.%s", i, suffix);                                                \
-  WS_TRY(load_lin(m, w, p, N, K, bf, &b->field, err));
-#define BV(field, suffix)                                                                          \
-  snprintf(p, sizeof p, "blocks.%d.%s", i, suffix);                                                \
-  WS_TRY(load_vec(m, w, p, D, &b->field, err));
-  BL(sq, "self_attn.q", D, D) BL(sk, "self_attn.k", D, D) BL(sv, "self_attn.v", D, D)
-  BL(so, "self_attn.o", D, D) BL(cq, "cross_attn.q", D, D) BL(ck, "cross_attn.k", D, D)
-  BL(cv, "cross_attn.v", D, D) BL(co, "cross_attn.o", D, D) BL(f0, "ffn.0", F, D)
-  BL(f2, "ffn.2", D, F)
-  BV(s_nq, "self_attn.norm_q.weight") BV(s_nk, "self_attn.norm_k.weight")
-  BV(c_nq, "cross_attn.norm_q.weight") BV(c_nk, "cross_attn.norm_k.weight")
-  BV(n3w, "norm3.weight") BV(n3b, "norm3.bias")
-#undef BL
-#undef BV
+  for (size_t j = 0; j < sizeof lins / sizeof lins[0]; j++) {
+    snprintf(p, sizeof p, "blocks.%d.%s", i, lins[j].name);
+    WS_TRY(load_lin(m, w, p, lins[j].n, lins[j].k, bf, lins[j].l, err));
+  }
+  for (size_t j = 0; j < sizeof vecs / sizeof vecs[0]; j++) {
+    snprintf(p, sizeof p, "blocks.%d.%s", i, vecs[j].name);
+    WS_TRY(load_vec(m, w, p, D, vecs[j].t, err));
+  }
   int64_t ms[3] = {1, 6, D};
   snprintf(p, sizeof p, "blocks.%d.modulation", i);
-  WS_TRY(load_tensor(m, w, p, ms, 3, 0, &b->modulation, err));
-  return WS_OK;
+  return load_tensor(m, w, p, ms, 3, 0, &b->modulation, err);
 }
 
 static int load_all(dit_model *m, const wt_source *w, int bf, ws_err *err) {
@@ -146,7 +156,8 @@ static int load_all(dit_model *m, const wt_source *w, int bf, ws_err *err) {
   WS_TRY(load_tensor(m, w, "head.modulation", hs, 3, 0, &m->head_mod, err));
   m->blocks = calloc((size_t)c->num_layers, sizeof *m->blocks);
   if (!m->blocks) return ws_fail(err, WS_ENOMEM, "out of memory");
-  for (int i = 0; i < c->num_layers; i++) WS_TRY(load_block(m, w, i, bf, &m->blocks[i], err));
+  for (int i = 0; i < c->num_layers; i++)
+    WS_TRY(load_block(m, w, i, bf, &m->blocks[i], err));
   return WS_OK;
 }
 
@@ -178,7 +189,7 @@ static void lin_free(lin *l) {
 }
 
 void dit_ws_release(dit_model *m) {
-  float **bufs[] = {&m->ws.x, &m->ws.a, &m->ws.q, &m->ws.k, &m->ws.v, &m->ws.o,
+  float **bufs[] = {&m->ws.x, &m->ws.a,   &m->ws.q,  &m->ws.k,  &m->ws.v,       &m->ws.o,
                     &m->ws.h, &m->ws.ctx, &m->ws.ck, &m->ws.cv, &m->ws.tmp_ctx, &m->ws.tb};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
     if (*bufs[i]) m->be->free_mem(m->be, *bufs[i]);
@@ -196,13 +207,16 @@ void dit_free(dit_model *m) {
     for (int i = 0; i < m->cfg.num_layers; i++) {
       dit_block *b = &m->blocks[i];
       lin *ls[] = {&b->sq, &b->sk, &b->sv, &b->so, &b->cq, &b->ck, &b->cv, &b->co, &b->f0, &b->f2};
-      for (size_t j = 0; j < sizeof ls / sizeof ls[0]; j++) lin_free(ls[j]);
+      for (size_t j = 0; j < sizeof ls / sizeof ls[0]; j++)
+        lin_free(ls[j]);
       ws_tensor *ts[] = {&b->modulation, &b->s_nq, &b->s_nk, &b->c_nq, &b->c_nk, &b->n3w, &b->n3b};
-      for (size_t j = 0; j < sizeof ts / sizeof ts[0]; j++) ws_tensor_free(ts[j]);
+      for (size_t j = 0; j < sizeof ts / sizeof ts[0]; j++)
+        ws_tensor_free(ts[j]);
     }
   free(m->blocks);
   lin *gl[] = {&m->patch, &m->te0, &m->te2, &m->tx0, &m->tx2, &m->tproj, &m->head};
-  for (size_t j = 0; j < sizeof gl / sizeof gl[0]; j++) lin_free(gl[j]);
+  for (size_t j = 0; j < sizeof gl / sizeof gl[0]; j++)
+    lin_free(gl[j]);
   ws_tensor_free(&m->head_mod);
   if (m->be) {
     dit_ws_release(m);
@@ -229,8 +243,9 @@ int dit_check_inputs(const dit_model *m, const dit_inputs *in, ws_err *err) {
     return ws_fail(err, WS_EINVAL, "latent size F=%d H=%d W=%d is empty", in->frames, in->height,
                    in->width);
   if (in->height % 2 || in->width % 2)
-    return ws_fail(err, WS_EINVAL, "latent height %d and width %d must be divisible by the patch (2)",
-                   in->height, in->width);
+    return ws_fail(err, WS_EINVAL,
+                   "latent height %d and width %d must be divisible by the patch (2)", in->height,
+                   in->width);
   if (in->frames > 1024 || in->height / 2 > 1024 || in->width / 2 > 1024)
     return ws_fail(err, WS_EINVAL, "latent grid exceeds the RoPE table (1024 positions per axis)");
   if (!in->x) return ws_fail(err, WS_EINVAL, "latent x is missing");
@@ -260,4 +275,3 @@ int dit_check_inputs(const dit_model *m, const dit_inputs *in, ws_err *err) {
   }
   return WS_OK;
 }
-

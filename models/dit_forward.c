@@ -21,10 +21,17 @@ static int ws_ensure(dit_model *m, int64_t B, int64_t rows, int64_t ctx_rows, ws
     float **p;
     int64_t n;
   } want[] = {
-      {&w->x, rows * D},  {&w->a, rows * D},     {&w->q, rows * D},
-      {&w->k, rows * D},  {&w->v, rows * D},     {&w->o, rows * D},
-      {&w->h, rows * hcols}, {&w->ctx, ctx_rows * D}, {&w->ck, ctx_rows * D},
-      {&w->cv, ctx_rows * D}, {&w->tmp_ctx, ctx_rows * max64(D, m->text_dim)},
+      {&w->x, rows * D},
+      {&w->a, rows * D},
+      {&w->q, rows * D},
+      {&w->k, rows * D},
+      {&w->v, rows * D},
+      {&w->o, rows * D},
+      {&w->h, rows * hcols},
+      {&w->ctx, ctx_rows * D},
+      {&w->ck, ctx_rows * D},
+      {&w->cv, ctx_rows * D},
+      {&w->tmp_ctx, ctx_rows * max64(D, m->text_dim)},
       {&w->tb, B * (c->freq_dim + 18 * D)},
   };
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
@@ -122,15 +129,16 @@ static int tap(const dit_model *m, const dit_inputs *in, const char *name, const
   if (!hbuf) return ws_fail(err, WS_ENOMEM, "tap: out of memory");
   int rc = m->be->to_host(m->be, hbuf, p, sizeof(float) * n, err);
   int64_t shape[2] = {rows, cols};
-  if (rc == WS_OK) in->tap(in->tap_ud, name, hbuf, rows == 1 ? shape + 1 : shape, rows == 1 ? 1 : 2);
+  if (rc == WS_OK)
+    in->tap(in->tap_ud, name, hbuf, rows == 1 ? shape + 1 : shape, rows == 1 ? 1 : 2);
   free(hbuf);
   return rc;
 }
 
 static int lin_apply(const dit_model *m, const float *x, int64_t M, const lin *l, float *y,
                      ws_err *err) {
-  return m->be->linear(m->be, x, M, l->w.shape[1], l->w.data, l->w.dtype, l->w.shape[0],
-                       l->b.data, y, err);
+  return m->be->linear(m->be, x, M, l->w.shape[1], l->w.data, l->w.dtype, l->w.shape[0], l->b.data,
+                       y, err);
 }
 
 /* Time path: e [B, D] (time_embedding output) and e0 [B, 6D] (time_projection), once per
@@ -178,8 +186,8 @@ static int text_path(dit_model *m, const dit_inputs *in, ws_err *err) {
   return tap(m, in, "context_embed", m->ws.ctx, T, c->dim, err);
 }
 
-static int block_forward(dit_model *m, const dit_block *bl, int64_t B, int64_t L,
-                         const float *e0, float *mb, ws_err *err) {
+static int block_forward(dit_model *m, const dit_block *bl, int64_t B, int64_t L, const float *e0,
+                         float *mb, ws_err *err) {
   const dit_config *c = &m->cfg;
   ws_backend *be = m->be;
   workspace *w = &m->ws;

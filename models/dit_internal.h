@@ -19,12 +19,12 @@ typedef struct dit_block {
  * reused across calls, so a serving loop allocates nothing once warm. */
 typedef struct workspace {
   int64_t rows, ctx_rows, batch; /* capacities: B*L, B*text_len, B */
-  float *x, *a, *q, *k, *v, *o; /* [rows, D] */
-  float *h;                     /* [rows, max(ffn_dim, 4*in_dim, 4*out_dim)] */
-  float *ctx, *ck, *cv;         /* [ctx_rows, D] */
-  float *tmp_ctx;               /* [ctx_rows, max(D, text_dim)] */
-  float *tb;                    /* per-sample time vectors: [batch, freq_dim + 18*D] */
-  float *host;                  /* host staging for patchify/context/unpatchify */
+  float *x, *a, *q, *k, *v, *o;  /* [rows, D] */
+  float *h;                      /* [rows, max(ffn_dim, 4*in_dim, 4*out_dim)] */
+  float *ctx, *ck, *cv;          /* [ctx_rows, D] */
+  float *tmp_ctx;                /* [ctx_rows, max(D, text_dim)] */
+  float *tb;                     /* per-sample time vectors: [batch, freq_dim + 18*D] */
+  float *host;                   /* host staging for patchify/context/unpatchify */
   size_t host_n;
 } workspace;
 

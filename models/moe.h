@@ -19,15 +19,15 @@ typedef struct moe_step_info {
 typedef void (*moe_step_fn)(void *ud, const moe_step_info *info);
 
 typedef struct moe_params {
-  double boundary;               /* e.g. 0.875 (T2V), 0.900 (I2V) */
-  float guide_high, guide_low;   /* per-expert guide scales */
-  int frames, height, width;     /* latent F, H, W */
-  const float *context;          /* [ctx_len, text_dim] prompt */
+  double boundary;             /* e.g. 0.875 (T2V), 0.900 (I2V) */
+  float guide_high, guide_low; /* per-expert guide scales */
+  int frames, height, width;   /* latent F, H, W */
+  const float *context;        /* [ctx_len, text_dim] prompt */
   int ctx_len;
-  const float *context_null;     /* [null_len, text_dim] negative prompt */
+  const float *context_null; /* [null_len, text_dim] negative prompt */
   int null_len;
   int ctx_dim;
-  const float *y;                /* i2v condition [in_dim-16, F, H, W] or NULL */
+  const float *y; /* i2v condition [in_dim-16, F, H, W] or NULL */
   int cy;
   moe_step_fn on_step;
   void *ud;

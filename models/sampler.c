@@ -5,10 +5,14 @@
 #include <string.h>
 
 int sampler_kind_parse(const char *s, sampler_kind *out, ws_err *err) {
-  if (!strcmp(s, "unipc")) *out = SAMPLER_UNIPC;
-  else if (!strcmp(s, "dpm++") || !strcmp(s, "dpmpp")) *out = SAMPLER_DPMPP;
-  else if (!strcmp(s, "euler")) *out = SAMPLER_EULER;
-  else return ws_fail(err, WS_EINVAL, "unknown solver '%s' (unipc, dpm++ or euler)", s);
+  if (!strcmp(s, "unipc"))
+    *out = SAMPLER_UNIPC;
+  else if (!strcmp(s, "dpm++") || !strcmp(s, "dpmpp"))
+    *out = SAMPLER_DPMPP;
+  else if (!strcmp(s, "euler"))
+    *out = SAMPLER_EULER;
+  else
+    return ws_fail(err, WS_EINVAL, "unknown solver '%s' (unipc, dpm++ or euler)", s);
   return WS_OK;
 }
 
@@ -18,9 +22,9 @@ const char *sampler_kind_name(sampler_kind k) {
 
 int sampler_schedule(sampler_kind kind, int steps, double shift, float *sigmas, int *timesteps,
                      ws_err *err) {
-  if (steps < 1 || steps > 1000)
-    return ws_fail(err, WS_EINVAL, "steps %d outside 1..1000", steps);
-  if (!(shift > 0 && shift <= 1000)) return ws_fail(err, WS_EINVAL, "shift %g outside (0, 1000]", shift);
+  if (steps < 1 || steps > 1000) return ws_fail(err, WS_EINVAL, "steps %d outside 1..1000", steps);
+  if (!(shift > 0 && shift <= 1000))
+    return ws_fail(err, WS_EINVAL, "shift %g outside (0, 1000]", shift);
   /* numpy linspace: start + k * ((stop - start) / N) */
   double start = kind == SAMPLER_DPMPP ? 1.0 : (double)0.999f;
   double stepw = (0.0 - start) / steps;
@@ -74,7 +78,8 @@ void sampler_free(sampler_state *s) {
 }
 
 void sampler_cfg(const float *cond, const float *uncond, float g, int64_t n, float *out) {
-  for (int64_t i = 0; i < n; i++) out[i] = uncond[i] + g * (cond[i] - uncond[i]);
+  for (int64_t i = 0; i < n; i++)
+    out[i] = uncond[i] + g * (cond[i] - uncond[i]);
 }
 
 /* lambda = ln(alpha) - ln(sigma) with alpha = 1 - sigma; +inf at sigma 0, -inf at sigma 1. */
@@ -135,7 +140,8 @@ static int unipc_step(sampler_state *s, const float *v) {
   float *mbuf = s->mnew;
   int i = s->step;
   double sig = s->sigmas[i];
-  for (int64_t k = 0; k < s->n; k++) mbuf[k] = (float)((double)s->latent[k] - sig * v[k]);
+  for (int64_t k = 0; k < s->n; k++)
+    mbuf[k] = (float)((double)s->latent[k] - sig * v[k]);
   if (i > 0) unipc_correct(s, mbuf, i);
   push_history(s);
   int order = s->steps - i < 2 ? s->steps - i : 2; /* lower_order_final */
@@ -151,7 +157,8 @@ static int dpmpp_step(sampler_state *s, const float *v) {
   float *mbuf = s->mnew;
   int i = s->step;
   double sig = s->sigmas[i], sn = s->sigmas[i + 1], alpha_n = 1.0 - sn;
-  for (int64_t k = 0; k < s->n; k++) mbuf[k] = (float)((double)s->latent[k] - sig * v[k]);
+  for (int64_t k = 0; k < s->n; k++)
+    mbuf[k] = (float)((double)s->latent[k] - sig * v[k]);
   push_history(s);
   int last = i == s->steps - 1;
   int second = !last && s->lower_order_nums >= 1;
@@ -175,7 +182,8 @@ int sampler_step(sampler_state *s, const float *v, ws_err *err) {
   int rc = WS_OK;
   if (s->kind == SAMPLER_EULER) {
     double ds = (double)s->sigmas[s->step + 1] - s->sigmas[s->step];
-    for (int64_t k = 0; k < s->n; k++) s->latent[k] = (float)(s->latent[k] + ds * v[k]);
+    for (int64_t k = 0; k < s->n; k++)
+      s->latent[k] = (float)(s->latent[k] + ds * v[k]);
   } else {
     rc = s->kind == SAMPLER_UNIPC ? unipc_step(s, v) : dpmpp_step(s, v);
   }

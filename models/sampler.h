@@ -23,16 +23,16 @@ typedef enum { SAMPLER_UNIPC = 0, SAMPLER_DPMPP, SAMPLER_EULER } sampler_kind;
 
 typedef struct sampler_state {
   sampler_kind kind;
-  int steps;       /* N */
-  int step;        /* index of the next step, 0..N (N = done) */
+  int steps; /* N */
+  int step;  /* index of the next step, 0..N (N = done) */
   double shift;
-  float *sigmas;   /* [N+1], float32 values, last = 0 */
-  int *timesteps;  /* [N] integer model timesteps */
-  int64_t n;       /* latent element count */
-  float *latent;   /* current sample (model input of the next step) */
-  float *m1, *m2;  /* data predictions of the previous two steps */
-  float *mnew;     /* scratch for the current step's prediction */
-  float *last;     /* UniPC: the corrected sample of the previous step */
+  float *sigmas;  /* [N+1], float32 values, last = 0 */
+  int *timesteps; /* [N] integer model timesteps */
+  int64_t n;      /* latent element count */
+  float *latent;  /* current sample (model input of the next step) */
+  float *m1, *m2; /* data predictions of the previous two steps */
+  float *mnew;    /* scratch for the current step's prediction */
+  float *last;    /* UniPC: the corrected sample of the previous step */
   int this_order, lower_order_nums, history;
 } sampler_state;
 

@@ -12,7 +12,7 @@
 #include "models/tokenizer.h"
 
 /* out: owned F32 [n, dim] (ws_tensor_free). */
-int te_encode(const tok_model *tok, const t5_model *t5, int text_len, const char *prompt,
-              size_t n, ws_tensor *out, ws_err *err);
+int te_encode(const tok_model *tok, const t5_model *t5, int text_len, const char *prompt, size_t n,
+              ws_tensor *out, ws_err *err);
 
 #endif

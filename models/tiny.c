@@ -67,8 +67,7 @@ static int write_config(const char *dir, const dit_config *c, ws_err *err) {
   return fclose(fp) == 0 ? WS_OK : ws_fail(err, WS_EIO, "cannot write %s", p);
 }
 
-int tiny_write_dit(const char *dir, const dit_config *c, int text_dim, uint64_t seed,
-                   ws_err *err) {
+int tiny_write_dit(const char *dir, const dit_config *c, int text_dim, uint64_t seed, ws_err *err) {
   WS_TRY(tiny_mkdirs(dir, err));
   WS_TRY(write_config(dir, c, err));
   tw_list l = {.seed = seed};
@@ -85,7 +84,7 @@ int tiny_write_dit(const char *dir, const dit_config *c, int text_dim, uint64_t 
   T(add_lin(&l, "time_embedding.2", D, D, err));
   T(add_lin(&l, "time_projection.1", 6 * D, D, err));
   for (int i = 0; i < c->num_layers; i++) {
-    const char *lins[] = {"self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
+    const char *lins[] = {"self_attn.q",  "self_attn.k",  "self_attn.v",  "self_attn.o",
                           "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o"};
     snprintf(p, sizeof p, "blocks.%d.modulation", i);
     T(tw_add(&l, p, m6, 3, 0, 0.1f, err));

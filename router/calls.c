@@ -171,8 +171,8 @@ static int denoise_on(gen *g, const reg_instance *in, const float *x, float t, f
     ws_tensor pv;
     rc = codec_tensor_from_pb(resp->prediction, "prediction", 0, &pv, err);
     if (rc == WS_OK && (pv.dtype != WS_F32 || !ws_shape_eq(&pv, shape, 4)))
-      rc = ws_fail(err, WS_EINTERNAL, "replica %s answered a prediction of the wrong shape",
-                   in->id);
+      rc =
+          ws_fail(err, WS_EINTERNAL, "replica %s answered a prediction of the wrong shape", in->id);
     if (rc == WS_OK) memcpy(pred, pv.data, ws_tensor_nbytes(&pv));
     protobuf_c_message_free_unpacked(m, NULL);
     return rc;

@@ -25,8 +25,8 @@ typedef struct gen {
   const char *prompt, *negative;
   const uint8_t *image;
   size_t image_len;
-  ws_tensor ctx, neg, y; /* owned host copies */
-  char version[2][64];   /* chosen version per role: [0] high, [1] low */
+  ws_tensor ctx, neg, y;        /* owned host copies */
+  char version[2][64];          /* chosen version per role: [0] high, [1] low */
   char sent[GEN_MAX_SENT][128]; /* replicas that hold this request's contexts */
   int nsent;
   double t0_ms, deadline_ms; /* monotonic ms; deadline 0 = none */

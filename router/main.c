@@ -35,8 +35,8 @@ static int extra_flag(void *user, int argc, char **argv, int i, ws_err *err) {
     char *end;
     long v = strtol(argv[i + 1], &end, 10);
     if (*end || v < ints[k].lo || v > ints[k].hi)
-      return ws_fail(err, WS_EINVAL, "%s: '%s' outside %d..%d", argv[i], argv[i + 1],
-                     ints[k].lo, ints[k].hi);
+      return ws_fail(err, WS_EINVAL, "%s: '%s' outside %d..%d", argv[i], argv[i + 1], ints[k].lo,
+                     ints[k].hi);
     *ints[k].dst = (int)v;
     return 2;
   }
@@ -71,7 +71,9 @@ int main(int argc, char **argv) {
   if (rc == WS_OK) rc = rpc_client_create(&co, &client, &err);
   if (rc == WS_OK) rc = router_create(&f.ro, view, pl, client, &r, &err);
   int inflight = f.ro.max_inflight > 0 ? f.ro.max_inflight : 16;
-  rpc_server_opts so = {.addr = o.listen, .workers = inflight, .queue_max = f.max_queued,
+  rpc_server_opts so = {.addr = o.listen,
+                        .workers = inflight,
+                        .queue_max = f.max_queued,
                         .max_recv_bytes = o.max_recv_mb << 20};
   if (rc == WS_OK) rc = rpc_server_create(&so, &server, &err);
   if (rc == WS_OK) rc = router_register(r, server, &err);

@@ -44,7 +44,8 @@ void pool_free(pool *p) {
 
 uint32_t pool_hash(const char *s) {
   uint32_t h = 2166136261u;
-  for (; *s; s++) h = (h ^ (uint8_t)*s) * 16777619u;
+  for (; *s; s++)
+    h = (h ^ (uint8_t)*s) * 16777619u;
   return h;
 }
 
@@ -78,8 +79,8 @@ static int excluded(const char *id, const char *const *ex, int nx) {
   return 0;
 }
 
-int pool_acquire(pool *p, const char *role, const char *version, const char *const *exclude,
-                 int nx, int wait_ms, reg_instance *out, ws_err *err) {
+int pool_acquire(pool *p, const char *role, const char *version, const char *const *exclude, int nx,
+                 int wait_ms, reg_instance *out, ws_err *err) {
   struct timespec t0;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   for (;;) {
@@ -138,7 +139,8 @@ static int live_count(pool *p, const char *role, const char *version) {
   size_t ni = 0, live = 0;
   ws_err err = {0};
   if (reg_watch_instances(p->view, role, &all, &ni, &err) == WS_OK)
-    for (size_t i = 0; i < ni; i++) live += !strcmp(all[i].version, version);
+    for (size_t i = 0; i < ni; i++)
+      live += !strcmp(all[i].version, version);
   free(all);
   return (int)live;
 }
@@ -153,8 +155,7 @@ static stable_mem *stable_slot(pool *p, const char *role) {
   return &p->stable[7];
 }
 
-void pool_choose_version(pool *p, const char *role, const char *request_id, char *out,
-                         size_t n) {
+void pool_choose_version(pool *p, const char *role, const char *request_id, char *out, size_t n) {
   reg_rollout r;
   ws_err err = {0};
   out[0] = 0;

@@ -28,7 +28,9 @@ static int send_chunk(gen *g, const uint8_t *data, size_t len, ws_err *err) {
 static int params_from_request(const Wanserve__V1__GenerateRequest *q, const router_opts *o,
                                gen_params *p, ws_err *err) {
   memset(p, 0, sizeof *p);
-  p->task = q->task == WANSERVE__V1__TASK__T2V ? GP_T2V : q->task == WANSERVE__V1__TASK__I2V ? GP_I2V : 0;
+  p->task = q->task == WANSERVE__V1__TASK__T2V   ? GP_T2V
+            : q->task == WANSERVE__V1__TASK__I2V ? GP_I2V
+                                                 : 0;
   p->width = q->width;
   p->height = q->height;
   p->frames = q->frames;
@@ -78,8 +80,8 @@ static int run_steps(gen *g, sampler_state *s, ws_err *err) {
     int t = sampler_timestep(s), high = sampler_use_high(t, g->p.boundary);
     const char *role = high ? "expert-high" : "expert-low";
     step_result sr = {0};
-    rc = gen_denoise(g, role, s->latent, (float)t, high ? g->p.guide_high : g->p.guide_low,
-                     pred, &sr, err);
+    rc = gen_denoise(g, role, s->latent, (float)t, high ? g->p.guide_high : g->p.guide_low, pred,
+                     &sr, err);
     if (rc == WS_OK) rc = sampler_step(s, pred, err);
     if (rc < 0) break;
     Wanserve__V1__Progress pr = WANSERVE__V1__PROGRESS__INIT;
@@ -126,7 +128,8 @@ static int generate_inner(gen *g, const Wanserve__V1__GenerateRequest *q, ws_err
   float *noise = malloc(sizeof(float) * (size_t)gp_latent_numel(&g->p));
   if (!noise) return ws_fail(err, WS_ENOMEM, "out of memory");
   gp_noise(&g->p, noise);
-  int rc = sampler_init(&s, g->p.solver, g->p.steps, g->p.shift, noise, gp_latent_numel(&g->p), err);
+  int rc =
+      sampler_init(&s, g->p.solver, g->p.steps, g->p.shift, noise, gp_latent_numel(&g->p), err);
   free(noise);
   if (rc < 0) return rc;
   rc = run_steps(g, &s, err);
@@ -193,8 +196,8 @@ static int generate(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws
   return rc;
 }
 
-int router_create(const router_opts *o, reg_watch *view, pool *p, rpc_client *client,
-                  router **out, ws_err *err) {
+int router_create(const router_opts *o, reg_watch *view, pool *p, rpc_client *client, router **out,
+                  ws_err *err) {
   router *r = calloc(1, sizeof *r);
   if (!r) return ws_fail(err, WS_ENOMEM, "out of memory");
   r->o = *o;

@@ -18,19 +18,19 @@
 #include "router/pool.h"
 
 typedef struct router_opts {
-  int max_inflight;      /* requests running at once (default 16) */
-  int step_timeout_ms;   /* one Denoise call (default 120000) */
-  int max_attempts;      /* Denoise calls per step before failing (default 4) */
-  int replica_wait_ms;   /* wait for a replica of a role to appear (default 5000) */
+  int max_inflight;    /* requests running at once (default 16) */
+  int step_timeout_ms; /* one Denoise call (default 120000) */
+  int max_attempts;    /* Denoise calls per step before failing (default 4) */
+  int replica_wait_ms; /* wait for a replica of a role to appear (default 5000) */
   int max_width, max_height, max_frames, max_steps; /* limits (1280, 1280, 241, 200) */
-  int model_text_len;    /* unused by the router; informational */
+  int model_text_len;                               /* unused by the router; informational */
 } router_opts;
 
 typedef struct router router;
 
 /* view, pool and client are borrowed and must outlive the router. */
-int router_create(const router_opts *o, reg_watch *view, pool *p, rpc_client *client,
-                  router **out, ws_err *err);
+int router_create(const router_opts *o, reg_watch *view, pool *p, rpc_client *client, router **out,
+                  ws_err *err);
 int router_register(router *r, rpc_server *s, ws_err *err);
 void router_free(router *r);
 

@@ -100,21 +100,22 @@ static grpc_channel *get_channel(rpc_client *c, const char *target, ws_err *err)
     }
   grpc_arg args[6];
   int na = 0;
-  args[na++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-                          {.integer = c->o.max_recv_bytes}};
+  args[na++] = (grpc_arg){
+      GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = c->o.max_recv_bytes}};
   /* Short reconnect backoff: after an etcd or replica restart we want to be back within about a
    * second, not gRPC's default of up to two minutes. GRPC_ARG_MIN_RECONNECT_BACKOFF_MS is left
    * alone on purpose: core uses it as the connect timeout (default 20 s), and a small value
    * makes every attempt to a peer that is slow to send its HTTP/2 SETTINGS (etcd while it
    * starts) time out, forever. */
-  args[na++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, {.integer = 100}};
-  args[na++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
-                          {.integer = c->o.reconnect_max_ms}};
+  args[na++] =
+      (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, {.integer = 100}};
+  args[na++] = (grpc_arg){
+      GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, {.integer = c->o.reconnect_max_ms}};
   /* A private subchannel pool: each rpc_client reconnects on its own schedule. */
   args[na++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, {.integer = 1}};
   if (c->o.keepalive_time_ms > 0) {
-    args[na++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIME_MS,
-                            {.integer = c->o.keepalive_time_ms}};
+    args[na++] = (grpc_arg){
+        GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIME_MS, {.integer = c->o.keepalive_time_ms}};
     args[na++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, {.integer = 5000}};
   }
   grpc_channel_args ca = {(size_t)na, args};
@@ -141,8 +142,7 @@ static grpc_channel *get_channel(rpc_client *c, const char *target, ws_err *err)
 
 static gpr_timespec deadline_of(int64_t timeout_ms) {
   if (timeout_ms <= 0) return gpr_inf_future(GPR_CLOCK_REALTIME);
-  return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                      gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+  return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
 }
 
 static grpc_metadata *make_md(const rpc_call_opts *o, size_t *n) {
@@ -185,8 +185,8 @@ static int unpack(const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb, con
   size_t n = GRPC_SLICE_LENGTH(all);
   *out = protobuf_c_message_unpack(d, NULL, n, GRPC_SLICE_START_PTR(all));
   grpc_slice_unref(all);
-  if (!*out) return ws_fail(err, WS_EFORMAT, "%s: reply is not a valid %s (%zu bytes)", method,
-                            d->name, n);
+  if (!*out)
+    return ws_fail(err, WS_EFORMAT, "%s: reply is not a valid %s (%zu bytes)", method, d->name, n);
   return 0;
 }
 
@@ -212,8 +212,7 @@ static int status_result(const char *method, grpc_status_code code, grpc_slice d
     snprintf(st->msg, sizeof st->msg, "%s", d);
   }
   if (code == GRPC_STATUS_OK) return 0;
-  return ws_fail(err, codec_ws_from_status(code), "%s: %s: %s", method, codec_status_name(code),
-                 d);
+  return ws_fail(err, codec_ws_from_status(code), "%s: %s: %s", method, codec_status_name(code), d);
 }
 
 /* Plucks `tag`, waking every 50 ms to honour *cancel. */
@@ -221,10 +220,10 @@ static grpc_event pluck_cancellable(grpc_completion_queue *cq, grpc_call *call, 
                                     const volatile int *cancel) {
   int cancelled = 0;
   for (;;) {
-    gpr_timespec until = (cancel && !cancelled)
-                             ? gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                            gpr_time_from_millis(50, GPR_TIMESPAN))
-                             : gpr_inf_future(GPR_CLOCK_REALTIME);
+    gpr_timespec until =
+        (cancel && !cancelled)
+            ? gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(50, GPR_TIMESPAN))
+            : gpr_inf_future(GPR_CLOCK_REALTIME);
     grpc_event ev = grpc_completion_queue_pluck(cq, tag, until, NULL);
     if (ev.type != GRPC_QUEUE_TIMEOUT) return ev;
     if (cancel && *cancel && !cancelled) {
@@ -236,8 +235,7 @@ static grpc_event pluck_cancellable(grpc_completion_queue *cq, grpc_call *call, 
 
 int rpc_client_unary(rpc_client *c, const char *target, const char *method,
                      const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
-                     ProtobufCMessage **resp, const rpc_call_opts *o, rpc_status *st,
-                     ws_err *err) {
+                     ProtobufCMessage **resp, const rpc_call_opts *o, rpc_status *st, ws_err *err) {
   *resp = NULL;
   grpc_channel *ch = get_channel(c, target, err);
   if (!ch) return err ? err->code : WS_EINTERNAL;
@@ -287,8 +285,10 @@ int rpc_client_unary(rpc_client *c, const char *target, const char *method,
     pluck_cancellable(cq, call, &tag_unary, o ? o->cancel : NULL);
     rc = status_result(method, code, details, error_string, st, err);
     if (rc == 0) {
-      if (!recv) rc = ws_fail(err, WS_EFORMAT, "%s: OK status without a reply", method);
-      else rc = unpack(resp_desc, recv, method, resp, err);
+      if (!recv)
+        rc = ws_fail(err, WS_EFORMAT, "%s: OK status without a reply", method);
+      else
+        rc = unpack(resp_desc, recv, method, resp, err);
     }
   }
   if (recv) grpc_byte_buffer_destroy(recv);
@@ -345,8 +345,7 @@ static int run_batch(rpc_stream *s, grpc_op *ops, size_t n, void *tag, ws_err *e
   return ev.success ? 1 : 0;
 }
 
-static int open_common(rpc_stream *s, const ProtobufCMessage *req, rpc_stream **out,
-                       ws_err *err) {
+static int open_common(rpc_stream *s, const ProtobufCMessage *req, rpc_stream **out, ws_err *err) {
   grpc_op ops[3];
   memset(ops, 0, sizeof ops);
   size_t n = 0;
@@ -392,8 +391,8 @@ int rpc_client_bidi_open(rpc_client *c, const char *target, const char *method,
   return open_common(s, NULL, out, err);
 }
 
-int rpc_stream_recv(rpc_stream *s, const ProtobufCMessageDescriptor *desc,
-                    ProtobufCMessage **msg, int timeout_ms, ws_err *err) {
+int rpc_stream_recv(rpc_stream *s, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **msg,
+                    int timeout_ms, ws_err *err) {
   *msg = NULL;
   if (s->ended) return 1;
   if (!s->recv_pending) {
@@ -413,9 +412,10 @@ int rpc_stream_recv(rpc_stream *s, const ProtobufCMessageDescriptor *desc,
     s->got_init_md = 1;
     s->recv_pending = 1;
   }
-  gpr_timespec until = timeout_ms < 0 ? gpr_inf_future(GPR_CLOCK_REALTIME)
-                                      : gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                                     gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+  gpr_timespec until = timeout_ms < 0
+                           ? gpr_inf_future(GPR_CLOCK_REALTIME)
+                           : gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                          gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
   grpc_event ev = grpc_completion_queue_pluck(s->cq, &s->tag_recv, until, NULL);
   if (ev.type == GRPC_QUEUE_TIMEOUT)
     return ws_fail(err, WS_ETIMEOUT, "%s: no message within %d ms", s->method, timeout_ms);
@@ -444,8 +444,8 @@ int rpc_stream_send(rpc_stream *s, const ProtobufCMessage *msg, int timeout_ms, 
                    grpc_call_error_to_string(e));
   }
   if (timeout_ms <= 0) timeout_ms = 10000;
-  gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                    gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+  gpr_timespec until =
+      gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
   grpc_event ev = grpc_completion_queue_pluck(s->cq, &s->tag_send, until, NULL);
   int rc = 0;
   if (ev.type == GRPC_QUEUE_TIMEOUT) { /* peer not reading: give the stream up */

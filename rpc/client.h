@@ -34,15 +34,15 @@ typedef struct rpc_client rpc_client;
 typedef struct rpc_stream rpc_stream;
 
 typedef struct rpc_client_opts {
-  int max_recv_bytes;       /* default 4 MiB */
-  int keepalive_time_ms;    /* 0 = off; etcd (grpc-go) needs >= 10000 or it sends GOAWAY */
-  int reconnect_max_ms;     /* reconnect backoff cap, default 2000 */
-  const char *ca_pem;       /* non-NULL: TLS with these root certificates (PEM text) */
+  int max_recv_bytes;    /* default 4 MiB */
+  int keepalive_time_ms; /* 0 = off; etcd (grpc-go) needs >= 10000 or it sends GOAWAY */
+  int reconnect_max_ms;  /* reconnect backoff cap, default 2000 */
+  const char *ca_pem;    /* non-NULL: TLS with these root certificates (PEM text) */
 } rpc_client_opts;
 
 typedef struct rpc_status {
-  int code;       /* grpc_status_code; 0 = OK */
-  char msg[256];  /* status details from the peer (or the local library) */
+  int code;      /* grpc_status_code; 0 = OK */
+  char msg[256]; /* status details from the peer (or the local library) */
 } rpc_status;
 
 typedef struct rpc_md {
@@ -51,10 +51,10 @@ typedef struct rpc_md {
 } rpc_md;
 
 typedef struct rpc_call_opts {
-  int64_t timeout_ms;          /* 0 = no deadline */
-  const rpc_md *md;            /* request metadata, n_md entries */
+  int64_t timeout_ms; /* 0 = no deadline */
+  const rpc_md *md;   /* request metadata, n_md entries */
   size_t n_md;
-  const volatile int *cancel;  /* unary: set non-zero from another thread to abandon the call */
+  const volatile int *cancel; /* unary: set non-zero from another thread to abandon the call */
 } rpc_call_opts;
 
 /* grpc_init with wanserve's process-wide gRPC settings (a 200 ms backup poll interval so
@@ -72,8 +72,7 @@ void rpc_client_free(rpc_client *c);
  * resp_desc is WS_EFORMAT. */
 int rpc_client_unary(rpc_client *c, const char *target, const char *method,
                      const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
-                     ProtobufCMessage **resp, const rpc_call_opts *o, rpc_status *st,
-                     ws_err *err);
+                     ProtobufCMessage **resp, const rpc_call_opts *o, rpc_status *st, ws_err *err);
 
 /* Opens a server-streaming call (req sent and half-closed at once) ... */
 int rpc_client_stream_open(rpc_client *c, const char *target, const char *method,
@@ -87,8 +86,8 @@ int rpc_client_bidi_open(rpc_client *c, const char *target, const char *method,
  * Returns 0 with *msg (caller frees with protobuf_c_message_free_unpacked), 1 at the end of the
  * stream (then rpc_stream_finish gives the status), WS_ETIMEOUT when nothing came in time (the
  * receive stays pending; call again), WS_EFORMAT for a message that does not unpack. */
-int rpc_stream_recv(rpc_stream *s, const ProtobufCMessageDescriptor *desc,
-                    ProtobufCMessage **msg, int timeout_ms, ws_err *err);
+int rpc_stream_recv(rpc_stream *s, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **msg,
+                    int timeout_ms, ws_err *err);
 
 /* Bidi: sends one message, waiting up to timeout_ms (<= 0: 10 s) for flow control. */
 int rpc_stream_send(rpc_stream *s, const ProtobufCMessage *msg, int timeout_ms, ws_err *err);

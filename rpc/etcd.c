@@ -73,7 +73,8 @@ static int stopper_sleep(stopper *s, int ms) {
   }
   pthread_mutex_lock(&s->mu);
   int rc = 0;
-  while (!s->stop && rc == 0) rc = pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+  while (!s->stop && rc == 0)
+    rc = pthread_cond_timedwait(&s->cv, &s->mu, &ts);
   int v = s->stop;
   pthread_mutex_unlock(&s->mu);
   return v;
@@ -92,7 +93,8 @@ int etcd_open(const etcd_opts *o, etcd_client **out, ws_err *err) {
   int rc = 0;
   char *list = strdup(o->endpoints);
   size_t cap = 1;
-  for (const char *p = o->endpoints; *p; p++) cap += *p == ',';
+  for (const char *p = o->endpoints; *p; p++)
+    cap += *p == ',';
   c->eps = calloc(cap, sizeof *c->eps);
   if (!list || !c->eps) {
     rc = ws_fail(err, WS_ENOMEM, "etcd: out of memory");
@@ -121,8 +123,10 @@ int etcd_open(const etcd_opts *o, etcd_client **out, ws_err *err) {
   }
   /* Keepalive pings every 10 s detect a dead etcd under an idle watch; lower values get GOAWAY
    * "too_many_pings" from etcd (spec 1.7). etcd's default request limit is 1.5 MiB. */
-  rpc_client_opts ro = {.max_recv_bytes = 8 << 20, .keepalive_time_ms = 10000,
-                        .reconnect_max_ms = 1000, .ca_pem = o->ca_pem};
+  rpc_client_opts ro = {.max_recv_bytes = 8 << 20,
+                        .keepalive_time_ms = 10000,
+                        .reconnect_max_ms = 1000,
+                        .ca_pem = o->ca_pem};
   if ((rc = rpc_client_create(&ro, &c->rpc, err)) < 0) goto fail;
   free(list);
   *out = c;
@@ -136,7 +140,8 @@ fail:
 void etcd_close(etcd_client *c) {
   if (!c) return;
   rpc_client_free(c->rpc);
-  for (int i = 0; i < c->n_eps; i++) free(c->eps[i]);
+  for (int i = 0; i < c->n_eps; i++)
+    free(c->eps[i]);
   free(c->eps);
   free(c->user);
   free(c->password);
@@ -145,7 +150,9 @@ void etcd_close(etcd_client *c) {
 }
 
 static int ep_index(etcd_client *c) { return atomic_load(&c->cur); }
-static const char *ep_at(etcd_client *c, int idx) { return c->eps[(unsigned)idx % (unsigned)c->n_eps]; }
+static const char *ep_at(etcd_client *c, int idx) {
+  return c->eps[(unsigned)idx % (unsigned)c->n_eps];
+}
 /* Moves to the next endpoint unless another thread already did. */
 static void ep_rotate(etcd_client *c, int seen) {
   if (c->n_eps > 1) atomic_compare_exchange_strong(&c->cur, &seen, seen + 1);
@@ -296,8 +303,10 @@ int etcd_range(etcd_client *c, const char *key, int prefix, etcd_kvs *out, ws_er
     out->kv = calloc(rs->n_kvs, sizeof *out->kv);
     if (!out->kv) rc = ws_fail(err, WS_ENOMEM, "etcd: out of memory");
     for (size_t i = 0; rc == 0 && i < rs->n_kvs; i++) {
-      if (copy_kv(rs->kvs[i], &out->kv[i]) < 0) rc = ws_fail(err, WS_ENOMEM, "etcd: out of memory");
-      else out->n++;
+      if (copy_kv(rs->kvs[i], &out->kv[i]) < 0)
+        rc = ws_fail(err, WS_ENOMEM, "etcd: out of memory");
+      else
+        out->n++;
     }
   }
   protobuf_c_message_free_unpacked(m, NULL);
@@ -350,8 +359,8 @@ int etcd_delete(etcd_client *c, const char *key, int prefix, int64_t *deleted, w
   return 0;
 }
 
-int etcd_cas(etcd_client *c, const char *key, int64_t expect_mod_rev, const void *value,
-             size_t len, int64_t lease, int *swapped, ws_err *err) {
+int etcd_cas(etcd_client *c, const char *key, int64_t expect_mod_rev, const void *value, size_t len,
+             int64_t lease, int *swapped, ws_err *err) {
   Etcdserverpb__Compare cmp = ETCDSERVERPB__COMPARE__INIT;
   cmp.key = bin(key, strlen(key));
   cmp.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
@@ -415,8 +424,8 @@ int etcd_lease_ttl(etcd_client *c, int64_t id, int64_t *ttl, ws_err *err) {
   Etcdserverpb__LeaseTimeToLiveRequest rq = ETCDSERVERPB__LEASE_TIME_TO_LIVE_REQUEST__INIT;
   rq.id = id;
   ProtobufCMessage *m = NULL;
-  WS_TRY(ecall(c, M_TTL, &rq.base, &etcdserverpb__lease_time_to_live_response__descriptor, &m,
-               err));
+  WS_TRY(
+      ecall(c, M_TTL, &rq.base, &etcdserverpb__lease_time_to_live_response__descriptor, &m, err));
   *ttl = ((Etcdserverpb__LeaseTimeToLiveResponse *)m)->ttl;
   protobuf_c_message_free_unpacked(m, NULL);
   return 0;
@@ -571,12 +580,15 @@ static int watch_handle(etcd_watch *w, const Etcdserverpb__WatchResponse *rs, in
   if (rs->compact_revision > 0) {
     WS_WARN("etcd watch %s: revision %lld compacted (now %lld); re-syncing", w->key,
             (long long)w->next_rev, (long long)rs->compact_revision);
-    if (w->cbs.on_snapshot) *need_snap = 1;
-    else w->next_rev = rs->compact_revision;
+    if (w->cbs.on_snapshot)
+      *need_snap = 1;
+    else
+      w->next_rev = rs->compact_revision;
     return 1;
   }
   if (rs->canceled) {
-    WS_WARN("etcd watch %s cancelled by etcd: %s", w->key, rs->cancel_reason ? rs->cancel_reason : "");
+    WS_WARN("etcd watch %s cancelled by etcd: %s", w->key,
+            rs->cancel_reason ? rs->cancel_reason : "");
     return 1;
   }
   for (size_t i = 0; i < rs->n_events; i++) {
@@ -584,9 +596,8 @@ static int watch_handle(etcd_watch *w, const Etcdserverpb__WatchResponse *rs, in
     if (!e->kv) continue;
     etcd_kv kv;
     if (copy_kv(e->kv, &kv) < 0) continue;
-    etcd_event ev = {e->type == MVCCPB__EVENT__EVENT_TYPE__DELETE ? ETCD_EVENT_DELETE
-                                                                   : ETCD_EVENT_PUT,
-                     &kv};
+    etcd_event ev = {
+        e->type == MVCCPB__EVENT__EVENT_TYPE__DELETE ? ETCD_EVENT_DELETE : ETCD_EVENT_PUT, &kv};
     w->cbs.on_event(w->user, &ev);
     if (kv.mod_rev >= w->next_rev) w->next_rev = kv.mod_rev + 1;
     free(kv.key);

@@ -42,7 +42,7 @@ typedef struct etcd_opts {
   int timeout_ms;        /* per unary request; default 5000 */
   const char *user;      /* optional: authenticate as user/password */
   const char *password;
-  const char *ca_pem;    /* optional: TLS with these PEM root certificates */
+  const char *ca_pem; /* optional: TLS with these PEM root certificates */
 } etcd_opts;
 
 typedef struct etcd_kv {
@@ -74,7 +74,8 @@ void etcd_close(etcd_client *c);
 /* Range: one key, or every key starting with `key` when prefix != 0. *out is filled (free with
  * etcd_kvs_free); a missing key is not an error (n == 0). */
 int etcd_range(etcd_client *c, const char *key, int prefix, etcd_kvs *out, ws_err *err);
-/* Convenience: one key's value into a new NUL-terminated buffer (free()); WS_ENOTFOUND if absent. */
+/* Convenience: one key's value into a new NUL-terminated buffer (free()); WS_ENOTFOUND if absent.
+ */
 int etcd_get(etcd_client *c, const char *key, char **value, size_t *len, ws_err *err);
 void etcd_kvs_free(etcd_kvs *kvs);
 
@@ -86,12 +87,11 @@ int etcd_put(etcd_client *c, const char *key, const void *value, size_t len, int
 int etcd_delete(etcd_client *c, const char *key, int prefix, int64_t *deleted, ws_err *err);
 /* Compare-and-swap: puts value iff the key's mod revision equals expect_mod_rev (0: iff the key
  * does not exist). *swapped = 1 when the put happened. */
-int etcd_cas(etcd_client *c, const char *key, int64_t expect_mod_rev, const void *value,
-             size_t len, int64_t lease, int *swapped, ws_err *err);
+int etcd_cas(etcd_client *c, const char *key, int64_t expect_mod_rev, const void *value, size_t len,
+             int64_t lease, int *swapped, ws_err *err);
 
 /* Grants a lease of ttl_s seconds (etcd's minimum is 2 s). *granted_ttl may be NULL. */
-int etcd_lease_grant(etcd_client *c, int64_t ttl_s, int64_t *id, int64_t *granted_ttl,
-                     ws_err *err);
+int etcd_lease_grant(etcd_client *c, int64_t ttl_s, int64_t *id, int64_t *granted_ttl, ws_err *err);
 /* Revokes a lease, deleting its keys. A lease that is already gone is WS_ENOTFOUND. */
 int etcd_lease_revoke(etcd_client *c, int64_t id, ws_err *err);
 /* Remaining TTL in seconds; -1 when the lease does not exist. */

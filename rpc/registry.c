@@ -50,7 +50,8 @@ static int get_str(const cJSON *o, const char *what, const char *name, int requi
     dst[0] = 0;
     return 0;
   }
-  if (!cJSON_IsString(v)) return ws_fail(err, WS_EINVAL, "%s: field \"%s\" must be a string", what, name);
+  if (!cJSON_IsString(v))
+    return ws_fail(err, WS_EINVAL, "%s: field \"%s\" must be a string", what, name);
   if (strlen(v->valuestring) >= n)
     return ws_fail(err, WS_EINVAL, "%s: field \"%s\" is longer than %zu bytes", what, name, n - 1);
   if (required && !v->valuestring[0])
@@ -106,8 +107,8 @@ int reg_instance_parse(const char *json, size_t len, reg_instance *out, ws_err *
       (rc = get_str(o, what, "role", 1, out->role, sizeof out->role, err)) < 0 ||
       (rc = get_str(o, what, "version", 0, out->version, sizeof out->version, err)) < 0 ||
       (rc = get_str(o, what, "backend", 0, out->backend, sizeof out->backend, err)) < 0 ||
-      (rc = get_str(o, what, "model_digest", 0, out->model_digest, sizeof out->model_digest,
-                    err)) < 0 ||
+      (rc = get_str(o, what, "model_digest", 0, out->model_digest, sizeof out->model_digest, err)) <
+          0 ||
       (rc = get_int(o, what, "max_batch", 0, 1 << 20, 1, &mb, err)) < 0 ||
       (rc = get_int(o, what, "started", 0, INT64_C(1) << 52, 0, &started, err)) < 0)
     goto done;
@@ -126,13 +127,16 @@ int reg_instance_parse(const char *json, size_t len, reg_instance *out, ws_err *
     const cJSON *e;
     cJSON_ArrayForEach(e, dv) {
       char one[64];
-      if (cJSON_IsNumber(e)) snprintf(one, sizeof one, "%d", e->valueint);
-      else if (cJSON_IsString(e)) snprintf(one, sizeof one, "%s", e->valuestring);
+      if (cJSON_IsNumber(e))
+        snprintf(one, sizeof one, "%d", e->valueint);
+      else if (cJSON_IsString(e))
+        snprintf(one, sizeof one, "%s", e->valuestring);
       else {
         rc = ws_fail(err, WS_EINVAL, "instance: \"devices\" entries must be numbers or strings");
         goto done;
       }
-      int k = snprintf(out->devices + used, sizeof out->devices - used, "%s%s", used ? "," : "", one);
+      int k =
+          snprintf(out->devices + used, sizeof out->devices - used, "%s%s", used ? "," : "", one);
       if (k < 0 || (size_t)k >= sizeof out->devices - used) break;
       used += (size_t)k;
     }
@@ -171,11 +175,13 @@ int reg_rollout_parse(const char *json, size_t len, reg_rollout *out, ws_err *er
       (rc = get_str(o, what, "mode", 0, mode, sizeof mode, err)) < 0)
     goto done;
   out->percent = (int)pct;
-  if (!mode[0] || !strcmp(mode, "split")) out->mode = REG_MODE_SPLIT;
-  else if (!strcmp(mode, "shadow")) out->mode = REG_MODE_SHADOW;
+  if (!mode[0] || !strcmp(mode, "split"))
+    out->mode = REG_MODE_SPLIT;
+  else if (!strcmp(mode, "shadow"))
+    out->mode = REG_MODE_SHADOW;
   else {
-    rc = ws_fail(err, WS_EINVAL, "rollout: field \"mode\" must be \"split\" or \"shadow\", got \"%s\"",
-                 mode);
+    rc = ws_fail(err, WS_EINVAL,
+                 "rollout: field \"mode\" must be \"split\" or \"shadow\", got \"%s\"", mode);
     goto done;
   }
   if (out->percent > 0 && !out->canary[0])
@@ -235,8 +241,8 @@ static int64_t on_lease_lost(void *user, int64_t lost) {
     WS_WARN("registry: re-registering %s failed (will retry): %s", r->key, err.msg);
     return 0;
   }
-  WS_INFO("registry: re-registered %s under lease %llx (was %llx)", r->key,
-          (unsigned long long)id, (unsigned long long)lost);
+  WS_INFO("registry: re-registered %s under lease %llx (was %llx)", r->key, (unsigned long long)id,
+          (unsigned long long)lost);
   return id;
 }
 
@@ -258,8 +264,7 @@ int reg_register(etcd_client *c, const reg_instance *in, int ttl_s, reg_registra
   int rc = reg_instance_to_json(&copy, &r->json, err);
   int64_t lease = 0;
   if (rc == 0) rc = put_leased(r, &lease, err);
-  if (rc == 0)
-    rc = etcd_keepalive_start(c, lease, r->ttl_s, on_lease_lost, r, &r->ka, err);
+  if (rc == 0) rc = etcd_keepalive_start(c, lease, r->ttl_s, on_lease_lost, r, &r->ka, err);
   if (rc < 0) {
     if (lease) {
       ws_err e2;
@@ -374,7 +379,8 @@ static void on_snapshot(void *user, const etcd_kvs *snap) {
   for (size_t i = 0; i < snap->n; i++)
     if (entry_make(snap->kv[i].key, snap->kv[i].value, snap->kv[i].value_len, &ne[nn]) == 0) nn++;
   pthread_mutex_lock(&w->mu);
-  for (size_t i = 0; i < w->n; i++) entry_clear(&w->e[i]);
+  for (size_t i = 0; i < w->n; i++)
+    entry_clear(&w->e[i]);
   free(w->e);
   w->e = ne;
   w->n = nn;
@@ -449,7 +455,8 @@ int reg_watch_start(etcd_client *c, reg_watch **out, ws_err *err) {
 void reg_watch_stop(reg_watch *w) {
   if (!w) return;
   etcd_watch_stop(w->w);
-  for (size_t i = 0; i < w->n; i++) entry_clear(&w->e[i]);
+  for (size_t i = 0; i < w->n; i++)
+    entry_clear(&w->e[i]);
   free(w->e);
   pthread_mutex_destroy(&w->mu);
   pthread_cond_destroy(&w->cv);
@@ -490,9 +497,12 @@ int reg_watch_rollout(reg_watch *w, const char *role, reg_rollout *out, ws_err *
   pthread_mutex_lock(&w->mu);
   ssize_t i = find_entry(w, key);
   int rc = 0;
-  if (i < 0) rc = ws_fail(err, WS_ENOTFOUND, "no rollout policy for %s", role);
-  else if (w->e[i].bad) rc = ws_fail(err, WS_EFORMAT, "%s", w->e[i].err);
-  else *out = w->e[i].ro;
+  if (i < 0)
+    rc = ws_fail(err, WS_ENOTFOUND, "no rollout policy for %s", role);
+  else if (w->e[i].bad)
+    rc = ws_fail(err, WS_EFORMAT, "%s", w->e[i].err);
+  else
+    *out = w->e[i].ro;
   pthread_mutex_unlock(&w->mu);
   return rc;
 }
@@ -519,7 +529,8 @@ int reg_watch_wait(reg_watch *w, uint64_t gen, int timeout_ms) {
   deadline_in(&ts, timeout_ms);
   pthread_mutex_lock(&w->mu);
   int rc = 0;
-  while (w->gen <= gen && rc == 0) rc = pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+  while (w->gen <= gen && rc == 0)
+    rc = pthread_cond_timedwait(&w->cv, &w->mu, &ts);
   int ok = w->gen > gen;
   pthread_mutex_unlock(&w->mu);
   return ok;
@@ -536,8 +547,8 @@ int reg_watch_connected(reg_watch *w) { return atomic_load(&w->connected); }
 
 /* ---------- NCCL rendezvous ---------- */
 
-int reg_rendezvous_put(etcd_client *c, const char *group, const void *blob, size_t n,
-                       int64_t lease, ws_err *err) {
+int reg_rendezvous_put(etcd_client *c, const char *group, const void *blob, size_t n, int64_t lease,
+                       ws_err *err) {
   char key[256];
   snprintf(key, sizeof key, REG_NCCL "%s", group);
   return etcd_put(c, key, blob, n, lease, NULL, err);
@@ -587,10 +598,12 @@ int reg_rendezvous_wait(etcd_client *c, const char *group, void *buf, size_t cap
       deadline_in(&ts, timeout_ms);
       pthread_mutex_lock(&r.mu);
       int trc = 0;
-      while (!r.val && trc == 0) trc = pthread_cond_timedwait(&r.cv, &r.mu, &ts);
+      while (!r.val && trc == 0)
+        trc = pthread_cond_timedwait(&r.cv, &r.mu, &ts);
       pthread_mutex_unlock(&r.mu);
       etcd_watch_stop(w);
-      if (!r.val) rc = ws_fail(err, WS_ETIMEOUT, "rendezvous %s: nothing within %d ms", key, timeout_ms);
+      if (!r.val)
+        rc = ws_fail(err, WS_ETIMEOUT, "rendezvous %s: nothing within %d ms", key, timeout_ms);
     }
   }
   if (rc == 0 && r.len > cap)

@@ -36,15 +36,15 @@
 #define REG_NCCL REG_ROOT "nccl/"
 
 typedef struct reg_instance {
-  char id[128];     /* from the key, not the JSON */
+  char id[128]; /* from the key, not the JSON */
   char role[32];
-  char addr[256];   /* "host:port" gRPC target */
-  char version[64]; /* model version served, e.g. "v1" */
-  char backend[32]; /* "cpu" | "cuda" */
-  char devices[128];/* e.g. "0,1" (JSON string, or an array joined with ',') */
+  char addr[256];    /* "host:port" gRPC target */
+  char version[64];  /* model version served, e.g. "v1" */
+  char backend[32];  /* "cpu" | "cuda" */
+  char devices[128]; /* e.g. "0,1" (JSON string, or an array joined with ',') */
   int max_batch;
   char model_digest[160];
-  int64_t started;  /* unix seconds */
+  int64_t started; /* unix seconds */
 } reg_instance;
 
 typedef enum { REG_MODE_SPLIT = 0, REG_MODE_SHADOW = 1 } reg_mode;
@@ -91,8 +91,7 @@ void reg_watch_stop(reg_watch *w);
 
 /* Copies the live instances of `role` (sorted by id) into a new array *out (free()); *n may be
  * 0. Served from the last view when etcd is unreachable. */
-int reg_watch_instances(reg_watch *w, const char *role, reg_instance **out, size_t *n,
-                        ws_err *err);
+int reg_watch_instances(reg_watch *w, const char *role, reg_instance **out, size_t *n, ws_err *err);
 /* The rollout policy of `role`: 0 with *out, WS_ENOTFOUND when there is none (serve stable =
  * whatever is registered), WS_EFORMAT when the stored JSON is invalid (err says why). */
 int reg_watch_rollout(reg_watch *w, const char *role, reg_rollout *out, ws_err *err);
@@ -109,8 +108,8 @@ int reg_watch_connected(reg_watch *w);
 /* NCCL rendezvous: rank 0 puts its id blob at nccl/<group> on `lease` (e.g. its registration's);
  * other ranks wait for it (Range, then Watch from that revision) up to timeout_ms. *n receives
  * the blob size; a blob larger than cap is WS_ERANGE. */
-int reg_rendezvous_put(etcd_client *c, const char *group, const void *blob, size_t n,
-                       int64_t lease, ws_err *err);
+int reg_rendezvous_put(etcd_client *c, const char *group, const void *blob, size_t n, int64_t lease,
+                       ws_err *err);
 int reg_rendezvous_wait(etcd_client *c, const char *group, void *buf, size_t cap, size_t *n,
                         int timeout_ms, ws_err *err);
 

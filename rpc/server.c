@@ -88,11 +88,11 @@ struct rpc_server {
   int shutdown_tag; /* its address is the server-shutdown tag */
   /* mu guards everything below plus the queue */
   pthread_mutex_t mu;
-  pthread_cond_t cv;      /* shutdown progress */
-  pthread_cond_t q_cv;    /* work queue */
+  pthread_cond_t cv;   /* shutdown progress */
+  pthread_cond_t q_cv; /* work queue */
   int shutdown_done;
-  int outstanding;        /* allocated call ctxs (pending requests + live calls) */
-  int live;               /* accepted, not yet freed */
+  int outstanding; /* allocated call ctxs (pending requests + live calls) */
+  int live;        /* accepted, not yet freed */
   rpc_call *q_head, *q_tail;
   int q_len, q_closed;
 };
@@ -222,7 +222,8 @@ static void *worker_main(void *arg) {
   rpc_server *s = arg;
   for (;;) {
     pthread_mutex_lock(&s->mu);
-    while (!s->q_head && !s->q_closed) pthread_cond_wait(&s->q_cv, &s->mu);
+    while (!s->q_head && !s->q_closed)
+      pthread_cond_wait(&s->q_cv, &s->mu);
     rpc_call *c = s->q_head;
     if (!c) { /* closed and drained */
       pthread_mutex_unlock(&s->mu);
@@ -244,8 +245,10 @@ static int enqueue(rpc_server *s, rpc_call *c) {
     return -1;
   }
   c->qnext = NULL;
-  if (s->q_tail) s->q_tail->qnext = c;
-  else s->q_head = c;
+  if (s->q_tail)
+    s->q_tail->qnext = c;
+  else
+    s->q_head = c;
   s->q_tail = c;
   s->q_len++;
   pthread_cond_signal(&s->q_cv);
@@ -308,7 +311,8 @@ int rpc_call_send(rpc_call *c, const ProtobufCMessage *msg, ws_err *err) {
     return ws_fail(err, WS_EINTERNAL, "%s: send batch: %s", c->path, grpc_call_error_to_string(e));
   }
   pthread_mutex_lock(&c->mu);
-  while (c->send_pending) pthread_cond_wait(&c->cv, &c->mu);
+  while (c->send_pending)
+    pthread_cond_wait(&c->cv, &c->mu);
   int ok = c->send_ok;
   pthread_mutex_unlock(&c->mu);
   grpc_byte_buffer_destroy(bb);
@@ -500,8 +504,8 @@ int rpc_server_create(const rpc_server_opts *opts, rpc_server **out, ws_err *err
   atomic_init(&s->serving, 1);
   rpc_grpc_init();
   int rc = rpc_server_add_method(s, HEALTH_PATH, RPC_UNARY,
-                                 &grpc__health__v1__health_check_request__descriptor,
-                                 health_check, s, err);
+                                 &grpc__health__v1__health_check_request__descriptor, health_check,
+                                 s, err);
   if (rc < 0) {
     rpc_server_free(s);
     return rc;
@@ -512,8 +516,8 @@ int rpc_server_create(const rpc_server_opts *opts, rpc_server **out, ws_err *err
 }
 
 int rpc_server_add_method(rpc_server *s, const char *path, rpc_kind kind,
-                          const ProtobufCMessageDescriptor *req_desc, rpc_handler_fn fn,
-                          void *user, ws_err *err) {
+                          const ProtobufCMessageDescriptor *req_desc, rpc_handler_fn fn, void *user,
+                          ws_err *err) {
   if (s->started) return ws_fail(err, WS_EINVAL, "rpc server: add_method(%s) after start", path);
   if (!path || path[0] != '/' || !strchr(path + 1, '/') || !req_desc || !fn)
     return ws_fail(err, WS_EINVAL, "rpc server: bad method registration '%s'", path ? path : "");
@@ -538,15 +542,15 @@ int rpc_server_start(rpc_server *s, int *port, ws_err *err) {
   if (s->started) return ws_fail(err, WS_EINVAL, "rpc server: already started");
   grpc_arg args[4];
   int na = 0;
-  args[na++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-                          {.integer = s->o.max_recv_bytes}};
-  args[na++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
-                          {.integer = s->o.max_send_bytes}};
+  args[na++] = (grpc_arg){
+      GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = s->o.max_recv_bytes}};
+  args[na++] = (grpc_arg){
+      GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = s->o.max_send_bytes}};
   /* Default 1 lets a second server bind the same port silently (spec 1.7). */
   args[na++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_ALLOW_REUSEPORT, {.integer = 0}};
   if (s->o.keepalive_time_ms > 0)
-    args[na++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIME_MS,
-                            {.integer = s->o.keepalive_time_ms}};
+    args[na++] = (grpc_arg){
+        GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIME_MS, {.integer = s->o.keepalive_time_ms}};
   grpc_channel_args ca = {(size_t)na, args};
   s->gsrv = grpc_server_create(&ca, NULL);
   s->cq = grpc_completion_queue_create_for_next(NULL);
@@ -577,7 +581,8 @@ int rpc_server_start(rpc_server *s, int *port, ws_err *err) {
     return ws_fail(err, WS_EINTERNAL, "rpc server: cannot start threads");
   }
   /* Several requests outstanding so a burst of calls does not serialise on re-arming. */
-  for (int i = 0; i < s->n_pollers; i++) request_next(s);
+  for (int i = 0; i < s->n_pollers; i++)
+    request_next(s);
   if (port) *port = p;
   WS_INFO("rpc server listening on %s (port %d, %d pollers, %d workers)", s->o.addr, p,
           s->n_pollers, s->n_workers);
@@ -604,7 +609,8 @@ static int wait_until(rpc_server *s, int (*cond)(rpc_server *), int timeout_ms) 
   }
   pthread_mutex_lock(&s->mu);
   int rc = 0;
-  while (!cond(s) && rc == 0) rc = pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+  while (!cond(s) && rc == 0)
+    rc = pthread_cond_timedwait(&s->cv, &s->mu, &ts);
   int ok = cond(s);
   pthread_mutex_unlock(&s->mu);
   return ok;
@@ -635,11 +641,13 @@ void rpc_server_stop(rpc_server *s, int drain_ms) {
   s->q_closed = 1;
   pthread_cond_broadcast(&s->q_cv);
   pthread_mutex_unlock(&s->mu);
-  for (int i = 0; i < s->n_workers; i++) pthread_join(s->workers[i], NULL);
+  for (int i = 0; i < s->n_workers; i++)
+    pthread_join(s->workers[i], NULL);
   grpc_server_destroy(s->gsrv);
   s->gsrv = NULL;
   grpc_completion_queue_shutdown(s->cq);
-  for (int i = 0; i < s->n_pollers; i++) pthread_join(s->pollers[i], NULL);
+  for (int i = 0; i < s->n_pollers; i++)
+    pthread_join(s->pollers[i], NULL);
   grpc_completion_queue_destroy(s->cq);
   s->cq = NULL;
 }

@@ -47,19 +47,18 @@ typedef struct rpc_call rpc_call;
 typedef enum { RPC_UNARY = 0, RPC_SERVER_STREAM = 1 } rpc_kind;
 
 typedef struct rpc_server_opts {
-  const char *addr;       /* "127.0.0.1:0" (default; 0 = any free port), "0.0.0.0:50051", "unix:/p" */
-  int pollers;            /* completion-queue threads, default 2 (>= 2 enforced: see spec 1.8) */
-  int workers;            /* handler threads, default 4 */
-  int queue_max;          /* calls waiting for a worker before RESOURCE_EXHAUSTED; default 64 */
-  int max_recv_bytes;     /* max request message, default 4 MiB */
-  int max_send_bytes;     /* max reply message, default -1 (unlimited) */
-  int keepalive_time_ms;  /* server pings; 0 = gRPC default (off) */
+  const char *addr;   /* "127.0.0.1:0" (default; 0 = any free port), "0.0.0.0:50051", "unix:/p" */
+  int pollers;        /* completion-queue threads, default 2 (>= 2 enforced: see spec 1.8) */
+  int workers;        /* handler threads, default 4 */
+  int queue_max;      /* calls waiting for a worker before RESOURCE_EXHAUSTED; default 64 */
+  int max_recv_bytes; /* max request message, default 4 MiB */
+  int max_send_bytes; /* max reply message, default -1 (unlimited) */
+  int keepalive_time_ms; /* server pings; 0 = gRPC default (off) */
 } rpc_server_opts;
 
 /* Unary and streaming handlers share one signature; see the contract above. `req` is owned by
  * the framework. `user` is the pointer given at registration. */
-typedef int (*rpc_handler_fn)(rpc_call *call, const ProtobufCMessage *req, void *user,
-                              ws_err *err);
+typedef int (*rpc_handler_fn)(rpc_call *call, const ProtobufCMessage *req, void *user, ws_err *err);
 
 /* Creates a server (not yet listening). opts NULL = defaults. *out owned by the caller,
  * released with rpc_server_free. Calls rpc_grpc_init (balanced in rpc_server_free). */
@@ -68,8 +67,8 @@ int rpc_server_create(const rpc_server_opts *opts, rpc_server **out, ws_err *err
 /* Registers `path` before rpc_server_start. `path` is copied; req_desc must be static
  * (protoc-c descriptors are). Registering a path twice is WS_EINVAL. */
 int rpc_server_add_method(rpc_server *s, const char *path, rpc_kind kind,
-                          const ProtobufCMessageDescriptor *req_desc, rpc_handler_fn fn,
-                          void *user, ws_err *err);
+                          const ProtobufCMessageDescriptor *req_desc, rpc_handler_fn fn, void *user,
+                          ws_err *err);
 
 /* Binds, starts pollers and workers. *port (may be NULL) receives the bound TCP port (for a
  * unix: address, 1). Fails with WS_EUNAVAIL when the address cannot be bound (in use). */

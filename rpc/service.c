@@ -85,7 +85,8 @@ int svc_parse(int argc, char **argv, const char *role, svc_opts *o, svc_flag_fn 
         int found = -1;
         for (int k = 0; k < 4; k++)
           if (!strcmp(v, lv[k])) found = k;
-        if (found < 0) return ws_fail(err, WS_EINVAL, "--log-level: '%s' (debug|info|warn|error)", v);
+        if (found < 0)
+          return ws_fail(err, WS_EINVAL, "--log-level: '%s' (debug|info|warn|error)", v);
         ws_log_set_level(found);
       }
       i++;

@@ -81,7 +81,8 @@ pid_t eh_spawn(char *const argv[], const char *log) {
     args[n++] = "KILL";
     args[n++] = "--";
   }
-  for (int i = 0; argv[i] && n < 63; i++) args[n++] = argv[i];
+  for (int i = 0; argv[i] && n < 63; i++)
+    args[n++] = argv[i];
   args[n] = NULL;
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
@@ -138,11 +139,18 @@ static int launch(etcd_harness *h, char *msg, size_t n) {
   snprintf(curl, sizeof curl, "http://127.0.0.1:%d", h->client_port);
   snprintf(purl, sizeof purl, "http://127.0.0.1:%d", h->peer_port);
   snprintf(cluster, sizeof cluster, "test=%s", purl);
-  char *argv[] = {"etcd", "--name", "test", "--data-dir", data, "--listen-client-urls", curl,
-                  "--advertise-client-urls", curl, "--listen-peer-urls", purl,
-                  "--initial-advertise-peer-urls", purl, "--initial-cluster", cluster,
-                  "--initial-cluster-state", "new", "--logger", "zap", "--log-outputs", "stderr",
-                  "--log-level", "warn", NULL};
+  char *argv[] = {"etcd",   "--name",
+                  "test",   "--data-dir",
+                  data,     "--listen-client-urls",
+                  curl,     "--advertise-client-urls",
+                  curl,     "--listen-peer-urls",
+                  purl,     "--initial-advertise-peer-urls",
+                  purl,     "--initial-cluster",
+                  cluster,  "--initial-cluster-state",
+                  "new",    "--logger",
+                  "zap",    "--log-outputs",
+                  "stderr", "--log-level",
+                  "warn",   NULL};
   h->pid = eh_spawn(argv, log);
   if (h->pid < 0) {
     h->pid = 0;

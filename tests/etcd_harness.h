@@ -13,10 +13,10 @@
 #include <sys/types.h>
 
 typedef struct etcd_harness {
-  pid_t pid;           /* 0 when not running */
+  pid_t pid; /* 0 when not running */
   int client_port, peer_port;
-  char dir[256];       /* temp dir: data/ and etcd.log inside */
-  char endpoint[64];   /* "127.0.0.1:<client_port>" */
+  char dir[256];     /* temp dir: data/ and etcd.log inside */
+  char endpoint[64]; /* "127.0.0.1:<client_port>" */
 } etcd_harness;
 
 /* A TCP port on 127.0.0.1 that was free a moment ago (bind :0, read, close). */

@@ -45,7 +45,8 @@ static void test_rng_reproducible_across_threads(void) {
     CHECK(memcmp(a, b, sizeof(float) * N) == 0);
   }
   double s = 0, ss = 0;
-  for (int i = 0; i < N; i++) s += a[i], ss += (double)a[i] * a[i];
+  for (int i = 0; i < N; i++)
+    s += a[i], ss += (double)a[i] * a[i];
   CHECK_NEAR(s / N, 0.0, 0.03);
   CHECK_NEAR(ss / N, 1.0, 0.03);
   ws_rng_normal(43, 0, N, b);
@@ -62,11 +63,12 @@ static const char *tmp(const char *name) {
   return buf[k];
 }
 
-static void write_raw(const char *path, const char *header, size_t declared_len,
-                      const void *data, size_t data_len) {
+static void write_raw(const char *path, const char *header, size_t declared_len, const void *data,
+                      size_t data_len) {
   FILE *fp = fopen(path, "wb");
   uint8_t hl[8];
-  for (int i = 0; i < 8; i++) hl[i] = (uint8_t)((uint64_t)declared_len >> (8 * i));
+  for (int i = 0; i < 8; i++)
+    hl[i] = (uint8_t)((uint64_t)declared_len >> (8 * i));
   fwrite(hl, 1, 8, fp);
   fwrite(header, 1, strlen(header), fp);
   if (data_len) fwrite(data, 1, data_len, fp);
@@ -79,8 +81,10 @@ static void test_safetensors_roundtrip(void) {
   int64_t sa[2] = {3, 4}, sb[1] = {5};
   CHECK_OK(ws_tensor_alloc(&a, WS_F32, sa, 2, &err), err);
   CHECK_OK(ws_tensor_alloc(&b, WS_BF16, sb, 1, &err), err);
-  for (int i = 0; i < 12; i++) ((float *)a.data)[i] = (float)i * 0.5f;
-  for (int i = 0; i < 5; i++) ((uint16_t *)b.data)[i] = ws_f32_to_bf16((float)i - 2.0f);
+  for (int i = 0; i < 12; i++)
+    ((float *)a.data)[i] = (float)i * 0.5f;
+  for (int i = 0; i < 5; i++)
+    ((uint16_t *)b.data)[i] = ws_f32_to_bf16((float)i - 2.0f);
   const char *names[] = {"a", "b.bf16"};
   const ws_tensor *ts[] = {&a, &b};
   CHECK_OK(st_write(tmp("rt.safetensors"), 2, names, ts, &err), err);

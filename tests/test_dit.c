@@ -52,9 +52,18 @@ static void fixture_free(fixture *f) {
 }
 
 static dit_inputs inputs(fixture *f, int B, const float *ts, const float **ctxs, const int *lens) {
-  dit_inputs in = {.batch = B, .frames = f->F, .height = f->H, .width = f->W, .x = f->x,
-                   .cx = f->C, .y = f->y, .cy = f->cy, .timesteps = ts, .contexts = ctxs,
-                   .ctx_len = lens, .ctx_dim = f->td};
+  dit_inputs in = {.batch = B,
+                   .frames = f->F,
+                   .height = f->H,
+                   .width = f->W,
+                   .x = f->x,
+                   .cx = f->C,
+                   .y = f->y,
+                   .cy = f->cy,
+                   .timesteps = ts,
+                   .contexts = ctxs,
+                   .ctx_len = lens,
+                   .ctx_dim = f->td};
   return in;
 }
 
@@ -131,8 +140,9 @@ static void test_bad_inputs(void) {
 }
 
 /* Rewrites one expert folder's weights with a transform on names and optional drops. */
-static void rewrite_weights(const char *src_dir, const char *dst_dir, const char *(*rename)(const char *),
-                            const char *drop, const char *reshape) {
+static void rewrite_weights(const char *src_dir, const char *dst_dir,
+                            const char *(*rename)(const char *), const char *drop,
+                            const char *reshape) {
   ws_err err = {0};
   char p[1200];
   snprintf(p, sizeof p, "%s/diffusion_pytorch_model.safetensors", src_dir);
@@ -154,7 +164,8 @@ static void rewrite_weights(const char *src_dir, const char *dst_dir, const char
   tiny_mkdirs(dst_dir, &err);
   snprintf(p, sizeof p, "%s/diffusion_pytorch_model.safetensors", dst_dir);
   CHECK_OK(st_write(p, k, names, tp, &err), err);
-  for (int i = 0; i < k; i++) free((void *)names[i]);
+  for (int i = 0; i < k; i++)
+    free((void *)names[i]);
   free(names);
   free(ts);
   free(tp);
@@ -186,21 +197,29 @@ static void test_missing_and_misshaped_weights(void) {
 
 /* The Diffusers key names, restated from spec §7.3. */
 static const char *to_diffusers(const char *n) {
-  static const char *map[][2] = {
-      {"time_embedding.0", "condition_embedder.time_embedder.linear_1"},
-      {"time_embedding.2", "condition_embedder.time_embedder.linear_2"},
-      {"text_embedding.0", "condition_embedder.text_embedder.linear_1"},
-      {"text_embedding.2", "condition_embedder.text_embedder.linear_2"},
-      {"time_projection.1", "condition_embedder.time_proj"},
-      {"head.modulation", "scale_shift_table"}, {"head.head", "proj_out"},
-      {"modulation", "scale_shift_table"}, {"self_attn.q", "attn1.to_q"},
-      {"self_attn.k", "attn1.to_k"}, {"self_attn.v", "attn1.to_v"},
-      {"self_attn.o", "attn1.to_out.0"}, {"self_attn.norm_q", "attn1.norm_q"},
-      {"self_attn.norm_k", "attn1.norm_k"}, {"cross_attn.q", "attn2.to_q"},
-      {"cross_attn.k", "attn2.to_k"}, {"cross_attn.v", "attn2.to_v"},
-      {"cross_attn.o", "attn2.to_out.0"}, {"cross_attn.norm_q", "attn2.norm_q"},
-      {"cross_attn.norm_k", "attn2.norm_k"}, {"norm3", "norm2"},
-      {"ffn.0", "ffn.net.0.proj"}, {"ffn.2", "ffn.net.2"}};
+  static const char *map[][2] = {{"time_embedding.0", "condition_embedder.time_embedder.linear_1"},
+                                 {"time_embedding.2", "condition_embedder.time_embedder.linear_2"},
+                                 {"text_embedding.0", "condition_embedder.text_embedder.linear_1"},
+                                 {"text_embedding.2", "condition_embedder.text_embedder.linear_2"},
+                                 {"time_projection.1", "condition_embedder.time_proj"},
+                                 {"head.modulation", "scale_shift_table"},
+                                 {"head.head", "proj_out"},
+                                 {"modulation", "scale_shift_table"},
+                                 {"self_attn.q", "attn1.to_q"},
+                                 {"self_attn.k", "attn1.to_k"},
+                                 {"self_attn.v", "attn1.to_v"},
+                                 {"self_attn.o", "attn1.to_out.0"},
+                                 {"self_attn.norm_q", "attn1.norm_q"},
+                                 {"self_attn.norm_k", "attn1.norm_k"},
+                                 {"cross_attn.q", "attn2.to_q"},
+                                 {"cross_attn.k", "attn2.to_k"},
+                                 {"cross_attn.v", "attn2.to_v"},
+                                 {"cross_attn.o", "attn2.to_out.0"},
+                                 {"cross_attn.norm_q", "attn2.norm_q"},
+                                 {"cross_attn.norm_k", "attn2.norm_k"},
+                                 {"norm3", "norm2"},
+                                 {"ffn.0", "ffn.net.0.proj"},
+                                 {"ffn.2", "ffn.net.2"}};
   char out[256];
   snprintf(out, sizeof out, "%s", n);
   for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
@@ -224,10 +243,11 @@ static void test_diffusers_layout_matches_release(void) {
   char p[1200];
   snprintf(p, sizeof p, "%s/config.json", dst);
   FILE *fp = fopen(p, "w");
-  fprintf(fp, "{\"_class_name\": \"WanTransformer3DModel\", \"num_attention_heads\": %d, "
-              "\"attention_head_dim\": %d, \"in_channels\": %d, \"out_channels\": %d, "
-              "\"ffn_dim\": %d, \"freq_dim\": %d, \"num_layers\": %d, \"eps\": 1e-06, "
-              "\"qk_norm\": \"rms_norm_across_heads\", \"cross_attn_norm\": true}",
+  fprintf(fp,
+          "{\"_class_name\": \"WanTransformer3DModel\", \"num_attention_heads\": %d, "
+          "\"attention_head_dim\": %d, \"in_channels\": %d, \"out_channels\": %d, "
+          "\"ffn_dim\": %d, \"freq_dim\": %d, \"num_layers\": %d, \"eps\": 1e-06, "
+          "\"qk_norm\": \"rms_norm_across_heads\", \"cross_attn_norm\": true}",
           c.num_heads, c.dim / c.num_heads, c.in_dim, c.out_dim, c.ffn_dim, c.freq_dim,
           c.num_layers);
   fclose(fp);
@@ -237,9 +257,10 @@ static void test_diffusers_layout_matches_release(void) {
   rewrite_weights(src, rel, NULL, NULL, NULL);
   snprintf(p, sizeof p, "%s/config.json", rel);
   fp = fopen(p, "w");
-  fprintf(fp, "{\"_class_name\": \"WanModel\", \"dim\": %d, \"eps\": 1e-06, \"ffn_dim\": %d, "
-              "\"freq_dim\": %d, \"in_dim\": %d, \"model_type\": \"t2v\", \"num_heads\": %d, "
-              "\"num_layers\": %d, \"out_dim\": %d, \"text_len\": 512}",
+  fprintf(fp,
+          "{\"_class_name\": \"WanModel\", \"dim\": %d, \"eps\": 1e-06, \"ffn_dim\": %d, "
+          "\"freq_dim\": %d, \"in_dim\": %d, \"model_type\": \"t2v\", \"num_heads\": %d, "
+          "\"num_layers\": %d, \"out_dim\": %d, \"text_len\": 512}",
           c.dim, c.ffn_dim, c.freq_dim, c.in_dim, c.num_heads, c.num_layers, c.out_dim);
   fclose(fp);
   char root[1100];
@@ -311,7 +332,8 @@ static void test_expert_choice_real_configs(void) {
   int ts[40];
   ws_err err;
   sampler_schedule(SAMPLER_UNIPC, 40, 12.0, sig, ts, &err);
-  for (int i = 0; i < 40; i++) CHECK_EQ_INT(ts[i], t2v[i]);
+  for (int i = 0; i < 40; i++)
+    CHECK_EQ_INT(ts[i], t2v[i]);
   CHECK_NEAR(sig[0], 0.999917, 1e-6);
   CHECK(sig[40] == 0.0f);
 }

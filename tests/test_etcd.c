@@ -59,7 +59,8 @@ static int wait_view(reg_watch *w, const char *role, const char *id, int present
     ws_err err = {0};
     int found = 0;
     if (reg_watch_instances(w, role, &a, &n, &err) == 0)
-      for (size_t i = 0; i < n; i++) found |= !strcmp(a[i].id, id);
+      for (size_t i = 0; i < n; i++)
+        found |= !strcmp(a[i].id, id);
     free(a);
     if (found == present) return 1;
     double left = end - now_ms();
@@ -171,7 +172,8 @@ static void test_lease_keepalive_and_expiry(void) {
   CHECK_OK(etcd_put(ec, "/t/leased2", "v", 1, id, NULL, &err), err);
   CHECK_OK(etcd_lease_revoke(ec, id, &err), err);
   CHECK_EQ_INT(key_exists("/t/leased2"), 0);
-  CHECK_ERR(etcd_put(ec, "/t/leased3", "v", 1, id, NULL, &err), WS_ENOTFOUND, err, "lease not found");
+  CHECK_ERR(etcd_put(ec, "/t/leased3", "v", 1, id, NULL, &err), WS_ENOTFOUND, err,
+            "lease not found");
 }
 
 typedef struct {
@@ -228,7 +230,8 @@ static void test_registry_join_leave(void) {
   CHECK_OK(reg_watch_start(ec, &w, &err), err);
   if (!w) return;
   double end = now_ms() + 10000;
-  while (!reg_watch_synced(w) && now_ms() < end) sleep_ms(20);
+  while (!reg_watch_synced(w) && now_ms() < end)
+    sleep_ms(20);
   CHECK(reg_watch_synced(w));
   reg_instance in = {.max_batch = 4, .started = 1700000000};
   snprintf(in.id, sizeof in.id, "hi-1");
@@ -282,8 +285,8 @@ static void test_registry_kill9_expires(void) {
   snprintf(pf, sizeof pf, "%s/k9.port", eh.dir);
   reg_watch *w = NULL;
   CHECK_OK(reg_watch_start(ec, &w, &err), err);
-  char *argv[] = {bin, "--etcd", eh.endpoint, "--role", "expert-low", "--id", "k9", "--ttl", "2",
-                  "--port-file", pf, NULL};
+  char *argv[] = {bin,  "--etcd", eh.endpoint, "--role",      "expert-low", "--id",
+                  "k9", "--ttl",  "2",         "--port-file", pf,           NULL};
   pid_t pid = eh_spawn(argv, NULL);
   CHECK(pid > 0);
   if (pid <= 0 || !w) {
@@ -319,7 +322,8 @@ static void test_rollout_parse(void) {
       {"{\"stable\":\"v1\",", WS_EFORMAT, "not valid JSON"},
       {"[1,2]", WS_EFORMAT, "not an object"},
       {"{\"canary\":\"v2\"}", WS_EINVAL, "\"stable\" is missing"},
-      {"{\"stable\":\"v1\",\"canary\":\"v2\",\"percent\":150}", WS_EINVAL, "\"percent\" must be an integer in [0, 100]"},
+      {"{\"stable\":\"v1\",\"canary\":\"v2\",\"percent\":150}", WS_EINVAL,
+       "\"percent\" must be an integer in [0, 100]"},
       {"{\"stable\":\"v1\",\"canary\":\"v2\",\"percent\":2.5}", WS_EINVAL, "\"percent\""},
       {"{\"stable\":\"v1\",\"canary\":\"v2\",\"percent\":\"5\"}", WS_EINVAL, "\"percent\""},
       {"{\"stable\":\"v1\",\"mode\":\"mirror\"}", WS_EINVAL, "\"split\" or \"shadow\""},
@@ -338,12 +342,14 @@ static void test_rollout_parse(void) {
   free(json);
   /* instance JSON */
   reg_instance in;
-  const char *ij = "{\"addr\":\"h:1\",\"role\":\"decoder\",\"devices\":[0,1,\"cuda:2\"],\"max_batch\":2}";
+  const char *ij =
+      "{\"addr\":\"h:1\",\"role\":\"decoder\",\"devices\":[0,1,\"cuda:2\"],\"max_batch\":2}";
   memset(&in, 0, sizeof in);
   CHECK_OK(reg_instance_parse(ij, strlen(ij), &in, &err), err);
   CHECK(!strcmp(in.devices, "0,1,cuda:2") && in.max_batch == 2);
   const char *bj = "{\"addr\":\"h:1\",\"role\":\"painter\"}";
-  CHECK_ERR(reg_instance_parse(bj, strlen(bj), &in, &err), WS_EINVAL, err, "unknown role \"painter\"");
+  CHECK_ERR(reg_instance_parse(bj, strlen(bj), &in, &err), WS_EINVAL, err,
+            "unknown role \"painter\"");
   const char *nj = "{\"role\":\"decoder\"}";
   CHECK_ERR(reg_instance_parse(nj, strlen(nj), &in, &err), WS_EINVAL, err, "\"addr\" is missing");
 }
@@ -404,7 +410,8 @@ static void test_nccl_rendezvous(void) {
   pthread_create(&th, NULL, rdv_waiter, &a);
   sleep_ms(300); /* let the waiter reach its watch; correctness does not depend on it */
   unsigned char blob[128];
-  for (int i = 0; i < 128; i++) blob[i] = (unsigned char)(255 - i); /* binary, with zeros */
+  for (int i = 0; i < 128; i++)
+    blob[i] = (unsigned char)(255 - i); /* binary, with zeros */
   blob[7] = 0;
   int64_t lease = 0;
   CHECK_OK(etcd_lease_grant(ec, 10, &lease, NULL, &err), err);
@@ -416,8 +423,10 @@ static void test_nccl_rendezvous(void) {
   /* already there: immediate; too small a buffer: ERANGE; missing: timeout */
   char small[16];
   size_t n = 0;
-  CHECK_ERR(reg_rendezvous_wait(ec, "g1", small, sizeof small, &n, 1000, &err), WS_ERANGE, err, "exceeds");
-  CHECK_ERR(reg_rendezvous_wait(ec, "none", small, sizeof small, &n, 300, &err), WS_ETIMEOUT, err, "nothing within");
+  CHECK_ERR(reg_rendezvous_wait(ec, "g1", small, sizeof small, &n, 1000, &err), WS_ERANGE, err,
+            "exceeds");
+  CHECK_ERR(reg_rendezvous_wait(ec, "none", small, sizeof small, &n, 300, &err), WS_ETIMEOUT, err,
+            "nothing within");
   etcd_lease_revoke(ec, lease, &err);
 }
 
@@ -499,7 +508,8 @@ static void test_auth_user_password(void) {
   ws_err err = {0};
   CHECK_EQ_INT(etcdctl("user", "add", "root:s3cret", "--interactive=false"), 0);
   CHECK_EQ_INT(etcdctl("auth", "enable", NULL, NULL), 0);
-  etcd_opts o = {.endpoints = eh.endpoint, .timeout_ms = 10000, .user = "root", .password = "s3cret"};
+  etcd_opts o = {
+      .endpoints = eh.endpoint, .timeout_ms = 10000, .user = "root", .password = "s3cret"};
   etcd_client *a = NULL;
   CHECK_OK(etcd_open(&o, &a, &err), err);
   if (!a) return;
@@ -533,7 +543,7 @@ static void test_auth_user_password(void) {
 static const char *only;
 #define RUN(fn)                                                                                    \
   do {                                                                                             \
-    if (!only || strstr(#fn, only)) TEST_RUN(fn);                                                 \
+    if (!only || strstr(#fn, only)) TEST_RUN(fn);                                                  \
   } while (0)
 
 int main(int argc, char **argv) {

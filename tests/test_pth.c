@@ -11,7 +11,6 @@
 #include "core/weights.h"
 #include "tests/testlib.h"
 
-
 /* ---- pickle builder ---- */
 typedef struct {
   unsigned char b[4096];

@@ -22,7 +22,7 @@
 #define DECODE "/wanserve.v1.Decoder/Decode"
 #define HEALTH "/grpc.health.v1.Health/Check"
 
-static atomic_int cancels_seen;  /* handlers that noticed their call was cancelled */
+static atomic_int cancels_seen; /* handlers that noticed their call was cancelled */
 static atomic_int handler_runs;
 static rpc_server *srv;
 static rpc_client *cli;
@@ -40,7 +40,8 @@ static double now_ms(void) {
 /* Waits (bounded) for an atomic counter to reach `want`. */
 static int wait_count(atomic_int *c, int want, int timeout_ms) {
   double end = now_ms() + timeout_ms;
-  while (atomic_load(c) < want && now_ms() < end) sleep_ms(10);
+  while (atomic_load(c) < want && now_ms() < end)
+    sleep_ms(10);
   return atomic_load(c) >= want;
 }
 
@@ -64,14 +65,16 @@ static int h_denoise(rpc_call *call, const ProtobufCMessage *reqm, void *user, w
   atomic_fetch_add(&handler_runs, 1);
   const char *id = req->request_id;
   if (!strcmp(id, "hang")) {
-    while (!rpc_call_cancelled(call)) sleep_ms(5);
+    while (!rpc_call_cancelled(call))
+      sleep_ms(5);
     atomic_fetch_add(&cancels_seen, 1);
     return ws_fail(err, WS_ECANCELLED, "gave up");
   }
   if (!strcmp(id, "slow")) sleep_ms(400);
   if (req->context_id[0] && !req->context)
     return ws_fail(err, WS_EPRECOND, "context_id %s not cached", req->context_id);
-  if (req->timestep < 0) return ws_fail(err, WS_EINVAL, "timestep: must be >= 0, got %g", req->timestep);
+  if (req->timestep < 0)
+    return ws_fail(err, WS_EINVAL, "timestep: must be >= 0, got %g", req->timestep);
   ws_tensor x;
   WS_TRY(codec_tensor_from_pb(req->x_t, "x_t", 0, &x, err));
   Wanserve__V1__Tensor pt;
@@ -106,8 +109,8 @@ static int start_server(rpc_server **s, const rpc_server_opts *o, char *tgt, siz
   int port = 0;
   int rc = rpc_server_create(o, s, &err);
   if (rc == 0)
-    rc = rpc_server_add_method(*s, INFO, RPC_UNARY, &wanserve__v1__info_request__descriptor,
-                               h_info, NULL, &err);
+    rc = rpc_server_add_method(*s, INFO, RPC_UNARY, &wanserve__v1__info_request__descriptor, h_info,
+                               NULL, &err);
   if (rc == 0)
     rc = rpc_server_add_method(*s, DENOISE, RPC_UNARY, &wanserve__v1__denoise_request__descriptor,
                                h_denoise, NULL, &err);
@@ -125,7 +128,8 @@ static int call_denoise(rpc_client *c, const char *tgt, const char *rid, size_t 
                         const volatile int *cancel, rpc_status *st, ws_err *err,
                         Wanserve__V1__DenoiseResponse **out) {
   float *data = calloc(n ? n : 1, sizeof *data);
-  for (size_t i = 0; i < n; i++) data[i] = (float)i;
+  for (size_t i = 0; i < n; i++)
+    data[i] = (float)i;
   int64_t shape[1] = {(int64_t)n};
   ws_tensor t;
   ws_tensor_view(&t, WS_F32, shape, 1, data);
@@ -140,8 +144,10 @@ static int call_denoise(rpc_client *c, const char *tgt, const char *rid, size_t 
   int rc = rpc_client_unary(c, tgt, DENOISE, &req.base, &wanserve__v1__denoise_response__descriptor,
                             &m, &o, st, err);
   free(data);
-  if (out) *out = (Wanserve__V1__DenoiseResponse *)m;
-  else if (m) protobuf_c_message_free_unpacked(m, NULL);
+  if (out)
+    *out = (Wanserve__V1__DenoiseResponse *)m;
+  else if (m)
+    protobuf_c_message_free_unpacked(m, NULL);
   return rc;
 }
 
@@ -155,7 +161,8 @@ static void test_unary_and_metadata(void) {
   ProtobufCMessage *m = NULL;
   rpc_status st = {0};
   CHECK_OK(rpc_client_unary(cli, target, INFO, &rq.base, &wanserve__v1__info_response__descriptor,
-                            &m, &o, &st, &err), err);
+                            &m, &o, &st, &err),
+           err);
   CHECK_EQ_INT(st.code, 0);
   Wanserve__V1__InfoResponse *r = (void *)m;
   CHECK(r && !strcmp(r->role, "expert-high") && r->max_batch == 8);
@@ -320,8 +327,9 @@ static int health(rpc_client *c, const char *tgt, const char *svc, int *status, 
   rq.service = (char *)svc;
   rpc_call_opts o = {.timeout_ms = 10000};
   ProtobufCMessage *m = NULL;
-  int rc = rpc_client_unary(c, tgt, HEALTH, &rq.base,
-                            &grpc__health__v1__health_check_response__descriptor, &m, &o, NULL, err);
+  int rc =
+      rpc_client_unary(c, tgt, HEALTH, &rq.base,
+                       &grpc__health__v1__health_check_response__descriptor, &m, &o, NULL, err);
   if (m) {
     *status = ((Grpc__Health__V1__HealthCheckResponse *)m)->status;
     protobuf_c_message_free_unpacked(m, NULL);
@@ -336,7 +344,8 @@ static void test_health(void) {
   CHECK_EQ_INT(status, GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
   CHECK_OK(health(cli, target, "wanserve.v1.Expert", &status, &err), err);
   CHECK_EQ_INT(status, 1);
-  CHECK_ERR(health(cli, target, "wanserve.v1.Nope", &status, &err), WS_ENOTFOUND, err, "unknown service");
+  CHECK_ERR(health(cli, target, "wanserve.v1.Nope", &status, &err), WS_ENOTFOUND, err,
+            "unknown service");
   rpc_server_set_serving(srv, 0);
   CHECK_OK(health(cli, target, "", &status, &err), err);
   CHECK_EQ_INT(status, GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
@@ -426,7 +435,8 @@ static void test_queue_full(void) {
   pthread_create(&t2, NULL, bg_denoise, &b2);
   /* wait until b2 is surely queued: poll until the server holds 2 live calls */
   double end = now_ms() + 10000;
-  while (rpc_server_live_calls(s) < 2 && now_ms() < end) sleep_ms(5);
+  while (rpc_server_live_calls(s) < 2 && now_ms() < end)
+    sleep_ms(5);
   ws_err err = {0};
   rpc_status st = {0};
   CHECK_ERR(call_denoise(cli, tgt, "third", 8, 10000, NULL, &st, &err, NULL), WS_EEXHAUSTED, err,
@@ -485,7 +495,8 @@ int main(void) {
   ws_err err = {0};
   rpc_server_opts so = {.max_recv_bytes = 1 << 20, .workers = 4};
   rpc_client_opts co = {.max_recv_bytes = 8 << 20};
-  if (start_server(&srv, &so, target, sizeof target) < 0 || rpc_client_create(&co, &cli, &err) < 0) {
+  if (start_server(&srv, &so, target, sizeof target) < 0 ||
+      rpc_client_create(&co, &cli, &err) < 0) {
     printf("FAIL rpc_setup\n");
     return 1;
   }

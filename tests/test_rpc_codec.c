@@ -14,7 +14,8 @@ static void test_roundtrip_all_dtypes(void) {
     ws_err err = {0};
     CHECK_OK(ws_tensor_alloc(&t, (ws_dtype)dt, shape, 3, &err), err);
     if (!t.data) continue;
-    for (size_t i = 0; i < ws_tensor_nbytes(&t); i++) ((uint8_t *)t.data)[i] = (uint8_t)(i * 7 + dt);
+    for (size_t i = 0; i < ws_tensor_nbytes(&t); i++)
+      ((uint8_t *)t.data)[i] = (uint8_t)(i * 7 + dt);
     Wanserve__V1__Tensor pb;
     CHECK_OK(codec_tensor_to_pb(&t, &pb, &err), err);
     /* through the real wire format */
@@ -78,7 +79,8 @@ static void test_rejects_bad_tensors(void) {
 
   pb.dtype = WANSERVE__V1__DTYPE__BF16;
   pb.data.len = 10;
-  CHECK_ERR(codec_tensor_from_pb(&pb, "x_t", 0, &t, &err), WS_EINVAL, err, "needs 12 bytes, got 10");
+  CHECK_ERR(codec_tensor_from_pb(&pb, "x_t", 0, &t, &err), WS_EINVAL, err,
+            "needs 12 bytes, got 10");
   CHECK(strstr(err.msg, "[2, 3]") || strstr(err.msg, "[2,3]"));
   CHECK(t.data == NULL && t.ndim == 0); /* zeroed on error */
 
@@ -142,10 +144,11 @@ static void test_status_mapping(void) {
       {WS_EINTERNAL, GRPC_STATUS_INTERNAL},
       {-999, GRPC_STATUS_INTERNAL},
   };
-  for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) CHECK_EQ_INT(codec_status_from_ws(m[i].ws), m[i].g);
+  for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
+    CHECK_EQ_INT(codec_status_from_ws(m[i].ws), m[i].g);
   /* back: the codes a service returns survive the round trip */
-  int ws_codes[] = {WS_OK, WS_EINVAL, WS_EEXHAUSTED, WS_EUNAVAIL, WS_ETIMEOUT, WS_EPRECOND,
-                    WS_ECANCELLED, WS_ENOTFOUND, WS_EUNSUPPORTED, WS_EINTERNAL};
+  int ws_codes[] = {WS_OK,       WS_EINVAL,     WS_EEXHAUSTED, WS_EUNAVAIL,     WS_ETIMEOUT,
+                    WS_EPRECOND, WS_ECANCELLED, WS_ENOTFOUND,  WS_EUNSUPPORTED, WS_EINTERNAL};
   for (size_t i = 0; i < sizeof ws_codes / sizeof ws_codes[0]; i++)
     CHECK_EQ_INT(codec_ws_from_status(codec_status_from_ws(ws_codes[i])), ws_codes[i]);
   CHECK_EQ_INT(codec_ws_from_status(GRPC_STATUS_ABORTED), WS_EUNAVAIL);

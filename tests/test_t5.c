@@ -10,7 +10,6 @@
 #include "models/t5.h"
 #include "tests/testlib.h"
 
-
 static cJSON *read_json(const char *path) {
   FILE *f = fopen(path, "rb");
   if (!f) return NULL;

@@ -11,7 +11,6 @@
 #include "models/tokenizer.h"
 #include "tests/testlib.h"
 
-
 static cJSON *read_json(const char *path) {
   FILE *f = fopen(path, "rb");
   if (!f) return NULL;

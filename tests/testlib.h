@@ -14,7 +14,7 @@ extern int test_n_pass, test_n_fail;
 #define CHECK(cond)                                                                                \
   do {                                                                                             \
     if (!(cond)) {                                                                                 \
-      fprintf(stderr, "  check failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__);                 \
+      fprintf(stderr, "  check failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__);                  \
       test_failed_checks++;                                                                        \
     }                                                                                              \
   } while (0)
@@ -33,7 +33,7 @@ extern int test_n_pass, test_n_fail;
   do {                                                                                             \
     double a_ = (double)(a), b_ = (double)(b);                                                     \
     if (!(fabs(a_ - b_) <= (tol))) {                                                               \
-      fprintf(stderr, "  check failed: %s ~ %s (%.9g vs %.9g, tol %g) (%s:%d)\n", #a, #b, a_, b_, \
+      fprintf(stderr, "  check failed: %s ~ %s (%.9g vs %.9g, tol %g) (%s:%d)\n", #a, #b, a_, b_,  \
               (double)(tol), __FILE__, __LINE__);                                                  \
       test_failed_checks++;                                                                        \
     }                                                                                              \
@@ -55,7 +55,7 @@ extern int test_n_pass, test_n_fail;
   do {                                                                                             \
     int rc_ = (rc);                                                                                \
     if (rc_ != (code) || !strstr((err).msg, (needle))) {                                           \
-      fprintf(stderr, "  check failed: %s -> %d '%s', wanted %d containing '%s' (%s:%d)\n", #rc,  \
+      fprintf(stderr, "  check failed: %s -> %d '%s', wanted %d containing '%s' (%s:%d)\n", #rc,   \
               rc_, (err).msg, (int)(code), (needle), __FILE__, __LINE__);                          \
       test_failed_checks++;                                                                        \
     }                                                                                              \

@@ -24,11 +24,11 @@ typedef struct ctx_entry {
 /* ---- jobs ---- */
 
 typedef struct job {
-  ws_tensor x;             /* [16, F, H, W] view of the request */
-  ws_tensor y;             /* [cy, F, H, W] view or empty */
+  ws_tensor x; /* [16, F, H, W] view of the request */
+  ws_tensor y; /* [cy, F, H, W] view or empty */
   const ws_tensor *ctx, *neg;
   float t, g;
-  float *out;              /* [16, F, H, W] owned by the handler */
+  float *out; /* [16, F, H, W] owned by the handler */
   int done, rc;
   double compute_ms;
   ws_err err;
@@ -59,7 +59,8 @@ static int run_batch(expert *e, job **jobs, int n, ws_err *err) {
   int F = (int)x0->shape[1], H = (int)x0->shape[2], W = (int)x0->shape[3], C = (int)x0->shape[0];
   int cy = jobs[0]->y.data ? (int)jobs[0]->y.shape[0] : 0;
   int64_t yper = cy ? ws_tensor_numel(&jobs[0]->y) : 0;
-  float *x = malloc(sizeof(float) * (size_t)(B * per)), *v = malloc(sizeof(float) * (size_t)(B * per));
+  float *x = malloc(sizeof(float) * (size_t)(B * per)),
+        *v = malloc(sizeof(float) * (size_t)(B * per));
   float *y = cy ? malloc(sizeof(float) * (size_t)(B * yper)) : NULL;
   float *ts = malloc(sizeof(float) * (size_t)B);
   const float **ctxs = malloc(sizeof *ctxs * (size_t)B);
@@ -81,9 +82,19 @@ static int run_batch(expert *e, job **jobs, int n, ws_err *err) {
       lens[b] = (int)c->shape[0];
     }
   }
-  dit_inputs in = {.batch = (int)B, .frames = F, .height = H, .width = W, .x = x, .cx = C,
-                   .y = y, .y_stride = yper, .cy = cy, .timesteps = ts, .contexts = ctxs,
-                   .ctx_len = lens, .ctx_dim = dit_text_dim(e->model)};
+  dit_inputs in = {.batch = (int)B,
+                   .frames = F,
+                   .height = H,
+                   .width = W,
+                   .x = x,
+                   .cx = C,
+                   .y = y,
+                   .y_stride = yper,
+                   .cy = cy,
+                   .timesteps = ts,
+                   .contexts = ctxs,
+                   .ctx_len = lens,
+                   .ctx_dim = dit_text_dim(e->model)};
   rc = dit_forward(e->model, &in, v, err);
   if (rc == WS_OK)
     for (int j = 0; j < n; j++)
@@ -140,7 +151,8 @@ static void *batcher_main(void *arg) {
   job **batch = malloc(sizeof *batch * (size_t)e->o.max_batch);
   pthread_mutex_lock(&e->mu);
   while (batch) {
-    while (!e->head && !e->stopping) pthread_cond_wait(&e->cv_work, &e->mu);
+    while (!e->head && !e->stopping)
+      pthread_cond_wait(&e->cv_work, &e->mu);
     if (e->stopping) break;
     int n = take_batch(e, batch);
     pthread_mutex_unlock(&e->mu);
@@ -235,8 +247,7 @@ static int denoise(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws_
   }
   if (cfg->in_dim - cfg->out_dim != (jb.y.data ? (int)jb.y.shape[0] : 0))
     return ws_fail(err, WS_EINVAL, "y: this %s expert needs %d condition channels, got %d",
-                   cfg->model_type, cfg->in_dim - cfg->out_dim,
-                   jb.y.data ? (int)jb.y.shape[0] : 0);
+                   cfg->model_type, cfg->in_dim - cfg->out_dim, jb.y.data ? (int)jb.y.shape[0] : 0);
   if (!(req->timestep >= 0.0f && req->timestep <= 1000.0f))
     return ws_fail(err, WS_EINVAL, "timestep: %g outside [0, 1000]", req->timestep);
   if (!isfinite(req->guide_scale) || req->guide_scale < 0.0f || req->guide_scale > 100.0f)
@@ -279,12 +290,15 @@ static int denoise(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws_
       jb.ctx = &ctx;
       jb.neg = &neg;
     }
-    if (e->tail) e->tail->next = &jb;
-    else e->head = &jb;
+    if (e->tail)
+      e->tail->next = &jb;
+    else
+      e->head = &jb;
     e->tail = &jb;
     e->queued++;
     pthread_cond_signal(&e->cv_work);
-    while (!jb.done) pthread_cond_wait(&e->cv_done, &e->mu);
+    while (!jb.done)
+      pthread_cond_wait(&e->cv_done, &e->mu);
     if (entry) entry->refs--;
     rc = jb.rc;
     if (rc < 0) *err = jb.err;

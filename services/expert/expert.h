@@ -16,15 +16,15 @@
 typedef struct expert expert;
 
 typedef struct expert_opts {
-  const char *role;     /* "expert-high" | "expert-low" */
-  const char *version;  /* model version served */
-  const char *replica;  /* instance id, echoed in replies */
-  const char *backend;  /* backend name for Info */
-  int max_batch;        /* jobs per forward (default 4) */
-  int max_delay_ms;     /* how long the batcher waits to fill a batch (default 2) */
-  int queue_max;        /* jobs waiting before RESOURCE_EXHAUSTED (default 64) */
-  int cache_entries;    /* context cache size (default 64) */
-  int step_delay_ms;    /* drill aid: extra latency per batch (0 in production) */
+  const char *role;        /* "expert-high" | "expert-low" */
+  const char *version;     /* model version served */
+  const char *replica;     /* instance id, echoed in replies */
+  const char *backend;     /* backend name for Info */
+  int max_batch;           /* jobs per forward (default 4) */
+  int max_delay_ms;        /* how long the batcher waits to fill a batch (default 2) */
+  int queue_max;           /* jobs waiting before RESOURCE_EXHAUSTED (default 64) */
+  int cache_entries;       /* context cache size (default 64) */
+  int step_delay_ms;       /* drill aid: extra latency per batch (0 in production) */
   const char *config_json; /* the model's config.json text for Info (copied) */
 } expert_opts;
 

@@ -34,9 +34,12 @@ static int extra_flag(void *user, int argc, char **argv, int i, ws_err *err) {
     long x = strtol(v, &end, 10);
     if (*end || x < (strcmp(argv[i], "--max-batch") ? 0 : 1) || x > 60000)
       return ws_fail(err, WS_EINVAL, "%s: '%s' is not a valid number", argv[i], v);
-    if (!strcmp(argv[i], "--max-batch")) f->max_batch = (int)x;
-    else if (!strcmp(argv[i], "--step-delay-ms")) f->step_delay_ms = (int)x;
-    else f->max_delay_ms = (int)x;
+    if (!strcmp(argv[i], "--max-batch"))
+      f->max_batch = (int)x;
+    else if (!strcmp(argv[i], "--step-delay-ms"))
+      f->step_delay_ms = (int)x;
+    else
+      f->max_delay_ms = (int)x;
   }
   return 2;
 }
@@ -48,7 +51,8 @@ static char *read_text(const char *path) {
   long n = ftell(fp);
   fseek(fp, 0, SEEK_SET);
   char *b = n >= 0 && n < (1 << 20) ? malloc((size_t)n + 1) : NULL;
-  if (b && fread(b, 1, (size_t)n, fp) == (size_t)n) b[n] = 0;
+  if (b && fread(b, 1, (size_t)n, fp) == (size_t)n)
+    b[n] = 0;
   else {
     free(b);
     b = NULL;
@@ -63,8 +67,9 @@ int main(int argc, char **argv) {
   svc_opts o;
   ws_err err = {0};
   if (svc_parse(argc, argv, "expert", &o, extra_flag, &f, &err) < 0) {
-    fprintf(stderr, "wan-expert: %s\nusage: wan-expert --role high|low --model DIR "
-                    "[--max-batch N] [--max-delay-ms N] [--listen ADDR] [--etcd ENDPOINTS] ...\n",
+    fprintf(stderr,
+            "wan-expert: %s\nusage: wan-expert --role high|low --model DIR "
+            "[--max-batch N] [--max-delay-ms N] [--listen ADDR] [--etcd ENDPOINTS] ...\n",
             err.msg);
     return 2;
   }
@@ -90,15 +95,21 @@ int main(int argc, char **argv) {
   if (rc == WS_OK) rc = dit_load(dir, be, &lo, &model, &err);
   snprintf(cfgpath, sizeof cfgpath, "%s/config.json", dir);
   char *cfg = read_text(cfgpath);
-  expert_opts eo = {.role = role, .version = o.version, .replica = o.id, .backend = o.backend,
-                    .max_batch = f.max_batch, .max_delay_ms = f.max_delay_ms,
+  expert_opts eo = {.role = role,
+                    .version = o.version,
+                    .replica = o.id,
+                    .backend = o.backend,
+                    .max_batch = f.max_batch,
+                    .max_delay_ms = f.max_delay_ms,
                     .step_delay_ms = f.step_delay_ms,
                     .config_json = cfg};
   if (rc == WS_OK) rc = expert_create(model, &eo, &ex, &err);
   if (rc == WS_OK) model = NULL; /* owned by ex now */
   free(cfg);
-  rpc_server_opts so = {.addr = o.listen, .workers = o.workers,
-                        .max_recv_bytes = o.max_recv_mb << 20, .queue_max = 256};
+  rpc_server_opts so = {.addr = o.listen,
+                        .workers = o.workers,
+                        .max_recv_bytes = o.max_recv_mb << 20,
+                        .queue_max = 256};
   if (rc == WS_OK) rc = rpc_server_create(&so, &server, &err);
   if (rc == WS_OK) rc = expert_register(ex, server, &err);
   if (rc == WS_OK) rc = svc_start(&o, role, server, f.max_batch, o.backend, &s, &err);

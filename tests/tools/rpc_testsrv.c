@@ -67,12 +67,18 @@ int main(int argc, char **argv) {
       fprintf(stderr, "rpc-testsrv: %s needs a value\n", a);
       return 2;
     }
-    if (!strcmp(a, "--addr")) addr = v;
-    else if (!strcmp(a, "--port-file")) port_file = v;
-    else if (!strcmp(a, "--etcd")) eps = v;
-    else if (!strcmp(a, "--role")) role = v;
-    else if (!strcmp(a, "--id")) id = v;
-    else if (!strcmp(a, "--ttl")) ttl = atoi(v);
+    if (!strcmp(a, "--addr"))
+      addr = v;
+    else if (!strcmp(a, "--port-file"))
+      port_file = v;
+    else if (!strcmp(a, "--etcd"))
+      eps = v;
+    else if (!strcmp(a, "--role"))
+      role = v;
+    else if (!strcmp(a, "--id"))
+      id = v;
+    else if (!strcmp(a, "--ttl"))
+      ttl = atoi(v);
     else {
       fprintf(stderr, "rpc-testsrv: unknown option %s\n", a);
       return 2;
@@ -99,7 +105,8 @@ int main(int argc, char **argv) {
                                   &wanserve__v1__denoise_request__descriptor, denoise, (void *)id,
                                   &err)) < 0 ||
       (rc = rpc_server_add_method(srv, "/wanserve.v1.Decoder/Decode", RPC_SERVER_STREAM,
-                                  &wanserve__v1__decode_request__descriptor, decode, NULL, &err)) < 0 ||
+                                  &wanserve__v1__decode_request__descriptor, decode, NULL, &err)) <
+          0 ||
       (rc = rpc_server_start(srv, &port, &err)) < 0)
     goto done;
   if (eps) {
