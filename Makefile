@@ -12,7 +12,7 @@ CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wshad
 CXXFLAGS_BASE := -std=c++17 -Wall -Wextra -g $(OPT) -I. -MMD -MP
 
 PKGS := openblas libcjson grpc libprotobuf-c libavformat libavcodec libavutil libswscale \
-  sentencepiece libutf8proc libzip libpng libjpeg
+  sentencepiece libutf8proc libzip libpng libjpeg libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

@@ -16,6 +16,7 @@ PKGS=(
   libutf8proc-dev                             # prompt cleaning (NFC, width folding)
   libzip-dev                                  # .pth (PyTorch zip) checkpoints
   libpng-dev libjpeg-dev                      # I2V image input
+  libmicrohttpd-dev                           # HTTP: video-jobs API and Prometheus metrics endpoints
   python3 python3-grpcio                      # black-box RPC tests with an independent client
   ffmpeg                                      # ffprobe: integration tests check MP4s independently
   curl                                        # health probes of etcd in deploy scripts
