@@ -90,7 +90,8 @@ static double lambda_of(double sig) { return log(1.0 - sig) - log(sig); }
 static void unipc_correct(sampler_state *s, const float *m, int i) {
   double sig = s->sigmas[i], sp = s->sigmas[i - 1], alpha = 1.0 - sig;
   double lam = lambda_of(sig), lp = lambda_of(sp);
-  double h = lam - lp, hh = -h, phi1 = expm1(hh), Bh = expm1(hh);
+  double h = lam - lp, hh = -h, phi1 = expm1(hh);
+  double Bh = phi1; /* bh2: B(h) = e^hh - 1, the same value as phi1 */
   double rho0 = 0, rho1 = 0.5;
   int p = s->this_order;
   double r1 = 0;
