@@ -8,7 +8,7 @@ CXX ?= g++
 SAN ?=
 OPT ?= -O2
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wshadow -g $(OPT) \
-  -fopenmp -I. -I$(BUILD)/gen -MMD -MP
+  -fno-math-errno -fopenmp -I. -I$(BUILD)/gen -MMD -MP
 CXXFLAGS_BASE := -std=c++17 -Wall -Wextra -g $(OPT) -I. -MMD -MP
 
 PKGS := openblas libcjson grpc libprotobuf-c libavformat libavcodec libavutil libswscale \

@@ -1,0 +1,763 @@
+#include "router/http.h"
+
+#include <cjson/cJSON.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include "core/log.h"
+#include "router/http_jobs.h"
+#include "router/web.h"
+#include "rpc/codec.h"
+
+#define SUBMIT_WAIT_MS 5000 /* POST waits this long for the router to accept or refuse */
+#define CANCEL_WAIT_MS 5000 /* DELETE waits this long for the job to stop */
+#define SSE_KEEPALIVE_MS 10000
+#define MAX_FORM_FIELDS 64
+
+struct http_gw {
+  http_opts o;
+  jobs *js;
+  reg_watch *view;
+  struct MHD_Daemon *d;
+  size_t max_body;
+};
+
+/* Per-request state (MHD's con_cls): the body, or the form fields of a multipart upload. */
+typedef struct hreq {
+  char *body;
+  size_t len, cap, total;
+  int too_big, bad_form, form;
+  http_field f[MAX_FORM_FIELDS];
+  size_t nf;
+} hreq;
+
+/* ---------- flags ---------- */
+
+int http_flag(http_opts *o, int argc, char **argv, int i, ws_err *err) {
+  const char *f = argv[i];
+  if (strncmp(f, "--http-", 7)) return 0;
+  if (i + 1 >= argc) return ws_fail(err, WS_EINVAL, "%s needs a value", f);
+  const char *v = argv[i + 1];
+  struct {
+    const char *name;
+    char *dst;
+    size_t n;
+  } strs[] = {{"--http-listen", o->listen, sizeof o->listen},
+              {"--http-addr-file", o->addr_file, sizeof o->addr_file}};
+  for (size_t k = 0; k < sizeof strs / sizeof strs[0]; k++) {
+    if (strcmp(f, strs[k].name)) continue;
+    if (strlen(v) >= strs[k].n) return ws_fail(err, WS_EINVAL, "%s: value too long", f);
+    snprintf(strs[k].dst, strs[k].n, "%s", v);
+    return 2;
+  }
+  struct {
+    const char *name;
+    int *dst, lo, hi;
+  } ints[] = {{"--http-keep-s", &o->keep_s, 1, 30 * 86400},
+              {"--http-keep-mb", &o->keep_mb, 1, 1 << 20},
+              {"--http-max-jobs", &o->max_jobs, 1, 100000},
+              {"--http-max-body-mb", &o->max_body_mb, 1, 2047}};
+  for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++) {
+    if (strcmp(f, ints[k].name)) continue;
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (end == v || *end || x < ints[k].lo || x > ints[k].hi)
+      return ws_fail(err, WS_EINVAL, "%s: '%s' is not an integer in %d..%d", f, v, ints[k].lo,
+                     ints[k].hi);
+    *ints[k].dst = (int)x;
+    return 2;
+  }
+  return 0;
+}
+
+/* ---------- responses ---------- */
+
+static int http_status_of(int grpc_code) {
+  switch (grpc_code) {
+  case GRPC_STATUS_OK: return 200;
+  case GRPC_STATUS_CANCELLED: return 499; /* "client closed request", as nginx names it */
+  case GRPC_STATUS_INVALID_ARGUMENT:
+  case GRPC_STATUS_OUT_OF_RANGE: return 400;
+  case GRPC_STATUS_DEADLINE_EXCEEDED: return 504;
+  case GRPC_STATUS_NOT_FOUND: return 404;
+  case GRPC_STATUS_ALREADY_EXISTS:
+  case GRPC_STATUS_FAILED_PRECONDITION:
+  case GRPC_STATUS_ABORTED: return 409;
+  case GRPC_STATUS_PERMISSION_DENIED: return 403;
+  case GRPC_STATUS_UNAUTHENTICATED: return 401;
+  case GRPC_STATUS_RESOURCE_EXHAUSTED: return 429;
+  case GRPC_STATUS_UNIMPLEMENTED: return 501;
+  case GRPC_STATUS_UNAVAILABLE: return 503;
+  default: return 500;
+  }
+}
+
+static enum MHD_Result queue(struct MHD_Connection *c, unsigned status, struct MHD_Response *r) {
+  if (!r) return MHD_NO;
+  enum MHD_Result rc = MHD_queue_response(c, status, r);
+  MHD_destroy_response(r);
+  return rc;
+}
+
+/* Takes ownership of `json` (malloc'd text; NULL = out of memory). */
+static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, char *json) {
+  if (!json) return MHD_NO;
+  struct MHD_Response *r =
+      MHD_create_response_from_buffer(strlen(json), json, MHD_RESPMEM_MUST_FREE);
+  if (!r) {
+    free(json);
+    return MHD_NO;
+  }
+  MHD_add_response_header(r, "Content-Type", "application/json");
+  MHD_add_response_header(r, "Cache-Control", "no-store");
+  return queue(c, status, r);
+}
+
+/* {"error": {"code": NAME, "message": msg}}; status 0 = from the gRPC code. */
+static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, int grpc_code,
+                                  const char *msg) {
+  cJSON *o = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(o, "error");
+  cJSON_AddStringToObject(e, "code", codec_status_name(grpc_code));
+  cJSON_AddStringToObject(e, "message", msg);
+  char *s = cJSON_PrintUnformatted(o);
+  cJSON_Delete(o);
+  return send_json(c, status ? status : (unsigned)http_status_of(grpc_code), s);
+}
+
+static enum MHD_Result method_not_allowed(struct MHD_Connection *c, const char *allow) {
+  char msg[128];
+  snprintf(msg, sizeof msg, "method not allowed here (allowed: %s)", allow);
+  cJSON *o = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(o, "error");
+  cJSON_AddStringToObject(e, "code", "UNIMPLEMENTED");
+  cJSON_AddStringToObject(e, "message", msg);
+  char *s = cJSON_PrintUnformatted(o);
+  cJSON_Delete(o);
+  if (!s) return MHD_NO;
+  struct MHD_Response *r = MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE);
+  if (!r) {
+    free(s);
+    return MHD_NO;
+  }
+  MHD_add_response_header(r, "Content-Type", "application/json");
+  MHD_add_response_header(r, "Allow", allow);
+  return queue(c, 405, r);
+}
+
+/* ---------- the page ---------- */
+
+static enum MHD_Result serve_asset(struct MHD_Connection *c, const char *url) {
+  if (!strcmp(url, "/")) url = "/index.html";
+  for (size_t i = 0; i < web_assets_n; i++) {
+    if (strcmp(web_assets[i].path, url)) continue;
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        web_assets[i].len, (void *)web_assets[i].data, MHD_RESPMEM_PERSISTENT);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", web_assets[i].type);
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    return queue(c, 200, r);
+  }
+  return send_error(c, 0, GRPC_STATUS_NOT_FOUND, "no such page");
+}
+
+/* ---------- /v1/models ---------- */
+
+static enum MHD_Result serve_models(http_gw *g, struct MHD_Connection *c) {
+  static const char *roles[] = {"encoder", "expert-high", "expert-low", "decoder", "router"};
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddStringToObject(o, "object", "list");
+  cJSON *data = cJSON_AddArrayToObject(o, "data");
+  for (size_t k = 0; k < sizeof roles / sizeof roles[0]; k++) {
+    reg_instance *in = NULL;
+    size_t n = 0;
+    ws_err err = {0};
+    if (reg_watch_instances(g->view, roles[k], &in, &n, &err) < 0) {
+      cJSON_Delete(o);
+      return send_error(c, 0, codec_status_from_ws(err.code), err.msg);
+    }
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddItemToArray(data, r);
+    cJSON_AddStringToObject(r, "object", "role");
+    cJSON_AddStringToObject(r, "id", roles[k]);
+    cJSON_AddNumberToObject(r, "live", (double)n);
+    cJSON *versions = cJSON_AddObjectToObject(r, "versions"); /* version -> live replicas */
+    cJSON *reps = cJSON_AddArrayToObject(r, "replicas");
+    for (size_t i = 0; i < n; i++) {
+      cJSON *vn = cJSON_GetObjectItemCaseSensitive(versions, in[i].version);
+      if (vn)
+        cJSON_SetNumberValue(vn, vn->valuedouble + 1);
+      else
+        cJSON_AddNumberToObject(versions, in[i].version, 1);
+      cJSON *x = cJSON_CreateObject();
+      cJSON_AddStringToObject(x, "id", in[i].id);
+      cJSON_AddStringToObject(x, "addr", in[i].addr);
+      cJSON_AddStringToObject(x, "version", in[i].version);
+      cJSON_AddStringToObject(x, "backend", in[i].backend);
+      cJSON_AddStringToObject(x, "devices", in[i].devices);
+      cJSON_AddNumberToObject(x, "max_batch", in[i].max_batch);
+      const char *slash = strrchr(in[i].model_digest, '/'); /* the folder name, not the path */
+      cJSON_AddStringToObject(x, "model", slash ? slash + 1 : in[i].model_digest);
+      cJSON_AddNumberToObject(x, "started", (double)in[i].started);
+      cJSON_AddItemToArray(reps, x);
+    }
+    free(in);
+    reg_rollout ro;
+    if (reg_watch_rollout(g->view, roles[k], &ro, NULL) == WS_OK) {
+      cJSON *x = cJSON_AddObjectToObject(r, "rollout");
+      cJSON_AddStringToObject(x, "stable", ro.stable);
+      cJSON_AddStringToObject(x, "canary", ro.canary);
+      cJSON_AddNumberToObject(x, "percent", ro.percent);
+      cJSON_AddStringToObject(x, "mode", ro.mode == REG_MODE_SHADOW ? "shadow" : "split");
+    }
+  }
+  int total, running;
+  int64_t kept;
+  jobs_counts(g->js, &total, &running, &kept);
+  cJSON *j = cJSON_AddObjectToObject(o, "jobs");
+  cJSON_AddNumberToObject(j, "held", total);
+  cJSON_AddNumberToObject(j, "running", running);
+  cJSON_AddNumberToObject(j, "kept_bytes", (double)kept);
+  char *s = cJSON_PrintUnformatted(o);
+  cJSON_Delete(o);
+  return send_json(c, 200, s);
+}
+
+/* ---------- /v1/videos/{id}/content ---------- */
+
+typedef struct blob_reader {
+  jobs_blob *b;
+  size_t start, len;
+} blob_reader;
+
+static ssize_t read_blob(void *cls, uint64_t pos, char *buf, size_t max) {
+  blob_reader *r = cls;
+  if (pos >= r->len) return MHD_CONTENT_READER_END_OF_STREAM;
+  size_t n = r->len - (size_t)pos < max ? r->len - (size_t)pos : max;
+  memcpy(buf, r->b->data + r->start + pos, n);
+  return (ssize_t)n;
+}
+
+static void free_blob_reader(void *cls) {
+  blob_reader *r = cls;
+  jobs_blob_unref(r->b);
+  free(r);
+}
+
+/* One byte range of `len` bytes (RFC 9110 14.1.2): "bytes=A-B", "bytes=A-", "bytes=-N".
+ * 1 = satisfiable (*start, *end inclusive), 0 = ignore the header (unparsable or several
+ * ranges: serving the whole body is allowed), -1 = unsatisfiable (416). */
+static int parse_range(const char *h, size_t len, size_t *start, size_t *end) {
+  if (strncasecmp(h, "bytes=", 6)) return 0;
+  h += 6;
+  while (*h == ' ')
+    h++;
+  if (strchr(h, ',')) return 0;
+  char *e;
+  if (*h == '-') {
+    unsigned long long n = strtoull(h + 1, &e, 10);
+    if (e == h + 1 || *e) return 0;
+    if (n == 0 || len == 0) return -1;
+    *start = n >= len ? 0 : len - (size_t)n;
+    *end = len - 1;
+    return 1;
+  }
+  if (*h < '0' || *h > '9') return 0;
+  unsigned long long a = strtoull(h, &e, 10), b = len ? len - 1 : 0;
+  if (*e != '-') return 0;
+  const char *p = e + 1;
+  if (*p) {
+    if (*p < '0' || *p > '9') return 0;
+    b = strtoull(p, &e, 10);
+    if (*e || b < a) return 0;
+  }
+  if (a >= len) return -1;
+  *start = (size_t)a;
+  *end = b >= len ? len - 1 : (size_t)b;
+  return 1;
+}
+
+static enum MHD_Result serve_content(http_gw *g, struct MHD_Connection *c, job *j, const char *id) {
+  jobs_blob *b = NULL;
+  jobs_err e = {0};
+  if (jobs_content(g->js, j, &b, &e) < 0) return send_error(c, 0, e.code, e.msg);
+  size_t start = 0, end = b->len ? b->len - 1 : 0;
+  const char *range = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_RANGE);
+  int partial = range ? parse_range(range, b->len, &start, &end) : 0;
+  char cr[96];
+  if (partial < 0) {
+    size_t total = b->len;
+    jobs_blob_unref(b);
+    snprintf(cr, sizeof cr, "bytes */%zu", total);
+    char msg[160];
+    snprintf(msg, sizeof msg, "range '%.60s' is outside the video (%zu bytes)", range, total);
+    cJSON *o = cJSON_CreateObject(), *eo = cJSON_AddObjectToObject(o, "error");
+    cJSON_AddStringToObject(eo, "code", "OUT_OF_RANGE");
+    cJSON_AddStringToObject(eo, "message", msg);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    struct MHD_Response *r =
+        s ? MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE) : NULL;
+    if (!r) {
+      free(s);
+      return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    MHD_add_response_header(r, "Content-Range", cr);
+    return queue(c, MHD_HTTP_RANGE_NOT_SATISFIABLE, r);
+  }
+  blob_reader *br = malloc(sizeof *br);
+  if (!br) {
+    jobs_blob_unref(b);
+    return MHD_NO;
+  }
+  br->b = b;
+  br->start = start;
+  br->len = b->len ? end - start + 1 : 0;
+  struct MHD_Response *r =
+      MHD_create_response_from_callback(br->len, 64 * 1024, read_blob, br, free_blob_reader);
+  if (!r) {
+    free_blob_reader(br);
+    return MHD_NO;
+  }
+  char disp[96];
+  snprintf(disp, sizeof disp, "inline; filename=\"%s.mp4\"", id);
+  MHD_add_response_header(r, "Content-Type", "video/mp4");
+  MHD_add_response_header(r, "Accept-Ranges", "bytes");
+  MHD_add_response_header(r, "Content-Disposition", disp);
+  MHD_add_response_header(r, "Cache-Control", "private, max-age=3600");
+  if (partial) {
+    snprintf(cr, sizeof cr, "bytes %zu-%zu/%zu", start, end, b->len);
+    MHD_add_response_header(r, "Content-Range", cr);
+  }
+  return queue(c, partial ? MHD_HTTP_PARTIAL_CONTENT : MHD_HTTP_OK, r);
+}
+
+/* ---------- /v1/videos/{id}/events (Server-Sent Events) ---------- */
+
+typedef struct sse {
+  http_gw *g;
+  job *j;
+  jobs_cursor cur;
+  char *buf;
+  size_t len, off;
+} sse;
+
+/* Runs on the connection's own thread, so it may block: it sleeps on the jobs' condition
+ * variable until the next event, or sends a keep-alive comment every SSE_KEEPALIVE_MS (which
+ * also finds out when the client has gone). */
+static ssize_t read_sse(void *cls, uint64_t pos, char *out, size_t max) {
+  sse *s = cls;
+  (void)pos;
+  while (s->off == s->len) {
+    free(s->buf);
+    s->buf = NULL;
+    s->len = s->off = 0;
+    const char *name = NULL;
+    char *data = NULL;
+    int seq = 0;
+    int rc = jobs_next_event(s->g->js, s->j, &s->cur, SSE_KEEPALIVE_MS, &name, &data, &seq);
+    if (rc < 0) return MHD_CONTENT_READER_END_OF_STREAM;
+    int n = rc == 0 ? asprintf(&s->buf, ": keep-alive\n\n")
+                    : asprintf(&s->buf, "id: %d\nevent: %s\ndata: %s\n\n", seq, name, data);
+    free(data);
+    if (n < 0) {
+      s->buf = NULL;
+      return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    s->len = (size_t)n;
+  }
+  size_t k = s->len - s->off < max ? s->len - s->off : max;
+  memcpy(out, s->buf + s->off, k);
+  s->off += k;
+  return (ssize_t)k;
+}
+
+static void free_sse(void *cls) {
+  sse *s = cls;
+  jobs_unref(s->g->js, s->j);
+  free(s->buf);
+  free(s);
+}
+
+/* Takes over the caller's reference to j. */
+static enum MHD_Result serve_events(http_gw *g, struct MHD_Connection *c, job *j) {
+  sse *s = calloc(1, sizeof *s);
+  if (!s) {
+    jobs_unref(g->js, j);
+    return MHD_NO;
+  }
+  s->g = g;
+  s->j = j;
+  /* a reconnecting EventSource resumes after the last event it saw */
+  const char *last = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");
+  if (last && *last) {
+    char *e;
+    long id = strtol(last, &e, 10);
+    if (!*e && id >= 0) {
+      s->cur.accepted = 1;
+      if (id >= 1000000)
+        s->cur.final = 1;
+      else
+        s->cur.steps = (int)id;
+    }
+  }
+  /* retry: how soon a dropped EventSource reconnects; the comment flushes the headers now */
+  s->buf = strdup("retry: 1000\n: stream of video job events\n\n");
+  s->len = s->buf ? strlen(s->buf) : 0;
+  struct MHD_Response *r =
+      MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, read_sse, s, free_sse);
+  if (!r) {
+    free_sse(s);
+    return MHD_NO;
+  }
+  MHD_add_response_header(r, "Content-Type", "text/event-stream");
+  MHD_add_response_header(r, "Cache-Control", "no-store");
+  MHD_add_response_header(r, "X-Accel-Buffering", "no");
+  return queue(c, 200, r);
+}
+
+/* ---------- /v1/videos ---------- */
+
+/* The caller's credentials as gRPC "authorization" metadata: the Authorization header as sent,
+ * or "Bearer " + ?access_token= (RFC 6750 2.3) for clients that cannot set headers. "" = none. */
+static void get_auth(struct MHD_Connection *c, char *out, size_t n) {
+  const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+  const char *t = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "access_token");
+  if (h && *h)
+    snprintf(out, n, "%s", h);
+  else if (t && *t)
+    snprintf(out, n, "Bearer %s", t);
+  else
+    out[0] = 0;
+}
+
+static enum MHD_Result create_video(http_gw *g, struct MHD_Connection *c, hreq *q) {
+  if (q->too_big) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "request body larger than %zu bytes (--http-max-body-mb)",
+             g->max_body);
+    return send_error(c, 413, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+  }
+  if (q->bad_form)
+    return send_error(c, 0, GRPC_STATUS_INVALID_ARGUMENT, "body: malformed form data");
+  job_params p;
+  ws_err err = {0};
+  int rc = q->form ? job_params_from_form(q->f, q->nf, &p, &err)
+                   : job_params_from_json(q->body ? q->body : "", q->len, &p, &err);
+  if (rc < 0) {
+    job_params_free(&p);
+    return send_error(c, 0, codec_status_from_ws(rc), err.msg);
+  }
+  job *j = NULL;
+  jobs_err e = {0};
+  char auth[600];
+  get_auth(c, auth, sizeof auth);
+  if (jobs_submit(g->js, &p, auth, SUBMIT_WAIT_MS, &j, &e) < 0)
+    return send_error(c, 0, e.code, e.msg);
+  char *json = jobs_job_json(g->js, j);
+  char loc[96];
+  snprintf(loc, sizeof loc, "/v1/videos/%s", jobs_id(j));
+  jobs_unref(g->js, j);
+  if (!json) return MHD_NO;
+  struct MHD_Response *r =
+      MHD_create_response_from_buffer(strlen(json), json, MHD_RESPMEM_MUST_FREE);
+  if (!r) {
+    free(json);
+    return MHD_NO;
+  }
+  MHD_add_response_header(r, "Content-Type", "application/json");
+  MHD_add_response_header(r, "Cache-Control", "no-store");
+  MHD_add_response_header(r, "Location", loc);
+  return queue(c, 200, r);
+}
+
+static int valid_id(const char *s, size_t n) {
+  if (n == 0 || n >= 40) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_')) return 0;
+  return 1;
+}
+
+/* /v1/videos/{id}[/content|/events] */
+static enum MHD_Result video_route(http_gw *g, struct MHD_Connection *c, const char *rest,
+                                   const char *method) {
+  const char *slash = strchr(rest, '/');
+  size_t idn = slash ? (size_t)(slash - rest) : strlen(rest);
+  const char *sub = slash ? slash + 1 : "";
+  char id[40];
+  if (!valid_id(rest, idn)) return send_error(c, 0, GRPC_STATUS_NOT_FOUND, "no such video");
+  memcpy(id, rest, idn);
+  id[idn] = 0;
+  int get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+  if (*sub && strcmp(sub, "content") && strcmp(sub, "events"))
+    return send_error(c, 0, GRPC_STATUS_NOT_FOUND, "no such resource");
+  if (*sub && !get) return method_not_allowed(c, "GET, HEAD");
+  if (!*sub && !get && strcmp(method, "DELETE")) return method_not_allowed(c, "GET, DELETE");
+  job *j = NULL;
+  char auth[600];
+  get_auth(c, auth, sizeof auth);
+  if (jobs_get(g->js, id, auth, &j) < 0) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "no video %s (never made, deleted or expired)", id);
+    return send_error(c, 0, GRPC_STATUS_NOT_FOUND, msg);
+  }
+  enum MHD_Result rc;
+  if (!strcmp(sub, "events")) return serve_events(g, c, j); /* takes the reference */
+  if (!strcmp(sub, "content")) {
+    rc = serve_content(g, c, j, id);
+  } else if (!strcmp(method, "DELETE")) {
+    if (jobs_cancel_or_delete(g->js, j, CANCEL_WAIT_MS)) {
+      rc = send_json(c, 200, jobs_job_json(g->js, j));
+    } else {
+      cJSON *o = cJSON_CreateObject();
+      cJSON_AddStringToObject(o, "id", id);
+      cJSON_AddStringToObject(o, "object", "video.deleted");
+      cJSON_AddBoolToObject(o, "deleted", 1);
+      char *s = cJSON_PrintUnformatted(o);
+      cJSON_Delete(o);
+      rc = send_json(c, 200, s);
+    }
+  } else {
+    rc = send_json(c, 200, jobs_job_json(g->js, j));
+  }
+  jobs_unref(g->js, j);
+  return rc;
+}
+
+static enum MHD_Result route(http_gw *g, struct MHD_Connection *c, const char *url,
+                             const char *method, hreq *q) {
+  int get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+  if (!strcmp(url, "/v1/videos") || !strcmp(url, "/v1/videos/")) {
+    if (!strcmp(method, "POST")) return create_video(g, c, q);
+    if (!get) return method_not_allowed(c, "GET, POST");
+    const char *ls = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
+    int limit = ls ? atoi(ls) : 20;
+    if (limit <= 0 || limit > 1000) limit = 20;
+    char auth[600];
+    get_auth(c, auth, sizeof auth);
+    return send_json(c, 200, jobs_list_json(g->js, auth, limit));
+  }
+  if (!strncmp(url, "/v1/videos/", 11)) return video_route(g, c, url + 11, method);
+  if (!strcmp(url, "/v1/models")) {
+    if (!get) return method_not_allowed(c, "GET");
+    return serve_models(g, c);
+  }
+  if (!strcmp(url, "/healthz")) return send_json(c, 200, strdup("{\"status\":\"ok\"}"));
+  if (!strncmp(url, "/v1/", 4)) return send_error(c, 0, GRPC_STATUS_NOT_FOUND, "no such endpoint");
+  if (!get) return method_not_allowed(c, "GET");
+  return serve_asset(c, url);
+}
+
+/* ---------- request bodies ---------- */
+
+static enum MHD_Result form_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *filename, const char *ctype, const char *enc,
+                                  const char *data, uint64_t off, size_t size) {
+  hreq *q = cls;
+  (void)kind, (void)ctype, (void)enc;
+  http_field *f = q->nf ? &q->f[q->nf - 1] : NULL;
+  if (!f || off == 0 || strcmp(f->name, key)) { /* a new field */
+    if (q->nf == MAX_FORM_FIELDS) {
+      q->bad_form = 1;
+      return MHD_NO;
+    }
+    f = &q->f[q->nf++];
+    f->name = strdup(key);
+    f->is_file = filename != NULL;
+    if (!f->name) return MHD_NO;
+  }
+  if (size) {
+    uint8_t *nd = realloc(f->data, f->len + size);
+    if (!nd) return MHD_NO;
+    memcpy(nd + f->len, data, size);
+    f->data = nd;
+    f->len += size;
+  }
+  return MHD_YES;
+}
+
+/* Form bodies go through MHD's post processor once complete. A urlencoded body that is JSON is
+ * JSON: `curl -d '{...}'` sends that content type unless told otherwise. */
+static void parse_form(struct MHD_Connection *c, hreq *q) {
+  const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+  size_t i = 0;
+  while (i < q->len && (q->body[i] == ' ' || q->body[i] == '\n' || q->body[i] == '\r'))
+    i++;
+  int multipart = ct && !strncasecmp(ct, "multipart/form-data", 19);
+  int urlenc = ct && !strncasecmp(ct, "application/x-www-form-urlencoded", 33) &&
+               !(i < q->len && q->body[i] == '{');
+  if (!multipart && !urlenc) return;
+  q->form = 1;
+  struct MHD_PostProcessor *pp = MHD_create_post_processor(c, 64 * 1024, form_field, q);
+  if (!pp) { /* e.g. multipart without a boundary */
+    q->bad_form = 1;
+    return;
+  }
+  if (q->len && MHD_post_process(pp, q->body, q->len) != MHD_YES) q->bad_form = 1;
+  /* destroying delivers the last urlencoded value, and says whether the body was complete */
+  if (MHD_destroy_post_processor(pp) != MHD_YES) q->bad_form = 1;
+}
+
+static void request_done(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+  (void)cls, (void)c, (void)toe;
+  hreq *q = *con_cls;
+  if (!q) return;
+  for (size_t i = 0; i < q->nf; i++) {
+    free(q->f[i].name);
+    free(q->f[i].data);
+  }
+  free(q->body);
+  free(q);
+  *con_cls = NULL;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls) {
+  http_gw *g = cls;
+  (void)version;
+  hreq *q = *con_cls;
+  if (!q) { /* first call: headers only */
+    q = calloc(1, sizeof *q);
+    if (!q) return MHD_NO;
+    *con_cls = q;
+    if (!strcmp(method, "POST")) {
+      /* A body over the limit is still read (and dropped) before the 413: answering early makes
+       * MHD close the socket while the client is sending, and most clients then see a broken
+       * pipe instead of the answer. Far beyond the limit, closing early is the lesser evil. */
+      const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+      unsigned long long want = cl ? strtoull(cl, NULL, 10) : 0;
+      if (want > g->max_body) q->too_big = 1;
+      if (want > 16 * (unsigned long long)g->max_body) return create_video(g, c, q);
+    }
+    return MHD_YES;
+  }
+  if (*upload_size) {
+    size_t n = *upload_size;
+    *upload_size = 0;
+    q->total += n;
+    if (q->too_big || q->bad_form) return MHD_YES; /* read and drop the rest */
+    if (q->total > g->max_body) {
+      q->too_big = 1;
+      free(q->body);
+      q->body = NULL;
+      return MHD_YES;
+    }
+    if (q->len + n + 1 > q->cap) {
+      size_t cap = (q->len + n + 1) * 2;
+      char *nb = realloc(q->body, cap);
+      if (!nb) return MHD_NO;
+      q->body = nb;
+      q->cap = cap;
+    }
+    memcpy(q->body + q->len, upload, n);
+    q->len += n;
+    q->body[q->len] = 0;
+    return MHD_YES;
+  }
+  WS_DEBUG("http: %s %s", method, url);
+  if (!strcmp(method, "POST") && !q->too_big) parse_form(c, q);
+  return route(g, c, url, method, q);
+}
+
+/* ---------- start / stop ---------- */
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+  (void)cls;
+  char msg[512];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  size_t n = strlen(msg);
+  while (n && msg[n - 1] == '\n')
+    msg[--n] = 0;
+  WS_WARN("http: %s", msg);
+}
+
+static int write_addr_file(const char *path, const char *addr, ws_err *err) {
+  char tmp[2100];
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  FILE *fp = fopen(tmp, "w");
+  if (!fp) return ws_fail(err, WS_EIO, "cannot write %s", tmp);
+  fprintf(fp, "%s\n", addr);
+  if (fclose(fp) != 0 || rename(tmp, path) != 0)
+    return ws_fail(err, WS_EIO, "cannot write %s", path);
+  return WS_OK;
+}
+
+int http_start(const http_opts *o, const char *router_addr, reg_watch *view, rpc_client *client,
+               http_gw **out, ws_err *err) {
+  *out = NULL;
+  char host[256], port[16];
+  const char *colon = strrchr(o->listen, ':');
+  if (!colon || colon == o->listen || strlen(colon + 1) >= sizeof port || !colon[1])
+    return ws_fail(err, WS_EINVAL, "--http-listen: '%s' is not HOST:PORT", o->listen);
+  const char *h = o->listen;
+  size_t hn = (size_t)(colon - o->listen);
+  if (h[0] == '[' && hn >= 2 && h[hn - 1] == ']') h++, hn -= 2; /* [::1]:8080 */
+  memcpy(host, h, hn);
+  host[hn] = 0;
+  snprintf(port, sizeof port, "%s", colon + 1);
+  struct addrinfo hints = {
+      .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+  struct addrinfo *ai = NULL;
+  int gai = getaddrinfo(host, port, &hints, &ai);
+  if (gai != 0 || !ai)
+    return ws_fail(err, WS_EINVAL, "--http-listen: '%s': %s", o->listen, gai_strerror(gai));
+  http_gw *g = calloc(1, sizeof *g);
+  if (!g) {
+    freeaddrinfo(ai);
+    return ws_fail(err, WS_ENOMEM, "out of memory");
+  }
+  g->o = *o;
+  g->view = view;
+  g->max_body = (size_t)(o->max_body_mb > 0 ? o->max_body_mb : 32) << 20;
+  jobs_opts jo = {.target = router_addr,
+                  .max_jobs = o->max_jobs,
+                  .keep_s = o->keep_s,
+                  .keep_bytes = (int64_t)(o->keep_mb > 0 ? o->keep_mb : 1024) << 20,
+                  .client = client};
+  int rc = jobs_create(&jo, &g->js, err);
+  if (rc < 0) {
+    freeaddrinfo(ai);
+    free(g);
+    return rc;
+  }
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_AUTO |
+                   MHD_USE_ERROR_LOG | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
+  g->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, g, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+                          g, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED,
+                          request_done, g, MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
+                          MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_END);
+  freeaddrinfo(ai);
+  if (!g->d) {
+    jobs_free(g->js);
+    free(g);
+    return ws_fail(err, WS_EUNAVAIL, "--http-listen: cannot listen on %s (in use?)", o->listen);
+  }
+  const union MHD_DaemonInfo *di = MHD_get_daemon_info(g->d, MHD_DAEMON_INFO_BIND_PORT);
+  int bound = di ? di->port : 0;
+  if (!strcmp(host, "0.0.0.0") || !strcmp(host, "::") || !host[0])
+    snprintf(host, sizeof host, "127.0.0.1");
+  char addr[300];
+  snprintf(addr, sizeof addr, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, bound);
+  if (o->addr_file[0] && (rc = write_addr_file(o->addr_file, addr, err)) < 0) {
+    http_stop(g);
+    return rc;
+  }
+  WS_INFO("http: video-jobs API and web page on http://%s/ (jobs via %s)", addr, router_addr);
+  *out = g;
+  return WS_OK;
+}
+
+void http_stop(http_gw *g) {
+  if (!g) return;
+  jobs_shutdown(g->js); /* SSE readers return, job threads cancel their streams */
+  MHD_stop_daemon(g->d);
+  jobs_free(g->js);
+  if (g->o.addr_file[0]) remove(g->o.addr_file);
+  free(g);
+}

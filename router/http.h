@@ -1,0 +1,67 @@
+/* http — the router's HTTP gateway: a video-jobs API in OpenAI's /v1/videos shape beside the
+ * gRPC API, and the web page that drives it (issue 11). Off unless --http-listen is given.
+ *
+ *   POST   /v1/videos               create a job (JSON or multipart form; router/http_params.h)
+ *                                   → 200 job JSON {id, object:"video", status, ...}; a request
+ *                                   the router refuses answers at once with its status
+ *   GET    /v1/videos               recent jobs, newest first (?limit=N, default 20)
+ *   GET    /v1/videos/{id}          status: queued | in_progress (progress 0-100, step, total,
+ *                                   role, replica, version, phase) | completed | failed | cancelled
+ *                                   (error {code, message}); timeline = one record per step
+ *   GET    /v1/videos/{id}/content  the MP4 (video/mp4; single byte ranges → 206, so a <video>
+ *                                   element can seek)
+ *   GET    /v1/videos/{id}/events   Server-Sent Events: accepted, one progress per step, then
+ *                                   done or error (ids allow resuming with Last-Event-ID)
+ *   DELETE /v1/videos/{id}          running: cancel at the next step boundary; finished: forget
+ *   GET    /v1/models               roles, versions and live replicas (the router's etcd view),
+ *                                   rollout policies
+ *   GET    /healthz, GET / (the page), /app.js, /style.css (router/web, embedded at build time)
+ * Errors: JSON {"error": {"code": "INVALID_ARGUMENT", "message": "..."}} with the gRPC status
+ * name; HTTP status from it (INVALID_ARGUMENT 400, NOT_FOUND 404, FAILED_PRECONDITION 409,
+ * RESOURCE_EXHAUSTED 429, CANCELLED 499, UNAVAILABLE 503, DEADLINE_EXCEEDED 504, ...).
+ *
+ * Every job is a Router.Generate stream to this router's own gRPC address (router/http_jobs.h),
+ * so validation, limits, admission and messages are those of the gRPC API, and so is auth: the
+ * caller's "Authorization: Bearer <token>" header (or ?access_token=<token>, for EventSource and
+ * <video>, which cannot send headers) travels as the call's "authorization" metadata, so a router
+ * started with --auth-tokens refuses it with UNAUTHENTICATED (401) exactly as over gRPC. A job
+ * is visible (status, events, content, list, delete) only with the authorization it was created
+ * with. /v1/models, /healthz and the page itself are open.
+ *
+ * Server: libmicrohttpd, one thread per connection (SSE readers block on the jobs' condition
+ * variable, up to 10 s between keep-alive comments). Request bodies are bounded
+ * (--http-max-body-mb), as are connections (256) and jobs (--http-max-jobs).
+ *
+ * Flags (parsed by http_flag, for svc_parse): --http-listen HOST:PORT (port 0 = any free one),
+ * --http-addr-file PATH (HOST:PORT written once listening), --http-keep-s N (finished jobs kept,
+ * default 3600), --http-keep-mb N (video budget, default 1024), --http-max-jobs N (default 64),
+ * --http-max-body-mb N (default 32).
+ */
+#ifndef WS_ROUTER_HTTP_H
+#define WS_ROUTER_HTTP_H
+
+#include "core/error.h"
+#include "rpc/client.h"
+#include "rpc/registry.h"
+
+typedef struct http_opts {
+  char listen[256]; /* "" = no gateway */
+  char addr_file[2048];
+  int keep_s, keep_mb, max_jobs, max_body_mb; /* 0 = defaults */
+} http_opts;
+
+/* svc_flag_fn-style parser of the flags above: 2 when argv[i] is one of them (value consumed),
+ * 0 when it is not, a negative code for a bad value. */
+int http_flag(http_opts *o, int argc, char **argv, int i, ws_err *err);
+
+typedef struct http_gw http_gw;
+
+/* Starts listening. router_addr: the router's own gRPC address (svc_advertised); view: its
+ * etcd view; client: the router's gRPC client (with its TLS identity when it has one). view and
+ * client are borrowed and must outlive the gateway. */
+int http_start(const http_opts *o, const char *router_addr, reg_watch *view, rpc_client *client,
+               http_gw **out, ws_err *err);
+/* Ends SSE streams, cancels running jobs, stops the server, frees everything. NULL is a no-op. */
+void http_stop(http_gw *g);
+
+#endif

@@ -1,0 +1,686 @@
+#include "router/http_jobs.h"
+
+#include <cjson/cJSON.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "rpc/client.h"
+#include "rpc/codec.h"
+#include "wanserve/v1/router.pb-c.h"
+
+#define GENERATE_METHOD "/wanserve.v1.Router/Generate"
+#define FINAL_SEQ 1000000 /* SSE id of the done/error event (after every step id) */
+
+typedef enum { J_QUEUED, J_RUNNING, J_COMPLETED, J_FAILED, J_CANCELLED } jstate;
+static const char *const state_name[] = {"queued", "in_progress", "completed", "failed",
+                                         "cancelled"};
+
+typedef struct jstep {
+  int step, total, attempts;
+  float timestep;
+  int64_t elapsed_ms;
+  char role[16], replica[128], version[64];
+} jstep;
+
+struct job {
+  jobs *js;
+  int refs; /* guarded by js->mu, like every field below that changes */
+  char id[40];
+  job_params p; /* immutable after submit, but p.image, which the thread frees once sent */
+  size_t image_len;
+  int64_t created_at, finished_at; /* unix seconds */
+  double t0_ms, finished_ms;       /* monotonic */
+  jstate state;
+  int accepted, in_table, cancel, cancel_step;
+  char request_id[128];
+  char auth[512]; /* "authorization" metadata of the creator; never logged */
+  int total;
+  jstep *steps;
+  int nsteps, capsteps;
+  size_t received; /* MP4 bytes so far */
+  jobs_blob *video;
+  int err_code;
+  char err_msg[512];
+};
+
+struct jobs {
+  jobs_opts o;
+  char target[256];
+  pthread_mutex_t mu;
+  pthread_cond_t cv; /* broadcast on every change of any job, and when stopping */
+  job **tab;         /* creation order, oldest first */
+  int n, threads, stopping;
+  int64_t kept; /* bytes of the videos in the table */
+};
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int finished(const job *j) { return j->state >= J_COMPLETED; }
+
+static int jfail(jobs_err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int jfail(jobs_err *e, int code, const char *fmt, ...) {
+  e->code = code;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+  va_end(ap);
+  return codec_ws_from_status(code) ? codec_ws_from_status(code) : WS_EINTERNAL;
+}
+
+void jobs_blob_unref(jobs_blob *b) {
+  if (b && __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0) free(b);
+}
+
+static void job_free(job *j) {
+  job_params_free(&j->p);
+  free(j->steps);
+  jobs_blob_unref(j->video);
+  free(j);
+}
+
+/* Drops one reference with js->mu held. */
+static void unref_locked(job *j) {
+  if (--j->refs == 0) job_free(j);
+}
+
+void jobs_unref(jobs *js, job *j) {
+  if (!j) return;
+  pthread_mutex_lock(&js->mu);
+  unref_locked(j);
+  pthread_mutex_unlock(&js->mu);
+}
+
+const char *jobs_id(const job *j) { return j->id; }
+
+static void remove_at(jobs *js, int i) {
+  job *j = js->tab[i];
+  memmove(js->tab + i, js->tab + i + 1, sizeof *js->tab * (size_t)(js->n - i - 1));
+  js->n--;
+  j->in_table = 0;
+  if (j->video) js->kept -= (int64_t)j->video->len;
+  unref_locked(j);
+}
+
+/* Finished jobs past keep_s go; then the oldest finished ones until the videos fit keep_bytes. */
+static void evict_locked(jobs *js) {
+  double now = now_ms();
+  for (int i = 0; i < js->n;) {
+    job *j = js->tab[i];
+    if (finished(j) && now - j->finished_ms > js->o.keep_s * 1e3) {
+      WS_DEBUG("http: %s evicted (kept %d s)", j->id, js->o.keep_s);
+      remove_at(js, i);
+    } else {
+      i++;
+    }
+  }
+  for (int i = 0; i < js->n && js->kept > js->o.keep_bytes;) {
+    if (js->tab[i]->video) {
+      WS_INFO("http: %s evicted (videos over %lld bytes)", js->tab[i]->id,
+              (long long)js->o.keep_bytes);
+      remove_at(js, i);
+    } else {
+      i++;
+    }
+  }
+}
+
+/* ---------- the job thread: one Router.Generate stream ---------- */
+
+static int on_event(job *j, const Wanserve__V1__GenerateEvent *ev, jobs_blob **buf, size_t *cap,
+                    int *got_last, jobs_err *e) {
+  jobs *js = j->js;
+  switch (ev->event_case) {
+  case WANSERVE__V1__GENERATE_EVENT__EVENT_ACCEPTED:
+    pthread_mutex_lock(&js->mu);
+    j->state = J_RUNNING;
+    j->accepted = 1;
+    snprintf(j->request_id, sizeof j->request_id, "%s",
+             ev->accepted->request_id ? ev->accepted->request_id : "");
+    j->total = ev->accepted->total_steps;
+    pthread_cond_broadcast(&js->cv);
+    pthread_mutex_unlock(&js->mu);
+    return WS_OK;
+  case WANSERVE__V1__GENERATE_EVENT__EVENT_PROGRESS: {
+    const Wanserve__V1__Progress *pr = ev->progress;
+    pthread_mutex_lock(&js->mu);
+    if (j->nsteps == j->capsteps) {
+      int cap2 = j->capsteps ? 2 * j->capsteps : 64;
+      jstep *ns = realloc(j->steps, sizeof *ns * (size_t)cap2);
+      if (!ns) {
+        pthread_mutex_unlock(&js->mu);
+        return jfail(e, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+      }
+      j->steps = ns;
+      j->capsteps = cap2;
+    }
+    jstep *s = &j->steps[j->nsteps++];
+    s->step = pr->step;
+    s->total = pr->total;
+    s->attempts = pr->attempts;
+    s->timestep = pr->timestep;
+    s->elapsed_ms = pr->elapsed_ms;
+    snprintf(s->role, sizeof s->role, "%s", pr->role ? pr->role : "");
+    snprintf(s->replica, sizeof s->replica, "%s", pr->replica ? pr->replica : "");
+    snprintf(s->version, sizeof s->version, "%s", pr->version ? pr->version : "");
+    if (pr->total > 0) j->total = pr->total;
+    pthread_cond_broadcast(&js->cv);
+    pthread_mutex_unlock(&js->mu);
+    return WS_OK;
+  }
+  case WANSERVE__V1__GENERATE_EVENT__EVENT_RESULT: {
+    const Wanserve__V1__ResultChunk *c = ev->result;
+    size_t have = *buf ? (*buf)->len : 0, need = have + c->data.len;
+    if ((int64_t)need > js->o.keep_bytes)
+      return jfail(e, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                   "video larger than the gateway keeps (--http-keep-mb, %lld bytes)",
+                   (long long)js->o.keep_bytes);
+    if (!*buf || need > *cap) {
+      size_t cap2 = need * 2 > 65536 ? need * 2 : 65536;
+      jobs_blob *nb = realloc(*buf, sizeof *nb + cap2);
+      if (!nb) return jfail(e, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+      if (!*buf) nb->len = 0;
+      *buf = nb;
+      *cap = cap2;
+    }
+    if (c->data.len) memcpy((*buf)->data + have, c->data.data, c->data.len);
+    (*buf)->len = need;
+    if (c->last) *got_last = 1;
+    pthread_mutex_lock(&js->mu);
+    j->received = need;
+    pthread_cond_broadcast(&js->cv);
+    pthread_mutex_unlock(&js->mu);
+    return WS_OK;
+  }
+  default: return WS_OK; /* the latent is not asked for */
+  }
+}
+
+static void fill_request(const job *j, Wanserve__V1__GenerateRequest *q) {
+  const job_params *p = &j->p;
+  q->request_id = (char *)j->id;
+  q->task = p->task == 2 ? WANSERVE__V1__TASK__I2V : WANSERVE__V1__TASK__T2V;
+  q->prompt = p->prompt;
+  q->negative_prompt = p->negative ? p->negative : "";
+  q->image.data = p->image;
+  q->image.len = p->image_len;
+  q->width = p->width;
+  q->height = p->height;
+  q->frames = p->frames;
+  q->steps = p->steps;
+  q->fps = p->fps;
+  q->seed = p->seed;
+  q->sample_shift = p->shift;
+  q->guide_scale_high = p->guide_high;
+  q->guide_scale_low = p->guide_low;
+  q->solver = p->solver == 2   ? WANSERVE__V1__SOLVER__DPMPP
+              : p->solver == 1 ? WANSERVE__V1__SOLVER__UNIPC
+                               : WANSERVE__V1__SOLVER__SOLVER_UNSPECIFIED;
+  q->boundary = p->boundary;
+  q->deadline_ms = p->deadline_ms;
+}
+
+static void *job_thread(void *arg) {
+  job *j = arg;
+  jobs *js = j->js;
+  Wanserve__V1__GenerateRequest q = WANSERVE__V1__GENERATE_REQUEST__INIT;
+  fill_request(j, &q);
+  rpc_stream *s = NULL;
+  ws_err err = {0};
+  jobs_err e = {0};
+  rpc_md md = {"authorization", j->auth};
+  rpc_call_opts co = {.md = &md, .n_md = j->auth[0] ? 1 : 0};
+  int rc =
+      rpc_client_stream_open(js->o.client, js->target, GENERATE_METHOD, &q.base, &co, &s, &err);
+  if (rc < 0) jfail(&e, codec_status_from_ws(rc), "%s", err.msg);
+  free(j->p.image); /* sent (or never will be): only this thread reads it */
+  j->p.image = NULL;
+  jobs_blob *buf = NULL;
+  size_t cap = 0;
+  int got_last = 0, cancel_sent = 0;
+  while (rc == WS_OK) {
+    pthread_mutex_lock(&js->mu);
+    int want_cancel = j->cancel || js->stopping;
+    pthread_mutex_unlock(&js->mu);
+    if (want_cancel && !cancel_sent) { /* the router sees it at its next step boundary */
+      rpc_stream_cancel(s);
+      cancel_sent = 1;
+    }
+    ProtobufCMessage *m = NULL;
+    int got = rpc_stream_recv(s, &wanserve__v1__generate_event__descriptor, &m, 50, &err);
+    if (got == WS_ETIMEOUT) continue;
+    if (got == 1) break;
+    if (got < 0) {
+      rc = jfail(&e, codec_status_from_ws(got), "%s", err.msg);
+      break;
+    }
+    rc = on_event(j, (const Wanserve__V1__GenerateEvent *)m, &buf, &cap, &got_last, &e);
+    protobuf_c_message_free_unpacked(m, NULL);
+  }
+  rpc_status st = {0};
+  ws_err e2 = {0};
+  int frc = s ? rpc_stream_finish(s, &st, &e2) : WS_OK;
+  pthread_mutex_lock(&js->mu);
+  if (rc == WS_OK && frc == WS_OK && got_last) {
+    j->state = J_COMPLETED;
+    j->video = buf;
+    j->video->refs = 1; /* the job's; downloads add theirs */
+    buf = NULL;
+    js->kept += (int64_t)j->video->len;
+  } else if (j->cancel) {
+    j->state = J_CANCELLED;
+    j->err_code = GRPC_STATUS_CANCELLED;
+    snprintf(j->err_msg, sizeof j->err_msg, "cancelled by the client after step %d of %d",
+             j->cancel_step, j->total);
+  } else {
+    j->state = J_FAILED;
+    if (js->stopping && rc == WS_OK)
+      jfail(&e, GRPC_STATUS_UNAVAILABLE, "the router is shutting down");
+    else if (rc == WS_OK && frc < 0)
+      jfail(&e, st.code ? st.code : GRPC_STATUS_INTERNAL, "%s", st.msg[0] ? st.msg : e2.msg);
+    else if (rc == WS_OK)
+      jfail(&e, GRPC_STATUS_INTERNAL, "the router ended the stream without a video");
+    j->err_code = e.code;
+    snprintf(j->err_msg, sizeof j->err_msg, "%s", e.msg);
+  }
+  j->finished_ms = now_ms();
+  j->finished_at = (int64_t)time(NULL);
+  if (j->state == J_COMPLETED)
+    WS_INFO("http: %s completed in %.0f ms (%zu bytes)", j->id, j->finished_ms - j->t0_ms,
+            j->video->len);
+  else
+    WS_INFO("http: %s %s: %s: %s", j->id, state_name[j->state], codec_status_name(j->err_code),
+            j->err_msg);
+  if (j->in_table) evict_locked(js);
+  js->threads--;
+  pthread_cond_broadcast(&js->cv);
+  unref_locked(j);
+  pthread_mutex_unlock(&js->mu);
+  free(buf);
+  return NULL;
+}
+
+/* ---------- the table ---------- */
+
+int jobs_create(const jobs_opts *o, jobs **out, ws_err *err) {
+  *out = NULL;
+  jobs *js = calloc(1, sizeof *js);
+  if (!js) return ws_fail(err, WS_ENOMEM, "out of memory");
+  js->o = *o;
+  if (js->o.max_jobs <= 0) js->o.max_jobs = 64;
+  if (js->o.keep_s <= 0) js->o.keep_s = 3600;
+  if (js->o.keep_bytes <= 0) js->o.keep_bytes = (int64_t)1 << 30;
+  snprintf(js->target, sizeof js->target, "%s", o->target ? o->target : "");
+  js->o.target = js->target;
+  js->tab = calloc((size_t)js->o.max_jobs, sizeof *js->tab);
+  if (!js->tab || !o->client) {
+    free(js->tab);
+    free(js);
+    return ws_fail(err, o->client ? WS_ENOMEM : WS_EINVAL, "jobs_create: no memory or no client");
+  }
+  pthread_mutex_init(&js->mu, NULL);
+  pthread_cond_init(&js->cv, NULL);
+  *out = js;
+  return WS_OK;
+}
+
+void jobs_shutdown(jobs *js) {
+  if (!js) return;
+  pthread_mutex_lock(&js->mu);
+  js->stopping = 1;
+  pthread_cond_broadcast(&js->cv);
+  pthread_mutex_unlock(&js->mu);
+}
+
+void jobs_free(jobs *js) {
+  if (!js) return;
+  jobs_shutdown(js);
+  pthread_mutex_lock(&js->mu);
+  while (js->threads > 0)
+    pthread_cond_wait(&js->cv, &js->mu);
+  while (js->n > 0)
+    remove_at(js, js->n - 1);
+  pthread_mutex_unlock(&js->mu);
+  pthread_cond_destroy(&js->cv);
+  pthread_mutex_destroy(&js->mu);
+  free(js->tab);
+  free(js);
+}
+
+static void new_id(char *out, size_t n) {
+  unsigned char r[12];
+  if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) { /* never in practice; still unique */
+    static unsigned long counter;
+    unsigned long c = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
+    uint64_t t = (uint64_t)(now_ms() * 1000);
+    memcpy(r, &t, 8);
+    memcpy(r + 8, &c, 4);
+  }
+  int k = snprintf(out, n, "video_");
+  for (size_t i = 0; i < sizeof r && k + 2 < (int)n; i++)
+    k += snprintf(out + k, n - k, "%02x", r[i]);
+}
+
+int jobs_submit(jobs *js, job_params *p, const char *auth, int wait_ms, job **out, jobs_err *e) {
+  *out = NULL;
+  if (auth && strlen(auth) >= sizeof((job *)0)->auth) {
+    job_params_free(p);
+    return jfail(e, GRPC_STATUS_UNAUTHENTICATED, "authorization: longer than %zu bytes",
+                 sizeof((job *)0)->auth - 1);
+  }
+  job *j = calloc(1, sizeof *j);
+  if (!j) {
+    job_params_free(p);
+    return jfail(e, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+  }
+  j->js = js;
+  j->p = *p;
+  memset(p, 0, sizeof *p);
+  j->image_len = j->p.image_len;
+  snprintf(j->auth, sizeof j->auth, "%s", auth ? auth : "");
+  new_id(j->id, sizeof j->id);
+  j->created_at = (int64_t)time(NULL);
+  j->t0_ms = now_ms();
+  pthread_mutex_lock(&js->mu);
+  evict_locked(js);
+  for (int i = 0; i < js->n && js->n >= js->o.max_jobs;) /* make room: oldest finished go */
+    if (finished(js->tab[i]))
+      remove_at(js, i);
+    else
+      i++;
+  int rc = WS_OK;
+  if (js->stopping)
+    rc = jfail(e, GRPC_STATUS_UNAVAILABLE, "the router is shutting down");
+  else if (js->n >= js->o.max_jobs)
+    rc = jfail(e, GRPC_STATUS_RESOURCE_EXHAUSTED,
+               "too many video jobs running (%d, --http-max-jobs); try again later", js->n);
+  if (rc < 0) {
+    pthread_mutex_unlock(&js->mu);
+    job_free(j);
+    return rc;
+  }
+  j->refs = 3; /* table, thread, caller */
+  j->in_table = 1;
+  js->tab[js->n++] = j;
+  js->threads++;
+  pthread_attr_t at;
+  pthread_attr_init(&at);
+  pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+  pthread_t th;
+  if (pthread_create(&th, &at, job_thread, j) != 0) {
+    js->threads--;
+    j->refs--;
+    remove_at(js, js->n - 1);
+    unref_locked(j);
+    pthread_mutex_unlock(&js->mu);
+    pthread_attr_destroy(&at);
+    return jfail(e, GRPC_STATUS_RESOURCE_EXHAUSTED, "cannot start a job thread");
+  }
+  pthread_attr_destroy(&at);
+  /* Wait for accepted or a refusal, so bad values and admission answer POST directly. */
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += wait_ms / 1000;
+  until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000L;
+  }
+  while (j->state == J_QUEUED && pthread_cond_timedwait(&js->cv, &js->mu, &until) == 0) {
+  }
+  if (j->state == J_FAILED && !j->accepted) {
+    e->code = j->err_code;
+    snprintf(e->msg, sizeof e->msg, "%s", j->err_msg);
+    for (int i = 0; i < js->n; i++)
+      if (js->tab[i] == j) remove_at(js, i);
+    unref_locked(j);
+    pthread_mutex_unlock(&js->mu);
+    return codec_ws_from_status(e->code) ? codec_ws_from_status(e->code) : WS_EINTERNAL;
+  }
+  pthread_mutex_unlock(&js->mu);
+  *out = j;
+  return WS_OK;
+}
+
+/* Constant-time equality of the creator's authorization and the caller's. */
+static int same_auth(const job *j, const char *auth) {
+  size_t n = strlen(auth);
+  if (n != strlen(j->auth)) return 0;
+  unsigned char d = 0;
+  for (size_t i = 0; i < n; i++)
+    d |= (unsigned char)(j->auth[i] ^ auth[i]);
+  return d == 0;
+}
+
+int jobs_get(jobs *js, const char *id, const char *auth, job **out) {
+  *out = NULL;
+  pthread_mutex_lock(&js->mu);
+  evict_locked(js);
+  for (int i = 0; i < js->n; i++)
+    if (!strcmp(js->tab[i]->id, id) && same_auth(js->tab[i], auth ? auth : "")) {
+      *out = js->tab[i];
+      (*out)->refs++;
+      break;
+    }
+  pthread_mutex_unlock(&js->mu);
+  return *out ? WS_OK : WS_ENOTFOUND;
+}
+
+int jobs_cancel_or_delete(jobs *js, job *j, int wait_ms) {
+  pthread_mutex_lock(&js->mu);
+  if (finished(j)) {
+    for (int i = 0; i < js->n; i++)
+      if (js->tab[i] == j) remove_at(js, i);
+    pthread_mutex_unlock(&js->mu);
+    return 0;
+  }
+  if (!j->cancel) {
+    j->cancel = 1;
+    j->cancel_step = j->nsteps ? j->steps[j->nsteps - 1].step : 0;
+  }
+  double until = now_ms() + wait_ms;
+  while (!finished(j) && now_ms() < until) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 50 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&js->cv, &js->mu, &ts);
+  }
+  pthread_mutex_unlock(&js->mu);
+  return 1;
+}
+
+int jobs_content(jobs *js, job *j, jobs_blob **out, jobs_err *e) {
+  *out = NULL;
+  pthread_mutex_lock(&js->mu);
+  int rc = WS_OK;
+  if (j->state == J_COMPLETED && j->video) {
+    *out = j->video;
+    __atomic_add_fetch(&j->video->refs, 1, __ATOMIC_ACQ_REL);
+  } else if (j->state == J_FAILED || j->state == J_CANCELLED) {
+    rc = jfail(e, GRPC_STATUS_FAILED_PRECONDITION, "video %s is %s: %s", j->id,
+               state_name[j->state], j->err_msg);
+  } else {
+    rc = jfail(e, GRPC_STATUS_FAILED_PRECONDITION, "video %s is %s (step %d of %d)", j->id,
+               state_name[j->state], j->nsteps, j->total);
+  }
+  pthread_mutex_unlock(&js->mu);
+  return rc;
+}
+
+/* ---------- JSON ---------- */
+
+static cJSON *step_json(const job *j, const jstep *s) {
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddNumberToObject(o, "step", s->step);
+  cJSON_AddNumberToObject(o, "total", s->total);
+  cJSON_AddNumberToObject(o, "progress", s->total > 0 ? (99 * s->step) / s->total : 0);
+  cJSON_AddNumberToObject(o, "timestep", s->timestep);
+  cJSON_AddStringToObject(o, "role", s->role);
+  cJSON_AddStringToObject(o, "replica", s->replica);
+  cJSON_AddStringToObject(o, "version", s->version);
+  cJSON_AddNumberToObject(o, "elapsed_ms", (double)s->elapsed_ms);
+  cJSON_AddNumberToObject(o, "attempts", s->attempts);
+  (void)j;
+  return o;
+}
+
+/* The job as the API shows it (js->mu held). timeline: include every step record. */
+static cJSON *job_json_locked(const job *j, int timeline) {
+  const job_params *p = &j->p;
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddStringToObject(o, "id", j->id);
+  cJSON_AddStringToObject(o, "object", "video");
+  cJSON_AddStringToObject(o, "status", state_name[j->state]);
+  cJSON_AddNumberToObject(o, "created_at", (double)j->created_at);
+  if (finished(j)) cJSON_AddNumberToObject(o, "completed_at", (double)j->finished_at);
+  cJSON_AddStringToObject(o, "model", p->model ? p->model : "wan2.2");
+  cJSON_AddStringToObject(o, "task", p->task == 2 ? "i2v" : "t2v");
+  cJSON_AddStringToObject(o, "prompt", p->prompt ? p->prompt : "");
+  if (p->width && p->height) {
+    char size[32];
+    snprintf(size, sizeof size, "%dx%d", p->width, p->height);
+    cJSON_AddStringToObject(o, "size", size);
+  }
+  if (p->frames) cJSON_AddNumberToObject(o, "frames", p->frames);
+  if (p->fps) cJSON_AddNumberToObject(o, "fps", p->fps);
+  if (p->seed >= 0) cJSON_AddNumberToObject(o, "seed", (double)p->seed);
+  if (p->solver) cJSON_AddStringToObject(o, "solver", p->solver == 2 ? "dpmpp" : "unipc");
+  if (j->image_len) cJSON_AddNumberToObject(o, "image_bytes", (double)j->image_len);
+  if (j->request_id[0]) cJSON_AddStringToObject(o, "request_id", j->request_id);
+  const jstep *last = j->nsteps ? &j->steps[j->nsteps - 1] : NULL;
+  int total = j->total ? j->total : p->steps;
+  int progress = j->state == J_COMPLETED ? 100 : last && total ? (99 * last->step) / total : 0;
+  cJSON_AddNumberToObject(o, "progress", progress);
+  const char *phase = j->state == J_QUEUED       ? "queued"
+                      : finished(j)              ? "done"
+                      : !last                    ? "encoding"
+                      : last->step < last->total ? "denoising"
+                                                 : "decoding";
+  cJSON_AddStringToObject(o, "phase", phase);
+  cJSON_AddNumberToObject(o, "step", last ? last->step : 0);
+  if (total) cJSON_AddNumberToObject(o, "total", total);
+  if (last) {
+    cJSON_AddStringToObject(o, "role", last->role);
+    cJSON_AddStringToObject(o, "replica", last->replica);
+    cJSON_AddStringToObject(o, "version", last->version);
+  }
+  double end = finished(j) ? j->finished_ms : now_ms();
+  cJSON_AddNumberToObject(o, "elapsed_ms", (double)(int64_t)(end - j->t0_ms));
+  if (j->state == J_COMPLETED) {
+    char url[96];
+    snprintf(url, sizeof url, "/v1/videos/%s/content", j->id);
+    cJSON_AddStringToObject(o, "content_url", url);
+    cJSON_AddNumberToObject(o, "bytes", (double)j->video->len);
+  }
+  if (j->state == J_FAILED || j->state == J_CANCELLED) {
+    cJSON *e = cJSON_AddObjectToObject(o, "error");
+    cJSON_AddStringToObject(e, "code", codec_status_name(j->err_code));
+    cJSON_AddStringToObject(e, "message", j->err_msg);
+  }
+  if (!finished(j) && j->cancel) cJSON_AddBoolToObject(o, "cancel_requested", 1);
+  if (timeline) {
+    cJSON *tl = cJSON_AddArrayToObject(o, "timeline");
+    for (int i = 0; i < j->nsteps; i++)
+      cJSON_AddItemToArray(tl, step_json(j, &j->steps[i]));
+  }
+  return o;
+}
+
+static char *print_free(cJSON *o) {
+  char *s = o ? cJSON_PrintUnformatted(o) : NULL;
+  cJSON_Delete(o);
+  return s;
+}
+
+char *jobs_job_json(jobs *js, job *j) {
+  pthread_mutex_lock(&js->mu);
+  cJSON *o = job_json_locked(j, 1);
+  pthread_mutex_unlock(&js->mu);
+  return print_free(o);
+}
+
+char *jobs_list_json(jobs *js, const char *auth, int limit) {
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddStringToObject(o, "object", "list");
+  cJSON *arr = cJSON_AddArrayToObject(o, "data");
+  pthread_mutex_lock(&js->mu);
+  evict_locked(js);
+  for (int i = js->n - 1, k = 0; i >= 0 && k < limit; i--)
+    if (same_auth(js->tab[i], auth ? auth : "")) {
+      cJSON_AddItemToArray(arr, job_json_locked(js->tab[i], 0));
+      k++;
+    }
+  pthread_mutex_unlock(&js->mu);
+  return print_free(o);
+}
+
+int jobs_next_event(jobs *js, job *j, jobs_cursor *c, int timeout_ms, const char **name,
+                    char **data, int *seq) {
+  *data = NULL;
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += timeout_ms / 1000;
+  until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000L;
+  }
+  cJSON *o = NULL;
+  int rc = 0;
+  pthread_mutex_lock(&js->mu);
+  for (;;) {
+    if (!c->accepted && j->accepted) {
+      c->accepted = 1;
+      o = cJSON_CreateObject();
+      cJSON_AddStringToObject(o, "id", j->id);
+      cJSON_AddStringToObject(o, "request_id", j->request_id);
+      cJSON_AddNumberToObject(o, "total", j->total);
+      *name = "accepted";
+      *seq = 0;
+    } else if (c->steps < j->nsteps) {
+      o = step_json(j, &j->steps[c->steps++]);
+      *name = "progress";
+      *seq = c->steps;
+    } else if (finished(j) && !c->final) {
+      c->final = 1;
+      o = job_json_locked(j, 0);
+      *name = j->state == J_COMPLETED ? "done" : "error";
+      *seq = FINAL_SEQ;
+    } else if (c->final || js->stopping) {
+      rc = -1;
+      break;
+    } else if (pthread_cond_timedwait(&js->cv, &js->mu, &until) != 0) {
+      break; /* timeout: rc 0 */
+    }
+    if (o) {
+      rc = 1;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&js->mu);
+  if (o) *data = print_free(o);
+  return rc == 1 && !*data ? -1 : rc;
+}
+
+void jobs_counts(jobs *js, int *total, int *running, int64_t *kept_bytes) {
+  pthread_mutex_lock(&js->mu);
+  int r = 0;
+  for (int i = 0; i < js->n; i++)
+    r += !finished(js->tab[i]);
+  *total = js->n;
+  *running = r;
+  *kept_bytes = js->kept;
+  pthread_mutex_unlock(&js->mu);
+}

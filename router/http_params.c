@@ -1,0 +1,324 @@
+#include "router/http_params.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* One value being read: from JSON (jv) or from a form field (text, or bin for a file part). */
+typedef struct val {
+  const char *name;
+  const cJSON *jv;
+  const char *text;
+  const uint8_t *bin;
+  size_t binlen;
+} val;
+
+static int get_str(const val *v, char **out, ws_err *err) {
+  const char *s = v->text;
+  if (v->jv) {
+    if (!cJSON_IsString(v->jv)) return ws_fail(err, WS_EINVAL, "%s: must be a string", v->name);
+    s = v->jv->valuestring;
+  }
+  if (!s) return ws_fail(err, WS_EINVAL, "%s: must be text", v->name);
+  free(*out);
+  *out = strdup(s);
+  return *out ? WS_OK : ws_fail(err, WS_ENOMEM, "out of memory");
+}
+
+/* A number from JSON (a number, or a string holding one: OpenAI clients send "seconds": "4")
+ * or from form text. */
+static int get_num(const val *v, double lo, double hi, double *out, ws_err *err) {
+  double x;
+  if (v->jv && cJSON_IsNumber(v->jv)) {
+    x = v->jv->valuedouble;
+  } else {
+    const char *s = v->jv ? (cJSON_IsString(v->jv) ? v->jv->valuestring : NULL) : v->text;
+    if (!s) return ws_fail(err, WS_EINVAL, "%s: must be a number", v->name);
+    char *end;
+    errno = 0;
+    x = strtod(s, &end);
+    while (*end == ' ')
+      end++;
+    if (end == s || *end || errno)
+      return ws_fail(err, WS_EINVAL, "%s: '%.40s' is not a number", v->name, s);
+  }
+  if (!isfinite(x) || x < lo || x > hi)
+    return ws_fail(err, WS_EINVAL, "%s: %g is outside %g..%g", v->name, x, lo, hi);
+  *out = x;
+  return WS_OK;
+}
+
+static int get_int(const val *v, double lo, double hi, int64_t *out, ws_err *err) {
+  double x;
+  WS_TRY(get_num(v, lo, hi, &x, err));
+  if (x != floor(x)) return ws_fail(err, WS_EINVAL, "%s: %g is not an integer", v->name, x);
+  *out = (int64_t)x;
+  return WS_OK;
+}
+
+static int get_int32(const val *v, int lo, int hi, int *out, ws_err *err) {
+  int64_t x;
+  WS_TRY(get_int(v, lo, hi, &x, err));
+  *out = (int)x;
+  return WS_OK;
+}
+
+static int get_float(const val *v, double lo, double hi, float *out, ws_err *err) {
+  double x;
+  WS_TRY(get_num(v, lo, hi, &x, err));
+  *out = (float)x;
+  return WS_OK;
+}
+
+int http_base64_decode(const char *s, size_t n, uint8_t **out, size_t *outn, ws_err *err) {
+  uint8_t *b = malloc(n / 4 * 3 + 3);
+  if (!b) return ws_fail(err, WS_ENOMEM, "out of memory");
+  uint32_t acc = 0;
+  int bits = 0, pad = 0;
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    int d;
+    if (c >= 'A' && c <= 'Z')
+      d = c - 'A';
+    else if (c >= 'a' && c <= 'z')
+      d = c - 'a' + 26;
+    else if (c >= '0' && c <= '9')
+      d = c - '0' + 52;
+    else if (c == '+' || c == '-')
+      d = 62; /* '-' '_': the URL-safe alphabet too */
+    else if (c == '/' || c == '_')
+      d = 63;
+    else if (c == '=') {
+      pad++;
+      continue;
+    } else if (c == ' ' || c == '\n' || c == '\r' || c == '\t')
+      continue;
+    else {
+      free(b);
+      return ws_fail(err, WS_EINVAL, "base64: unexpected character at offset %zu", i);
+    }
+    if (pad) {
+      free(b);
+      return ws_fail(err, WS_EINVAL, "base64: data after '=' padding");
+    }
+    acc = (acc << 6) | (uint32_t)d;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      b[k++] = (uint8_t)(acc >> bits);
+    }
+  }
+  if (bits >= 6) { /* a lone trailing 6-bit group cannot encode a byte */
+    free(b);
+    return ws_fail(err, WS_EINVAL, "base64: truncated data");
+  }
+  *out = b;
+  *outn = k;
+  return WS_OK;
+}
+
+/* image: JSON base64 text (optionally "data:image/png;base64,...") or a form file part. */
+static int get_image(const val *v, job_params *p, ws_err *err) {
+  free(p->image);
+  p->image = NULL;
+  p->image_len = 0;
+  if (v->bin) {
+    if (!v->binlen) return WS_OK; /* an empty file input: no image */
+    p->image = malloc(v->binlen);
+    if (!p->image) return ws_fail(err, WS_ENOMEM, "out of memory");
+    memcpy(p->image, v->bin, v->binlen);
+    p->image_len = v->binlen;
+    return WS_OK;
+  }
+  const char *s = v->jv ? (cJSON_IsString(v->jv) ? v->jv->valuestring : NULL) : v->text;
+  if (v->jv && cJSON_IsNull(v->jv)) return WS_OK;
+  if (!s) return ws_fail(err, WS_EINVAL, "image: must be a base64 string or a data: URL");
+  if (!strncmp(s, "data:", 5)) {
+    const char *comma = strchr(s, ',');
+    if (!comma || !strstr(s, ";base64") || strstr(s, ";base64") > comma)
+      return ws_fail(err, WS_EINVAL,
+                     "image: a data: URL must be base64 (data:image/png;base64,...)");
+    s = comma + 1;
+  }
+  if (!*s) return WS_OK;
+  int rc = http_base64_decode(s, strlen(s), &p->image, &p->image_len, err);
+  if (rc < 0) return ws_wrap(err, "image");
+  return WS_OK;
+}
+
+/* What the request said besides the direct fields, resolved after all fields are read. */
+typedef struct extra {
+  int has_size, has_wh, has_seconds, has_frames, has_guidance, has_gh, has_gl;
+  double seconds;
+  float guidance;
+  char *task;
+} extra;
+
+static int set_field(job_params *p, extra *x, const val *v, ws_err *err) {
+  const char *n = v->name;
+  if (!strcmp(n, "prompt")) return get_str(v, &p->prompt, err);
+  if (!strcmp(n, "negative_prompt")) return get_str(v, &p->negative, err);
+  if (!strcmp(n, "model")) return get_str(v, &p->model, err);
+  if (!strcmp(n, "task")) return get_str(v, &x->task, err);
+  if (!strcmp(n, "image")) return get_image(v, p, err);
+  if (!strcmp(n, "size")) {
+    char *s = NULL;
+    WS_TRY(get_str(v, &s, err));
+    int w = 0, h = 0, used = 0;
+    int ok = sscanf(s, "%5d%*[xX]%5d%n", &w, &h, &used) == 2 && !s[used] && w > 0 && h > 0;
+    if (!ok) ws_fail(err, WS_EINVAL, "size: '%.40s' is not WIDTHxHEIGHT (e.g. 1280x720)", s);
+    free(s);
+    if (!ok) return WS_EINVAL;
+    p->width = w;
+    p->height = h;
+    x->has_size = 1;
+    return WS_OK;
+  }
+  if (!strcmp(n, "width") || !strcmp(n, "height")) {
+    x->has_wh = 1;
+    return get_int32(v, 1, 65535, n[0] == 'w' ? &p->width : &p->height, err);
+  }
+  if (!strcmp(n, "seconds")) {
+    x->has_seconds = 1;
+    return get_num(v, 0.001, 3600, &x->seconds, err);
+  }
+  if (!strcmp(n, "frames")) {
+    x->has_frames = 1;
+    return get_int32(v, 1, 1000000, &p->frames, err);
+  }
+  if (!strcmp(n, "fps")) return get_int32(v, 1, 240, &p->fps, err);
+  if (!strcmp(n, "steps")) return get_int32(v, 1, 100000, &p->steps, err);
+  if (!strcmp(n, "seed")) return get_int(v, -1, 9007199254740991.0, &p->seed, err);
+  if (!strcmp(n, "deadline_ms")) return get_int(v, 0, 9007199254740991.0, &p->deadline_ms, err);
+  if (!strcmp(n, "guidance")) {
+    x->has_guidance = 1;
+    return get_float(v, 0, 1000, &x->guidance, err);
+  }
+  if (!strcmp(n, "guide_scale_high")) {
+    x->has_gh = 1;
+    return get_float(v, 0, 1000, &p->guide_high, err);
+  }
+  if (!strcmp(n, "guide_scale_low")) {
+    x->has_gl = 1;
+    return get_float(v, 0, 1000, &p->guide_low, err);
+  }
+  if (!strcmp(n, "shift")) return get_float(v, 0, 1000, &p->shift, err);
+  if (!strcmp(n, "boundary")) return get_float(v, 0, 1, &p->boundary, err);
+  if (!strcmp(n, "solver")) {
+    char *s = NULL;
+    WS_TRY(get_str(v, &s, err));
+    p->solver = !strcmp(s, "unipc") ? 1 : !strcmp(s, "dpmpp") || !strcmp(s, "dpm++") ? 2 : 0;
+    if (!p->solver) ws_fail(err, WS_EINVAL, "solver: '%.40s' (unipc|dpmpp)", s);
+    free(s);
+    return p->solver ? WS_OK : WS_EINVAL;
+  }
+  return ws_fail(err, WS_EINVAL,
+                 "unknown field '%.60s' (prompt, negative_prompt, image, task, size, seconds, "
+                 "frames, fps, steps, seed, guidance, guide_scale_high, guide_scale_low, solver, "
+                 "shift, boundary, deadline_ms, model)",
+                 n);
+}
+
+static int finish(job_params *p, extra *x, ws_err *err) {
+  int rc = WS_OK;
+  if (!p->prompt || !p->prompt[0])
+    rc = ws_fail(err, WS_EINVAL, "prompt: required");
+  else if (x->has_size && x->has_wh)
+    rc = ws_fail(err, WS_EINVAL, "size: give size or width/height, not both");
+  else if (x->has_wh && (!p->width || !p->height))
+    rc = ws_fail(err, WS_EINVAL, "width/height: give both");
+  else if (x->has_seconds && x->has_frames)
+    rc = ws_fail(err, WS_EINVAL, "seconds: give seconds or frames, not both");
+  if (rc == WS_OK && x->has_seconds) { /* the model wants 4n+1 frames */
+    double f = x->seconds * (p->fps ? p->fps : 16);
+    p->frames = 4 * (int)llround(f / 4.0) + 1;
+  }
+  if (rc == WS_OK && x->has_guidance) { /* explicit per-expert scales win */
+    if (!x->has_gh) p->guide_high = x->guidance;
+    if (!x->has_gl) p->guide_low = x->guidance;
+  }
+  if (rc == WS_OK) {
+    if (!x->task || !x->task[0])
+      p->task = p->image ? 2 : 1;
+    else if (!strcmp(x->task, "t2v"))
+      p->task = 1;
+    else if (!strcmp(x->task, "i2v"))
+      p->task = 2;
+    else
+      rc = ws_fail(err, WS_EINVAL, "task: '%.40s' (t2v|i2v)", x->task);
+  }
+  free(x->task);
+  return rc;
+}
+
+int job_params_from_json(const char *body, size_t len, job_params *p, ws_err *err) {
+  memset(p, 0, sizeof *p);
+  p->seed = -1;
+  const char *end = NULL;
+  cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+  if (!root) {
+    size_t off = end && end >= body ? (size_t)(end - body) : 0;
+    return ws_fail(err, WS_EINVAL, "body: invalid JSON near byte %zu", off);
+  }
+  extra x = {0};
+  int rc = WS_OK;
+  if (!cJSON_IsObject(root)) rc = ws_fail(err, WS_EINVAL, "body: must be a JSON object");
+  for (const cJSON *it = root->child; rc == WS_OK && it; it = it->next) {
+    val v = {.name = it->string, .jv = it};
+    rc = set_field(p, &x, &v, err);
+  }
+  if (rc == WS_OK)
+    rc = finish(p, &x, err);
+  else
+    free(x.task);
+  cJSON_Delete(root);
+  return rc;
+}
+
+int job_params_from_form(const http_field *f, size_t n, job_params *p, ws_err *err) {
+  memset(p, 0, sizeof *p);
+  p->seed = -1;
+  extra x = {0};
+  int rc = WS_OK;
+  for (size_t i = 0; i < n && rc == WS_OK; i++) {
+    /* an empty text field means "not given" (an HTML form posts every input) */
+    if (!f[i].is_file && !f[i].len) continue;
+    char *text = NULL;
+    if (!f[i].is_file) {
+      text = malloc(f[i].len + 1);
+      if (!text) {
+        rc = ws_fail(err, WS_ENOMEM, "out of memory");
+        break;
+      }
+      memcpy(text, f[i].data, f[i].len);
+      text[f[i].len] = 0;
+      if (strlen(text) != f[i].len) rc = ws_fail(err, WS_EINVAL, "%s: contains NUL", f[i].name);
+    }
+    val v = {.name = f[i].name, .text = text};
+    if (f[i].is_file) {
+      v.bin = f[i].data ? f[i].data : (const uint8_t *)"";
+      v.binlen = f[i].len;
+    }
+    if (rc == WS_OK && f[i].is_file && strcmp(f[i].name, "image"))
+      rc = ws_fail(err, WS_EINVAL, "%s: only 'image' may be a file", f[i].name);
+    if (rc == WS_OK) rc = set_field(p, &x, &v, err);
+    free(text);
+  }
+  if (rc == WS_OK)
+    rc = finish(p, &x, err);
+  else
+    free(x.task);
+  return rc;
+}
+
+void job_params_free(job_params *p) {
+  free(p->prompt);
+  free(p->negative);
+  free(p->model);
+  free(p->image);
+  memset(p, 0, sizeof *p);
+}
