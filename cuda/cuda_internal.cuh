@@ -64,7 +64,15 @@ typedef struct cuda_ctx {
   struct cu_attn_state *attn;
 } cuda_ctx;
 
-static inline cuda_ctx *cu_ctx(const ws_backend *be) { return (cuda_ctx *)be->ctx; }
+/* Every entry point starts here: it also makes the backend's GPU current on the calling thread,
+ * so one process may drive several GPUs (one backend each) from any threads. A failure of
+ * cudaSetDevice surfaces in the entry point's first checked call. */
+static inline cuda_ctx *cu_ctx(const ws_backend *be) {
+  cuda_ctx *c = (cuda_ctx *)be->ctx;
+  int cur = -1;
+  if (cudaGetDevice(&cur) != cudaSuccess || cur != c->device) cudaSetDevice(c->device);
+  return c;
+}
 
 /* ---- backend_cuda.cu: internal allocations (counted as internal bytes) ---- */
 int cu_internal_alloc(cuda_ctx *c, size_t bytes, void **out, ws_err *err);
