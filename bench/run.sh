@@ -7,7 +7,7 @@ cd "$root"
 BUILD=${BUILD:-build}
 out=bench/RESULTS-cpu.md
 tmp=$(mktemp -d)
-trap 'kill $epid 2>/dev/null || true; rm -rf "$tmp"' EXIT
+trap 'kill $epid ${bpid:-} 2>/dev/null || true; rm -rf "$tmp"' EXIT
 epid=""
 {
   echo "# CPU benchmarks"
@@ -43,6 +43,33 @@ for _ in $(seq 300); do [ -s "$tmp/addr" ] && break; sleep 0.1; done
   echo "| frames | latent | video | time | per frame | peak RSS | growth during decode |"
   echo "|---|---|---|---|---|---|---|"
   for t in 3 21; do "$BUILD/bench/vae_cpu" "$tmp/m" "$t" 32 32; done
+} >> "$out.tmp"
+# step-level batching: one expert, 4 concurrent clients, --max-batch 1/2/4 (bench/batching.c)
+{
+  echo
+  echo "## Step-level batching in the expert (CPU)"
+  echo
+  echo "One wan-expert (make-tiny-model --dim 128 --heads 2 --layers 2 --ffn 256), 4 clients sending"
+  echo "Denoise calls back to back (contexts cached by id, as the router does), --max-delay-ms 5."
+  echo "Batched results equal unbatched ones bit for bit (tests/test_expert_batching.c). The 2-core"
+  echo "machine is shared, so differences under ~10% are noise. On the CPU no gain is expected:"
+  echo "GEMMs already have thousands of rows, attention is per sample, and the small latent is"
+  echo "RPC-bound; batching is for the GPU (bench/RESULTS.md)."
+  echo
+  echo "| resolution | max-batch | latent | tokens | clients | steps/s | mean latency ms |"
+  echo "|---|---|---|---|---|---|---|"
+  "$BUILD/bin/wanctl" make-tiny-model "$tmp/b" --dim 128 --heads 2 --layers 2 --ffn 256 > /dev/null
+  for mb in 1 2 4; do
+    rm -f "$tmp/baddr"
+    "$BUILD/bin/wan-expert" --role high --model "$tmp/b" --addr-file "$tmp/baddr" --max-batch "$mb" \
+      --max-delay-ms 5 --log-level warn &
+    bpid=$!
+    for _ in $(seq 300); do [ -s "$tmp/baddr" ] && break; sleep 0.1; done
+    "$BUILD/bench/batching" "$(cat "$tmp/baddr")" 32 32 3 8 8 4 64 "64x64x9 (small)" "$mb"
+    "$BUILD/bench/batching" "$(cat "$tmp/baddr")" 32 32 3 24 40 4 "$([ -n "${BENCH_QUICK:-}" ] && echo 8 || echo 16)" \
+      "320x192x9 (large)" "$mb"
+    kill "$bpid"; wait "$bpid" 2>/dev/null || true
+  done
 } >> "$out.tmp"
 mv "$out.tmp" "$out"
 cat "$out"

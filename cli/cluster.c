@@ -4,6 +4,9 @@
 #include <string.h>
 #include <time.h>
 
+#include <cjson/cJSON.h>
+#include <math.h>
+
 #include "cli/genopts.h"
 #include "cli/wanctl.h"
 #include "rpc/etcd.h"
@@ -53,6 +56,79 @@ static int open_etcd(int *argc, char **argv, etcd_client **c, ws_err *err) {
   return etcd_open(&eo, c, err);
 }
 
+/* ---- pool sizing and shadow summaries written by routers (router/stats.h) ---- */
+
+#define STATS_ROUTER REG_ROOT "stats/router/"
+#define STATS_SHADOW REG_ROOT "shadow/"
+#define STATS_FRESH_S 300 /* router reports older than this are ignored (a stopped router) */
+
+static double jnum(const cJSON *o, const char *k) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+  return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+/* Prints each pool's share of step time over every fresh router report and the replica split it
+ * recommends for `nhigh + nlow` expert replicas. */
+static int print_pool_sizing(etcd_client *c, int nhigh, int nlow, ws_err *err) {
+  etcd_kvs kvs = {0}, live = {0};
+  /* routers remember replicas that have gone: list utilisation only for registered ones */
+  WS_TRY(etcd_range(c, REG_INSTANCES, 1, &live, err));
+  int rc = etcd_range(c, STATS_ROUTER, 1, &kvs, err);
+  if (rc < 0) {
+    etcd_kvs_free(&live);
+    return rc;
+  }
+  double steps[2] = {0}, ms[2] = {0};
+  int routers = 0;
+  static const char *roles[2] = {"expert-high", "expert-low"};
+  for (size_t i = 0; i < kvs.n; i++) {
+    cJSON *j = cJSON_ParseWithLength(kvs.kv[i].value, kvs.kv[i].value_len);
+    if (!j) continue;
+    if ((double)time(NULL) - jnum(j, "updated") <= STATS_FRESH_S) {
+      routers++;
+      const cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "roles");
+      for (int k = 0; k < 2; k++) {
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(rs, roles[k]);
+        steps[k] += jnum(r, "steps");
+        ms[k] += jnum(r, "step_ms");
+      }
+      const cJSON *reps = cJSON_GetObjectItemCaseSensitive(j, "replicas"), *x;
+      cJSON_ArrayForEach(x, reps) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(x, "id");
+        int registered = 0;
+        for (size_t k = 0; cJSON_IsString(id) && k < live.n && !registered; k++) {
+          const char *slash = strrchr(live.kv[k].key, '/');
+          registered = slash && !strcmp(slash + 1, id->valuestring);
+        }
+        if (registered)
+          printf("utilisation %-40s %5.1f%% (router %s)\n", id->valuestring, 100 * jnum(x, "util"),
+                 kvs.kv[i].key + strlen(STATS_ROUTER));
+      }
+    }
+    cJSON_Delete(j);
+  }
+  etcd_kvs_free(&kvs);
+  etcd_kvs_free(&live);
+  if (!routers || ms[0] + ms[1] <= 0) {
+    printf("pool sizing: no expert traffic reported by a router yet\n");
+    return WS_OK;
+  }
+  double share = ms[0] / (ms[0] + ms[1]);
+  printf("pool sizing (%d router%s): steps expert-high %.0f, expert-low %.0f; step time "
+         "expert-high %.1f%%, expert-low %.1f%%\n",
+         routers, routers == 1 ? "" : "s", steps[0], steps[1], 100 * share, 100 * (1 - share));
+  printf("recommended high:low replicas = %.2f:1 (by step time; by step count %.0f:%.0f)\n",
+         share < 1 ? share / (1 - share) : INFINITY, steps[0], steps[1]);
+  int n = nhigh + nlow;
+  if (n >= 2) {
+    int h = (int)lround(share * n);
+    h = h < 1 ? 1 : h > n - 1 ? n - 1 : h;
+    printf("for the %d expert replicas registered now: %d high, %d low (running %d high, %d low)\n",
+           n, h, n - h, nhigh, nlow);
+  }
+  return WS_OK;
+}
+
 int status_main(int argc, char **argv) {
   etcd_client *c = NULL;
   ws_err err = {0};
@@ -61,6 +137,7 @@ int status_main(int argc, char **argv) {
     return 1;
   }
   etcd_kvs kvs = {0};
+  int nhigh = 0, nlow = 0;
   int rc = etcd_range(c, REG_INSTANCES, 1, &kvs, &err);
   if (rc == WS_OK) {
     printf("%-12s %-40s %-8s %-22s %-7s %-9s %s\n", "ROLE", "ID", "VERSION", "ADDRESS", "BACKEND",
@@ -72,6 +149,8 @@ int status_main(int argc, char **argv) {
         printf("%-12s %s: unreadable record (%s)\n", "?", kvs.kv[i].key, e2.msg);
         continue;
       }
+      nhigh += !strcmp(in.role, "expert-high");
+      nlow += !strcmp(in.role, "expert-low");
       const char *slash = strrchr(kvs.kv[i].key, '/');
       printf("%-12s %-40s %-8s %-22s %-7s %-9d %lds\n", in.role, slash ? slash + 1 : in.id,
              in.version, in.addr, in.backend, in.max_batch, (long)(time(NULL) - in.started));
@@ -82,6 +161,7 @@ int status_main(int argc, char **argv) {
     for (size_t i = 0; rc == WS_OK && i < kvs.n; i++)
       printf("rollout %s = %s\n", kvs.kv[i].key + strlen(REG_ROLLOUT), kvs.kv[i].value);
     etcd_kvs_free(&kvs);
+    if (rc == WS_OK) rc = print_pool_sizing(c, nhigh, nlow, &err);
   }
   etcd_close(c);
   if (rc < 0) {
@@ -91,13 +171,135 @@ int status_main(int argc, char **argv) {
   return 0;
 }
 
+typedef struct shadow_sum {
+  char canary[64], stable[64];
+  double n, sum, max, zeros, errors, dropped, buckets[128];
+  int nb, lo, per_decade, routers;
+  char decision[256];
+} shadow_sum;
+
+static double sum_quantile(const shadow_sum *x, double q) {
+  if (x->n <= 0) return 0;
+  double rank = ceil(q * x->n), cum = x->zeros;
+  if (cum >= rank) return 0;
+  for (int b = 0; b < x->nb; b++) {
+    cum += x->buckets[b];
+    if (cum >= rank) return fmin(pow(10.0, x->lo + (double)(b + 1) / x->per_decade), x->max);
+  }
+  return x->max;
+}
+
+/* `wanctl rollout status ROLE [--threshold X]`: merges every router's shadow summary of ROLE
+ * (router/stats.h) per canary and judges p99 against the threshold. Returns 3 when a canary
+ * fails it (scripts: `wanctl rollout status expert-low || rollback`). */
+static int rollout_status(etcd_client *c, const char *role, int argc, char **argv, int *verdict,
+                          ws_err *err) {
+  double threshold = 0.05;
+  for (int i = 2; i < argc; i += 2) {
+    char *end = NULL;
+    if (strcmp(argv[i], "--threshold") || i + 1 >= argc ||
+        !((threshold = strtod(argv[i + 1], &end)) >= 0) || *end)
+      return ws_fail(err, WS_EINVAL, "rollout status: '%s' (only --threshold X, X >= 0)", argv[i]);
+  }
+  char *cur = NULL, prefix[200];
+  size_t curlen = 0;
+  snprintf(prefix, sizeof prefix, REG_ROLLOUT "%s", role);
+  int rc = etcd_get(c, prefix, &cur, &curlen, err);
+  if (rc == WS_ENOTFOUND)
+    printf("rollout %s: none (stable serves everything)\n", role);
+  else if (rc == WS_OK)
+    printf("rollout %s = %.*s\n", role, (int)curlen, cur);
+  else
+    return rc;
+  free(cur);
+  etcd_kvs kvs = {0};
+  snprintf(prefix, sizeof prefix, STATS_SHADOW "%s/", role);
+  WS_TRY(etcd_range(c, prefix, 1, &kvs, err));
+  shadow_sum sums[16];
+  int ns = 0;
+  for (size_t i = 0; i < kvs.n; i++) {
+    cJSON *j = cJSON_ParseWithLength(kvs.kv[i].value, kvs.kv[i].value_len);
+    const cJSON *cv = cJSON_GetObjectItemCaseSensitive(j, "canary"),
+                *sv = cJSON_GetObjectItemCaseSensitive(j, "stable"),
+                *bv = cJSON_GetObjectItemCaseSensitive(j, "buckets"),
+                *dv = cJSON_GetObjectItemCaseSensitive(j, "decision");
+    if (!cJSON_IsString(cv) || !cJSON_IsString(sv) || !cJSON_IsArray(bv)) {
+      fprintf(stderr, "wanctl rollout status: %s: unreadable summary, skipped\n", kvs.kv[i].key);
+      cJSON_Delete(j);
+      continue;
+    }
+    shadow_sum *x = NULL;
+    for (int k = 0; k < ns && !x; k++)
+      if (!strcmp(sums[k].canary, cv->valuestring) && !strcmp(sums[k].stable, sv->valuestring))
+        x = &sums[k];
+    if (!x && ns < 16) {
+      x = &sums[ns++];
+      memset(x, 0, sizeof *x);
+      snprintf(x->canary, sizeof x->canary, "%s", cv->valuestring);
+      snprintf(x->stable, sizeof x->stable, "%s", sv->valuestring);
+      x->lo = (int)jnum(j, "lo");
+      x->per_decade = (int)jnum(j, "per_decade") > 0 ? (int)jnum(j, "per_decade") : 8;
+    }
+    if (x) {
+      double n = jnum(j, "count");
+      x->routers++;
+      x->n += n;
+      x->sum += jnum(j, "mean") * n;
+      x->max = fmax(x->max, jnum(j, "max"));
+      x->zeros += jnum(j, "zeros");
+      x->errors += jnum(j, "errors");
+      x->dropped += jnum(j, "dropped");
+      int b = 0;
+      const cJSON *e;
+      cJSON_ArrayForEach(e, bv) {
+        if (b < 128) x->buckets[b++] += cJSON_IsNumber(e) ? e->valuedouble : 0;
+      }
+      if (b > x->nb) x->nb = b;
+      if (cJSON_IsString(dv) && dv->valuestring[0])
+        snprintf(x->decision, sizeof x->decision, "%.200s (router %s)", dv->valuestring,
+                 strrchr(kvs.kv[i].key, '/') + 1);
+    }
+    cJSON_Delete(j);
+  }
+  etcd_kvs_free(&kvs);
+  if (!ns) printf("no shadow samples for %s yet (mode shadow mirrors steps to the canary)\n", role);
+  *verdict = 0;
+  for (int k = 0; k < ns; k++) {
+    shadow_sum *x = &sums[k];
+    double p99 = sum_quantile(x, 0.99);
+    printf("shadow %s canary %s vs stable %s (%d router%s)\n", role, x->canary, x->stable,
+           x->routers, x->routers == 1 ? "" : "s");
+    printf("  count %.0f  canary errors %.0f  dropped %.0f\n", x->n, x->errors, x->dropped);
+    printf("  rel-L2  mean %.3g  p50 %.3g  p99 %.3g  max %.3g  (p50/p99: bucket upper bounds)\n",
+           x->n > 0 ? x->sum / x->n : 0, sum_quantile(x, 0.5), p99, x->max);
+    printf("  histogram:");
+    if (x->zeros > 0) printf(" 0:%.0f", x->zeros);
+    for (int b = 0; b < x->nb; b++)
+      if (x->buckets[b] > 0)
+        printf(" <=%.2g:%.0f", pow(10.0, x->lo + (double)(b + 1) / x->per_decade), x->buckets[b]);
+    printf("\n");
+    if (x->n <= 0) {
+      printf("  verdict: NO DATA\n");
+    } else if (p99 <= threshold) {
+      printf("  verdict: PASS (p99 %.3g <= threshold %.3g)\n", p99, threshold);
+    } else {
+      printf("  verdict: FAIL (p99 %.3g > threshold %.3g)\n", p99, threshold);
+      *verdict = 3;
+    }
+    if (x->decision[0]) printf("  automatic action: %s\n", x->decision);
+  }
+  return WS_OK;
+}
+
 int rollout_main(int argc, char **argv) {
   etcd_client *c = NULL;
   ws_err err = {0};
-  if (argc < 2 || (strcmp(argv[0], "set") && strcmp(argv[0], "clear"))) {
+  if (argc < 2 ||
+      (strcmp(argv[0], "set") && strcmp(argv[0], "clear") && strcmp(argv[0], "status"))) {
     fprintf(stderr,
             "usage: wanctl rollout set ROLE --canary V --percent P [--stable V] "
-            "[--mode split|shadow] [--etcd E]\n       wanctl rollout clear ROLE [--etcd E]\n");
+            "[--mode split|shadow] [--etcd E]\n       wanctl rollout clear ROLE [--etcd E]\n"
+            "       wanctl rollout status ROLE [--threshold X] [--etcd E]   (exit 3: FAIL)\n");
     return 2;
   }
   if (open_etcd(&argc, argv, &c, &err) < 0) {
@@ -110,6 +312,12 @@ int rollout_main(int argc, char **argv) {
     rc = ws_fail(&err, WS_EINVAL, "unknown role '%s'", role);
   } else if (!strcmp(argv[0], "clear")) {
     rc = reg_rollout_delete(c, role, &err);
+  } else if (!strcmp(argv[0], "status")) {
+    int verdict = 0;
+    rc = rollout_status(c, role, argc, argv, &verdict, &err);
+    etcd_close(c);
+    if (rc < 0) fprintf(stderr, "wanctl rollout status: %s\n", err.msg);
+    return rc < 0 ? 1 : verdict;
   } else {
     reg_rollout r;
     memset(&r, 0, sizeof r);

@@ -110,9 +110,28 @@ int generate_remote(const gen_opts *o, ws_err *err) {
   progress_init(&pr, o->quiet);
   int done = 0;
   rpc_client_opts co = {.max_recv_bytes = 256 << 20};
-  int rc = rpc_client_create(&co, &c, err);
+  char *pem[3] = {NULL, NULL, NULL}; /* --tls-ca, --tls-cert, --tls-key */
+  const char *pem_path[3] = {o->tls_ca, o->tls_cert, o->tls_key};
+  int rc = WS_OK;
+  for (int k = 0; k < 3 && rc == WS_OK; k++)
+    if (pem_path[k]) rc = rpc_read_pem(pem_path[k], &pem[k], err);
+  co.ca_pem = pem[0];
+  co.cert_pem = pem[1];
+  co.key_pem = pem[2];
+  /* the token travels only in the request metadata; it is never printed */
+  char auth[1100];
+  rpc_md md = {"authorization", auth};
+  rpc_call_opts callo = {0};
+  if (o->token) {
+    if (strlen(o->token) > 1000) rc = ws_fail(err, WS_EINVAL, "--token: longer than 1000 bytes");
+    snprintf(auth, sizeof auth, "Bearer %.1000s", o->token);
+    callo.md = &md;
+    callo.n_md = 1;
+  }
+  if (rc == WS_OK) rc = rpc_client_create(&co, &c, err);
   if (rc == WS_OK)
-    rc = rpc_client_stream_open(c, target, "/wanserve.v1.Router/Generate", &q.base, NULL, &s, err);
+    rc =
+        rpc_client_stream_open(c, target, "/wanserve.v1.Router/Generate", &q.base, &callo, &s, err);
   while (rc == WS_OK) {
     ProtobufCMessage *m = NULL;
     int got = rpc_stream_recv(s, &wanserve__v1__generate_event__descriptor, &m, -1, err);
@@ -142,5 +161,9 @@ int generate_remote(const gen_opts *o, ws_err *err) {
   mp4_buf_free(&video);
   rpc_client_free(c);
   free(img);
+  if (pem[2]) memset(pem[2], 0, strlen(pem[2]));
+  for (int k = 0; k < 3; k++)
+    free(pem[k]);
+  memset(auth, 0, sizeof auth);
   return rc;
 }

@@ -18,6 +18,8 @@ void genopts_usage(void) {
       "  --negative-prompt TEXT (default: the release's negative prompt)\n"
       "  --out FILE.mp4        (default out.mp4)      --latent-out FILE.safetensors\n"
       "  --backend cpu|cuda    (local)                --request-id ID --deadline-ms N\n"
+      "  --token T             bearer token for the router (default $WANSERVE_TOKEN)\n"
+      "  --tls-ca PEM [--tls-cert PEM --tls-key PEM]   TLS (mutual with a cert) to the router\n"
       "  --quiet\n"
       "Without --router or --local, the local cluster started by deploy/local-cluster is used.\n");
 }
@@ -87,6 +89,14 @@ int genopts_parse(int argc, char **argv, gen_opts *o, ws_err *err) {
       o->router = v;
     else if (!strcmp(f, "--backend"))
       o->backend = v;
+    else if (!strcmp(f, "--token"))
+      o->token = v;
+    else if (!strcmp(f, "--tls-ca"))
+      o->tls_ca = v;
+    else if (!strcmp(f, "--tls-cert"))
+      o->tls_cert = v;
+    else if (!strcmp(f, "--tls-key"))
+      o->tls_key = v;
     else if (!strcmp(f, "--request-id"))
       o->request_id = v;
     else if (!strcmp(f, "--task")) {
@@ -139,6 +149,10 @@ int genopts_parse(int argc, char **argv, gen_opts *o, ws_err *err) {
   if (o->p.task == GP_I2V && !o->image_path)
     return ws_fail(err, WS_EINVAL, "--image is required for i2v");
   if (o->local && !o->model) return ws_fail(err, WS_EINVAL, "--local needs --model DIR");
+  if (!o->token && getenv("WANSERVE_TOKEN") && getenv("WANSERVE_TOKEN")[0])
+    o->token = getenv("WANSERVE_TOKEN");
+  if (!o->tls_cert != !o->tls_key || (o->tls_cert && !o->tls_ca))
+    return ws_fail(err, WS_EINVAL, "--tls-cert and --tls-key go together, with --tls-ca");
   o->p.has_image = o->image_path != NULL;
   return WS_OK;
 }

@@ -10,6 +10,8 @@ typedef struct gen_opts {
   gen_params p;
   const char *prompt, *negative, *image_path, *out, *latent_out, *model, *router, *backend;
   const char *request_id;
+  const char *token;                       /* --token or $WANSERVE_TOKEN: router bearer token */
+  const char *tls_ca, *tls_cert, *tls_key; /* --tls-*: TLS / mutual TLS to the router (PEM paths) */
   int local, quiet;
   int64_t deadline_ms;
 } gen_opts;

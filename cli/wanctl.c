@@ -15,7 +15,8 @@ static void usage(FILE *fp) {
               "                     generate a video (see wanctl generate --help)\n"
               "  status [--etcd ENDPOINTS]   instances per role (version, address, load)\n"
               "  rollout set ROLE --canary V --percent P [--stable V] [--mode split|shadow]\n"
-              "  rollout clear ROLE         roll back to stable\n");
+              "  rollout clear ROLE         roll back to stable\n"
+              "  rollout status ROLE [--threshold X]  shadow differences and a verdict\n");
 }
 
 int main(int argc, char **argv) {

@@ -18,8 +18,14 @@ PKGS=(
   libpng-dev libjpeg-dev                      # I2V image input
   libmicrohttpd-dev                           # HTTP: video-jobs API and Prometheus metrics endpoints
   python3 python3-grpcio                      # black-box RPC tests with an independent client
+  python3-yaml                                # tests/it_manifests.sh parses deploy/k8s/*.yaml
   ffmpeg                                      # ffprobe: integration tests check MP4s independently
   curl                                        # health probes of etcd in deploy scripts
+  clang                                       # libFuzzer harnesses (make fuzz, tests/it_fuzz.sh)
+  libclang-rt-14-dev                          # clang's fuzzer/ASan/UBSan runtimes (-fsanitize=fuzzer)
+  openssl                                     # deploy/make-test-ca.sh: test CA for TLS/mTLS tests
+  valgrind                                    # memcheck runs of services and unit tests (issue 9)
+  chromium                                    # the browser test of the web page (Playwright drives it)
 )
 
 missing=()

@@ -18,6 +18,7 @@
 #include "models/tokenizer.h"
 #include "models/vae.h"
 #include "rpc/codec.h"
+#include "rpc/service.h"
 #include "wanserve/v1/encoder.pb-c.h"
 
 /* ------------------------------------------------------------------ the text cache */
@@ -240,6 +241,11 @@ static int h_text(rpc_call *call, const ProtobufCMessage *m, void *user, ws_err 
   const char *np =
       r->negative_prompt && r->negative_prompt[0] ? r->negative_prompt : gp_default_negative_prompt;
   if (!p[0]) return ws_fail(err, WS_EINVAL, "prompt: empty");
+  /* memory budget (rpc/service.h): two umT5 passes over text_len tokens (~24 activation rows
+   * of dim floats per token), the cleaned text and the cached results */
+  int64_t need =
+      (int64_t)2 * e->text_len * e->dim * 4 * 24 + 16 * (int64_t)(strlen(p) + strlen(np));
+  WS_TRY(svc_budget_reserve(need, "EncodeText", err));
   const enc_text *c = NULL, *nc = NULL;
   int rc = enc_encode_text(e, "prompt", p, strlen(p), &c, err);
   if (rc == 0) rc = enc_encode_text(e, "negative_prompt", np, strlen(np), &nc, err);
@@ -260,6 +266,7 @@ static int h_text(rpc_call *call, const ProtobufCMessage *m, void *user, ws_err 
   }
   enc_text_release(e, c);
   enc_text_release(e, nc);
+  svc_budget_release(need);
   return rc;
 }
 
@@ -267,7 +274,18 @@ static int h_image(rpc_call *call, const ProtobufCMessage *m, void *user, ws_err
   encoder *e = user;
   const Wanserve__V1__EncodeImageRequest *r = (const void *)m;
   ws_tensor y;
-  WS_TRY(enc_encode_image(e, r->image.data, r->image.len, r->width, r->height, r->frames, &y, err));
+  /* memory budget: the decoded image (a PNG/JPEG inflates ~4x and more), the F32 video at the
+   * target size and the VAE encoder's activations (~8 tensors of 96 channels per frame chunk) */
+  int64_t px = (int64_t)(r->width > 0 ? r->width : 0) * (r->height > 0 ? r->height : 0);
+  int64_t need =
+      (int64_t)r->image.len * 8 + px * 4 * (3LL * (r->frames > 0 ? r->frames : 1) + 8 * 96 * 4);
+  WS_TRY(svc_budget_reserve(need, "EncodeImage", err));
+  int rc0 =
+      enc_encode_image(e, r->image.data, r->image.len, r->width, r->height, r->frames, &y, err);
+  if (rc0 < 0) {
+    svc_budget_release(need);
+    return rc0;
+  }
   Wanserve__V1__Tensor pb;
   Wanserve__V1__EncodeImageResponse resp = WANSERVE__V1__ENCODE_IMAGE_RESPONSE__INIT;
   int rc = codec_tensor_to_pb(&y, &pb, err);
@@ -276,6 +294,7 @@ static int h_image(rpc_call *call, const ProtobufCMessage *m, void *user, ws_err
     rc = rpc_call_send(call, &resp.base, err);
   }
   ws_tensor_free(&y);
+  svc_budget_release(need);
   return rc;
 }
 

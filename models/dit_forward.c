@@ -9,12 +9,25 @@
 
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
-static int ws_ensure(dit_model *m, int64_t B, int64_t rows, int64_t ctx_rows, ws_err *err) {
-  workspace *w = &m->ws;
+void dit_ws_free(const ws_backend *be, workspace *w) {
+  float **bufs[] = {&w->x, &w->a,   &w->q,  &w->k,  &w->v,       &w->o,
+                    &w->h, &w->ctx, &w->ck, &w->cv, &w->tmp_ctx, &w->tb};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+    if (*bufs[i]) be->free_mem(be, *bufs[i]);
+    *bufs[i] = NULL;
+  }
+  free(w->host);
+  w->host = NULL;
+  w->host_n = 0;
+  w->rows = w->ctx_rows = w->batch = 0;
+}
+
+int dit_ws_ensure(dit_model *m, workspace *w, int64_t B, int64_t rows, int64_t ctx_rows,
+                  ws_err *err) {
   const dit_config *c = &m->cfg;
   int64_t D = c->dim;
   if (rows <= w->rows && ctx_rows <= w->ctx_rows && B <= w->batch) return WS_OK;
-  dit_ws_release(m);
+  dit_ws_free(m->be, w);
   ws_backend *be = m->be;
   int64_t hcols = max64(c->ffn_dim, 4 * (int64_t)max64(c->in_dim, c->out_dim));
   struct {
@@ -46,31 +59,38 @@ static int ws_ensure(dit_model *m, int64_t B, int64_t rows, int64_t ctx_rows, ws
   return WS_OK;
 }
 
-/* cos/sin [L, d/2] for the token grid (f, h, w), token order (frame, row, column). Pairs
+/* cos/sin [n, d/2] for tokens l0 .. l0+n-1 of the token grid (f, h, w), token order (frame,
+ * row, column); tokens past f*h*w (sequence-parallel padding) get the identity rotation. Pairs
  * [0, cf) rotate with the frame index, [cf, cf+ch) with the row, the rest with the column;
  * omega = 10000^(-2j/dim_axis) where dim_axis = 2 * (pairs of that axis). */
-static int rope_ensure(dit_model *m, int64_t f, int64_t h, int64_t w, ws_err *err) {
-  if (m->rope_cos && m->rope_f == f && m->rope_h == h && m->rope_w == w) return WS_OK;
-  ws_backend *be = m->be;
-  if (m->rope_cos) be->free_mem(be, m->rope_cos);
-  if (m->rope_sin) be->free_mem(be, m->rope_sin);
-  m->rope_cos = m->rope_sin = NULL;
+void dit_rope_fill(const dit_model *m, int64_t f, int64_t h, int64_t w, int64_t l0, int64_t n,
+                   float *hc, float *hs) {
   int64_t half = m->head_dim / 2, ch = half / 3, cf = half - 2 * ch, L = f * h * w;
-  size_t bytes = sizeof(float) * (size_t)(L * half);
-  float *hc = malloc(bytes), *hs = malloc(bytes);
-  int rc = (hc && hs) ? WS_OK : ws_fail(err, WS_ENOMEM, "rope: out of memory");
-  for (int64_t l = 0; rc == WS_OK && l < L; l++) {
-    int64_t pos[3] = {l / (h * w), (l / w) % h, l % w};
+  for (int64_t i = 0; i < n; i++) {
+    int64_t l = l0 + i, pos[3] = {l / (h * w), (l / w) % h, l % w};
     for (int64_t j = 0; j < half; j++) {
       int axis = j < cf ? 0 : j < cf + ch ? 1 : 2;
       int64_t jj = axis == 0 ? j : axis == 1 ? j - cf : j - cf - ch;
       int64_t dim_axis = 2 * (axis == 0 ? cf : ch);
       double omega = pow(10000.0, -(double)(2 * jj) / (double)dim_axis);
       double ang = (double)pos[axis] * omega;
-      hc[l * half + j] = (float)cos(ang);
-      hs[l * half + j] = (float)sin(ang);
+      hc[i * half + j] = l < L ? (float)cos(ang) : 1.0f;
+      hs[i * half + j] = l < L ? (float)sin(ang) : 0.0f;
     }
   }
+}
+
+static int rope_ensure(dit_model *m, int64_t f, int64_t h, int64_t w, ws_err *err) {
+  if (m->rope_cos && m->rope_f == f && m->rope_h == h && m->rope_w == w) return WS_OK;
+  ws_backend *be = m->be;
+  if (m->rope_cos) be->free_mem(be, m->rope_cos);
+  if (m->rope_sin) be->free_mem(be, m->rope_sin);
+  m->rope_cos = m->rope_sin = NULL;
+  int64_t half = m->head_dim / 2, L = f * h * w;
+  size_t bytes = sizeof(float) * (size_t)(L * half);
+  float *hc = malloc(bytes), *hs = malloc(bytes);
+  int rc = (hc && hs) ? WS_OK : ws_fail(err, WS_ENOMEM, "rope: out of memory");
+  if (rc == WS_OK) dit_rope_fill(m, f, h, w, 0, L, hc, hs);
   if (rc == WS_OK) rc = be->alloc_mem(be, bytes, (void **)&m->rope_cos, err);
   if (rc == WS_OK) rc = be->alloc_mem(be, bytes, (void **)&m->rope_sin, err);
   if (rc == WS_OK) rc = be->to_device(be, m->rope_cos, hc, bytes, err);
@@ -87,7 +107,7 @@ static int rope_ensure(dit_model *m, int64_t f, int64_t h, int64_t w, ws_err *er
 
 /* Host: [B, L, in_dim*4] patches, feature order (c, ph, pw) with c slowest, channels of x
  * first then y. */
-static void patchify(const dit_inputs *in, int in_dim, float *dst) {
+void dit_patchify(const dit_inputs *in, int in_dim, float *dst) {
   int64_t F = in->frames, H = in->height, W = in->width, h = H / 2, w = W / 2;
   int64_t plane = F * H * W, L = F * h * w;
   for (int64_t b = 0; b < in->batch; b++)
@@ -105,8 +125,8 @@ static void patchify(const dit_inputs *in, int in_dim, float *dst) {
 }
 
 /* Host: head output [B, L, 4*C] (column (2q + r)*C + c) to [B, C, F, 2h, 2w]. */
-static void unpatchify(const float *src, int64_t B, int64_t F, int64_t h, int64_t w, int C,
-                       float *out) {
+void dit_unpatchify(const float *src, int64_t B, int64_t F, int64_t h, int64_t w, int C,
+                    float *out) {
   int64_t H = 2 * h, W = 2 * w, L = F * h * w;
   for (int64_t b = 0; b < B; b++)
     for (int64_t l = 0; l < L; l++) {
@@ -135,22 +155,22 @@ static int tap(const dit_model *m, const dit_inputs *in, const char *name, const
   return rc;
 }
 
-static int lin_apply(const dit_model *m, const float *x, int64_t M, const lin *l, float *y,
-                     ws_err *err) {
+int dit_lin_apply(const dit_model *m, const float *x, int64_t M, const lin *l, float *y,
+                  ws_err *err) {
   return m->be->linear(m->be, x, M, l->w.shape[1], l->w.data, l->w.dtype, l->w.shape[0], l->b.data,
                        y, err);
 }
 
 /* Time path: e [B, D] (time_embedding output) and e0 [B, 6D] (time_projection), once per
  * sample; returns pointers into the workspace. */
-static int time_path(dit_model *m, const dit_inputs *in, float **e_out, float **e0_out,
-                     ws_err *err) {
+int dit_time_path(dit_model *m, workspace *w, const dit_inputs *in, float **e_out, float **e0_out,
+                  ws_err *err) {
   const dit_config *c = &m->cfg;
   ws_backend *be = m->be;
   int64_t B = in->batch, D = c->dim, half = c->freq_dim / 2;
-  float *emb = m->ws.tb, *e1 = emb + B * c->freq_dim, *e = e1 + B * D, *es = e + B * D,
+  float *emb = w->tb, *e1 = emb + B * c->freq_dim, *e = e1 + B * D, *es = e + B * D,
         *e0 = es + B * D;
-  float *hbuf = m->ws.host;
+  float *hbuf = w->host;
   for (int64_t b = 0; b < B; b++)
     for (int64_t j = 0; j < half; j++) {
       double ang = (double)in->timesteps[b] * pow(10000.0, -(double)j / (double)half);
@@ -158,11 +178,19 @@ static int time_path(dit_model *m, const dit_inputs *in, float **e_out, float **
       hbuf[b * c->freq_dim + half + j] = (float)sin(ang);
     }
   WS_TRY(be->to_device(be, emb, hbuf, sizeof(float) * (size_t)(B * c->freq_dim), err));
-  WS_TRY(lin_apply(m, emb, B, &m->te0, e1, err));
+  /* One sample per GEMM: with M = B these products are tiny, and BLAS libraries pick their
+   * kernel by size (OpenBLAS 0.3.21 answers M=2 and M=8 differently in the last bit), so a
+   * sample's result would depend on its batch companions. Per-sample calls make a batched
+   * forward bit-identical to separate ones (services/expert batches requests); they cost B
+   * small GEMMs instead of 1, nothing next to the token GEMMs. */
+  for (int64_t b = 0; b < B; b++)
+    WS_TRY(dit_lin_apply(m, emb + b * c->freq_dim, 1, &m->te0, e1 + b * D, err));
   WS_TRY(be->silu(be, e1, B * D, e1, err));
-  WS_TRY(lin_apply(m, e1, B, &m->te2, e, err));
+  for (int64_t b = 0; b < B; b++)
+    WS_TRY(dit_lin_apply(m, e1 + b * D, 1, &m->te2, e + b * D, err));
   WS_TRY(be->silu(be, e, B * D, es, err));
-  WS_TRY(lin_apply(m, es, B, &m->tproj, e0, err));
+  for (int64_t b = 0; b < B; b++)
+    WS_TRY(dit_lin_apply(m, es + b * D, 1, &m->tproj, e0 + b * 6 * D, err));
   WS_TRY(tap(m, in, "time_e", e, 1, D, err));
   WS_TRY(tap(m, in, "time_e0", e0, 6, D, err));
   *e_out = e;
@@ -171,57 +199,60 @@ static int time_path(dit_model *m, const dit_inputs *in, float **e_out, float **
 }
 
 /* Text path: ctx [B*text_len, D] = MLP(context zero-padded to text_len). */
-static int text_path(dit_model *m, const dit_inputs *in, ws_err *err) {
+int dit_text_path(dit_model *m, workspace *w, const dit_inputs *in, ws_err *err) {
   const dit_config *c = &m->cfg;
   ws_backend *be = m->be;
   int64_t B = in->batch, T = c->text_len, td = m->text_dim;
-  float *hbuf = m->ws.host;
+  float *hbuf = w->host;
   memset(hbuf, 0, sizeof(float) * (size_t)(B * T * td));
   for (int64_t b = 0; b < B; b++)
     memcpy(hbuf + b * T * td, in->contexts[b], sizeof(float) * (size_t)(in->ctx_len[b] * td));
-  WS_TRY(be->to_device(be, m->ws.tmp_ctx, hbuf, sizeof(float) * (size_t)(B * T * td), err));
-  WS_TRY(lin_apply(m, m->ws.tmp_ctx, B * T, &m->tx0, m->ws.ck, err));
-  WS_TRY(be->gelu_tanh(be, m->ws.ck, B * T * c->dim, m->ws.ck, err));
-  WS_TRY(lin_apply(m, m->ws.ck, B * T, &m->tx2, m->ws.ctx, err));
-  return tap(m, in, "context_embed", m->ws.ctx, T, c->dim, err);
+  WS_TRY(be->to_device(be, w->tmp_ctx, hbuf, sizeof(float) * (size_t)(B * T * td), err));
+  WS_TRY(dit_lin_apply(m, w->tmp_ctx, B * T, &m->tx0, w->ck, err));
+  WS_TRY(be->gelu_tanh(be, w->ck, B * T * c->dim, w->ck, err));
+  WS_TRY(dit_lin_apply(m, w->ck, B * T, &m->tx2, w->ctx, err));
+  return tap(m, in, "context_embed", w->ctx, T, c->dim, err);
 }
 
-static int block_forward(dit_model *m, const dit_block *bl, int64_t B, int64_t L, const float *e0,
-                         float *mb, ws_err *err) {
+int dit_block_forward(dit_model *m, workspace *w, const dit_block *bl, int64_t B, int64_t L,
+                      const float *rope_cos, const float *rope_sin, const float *e0, float *mb,
+                      const dit_attn_hook *self_attn, ws_err *err) {
   const dit_config *c = &m->cfg;
   ws_backend *be = m->be;
-  workspace *w = &m->ws;
   int64_t D = c->dim, T = c->text_len, N = c->num_heads, d = m->head_dim, R = B * L;
   float eps = (float)c->eps, scale = (float)(1.0 / sqrt((double)d));
   for (int64_t b = 0; b < B; b++)
     WS_TRY(be->add(be, bl->modulation.data, e0 + b * 6 * D, 6 * D, mb + b * 6 * D, err));
   /* self-attention */
   WS_TRY(be->ln_modulate(be, w->x, B, L, D, eps, mb, mb + D, 6 * D, w->a, err));
-  WS_TRY(lin_apply(m, w->a, R, &bl->sq, w->q, err));
+  WS_TRY(dit_lin_apply(m, w->a, R, &bl->sq, w->q, err));
   WS_TRY(be->rmsnorm(be, w->q, R, D, eps, bl->s_nq.data, w->q, err));
-  WS_TRY(lin_apply(m, w->a, R, &bl->sk, w->k, err));
+  WS_TRY(dit_lin_apply(m, w->a, R, &bl->sk, w->k, err));
   WS_TRY(be->rmsnorm(be, w->k, R, D, eps, bl->s_nk.data, w->k, err));
-  WS_TRY(lin_apply(m, w->a, R, &bl->sv, w->v, err));
-  WS_TRY(be->rope(be, w->q, B, L, N, d, m->rope_cos, m->rope_sin, err));
-  WS_TRY(be->rope(be, w->k, B, L, N, d, m->rope_cos, m->rope_sin, err));
-  WS_TRY(be->attention(be, w->q, w->k, w->v, w->o, B, L, L, N, d, scale, err));
-  WS_TRY(lin_apply(m, w->o, R, &bl->so, w->a, err));
+  WS_TRY(dit_lin_apply(m, w->a, R, &bl->sv, w->v, err));
+  WS_TRY(be->rope(be, w->q, B, L, N, d, rope_cos, rope_sin, err));
+  WS_TRY(be->rope(be, w->k, B, L, N, d, rope_cos, rope_sin, err));
+  if (self_attn)
+    WS_TRY(self_attn->fn(self_attn->ud, w->q, w->k, w->v, w->o, B, L, err));
+  else
+    WS_TRY(be->attention(be, w->q, w->k, w->v, w->o, B, L, L, N, d, scale, err));
+  WS_TRY(dit_lin_apply(m, w->o, R, &bl->so, w->a, err));
   WS_TRY(be->gated_add(be, w->x, w->a, mb + 2 * D, 6 * D, B, L, D, err));
   /* cross-attention over all text_len rows (no mask, no gate) */
   WS_TRY(be->layernorm(be, w->x, R, D, eps, bl->n3w.data, bl->n3b.data, w->a, err));
-  WS_TRY(lin_apply(m, w->a, R, &bl->cq, w->q, err));
+  WS_TRY(dit_lin_apply(m, w->a, R, &bl->cq, w->q, err));
   WS_TRY(be->rmsnorm(be, w->q, R, D, eps, bl->c_nq.data, w->q, err));
-  WS_TRY(lin_apply(m, w->ctx, B * T, &bl->ck, w->ck, err));
+  WS_TRY(dit_lin_apply(m, w->ctx, B * T, &bl->ck, w->ck, err));
   WS_TRY(be->rmsnorm(be, w->ck, B * T, D, eps, bl->c_nk.data, w->ck, err));
-  WS_TRY(lin_apply(m, w->ctx, B * T, &bl->cv, w->cv, err));
+  WS_TRY(dit_lin_apply(m, w->ctx, B * T, &bl->cv, w->cv, err));
   WS_TRY(be->attention(be, w->q, w->ck, w->cv, w->o, B, L, T, N, d, scale, err));
-  WS_TRY(lin_apply(m, w->o, R, &bl->co, w->a, err));
+  WS_TRY(dit_lin_apply(m, w->o, R, &bl->co, w->a, err));
   WS_TRY(be->gated_add(be, w->x, w->a, NULL, 0, B, L, D, err));
   /* FFN */
   WS_TRY(be->ln_modulate(be, w->x, B, L, D, eps, mb + 3 * D, mb + 4 * D, 6 * D, w->a, err));
-  WS_TRY(lin_apply(m, w->a, R, &bl->f0, w->h, err));
+  WS_TRY(dit_lin_apply(m, w->a, R, &bl->f0, w->h, err));
   WS_TRY(be->gelu_tanh(be, w->h, R * c->ffn_dim, w->h, err));
-  WS_TRY(lin_apply(m, w->h, R, &bl->f2, w->a, err));
+  WS_TRY(dit_lin_apply(m, w->h, R, &bl->f2, w->a, err));
   return be->gated_add(be, w->x, w->a, mb + 5 * D, 6 * D, B, L, D, err);
 }
 
@@ -231,20 +262,21 @@ int dit_forward(dit_model *m, const dit_inputs *in, float *out, ws_err *err) {
   ws_backend *be = m->be;
   int64_t B = in->batch, F = in->frames, h = in->height / 2, w = in->width / 2, L = F * h * w;
   int64_t D = c->dim, R = B * L;
-  WS_TRY(ws_ensure(m, B, R, B * c->text_len, err));
+  WS_TRY(dit_ws_ensure(m, &m->ws, B, R, B * c->text_len, err));
   WS_TRY(rope_ensure(m, F, h, w, err));
   workspace *ws = &m->ws;
   /* patch embedding */
-  patchify(in, c->in_dim, ws->host);
+  dit_patchify(in, c->in_dim, ws->host);
   WS_TRY(be->to_device(be, ws->h, ws->host, sizeof(float) * (size_t)(R * 4 * c->in_dim), err));
-  WS_TRY(lin_apply(m, ws->h, R, &m->patch, ws->x, err));
+  WS_TRY(dit_lin_apply(m, ws->h, R, &m->patch, ws->x, err));
   WS_TRY(tap(m, in, "x_embed", ws->x, L, D, err));
   float *e, *e0;
-  WS_TRY(time_path(m, in, &e, &e0, err));
-  WS_TRY(text_path(m, in, err));
+  WS_TRY(dit_time_path(m, ws, in, &e, &e0, err));
+  WS_TRY(dit_text_path(m, ws, in, err));
   float *mb = e0 + B * 6 * D; /* [B, 6D] block modulation, then [B, 2D] head modulation */
   for (int i = 0; i < c->num_layers; i++) {
-    WS_TRY(block_forward(m, &m->blocks[i], B, L, e0, mb, err));
+    WS_TRY(
+        dit_block_forward(m, ws, &m->blocks[i], B, L, m->rope_cos, m->rope_sin, e0, mb, NULL, err));
     if (in->tap) {
       char nm[32];
       snprintf(nm, sizeof nm, "block_%d", i);
@@ -259,9 +291,9 @@ int dit_forward(dit_model *m, const dit_inputs *in, float *out, ws_err *err) {
     WS_TRY(be->add(be, hmod + D, e + b * D, D, hm + b * 2 * D + D, err));
   }
   WS_TRY(be->ln_modulate(be, ws->x, B, L, D, (float)c->eps, hm, hm + D, 2 * D, ws->a, err));
-  WS_TRY(lin_apply(m, ws->a, R, &m->head, ws->h, err));
+  WS_TRY(dit_lin_apply(m, ws->a, R, &m->head, ws->h, err));
   WS_TRY(tap(m, in, "head", ws->h, L, 4 * c->out_dim, err));
   WS_TRY(be->to_host(be, ws->host, ws->h, sizeof(float) * (size_t)(R * 4 * c->out_dim), err));
-  unpatchify(ws->host, B, F, h, w, c->out_dim, out);
+  dit_unpatchify(ws->host, B, F, h, w, c->out_dim, out);
   return be->sync(be, err);
 }

@@ -43,4 +43,40 @@ struct dit_model {
 
 void dit_ws_release(dit_model *m);
 
+/* ---- pieces of the forward (dit_forward.c), shared with the sequence-parallel forward
+ * (dit_sp.c): they take the workspace and RoPE tables explicitly so that each rank runs them on
+ * its own buffers while sharing the model's weights. ---- */
+
+/* Grows w (on m->be) to hold B samples, `rows` token rows and `ctx_rows` text rows. */
+int dit_ws_ensure(dit_model *m, workspace *w, int64_t B, int64_t rows, int64_t ctx_rows,
+                  ws_err *err);
+void dit_ws_free(const ws_backend *be, workspace *w);
+/* Host cos/sin [n, head_dim/2] for global tokens l0.. of the grid; identity past f*h*w. */
+void dit_rope_fill(const dit_model *m, int64_t f, int64_t h, int64_t w, int64_t l0, int64_t n,
+                   float *cos_t, float *sin_t);
+/* Host [B, L, 4*in_dim] patches of the inputs; head rows [B, L, 4*C] to [B, C, F, 2h, 2w]. */
+void dit_patchify(const dit_inputs *in, int in_dim, float *dst);
+void dit_unpatchify(const float *src, int64_t B, int64_t F, int64_t h, int64_t w, int C,
+                    float *out);
+int dit_lin_apply(const dit_model *m, const float *x, int64_t M, const lin *l, float *y,
+                  ws_err *err);
+/* e [B, D] and e0 [B, 6D] into w->tb (then [B, 6D] block and [B, 2D] head modulation). */
+int dit_time_path(dit_model *m, workspace *w, const dit_inputs *in, float **e_out, float **e0_out,
+                  ws_err *err);
+/* w->ctx [B*text_len, D]. */
+int dit_text_path(dit_model *m, workspace *w, const dit_inputs *in, ws_err *err);
+
+/* Replaces the self-attention core o = attention(q, k, v) of a block ([B, L, N, d] each, after
+ * QK-norm and RoPE); the sharded forward swaps heads and tokens around it. */
+typedef struct dit_attn_hook {
+  int (*fn)(void *ud, const float *q, const float *k, const float *v, float *o, int64_t B,
+            int64_t L, ws_err *err);
+  void *ud;
+} dit_attn_hook;
+
+/* One block on w->x [B*L, D] in place; rope tables [L, head_dim/2]; self_attn NULL = backend. */
+int dit_block_forward(dit_model *m, workspace *w, const dit_block *bl, int64_t B, int64_t L,
+                      const float *rope_cos, const float *rope_sin, const float *e0, float *mb,
+                      const dit_attn_hook *self_attn, ws_err *err);
+
 #endif

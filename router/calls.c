@@ -128,9 +128,8 @@ static void mark_sent(gen *g, const char *id, int yes) {
   if (yes && g->nsent < GEN_MAX_SENT) snprintf(g->sent[g->nsent++], sizeof g->sent[0], "%s", id);
 }
 
-/* One Denoise call on replica `in`; resends the contexts once on a cache miss. */
-static int denoise_on(gen *g, const reg_instance *in, const float *x, float t, float guide,
-                      float *pred, ws_err *err) {
+int gen_denoise_on(gen *g, const reg_instance *in, const float *x, float t, float guide,
+                   float *pred, ws_err *err) {
   Wanserve__V1__DenoiseRequest req = WANSERVE__V1__DENOISE_REQUEST__INIT;
   Wanserve__V1__Tensor xt, ctx, neg, y;
   ws_tensor xv;
@@ -187,24 +186,34 @@ int gen_denoise(gen *g, const char *role, const float *x, float t, float guide, 
   const char *excl[16];
   char ids[16][128];
   int nx = 0, rc = WS_EUNAVAIL;
+  /* shadow rollout: the canary starts on a copy of x now; it never touches pred */
+  void *mirror = shadow_begin(g, role, x, t, guide);
   for (int attempt = 0; attempt < r->o.max_attempts; attempt++) {
-    WS_TRY(check_deadline(g, err));
+    if ((rc = check_deadline(g, err)) < 0) break;
     reg_instance in;
     rc = pool_acquire(r->pool, role, version, excl, nx, r->o.replica_wait_ms, &in, err);
     if (rc == WS_EUNAVAIL && nx > 0) { /* everyone failed once: give them another chance */
       nx = 0;
       rc = pool_acquire(r->pool, role, version, excl, nx, r->o.replica_wait_ms, &in, err);
     }
-    if (rc < 0) return rc;
+    if (rc < 0) break;
     sr->attempts = attempt + 1;
-    rc = denoise_on(g, &in, x, t, guide, pred, err);
+    double t0 = gen_now_ms();
+    rstats_call_begin(r->stats, role, in.id);
+    rc = gen_denoise_on(g, &in, x, t, guide, pred, err);
+    double ms = gen_now_ms() - t0;
+    rstats_call_end(r->stats, role, in.id, ms, rc == WS_OK);
     pool_release(r->pool, in.id);
     if (rc == WS_OK) {
       snprintf(sr->replica, sizeof sr->replica, "%s", in.id);
       snprintf(sr->version, sizeof sr->version, "%s", in.version);
+      metrics_observe(r->m_step_s, ML(role, in.version), ms / 1e3);
+      if (attempt > 0) metrics_add(r->m_retries, ML(role), attempt);
+      shadow_end(g, mirror, pred, in.version);
       return WS_OK;
     }
-    if (!retryable(rc)) return rc;
+    metrics_add(r->m_errors, ML(role, codec_status_name(codec_status_from_ws(rc))), 1);
+    if (!retryable(rc)) break;
     WS_WARN("%s: step at t=%g on %s failed (%s); retrying on another replica", g->id, t, in.id,
             err->msg);
     mark_sent(g, in.id, 0);
@@ -214,6 +223,7 @@ int gen_denoise(gen *g, const char *role, const float *x, float t, float guide, 
       nx++;
     }
   }
+  shadow_end(g, mirror, NULL, NULL); /* stable failed: the mirrored step is not compared */
   return rc;
 }
 

@@ -4,7 +4,9 @@
 
 #include "core/tensor.h"
 #include "models/genparams.h"
+#include "core/metrics.h"
 #include "router/router.h"
+#include "router/stats.h"
 
 struct router {
   router_opts o;
@@ -13,9 +15,13 @@ struct router {
   rpc_client *client;
   int inflight; /* guarded by mu */
   pthread_mutex_t mu;
+  rstats *stats; /* shadow differences, pool sizing, auto rollout (router/stats.h) */
+  metric *m_req, *m_req_s, *m_inflight, *m_step_s, *m_retries, *m_errors;
 };
 
 #define GEN_MAX_SENT 64
+
+typedef struct gen_shadow gen_shadow;
 
 typedef struct gen {
   router *r;
@@ -30,6 +36,10 @@ typedef struct gen {
   char sent[GEN_MAX_SENT][128]; /* replicas that hold this request's contexts */
   int nsent;
   double t0_ms, deadline_ms; /* monotonic ms; deadline 0 = none */
+  reg_rollout rollout[2];    /* shadow rollout per role ([0] high, [1] low) when shadow_on */
+  int shadow_on[2];
+  gen_shadow *shadow; /* router/shadow.c; NULL until a step is mirrored */
+  int64_t budget;     /* bytes reserved from the memory budget (rpc/service.h) */
 } gen;
 
 /* The outcome of one step. */
@@ -45,6 +55,17 @@ int gen_encode_image(gen *g, ws_err *err);
 /* One Denoise of `role` ("expert-high"/"expert-low") at timestep t; pred is [latent numel]. */
 int gen_denoise(gen *g, const char *role, const float *x, float t, float guide, float *pred,
                 step_result *sr, ws_err *err);
+/* One Denoise call on replica `in` (no retry); resends the contexts once on a cache miss. */
+int gen_denoise_on(gen *g, const reg_instance *in, const float *x, float t, float guide,
+                   float *pred, ws_err *err);
+/* Shadow mirroring (router/shadow.c): prepare snapshots the shadow rollouts at admission;
+ * begin returns an item when this step is mirrored (its canary call starts at once), end hands
+ * it the stable prediction (NULL: stable failed) — call it for every non-NULL item; finish
+ * waits for the mirrored steps still running and frees. Never changes the stable result. */
+void shadow_prepare(gen *g);
+void *shadow_begin(gen *g, const char *role, const float *x, float t, float guide);
+void shadow_end(gen *g, void *item, const float *pred, const char *stable_version);
+void shadow_finish(gen *g);
 /* Decoder stream: calls on_chunk for every MP4 chunk. */
 typedef int (*gen_chunk_fn)(gen *g, const uint8_t *data, size_t len, ws_err *err);
 int gen_decode(gen *g, const float *latent, gen_chunk_fn on_chunk, ws_err *err);

@@ -1,26 +1,59 @@
 /* wan-router: the front door of a wanserve cluster.
  *   wan-router --etcd ENDPOINTS [--max-inflight N] [--max-queued N] [--step-timeout-ms N]
  *              [--max-width N] [--max-height N] [--max-frames N] [--max-steps N] [common flags]
- * Common flags: see rpc/service.h. */
+ *              [--http-listen HOST:PORT [--http-addr-file PATH] [--http-keep-s N]
+ *               [--http-keep-mb N] [--http-max-jobs N] [--http-max-body-mb N]]
+ *              [--auth-tokens PATH]  (Generate needs "authorization: Bearer <token>", one token
+ *                                     per line in PATH; rpc/server.h rpc_server_require_token)
+ *              [--auto-rollback X] [--auto-promote X] [--shadow-min-samples N]
+ *              [--stats-interval-ms N]  (shadow rollouts and pool sizing: router/stats.h)
+ * Common flags: see rpc/service.h; HTTP gateway flags: see router/http.h. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/log.h"
+#include "router/http.h"
 #include "router/router.h"
 #include "rpc/service.h"
 
 typedef struct flags {
   router_opts ro;
   int max_queued;
+  http_opts http;
+  char auth_tokens[1024]; /* token file; "" = Generate is open */
 } flags;
 
 static int extra_flag(void *user, int argc, char **argv, int i, ws_err *err) {
   flags *f = user;
+  int used = http_flag(&f->http, argc, argv, i, err);
+  if (used) return used;
+  if (!strcmp(argv[i], "--auth-tokens")) {
+    if (i + 1 >= argc || strlen(argv[i + 1]) >= sizeof f->auth_tokens)
+      return ws_fail(err, WS_EINVAL, "--auth-tokens needs a path");
+    snprintf(f->auth_tokens, sizeof f->auth_tokens, "%s", argv[i + 1]);
+    return 2;
+  }
+  struct {
+    const char *name;
+    double *dst, lo, hi;
+  } reals[] = {{"--auto-rollback", &f->ro.auto_rollback, 0, 1e6},
+               {"--auto-promote", &f->ro.auto_promote, 0, 1e6}};
+  for (size_t k = 0; k < sizeof reals / sizeof reals[0]; k++) {
+    if (strcmp(argv[i], reals[k].name)) continue;
+    char *end;
+    double v = i + 1 < argc ? strtod(argv[i + 1], &end) : -1;
+    if (i + 1 >= argc || *end || !(v >= reals[k].lo && v <= reals[k].hi))
+      return ws_fail(err, WS_EINVAL, "%s needs a number >= 0", argv[i]);
+    *reals[k].dst = v;
+    return 2;
+  }
   struct {
     const char *name;
     int *dst, lo, hi;
-  } ints[] = {{"--max-inflight", &f->ro.max_inflight, 1, 4096},
+  } ints[] = {{"--stats-interval-ms", &f->ro.stats_interval_ms, 50, 3600000},
+              {"--shadow-min-samples", &f->ro.shadow_min_samples, 1, 1000000},
+              {"--max-inflight", &f->ro.max_inflight, 1, 4096},
               {"--max-queued", &f->max_queued, 1, 100000},
               {"--step-timeout-ms", &f->ro.step_timeout_ms, 1, 86400000},
               {"--max-attempts", &f->ro.max_attempts, 1, 100},
@@ -63,12 +96,24 @@ int main(int argc, char **argv) {
   router *r = NULL;
   rpc_server *server = NULL;
   svc *s = NULL;
-  etcd_opts eo = {.endpoints = o.etcd, .timeout_ms = 3000};
-  int rc = etcd_open(&eo, &etcd, &err);
+  http_gw *gw = NULL;
+  svc_tls tls; /* --tls-*: the router's identity towards etcd and the services */
+  int rc = svc_tls_load(&o, &tls, &err);
+  etcd_opts eo = {.endpoints = o.etcd,
+                  .timeout_ms = 3000,
+                  .ca_pem = tls.ca,
+                  .cert_pem = tls.cert,
+                  .key_pem = tls.key};
+  if (rc == WS_OK) rc = etcd_open(&eo, &etcd, &err);
   if (rc == WS_OK) rc = reg_watch_start(etcd, &view, &err);
   if (rc == WS_OK) rc = pool_create(view, &pl, &err);
-  rpc_client_opts co = {.max_recv_bytes = o.max_recv_mb << 20};
+  rpc_client_opts co = {.max_recv_bytes = o.max_recv_mb << 20,
+                        .ca_pem = tls.ca,
+                        .cert_pem = tls.cert,
+                        .key_pem = tls.key};
   if (rc == WS_OK) rc = rpc_client_create(&co, &client, &err);
+  f.ro.etcd = etcd;
+  f.ro.id = o.id;
   if (rc == WS_OK) rc = router_create(&f.ro, view, pl, client, &r, &err);
   int inflight = f.ro.max_inflight > 0 ? f.ro.max_inflight : 16;
   rpc_server_opts so = {.addr = o.listen,
@@ -77,12 +122,27 @@ int main(int argc, char **argv) {
                         .max_recv_bytes = o.max_recv_mb << 20};
   if (rc == WS_OK) rc = rpc_server_create(&so, &server, &err);
   if (rc == WS_OK) rc = router_register(r, server, &err);
+  if (rc == WS_OK && f.auth_tokens[0]) {
+    char **tok = NULL;
+    int ntok = 0;
+    rc = rpc_tokens_load(f.auth_tokens, &tok, &ntok, &err);
+    if (rc == WS_OK)
+      rc = rpc_server_require_token(server, "/wanserve.v1.Router/Generate",
+                                    (const char *const *)tok, ntok, &err);
+    if (rc == WS_OK) WS_INFO("router: Generate requires one of %d bearer tokens", ntok);
+    rpc_tokens_free(tok, ntok);
+  }
   if (rc == WS_OK) rc = svc_start(&o, "router", server, inflight, "", &s, &err);
+  /* the gateway's jobs are Generate calls to this router's own advertised address */
+  if (rc == WS_OK && f.http.listen[0])
+    rc = http_start(&f.http, svc_advertised(s), view, client, &gw, &err);
   if (rc == WS_OK) {
     svc_wait_for_signal();
+    http_stop(gw); /* cancels its running jobs before the gRPC server drains */
     svc_stop(s);
   } else {
     fprintf(stderr, "wan-router: %s\n", err.msg);
+    svc_stop(s); /* started before the gateway failed (NULL-safe) */
   }
   rpc_server_free(server);
   router_free(r);
@@ -90,5 +150,6 @@ int main(int argc, char **argv) {
   pool_free(pl);
   reg_watch_stop(view);
   etcd_close(etcd);
+  svc_tls_free(&tls);
   return rc == WS_OK ? 0 : 1;
 }

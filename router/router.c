@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "router/gen.h"
 #include "rpc/codec.h"
+#include "rpc/service.h"
 #include "wanserve/v1/router.pb-c.h"
 
 static int send_event(gen *g, Wanserve__V1__GenerateEvent *ev, ws_err *err) {
@@ -54,11 +55,17 @@ static int params_from_request(const Wanserve__V1__GenerateRequest *q, const rou
   return gp_fill_and_validate(p, &lim, err);
 }
 
+int router_check_request(const Wanserve__V1__GenerateRequest *q, const router_opts *o,
+                         gen_params *p, ws_err *err) {
+  return params_from_request(q, o, p, err);
+}
+
 /* Admission: a slot among max_inflight, or RESOURCE_EXHAUSTED. */
 static int admit(router *r, ws_err *err) {
   pthread_mutex_lock(&r->mu);
   int ok = r->inflight < r->o.max_inflight;
   if (ok) r->inflight++;
+  metrics_set(r->m_inflight, NULL, r->inflight);
   pthread_mutex_unlock(&r->mu);
   return ok ? WS_OK
             : ws_fail(err, WS_EEXHAUSTED, "router is at capacity (%d requests in flight)",
@@ -68,6 +75,7 @@ static int admit(router *r, ws_err *err) {
 static void leave(router *r) {
   pthread_mutex_lock(&r->mu);
   r->inflight--;
+  metrics_set(r->m_inflight, NULL, r->inflight);
   pthread_mutex_unlock(&r->mu);
 }
 
@@ -107,6 +115,12 @@ static int run_steps(gen *g, sampler_state *s, ws_err *err) {
 static int generate_inner(gen *g, const Wanserve__V1__GenerateRequest *q, ws_err *err) {
   router *r = g->r;
   WS_TRY(params_from_request(q, &r->o, &g->p, err));
+  /* memory budget (rpc/service.h): sampler state (latent, noise, prediction, solver history:
+   * ~8 latents), the latent's wire copies and the image, before any work; the contexts are
+   * charged once their size is known */
+  int64_t need = gp_latent_numel(&g->p) * 4 * 12 + (int64_t)q->image.len * 2;
+  WS_TRY(svc_budget_reserve(need, "Generate", err));
+  g->budget = need;
   if (g->p.seed < 0) g->p.seed = (int64_t)(gen_now_ms() * 1000.0) & INT64_MAX;
   g->prompt = q->prompt;
   g->negative = q->negative_prompt && q->negative_prompt[0] ? q->negative_prompt : "";
@@ -115,6 +129,7 @@ static int generate_inner(gen *g, const Wanserve__V1__GenerateRequest *q, ws_err
   if (q->deadline_ms > 0) g->deadline_ms = g->t0_ms + (double)q->deadline_ms;
   pool_choose_version(r->pool, "expert-high", g->id, g->version[0], sizeof g->version[0]);
   pool_choose_version(r->pool, "expert-low", g->id, g->version[1], sizeof g->version[1]);
+  shadow_prepare(g); /* shadow rollouts: stable answers (version above), the canary is mirrored */
   Wanserve__V1__Accepted acc = WANSERVE__V1__ACCEPTED__INIT;
   acc.request_id = g->id;
   acc.total_steps = g->p.steps;
@@ -123,6 +138,9 @@ static int generate_inner(gen *g, const Wanserve__V1__GenerateRequest *q, ws_err
   ev.accepted = &acc;
   WS_TRY(send_event(g, &ev, err));
   WS_TRY(gen_encode_text(g, err));
+  need = (int64_t)(ws_tensor_nbytes(&g->ctx) + ws_tensor_nbytes(&g->neg)) * 2;
+  WS_TRY(svc_budget_reserve(need, "Generate contexts", err));
+  g->budget += need;
   if (g->p.task == GP_I2V) WS_TRY(gen_encode_image(g, err));
   sampler_state s;
   float *noise = malloc(sizeof(float) * (size_t)gp_latent_numel(&g->p));
@@ -182,7 +200,11 @@ static int generate(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws
              (unsigned long)ts.tv_nsec, __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED));
   }
   int rc = generate_inner(g, q, err);
+  shadow_finish(g); /* mirrored steps still at the canary (the result is already sent) */
   double ms = gen_now_ms() - g->t0_ms;
+  const char *task = q->task == WANSERVE__V1__TASK__I2V ? "i2v" : "t2v";
+  metrics_add(r->m_req, ML(task, codec_status_name(codec_status_from_ws(rc < 0 ? rc : 0))), 1);
+  if (rc == WS_OK) metrics_observe(r->m_req_s, ML(task), ms / 1e3);
   if (rc == WS_OK)
     WS_INFO("%s: done in %.0f ms (%d steps, high %s, low %s)", g->id, ms, g->p.steps,
             g->version[0][0] ? g->version[0] : "any", g->version[1][0] ? g->version[1] : "any");
@@ -191,6 +213,7 @@ static int generate(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws
   ws_tensor_free(&g->ctx);
   ws_tensor_free(&g->neg);
   ws_tensor_free(&g->y);
+  svc_budget_release(g->budget);
   free(g);
   leave(r);
   return rc;
@@ -212,6 +235,29 @@ int router_create(const router_opts *o, reg_watch *view, pool *p, rpc_client *cl
   r->view = view;
   r->pool = p;
   r->client = client;
+  rstats_opts so = {.router_id = o->id,
+                    .interval_ms = o->stats_interval_ms,
+                    .auto_rollback = o->auto_rollback,
+                    .auto_promote = o->auto_promote,
+                    .min_samples = o->shadow_min_samples};
+  int rc = rstats_create(&so, o->etcd, view, &r->stats, err);
+  if (rc < 0) {
+    free(r);
+    return rc;
+  }
+  r->m_req = metrics_counter("wanserve_router_requests_total",
+                             "Generate requests by task and final gRPC status.", "task,code");
+  r->m_req_s =
+      metrics_histogram("wanserve_router_request_seconds",
+                        "Generate latency of successful requests, seconds.", "task", NULL, 0);
+  r->m_inflight = metrics_gauge("wanserve_router_inflight", "Generate requests running.", "");
+  r->m_step_s = metrics_histogram("wanserve_router_step_seconds",
+                                  "Denoise round trip of successful steps, seconds.",
+                                  "role,version", NULL, 0);
+  r->m_retries = metrics_counter("wanserve_router_step_retries_total",
+                                 "Denoise calls retried on another replica.", "role");
+  r->m_errors = metrics_counter("wanserve_router_call_errors_total",
+                                "Failed Denoise calls by gRPC status code.", "role,code");
   pthread_mutex_init(&r->mu, NULL);
   *out = r;
   return WS_OK;
@@ -224,6 +270,7 @@ int router_register(router *r, rpc_server *s, ws_err *err) {
 
 void router_free(router *r) {
   if (!r) return;
+  rstats_free(r->stats);
   pthread_mutex_destroy(&r->mu);
   free(r);
 }

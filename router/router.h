@@ -8,6 +8,14 @@
  * the same). Contexts are sent once per replica under the request id (context cache) and resent
  * on FAILED_PRECONDITION. Admission: at most max_inflight requests run, more are refused with
  * RESOURCE_EXHAUSTED. A client that goes away cancels its request at the next step boundary.
+ *
+ * Rollouts (rpc/registry.h): split sends a sticky share of requests to the canary version;
+ * shadow answers from stable and mirrors a share of steps to the canary (router/shadow.c),
+ * recording rel-L2(canary, stable); router/stats.h keeps those distributions and each pool's
+ * step-time share, writes them to etcd for `wanctl rollout status` / `wanctl status`, and
+ * applies --auto-rollback / --auto-promote. Metrics (core/metrics.h): wanserve_router_requests_
+ * total{task,code}, _request_seconds{task}, _inflight, _step_seconds{role,version},
+ * _step_retries_total{role}, _call_errors_total{role,code}, plus those of router/stats.h.
  */
 #ifndef WS_ROUTER_H
 #define WS_ROUTER_H
@@ -15,7 +23,9 @@
 #include "rpc/client.h"
 #include "rpc/registry.h"
 #include "rpc/server.h"
+#include "models/genparams.h"
 #include "router/pool.h"
+#include "wanserve/v1/router.pb-c.h"
 
 typedef struct router_opts {
   int max_inflight;    /* requests running at once (default 16) */
@@ -24,6 +34,13 @@ typedef struct router_opts {
   int replica_wait_ms; /* wait for a replica of a role to appear (default 5000) */
   int max_width, max_height, max_frames, max_steps; /* limits (1280, 1280, 241, 200) */
   int model_text_len;                               /* unused by the router; informational */
+  /* stats and automatic rollout (router/stats.h); etcd NULL = nothing written, no actions */
+  etcd_client *etcd;      /* borrowed */
+  const char *id;         /* this router's instance id (the stats keys' last part) */
+  int stats_interval_ms;  /* --stats-interval-ms (default 2000) */
+  double auto_rollback;   /* --auto-rollback X: shadow p99 rel-L2 above X deletes the rollout */
+  double auto_promote;    /* --auto-promote X: shadow p99 rel-L2 at most X promotes the canary */
+  int shadow_min_samples; /* --shadow-min-samples N: samples before acting (default 20) */
 } router_opts;
 
 typedef struct router router;
@@ -33,5 +50,9 @@ int router_create(const router_opts *o, reg_watch *view, pool *p, rpc_client *cl
                   ws_err *err);
 int router_register(router *r, rpc_server *s, ws_err *err);
 void router_free(router *r);
+/* The Generate request's checks and defaults (exposed for fuzz/fuzz_rpc.c): fills *p from q,
+ * every problem a WS_EINVAL naming the field. */
+int router_check_request(const Wanserve__V1__GenerateRequest *q, const router_opts *o,
+                         gen_params *p, ws_err *err);
 
 #endif

@@ -3,6 +3,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,7 +24,7 @@ typedef struct chan {
 
 struct rpc_client {
   rpc_client_opts o;
-  char *ca_pem;
+  char *ca_pem, *cert_pem, *key_pem; /* owned copies of the opts' PEM texts */
   pthread_mutex_t mu;
   chan *chans;
 };
@@ -63,14 +64,22 @@ int rpc_client_create(const rpc_client_opts *opts, rpc_client **out, ws_err *err
   if (opts) c->o = *opts;
   if (c->o.max_recv_bytes == 0) c->o.max_recv_bytes = 4 << 20;
   if (c->o.reconnect_max_ms <= 0) c->o.reconnect_max_ms = 2000;
-  if (c->o.ca_pem) {
-    c->ca_pem = strdup(c->o.ca_pem);
-    if (!c->ca_pem) {
-      free(c);
-      return ws_fail(err, WS_ENOMEM, "rpc client: out of memory");
-    }
-    c->o.ca_pem = c->ca_pem;
+  if (!c->o.cert_pem != !c->o.key_pem || (c->o.cert_pem && !c->o.ca_pem)) {
+    free(c);
+    return ws_fail(err, WS_EINVAL, "rpc client: mutual TLS needs a CA, a certificate and a key");
   }
+  if ((c->o.ca_pem && !(c->ca_pem = strdup(c->o.ca_pem))) ||
+      (c->o.cert_pem && !(c->cert_pem = strdup(c->o.cert_pem))) ||
+      (c->o.key_pem && !(c->key_pem = strdup(c->o.key_pem)))) {
+    free(c->ca_pem);
+    free(c->cert_pem);
+    free(c->key_pem);
+    free(c);
+    return ws_fail(err, WS_ENOMEM, "rpc client: out of memory");
+  }
+  c->o.ca_pem = c->ca_pem;
+  c->o.cert_pem = c->cert_pem;
+  c->o.key_pem = c->key_pem;
   pthread_mutex_init(&c->mu, NULL);
   rpc_grpc_init();
   *out = c;
@@ -87,8 +96,33 @@ void rpc_client_free(rpc_client *c) {
   }
   pthread_mutex_destroy(&c->mu);
   free(c->ca_pem);
+  free(c->cert_pem);
+  if (c->key_pem) memset(c->key_pem, 0, strlen(c->key_pem));
+  free(c->key_pem);
   free(c);
   grpc_shutdown();
+}
+
+int rpc_read_pem(const char *path, char **out, ws_err *err) {
+  *out = NULL;
+  FILE *f = fopen(path, "rb");
+  if (!f) return ws_fail(err, WS_EIO, "tls: cannot open %s", path);
+  enum { CAP = 1 << 20 };
+  char *buf = malloc(CAP + 1);
+  size_t n = buf ? fread(buf, 1, CAP + 1, f) : 0;
+  int bad = ferror(f);
+  fclose(f);
+  if (!buf) return ws_fail(err, WS_ENOMEM, "tls: out of memory");
+  if (n > CAP)
+    bad = 1;
+  else
+    buf[n] = 0;
+  if (bad || !strstr(buf, "-----BEGIN ")) {
+    free(buf);
+    return ws_fail(err, WS_EINVAL, "tls: %s is not a PEM file (or is over 1 MiB)", path);
+  }
+  *out = buf;
+  return 0;
 }
 
 static grpc_channel *get_channel(rpc_client *c, const char *target, ws_err *err) {
@@ -119,9 +153,11 @@ static grpc_channel *get_channel(rpc_client *c, const char *target, ws_err *err)
     args[na++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, {.integer = 5000}};
   }
   grpc_channel_args ca = {(size_t)na, args};
-  grpc_channel_credentials *cr = c->o.ca_pem
-                                     ? grpc_ssl_credentials_create(c->o.ca_pem, NULL, NULL, NULL)
-                                     : grpc_insecure_credentials_create();
+  grpc_ssl_pem_key_cert_pair pair = {c->o.key_pem, c->o.cert_pem};
+  grpc_channel_credentials *cr =
+      c->o.ca_pem
+          ? grpc_ssl_credentials_create(c->o.ca_pem, c->o.cert_pem ? &pair : NULL, NULL, NULL)
+          : grpc_insecure_credentials_create();
   grpc_channel *ch = cr ? grpc_channel_create(target, cr, &ca) : NULL;
   if (cr) grpc_channel_credentials_release(cr);
   chan *h = ch ? calloc(1, sizeof *h) : NULL;

@@ -38,6 +38,9 @@ typedef struct rpc_client_opts {
   int keepalive_time_ms; /* 0 = off; etcd (grpc-go) needs >= 10000 or it sends GOAWAY */
   int reconnect_max_ms;  /* reconnect backoff cap, default 2000 */
   const char *ca_pem;    /* non-NULL: TLS with these root certificates (PEM text) */
+  /* with ca_pem: this client's certificate chain and private key (PEM text) for mutual TLS;
+   * both or neither (issue 9) */
+  const char *cert_pem, *key_pem;
 } rpc_client_opts;
 
 typedef struct rpc_status {
@@ -61,6 +64,10 @@ typedef struct rpc_call_opts {
  * reconnects to a restarted peer are prompt). rpc_client_create and rpc_server_create call it;
  * call it yourself only if you use libgrpc directly before them. Balance with grpc_shutdown. */
 void rpc_grpc_init(void);
+
+/* Reads a PEM file (certificate or key, at most 1 MiB) into a new NUL-terminated string
+ * (free()); WS_EIO when it cannot be read, WS_EINVAL when it holds no PEM block. */
+int rpc_read_pem(const char *path, char **out, ws_err *err);
 
 /* opts NULL = defaults. Calls rpc_grpc_init (balanced in rpc_client_free). */
 int rpc_client_create(const rpc_client_opts *opts, rpc_client **out, ws_err *err);

@@ -104,6 +104,7 @@ int etcd_open(const etcd_opts *o, etcd_client **out, ws_err *err) {
   for (char *t = strtok_r(list, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
     /* Accept "http://host:port" as etcdctl does; gRPC wants host:port. */
     if (!strncmp(t, "http://", 7)) t += 7;
+    if (!strncmp(t, "https://", 8)) t += 8; /* TLS comes from ca_pem, not the scheme */
     if (!(c->eps[c->n_eps++] = strdup(t))) {
       rc = ws_fail(err, WS_ENOMEM, "etcd: out of memory");
       goto fail;
@@ -126,7 +127,9 @@ int etcd_open(const etcd_opts *o, etcd_client **out, ws_err *err) {
   rpc_client_opts ro = {.max_recv_bytes = 8 << 20,
                         .keepalive_time_ms = 10000,
                         .reconnect_max_ms = 1000,
-                        .ca_pem = o->ca_pem};
+                        .ca_pem = o->ca_pem,
+                        .cert_pem = o->cert_pem,
+                        .key_pem = o->key_pem};
   if ((rc = rpc_client_create(&ro, &c->rpc, err)) < 0) goto fail;
   free(list);
   *out = c;

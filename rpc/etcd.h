@@ -42,7 +42,8 @@ typedef struct etcd_opts {
   int timeout_ms;        /* per unary request; default 5000 */
   const char *user;      /* optional: authenticate as user/password */
   const char *password;
-  const char *ca_pem; /* optional: TLS with these PEM root certificates */
+  const char *ca_pem;             /* optional: TLS with these PEM root certificates */
+  const char *cert_pem, *key_pem; /* optional, with ca_pem: client certificate (mutual TLS) */
 } etcd_opts;
 
 typedef struct etcd_kv {

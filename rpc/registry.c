@@ -69,7 +69,8 @@ static int get_int(const cJSON *o, const char *what, const char *name, int64_t l
     return 0;
   }
   double d = cJSON_IsNumber(v) ? v->valuedouble : -1e300;
-  if (!cJSON_IsNumber(v) || d != (double)(int64_t)d || d < (double)lo || d > (double)hi)
+  /* range first: converting an out-of-range (or NaN) double to int64_t is undefined */
+  if (!cJSON_IsNumber(v) || !(d >= (double)lo && d <= (double)hi) || d != (double)(int64_t)d)
     return ws_fail(err, WS_EINVAL, "%s: field \"%s\" must be an integer in [%lld, %lld]", what,
                    name, (long long)lo, (long long)hi);
   *dst = (int64_t)d;

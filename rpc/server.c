@@ -14,8 +14,10 @@
  */
 #include "rpc/server.h"
 
+#include <ctype.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -44,6 +46,8 @@ typedef struct method {
   rpc_handler_fn fn;
   void *user;
   int inline_ok; /* tiny handler that may run on a poller (Health only) */
+  char **tokens; /* bearer tokens accepted for this method (NULL: no auth) */
+  int n_tokens;
 } method;
 
 typedef enum { TAG_REQUEST, TAG_CLOSE, TAG_RECV, TAG_SEND, TAG_STATUS } tag_kind;
@@ -358,6 +362,111 @@ static const method *find_method(rpc_server *s, grpc_slice path) {
   return NULL;
 }
 
+/* ---------- bearer tokens ---------- */
+
+/* Constant-time equality: the time depends only on the lengths, never on where bytes differ. */
+static int ct_equal(const char *a, size_t na, const char *b, size_t nb) {
+  unsigned char d = (unsigned char)(na != nb);
+  size_t n = na > nb ? na : nb;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char x = i < na ? (unsigned char)a[i] : 0, y = i < nb ? (unsigned char)b[i] : 0;
+    d |= (unsigned char)(x ^ y);
+  }
+  return d == 0;
+}
+
+/* 1 when the call's "authorization" metadata is "Bearer <t>" with t one of the method's tokens.
+ * Every token is compared (no early exit), so timing says nothing about which one matched. */
+static int token_ok(const rpc_call *c) {
+  char v[1024];
+  int len = rpc_call_metadata(c, "authorization", v, sizeof v);
+  if (len < 7 || (size_t)len >= sizeof v || strncasecmp(v, "Bearer ", 7) != 0) return 0;
+  const char *t = v + 7;
+  size_t nt = (size_t)len - 7;
+  int ok = 0;
+  for (int i = 0; i < c->m->n_tokens; i++)
+    ok |= ct_equal(t, nt, c->m->tokens[i], strlen(c->m->tokens[i]));
+  return ok;
+}
+
+int rpc_server_require_token(rpc_server *s, const char *path, const char *const *tokens, int n,
+                             ws_err *err) {
+  if (s->started) return ws_fail(err, WS_EINVAL, "rpc server: require_token(%s) after start", path);
+  if (n <= 0) return ws_fail(err, WS_EINVAL, "rpc server: no tokens for %s", path);
+  method *m = NULL;
+  for (int i = 0; i < s->n_methods; i++)
+    if (!strcmp(s->methods[i].path, path)) m = &s->methods[i];
+  if (!m)
+    return ws_fail(err, WS_ENOTFOUND, "rpc server: require_token: %s is not registered", path);
+  char **t = calloc((size_t)n, sizeof *t);
+  if (!t) return ws_fail(err, WS_ENOMEM, "rpc server: out of memory");
+  for (int i = 0; i < n; i++)
+    if (!tokens[i] || !tokens[i][0] || !(t[i] = strdup(tokens[i]))) {
+      rpc_tokens_free(t, n);
+      return ws_fail(err, WS_EINVAL, "rpc server: token %d for %s is empty", i + 1, path);
+    }
+  rpc_tokens_free(m->tokens, m->n_tokens);
+  m->tokens = t;
+  m->n_tokens = n;
+  return 0;
+}
+
+int rpc_server_set_tls(rpc_server *s, const char *cert, const char *key, const char *client_ca,
+                       ws_err *err) {
+  if (s->started) return ws_fail(err, WS_EINVAL, "rpc server: set_tls after start");
+  s->o.tls_cert = cert;
+  s->o.tls_key = key;
+  s->o.tls_client_ca = client_ca;
+  return 0;
+}
+
+void rpc_tokens_free(char **tokens, int n) {
+  if (!tokens) return;
+  for (int i = 0; i < n; i++)
+    if (tokens[i]) { /* wipe: a freed token should not linger in the heap */
+      memset(tokens[i], 0, strlen(tokens[i]));
+      free(tokens[i]);
+    }
+  free(tokens);
+}
+
+int rpc_tokens_load(const char *path, char ***tokens, int *n, ws_err *err) {
+  *tokens = NULL;
+  *n = 0;
+  FILE *f = fopen(path, "r");
+  if (!f) return ws_fail(err, WS_EIO, "tokens: cannot open %s", path);
+  char line[1024];
+  int rc = 0, cap = 0;
+  while (rc == 0 && fgets(line, sizeof line, f)) {
+    char *b = line, *e = line + strlen(line);
+    while (*b && isspace((unsigned char)*b))
+      b++;
+    while (e > b && isspace((unsigned char)e[-1]))
+      e--;
+    *e = 0;
+    if (!*b || *b == '#') continue;
+    if (*n == cap) {
+      char **nt = realloc(*tokens, sizeof *nt * (size_t)(cap = cap ? 2 * cap : 8));
+      if (!nt)
+        rc = ws_fail(err, WS_ENOMEM, "tokens: out of memory");
+      else
+        *tokens = nt;
+    }
+    if (rc == 0 && !((*tokens)[*n] = strdup(b)))
+      rc = ws_fail(err, WS_ENOMEM, "tokens: out of memory");
+    if (rc == 0) (*n)++;
+  }
+  fclose(f);
+  if (rc == 0 && *n == 0) rc = ws_fail(err, WS_EINVAL, "tokens: %s holds no token", path);
+  memset(line, 0, sizeof line);
+  if (rc < 0) {
+    rpc_tokens_free(*tokens, *n);
+    *tokens = NULL;
+    *n = 0;
+  }
+  return rc;
+}
+
 static void on_request(rpc_call *c, int ok) {
   rpc_server *s = c->srv;
   if (!ok) { /* server shutting down: the pending request comes back unused */
@@ -389,6 +498,11 @@ static void on_request(rpc_call *c, int ok) {
     char msg[256];
     snprintf(msg, sizeof msg, "unknown method %s", c->path);
     call_finish_md(c, GRPC_STATUS_UNIMPLEMENTED, msg, 1);
+    return;
+  }
+  if (c->m->n_tokens > 0 && !token_ok(c)) { /* refused before its message is even read */
+    call_finish_md(c, GRPC_STATUS_UNAUTHENTICATED,
+                   "missing or invalid bearer token (metadata 'authorization: Bearer <token>')", 1);
     return;
   }
   grpc_op ops[2];
@@ -538,6 +652,38 @@ int rpc_server_add_method(rpc_server *s, const char *path, rpc_kind kind,
   return 0;
 }
 
+/* Insecure, TLS or mutual-TLS server credentials from the opts' PEM paths. */
+static int server_credentials(const rpc_server_opts *o, grpc_server_credentials **out,
+                              ws_err *err) {
+  *out = NULL;
+  int has_cert = o->tls_cert && o->tls_cert[0], has_key = o->tls_key && o->tls_key[0];
+  int has_ca = o->tls_client_ca && o->tls_client_ca[0];
+  if (!has_cert && !has_key && !has_ca) {
+    *out = grpc_insecure_server_credentials_create();
+    return 0;
+  }
+  if (!has_cert || !has_key)
+    return ws_fail(err, WS_EINVAL, "tls: a server needs both a certificate and a key");
+  char *cert = NULL, *key = NULL, *ca = NULL;
+  int rc = rpc_read_pem(o->tls_cert, &cert, err);
+  if (rc == 0) rc = rpc_read_pem(o->tls_key, &key, err);
+  if (rc == 0 && has_ca) rc = rpc_read_pem(o->tls_client_ca, &ca, err);
+  if (rc == 0) {
+    grpc_ssl_pem_key_cert_pair pair = {key, cert};
+    *out = grpc_ssl_server_credentials_create_ex(
+        ca, &pair, 1,
+        has_ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+               : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+        NULL);
+    if (!*out) rc = ws_fail(err, WS_EINVAL, "tls: gRPC refused the server certificate/key");
+  }
+  if (key) memset(key, 0, strlen(key)); /* do not leave the private key in freed memory */
+  free(cert);
+  free(key);
+  free(ca);
+  return rc;
+}
+
 int rpc_server_start(rpc_server *s, int *port, ws_err *err) {
   if (s->started) return ws_fail(err, WS_EINVAL, "rpc server: already started");
   grpc_arg args[4];
@@ -556,9 +702,10 @@ int rpc_server_start(rpc_server *s, int *port, ws_err *err) {
   s->cq = grpc_completion_queue_create_for_next(NULL);
   if (!s->gsrv || !s->cq) return ws_fail(err, WS_EINTERNAL, "rpc server: create failed");
   grpc_server_register_completion_queue(s->gsrv, s->cq, NULL);
-  grpc_server_credentials *sc = grpc_insecure_server_credentials_create();
-  int p = grpc_server_add_http2_port(s->gsrv, s->o.addr, sc);
-  grpc_server_credentials_release(sc);
+  grpc_server_credentials *sc = NULL;
+  int rc = server_credentials(&s->o, &sc, err);
+  int p = rc == 0 ? grpc_server_add_http2_port(s->gsrv, s->o.addr, sc) : 0;
+  if (sc) grpc_server_credentials_release(sc);
   if (p == 0) {
     /* Never started: destroy directly (no calls can exist). */
     grpc_server_destroy(s->gsrv);
@@ -567,6 +714,7 @@ int rpc_server_start(rpc_server *s, int *port, ws_err *err) {
     grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     grpc_completion_queue_destroy(s->cq);
     s->cq = NULL;
+    if (rc < 0) return rc;
     return ws_fail(err, WS_EUNAVAIL, "rpc server: cannot bind %s (in use or bad address)",
                    s->o.addr);
   }
@@ -655,6 +803,8 @@ void rpc_server_stop(rpc_server *s, int drain_ms) {
 void rpc_server_free(rpc_server *s) {
   if (!s) return;
   rpc_server_stop(s, 0);
+  for (int i = 0; i < s->n_methods; i++)
+    rpc_tokens_free(s->methods[i].tokens, s->methods[i].n_tokens);
   pthread_mutex_destroy(&s->mu);
   pthread_cond_destroy(&s->cv);
   pthread_cond_destroy(&s->q_cv);

@@ -28,8 +28,11 @@
  *    sending is a bug reported as INTERNAL.
  * rpc_call_send packs the message immediately, so the handler may free it right after.
  *
- * Not here: TLS (insecure credentials only), client streaming / bidi handlers (none of our
- * services need them), per-method limits.
+ * TLS / mutual TLS through the opts' PEM paths; bearer tokens per method
+ * (rpc_server_require_token).
+ *
+ * Not here: client streaming / bidi handlers (none of our services need them), per-method
+ * limits.
  */
 #ifndef WS_RPC_SERVER_H
 #define WS_RPC_SERVER_H
@@ -54,6 +57,9 @@ typedef struct rpc_server_opts {
   int max_recv_bytes; /* max request message, default 4 MiB */
   int max_send_bytes; /* max reply message, default -1 (unlimited) */
   int keepalive_time_ms; /* server pings; 0 = gRPC default (off) */
+  /* TLS (issue 9): PEM file paths; tls_cert + tls_key set = TLS, else plaintext. tls_client_ca
+   * set = mutual TLS: clients must present a certificate signed by it (verified). */
+  const char *tls_cert, *tls_key, *tls_client_ca;
 } rpc_server_opts;
 
 /* Unary and streaming handlers share one signature; see the contract above. `req` is owned by
@@ -69,6 +75,25 @@ int rpc_server_create(const rpc_server_opts *opts, rpc_server **out, ws_err *err
 int rpc_server_add_method(rpc_server *s, const char *path, rpc_kind kind,
                           const ProtobufCMessageDescriptor *req_desc, rpc_handler_fn fn, void *user,
                           ws_err *err);
+
+/* Bearer-token auth on one registered method (issue 9): calls to `path` must carry metadata
+ * "authorization: Bearer <token>" with one of tokens[0..n) (copied), compared in constant
+ * time; others end with UNAUTHENTICATED before their message is read. Tokens never reach
+ * logs. Call before rpc_server_start. */
+int rpc_server_require_token(rpc_server *s, const char *path, const char *const *tokens, int n,
+                             ws_err *err);
+
+/* Reads a token file: one token per line, blank lines and lines starting with '#' skipped,
+ * surrounding whitespace trimmed. *tokens (and each entry) owned by the caller
+ * (rpc_tokens_free). An empty file is WS_EINVAL. */
+int rpc_tokens_load(const char *path, char ***tokens, int *n, ws_err *err);
+void rpc_tokens_free(char **tokens, int n);
+
+/* Sets the TLS PEM paths of opts (tls_cert, tls_key, tls_client_ca; NULL/"" = unset) after
+ * creation, for code that gets a server from elsewhere (rpc/service.c). The strings must stay
+ * valid until rpc_server_start returns. */
+int rpc_server_set_tls(rpc_server *s, const char *cert, const char *key, const char *client_ca,
+                       ws_err *err);
 
 /* Binds, starts pollers and workers. *port (may be NULL) receives the bound TCP port (for a
  * unix: address, 1). Fails with WS_EUNAVAIL when the address cannot be bound (in use). */

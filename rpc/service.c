@@ -1,5 +1,6 @@
 #include "rpc/service.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,8 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
+#include "rpc/client.h"
 
 struct svc {
   svc_opts o;
@@ -15,6 +18,9 @@ struct svc {
   rpc_server *server;
   etcd_client *etcd;
   reg_registration *reg;
+  svc_tls tls; /* client-side TLS material (etcd) */
+  metrics_http *metrics;
+  char metrics_file[2100]; /* <addr-file>.metrics, "" when not written */
 };
 
 const char *svc_advertised(const svc *s) { return s->advertised; }
@@ -61,7 +67,11 @@ int svc_parse(int argc, char **argv, const char *role, svc_opts *o, svc_flag_fn 
                 {"--version", o->version, sizeof o->version},
                 {"--backend", o->backend, sizeof o->backend},
                 {"--id", o->id, sizeof o->id},
-                {"--addr-file", o->addr_file, sizeof o->addr_file}};
+                {"--addr-file", o->addr_file, sizeof o->addr_file},
+                {"--metrics-listen", o->metrics_listen, sizeof o->metrics_listen},
+                {"--tls-cert", o->tls_cert, sizeof o->tls_cert},
+                {"--tls-key", o->tls_key, sizeof o->tls_key},
+                {"--tls-ca", o->tls_ca, sizeof o->tls_ca}};
     int done = 0;
     for (size_t k = 0; k < sizeof strs / sizeof strs[0] && !done; k++)
       if (!strcmp(f, strs[k].flag)) {
@@ -75,11 +85,13 @@ int svc_parse(int argc, char **argv, const char *role, svc_opts *o, svc_flag_fn 
       continue;
     }
     if (!strcmp(f, "--log-level") || !strcmp(f, "--workers") || !strcmp(f, "--drain-ms") ||
-        !strcmp(f, "--max-message-mb")) {
+        !strcmp(f, "--max-message-mb") || !strcmp(f, "--memory-budget-mb")) {
       if (!v) return ws_fail(err, WS_EINVAL, "%s needs a value", f);
       if (!strcmp(f, "--workers")) WS_TRY(parse_int(f, v, 1, 1024, &o->workers, err));
       if (!strcmp(f, "--drain-ms")) WS_TRY(parse_int(f, v, 0, 3600000, &o->drain_ms, err));
       if (!strcmp(f, "--max-message-mb")) WS_TRY(parse_int(f, v, 1, 2047, &o->max_recv_mb, err));
+      if (!strcmp(f, "--memory-budget-mb"))
+        WS_TRY(parse_int(f, v, 0, 1 << 24, &o->memory_budget_mb, err));
       if (!strcmp(f, "--log-level")) {
         static const char *lv[] = {"debug", "info", "warn", "error"};
         int found = -1;
@@ -99,6 +111,8 @@ int svc_parse(int argc, char **argv, const char *role, svc_opts *o, svc_flag_fn 
   }
   if (strcmp(o->backend, "cpu") && strcmp(o->backend, "cuda"))
     return ws_fail(err, WS_EINVAL, "--backend: '%s' (cpu|cuda)", o->backend);
+  if (!o->tls_cert[0] != !o->tls_key[0])
+    return ws_fail(err, WS_EINVAL, "--tls-cert and --tls-key go together");
   return WS_OK;
 }
 
@@ -131,6 +145,123 @@ static int write_addr_file(const char *path, const char *addr, ws_err *err) {
   return WS_OK;
 }
 
+/* Process metrics every service exports (the names Prometheus client libraries use). */
+static void process_metrics(void *user) {
+  static metric *rss, *cpu;
+  if (!rss) rss = metrics_gauge("process_resident_memory_bytes", "Resident memory size.", NULL);
+  if (!cpu) cpu = metrics_counter("process_cpu_seconds_total", "User and system CPU time.", NULL);
+  FILE *fp = fopen("/proc/self/stat", "r");
+  if (!fp) return;
+  char line[1024];
+  if (fgets(line, sizeof line, fp)) {
+    const char *p = strrchr(line, ')'); /* fields after "(comm)": state is field 3 */
+    unsigned long ut = 0, st = 0;
+    long rsspages = 0;
+    if (p && sscanf(p + 2,
+                    "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d "
+                    "%*d %*d %*u %*u %ld",
+                    &ut, &st, &rsspages) == 3) {
+      double tck = (double)sysconf(_SC_CLK_TCK), now = (double)(ut + st) / tck;
+      metrics_set(rss, NULL, (double)rsspages * (double)sysconf(_SC_PAGESIZE));
+      metrics_add(cpu, NULL, now - metrics_value(cpu, NULL)); /* a counter set from /proc */
+    }
+  }
+  fclose(fp);
+}
+
+/* Starts the --metrics-listen endpoint with the service's identity gauge and process metrics. */
+static int start_metrics(svc *s, ws_err *err) {
+  int port = 0;
+  WS_TRY(metrics_http_start(s->o.metrics_listen, &s->metrics, &port, err));
+  metric *info = metrics_gauge("wanserve_service_info", "1 for the running service, by identity.",
+                               "role,id,version,backend");
+  metrics_set(info, ML(s->role, s->o.id, s->o.version, s->o.backend), 1);
+  metric *start = metrics_gauge("process_start_time_seconds", "Start time (unix seconds).", NULL);
+  metrics_set(start, NULL, (double)time(NULL));
+  metrics_on_collect(process_metrics, NULL, NULL);
+  char host[200];
+  snprintf(host, sizeof host, "%.199s", s->o.metrics_listen);
+  char *colon = strrchr(host, ':');
+  if (colon) *colon = 0;
+  if (!strcmp(host, "0.0.0.0") || !strcmp(host, "[::]") || !host[0])
+    snprintf(host, sizeof host, "127.0.0.1");
+  char addr[256];
+  snprintf(addr, sizeof addr, "%s:%d", host, port);
+  WS_INFO("%s %s: metrics on http://%s/metrics", s->role, s->o.id, addr);
+  if (s->o.addr_file[0]) {
+    snprintf(s->metrics_file, sizeof s->metrics_file, "%.2000s.metrics", s->o.addr_file);
+    WS_TRY(write_addr_file(s->metrics_file, addr, err));
+  }
+  return WS_OK;
+}
+
+/* ---- memory budget ---- */
+
+static pthread_mutex_t g_budget_mu = PTHREAD_MUTEX_INITIALIZER;
+static int64_t g_budget, g_in_use;
+
+int64_t svc_rss_bytes(void) {
+  FILE *fp = fopen("/proc/self/statm", "r");
+  long long size = 0, res = 0;
+  int ok = fp && fscanf(fp, "%lld %lld", &size, &res) == 2;
+  if (fp) fclose(fp);
+  return ok ? (int64_t)res * (int64_t)sysconf(_SC_PAGESIZE) : 0;
+}
+
+void svc_budget_set(int64_t budget_bytes, int64_t baseline_bytes) {
+  pthread_mutex_lock(&g_budget_mu);
+  g_budget = budget_bytes > 0 ? budget_bytes : 0;
+  g_in_use = baseline_bytes > 0 ? baseline_bytes : 0;
+  pthread_mutex_unlock(&g_budget_mu);
+}
+
+int svc_budget_reserve(int64_t bytes, const char *what, ws_err *err) {
+  if (bytes < 0) bytes = 0;
+  pthread_mutex_lock(&g_budget_mu);
+  int64_t b = g_budget, used = g_in_use;
+  int ok = b == 0 || (bytes <= b && used <= b - bytes);
+  if (ok) g_in_use += bytes;
+  pthread_mutex_unlock(&g_budget_mu);
+  if (ok) return WS_OK;
+  return ws_fail(err, WS_EEXHAUSTED,
+                 "memory budget: %s needs ~%lld MiB, %lld of %lld MiB are in use "
+                 "(--memory-budget-mb)",
+                 what, (long long)(bytes >> 20), (long long)(used >> 20), (long long)(b >> 20));
+}
+
+void svc_budget_release(int64_t bytes) {
+  if (bytes <= 0) return;
+  pthread_mutex_lock(&g_budget_mu);
+  g_in_use -= bytes;
+  if (g_in_use < 0) g_in_use = 0;
+  pthread_mutex_unlock(&g_budget_mu);
+}
+
+int64_t svc_budget_in_use(void) {
+  pthread_mutex_lock(&g_budget_mu);
+  int64_t v = g_in_use;
+  pthread_mutex_unlock(&g_budget_mu);
+  return v;
+}
+
+int svc_tls_load(const svc_opts *o, svc_tls *t, ws_err *err) {
+  memset(t, 0, sizeof *t);
+  if (!o->tls_ca[0]) return WS_OK;
+  int rc = rpc_read_pem(o->tls_ca, &t->ca, err);
+  if (rc == 0 && o->tls_cert[0]) rc = rpc_read_pem(o->tls_cert, &t->cert, err);
+  if (rc == 0 && o->tls_key[0]) rc = rpc_read_pem(o->tls_key, &t->key, err);
+  if (rc < 0) svc_tls_free(t);
+  return rc;
+}
+
+void svc_tls_free(svc_tls *t) {
+  free(t->ca);
+  free(t->cert);
+  if (t->key) memset(t->key, 0, strlen(t->key)); /* no private key left in freed memory */
+  free(t->key);
+  memset(t, 0, sizeof *t);
+}
+
 int svc_start(const svc_opts *o, const char *role, rpc_server *server, int max_batch,
               const char *devices, svc **out, ws_err *err) {
   *out = NULL;
@@ -139,7 +270,23 @@ int svc_start(const svc_opts *o, const char *role, rpc_server *server, int max_b
   s->o = *o;
   s->server = server;
   snprintf(s->role, sizeof s->role, "%s", role);
-  int port = 0, rc = rpc_server_start(server, &port, err);
+  int port = 0, rc = svc_tls_load(&s->o, &s->tls, err);
+  if (rc == 0 && o->memory_budget_mb > 0) { /* the loaded model counts against the budget */
+    int64_t budget = (int64_t)o->memory_budget_mb << 20, base = svc_rss_bytes();
+    if (base > budget)
+      rc = ws_fail(err, WS_EEXHAUSTED,
+                   "--memory-budget-mb %d: the process already uses %lld MiB after loading",
+                   o->memory_budget_mb, (long long)(base >> 20));
+    else {
+      svc_budget_set(budget, base);
+      WS_INFO("%s: memory budget %d MiB, %lld MiB in use at start", role, o->memory_budget_mb,
+              (long long)(base >> 20));
+    }
+  }
+  if (rc == 0 && s->o.tls_cert[0])
+    rc = rpc_server_set_tls(server, s->o.tls_cert, s->o.tls_key,
+                            s->o.tls_ca[0] ? s->o.tls_ca : NULL, err);
+  if (rc == 0) rc = rpc_server_start(server, &port, err);
   if (rc < 0) goto fail;
   if (o->advertise[0]) {
     snprintf(s->advertised, sizeof s->advertised, "%s", o->advertise);
@@ -152,7 +299,11 @@ int svc_start(const svc_opts *o, const char *role, rpc_server *server, int max_b
     snprintf(s->advertised, sizeof s->advertised, "%s:%d", host, port);
   }
   if (o->etcd[0]) {
-    etcd_opts eo = {.endpoints = o->etcd, .timeout_ms = 3000};
+    etcd_opts eo = {.endpoints = o->etcd,
+                    .timeout_ms = 3000,
+                    .ca_pem = s->tls.ca,
+                    .cert_pem = s->tls.cert,
+                    .key_pem = s->tls.key};
     if ((rc = etcd_open(&eo, &s->etcd, err)) < 0) goto fail;
     reg_instance in;
     memset(&in, 0, sizeof in);
@@ -170,6 +321,7 @@ int svc_start(const svc_opts *o, const char *role, rpc_server *server, int max_b
       goto fail;
     }
   }
+  if (o->metrics_listen[0] && (rc = start_metrics(s, err)) < 0) goto fail;
   if (o->addr_file[0] && (rc = write_addr_file(o->addr_file, s->advertised, err)) < 0) goto fail;
   WS_INFO("%s %s serving on %s (version %s, backend %s%s%s)", role, o->id, s->advertised,
           o->version, o->backend, o->etcd[0] ? ", etcd " : ", unregistered",
@@ -177,9 +329,11 @@ int svc_start(const svc_opts *o, const char *role, rpc_server *server, int max_b
   *out = s;
   return WS_OK;
 fail:
+  metrics_http_stop(s->metrics);
   if (s->reg) reg_unregister(s->reg, NULL);
   if (s->etcd) etcd_close(s->etcd);
   rpc_server_stop(server, 0);
+  svc_tls_free(&s->tls);
   free(s);
   return rc;
 }
@@ -192,7 +346,11 @@ void svc_stop(svc *s) {
   rpc_server_set_serving(s->server, 0);
   rpc_server_stop(s->server, s->o.drain_ms);
   if (s->etcd) etcd_close(s->etcd);
+  metrics_http_stop(s->metrics);
+  metrics_remove_collect(process_metrics, NULL);
+  if (s->metrics_file[0]) unlink(s->metrics_file);
   if (s->o.addr_file[0]) unlink(s->o.addr_file);
   WS_INFO("%s %s stopped", s->role, s->o.id);
+  svc_tls_free(&s->tls);
   free(s);
 }

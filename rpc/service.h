@@ -7,10 +7,19 @@
  * (comma-separated; empty = run unregistered), --model DIR, --version V (default v1),
  * --backend cpu|cuda, --log-level debug|info|warn|error, --id ID (default <role>-<host>-<pid>),
  * --workers N, --addr-file PATH (the advertised address is written there once serving, for
- * launchers), --drain-ms N (default 10000).
+ * launchers), --drain-ms N (default 10000), --metrics-listen HOST:PORT (Prometheus text endpoint
+ * GET /metrics, core/metrics.h; empty = none; port 0 = any free port, which is logged and, with
+ * --addr-file, written to <addr-file>.metrics).
+ * TLS (issue 9): --tls-cert PEM --tls-key PEM serve TLS; --tls-ca PEM additionally requires and
+ * verifies client certificates signed by that CA (mutual TLS) and is the root this process
+ * trusts as a client (router -> services, every service -> etcd, which then also gets the
+ * certificate and key as its client identity).
+ * --memory-budget-mb N (issue 9): the process's memory budget; see svc_budget_reserve.
  */
 #ifndef WS_RPC_SERVICE_H
 #define WS_RPC_SERVICE_H
+
+#include <stdint.h>
 
 #include "core/error.h"
 #include "rpc/etcd.h"
@@ -20,6 +29,9 @@
 typedef struct svc_opts {
   char listen[256], advertise[256], etcd[1024], model[2048], version[64], backend[16];
   char id[128], addr_file[2048];
+  char metrics_listen[256];                         /* "" = no metrics endpoint */
+  char tls_cert[1024], tls_key[1024], tls_ca[1024]; /* PEM paths; "" = plaintext (issue 9) */
+  int memory_budget_mb; /* --memory-budget-mb; 0 = unbounded (issue 9) */
   int workers, drain_ms, max_recv_mb;
   int id_given; /* 1 when --id was passed */
 } svc_opts;
@@ -48,6 +60,28 @@ const char *svc_advertised(const svc *s);
 const char *svc_id(const svc *s);
 /* The etcd client of the service (NULL when unregistered); valid until svc_stop. */
 etcd_client *svc_etcd(svc *s);
+
+/* The TLS material of the --tls-* flags as PEM text, for this process's gRPC clients
+ * (rpc_client_opts ca_pem / cert_pem / key_pem). All NULL when --tls-ca is unset. */
+typedef struct svc_tls {
+  char *ca, *cert, *key;
+} svc_tls;
+int svc_tls_load(const svc_opts *o, svc_tls *t, ws_err *err);
+void svc_tls_free(svc_tls *t);
+
+/* Memory budget (--memory-budget-mb; issue 9). A process-wide account of bytes: svc_start
+ * charges the resident size at start (the loaded model, > budget fails the start); handlers
+ * reserve their estimate of a request's working memory before accepting it and release it when
+ * done. A reservation that would take the account over the budget fails with WS_EEXHAUSTED
+ * (RESOURCE_EXHAUSTED: the caller may retry elsewhere) instead of allocating. Without a budget
+ * reservations always succeed (and are still counted). Thread-safe. */
+int svc_budget_reserve(int64_t bytes, const char *what, ws_err *err);
+void svc_budget_release(int64_t bytes);
+/* Sets the budget (0 = none) and the baseline charge (callers other than svc_start: tests). */
+void svc_budget_set(int64_t budget_bytes, int64_t baseline_bytes);
+int64_t svc_budget_in_use(void);
+/* This process's resident set size in bytes (/proc/self/statm), 0 when unknown. */
+int64_t svc_rss_bytes(void);
 
 /* Blocks SIGTERM/SIGINT in the calling thread (and threads it creates later). */
 void svc_block_signals(void);

@@ -148,8 +148,10 @@ echo "not an image" > "$T/notimg.png"
 bad bad_i2v_not_an_image image --task i2v --image "$T/notimg.png" --prompt x --size 64x64 --frames 9
 bad bad_image_for_t2v image --task t2v --image "$T/notimg.png" --prompt x --size 64x64 --frames 9
 pids=()
-for i in $(seq 1 8); do
-  $G --prompt "flood $i" --steps 12 --out "$T/fl$i.mp4" > /dev/null 2> "$T/fl$i.err" &
+# 10 requests of 40 slow steps (>= 1.2 s each) against 4 in flight + 1 queued: even when the
+# clients start slowly on a loaded machine, more than 5 overlap
+for i in $(seq 1 10); do
+  $G --prompt "flood $i" --steps 40 --out "$T/fl$i.mp4" > /dev/null 2> "$T/fl$i.err" &
   pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p"; done

@@ -12,6 +12,7 @@
 #include "models/assets.h"
 #include "models/vae.h"
 #include "rpc/codec.h"
+#include "rpc/service.h"
 #include "wanserve/v1/decoder.pb-c.h"
 
 struct decoder {
@@ -155,6 +156,12 @@ static int h_decode(rpc_call *call, const ProtobufCMessage *m, void *user, ws_er
   ws_tensor z; /* an aligned copy: the VAE reads floats */
   WS_TRY(codec_tensor_from_pb(r->latent, "latent", 1, &z, err));
   int rc = dec_check_latent(d, &z, "latent", err);
+  /* memory budget (rpc/service.h): one output frame (RGB8 + F32) and the VAE's activations
+   * and causal caches for one latent frame at full resolution (~8 tensors of `dim` channels
+   * x 4 frames), estimated before any work */
+  int64_t px = (int64_t)d->sf * z.shape[2] * d->sf * z.shape[3];
+  int64_t need = rc < 0 ? 0 : px * (3 + 4 * 3 + 4 * 8 * 4LL * vae_model_config(d->vae)->dim);
+  if (rc == 0) rc = svc_budget_reserve(need, "Decode", err);
   if (rc < 0) {
     ws_tensor_free(&z);
     return rc;
@@ -193,6 +200,7 @@ static int h_decode(rpc_call *call, const ProtobufCMessage *m, void *user, ws_er
   mp4_writer_free(s.w);
   free(s.rgb);
   ws_tensor_free(&z);
+  svc_budget_release(need);
   clock_gettime(CLOCK_MONOTONIC, &t1);
   double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
   if (rc == 0)

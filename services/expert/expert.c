@@ -8,8 +8,10 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "models/sampler.h"
 #include "rpc/codec.h"
+#include "rpc/service.h"
 #include "wanserve/v1/expert.pb-c.h"
 
 /* ---- context cache ---- */
@@ -31,9 +33,16 @@ typedef struct job {
   float *out; /* [16, F, H, W] owned by the handler */
   int done, rc;
   double compute_ms;
+  double enq_ms; /* when it entered the queue (queue-wait metric) */
   ws_err err;
   struct job *next;
 } job;
+
+/* Prometheus families (core/metrics.h), labelled role and version. */
+typedef struct expert_metrics {
+  metric *requests, *request_s, *queue_depth, *queue_wait_s, *inflight, *batch_size, *batch_s,
+      *cache, *batches;
+} expert_metrics;
 
 struct expert {
   dit_model *model;
@@ -46,7 +55,15 @@ struct expert {
   pthread_t batcher;
   ctx_entry *cache;
   uint64_t clock;
+  int running;        /* jobs in the forward now (in-flight = queued + running) */
+  int min_batch_rows; /* a sample must have >= this many token rows to share a forward */
+  expert_metrics m;
 };
+
+static void set_depth(expert *e) { /* mu held */
+  metrics_set(e->m.queue_depth, ML(e->o.role, e->o.version), e->queued);
+  metrics_set(e->m.inflight, ML(e->o.role, e->o.version), e->queued + e->running);
+}
 
 static int same_shape(const ws_tensor *a, const ws_tensor *b) {
   return a->ndim == b->ndim && !memcmp(a->shape, b->shape, sizeof(int64_t) * (size_t)a->ndim);
@@ -95,7 +112,8 @@ static int run_batch(expert *e, job **jobs, int n, ws_err *err) {
                    .contexts = ctxs,
                    .ctx_len = lens,
                    .ctx_dim = dit_text_dim(e->model)};
-  rc = dit_forward(e->model, &in, v, err);
+  rc = e->o.forward ? e->o.forward(e->o.forward_ud, e->model, &in, v, err)
+                    : dit_forward(e->model, &in, v, err);
   if (rc == WS_OK)
     for (int j = 0; j < n; j++)
       sampler_cfg(v + 2 * j * per, v + (2 * j + 1) * per, jobs[j]->g, per, jobs[j]->out);
@@ -119,7 +137,14 @@ static double now_ms(void) {
  * max_batch, waiting up to max_delay_ms for more to arrive. Called with mu held. */
 static int take_batch(expert *e, job **out) {
   double deadline = now_ms() + e->o.max_delay_ms;
-  while (e->queued < e->o.max_batch && !e->stopping && now_ms() < deadline) {
+  /* Batch only samples whose token GEMMs have enough rows: with fewer, BLAS libraries switch to
+   * small-matrix kernels whose rounding depends on the row count, so a tiny latent's result
+   * would depend on its companions (measured with OpenBLAS 0.3.21: M <= 18 rows differ, M >= 19
+   * are row-invariant). Such latents cost next to nothing; they run alone and stay exact. */
+  const ws_tensor *hx = &e->head->x;
+  int64_t rows = 2 * hx->shape[1] * (hx->shape[2] / 2) * (hx->shape[3] / 2);
+  int max_batch = rows < e->min_batch_rows ? 1 : e->o.max_batch;
+  while (e->queued < max_batch && !e->stopping && now_ms() < deadline) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     long add = 1000000L; /* re-check every 1 ms */
@@ -129,7 +154,7 @@ static int take_batch(expert *e, job **out) {
   }
   int n = 0;
   job *first = e->head, **link = &e->head, *prev = NULL;
-  for (job *j = e->head; j && n < e->o.max_batch;) {
+  for (job *j = e->head; j && n < max_batch;) {
     job *next = j->next;
     if (same_shape(&j->x, &first->x) && !!j->y.data == !!first->y.data &&
         (!j->y.data || same_shape(&j->y, &first->y))) {
@@ -155,14 +180,24 @@ static void *batcher_main(void *arg) {
       pthread_cond_wait(&e->cv_work, &e->mu);
     if (e->stopping) break;
     int n = take_batch(e, batch);
+    e->running = n;
+    set_depth(e);
     pthread_mutex_unlock(&e->mu);
     ws_err err = {0};
     double t0 = now_ms();
+    for (int i = 0; i < n; i++)
+      metrics_observe(e->m.queue_wait_s, ML(e->o.role, e->o.version),
+                      (t0 - batch[i]->enq_ms) / 1e3);
+    metrics_observe(e->m.batch_size, ML(e->o.role, e->o.version), n);
     int rc = n ? run_batch(e, batch, n, &err) : WS_OK;
     if (e->o.step_delay_ms > 0) usleep((useconds_t)e->o.step_delay_ms * 1000u);
     WS_DEBUG("expert: batch of %d in %.1f ms", n, now_ms() - t0);
     pthread_mutex_lock(&e->mu);
     double ms = now_ms() - t0;
+    metrics_observe(e->m.batch_s, ML(e->o.role, e->o.version), ms / 1e3);
+    metrics_add(e->m.batches, ML(e->o.role, e->o.version, rc < 0 ? "error" : "ok"), 1);
+    e->running = 0;
+    set_depth(e);
     for (int i = 0; i < n; i++) {
       batch[i]->compute_ms = ms;
       batch[i]->rc = rc;
@@ -219,51 +254,80 @@ static int cache_put(expert *e, const char *id, const ws_tensor *ctx, const ws_t
 
 /* ---- handlers ---- */
 
-static int check_ctx(const expert *e, const ws_tensor *c, const char *field, ws_err *err) {
-  const dit_config *cfg = dit_get_config(e->model);
-  if (c->dtype != WS_F32 || c->ndim != 2 || c->shape[1] != dit_text_dim(e->model) ||
-      c->shape[0] < 1 || c->shape[0] > cfg->text_len)
-    return ws_fail(err, WS_EINVAL, "%s: must be F32 [1..%d, %d]", field, cfg->text_len,
-                   dit_text_dim(e->model));
+static int check_ctx(const dit_config *cfg, int text_dim, const ws_tensor *c, const char *field,
+                     ws_err *err) {
+  if (c->dtype != WS_F32 || c->ndim != 2 || c->shape[1] != text_dim || c->shape[0] < 1 ||
+      c->shape[0] > cfg->text_len)
+    return ws_fail(err, WS_EINVAL, "%s: must be F32 [1..%d, %d]", field, cfg->text_len, text_dim);
   return WS_OK;
 }
 
-static int denoise(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws_err *err) {
+int expert_check_request(const dit_config *cfg, int text_dim,
+                         const Wanserve__V1__DenoiseRequest *req, ws_tensor *x, ws_tensor *y,
+                         ws_tensor *ctx, ws_tensor *neg, ws_err *err) {
+  memset(y, 0, sizeof *y);
+  memset(ctx, 0, sizeof *ctx);
+  memset(neg, 0, sizeof *neg);
+  WS_TRY(codec_tensor_from_pb(req->x_t, "x_t", 0, x, err));
+  if (x->dtype != WS_F32 || x->ndim != 4 || x->shape[0] != cfg->out_dim)
+    return ws_fail(err, WS_EINVAL, "x_t: must be F32 [%d, F, H, W]", cfg->out_dim);
+  if (req->y) {
+    WS_TRY(codec_tensor_from_pb(req->y, "y", 0, y, err));
+    if (y->dtype != WS_F32 || y->ndim != 4 || y->shape[1] != x->shape[1] ||
+        y->shape[2] != x->shape[2] || y->shape[3] != x->shape[3])
+      return ws_fail(err, WS_EINVAL, "y: must be F32 [%d, F, H, W] matching x_t",
+                     cfg->in_dim - cfg->out_dim);
+  }
+  if (cfg->in_dim - cfg->out_dim != (y->data ? (int)y->shape[0] : 0))
+    return ws_fail(err, WS_EINVAL, "y: this %s expert needs %d condition channels, got %d",
+                   cfg->model_type, cfg->in_dim - cfg->out_dim, y->data ? (int)y->shape[0] : 0);
+  if (!(req->timestep >= 0.0f && req->timestep <= 1000.0f))
+    return ws_fail(err, WS_EINVAL, "timestep: %g outside [0, 1000]", req->timestep);
+  if (!isfinite(req->guide_scale) || req->guide_scale < 0.0f || req->guide_scale > 100.0f)
+    return ws_fail(err, WS_EINVAL, "guide_scale: %g outside [0, 100]", req->guide_scale);
+  if (req->context) {
+    WS_TRY(codec_tensor_from_pb(req->context, "context", 0, ctx, err));
+    WS_TRY(codec_tensor_from_pb(req->negative_context, "negative_context", 0, neg, err));
+    WS_TRY(check_ctx(cfg, text_dim, ctx, "context", err));
+    WS_TRY(check_ctx(cfg, text_dim, neg, "negative_context", err));
+  } else if (!req->context_id || !req->context_id[0]) {
+    return ws_fail(err, WS_EINVAL, "context: neither tensors nor context_id given");
+  }
+  return WS_OK;
+}
+
+/* Working memory of one job, an upper estimate: its cond + uncond rows of the batch buffers
+ * (x, v, y copies), its output, DiT activations (tokens x (8 dim + ffn) floats per row, patch
+ * 1x2x2) and the contexts (cached copies and their projections). */
+static int64_t denoise_bytes(const expert *e, const ws_tensor *x, const ws_tensor *y,
+                             const ws_tensor *ctx, const ws_tensor *neg) {
+  const dit_config *cfg = dit_get_config(e->model);
+  int64_t per = ws_tensor_numel(x), yper = y->data ? ws_tensor_numel(y) : 0;
+  int64_t tokens = x->shape[1] * ((x->shape[2] + 1) / 2) * ((x->shape[3] + 1) / 2);
+  int64_t ctxn = (ctx->data ? ws_tensor_numel(ctx) + ws_tensor_numel(neg) : 0);
+  int64_t floats = 5 * per + 2 * yper + 2 * tokens * (8LL * cfg->dim + cfg->ffn_dim) + ctxn * 4 +
+                   2LL * cfg->text_len * cfg->dim * 2;
+  return floats * (int64_t)sizeof(float);
+}
+
+static int denoise_inner(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws_err *err) {
   expert *e = user;
   const Wanserve__V1__DenoiseRequest *req = (const void *)reqm;
   const dit_config *cfg = dit_get_config(e->model);
   job jb;
   memset(&jb, 0, sizeof jb);
   ws_tensor ctx = {0}, neg = {0};
-  WS_TRY(codec_tensor_from_pb(req->x_t, "x_t", 0, &jb.x, err));
-  if (jb.x.dtype != WS_F32 || jb.x.ndim != 4 || jb.x.shape[0] != cfg->out_dim)
-    return ws_fail(err, WS_EINVAL, "x_t: must be F32 [%d, F, H, W]", cfg->out_dim);
-  if (req->y) {
-    WS_TRY(codec_tensor_from_pb(req->y, "y", 0, &jb.y, err));
-    if (jb.y.dtype != WS_F32 || jb.y.ndim != 4 || jb.y.shape[1] != jb.x.shape[1] ||
-        jb.y.shape[2] != jb.x.shape[2] || jb.y.shape[3] != jb.x.shape[3])
-      return ws_fail(err, WS_EINVAL, "y: must be F32 [%d, F, H, W] matching x_t",
-                     cfg->in_dim - cfg->out_dim);
-  }
-  if (cfg->in_dim - cfg->out_dim != (jb.y.data ? (int)jb.y.shape[0] : 0))
-    return ws_fail(err, WS_EINVAL, "y: this %s expert needs %d condition channels, got %d",
-                   cfg->model_type, cfg->in_dim - cfg->out_dim, jb.y.data ? (int)jb.y.shape[0] : 0);
-  if (!(req->timestep >= 0.0f && req->timestep <= 1000.0f))
-    return ws_fail(err, WS_EINVAL, "timestep: %g outside [0, 1000]", req->timestep);
-  if (!isfinite(req->guide_scale) || req->guide_scale < 0.0f || req->guide_scale > 100.0f)
-    return ws_fail(err, WS_EINVAL, "guide_scale: %g outside [0, 100]", req->guide_scale);
+  WS_TRY(expert_check_request(cfg, dit_text_dim(e->model), req, &jb.x, &jb.y, &ctx, &neg, err));
   int have_ctx = req->context != NULL;
-  if (have_ctx) {
-    WS_TRY(codec_tensor_from_pb(req->context, "context", 0, &ctx, err));
-    WS_TRY(codec_tensor_from_pb(req->negative_context, "negative_context", 0, &neg, err));
-    WS_TRY(check_ctx(e, &ctx, "context", err));
-    WS_TRY(check_ctx(e, &neg, "negative_context", err));
-  } else if (!req->context_id || !req->context_id[0]) {
-    return ws_fail(err, WS_EINVAL, "context: neither tensors nor context_id given");
-  }
   int64_t per = ws_tensor_numel(&jb.x);
+  /* memory budget (rpc/service.h): this job's share of a batch, estimated before any work */
+  int64_t need = denoise_bytes(e, &jb.x, &jb.y, &ctx, &neg);
+  WS_TRY(svc_budget_reserve(need, "Denoise", err));
   jb.out = malloc(sizeof(float) * (size_t)per);
-  if (!jb.out) return ws_fail(err, WS_ENOMEM, "expert: out of memory");
+  if (!jb.out) {
+    svc_budget_release(need);
+    return ws_fail(err, WS_ENOMEM, "expert: out of memory");
+  }
   jb.t = req->timestep;
   jb.g = req->guide_scale;
   ctx_entry *entry = NULL;
@@ -271,8 +335,10 @@ static int denoise(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws_
   pthread_mutex_lock(&e->mu);
   if (have_ctx && req->context_id && req->context_id[0]) {
     rc = cache_put(e, req->context_id, &ctx, &neg, &entry, err);
+    metrics_add(e->m.cache, ML(e->o.role, e->o.version, "store"), 1);
   } else if (!have_ctx) {
     entry = cache_find(e, req->context_id);
+    metrics_add(e->m.cache, ML(e->o.role, e->o.version, entry ? "hit" : "miss"), 1);
     if (!entry)
       rc = ws_fail(err, WS_EPRECOND, "context_id '%s' is not cached here; send the tensors",
                    req->context_id);
@@ -296,6 +362,8 @@ static int denoise(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws_
       e->head = &jb;
     e->tail = &jb;
     e->queued++;
+    jb.enq_ms = now_ms();
+    set_depth(e);
     pthread_cond_signal(&e->cv_work);
     while (!jb.done)
       pthread_cond_wait(&e->cv_done, &e->mu);
@@ -317,6 +385,19 @@ static int denoise(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws_
     if (rc == WS_OK) rc = rpc_call_send(call, &resp.base, err);
   }
   free(jb.out);
+  svc_budget_release(need);
+  return rc;
+}
+
+/* Counts every Denoise by its gRPC status and times it (validation failures included). */
+static int denoise(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws_err *err) {
+  expert *e = user;
+  double t0 = now_ms();
+  int rc = denoise_inner(call, reqm, user, err);
+  const char *code = codec_status_name(codec_status_from_ws(rc < 0 ? rc : WS_OK));
+  metrics_add(e->m.requests, ML(e->o.role, e->o.version, code), 1);
+  if (rc == WS_OK)
+    metrics_observe(e->m.request_s, ML(e->o.role, e->o.version), (now_ms() - t0) / 1e3);
   return rc;
 }
 
@@ -349,6 +430,33 @@ int expert_create(dit_model *model, const expert_opts *o, expert **out, ws_err *
   if (e->o.queue_max <= 0) e->o.queue_max = 64;
   if (e->o.cache_entries <= 0) e->o.cache_entries = 64;
   e->config_json = o->config_json ? strdup(o->config_json) : NULL;
+  /* on the CPU: see take_batch (GPU kernels are bf16-tolerance anyway) */
+  e->min_batch_rows = !o->backend || !strcmp(o->backend, "cpu") ? 32 : 0;
+  static const double sizes[] = {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64};
+  e->m.requests =
+      metrics_counter("wanserve_expert_requests_total",
+                      "Denoise calls answered, by gRPC status code.", "role,version,code");
+  e->m.request_s = metrics_histogram(
+      "wanserve_expert_request_seconds",
+      "Denoise latency inside the expert (queue + compute), seconds.", "role,version", NULL, 0);
+  e->m.queue_depth =
+      metrics_gauge("wanserve_expert_queue_depth", "Jobs waiting for the batcher.", "role,version");
+  e->m.queue_wait_s = metrics_histogram("wanserve_expert_queue_wait_seconds",
+                                        "Time a job waited before its forward started, seconds.",
+                                        "role,version", NULL, 0);
+  e->m.inflight =
+      metrics_gauge("wanserve_expert_inflight", "Jobs queued or in the forward.", "role,version");
+  e->m.batch_size = metrics_histogram("wanserve_expert_batch_size",
+                                      "Requests per forward (the forward's batch is twice this).",
+                                      "role,version", sizes, (int)(sizeof sizes / sizeof *sizes));
+  e->m.batch_s = metrics_histogram("wanserve_expert_batch_seconds",
+                                   "Wall time of one batched forward + CFG, seconds.",
+                                   "role,version", NULL, 0);
+  e->m.batches = metrics_counter("wanserve_expert_batches_total", "Forwards run, by outcome.",
+                                 "role,version,result");
+  e->m.cache =
+      metrics_counter("wanserve_expert_context_cache_total",
+                      "Context cache lookups (hit, miss) and stores.", "role,version,result");
   e->cache = calloc((size_t)e->o.cache_entries, sizeof *e->cache);
   if (!e->cache) {
     expert_free(e);

@@ -2,25 +2,56 @@
  *   wan-expert --role high|low --model DIR [--max-batch N] [--max-delay-ms N] [common flags]
  *   --step-delay-ms N adds N ms to every batch: a drill aid that makes tiny-model steps long
  *   enough to kill a replica or stop etcd in the middle of a request (tests, chaos drills).
+ *   --world N --rank R --group NAME | --world N --threads-comm: one expert over N ranks
+ *   (sequence parallelism; services/expert/expert_sp.h). Only rank 0 serves and registers.
  * Common flags: see rpc/service.h. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "models/checkpoint.h"
 #include "models/dit.h"
 #include "rpc/service.h"
 #include "services/expert/expert.h"
+#include "services/expert/expert_sp.h"
+
+#ifdef WS_HAVE_CUDA
+#include "cuda/backend_cuda.h"
+
+/* GPU memory gauges, read at scrape time (cudaMemGetInfo through the backend's stats). */
+static void gpu_metrics(void *user) {
+  const ws_backend *be = user;
+  static metric *used, *total, *backend;
+  if (!used) {
+    used = metrics_gauge("wanserve_expert_gpu_memory_used_bytes",
+                         "Device memory in use (cudaMemGetInfo total - free, whole device).", "");
+    total = metrics_gauge("wanserve_expert_gpu_memory_total_bytes", "Device memory size.", "");
+    backend = metrics_gauge("wanserve_expert_gpu_memory_backend_bytes",
+                            "Device memory held by this expert's backend (weights, activations, "
+                            "workspaces).",
+                            "");
+  }
+  ws_cuda_mem_stats st;
+  if (ws_cuda_mem_stats_get(be, &st, NULL) < 0) return;
+  metrics_set(used, NULL, (double)st.device_used);
+  metrics_set(total, NULL, (double)st.device_total);
+  metrics_set(backend, NULL, (double)(st.backend_bytes + st.internal_bytes));
+}
+#endif
 
 typedef struct flags {
   char role[16];
   int max_batch, max_delay_ms, step_delay_ms;
+  expert_sp_opts sp;
 } flags;
 
 static int extra_flag(void *user, int argc, char **argv, int i, ws_err *err) {
   flags *f = user;
   const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+  int spn = expert_sp_flag(&f->sp, argc, argv, i, err);
+  if (spn != 0) return spn;
   if (strcmp(argv[i], "--role") && strcmp(argv[i], "--max-batch") &&
       strcmp(argv[i], "--max-delay-ms") && strcmp(argv[i], "--step-delay-ms"))
     return 0;
@@ -64,9 +95,11 @@ static char *read_text(const char *path) {
 int main(int argc, char **argv) {
   svc_block_signals();
   flags f = {.max_batch = 4, .max_delay_ms = 2};
+  expert_sp_opts_init(&f.sp);
   svc_opts o;
   ws_err err = {0};
-  if (svc_parse(argc, argv, "expert", &o, extra_flag, &f, &err) < 0) {
+  if (svc_parse(argc, argv, "expert", &o, extra_flag, &f, &err) < 0 ||
+      expert_sp_check(&f.sp, &o, &err) < 0) {
     fprintf(stderr,
             "wan-expert: %s\nusage: wan-expert --role high|low --model DIR "
             "[--max-batch N] [--max-delay-ms N] [--listen ADDR] [--etcd ENDPOINTS] ...\n",
@@ -90,9 +123,18 @@ int main(int argc, char **argv) {
   rpc_server *server = NULL;
   svc *s = NULL;
   int rc = ckpt_expert_dir(o.model, !strcmp(f.role, "high"), dir, sizeof dir, &err);
-  if (rc == WS_OK) rc = ws_backend_create(o.backend, &be, &err);
+  if (rc == WS_OK) rc = expert_sp_backend(&o, &f.sp, &be, &err);
   dit_load_opts lo = {.bf16_weights = !strcmp(o.backend, "cuda")};
   if (rc == WS_OK) rc = dit_load(dir, be, &lo, &model, &err);
+  if (f.sp.rank > 0) { /* a model-parallel rank: no gRPC, no registration; rank 0 drives it */
+    if (rc == WS_OK) rc = expert_sp_worker(model, &o, &f.sp, &err);
+    if (rc < 0) fprintf(stderr, "wan-expert rank %d: %s\n", f.sp.rank, err.msg);
+    dit_free(model);
+    if (be) be->destroy(be);
+    return rc == WS_OK ? 0 : 1;
+  }
+  expert_sp *sp = NULL; /* rank 0 of a group: form it before registering */
+  if (rc == WS_OK && f.sp.world > 1) rc = expert_sp_start(model, &o, &f.sp, &sp, &err);
   snprintf(cfgpath, sizeof cfgpath, "%s/config.json", dir);
   char *cfg = read_text(cfgpath);
   expert_opts eo = {.role = role,
@@ -102,7 +144,9 @@ int main(int argc, char **argv) {
                     .max_batch = f.max_batch,
                     .max_delay_ms = f.max_delay_ms,
                     .step_delay_ms = f.step_delay_ms,
-                    .config_json = cfg};
+                    .config_json = cfg,
+                    .forward = sp ? expert_sp_forward : NULL,
+                    .forward_ud = sp};
   if (rc == WS_OK) rc = expert_create(model, &eo, &ex, &err);
   if (rc == WS_OK) model = NULL; /* owned by ex now */
   free(cfg);
@@ -112,6 +156,10 @@ int main(int argc, char **argv) {
                         .queue_max = 256};
   if (rc == WS_OK) rc = rpc_server_create(&so, &server, &err);
   if (rc == WS_OK) rc = expert_register(ex, server, &err);
+#ifdef WS_HAVE_CUDA
+  int gpu_hook = rc == WS_OK && !strcmp(o.backend, "cuda") &&
+                 metrics_on_collect(gpu_metrics, be, NULL) == WS_OK;
+#endif
   if (rc == WS_OK) rc = svc_start(&o, role, server, f.max_batch, o.backend, &s, &err);
   if (rc == WS_OK) {
     svc_wait_for_signal();
@@ -119,7 +167,15 @@ int main(int argc, char **argv) {
   } else {
     fprintf(stderr, "wan-expert: %s\n", err.msg);
   }
+#ifdef WS_HAVE_CUDA
+  if (gpu_hook) metrics_remove_collect(gpu_metrics, be);
+#endif
   rpc_server_free(server);
+  ws_err sperr = {0};
+  if (expert_sp_stop(sp, &sperr) < 0) { /* before the model goes: the ranks share it */
+    fprintf(stderr, "wan-expert: the model-parallel group failed: %s\n", sperr.msg);
+    if (rc == WS_OK) rc = sperr.code;
+  }
   expert_free(ex);
   dit_free(model);
   if (be) be->destroy(be);

@@ -1,0 +1,207 @@
+/* Shadow canary mirroring for one request (rollout mode "shadow", ARCHITECTURE.md).
+ *
+ * The stable version answers every step, exactly as without a rollout: the mirrored call reads
+ * copies of the step's inputs and writes into its own buffer, so nothing it does (or fails to
+ * do) reaches the sampler. For a `percent` share of steps (by a hash of request id, role and
+ * timestep, so a rerun mirrors the same steps) gen_denoise hands the step to this request's
+ * shadow thread *before* calling stable; the thread calls a replica of the canary version in
+ * parallel with the stable call, then waits for the stable prediction and records
+ * rel-L2(canary, stable) in the router's stats (router/stats.h). The steps waiting for the
+ * canary are bounded (SHADOW_PENDING_BYTES of copies: 2 steps of a 720p latent, 64 of a tiny
+ * one); beyond that a step is not mirrored (counted "dropped"), so a slow canary never holds up
+ * the stable path. The canary uses its own context-cache bookkeeping (a
+ * private copy of the gen), one attempt, no retries: shadow traffic is best effort.
+ *
+ * The thread is started on the first mirrored step and joined by shadow_finish at the end of the
+ * request (the result has been sent by then; at most one canary step is still running).
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "router/gen.h"
+#include "router/stats.h"
+
+/* mirrored steps waiting for the canary: bounded by memory (x and the stable prediction are
+ * copied), at least 2, at most 64 */
+#define SHADOW_PENDING_BYTES (64ll << 20)
+
+typedef struct shadow_item {
+  char role[32], stable_version[64];
+  float t, guide;
+  float *x, *stable; /* owned copies; stable NULL until the stable call ended */
+  int state;         /* 0 waiting for stable, 1 stable ok, -1 stable failed */
+  struct shadow_item *next;
+} shadow_item;
+
+struct gen_shadow {
+  pthread_t th;
+  int started, closing, pending;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  shadow_item *head, *tail;
+  gen copy; /* the request as the canary sees it: own context-cache list */
+};
+
+static int role_index(const char *role) { return strcmp(role, "expert-high") ? 1 : 0; }
+
+void shadow_prepare(gen *g) {
+  static const char *roles[2] = {"expert-high", "expert-low"};
+  for (int i = 0; i < 2; i++) {
+    reg_rollout r;
+    ws_err err = {0};
+    g->shadow_on[i] = reg_watch_rollout(g->r->view, roles[i], &r, &err) == WS_OK &&
+                      r.mode == REG_MODE_SHADOW && r.canary[0] && r.percent > 0;
+    if (g->shadow_on[i]) g->rollout[i] = r;
+  }
+}
+
+static void item_free(shadow_item *it) {
+  if (!it) return;
+  free(it->x);
+  free(it->stable);
+  free(it);
+}
+
+static double rel_l2(const float *a, const float *b, int64_t n) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < n; i++) {
+    double d = (double)a[i] - b[i];
+    num += d * d;
+    den += (double)b[i] * b[i];
+  }
+  return den > 0 ? sqrt(num / den) : (num > 0 ? INFINITY : 0);
+}
+
+static void *shadow_main(void *arg) {
+  gen *g = arg;
+  gen_shadow *sh = g->shadow;
+  int64_t n = gp_latent_numel(&g->p);
+  float *pred = malloc(sizeof(float) * (size_t)n);
+  pthread_mutex_lock(&sh->mu);
+  for (;;) {
+    while (!sh->head && !sh->closing)
+      pthread_cond_wait(&sh->cv, &sh->mu);
+    if (!sh->head) break;
+    shadow_item *it = sh->head;
+    pthread_mutex_unlock(&sh->mu);
+    const reg_rollout *ro = &g->rollout[role_index(it->role)];
+    reg_instance in;
+    ws_err err = {0};
+    int rc = pred ? pool_acquire(g->r->pool, it->role, ro->canary, NULL, 0, 1000, &in, &err)
+                  : ws_fail(&err, WS_ENOMEM, "out of memory");
+    if (rc == WS_OK) {
+      rc = gen_denoise_on(&sh->copy, &in, it->x, it->t, it->guide, pred, &err);
+      pool_release(g->r->pool, in.id);
+    }
+    pthread_mutex_lock(&sh->mu);
+    while (it->state == 0)
+      pthread_cond_wait(&sh->cv, &sh->mu);
+    sh->head = it->next;
+    if (!sh->head) sh->tail = NULL;
+    sh->pending--;
+    pthread_mutex_unlock(&sh->mu);
+    if (it->state > 0 && rc == WS_OK) {
+      double d = rel_l2(pred, it->stable, n);
+      WS_DEBUG("%s: shadow %s t=%g canary %s vs stable %s: rel-L2 %.3g", g->id, it->role, it->t,
+               ro->canary, it->stable_version, d);
+      rstats_shadow_sample(g->r->stats, it->role, ro->stable, ro->canary, d);
+    } else if (rc < 0) {
+      WS_DEBUG("%s: shadow step on canary %s failed: %s", g->id, ro->canary, err.msg);
+      rstats_shadow_miss(g->r->stats, it->role, ro->stable, ro->canary, "error");
+    }
+    item_free(it);
+    pthread_mutex_lock(&sh->mu);
+  }
+  pthread_mutex_unlock(&sh->mu);
+  free(pred);
+  return NULL;
+}
+
+void *shadow_begin(gen *g, const char *role, const float *x, float t, float guide) {
+  int ri = role_index(role);
+  if (!g->shadow_on[ri]) return NULL;
+  const reg_rollout *ro = &g->rollout[ri];
+  char key[300];
+  snprintf(key, sizeof key, "%s/%s/%d", g->id, role, (int)t);
+  if ((int)(pool_hash(key) % 100u) >= ro->percent) return NULL;
+  if (!g->shadow) {
+    gen_shadow *sh = calloc(1, sizeof *sh);
+    if (!sh) return NULL;
+    pthread_mutex_init(&sh->mu, NULL);
+    pthread_cond_init(&sh->cv, NULL);
+    sh->copy = *g;
+    sh->copy.nsent = 0;
+    g->shadow = sh;
+  }
+  gen_shadow *sh = g->shadow;
+  if (!sh->started) {
+    if (pthread_create(&sh->th, NULL, shadow_main, g) != 0) return NULL;
+    sh->started = 1;
+  }
+  int64_t n = gp_latent_numel(&g->p), lim = SHADOW_PENDING_BYTES / (8 * (n > 0 ? n : 1));
+  lim = lim < 2 ? 2 : lim > 64 ? 64 : lim;
+  pthread_mutex_lock(&sh->mu);
+  int full = sh->pending >= lim;
+  pthread_mutex_unlock(&sh->mu);
+  if (full) {
+    rstats_shadow_miss(g->r->stats, role, ro->stable, ro->canary, "dropped");
+    return NULL;
+  }
+  shadow_item *it = calloc(1, sizeof *it);
+  if (it) it->x = malloc(sizeof(float) * (size_t)n);
+  if (!it || !it->x) {
+    item_free(it);
+    return NULL;
+  }
+  memcpy(it->x, x, sizeof(float) * (size_t)n);
+  snprintf(it->role, sizeof it->role, "%s", role);
+  it->t = t;
+  it->guide = guide;
+  pthread_mutex_lock(&sh->mu);
+  if (sh->tail)
+    sh->tail->next = it;
+  else
+    sh->head = it;
+  sh->tail = it;
+  sh->pending++;
+  pthread_cond_broadcast(&sh->cv);
+  pthread_mutex_unlock(&sh->mu);
+  return it;
+}
+
+void shadow_end(gen *g, void *item, const float *pred, const char *stable_version) {
+  shadow_item *it = item;
+  if (!it) return;
+  gen_shadow *sh = g->shadow;
+  float *copy = NULL;
+  int64_t n = gp_latent_numel(&g->p);
+  if (pred && (copy = malloc(sizeof(float) * (size_t)n)))
+    memcpy(copy, pred, sizeof(float) * (size_t)n);
+  pthread_mutex_lock(&sh->mu);
+  it->stable = copy;
+  it->state = copy ? 1 : -1;
+  snprintf(it->stable_version, sizeof it->stable_version, "%s",
+           stable_version ? stable_version : "");
+  pthread_cond_broadcast(&sh->cv);
+  pthread_mutex_unlock(&sh->mu);
+}
+
+void shadow_finish(gen *g) {
+  gen_shadow *sh = g->shadow;
+  if (!sh) return;
+  if (sh->started) {
+    pthread_mutex_lock(&sh->mu);
+    sh->closing = 1;
+    pthread_cond_broadcast(&sh->cv);
+    pthread_mutex_unlock(&sh->mu);
+    pthread_join(sh->th, NULL);
+  }
+  pthread_mutex_destroy(&sh->mu);
+  pthread_cond_destroy(&sh->cv);
+  free(sh);
+  g->shadow = NULL;
+}
