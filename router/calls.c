@@ -182,7 +182,8 @@ int gen_denoise_on(gen *g, const reg_instance *in, const float *x, float t, floa
 int gen_denoise(gen *g, const char *role, const float *x, float t, float guide, float *pred,
                 step_result *sr, ws_err *err) {
   router *r = g->r;
-  const char *version = g->version[strcmp(role, "expert-high") ? 1 : 0];
+  int ri = strcmp(role, "expert-high") ? 1 : 0;
+  char *version = g->version[ri];
   const char *excl[16];
   char ids[16][128];
   int nx = 0, rc = WS_EUNAVAIL;
@@ -196,7 +197,22 @@ int gen_denoise(gen *g, const char *role, const float *x, float t, float guide, 
       nx = 0;
       rc = pool_acquire(r->pool, role, version, excl, nx, r->o.replica_wait_ms, &in, err);
     }
+    if (rc == WS_EUNAVAIL && g->version_auto[ri]) {
+      /* the version this request picked by itself is gone: any live one will do */
+      WS_WARN("%s: no live %s replica of version %s left; continuing on any version", g->id, role,
+              version);
+      version[0] = 0;
+      g->version_auto[ri] = 0;
+      nx = 0;
+      rc = pool_acquire(r->pool, role, version, excl, nx, r->o.replica_wait_ms, &in, err);
+    }
     if (rc < 0) break;
+    if (!version[0]) {
+      /* no rollout policy named a version: stick to the first replica's version for every
+       * later step of this role, so one request never mixes model versions */
+      snprintf(version, sizeof g->version[ri], "%s", in.version);
+      g->version_auto[ri] = 1;
+    }
     sr->attempts = attempt + 1;
     double t0 = gen_now_ms();
     rstats_call_begin(r->stats, role, in.id);

@@ -33,6 +33,7 @@ typedef struct gen {
   size_t image_len;
   ws_tensor ctx, neg, y;        /* owned host copies */
   char version[2][64];          /* chosen version per role: [0] high, [1] low */
+  int version_auto[2];          /* 1: pinned from the first replica (no rollout policy) */
   char sent[GEN_MAX_SENT][128]; /* replicas that hold this request's contexts */
   int nsent;
   double t0_ms, deadline_ms; /* monotonic ms; deadline 0 = none */

@@ -94,7 +94,7 @@ check etcd_back_registrations_return test $back -eq 0
 # --- canary split: 50% of requests to low v2, sticky per request; clearing rolls back
 "$LC" add low --version v2 > /dev/null
 $bin/wanctl rollout set expert-low --canary v2 --percent 50 --stable v1 > /dev/null
-sleep 0.3
+sleep 1 # the router's watch sees the key
 v2=0; mixed=0
 for i in $(seq 1 12); do
   $G --prompt "canary $i" --steps 8 --request-id "canary-req-$i" --out "$T/can.mp4" > /dev/null \
@@ -106,7 +106,7 @@ done
 check canary_sticky_per_request test $mixed -eq 0
 check canary_split_about_even test $v2 -ge 2 -a $v2 -le 10
 $bin/wanctl rollout clear expert-low > /dev/null
-sleep 0.3
+sleep 1
 stable=0
 for i in $(seq 1 6); do
   $G --prompt "after $i" --steps 8 --request-id "canary-req-$i" --out "$T/can.mp4" > /dev/null \
