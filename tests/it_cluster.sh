@@ -1,20 +1,7 @@
 #!/usr/bin/env bash
 # Black-box tests of the whole cluster: the real binaries on 127.0.0.1, a real etcd, real gRPC,
 # started with deploy/local-cluster. Prints PASS/FAIL per check.
-set -u
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-BUILD=${BUILD:-build}
-bin="$root/$BUILD/bin"
-export WANSERVE_HOME
-WANSERVE_HOME=$(mktemp -d)
-T="$WANSERVE_HOME/t"
-mkdir -p "$T"
-LC="$root/deploy/local-cluster"
-trap '"$LC" down >/dev/null 2>&1; rm -rf "$WANSERVE_HOME"' EXIT
-pass() { echo "PASS $1"; }
-fail() { echo "FAIL $1${2:+: $2}"; }
-check() { local n=$1; shift; if "$@"; then pass "$n"; else fail "$n"; fi; }
+. "$(dirname "$0")/itlib.sh"
 G="$bin/wanctl generate --size 64x64 --frames 9 --seed 7"
 
 lc_status() { "$LC" status 2>/dev/null; }

@@ -5,19 +5,7 @@
 # rounding (sharded GEMMs take other BLAS kernels, so not bit for bit), and bad group flags must
 # fail fast with a clear message. The NCCL path (--world N --rank R --group G) needs GPUs: see
 # bench/run_sp_device.sh. Prints PASS/FAIL per check.
-set -u
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-BUILD=${BUILD:-build}
-bin="$root/$BUILD/bin"
-export WANSERVE_HOME
-WANSERVE_HOME=$(mktemp -d)
-T="$WANSERVE_HOME/t"
-mkdir -p "$T"
-LC="$root/deploy/local-cluster"
-trap '"$LC" down >/dev/null 2>&1; rm -rf "$WANSERVE_HOME"' EXIT
-pass() { echo "PASS $1"; }
-fail() { echo "FAIL $1${2:+: $2}"; }
+. "$(dirname "$0")/itlib.sh"
 # rel-L2 of every tensor of two safetensors files (F32), worst one printed; exit 0 if <= $3
 rel_l2() {
   python3 - "$1" "$2" "$3" <<'PY'

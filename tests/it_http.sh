@@ -2,20 +2,7 @@
 # Black-box tests of the router's HTTP gateway (issue 11): a local cluster (real binaries, real
 # etcd) with --http-listen, driven by Python's urllib/http.client (a client we did not write),
 # curl for the byte ranges, ffprobe/ffmpeg to check the videos. Prints PASS/FAIL per check.
-set -u
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-BUILD=${BUILD:-build}
-bin="$root/$BUILD/bin"
-export WANSERVE_HOME
-WANSERVE_HOME=$(mktemp -d)
-T="$WANSERVE_HOME/t"
-mkdir -p "$T"
-LC="$root/deploy/local-cluster"
-trap '"$LC" down >/dev/null 2>&1; rm -rf "$WANSERVE_HOME"' EXIT
-pass() { echo "PASS $1"; }
-fail() { echo "FAIL $1${2:+: $2}"; }
-check() { local n=$1; shift; if "$@"; then pass "$n"; else fail "$n"; fi; }
+. "$(dirname "$0")/itlib.sh"
 py=/usr/bin/python3
 [ -x "$py" ] || py=python3
 

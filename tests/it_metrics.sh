@@ -5,20 +5,7 @@
 # sent. Also pool sizing: after a 40-step T2V request (shift 12, boundary 0.875) `wanctl status`
 # reports 26 high / 14 low steps, and after a 40-step request on the I2V schedule (shift 5,
 # boundary 0.9: 15 high / 25 low) the totals 41:39. Prints PASS/FAIL per check.
-set -u
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root" || exit 1
-BUILD=${BUILD:-build}
-bin="$root/$BUILD/bin"
-export WANSERVE_HOME
-WANSERVE_HOME=$(mktemp -d)
-T="$WANSERVE_HOME/t"
-mkdir -p "$T"
-LC="$root/deploy/local-cluster"
-trap '"$LC" down >/dev/null 2>&1; rm -rf "$WANSERVE_HOME"' EXIT
-pass() { echo "PASS $1"; }
-fail() { echo "FAIL $1${2:+: $2}"; }
-check() { local n=$1; shift; if "$@"; then pass "$n"; else fail "$n"; fi; }
+. "$(dirname "$0")/itlib.sh"
 wait_for() { local n=$(($1 * 5)); shift; for _ in $(seq "$n"); do "$@" && return 0; sleep 0.2; done; return 1; }
 
 if ! "$LC" up --high 1 --low 1 --router-flags "--stats-interval-ms 200" > "$T/up.log" 2>&1; then

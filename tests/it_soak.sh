@@ -4,20 +4,7 @@
 #     sampled after a warm-up quarter and at the end: growth must stay under 5 % + 12 MiB;
 #   - --memory-budget-mb: a router and experts with budgets serve small requests, and answer
 #     RESOURCE_EXHAUSTED (with a "memory budget" message) for work over their budget.
-set -u
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-BUILD=${BUILD:-build}
-export BUILD
-bin="$root/$BUILD/bin"
-export WANSERVE_HOME
-WANSERVE_HOME=$(mktemp -d)
-T="$WANSERVE_HOME/t"
-mkdir -p "$T"
-LC="$root/deploy/local-cluster"
-trap '"$LC" down >/dev/null 2>&1; rm -rf "$WANSERVE_HOME"' EXIT
-pass() { echo "PASS $1"; }
-fail() { echo "FAIL $1${2:+: $2}"; }
+. "$(dirname "$0")/itlib.sh"
 N=${IT_SOAK_REQUESTS:-96}
 
 if ! "$LC" up --high 1 --low 1 --expert-flags "--memory-budget-mb 400" \
