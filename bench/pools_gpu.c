@@ -92,7 +92,8 @@ static void make_requests(req *r, int n) {
     sampler_schedule(SAMPLER_UNIPC, 40, i2v ? 5.0 : 12.0, sig, ts, &err);
     memset(&r[i], 0, sizeof r[i]);
     r[i].nsteps = 40;
-    for (int k = 0; k < 40; k++) r[i].high[k] = sampler_use_high(ts[k], i2v ? 0.9 : 0.875);
+    for (int k = 0; k < 40; k++)
+      r[i].high[k] = sampler_use_high(ts[k], i2v ? 0.9 : 0.875);
   }
 }
 
@@ -108,7 +109,8 @@ static double run(worker *ws, int nw, int nreq) {
     ws[i].s = &s;
     pthread_create(&th[i], NULL, work, &ws[i]);
   }
-  for (int i = 0; i < nw; i++) pthread_join(th[i], NULL);
+  for (int i = 0; i < nw; i++)
+    pthread_join(th[i], NULL);
   double dt = now() - t0;
   free(s.r);
   return dt;
@@ -122,9 +124,16 @@ int main(int argc, char **argv) {
   int layers = argc > 1 ? atoi(argv[1]) : 4, nreq = argc > 2 ? atoi(argv[2]) : 4;
   int F = argc > 5 ? atoi(argv[3]) : 21, H = argc > 5 ? atoi(argv[4]) : 60,
       W = argc > 5 ? atoi(argv[5]) : 104;
-  dit_config c = {.model_type = "t2v", .dim = 5120, .ffn_dim = 13824, .freq_dim = 256,
-                  .in_dim = 16, .out_dim = 16, .num_heads = 40, .num_layers = layers,
-                  .text_len = 512, .eps = 1e-6};
+  dit_config c = {.model_type = "t2v",
+                  .dim = 5120,
+                  .ffn_dim = 13824,
+                  .freq_dim = 256,
+                  .in_dim = 16,
+                  .out_dim = 16,
+                  .num_heads = 40,
+                  .num_layers = layers,
+                  .text_len = 512,
+                  .eps = 1e-6};
   ws_err err = {0};
   ws_backend *be[2] = {0};
   for (int d = 0; d < 2; d++)
@@ -141,8 +150,16 @@ int main(int argc, char **argv) {
   static const float *ctxs[2];
   static int lens[2] = {128, 128};
   ctxs[0] = ctxs[1] = ctx;
-  dit_inputs in = {.batch = 2, .frames = F, .height = H, .width = W, .x = x, .cx = 16,
-                   .timesteps = ts, .contexts = ctxs, .ctx_len = lens, .ctx_dim = 4096};
+  dit_inputs in = {.batch = 2,
+                   .frames = F,
+                   .height = H,
+                   .width = W,
+                   .x = x,
+                   .cx = 16,
+                   .timesteps = ts,
+                   .contexts = ctxs,
+                   .ctx_len = lens,
+                   .ctx_dim = 4096};
   worker w[2];
   memset(w, 0, sizeof w);
   /* single: GPU 0 holds both experts */
@@ -182,11 +199,12 @@ int main(int argc, char **argv) {
   req r[2];
   make_requests(r, 2);
   int hi_t2v = 0, hi_i2v = 0;
-  for (int k = 0; k < 40; k++) hi_t2v += r[0].high[k], hi_i2v += r[1].high[k];
+  for (int k = 0; k < 40; k++)
+    hi_t2v += r[0].high[k], hi_i2v += r[1].high[k];
   printf("| %d (T2V %d+%d, I2V %d+%d steps) | %dx%dx%d, batch 2, %d layers | %.1f s | %.3f | "
          "%.1f s | %.3f | %.2fx |\n",
-         nreq, hi_t2v, 40 - hi_t2v, hi_i2v, 40 - hi_i2v, F, H, W, layers, t_single,
-         nreq / t_single, t_pools, nreq / t_pools, t_single / t_pools);
+         nreq, hi_t2v, 40 - hi_t2v, hi_i2v, 40 - hi_i2v, F, H, W, layers, t_single, nreq / t_single,
+         t_pools, nreq / t_pools, t_single / t_pools);
   dit_free(w[0].m[1]);
   dit_free(w[1].m[0]);
   free(w[0].out);

@@ -151,8 +151,10 @@ static inline float softmax_exp(float x) {
   x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
   float n = __builtin_floorf(x * 1.44269504f + 0.5f);
   float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.166666672f + r * (0.0416666418f +
-                                      r * (0.00833336823f + r * 0.00138888706f)))));
+  float p =
+      1.0f +
+      r * (1.0f + r * (0.5f + r * (0.166666672f + r * (0.0416666418f + r * (0.00833336823f +
+                                                                            r * 0.00138888706f)))));
   int32_t bits = ((int32_t)n + 127) << 23;
   float scale;
   memcpy(&scale, &bits, sizeof scale);
