@@ -119,11 +119,16 @@ int assets_vae_path(const char *root, char *weights, size_t wn, char *config, si
                    "use %s",
                    root, ASSETS_VAE_PTH);
   WS_TRY(join(p, sizeof p, root, "vae", err));
-  if (is_dir(p))
-    return ws_fail(err, WS_EUNSUPPORTED,
-                   "%s: a Diffusers VAE (AutoencoderKLWan key names) is not supported; put the "
-                   "release %s (or %s with the original key names) in %s",
-                   p, ASSETS_VAE_PTH, ASSETS_VAE_ST, root);
+  if (is_dir(p)) { /* Diffusers: AutoencoderKLWan config + weights (models/vae_names.h) */
+    WS_TRY(join(weights, wn, p, "diffusion_pytorch_model.safetensors", err));
+    WS_TRY(join(config, cn, p, "config.json", err));
+    if (!is_file(weights) || !is_file(config))
+      return ws_fail(err, WS_ENOTFOUND,
+                     "%s: a Diffusers VAE folder needs config.json and "
+                     "diffusion_pytorch_model.safetensors",
+                     p);
+    return WS_OK;
+  }
   return ws_fail(err, WS_ENOTFOUND, "%s: no VAE (looked for %s, %s)", root, ASSETS_VAE_ST,
                  ASSETS_VAE_PTH);
 }

@@ -8,6 +8,7 @@
  * takes ownership of its input and returns a new (or the same) buffer.
  */
 #include "models/vae.h"
+#include "models/vae_names.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -158,7 +159,11 @@ int vae_config_load(const char *json_path, vae_config *c, ws_err *err) {
   }
   int rc = 0, cnt = 0, got;
   double tmp[VAE_MAX_Z];
-  if ((rc = cfg_int(j, "dim", 1, 1 << 16, &c->dim, json_path, err)) < 0) goto out;
+  /* the Diffusers AutoencoderKLWan config names the base width "base_dim" */
+  c->diffusers_names = cJSON_GetObjectItemCaseSensitive(j, "base_dim") != NULL;
+  if ((rc = cfg_int(j, c->diffusers_names ? "base_dim" : "dim", 1, 1 << 16, &c->dim, json_path,
+                    err)) < 0)
+    goto out;
   if ((rc = cfg_int(j, "z_dim", 1, VAE_MAX_Z, &c->z_dim, json_path, err)) < 0) goto out;
   if ((rc = cfg_int(j, "num_res_blocks", 0, 64, &c->num_res_blocks, json_path, err)) < 0) goto out;
   if ((got = rc = cfg_nums(j, "dim_mult", VAE_MAX_MULT, tmp, &cnt, json_path, err)) < 0) goto out;
@@ -224,6 +229,12 @@ get(loader *L, const float **out, const int64_t *shape, int ndim, ws_err *err, c
   va_start(ap, fmt);
   vsnprintf(name, sizeof name, fmt, ap);
   va_end(ap);
+  if (L->m->cfg.diffusers_names) {
+    char release[256];
+    memcpy(release, name, sizeof release);
+    if (vae_diffusers_name(release, L->m->cfg.num_res_blocks, name, sizeof name) < 0)
+      return ws_fail(err, WS_EINVAL, "vae: weight name too long: %s", release);
+  }
   vae_model *m = L->m;
   if (m->ntensors == m->cap) {
     int cap = m->cap ? 2 * m->cap : 256;

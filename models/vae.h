@@ -40,6 +40,7 @@ typedef struct vae_config {
   int temperal_downsample[VAE_MAX_MULT]; /* n_mult - 1 entries: [0, 1, 1]; decoder reverses */
   float latents_mean[VAE_MAX_Z];         /* z_dim entries */
   float latents_std[VAE_MAX_Z];          /* z_dim entries */
+  int diffusers_names; /* 1: weights use the Diffusers names (config had "base_dim") */
 } vae_config;
 
 /* Fills the release configuration (dim 96, z_dim 16, [1,2,4,4], 2 blocks, no attention scales,

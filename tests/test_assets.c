@@ -75,8 +75,13 @@ static void test_diffusers_and_missing(void) {
   CHECK(strstr(w, "text_encoder") != NULL && strstr(c, "text_encoder/config.json") != NULL);
   CHECK_OK(assets_tokenizer_path(root, w, sizeof w, &err), err);
   CHECK(strstr(w, "tokenizer/spiece.model") != NULL);
-  CHECK_ERR(assets_vae_path(root, w, sizeof w, c, sizeof c, &err), WS_EUNSUPPORTED, err,
-            "Diffusers VAE");
+  /* a Diffusers vae/ needs its config.json next to the weights */
+  CHECK_ERR(assets_vae_path(root, w, sizeof w, c, sizeof c, &err), WS_ENOTFOUND, err,
+            "config.json");
+  touch(root, "vae/config.json");
+  CHECK_OK(assets_vae_path(root, w, sizeof w, c, sizeof c, &err), err);
+  CHECK(strstr(w, "vae/diffusion_pytorch_model.safetensors") != NULL &&
+        strstr(c, "vae/config.json") != NULL);
   snprintf(root, sizeof root, "%s/empty", test_tmpdir());
   tiny_mkdirs(root, NULL);
   CHECK_ERR(assets_t5_path(root, w, sizeof w, c, sizeof c, &err), WS_ENOTFOUND, err,

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The Wan2.1 VAE from a Diffusers-layout checkpoint (AutoencoderKLWan key names and config):
+# each golden vae_* case is copied with its weights renamed as diffusers' convert_vae names them
+# (restated here in Python from spec §6.1.2/§7.3, independently of models/vae_names.c) and a
+# Diffusers config.json; `wanctl check-golden` must pass it with the same rel-L2 as the release
+# layout (same tensors, so the same bits). Also a Diffusers folder missing one weight names it.
+set -u
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root" || exit 1
+BUILD=${BUILD:-build}
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+py=/usr/bin/python3
+[ -x "$py" ] || py=python3
+convert() { # CASE_DIR OUT_DIR [DROP_KEY]
+  "$py" - "$1" "$2" "${3:-}" <<'PY'
+import json, os, re, shutil, struct, sys
+src, dst, drop = sys.argv[1], sys.argv[2], sys.argv[3]
+shutil.copytree(src, dst, ignore=shutil.ignore_patterns("model"))
+os.makedirs(dst + "/model")
+cfg = json.load(open(src + "/model/config.json"))
+r = cfg["num_res_blocks"]
+def res(s):  # inside one residual block
+    for a, b in (("residual.0.", "norm1."), ("residual.2.", "conv1."), ("residual.3.", "norm2."),
+                 ("residual.6.", "conv2."), ("shortcut.", "conv_shortcut.")):
+        if s.startswith(a):
+            return b + s[len(a):]
+    return s
+def rename(k):
+    if k.startswith("conv1."): return "quant_conv." + k[6:]
+    if k.startswith("conv2."): return "post_quant_conv." + k[6:]
+    coder, rest = k.split(".", 1)
+    if rest.startswith("conv1."): return coder + ".conv_in." + rest[6:]
+    if rest.startswith("head.0."): return coder + ".norm_out." + rest[7:]
+    if rest.startswith("head.2."): return coder + ".conv_out." + rest[7:]
+    m = re.match(r"middle\.(\d+)\.(.*)", rest)
+    if m:
+        i, t = int(m.group(1)), m.group(2)
+        return coder + (".mid_block.attentions.0." + t if i == 1 else ".mid_block.resnets.%d.%s" % (i // 2, res(t)))
+    m = re.match(r"downsamples\.(\d+)\.(.*)", rest)
+    if m: return coder + ".down_blocks.%s.%s" % (m.group(1), res(m.group(2)))
+    m = re.match(r"upsamples\.(\d+)\.(.*)", rest)
+    if m:
+        i, t = int(m.group(1)), m.group(2)
+        stage, j = divmod(i, r + 2)
+        if j <= r: return coder + ".up_blocks.%d.resnets.%d.%s" % (stage, j, res(t))
+        return coder + ".up_blocks.%d.upsamplers.0.%s" % (stage, t)
+    return k
+w = [f for f in os.listdir(src + "/model") if f.endswith(".safetensors")][0]
+raw = open(src + "/model/" + w, "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+hdr = json.loads(raw[8:8 + n])
+new = {}
+for k, v in hdr.items():
+    if k == "__metadata__" or rename(k) == drop: continue
+    new[rename(k)] = v
+h = json.dumps(new).encode()
+h += b" " * ((8 - len(h) % 8) % 8)
+open(dst + "/model/diffusion_pytorch_model.safetensors", "wb").write(struct.pack("<Q", len(h)) + h + raw[8 + n:])
+dc = {"_class_name": "AutoencoderKLWan", "base_dim": cfg["dim"], "z_dim": cfg["z_dim"],
+      "dim_mult": cfg["dim_mult"], "num_res_blocks": r, "attn_scales": cfg["attn_scales"],
+      "temperal_downsample": cfg["temperal_downsample"], "dropout": 0.0,
+      "latents_mean": cfg["latents_mean"], "latents_std": cfg["latents_std"]}
+json.dump(dc, open(dst + "/model/config.json", "w"))
+PY
+}
+for c in tests/golden/vae_*; do
+  case $c in *_pth) continue ;; esac
+  name=$(basename "$c")
+  convert "$c" "$T/$name"
+  want=$("$BUILD/bin/wanctl" check-golden "$c" | head -n 1 | awk '{print $3}')
+  got=$("$BUILD/bin/wanctl" check-golden "$T/$name" 2>&1 | head -n 1)
+  if echo "$got" | grep -q " PASS$" && [ "$(echo "$got" | awk '{print $3}')" = "$want" ]; then
+    echo "PASS diffusers_vae_$name"
+  else
+    echo "FAIL diffusers_vae_$name: $got (release layout rel_l2 $want)"
+  fi
+done
+convert tests/golden/vae_decode_tiny "$T/missing" decoder.conv_out.bias
+if "$BUILD/bin/wanctl" check-golden "$T/missing" 2>&1 | grep -q "decoder.conv_out.bias"; then
+  echo "PASS diffusers_vae_missing_key_named"
+else
+  echo "FAIL diffusers_vae_missing_key_named"
+fi
