@@ -10,39 +10,6 @@
 #include "models/t5.h"
 #include "tests/testlib.h"
 
-static cJSON *read_json(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  static char buf[1 << 20];
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = 0;
-  return cJSON_Parse(buf);
-}
-
-/* Calls fn(case_dir, case_json) for every golden case of `kind`; returns the count. */
-static int for_each_case(const char *kind, void (*fn)(const char *, const cJSON *)) {
-  DIR *d = opendir(test_golden_root());
-  if (!d) return 0;
-  int n = 0;
-  struct dirent *de;
-  while ((de = readdir(d))) {
-    char dir[1024], p[1100];
-    snprintf(dir, sizeof dir, "%s/%s", test_golden_root(), de->d_name);
-    snprintf(p, sizeof p, "%s/case.json", dir);
-    cJSON *j = read_json(p);
-    if (!j) continue;
-    const cJSON *k = cJSON_GetObjectItemCaseSensitive(j, "kind");
-    if (cJSON_IsString(k) && !strcmp(k->valuestring, kind)) {
-      fn(dir, j);
-      n++;
-    }
-    cJSON_Delete(j);
-  }
-  closedir(d);
-  return n;
-}
-
 static ws_backend *g_be;
 
 static double rel_l2(const float *a, const float *b, size_t n) {
@@ -151,7 +118,7 @@ done:
 }
 
 static void test_golden_t5(void) {
-  int n = for_each_case("t5_encoder", run_case);
+  int n = test_for_each_case("t5_encoder", run_case);
   fprintf(stderr, "  %d t5_encoder cases\n", n);
   CHECK(n > 0);
 }
@@ -162,7 +129,7 @@ static void find_model(const char *dir, const cJSON *cj) {
 }
 
 static void test_bad_input(void) {
-  for_each_case("t5_encoder", find_model);
+  test_for_each_case("t5_encoder", find_model);
   if (!g_model[0]) {
     CHECK(0);
     return;

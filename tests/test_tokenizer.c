@@ -11,38 +11,6 @@
 #include "models/tokenizer.h"
 #include "tests/testlib.h"
 
-static cJSON *read_json(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  static char buf[1 << 20];
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = 0;
-  return cJSON_Parse(buf);
-}
-
-static int for_each_case(const char *kind, void (*fn)(const char *, const cJSON *)) {
-  DIR *d = opendir(test_golden_root());
-  if (!d) return 0;
-  int n = 0;
-  struct dirent *de;
-  while ((de = readdir(d))) {
-    char dir[1024], p[1100];
-    snprintf(dir, sizeof dir, "%s/%s", test_golden_root(), de->d_name);
-    snprintf(p, sizeof p, "%s/case.json", dir);
-    cJSON *j = read_json(p);
-    if (!j) continue;
-    const cJSON *k = cJSON_GetObjectItemCaseSensitive(j, "kind");
-    if (cJSON_IsString(k) && !strcmp(k->valuestring, kind)) {
-      fn(dir, j);
-      n++;
-    }
-    cJSON_Delete(j);
-  }
-  closedir(d);
-  return n;
-}
-
 static void check_cleaning(const char *dir, const cJSON *cj) {
   const cJSON *params = cJSON_GetObjectItemCaseSensitive(cj, "params");
   const cJSON *pr = cJSON_GetObjectItemCaseSensitive(params, "prompts");
@@ -65,7 +33,9 @@ static void check_cleaning(const char *dir, const cJSON *cj) {
   printf("  %s: %d/%d prompts cleaned as expected\n", dir, ok, cJSON_GetArraySize(pr));
 }
 
-static void test_golden_cleaning(void) { CHECK(for_each_case("tokenizer", check_cleaning) > 0); }
+static void test_golden_cleaning(void) {
+  CHECK(test_for_each_case("tokenizer", check_cleaning) > 0);
+}
 
 static void check_ids(const char *dir, const cJSON *cj) {
   ws_err err = {0};
@@ -124,7 +94,7 @@ done:
   st_close(exp);
 }
 
-static void test_golden_ids(void) { CHECK(for_each_case("tokenizer", check_ids) > 0); }
+static void test_golden_ids(void) { CHECK(test_for_each_case("tokenizer", check_ids) > 0); }
 
 static char g_model[1024];
 static void find_model(const char *dir, const cJSON *cj) {
@@ -132,7 +102,7 @@ static void find_model(const char *dir, const cJSON *cj) {
 }
 
 static void test_empty_and_truncation(void) {
-  for_each_case("tokenizer", find_model);
+  test_for_each_case("tokenizer", find_model);
   ws_err err = {0};
   tok_model *tok = NULL;
   CHECK_OK(tok_load(g_model, &tok, &err), err);

@@ -79,6 +79,10 @@ int test_summary(void);
 /* The folder of golden cases the white-box tests read: $WS_GOLDEN_DIR, else ../shared/golden
  * when it exists (cases added there are tested at once), else the project's tests/golden. */
 const char *test_golden_root(void);
+/* Calls fn(case_dir, parsed case.json) for every case of `kind` under test_golden_root();
+ * returns how many there were. The JSON is freed after fn returns. */
+struct cJSON;
+int test_for_each_case(const char *kind, void (*fn)(const char *, const struct cJSON *));
 /* Directory for scratch files of this test binary (created on first use, under $BUILD/tmp). */
 const char *test_tmpdir(void);
 
