@@ -18,9 +18,21 @@ PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 NVCC := $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
 CUDA_SRCS := $(wildcard cuda/*.cu)
+# nvcc alone is not enough: some machines carry the compiler package without the toolkit's
+# libraries, and the link then fails. Resolve symlinks (nvcc may be /usr/bin/nvcc -> toolkit)
+# and require cudart_static and cuBLAS(Lt) beside it; otherwise build CPU-only and say why.
+CUDA_HOME := $(patsubst %/bin/nvcc,%,$(realpath $(NVCC)))
+CUDA_LIBDIR := $(firstword $(foreach d,$(CUDA_HOME)/lib64 $(CUDA_HOME)/lib \
+  $(CUDA_HOME)/targets/x86_64-linux/lib,$(if $(wildcard $(d)/libcudart_static.a),$(d))))
+CUDA_LIBS_OK := $(and $(CUDA_LIBDIR),$(wildcard $(CUDA_LIBDIR)/libcublas.so),\
+  $(wildcard $(CUDA_LIBDIR)/libcublasLt.so))
 ifneq ($(NVCC),)
   ifneq ($(CUDA_SRCS),)
-    HAVE_CUDA := 1
+    ifneq ($(CUDA_LIBS_OK),)
+      HAVE_CUDA := 1
+    else
+      CUDA_SKIP_WHY := nvcc at $(NVCC) but no cudart_static/cuBLAS/cuBLASLt libraries under $(CUDA_HOME)
+    endif
   endif
 endif
 ifdef NO_CUDA
@@ -39,7 +51,6 @@ LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_C) $(GEN_C)) \
   $(patsubst %.cc,$(BUILD)/obj/%.o,$(LIB_CXX))
 
 ifdef HAVE_CUDA
-  CUDA_HOME := $(patsubst %/bin/nvcc,%,$(NVCC))
   CFLAGS += -DWS_HAVE_CUDA
   # sm_90a machine code for Hopper plus compute_90 PTX; cuDNN is dlopen'ed at run time (only its
   # headers are needed here); cudart is linked statically so the binaries run on any driver
@@ -48,7 +59,7 @@ ifdef HAVE_CUDA
     -gencode=arch=compute_90,code=compute_90 -I. -Xcompiler -fPIC,-Wall \
     -Wno-deprecated-declarations -DWS_HAVE_CUDA -MMD -MP
   LIB_OBJ += $(patsubst %.cu,$(BUILD)/obj/%.o,$(CUDA_SRCS))
-  LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart_static -lcublas \
+  LDLIBS += -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcudart_static -lcublas \
     -lcublasLt -ldl -lrt
 endif
 
@@ -74,7 +85,7 @@ deps:
 	@bash deploy/install-deps.sh
 
 build: $(BINS) $(TEST_BINS) $(BENCH_BINS)
-	@echo "build: $(if $(HAVE_CUDA),CUDA backend compiled with $(NVCC),CUDA backend skipped (no nvcc or no cuda/ sources)) -> $(BUILD)/"
+	@echo "build: $(if $(HAVE_CUDA),CUDA backend compiled with $(NVCC),CUDA backend skipped ($(or $(CUDA_SKIP_WHY),no nvcc or no cuda/ sources))) -> $(BUILD)/"
 
 # quiet by default; `make V=1` prints full command lines
 Q := $(if $(V),,@)
