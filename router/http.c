@@ -25,6 +25,7 @@ struct http_gw {
   reg_watch *view;
   struct MHD_Daemon *d;
   size_t max_body;
+  char *tls_cert, *tls_key; /* owned PEM text; NULL = plain HTTP */
 };
 
 /* Per-request state (MHD's con_cls): the body, or the form fields of a multipart upload. */
@@ -37,43 +38,6 @@ typedef struct hreq {
 } hreq;
 
 /* ---------- flags ---------- */
-
-int http_flag(http_opts *o, int argc, char **argv, int i, ws_err *err) {
-  const char *f = argv[i];
-  if (strncmp(f, "--http-", 7)) return 0;
-  if (i + 1 >= argc) return ws_fail(err, WS_EINVAL, "%s needs a value", f);
-  const char *v = argv[i + 1];
-  struct {
-    const char *name;
-    char *dst;
-    size_t n;
-  } strs[] = {{"--http-listen", o->listen, sizeof o->listen},
-              {"--http-addr-file", o->addr_file, sizeof o->addr_file}};
-  for (size_t k = 0; k < sizeof strs / sizeof strs[0]; k++) {
-    if (strcmp(f, strs[k].name)) continue;
-    if (strlen(v) >= strs[k].n) return ws_fail(err, WS_EINVAL, "%s: value too long", f);
-    snprintf(strs[k].dst, strs[k].n, "%s", v);
-    return 2;
-  }
-  struct {
-    const char *name;
-    int *dst, lo, hi;
-  } ints[] = {{"--http-keep-s", &o->keep_s, 1, 30 * 86400},
-              {"--http-keep-mb", &o->keep_mb, 1, 1 << 20},
-              {"--http-max-jobs", &o->max_jobs, 1, 100000},
-              {"--http-max-body-mb", &o->max_body_mb, 1, 2047}};
-  for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++) {
-    if (strcmp(f, ints[k].name)) continue;
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (end == v || *end || x < ints[k].lo || x > ints[k].hi)
-      return ws_fail(err, WS_EINVAL, "%s: '%s' is not an integer in %d..%d", f, v, ints[k].lo,
-                     ints[k].hi);
-    *ints[k].dst = (int)x;
-    return 2;
-  }
-  return 0;
-}
 
 /* ---------- responses ---------- */
 
@@ -688,6 +652,27 @@ static int write_addr_file(const char *path, const char *addr, ws_err *err) {
   return WS_OK;
 }
 
+/* Frees what http_start allocated besides the daemon (which must be stopped or never started). */
+static void http_free(http_gw *g) {
+  jobs_free(g->js);
+  free(g->tls_cert);
+  if (g->tls_key) memset(g->tls_key, 0, strlen(g->tls_key)); /* no private key in freed memory */
+  free(g->tls_key);
+  free(g);
+}
+
+/* --http-tls-cert/--http-tls-key: both or neither; libmicrohttpd must have been built with TLS. */
+static int load_tls(http_gw *g, ws_err *err) {
+  if (!g->o.tls_cert[0] && !g->o.tls_key[0]) return WS_OK;
+  if (!g->o.tls_cert[0] || !g->o.tls_key[0])
+    return ws_fail(err, WS_EINVAL, "--http-tls-cert and --http-tls-key go together");
+  if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+    return ws_fail(err, WS_EUNSUPPORTED, "--http-tls-*: this libmicrohttpd has no TLS support");
+  int rc = rpc_read_pem(g->o.tls_cert, &g->tls_cert, err);
+  if (rc == 0) rc = rpc_read_pem(g->o.tls_key, &g->tls_key, err);
+  return rc;
+}
+
 int http_start(const http_opts *o, const char *router_addr, reg_watch *view, rpc_client *client,
                http_gw **out, ws_err *err) {
   *out = NULL;
@@ -726,17 +711,28 @@ int http_start(const http_opts *o, const char *router_addr, reg_watch *view, rpc
     free(g);
     return rc;
   }
+  if ((rc = load_tls(g, err)) < 0) {
+    freeaddrinfo(ai);
+    http_free(g);
+    return rc;
+  }
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_AUTO |
-                   MHD_USE_ERROR_LOG | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
+                   MHD_USE_ERROR_LOG | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0) |
+                   (g->tls_cert ? MHD_USE_TLS : 0);
+  struct MHD_OptionItem tls[] = {{MHD_OPTION_HTTPS_MEM_CERT, 0, g->tls_cert},
+                                 {MHD_OPTION_HTTPS_MEM_KEY, 0, g->tls_key},
+                                 {MHD_OPTION_END, 0, NULL}};
   g->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, g, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
                           g, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED,
                           request_done, g, MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
-                          MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_END);
+                          MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_ARRAY,
+                          g->tls_cert ? tls : tls + 2, MHD_OPTION_END);
   freeaddrinfo(ai);
   if (!g->d) {
-    jobs_free(g->js);
-    free(g);
-    return ws_fail(err, WS_EUNAVAIL, "--http-listen: cannot listen on %s (in use?)", o->listen);
+    http_free(g);
+    return ws_fail(err, WS_EUNAVAIL, "--http-listen: cannot listen on %s (in use?%s)", o->listen,
+                   o->tls_cert[0] ? " or the --http-tls-cert/--http-tls-key pair is not valid"
+                                  : "");
   }
   const union MHD_DaemonInfo *di = MHD_get_daemon_info(g->d, MHD_DAEMON_INFO_BIND_PORT);
   int bound = di ? di->port : 0;
@@ -748,7 +744,8 @@ int http_start(const http_opts *o, const char *router_addr, reg_watch *view, rpc
     http_stop(g);
     return rc;
   }
-  WS_INFO("http: video-jobs API and web page on http://%s/ (jobs via %s)", addr, router_addr);
+  WS_INFO("http: video-jobs API and web page on %s://%s/ (jobs via %s)",
+          g->tls_cert ? "https" : "http", addr, router_addr);
   *out = g;
   return WS_OK;
 }
@@ -757,7 +754,6 @@ void http_stop(http_gw *g) {
   if (!g) return;
   jobs_shutdown(g->js); /* SSE readers return, job threads cancel their streams */
   MHD_stop_daemon(g->d);
-  jobs_free(g->js);
   if (g->o.addr_file[0]) remove(g->o.addr_file);
-  free(g);
+  http_free(g);
 }

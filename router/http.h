@@ -35,7 +35,8 @@
  * Flags (parsed by http_flag, for svc_parse): --http-listen HOST:PORT (port 0 = any free one),
  * --http-addr-file PATH (HOST:PORT written once listening), --http-keep-s N (finished jobs kept,
  * default 3600), --http-keep-mb N (video budget, default 1024), --http-max-jobs N (default 64),
- * --http-max-body-mb N (default 32).
+ * --http-max-body-mb N (default 32), --http-tls-cert PEM --http-tls-key PEM (serve HTTPS: a
+ * bearer token must not cross the network in clear; both or neither).
  */
 #ifndef WS_ROUTER_HTTP_H
 #define WS_ROUTER_HTTP_H
@@ -47,6 +48,7 @@
 typedef struct http_opts {
   char listen[256]; /* "" = no gateway */
   char addr_file[2048];
+  char tls_cert[1024], tls_key[1024];         /* PEM paths; both "" = plain HTTP */
   int keep_s, keep_mb, max_jobs, max_body_mb; /* 0 = defaults */
 } http_opts;
 

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "router/http.h"
+
 /* One value being read: from JSON (jv) or from a form field (text, or bin for a file part). */
 typedef struct val {
   const char *name;
@@ -321,4 +323,45 @@ void job_params_free(job_params *p) {
   free(p->model);
   free(p->image);
   memset(p, 0, sizeof *p);
+}
+
+/* ---------- the gateway's command-line flags (router/http.h) ---------- */
+
+int http_flag(http_opts *o, int argc, char **argv, int i, ws_err *err) {
+  const char *f = argv[i];
+  if (strncmp(f, "--http-", 7)) return 0;
+  if (i + 1 >= argc) return ws_fail(err, WS_EINVAL, "%s needs a value", f);
+  const char *v = argv[i + 1];
+  struct {
+    const char *name;
+    char *dst;
+    size_t n;
+  } strs[] = {{"--http-listen", o->listen, sizeof o->listen},
+              {"--http-addr-file", o->addr_file, sizeof o->addr_file},
+              {"--http-tls-cert", o->tls_cert, sizeof o->tls_cert},
+              {"--http-tls-key", o->tls_key, sizeof o->tls_key}};
+  for (size_t k = 0; k < sizeof strs / sizeof strs[0]; k++) {
+    if (strcmp(f, strs[k].name)) continue;
+    if (strlen(v) >= strs[k].n) return ws_fail(err, WS_EINVAL, "%s: value too long", f);
+    snprintf(strs[k].dst, strs[k].n, "%s", v);
+    return 2;
+  }
+  struct {
+    const char *name;
+    int *dst, lo, hi;
+  } ints[] = {{"--http-keep-s", &o->keep_s, 1, 30 * 86400},
+              {"--http-keep-mb", &o->keep_mb, 1, 1 << 20},
+              {"--http-max-jobs", &o->max_jobs, 1, 100000},
+              {"--http-max-body-mb", &o->max_body_mb, 1, 2047}};
+  for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++) {
+    if (strcmp(f, ints[k].name)) continue;
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (end == v || *end || x < ints[k].lo || x > ints[k].hi)
+      return ws_fail(err, WS_EINVAL, "%s: '%s' is not an integer in %d..%d", f, v, ints[k].lo,
+                     ints[k].hi);
+    *ints[k].dst = (int)x;
+    return 2;
+  }
+  return 0;
 }

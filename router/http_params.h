@@ -12,6 +12,7 @@
  * silently), types and formats. Value ranges (sizes, frames 4n+1, step limits ...) are the
  * router's (models/genparams.h via Router.Generate), so both APIs answer with the same messages.
  * Every problem is WS_EINVAL naming the field.
+ * The .c also holds http_flag (router/http.h), the gateway's command-line flags.
  */
 #ifndef WS_ROUTER_HTTP_PARAMS_H
 #define WS_ROUTER_HTTP_PARAMS_H

@@ -4,7 +4,9 @@
 #   - generate over mTLS with the token works and equals `wanctl generate --local` bit for bit;
 #   - a client with a certificate from another CA, a client without a certificate and a
 #     plaintext client are refused; etcd refuses a TLS client without a certificate;
-#   - Generate without a token or with a wrong one is UNAUTHENTICATED; tokens never reach logs.
+#   - Generate without a token or with a wrong one is UNAUTHENTICATED; tokens never reach logs;
+#   - the HTTP gateway over HTTPS (--http-tls-*): a job with the token completes with the same
+#     latent as the gRPC call; no token is 401; plain HTTP and a client trusting another CA fail.
 # Processes are started here directly (not deploy/local-cluster) so every flag is visible.
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -63,9 +65,10 @@ start encoder "$bin/wan-encoder" "${S[@]}"
 start decoder "$bin/wan-decoder" "${S[@]}"
 start high "$bin/wan-expert" --role high "${S[@]}"
 start low "$bin/wan-expert" --role low "${S[@]}"
-start router "$bin/wan-router" --etcd "127.0.0.1:$cp" "${TLS[@]}" --auth-tokens "$T/tokens" --replica-wait-ms 20000
+start router "$bin/wan-router" --etcd "127.0.0.1:$cp" "${TLS[@]}" --auth-tokens "$T/tokens" --replica-wait-ms 20000 \
+  --http-listen 127.0.0.1:0 --http-addr-file "$T/http.addr" --http-tls-cert "$P/server.pem" --http-tls-key "$P/server.key"
 up=1
-for n in encoder decoder high low router; do
+for n in encoder decoder high low router http; do
   for _ in $(seq 600); do [ -s "$T/$n.addr" ] && break; sleep 0.1; done
   [ -s "$T/$n.addr" ] || { up=0; fail tls_cluster_up "$n did not start: $(tail -n 3 "$T/$n.log")"; }
 done
@@ -116,6 +119,37 @@ except grpc.FutureTimeoutError:
 PY
   then pass expert_refuses_python_client_without_cert; else fail expert_refuses_python_client_without_cert "$(tail -n 1 "$T/py.out")"; fi
 fi
+
+# --- the HTTP gateway over HTTPS, through the same mTLS'd router
+H="https://$(cat "$T/http.addr")"
+HC=(curl -sS --max-time 30 --cacert "$P/ca.pem")
+job=$("${HC[@]}" -X POST "$H/v1/videos" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+  -d '{"prompt": "tls fox", "size": "64x64", "frames": 5, "steps": 4, "seed": 11}' 2> "$T/https.err")
+id=$(printf '%s' "$job" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
+for _ in $(seq 600); do
+  [ -n "$id" ] || break
+  "${HC[@]}" -H "Authorization: Bearer $TOKEN" "$H/v1/videos/$id" 2>> "$T/https.err" | grep -qE '"status":"(completed|failed|cancelled)"' && break
+  sleep 0.1
+done
+"${HC[@]}" -o "$T/https.mp4" -H "Authorization: Bearer $TOKEN" "$H/v1/videos/$id/content" 2>> "$T/https.err"
+if [ -n "$id" ] && cmp -s "$T/https.mp4" "$T/a.mp4"; then pass https_gateway_job_equals_grpc
+else fail https_gateway_job_equals_grpc "job '$job' $(tail -n 1 "$T/https.err")"; fi
+code=$("${HC[@]}" -o /dev/null -w '%{http_code}' -X POST "$H/v1/videos" -d '{"prompt": "x"}' 2>&1)
+if [ "$code" = 401 ]; then pass https_gateway_no_token_401; else fail https_gateway_no_token_401 "got $code"; fi
+code=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' "http://$(cat "$T/http.addr")/healthz" 2> /dev/null)
+if [ "$code" = 200 ]; then fail https_gateway_refuses_plain_http "a plain HTTP request was answered"
+else pass https_gateway_refuses_plain_http; fi
+if curl -sS --max-time 10 --cacert "$P/rogue-ca.pem" -o /dev/null "$H/healthz" 2> "$T/https-rogue.err"; then
+  fail https_gateway_untrusted_by_other_ca "a client trusting another CA connected"
+else pass https_gateway_untrusted_by_other_ca; fi
+
+# half a TLS pair is a clear start-up error, not a plain-HTTP gateway
+if timeout 30 "$bin/wan-router" --etcd "127.0.0.1:$cp" "${TLS[@]}" --listen 127.0.0.1:0 \
+  --http-listen 127.0.0.1:0 --http-tls-cert "$P/server.pem" > "$T/half.out" 2>&1; then
+  fail https_gateway_half_pair_refused "the router started"
+elif grep -q -- "--http-tls-cert and --http-tls-key go together" "$T/half.out"; then
+  pass https_gateway_half_pair_refused
+else fail https_gateway_half_pair_refused "$(tail -n 1 "$T/half.out")"; fi
 
 for e in "$T"/mtls_*.err "$T"/plaintext*.err; do echo "  $(basename "$e"): $(tail -n 1 "$e" | cut -c1-150)"; done
 if grep -rqF -- "$TOKEN" "$T"/*.log "$T"/*.err; then fail token_not_in_logs
