@@ -51,6 +51,7 @@ struct rstats {
   replica_use reps[MAX_REPLICAS];
   int nreps;
   double last_flush;
+  etcd_keepalive *ka; /* the lease our keys live on; NULL until the first write */
   metric *m_rel, *m_shadow_steps, *m_role_s, *m_share, *m_util, *m_actions;
 };
 
@@ -286,6 +287,43 @@ static const char *decide(rstats *s, const shadow_series *x, char *why, size_t n
   return why;
 }
 
+static int64_t lease_ttl_s(const rstats *s) {
+  int64_t t = 3 * ((int64_t)s->o.interval_ms + 999) / 1000;
+  return t < 10 ? 10 : t;
+}
+
+/* etcd lost our lease (an outage past its TTL): every key on it is gone, so take a new one and
+ * have the next flush rewrite every series. 0 = try again after the keepalive's backoff. */
+static int64_t on_lease_lost(void *user, int64_t lost) {
+  rstats *s = user;
+  int64_t id = 0;
+  ws_err err = {0};
+  if (etcd_lease_grant(s->etcd, lease_ttl_s(s), &id, NULL, &err) < 0) {
+    WS_DEBUG("stats: lease %lld lost, new one not granted yet: %s", (long long)lost, err.msg);
+    return 0;
+  }
+  pthread_mutex_lock(&s->mu);
+  for (int i = 0; i < s->nsh; i++)
+    s->sh[i].dirty = 1;
+  pthread_mutex_unlock(&s->mu);
+  return id;
+}
+
+/* The router's reports live on a lease of their own, so a router that stops or dies takes them
+ * with it instead of leaving keys under a pid-derived id forever. 0 while etcd cannot grant. */
+static int64_t stats_lease(rstats *s) {
+  if (s->ka) return etcd_keepalive_lease(s->ka);
+  int64_t id = 0;
+  ws_err err = {0};
+  if (etcd_lease_grant(s->etcd, lease_ttl_s(s), &id, NULL, &err) < 0 ||
+      etcd_keepalive_start(s->etcd, id, lease_ttl_s(s), on_lease_lost, s, &s->ka, &err) < 0) {
+    WS_DEBUG("stats: no lease yet: %s", err.msg);
+    if (id > 0) etcd_lease_revoke(s->etcd, id, &err);
+    return 0;
+  }
+  return id;
+}
+
 static void flush(rstats *s) {
   double now = mono_ms();
   shadow_series copy[MAX_SERIES];
@@ -301,10 +339,11 @@ static void flush(rstats *s) {
   }
   pthread_mutex_unlock(&s->mu);
   ws_err err = {0};
-  if (usage && s->etcd) {
+  int64_t lease = s->etcd && (usage || nt) ? stats_lease(s) : 0;
+  if (usage && lease > 0) {
     char key[300];
     snprintf(key, sizeof key, RSTATS_ROUTER "%s", s->id);
-    if (etcd_put(s->etcd, key, usage, strlen(usage), 0, NULL, &err) < 0)
+    if (etcd_put(s->etcd, key, usage, strlen(usage), lease, NULL, &err) < 0)
       WS_DEBUG("stats: writing %s: %s", key, err.msg);
   }
   free(usage);
@@ -319,7 +358,8 @@ static void flush(rstats *s) {
     }
     char *js = shadow_json(s, x), key[400];
     snprintf(key, sizeof key, RSTATS_SHADOW "%s/%s/%s", x->role, x->canary, s->id);
-    if (js && s->etcd && etcd_put(s->etcd, key, js, strlen(js), 0, NULL, &err) < 0) {
+    if (js && s->etcd &&
+        (lease <= 0 || etcd_put(s->etcd, key, js, strlen(js), lease, NULL, &err) < 0)) {
       WS_DEBUG("stats: writing %s: %s", key, err.msg);
       pthread_mutex_lock(&s->mu);
       s->sh[todo[k]].dirty = 1; /* try again next time */
@@ -400,6 +440,13 @@ void rstats_free(rstats *s) {
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->th, NULL);
+  }
+  if (s->ka) { /* a graceful stop removes our reports at once */
+    int64_t lease = etcd_keepalive_lease(s->ka);
+    etcd_keepalive_stop(s->ka);
+    ws_err err = {0};
+    if (lease > 0 && etcd_lease_revoke(s->etcd, lease, &err) < 0)
+      WS_DEBUG("stats: revoking lease %lld: %s", (long long)lease, err.msg);
   }
   pthread_mutex_destroy(&s->mu);
   pthread_cond_destroy(&s->cv);

@@ -11,8 +11,10 @@
  * time), per replica the time it had at least one call of ours outstanding (utilisation = that
  * union of busy intervals / wall time, so a replica batching 4 of our calls counts once).
  *
- * A flusher thread writes both to etcd every interval_ms (unleased keys with an `updated` unix
- * time; readers ignore stale ones):
+ * A flusher thread writes both to etcd every interval_ms, with an `updated` unix time, on a lease
+ * of the router's own (TTL max(10 s, 3 intervals), kept alive, revoked on a graceful stop), so a
+ * stopped or dead router's reports leave etcd with it; a lost lease is replaced and every series
+ * rewritten:
  *   /wanserve/v1/shadow/<role>/<canary>/<router-id> = {"router","role","stable","canary",
  *       "count","errors","dropped","mean","p50","p99","max","zeros","lo":-8,"per_decade":8,
  *       "buckets":[...],"updated","decision"}

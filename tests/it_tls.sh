@@ -156,6 +156,13 @@ if grep -rqF -- "$TOKEN" "$T"/*.log "$T"/*.err; then fail token_not_in_logs
 else pass token_not_in_logs; fi
 if grep -rq "PRIVATE KEY" "$T"/*.log "$T"/*.err; then fail key_not_in_logs; else pass key_not_in_logs; fi
 
+# the router's reports are in etcd on a lease (so they leave with it)
+EC=(etcdctl --endpoints "https://127.0.0.1:$cp" --cacert "$P/ca.pem" --cert "$P/client.pem" --key "$P/client.key")
+for _ in $(seq 50); do "${EC[@]}" get --prefix /wanserve/v1/stats/router/ --keys-only 2>/dev/null | grep -q . && break; sleep 0.1; done
+if "${EC[@]}" get --prefix /wanserve/v1/stats/router/ -w json 2> "$T/ec.err" | grep -Eq '"lease":[1-9]'; then
+  pass router_stats_key_leased
+else fail router_stats_key_leased "$("${EC[@]}" get --prefix /wanserve/v1/stats/ -w json 2>&1 | cut -c1-200)"; fi
+
 # graceful stop of every service: exit status 0 and no sanitizer report (under `make asan`)
 svc_pids=("${pids[@]:1}")
 for p in "${svc_pids[@]}"; do kill -TERM "$p" 2> /dev/null; done
@@ -166,4 +173,7 @@ for p in "${svc_pids[@]}"; do
 done
 if grep -lE "ERROR: (AddressSanitizer|LeakSanitizer)|runtime error" "$T"/*.log > /dev/null 2>&1; then clean=0; fi
 if [ $clean -eq 1 ]; then pass tls_services_stop_cleanly; else fail tls_services_stop_cleanly "$(grep -lE 'Sanitizer|runtime error' "$T"/*.log)"; fi
+left=$("${EC[@]}" get --prefix /wanserve/v1/ --keys-only 2>&1 | grep -v '^$')
+if [ -z "$left" ]; then pass no_keys_left_after_graceful_stop
+else fail no_keys_left_after_graceful_stop "$(echo "$left" | head -n 3 | tr '\n' ' ')"; fi
 pids=("${pids[0]}")
