@@ -72,7 +72,8 @@ SERVICE_BINS := $(foreach d,$(SERVICE_DIRS),$(if $(wildcard $(d)/*.c),$(call svc
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
 TEST_COMMON := $(filter-out $(TEST_SRCS),$(wildcard tests/*.c))
-BENCH_SRCS := $(wildcard bench/*.c)
+BENCH_COMMON := bench/benchlib.c
+BENCH_SRCS := $(filter-out $(BENCH_COMMON),$(wildcard bench/*.c))
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 BINS := $(BUILD)/bin/wanctl $(SERVICE_BINS)
 
@@ -126,7 +127,7 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_
 	$(if $(Q),@echo "  LD    $@")
 	$(Q)$(CC) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(patsubst %.c,$(BUILD)/obj/%.o,$(BENCH_COMMON)) $(LIB)
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  LD    $@")
 	$(Q)$(CC) -o $@ $^ $(LDLIBS)

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/benchlib.h"
 #include "core/rng.h"
 #include "rpc/client.h"
 #include "rpc/codec.h"
@@ -31,12 +32,6 @@ typedef struct client {
   rpc_client *cli;
   char err[512];
 } client;
-
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 static int call(client *c, int with_ctx, ws_err *err) {
   Wanserve__V1__DenoiseRequest req = WANSERVE__V1__DENOISE_REQUEST__INIT;
@@ -71,9 +66,9 @@ static void *run(void *arg) {
   if (c->rc == 0) c->rc = call(c, 0, &err);
   pthread_barrier_wait(&g_start);
   for (int i = 0; c->rc == 0 && i < c->calls; i++) {
-    double t0 = now_ms();
+    double t0 = (1e3 * bench_now());
     c->rc = call(c, 0, &err);
-    c->lat_ms += now_ms() - t0;
+    c->lat_ms += (1e3 * bench_now()) - t0;
   }
   if (c->rc) snprintf(c->err, sizeof c->err, "%s", err.msg);
   return NULL;
@@ -119,10 +114,10 @@ int main(int argc, char **argv) {
     pthread_create(&th[i], NULL, run, c);
   }
   pthread_barrier_wait(&g_start);
-  double t0 = now_ms();
+  double t0 = (1e3 * bench_now());
   for (int i = 0; i < n; i++)
     pthread_join(th[i], NULL);
-  double wall = now_ms() - t0, lat = 0;
+  double wall = (1e3 * bench_now()) - t0, lat = 0;
   int total = 0, rc = 0;
   for (int i = 0; i < n; i++) {
     if (cs[i].rc) {

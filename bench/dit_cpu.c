@@ -7,25 +7,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/benchlib.h"
 #include "core/backend_prof.h"
 #include "core/rng.h"
 #include "models/dit.h"
 #include "models/dit_random.h"
 #include "models/tiny.h"
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* FLOPs of one forward per spec §8.2 (linear + attention cores + text K/V), batch B. */
-static double flops(const dit_config *c, int text_dim, int64_t L, int B) {
-  double D = c->dim, F = c->ffn_dim, T = c->text_len;
-  double per_layer =
-      2.0 * L * (12 * D * D + 2 * D * F) + 4.0 * L * L * D + 4.0 * L * T * D + 2.0 * T * 2 * D * D;
-  return B * (c->num_layers * per_layer + 2.0 * T * (text_dim * D + D * D));
-}
 
 static int run(const char *name, const dit_config *c, int text_dim, int F, int H, int W, int reps) {
   ws_err err = {0};
@@ -57,10 +44,10 @@ static int run(const char *name, const dit_config *c, int text_dim, int F, int H
                    .ctx_dim = text_dim};
   int rc = dit_forward(m, &in, out, &err); /* warm-up: workspace, RoPE tables */
   ws_backend_prof_reset(prof);
-  double t0 = now();
+  double t0 = bench_now();
   for (int i = 0; rc == 0 && i < reps; i++)
     rc = dit_forward(m, &in, out, &err);
-  double dt = (now() - t0) / reps;
+  double dt = (bench_now() - t0) / reps;
   if (rc < 0) {
     fprintf(stderr, "%s: %s\n", name, err.msg);
     return 1;
@@ -68,7 +55,7 @@ static int run(const char *name, const dit_config *c, int text_dim, int F, int H
   int64_t L = (int64_t)F * (H / 2) * (W / 2);
   double total = ws_backend_prof_seconds(prof, NULL);
   printf("| %s | %d | %d | %lld | %d | %.3f s | %.1f | %.0f%% | %.0f%% |\n", name, c->dim,
-         c->num_layers, (long long)L, B, dt, flops(c, text_dim, L, B) / dt * 1e-9,
+         c->num_layers, (long long)L, B, dt, bench_dit_flops(c, text_dim, B, L) / dt * 1e-9,
          100.0 * ws_backend_prof_seconds(prof, "linear") / total,
          100.0 * ws_backend_prof_seconds(prof, "attention") / total);
   fflush(stdout);

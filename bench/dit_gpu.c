@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/benchlib.h"
 #include "core/backend.h"
 #include "core/backend_prof.h"
 #include "core/rng.h"
@@ -28,27 +29,6 @@
 #ifdef WS_HAVE_CUDA
 #include "cuda/backend_cuda.h"
 #endif
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-/* Model FLOPs of one forward (spec §8.2), batch B, L tokens. */
-static double model_flops(const dit_config *c, int text_dim, int64_t B, int64_t L) {
-  double D = c->dim, F = c->ffn_dim, T = c->text_len, layers = c->num_layers;
-  double lin_f = (double)L * (8 * D * D + 4 * D * D + 4 * D * F);
-  double txt = 2 * T * 2 * D * D;
-  double self = 4.0 * L * L * D, cross = 4.0 * L * T * D;
-  (void)text_dim;
-  return B * layers * (lin_f + txt + self + cross);
-}
 
 int main(int argc, char **argv) {
 #ifndef WS_HAVE_CUDA
@@ -101,19 +81,10 @@ int main(int argc, char **argv) {
   printf("cuBLASLt bf16 GEMM 8192^3: %.1f TFLOP/s (median of 10)\n", peak);
   fflush(stdout);
 
-  dit_config cfg = {.model_type = "t2v",
-                    .dim = 5120,
-                    .ffn_dim = 13824,
-                    .freq_dim = 256,
-                    .in_dim = 16,
-                    .out_dim = 16,
-                    .num_heads = 40,
-                    .num_layers = layers,
-                    .text_len = 512,
-                    .eps = 1e-6};
-  int text_dim = 4096;
+  dit_config cfg = bench_a14b_config(layers);
+  int text_dim = BENCH_A14B_TEXT_DIM;
   dit_model *m = NULL;
-  double t0 = now();
+  double t0 = bench_now();
   if (dit_init_random(&cfg, text_dim, 42, be, &m, &err) < 0) {
     fprintf(stderr, "dit_init_random: %s\n", err.msg);
     return 1;
@@ -121,7 +92,7 @@ int main(int argc, char **argv) {
   ws_cuda_mem_stats ms;
   ws_cuda_mem_stats_get(be, &ms, &err);
   printf("model: %d layers, weights %.2f GiB on the device, built in %.1f s\n", layers,
-         ms.backend_bytes / 1073741824.0, now() - t0);
+         ms.backend_bytes / 1073741824.0, bench_now() - t0);
   fflush(stdout);
   if (profile && ws_backend_prof_wrap(be, &prof, &err) < 0) {
     fprintf(stderr, "%s\n", err.msg);
@@ -178,12 +149,12 @@ int main(int argc, char **argv) {
       int nt = reps < 16 ? reps : 16;
       printf("%dp B=%d (L=%lld): warm-up...\n", res, B, (long long)L);
       fflush(stdout);
-      double tw = now();
+      double tw = bench_now();
       if ((rc = dit_forward(m, &in, out, &err)) < 0) {
         fprintf(stderr, "forward: %s\n", err.msg);
         break;
       }
-      printf("  warm-up %.3f s\n", now() - tw);
+      printf("  warm-up %.3f s\n", bench_now() - tw);
       double asum = 0;
       int nonfinite = 0;
       for (int64_t i = 0; i < B * 16 * plane; i++) {
@@ -192,9 +163,9 @@ int main(int argc, char **argv) {
       }
       printf("  output mean |v| %.4f, non-finite %d\n", asum / (double)(B * 16 * plane), nonfinite);
       for (int r = 0; r < nt && !rc; r++) {
-        double a = now();
+        double a = bench_now();
         rc = dit_forward(m, &in, out, &err);
-        times[r] = now() - a;
+        times[r] = bench_now() - a;
         printf("  forward %d: %.3f s\n", r, times[r]);
         fflush(stdout);
       }
@@ -202,10 +173,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "forward: %s\n", err.msg);
         break;
       }
-      qsort(times, (size_t)nt, sizeof(double), cmp_d);
-      double med = times[nt / 2];
-      if (nt % 2 == 0) med = 0.5 * (times[nt / 2 - 1] + times[nt / 2]);
-      double fl = model_flops(&cfg, text_dim, B, L);
+      double med = bench_median(times, nt);
+      double fl = bench_dit_flops(&cfg, 0, B, L);
       ws_cuda_mem_stats_get(be, &ms, &err);
       printf("RESULT %dp B=%d L=%lld: %.3f s/forward, %.1f TFLOP/s (%.3e FLOP), backend peak "
              "%.2f GiB (allocs %.2f + internal), device used %.2f GiB\n",
@@ -216,9 +185,9 @@ int main(int argc, char **argv) {
         ws_backend_prof_reset(prof);
         ws_backend *raw = m->be;
         m->be = prof;
-        double a = now();
+        double a = bench_now();
         rc = dit_forward(m, &in, out, &err);
-        double tp = now() - a;
+        double tp = bench_now() - a;
         m->be = raw;
         if (rc < 0) {
           fprintf(stderr, "profiled forward: %s\n", err.msg);

@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/benchlib.h"
 #include "core/backend.h"
 #include "core/comm.h"
 #include "core/rng.h"
@@ -33,22 +34,6 @@
 #include "cuda/backend_cuda.h"
 #endif
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static double median(double *t, int n) {
-  qsort(t, (size_t)n, sizeof(double), cmp_d);
-  return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
-}
-
 static double rel_l2(const float *a, const float *ref, int64_t n) {
   double num = 0, den = 0;
   for (int64_t i = 0; i < n; i++) {
@@ -57,13 +42,6 @@ static double rel_l2(const float *a, const float *ref, int64_t n) {
     den += (double)ref[i] * ref[i];
   }
   return sqrt(num / (den > 0 ? den : 1));
-}
-
-/* Model FLOPs of one forward (spec §8.2), as bench/dit_gpu.c. */
-static double model_flops(const dit_config *c, int64_t B, int64_t L) {
-  double D = c->dim, F = c->ffn_dim, T = c->text_len, layers = c->num_layers;
-  double lin_f = (double)L * (8 * D * D + 4 * D * D + 4 * D * F);
-  return B * layers * (lin_f + 2 * T * 2 * D * D + 4.0 * L * L * D + 4.0 * L * T * D);
 }
 
 /* ---- a communicator decorator that kills the process in its N-th all-to-all ---- */
@@ -211,18 +189,18 @@ int main(int argc, char **argv) {
     if (!f || fwrite(id, 1, sizeof id, f) != sizeof id || fclose(f) != 0 || rename(tmp, id_file))
       DIE("cannot write %s", id_file);
   } else {
-    double t0 = now();
+    double t0 = bench_now();
     FILE *f = NULL;
-    while (!(f = fopen(id_file, "rb")) && now() - t0 < 60)
+    while (!(f = fopen(id_file, "rb")) && bench_now() - t0 < 60)
       usleep(50000);
     if (!f || fread(id, 1, sizeof id, f) != sizeof id) DIE("no id in %s within 60 s", id_file);
     fclose(f);
   }
   comm *c = NULL;
-  double tj = now();
+  double tj = bench_now();
   if (comm_nccl_create(be, world, rank, id, timeout_ms, &c, &err) < 0)
-    DIE("join failed after %.1f s: %s", now() - tj, err.msg);
-  printf("rank %d: joined in %.2f s\n", rank, now() - tj);
+    DIE("join failed after %.1f s: %s", bench_now() - tj, err.msg);
+  printf("rank %d: joined in %.2f s\n", rank, bench_now() - tj);
   fflush(stdout);
   dying dw = {0};
   comm *use = c;
@@ -278,63 +256,56 @@ int main(int argc, char **argv) {
 
   /* ---- 2. A14B shapes ---- */
   if (!skip_bench && !rc) {
-    dit_config cfg = {.model_type = "t2v",
-                      .dim = 5120,
-                      .ffn_dim = 13824,
-                      .freq_dim = 256,
-                      .in_dim = 16,
-                      .out_dim = 16,
-                      .num_heads = 40,
-                      .num_layers = layers,
-                      .text_len = 512,
-                      .eps = 1e-6};
+    dit_config cfg = bench_a14b_config(layers);
     int F = 21, H = res == 720 ? 90 : 60, W = res == 720 ? 160 : 104;
     int64_t L = (int64_t)F * (H / 2) * (W / 2);
     dit_model *m = NULL;
     dit_sp *sp = NULL;
     inputs p = {0};
-    double t0 = now();
-    if (dit_init_random(&cfg, 4096, 42, be, &m, &err) < 0) DIE("A14B model: %s", err.msg);
-    printf("rank %d: A14B random model, %d layers, built in %.1f s\n", rank, layers, now() - t0);
-    if (inputs_make(&p, B, F, H, W, 4096, 77) < 0) DIE("out of host memory");
+    double t0 = bench_now();
+    if (dit_init_random(&cfg, BENCH_A14B_TEXT_DIM, 42, be, &m, &err) < 0)
+      DIE("A14B model: %s", err.msg);
+    printf("rank %d: A14B random model, %d layers, built in %.1f s\n", rank, layers,
+           bench_now() - t0);
+    if (inputs_make(&p, B, F, H, W, BENCH_A14B_TEXT_DIM, 77) < 0) DIE("out of host memory");
     float *ref = malloc(sizeof(float) * (size_t)p.n_out),
           *out = malloc(sizeof(float) * (size_t)p.n_out);
     double t1 = 0, tn = 0, tw[16];
     if (rank == 0) {
-      t0 = now();
+      t0 = bench_now();
       if (dit_forward(m, &p.in, ref, &err) < 0) DIE("one-GPU forward: %s", err.msg);
-      printf("rank 0: one-GPU warm-up %.3f s\n", now() - t0);
+      printf("rank 0: one-GPU warm-up %.3f s\n", bench_now() - t0);
       for (int r = 0; r < reps; r++) {
-        t0 = now();
+        t0 = bench_now();
         if (dit_forward(m, &p.in, ref, &err) < 0) DIE("one-GPU forward: %s", err.msg);
-        tw[r] = now() - t0;
+        tw[r] = bench_now() - t0;
         printf("rank 0: one-GPU forward %d: %.3f s\n", r, tw[r]);
         fflush(stdout);
       }
-      t1 = median(tw, reps);
+      t1 = bench_median(tw, reps);
     }
     if (c->barrier(c, &err) < 0) DIE("barrier: %s", err.msg);
     if (dit_sp_create(m, use, &sp, &err) < 0) DIE("%s", err.msg);
-    t0 = now();
+    t0 = bench_now();
     if (dit_sp_forward(sp, &p.in, out, &err) < 0) DIE("sharded forward: %s", err.msg);
-    printf("rank %d: sharded warm-up %.3f s\n", rank, now() - t0);
+    printf("rank %d: sharded warm-up %.3f s\n", rank, bench_now() - t0);
     for (int r = 0; r < reps; r++) {
       if (c->barrier(c, &err) < 0) DIE("barrier: %s", err.msg);
-      t0 = now();
+      t0 = bench_now();
       if (dit_sp_forward(sp, &p.in, out, &err) < 0) DIE("sharded forward: %s", err.msg);
-      tw[r] = now() - t0;
+      tw[r] = bench_now() - t0;
       printf("rank %d: sharded forward %d: %.3f s\n", rank, r, tw[r]);
       fflush(stdout);
     }
-    tn = median(tw, reps);
+    tn = bench_median(tw, reps);
     double e = rank == 0 ? rel_l2(out, ref, p.n_out) : 0;
     /* all-to-all share: one forward with a sync around every all-to-all */
     if (c->barrier(c, &err) < 0) DIE("barrier: %s", err.msg);
     dit_sp_set_timing(sp, 1);
     dit_sp_reset_stats(sp);
-    t0 = now();
+    t0 = bench_now();
     if (dit_sp_forward(sp, &p.in, NULL, &err) < 0) DIE("timed forward: %s", err.msg);
-    double tt = now() - t0, ta = dit_sp_comm_seconds(sp);
+    double tt = bench_now() - t0, ta = dit_sp_comm_seconds(sp);
     /* all-to-all alone on q-sized buffers */
     int64_t S = (L + world - 1) / world, I = 5120 / world;
     float *a = NULL, *bb = NULL;
@@ -347,16 +318,16 @@ int main(int argc, char **argv) {
     for (int r = 0; r < 22; r++) {
       if (r == 2) {
         if (c->sync(c, &err) < 0) DIE("%s", err.msg);
-        t0 = now();
+        t0 = bench_now();
       }
       if (c->all_to_all(c, a, shard, bb, full, &err) < 0) DIE("a2a: %s", err.msg);
     }
     if (c->sync(c, &err) < 0) DIE("%s", err.msg);
-    ta1 = (now() - t0) / 20;
+    ta1 = (bench_now() - t0) / 20;
     /* bytes each rank sends to others: (P-1)/P of its shard */
     bw = world > 1 ? (double)(world - 1) / world * B * S * 5120 * 4 / ta1 / 1e9 : 0;
     if (rank == 0) {
-      double fl = model_flops(&cfg, B, L);
+      double fl = bench_dit_flops(&cfg, 0, B, L);
       printf("RESULT %dp B=%d L=%lld layers=%d: 1 GPU %.3f s (%.0f TFLOP/s), %d GPUs %.3f s "
              "(%.0f TFLOP/s total), speed-up %.2fx, rel-L2 vs 1 GPU %.3e\n",
              res, B, (long long)L, layers, t1, fl / t1 / 1e12, world, tn, fl / tn / 1e12, t1 / tn,

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/benchlib.h"
 #include "core/rng.h"
 #include "models/dit_random.h"
 #include "models/sampler.h"
@@ -41,12 +42,6 @@ typedef struct worker {
   int rc;
   ws_err err;
 } worker;
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* Next ready request for this worker's role (FIFO by request index), or -1. mu held. */
 static int pick(sched *s, int role) {
@@ -104,14 +99,14 @@ static double run(worker *ws, int nw, int nreq) {
   s.r = calloc((size_t)nreq, sizeof *s.r);
   make_requests(s.r, nreq);
   pthread_t th[2];
-  double t0 = now();
+  double t0 = bench_now();
   for (int i = 0; i < nw; i++) {
     ws[i].s = &s;
     pthread_create(&th[i], NULL, work, &ws[i]);
   }
   for (int i = 0; i < nw; i++)
     pthread_join(th[i], NULL);
-  double dt = now() - t0;
+  double dt = bench_now() - t0;
   free(s.r);
   return dt;
 }
@@ -124,16 +119,7 @@ int main(int argc, char **argv) {
   int layers = argc > 1 ? atoi(argv[1]) : 4, nreq = argc > 2 ? atoi(argv[2]) : 4;
   int F = argc > 5 ? atoi(argv[3]) : 21, H = argc > 5 ? atoi(argv[4]) : 60,
       W = argc > 5 ? atoi(argv[5]) : 104;
-  dit_config c = {.model_type = "t2v",
-                  .dim = 5120,
-                  .ffn_dim = 13824,
-                  .freq_dim = 256,
-                  .in_dim = 16,
-                  .out_dim = 16,
-                  .num_heads = 40,
-                  .num_layers = layers,
-                  .text_len = 512,
-                  .eps = 1e-6};
+  dit_config c = bench_a14b_config(layers);
   ws_err err = {0};
   ws_backend *be[2] = {0};
   for (int d = 0; d < 2; d++)
@@ -143,9 +129,10 @@ int main(int argc, char **argv) {
     }
   /* inputs shared by every step (values do not change the cost) */
   int64_t n = 2LL * 16 * F * H * W;
-  float *x = malloc(sizeof(float) * (size_t)n), *ctx = malloc(sizeof(float) * 128 * 4096);
+  float *x = malloc(sizeof(float) * (size_t)n),
+        *ctx = malloc(sizeof(float) * 128 * BENCH_A14B_TEXT_DIM);
   ws_rng_normal(1, 0, n, x);
-  ws_rng_normal(2, 0, 128 * 4096, ctx);
+  ws_rng_normal(2, 0, 128 * BENCH_A14B_TEXT_DIM, ctx);
   static float ts[2] = {900, 900};
   static const float *ctxs[2];
   static int lens[2] = {128, 128};
@@ -159,7 +146,7 @@ int main(int argc, char **argv) {
                    .timesteps = ts,
                    .contexts = ctxs,
                    .ctx_len = lens,
-                   .ctx_dim = 4096};
+                   .ctx_dim = BENCH_A14B_TEXT_DIM};
   worker w[2];
   memset(w, 0, sizeof w);
   /* single: GPU 0 holds both experts */
@@ -167,8 +154,8 @@ int main(int argc, char **argv) {
   w[0].be = be[0];
   w[0].in = in;
   w[0].out = malloc(sizeof(float) * (size_t)n);
-  if (dit_init_random(&c, 4096, 11, be[0], &w[0].m[1], &err) < 0 ||
-      dit_init_random(&c, 4096, 12, be[0], &w[0].m[0], &err) < 0) {
+  if (dit_init_random(&c, BENCH_A14B_TEXT_DIM, 11, be[0], &w[0].m[1], &err) < 0 ||
+      dit_init_random(&c, BENCH_A14B_TEXT_DIM, 12, be[0], &w[0].m[0], &err) < 0) {
     fprintf(stderr, "pools_gpu: %s\n", err.msg);
     return 1;
   }
@@ -186,7 +173,7 @@ int main(int argc, char **argv) {
   w[1].be = be[1];
   w[1].in = in;
   w[1].out = malloc(sizeof(float) * (size_t)n);
-  if (dit_init_random(&c, 4096, 12, be[1], &w[1].m[0], &err) < 0) {
+  if (dit_init_random(&c, BENCH_A14B_TEXT_DIM, 12, be[1], &w[1].m[0], &err) < 0) {
     fprintf(stderr, "pools_gpu: %s\n", err.msg);
     return 1;
   }

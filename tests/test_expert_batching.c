@@ -21,15 +21,12 @@
  * in-process comparison (a CPU model) is skipped.
  */
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <grpc/status.h>
 #include <netinet/in.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -42,61 +39,21 @@
 #include "rpc/client.h"
 #include "rpc/codec.h"
 #include "tests/testlib.h"
+#include "tests/testproc.h"
 #include "wanserve/v1/expert.pb-c.h"
 
 /* ------------------------------------------------------------------ child processes */
 
-typedef struct proc {
-  pid_t pid;
-  char addr[128], maddr[128], addr_file[700], log[700];
-} proc;
-
-static volatile pid_t g_pids[2];
-static proc g_ref, g_bat;
+static test_proc g_ref, g_bat;
 static char g_model[600];
 static rpc_client *g_cli;
 static const char *g_backend = "cpu";
 
-static void kill_children(void) {
-  for (int i = 0; i < 2; i++)
-    if (g_pids[i] > 0) {
-      kill(g_pids[i], SIGKILL);
-      waitpid(g_pids[i], NULL, 0);
-      g_pids[i] = 0;
-    }
-}
-
-static void on_fatal(int sig) {
-  for (int i = 0; i < 2; i++)
-    if (g_pids[i] > 0) kill(g_pids[i], SIGKILL);
-  if (sig == SIGALRM) {
-    static const char m[] = "FAIL watchdog: test_expert_batching took too long\n";
-    ssize_t w = write(1, m, sizeof m - 1);
-    (void)w;
-    _exit(1);
-  }
-  signal(sig, SIG_DFL);
-  raise(sig);
-}
-
-static int read_line(const char *path, char *out, size_t n) {
-  FILE *f = fopen(path, "r");
-  if (!f) return 0;
-  int ok = fgets(out, (int)n, f) != NULL;
-  fclose(f);
-  out[strcspn(out, "\r\n")] = 0;
-  return ok && out[0];
-}
-
-/* Starts wan-expert --role high with the extra flags; waits for its address file(s) (60 s). */
-static int start_expert(const char *name, int slot, proc *p, const char *const *extra) {
-  memset(p, 0, sizeof *p);
-  snprintf(p->addr_file, sizeof p->addr_file, "%s/%s.addr", test_tmpdir(), name);
-  snprintf(p->log, sizeof p->log, "%s/%s.log", test_tmpdir(), name);
-  char mfile[720], bin[600];
-  snprintf(mfile, sizeof mfile, "%s.metrics", p->addr_file);
-  unlink(p->addr_file);
-  unlink(mfile);
+/* Starts wan-expert --role high with the extra flags and a metrics endpoint (60 s: the machine
+ * may be busy). */
+static int start_expert(const char *name, test_proc *p, const char *const *extra) {
+  test_proc_init(p, name);
+  char bin[600];
   snprintf(bin, sizeof bin, "%s/bin/wan-expert", getenv("BUILD") ? getenv("BUILD") : "build");
   const char *argv[32] = {bin,          "--role",           "high",        "--model",
                           g_model,      "--listen",         "127.0.0.1:0", "--addr-file",
@@ -107,37 +64,7 @@ static int start_expert(const char *name, int slot, proc *p, const char *const *
   for (int i = 0; extra && extra[i] && argc < 31; i++)
     argv[argc++] = extra[i];
   argv[argc] = NULL;
-  pid_t parent = getpid(), pid = fork();
-  if (pid < 0) return -1;
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(127);
-    int fd = open(p->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd >= 0) {
-      dup2(fd, 1);
-      dup2(fd, 2);
-      close(fd);
-    }
-    execv(bin, (char *const *)argv);
-    fprintf(stderr, "exec %s failed\n", bin);
-    _exit(127);
-  }
-  p->pid = pid;
-  g_pids[slot] = pid;
-  for (int t = 0; t < 1200; t++) { /* 60 s: the machine may be busy */
-    if (read_line(p->addr_file, p->addr, sizeof p->addr) &&
-        read_line(mfile, p->maddr, sizeof p->maddr))
-      return 0;
-    int st;
-    if (waitpid(pid, &st, WNOHANG) == pid) {
-      fprintf(stderr, "  %s exited during startup (status %d); log %s\n", name, st, p->log);
-      g_pids[slot] = 0;
-      return -1;
-    }
-    usleep(50000);
-  }
-  fprintf(stderr, "  %s did not start in 60 s; log %s\n", name, p->log);
-  return -1;
+  return test_proc_start(p, argv, 1, 60);
 }
 
 /* ------------------------------------------------------------------ metrics scraping */
@@ -422,13 +349,7 @@ static void test_metrics_cache_and_status_counters(void) {
 }
 
 int main(void) {
-  atexit(kill_children);
-  signal(SIGINT, on_fatal);
-  signal(SIGTERM, on_fatal);
-  signal(SIGSEGV, on_fatal);
-  signal(SIGABRT, on_fatal);
-  signal(SIGALRM, on_fatal);
-  alarm(300);
+  test_proc_guard("test_expert_batching", 300);
   ws_err err = {0};
   if (getenv("TEST_EXPERT_BACKEND") && getenv("TEST_EXPERT_BACKEND")[0])
     g_backend = getenv("TEST_EXPERT_BACKEND");
@@ -447,8 +368,7 @@ int main(void) {
   }
   static const char *const ref_flags[] = {"--max-batch", "1", "--max-delay-ms", "0", NULL};
   static const char *const bat_flags[] = {"--max-batch", "4", "--max-delay-ms", "300", NULL};
-  if (start_expert("ref", 0, &g_ref, ref_flags) < 0 ||
-      start_expert("bat", 1, &g_bat, bat_flags) < 0) {
+  if (start_expert("ref", &g_ref, ref_flags) < 0 || start_expert("bat", &g_bat, bat_flags) < 0) {
     printf("FAIL setup: experts did not start\n");
     return 1;
   }
@@ -457,7 +377,7 @@ int main(void) {
   TEST_RUN(test_batched_equals_unbatched_exactly);
   TEST_RUN(test_metrics_cache_and_status_counters);
   jobs_free();
-  kill_children();
+  test_proc_kill_all();
   rpc_client_free(g_cli);
   return test_summary();
 }

@@ -5,17 +5,14 @@
  * --addr-file), and calls them over gRPC with rpc/client.h: shapes, bit-equality with the
  * in-process models, the text cache, INVALID_ARGUMENT naming the field for every bad input,
  * a streamed fragmented MP4 that mp4_probe and ffprobe accept, raw frames, health, and a clean
- * exit 0 on SIGTERM. Every child is killed on every path: atexit, fatal signals, a watchdog
- * alarm, and PR_SET_PDEATHSIG in the child for a parent that dies.
+ * exit 0 on SIGTERM. The children are tests/testproc.h's (killed on every path).
  */
-#include <fcntl.h>
 #include <pthread.h>
 #include <grpc/status.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -34,6 +31,7 @@
 #include "rpc/client.h"
 #include "rpc/codec.h"
 #include "tests/testlib.h"
+#include "tests/testproc.h"
 #include "wanserve/v1/decoder.pb-c.h"
 #include "wanserve/v1/encoder.pb-c.h"
 
@@ -41,100 +39,19 @@
 
 /* ------------------------------------------------------------------ child processes */
 
-typedef struct proc {
-  pid_t pid;
-  char addr[128], addr_file[700], log[700], name[32];
-} proc;
-
-static volatile pid_t g_pids[4];
-static proc g_enc, g_dec;
+static test_proc g_enc, g_dec;
 static char g_model[600];
 static rpc_client *g_cli;
 
-static void kill_children(void) {
-  for (int i = 0; i < 4; i++)
-    if (g_pids[i] > 0) {
-      kill(g_pids[i], SIGKILL);
-      waitpid(g_pids[i], NULL, 0);
-      g_pids[i] = 0;
-    }
-}
-
-static void on_fatal(int sig) {
-  for (int i = 0; i < 4; i++)
-    if (g_pids[i] > 0) kill(g_pids[i], SIGKILL);
-  if (sig == SIGALRM) {
-    static const char m[] = "FAIL watchdog: test_services_media took too long\n";
-    ssize_t w = write(1, m, sizeof m - 1);
-    (void)w;
-    _exit(1);
-  }
-  signal(sig, SIG_DFL);
-  raise(sig);
-}
-
-static void forget_pid(pid_t pid) {
-  for (int i = 0; i < 4; i++)
-    if (g_pids[i] == pid) g_pids[i] = 0;
-}
-
-static void print_log_tail(const proc *p) {
-  char cmd[800];
-  snprintf(cmd, sizeof cmd, "tail -n 20 '%s' >&2", p->log);
-  if (system(cmd) != 0) fprintf(stderr, "  (no log at %s)\n", p->log);
-}
-
-/* Starts bin with the tiny model; waits for its address file (30 s). 0 on success. */
-static int start_proc(const char *name, const char *bin, const char *x1, const char *x2, proc *p) {
-  memset(p, 0, sizeof *p);
-  snprintf(p->name, sizeof p->name, "%s", name);
-  snprintf(p->addr_file, sizeof p->addr_file, "%s/%s.addr", test_tmpdir(), name);
-  snprintf(p->log, sizeof p->log, "%s/%s.log", test_tmpdir(), name);
-  unlink(p->addr_file);
-  pid_t parent = getpid();
-  pid_t pid = fork();
-  if (pid < 0) return -1;
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(127);
-    int fd = open(p->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd >= 0) {
-      dup2(fd, 1);
-      dup2(fd, 2);
-      close(fd);
-    }
-    execl(bin, bin, "--model", g_model, "--listen", "127.0.0.1:0", "--addr-file", p->addr_file,
-          "--drain-ms", "3000", "--workers", "4", "--log-level", "info", x1, x2, (char *)NULL);
-    fprintf(stderr, "exec %s failed\n", bin);
-    _exit(127);
-  }
-  p->pid = pid;
-  for (int i = 0; i < 4; i++)
-    if (!g_pids[i]) {
-      g_pids[i] = pid;
-      break;
-    }
-  for (int t = 0; t < 600; t++) { /* 30 s */
-    FILE *f = fopen(p->addr_file, "r");
-    if (f) {
-      int ok = fgets(p->addr, sizeof p->addr, f) != NULL;
-      fclose(f);
-      p->addr[strcspn(p->addr, "\r\n")] = 0;
-      if (ok && p->addr[0]) return 0;
-    }
-    int st;
-    if (waitpid(pid, &st, WNOHANG) == pid) {
-      fprintf(stderr, "  %s exited during startup (status %d)\n", name, st);
-      forget_pid(pid);
-      p->pid = 0;
-      print_log_tail(p);
-      return -1;
-    }
-    usleep(50000);
-  }
-  fprintf(stderr, "  %s did not write %s in 30 s\n", name, p->addr_file);
-  print_log_tail(p);
-  return -1;
+/* Starts bin with the tiny model and two extra arguments (30 s). 0 on success. */
+static int start_proc(const char *name, const char *bin, const char *x1, const char *x2,
+                      test_proc *p) {
+  test_proc_init(p, name);
+  const char *argv[] = {bin,           "--model",     g_model,      "--listen", "127.0.0.1:0",
+                        "--addr-file", p->addr_file,  "--drain-ms", "3000",     "--workers",
+                        "4",           "--log-level", "info",       x1,         x2,
+                        NULL};
+  return test_proc_start(p, argv, 0, 30);
 }
 
 /* ------------------------------------------------------------------ call helpers */
@@ -236,7 +153,7 @@ static int tensor_eq(const Wanserve__V1__Tensor *pb, const ws_tensor *t) {
 /* ------------------------------------------------------------------ tests */
 
 static void test_health(void) {
-  const proc *ps[2] = {&g_enc, &g_dec};
+  const test_proc *ps[2] = {&g_enc, &g_dec};
   for (int i = 0; i < 2; i++) {
     Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
     Grpc__Health__V1__HealthCheckResponse *resp = NULL;
@@ -592,25 +509,13 @@ static void test_still_healthy(void) { test_health(); }
 
 /* SIGTERM -> exit status 0 within 15 s, address file removed; the services stayed up through
  * every bad request before. */
-static void stop_proc(proc *p) {
-  if (p->pid <= 0) {
-    CHECK(0);
-    return;
-  }
-  CHECK_EQ_INT(kill(p->pid, SIGTERM), 0);
-  int st = -1, done = 0;
-  for (int t = 0; t < 300 && !done; t++) {
-    if (waitpid(p->pid, &st, WNOHANG) == p->pid)
-      done = 1;
-    else
-      usleep(50000);
-  }
-  CHECK(done);
-  if (done) {
-    forget_pid(p->pid);
-    p->pid = 0;
+static void stop_proc(test_proc *p) {
+  CHECK(p->pid > 0);
+  int st = -1, rc = test_proc_stop(p, 15, &st);
+  CHECK_EQ_INT(rc, 0);
+  if (rc == 0) {
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) print_log_tail(p);
+    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) test_proc_print_log(p);
     CHECK(access(p->addr_file, F_OK) != 0);
   }
 }
@@ -621,11 +526,7 @@ static void test_sigterm(void) {
 }
 
 int main(void) {
-  atexit(kill_children);
-  int sigs[] = {SIGSEGV, SIGABRT, SIGBUS, SIGFPE, SIGILL, SIGINT, SIGTERM, SIGALRM};
-  for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-    signal(sigs[i], on_fatal);
-  alarm(300);
+  test_proc_guard("test_services_media", 300);
   const char *b = getenv("BUILD");
   char enc_bin[600], dec_bin[600];
   snprintf(enc_bin, sizeof enc_bin, "%s/bin/wan-encoder", b ? b : "build");
@@ -658,7 +559,7 @@ int main(void) {
   TEST_RUN(test_still_healthy);
   TEST_RUN(test_sigterm);
   rpc_client_free(g_cli);
-  kill_children();
+  test_proc_kill_all();
   if (!test_n_fail) { /* keep the logs and the model of a failed run */
     char cmd[700];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", test_tmpdir());
