@@ -13,6 +13,7 @@
 #include "router/http_jobs.h"
 #include "router/web.h"
 #include "rpc/codec.h"
+#include "rpc/service.h"
 
 #define SUBMIT_WAIT_MS 5000 /* POST waits this long for the router to accept or refuse */
 #define CANCEL_WAIT_MS 5000 /* DELETE waits this long for the job to stop */
@@ -641,17 +642,6 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
   WS_WARN("http: %s", msg);
 }
 
-static int write_addr_file(const char *path, const char *addr, ws_err *err) {
-  char tmp[2100];
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  FILE *fp = fopen(tmp, "w");
-  if (!fp) return ws_fail(err, WS_EIO, "cannot write %s", tmp);
-  fprintf(fp, "%s\n", addr);
-  if (fclose(fp) != 0 || rename(tmp, path) != 0)
-    return ws_fail(err, WS_EIO, "cannot write %s", path);
-  return WS_OK;
-}
-
 /* Frees what http_start allocated besides the daemon (which must be stopped or never started). */
 static void http_free(http_gw *g) {
   jobs_free(g->js);
@@ -740,7 +730,7 @@ int http_start(const http_opts *o, const char *router_addr, reg_watch *view, rpc
     snprintf(host, sizeof host, "127.0.0.1");
   char addr[300];
   snprintf(addr, sizeof addr, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, bound);
-  if (o->addr_file[0] && (rc = write_addr_file(o->addr_file, addr, err)) < 0) {
+  if (o->addr_file[0] && (rc = svc_write_addr_file(o->addr_file, addr, err)) < 0) {
     http_stop(g);
     return rc;
   }

@@ -134,7 +134,7 @@ void svc_wait_for_signal(void) {
   WS_INFO("signal %d: stopping", sig);
 }
 
-static int write_addr_file(const char *path, const char *addr, ws_err *err) {
+int svc_write_addr_file(const char *path, const char *addr, ws_err *err) {
   char tmp[2100];
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
   FILE *fp = fopen(tmp, "w");
@@ -190,7 +190,7 @@ static int start_metrics(svc *s, ws_err *err) {
   WS_INFO("%s %s: metrics on http://%s/metrics", s->role, s->o.id, addr);
   if (s->o.addr_file[0]) {
     snprintf(s->metrics_file, sizeof s->metrics_file, "%.2000s.metrics", s->o.addr_file);
-    WS_TRY(write_addr_file(s->metrics_file, addr, err));
+    WS_TRY(svc_write_addr_file(s->metrics_file, addr, err));
   }
   return WS_OK;
 }
@@ -322,7 +322,8 @@ int svc_start(const svc_opts *o, const char *role, rpc_server *server, int max_b
     }
   }
   if (o->metrics_listen[0] && (rc = start_metrics(s, err)) < 0) goto fail;
-  if (o->addr_file[0] && (rc = write_addr_file(o->addr_file, s->advertised, err)) < 0) goto fail;
+  if (o->addr_file[0] && (rc = svc_write_addr_file(o->addr_file, s->advertised, err)) < 0)
+    goto fail;
   WS_INFO("%s %s serving on %s (version %s, backend %s%s%s)", role, o->id, s->advertised,
           o->version, o->backend, o->etcd[0] ? ", etcd " : ", unregistered",
           o->etcd[0] ? o->etcd : "");

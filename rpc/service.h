@@ -69,6 +69,10 @@ typedef struct svc_tls {
 int svc_tls_load(const svc_opts *o, svc_tls *t, ws_err *err);
 void svc_tls_free(svc_tls *t);
 
+/* Writes "addr\n" to path atomically (a temporary file renamed over it), so a launcher polling
+ * for the file never reads half an address. */
+int svc_write_addr_file(const char *path, const char *addr, ws_err *err);
+
 /* Memory budget (--memory-budget-mb; issue 9). A process-wide account of bytes: svc_start
  * charges the resident size at start (the loaded model, > budget fails the start); handlers
  * reserve their estimate of a request's working memory before accepting it and release it when
