@@ -104,18 +104,29 @@ refused plaintext_client_refused UNAVAILABLE --token "$TOKEN"
 # a client that does not trust the server's CA refuses the server
 refused client_rejects_unknown_server_ca UNAVAILABLE --tls-ca "$P/rogue-ca.pem" --tls-cert "$P/client.pem" --tls-key "$P/client.key" --token "$TOKEN"
 
-# an expert reached directly without a client certificate: refused at the handshake (python
-# grpcio, an independent client, when present)
-if python3 -c 'import grpc' 2> /dev/null; then
-  if python3 - "$(cat "$T/high.addr")" "$P/ca.pem" > "$T/py.out" 2>&1 <<'PY'
+# an expert reached directly without a client certificate: refused at the handshake (Debian's
+# python3-grpcio, an independent client; /usr/bin/python3 because the first python3 on PATH may
+# be a separate build without Debian's packages)
+py=/usr/bin/python3
+if ! "$py" -c 'import grpc' 2> /dev/null; then
+  fail expert_refuses_python_client_without_cert "python3-grpcio missing (deploy/install-deps.sh)"
+else
+  if "$py" - "$(cat "$T/high.addr")" "$P" > "$T/py.out" 2>&1 <<'PY'
 import sys, grpc
-addr, ca = sys.argv[1], open(sys.argv[2], "rb").read()
-ch = grpc.secure_channel(addr, grpc.ssl_channel_credentials(root_certificates=ca))
-try:
-    grpc.channel_ready_future(ch).result(timeout=5)
+addr, pki = sys.argv[1], sys.argv[2]
+rd = lambda n: open(pki + "/" + n, "rb").read()
+def ready(creds):
+    try:
+        grpc.channel_ready_future(grpc.secure_channel(addr, creds)).result(timeout=5)
+        return True
+    except grpc.FutureTimeoutError:
+        return False
+# the control: the same client with the CA's client certificate connects
+if not ready(grpc.ssl_channel_credentials(rd("ca.pem"), rd("client.key"), rd("client.pem"))):
+    print("could not connect even with a client certificate"); sys.exit(1)
+if ready(grpc.ssl_channel_credentials(root_certificates=rd("ca.pem"))):
     print("connected without a client certificate"); sys.exit(1)
-except grpc.FutureTimeoutError:
-    print("refused"); sys.exit(0)
+print("refused"); sys.exit(0)
 PY
   then pass expert_refuses_python_client_without_cert; else fail expert_refuses_python_client_without_cert "$(tail -n 1 "$T/py.out")"; fi
 fi
