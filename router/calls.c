@@ -243,6 +243,51 @@ int gen_denoise(gen *g, const char *role, const float *x, float t, float guide, 
   return rc;
 }
 
+/* FNV-1a, 64-bit: identifies the bytes already forwarded, so a retry's output can be checked to
+ * start with them (decoders are trusted peers: this guards against non-determinism, not attack). */
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+static uint64_t fnv1a(uint64_t h, const uint8_t *p, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ p[i]) * 0x100000001b3ULL;
+  return h;
+}
+
+/* Where a decode stands across attempts: the bytes the client has (count and hash). */
+typedef struct decode_progress {
+  size_t fwd;
+  uint64_t fwd_hash;
+  int client_failed; /* on_chunk failed: the client is gone, no retry */
+} decode_progress;
+
+/* One chunk of an attempt at offset *pos: the part the client already has is hashed and, once
+ * complete, compared with what it was sent; the rest is forwarded. */
+static int decode_chunk(gen *g, decode_progress *dp, size_t *pos, uint64_t *h, const uint8_t *d,
+                        size_t n, gen_chunk_fn on_chunk, ws_err *err) {
+  if (*pos < dp->fwd) {
+    size_t k = dp->fwd - *pos < n ? dp->fwd - *pos : n;
+    *h = fnv1a(*h, d, k);
+    *pos += k, d += k, n -= k;
+    if (*pos == dp->fwd && *h != dp->fwd_hash)
+      return ws_fail(err, WS_EINTERNAL,
+                     "decode retry: the new decoder's first %zu bytes differ from those the "
+                     "client already has (decoders configured differently?); cannot resume",
+                     dp->fwd);
+  }
+  if (!n) return WS_OK;
+  int rc = on_chunk(g, d, n, err);
+  if (rc < 0) {
+    dp->client_failed = 1;
+    return rc;
+  }
+  dp->fwd_hash = fnv1a(dp->fwd_hash, d, n);
+  dp->fwd += n;
+  *pos += n;
+  return WS_OK;
+}
+
+/* Decodes on one decoder after another until one finishes. A decoder that fails after bytes
+ * reached the client is not fatal: decoding is deterministic for a given configuration, so the
+ * next decoder's output is checked to begin with exactly those bytes and only the rest is sent. */
 int gen_decode(gen *g, const float *latent, gen_chunk_fn on_chunk, ws_err *err) {
   router *r = g->r;
   const char *excl[4];
@@ -258,26 +303,34 @@ int gen_decode(gen *g, const float *latent, gen_chunk_fn on_chunk, ws_err *err) 
   req.latent = &lt;
   req.fps = g->p.fps;
   req.format = (char *)"mp4";
+  decode_progress dp = {.fwd_hash = FNV_OFFSET};
   for (int attempt = 0; attempt < r->o.max_attempts && attempt < 4; attempt++) {
     WS_TRY(check_deadline(g, err));
     reg_instance in;
     WS_TRY(pool_acquire(r->pool, "decoder", NULL, excl, nx, r->o.replica_wait_ms, &in, err));
     rpc_call_opts co = {.timeout_ms = call_timeout(g, 600000)};
     rpc_stream *s = NULL;
-    size_t sent_bytes = 0;
+    size_t pos = 0;
+    uint64_t h = FNV_OFFSET;
     rc = rpc_client_stream_open(r->client, in.addr, "/wanserve.v1.Decoder/Decode", &req.base, &co,
                                 &s, err);
     while (rc == WS_OK) {
       ProtobufCMessage *m = NULL;
       int got = rpc_stream_recv(s, &wanserve__v1__decode_chunk__descriptor, &m, -1, err);
-      if (got == 1) break;
+      if (got == 1) {
+        if (pos < dp.fwd)
+          rc = ws_fail(err, WS_EINTERNAL,
+                       "decode retry: the new decoder sent %zu bytes, fewer than the %zu the "
+                       "client already has; cannot resume",
+                       pos, dp.fwd);
+        break;
+      }
       if (got < 0) {
         rc = got;
         break;
       }
       Wanserve__V1__DecodeChunk *c = (void *)m;
-      rc = on_chunk(g, c->data.data, c->data.len, err);
-      sent_bytes += c->data.len;
+      rc = decode_chunk(g, &dp, &pos, &h, c->data.data, c->data.len, on_chunk, err);
       protobuf_c_message_free_unpacked(m, NULL);
     }
     if (s) {
@@ -289,9 +342,10 @@ int gen_decode(gen *g, const float *latent, gen_chunk_fn on_chunk, ws_err *err) 
       }
     }
     pool_release(r->pool, in.id);
-    /* once bytes went to the client a retry would duplicate them: only retry before that */
-    if (rc == WS_OK || !retryable(rc) || sent_bytes > 0) return rc;
-    WS_WARN("%s: decode on %s failed (%s); trying another decoder", g->id, in.id, err->msg);
+    if (rc == WS_OK || !retryable(rc) || dp.client_failed) return rc;
+    WS_WARN("%s: decode on %s failed after %zu bytes (%zu with the client: %s); trying another "
+            "decoder",
+            g->id, in.id, pos, dp.fwd, err->msg);
     snprintf(ids[nx], sizeof ids[nx], "%s", in.id);
     excl[nx] = ids[nx];
     nx++;

@@ -67,7 +67,8 @@ void shadow_prepare(gen *g);
 void *shadow_begin(gen *g, const char *role, const float *x, float t, float guide);
 void shadow_end(gen *g, void *item, const float *pred, const char *stable_version);
 void shadow_finish(gen *g);
-/* Decoder stream: calls on_chunk for every MP4 chunk. */
+/* Decoder stream: calls on_chunk for every MP4 chunk, exactly once per byte even when a decoder
+ * fails mid-stream and another one finishes the video (router/router.h). */
 typedef int (*gen_chunk_fn)(gen *g, const uint8_t *data, size_t len, ws_err *err);
 int gen_decode(gen *g, const float *latent, gen_chunk_fn on_chunk, ws_err *err);
 

@@ -6,7 +6,9 @@
  * its own step. Replicas come from the etcd view (router/pool.h); a failed or timed-out step is
  * retried on another replica with the same inputs (experts are pure functions, so the result is
  * the same). Contexts are sent once per replica under the request id (context cache) and resent
- * on FAILED_PRECONDITION. Admission: at most max_inflight requests run, more are refused with
+ * on FAILED_PRECONDITION. A decoder that fails mid-stream is replaced too: the next decoder's
+ * output must begin with the bytes the client already has (checked by hash; decoding is
+ * deterministic for one configuration) and only the rest is sent. Admission: at most max_inflight requests run, more are refused with
  * RESOURCE_EXHAUSTED. A client that goes away cancels its request at the next step boundary.
  *
  * Rollouts (rpc/registry.h): split sends a sticky share of requests to the canary version;
