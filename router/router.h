@@ -8,8 +8,9 @@
  * the same). Contexts are sent once per replica under the request id (context cache) and resent
  * on FAILED_PRECONDITION. A decoder that fails mid-stream is replaced too: the next decoder's
  * output must begin with the bytes the client already has (checked by hash; decoding is
- * deterministic for one configuration) and only the rest is sent. Admission: at most max_inflight requests run, more are refused with
- * RESOURCE_EXHAUSTED. A client that goes away cancels its request at the next step boundary.
+ * deterministic for one configuration) and only the rest is sent. Admission: at most max_inflight
+ * requests run, more are refused with RESOURCE_EXHAUSTED. A client that goes away cancels its
+ * request at the next step boundary.
  *
  * Rollouts (rpc/registry.h): split sends a sticky share of requests to the canary version;
  * shadow answers from stable and mirrors a share of steps to the canary (router/shadow.c),
