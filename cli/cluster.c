@@ -9,6 +9,7 @@
 
 #include "cli/genopts.h"
 #include "cli/wanctl.h"
+#include "rpc/client.h"
 #include "rpc/etcd.h"
 #include "rpc/registry.h"
 
@@ -33,27 +34,47 @@ int generate_main(int argc, char **argv) {
   return 0;
 }
 
-/* --etcd, else $WANSERVE_ETCD, else the local cluster's etcd. */
-static const char *etcd_endpoints(int *argc, char **argv, char *buf, size_t n) {
+/* Removes "NAME VALUE" from argv (the subcommands parse what is left); NULL when absent. */
+static const char *take_flag(int *argc, char **argv, const char *name) {
   for (int i = 0; i + 1 < *argc; i++)
-    if (!strcmp(argv[i], "--etcd")) {
+    if (!strcmp(argv[i], name)) {
       const char *v = argv[i + 1];
       memmove(argv + i, argv + i + 2, sizeof *argv * (size_t)(*argc - i - 2));
       *argc -= 2;
       return v;
     }
-  if (getenv("WANSERVE_ETCD")) return getenv("WANSERVE_ETCD");
-  return genopts_state_value("etcd.addr", buf, n);
+  return NULL;
 }
 
+/* etcd at --etcd, else $WANSERVE_ETCD, else the local cluster's; over TLS with --tls-ca (and
+ * mutual TLS with --tls-cert/--tls-key), as the services reach a TLS etcd. */
 static int open_etcd(int *argc, char **argv, etcd_client **c, ws_err *err) {
   char buf[512];
-  const char *ep = etcd_endpoints(argc, argv, buf, sizeof buf);
+  const char *ep = take_flag(argc, argv, "--etcd");
+  const char *ca = take_flag(argc, argv, "--tls-ca"), *cert = take_flag(argc, argv, "--tls-cert"),
+             *key = take_flag(argc, argv, "--tls-key");
+  if (!ep) ep = getenv("WANSERVE_ETCD");
+  if (!ep) ep = genopts_state_value("etcd.addr", buf, sizeof buf);
   if (!ep)
     return ws_fail(err, WS_EUNAVAIL,
                    "no etcd: pass --etcd, set WANSERVE_ETCD, or start deploy/local-cluster up");
-  etcd_opts eo = {.endpoints = ep, .timeout_ms = 3000};
-  return etcd_open(&eo, c, err);
+  if (!cert != !key || (cert && !ca))
+    return ws_fail(err, WS_EINVAL, "--tls-cert and --tls-key go together, with --tls-ca");
+  char *ca_pem = NULL, *cert_pem = NULL, *key_pem = NULL;
+  int rc = ca ? rpc_read_pem(ca, &ca_pem, err) : WS_OK;
+  if (rc == WS_OK && cert) rc = rpc_read_pem(cert, &cert_pem, err);
+  if (rc == WS_OK && key) rc = rpc_read_pem(key, &key_pem, err);
+  etcd_opts eo = {.endpoints = ep,
+                  .timeout_ms = 3000,
+                  .ca_pem = ca_pem,
+                  .cert_pem = cert_pem,
+                  .key_pem = key_pem};
+  if (rc == WS_OK) rc = etcd_open(&eo, c, err);
+  free(ca_pem);
+  free(cert_pem);
+  if (key_pem) memset(key_pem, 0, strlen(key_pem));
+  free(key_pem);
+  return rc;
 }
 
 /* ---- pool sizing and shadow summaries written by routers (router/stats.h) ---- */
@@ -299,7 +320,8 @@ int rollout_main(int argc, char **argv) {
     fprintf(stderr,
             "usage: wanctl rollout set ROLE --canary V --percent P [--stable V] "
             "[--mode split|shadow] [--etcd E]\n       wanctl rollout clear ROLE [--etcd E]\n"
-            "       wanctl rollout status ROLE [--threshold X] [--etcd E]   (exit 3: FAIL)\n");
+            "       wanctl rollout status ROLE [--threshold X] [--etcd E]   (exit 3: FAIL)\n"
+            "       (with a TLS etcd: --tls-ca PEM [--tls-cert PEM --tls-key PEM])\n");
     return 2;
   }
   if (open_etcd(&argc, argv, &c, &err) < 0) {

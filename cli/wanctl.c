@@ -13,7 +13,8 @@ static void usage(FILE *fp) {
               "                     write a deterministic tiny random Wan2.2 checkpoint\n"
               "  generate [--local --model DIR | --router ADDR] --prompt TEXT [options]\n"
               "                     generate a video (see wanctl generate --help)\n"
-              "  status [--etcd ENDPOINTS]   instances per role (version, address, load)\n"
+              "  status [--etcd ENDPOINTS] [--tls-ca PEM [--tls-cert PEM --tls-key PEM]]\n"
+              "                     instances per role (version, address, load)\n"
               "  rollout set ROLE --canary V --percent P [--stable V] [--mode split|shadow]\n"
               "  rollout clear ROLE         roll back to stable\n"
               "  rollout status ROLE [--threshold X]  shadow differences and a verdict\n");

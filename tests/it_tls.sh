@@ -174,6 +174,15 @@ if "${EC[@]}" get --prefix /wanserve/v1/stats/router/ -w json 2> "$T/ec.err" | g
   pass router_stats_key_leased
 else fail router_stats_key_leased "$("${EC[@]}" get --prefix /wanserve/v1/stats/ -w json 2>&1 | cut -c1-200)"; fi
 
+# wanctl reads the TLS etcd with the same flags the services use; without a certificate it fails
+if "$bin/wanctl" status --etcd "127.0.0.1:$cp" "${MC[@]}" > "$T/status.out" 2>&1 &&
+   grep -q "expert-high" "$T/status.out" && grep -q "expert-low" "$T/status.out"; then
+  pass wanctl_status_over_mtls_etcd
+else fail wanctl_status_over_mtls_etcd "$(tail -n 2 "$T/status.out")"; fi
+if timeout 30 "$bin/wanctl" status --etcd "127.0.0.1:$cp" --tls-ca "$P/ca.pem" > "$T/status2.out" 2>&1; then
+  fail wanctl_status_without_cert_refused "it listed $(wc -l < "$T/status2.out") lines"
+else pass wanctl_status_without_cert_refused; fi
+
 # graceful stop of every service: exit status 0 and no sanitizer report (under `make asan`)
 svc_pids=("${pids[@]:1}")
 for p in "${svc_pids[@]}"; do kill -TERM "$p" 2> /dev/null; done
