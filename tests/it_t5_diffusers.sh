@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# umT5 from a Diffusers/HF checkpoint (UMT5EncoderModel key names and UMT5Config fields, the
+# `text_encoder/` folder of a Diffusers Wan2.2 repo): each golden t5_* case is copied with its
+# weights renamed as spec §7.3's table maps them (restated here in Python, independently of
+# models/t5.c) and an HF config.json; `wanctl check-golden` must pass it with the same rel-L2 as
+# the Wan layout (same tensors, so the same bits). Also a folder missing one weight names it.
+set -u
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root" || exit 1
+BUILD=${BUILD:-build}
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+py=/usr/bin/python3
+[ -x "$py" ] || py=python3
+convert() { # CASE_DIR OUT_DIR [DROP_KEY]
+  "$py" - "$1" "$2" "${3:-}" <<'PY'
+import json, os, re, shutil, struct, sys
+src, dst, drop = sys.argv[1], sys.argv[2], sys.argv[3]
+shutil.copytree(src, dst, ignore=shutil.ignore_patterns("model"))
+os.makedirs(dst + "/model")
+cfg = json.load(open(src + "/model/config.json"))
+per_block = {"norm1.weight": "layer.0.layer_norm.weight",
+             "attn.q.weight": "layer.0.SelfAttention.q.weight",
+             "attn.k.weight": "layer.0.SelfAttention.k.weight",
+             "attn.v.weight": "layer.0.SelfAttention.v.weight",
+             "attn.o.weight": "layer.0.SelfAttention.o.weight",
+             "pos_embedding.embedding.weight": "layer.0.SelfAttention.relative_attention_bias.weight",
+             "norm2.weight": "layer.1.layer_norm.weight",
+             "ffn.gate.0.weight": "layer.1.DenseReluDense.wi_0.weight",
+             "ffn.fc1.weight": "layer.1.DenseReluDense.wi_1.weight",
+             "ffn.fc2.weight": "layer.1.DenseReluDense.wo.weight"}
+def rename(k):
+    if k == "token_embedding.weight": return "shared.weight"
+    if k == "norm.weight": return "encoder.final_layer_norm.weight"
+    m = re.match(r"blocks\.(\d+)\.(.*)", k)
+    return "encoder.block.%s.%s" % (m.group(1), per_block[m.group(2)])
+w = [f for f in os.listdir(src + "/model") if f.endswith(".safetensors")][0]
+raw = open(src + "/model/" + w, "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+hdr = json.loads(raw[8:8 + n])
+new = {}
+for k, v in hdr.items():
+    if k == "__metadata__" or rename(k) == drop: continue
+    new[rename(k)] = v
+h = json.dumps(new).encode()
+h += b" " * ((8 - len(h) % 8) % 8)
+open(dst + "/model/model.safetensors", "wb").write(struct.pack("<Q", len(h)) + h + raw[8 + n:])
+assert cfg["dim_attn"] % cfg["num_heads"] == 0 and not cfg.get("shared_pos")
+hf = {"architectures": ["UMT5EncoderModel"], "model_type": "umt5", "vocab_size": cfg["vocab_size"],
+      "d_model": cfg["dim"], "d_kv": cfg["dim_attn"] // cfg["num_heads"], "d_ff": cfg["dim_ffn"],
+      "num_heads": cfg["num_heads"], "num_layers": cfg["encoder_layers"],
+      "relative_attention_num_buckets": cfg["num_buckets"],
+      "relative_attention_max_distance": cfg.get("max_distance", 128),
+      "layer_norm_epsilon": cfg.get("eps", 1e-6), "feed_forward_proj": "gated-gelu"}
+json.dump(hf, open(dst + "/model/config.json", "w"))
+PY
+}
+n=0
+for c in tests/golden/t5_*; do
+  [ -f "$c/model/config.json" ] || continue
+  ls "$c"/model/*.safetensors > /dev/null 2>&1 || continue # the .pth variant: same weights
+  name=$(basename "$c")
+  n=$((n + 1))
+  convert "$c" "$T/$name"
+  want=$("$BUILD/bin/wanctl" check-golden "$c" | head -n 1 | awk '{print $3}')
+  got=$("$BUILD/bin/wanctl" check-golden "$T/$name" 2>&1 | head -n 1)
+  if echo "$got" | grep -q " PASS$" && [ "$(echo "$got" | awk '{print $3}')" = "$want" ]; then
+    echo "PASS diffusers_t5_$name"
+  else
+    echo "FAIL diffusers_t5_$name: $got (Wan layout rel_l2 $want)"
+  fi
+done
+[ $n -gt 0 ] || echo "FAIL diffusers_t5: no t5 golden case with .safetensors weights"
+convert tests/golden/t5_tiny "$T/missing" encoder.block.1.layer.1.DenseReluDense.wo.weight
+if "$BUILD/bin/wanctl" check-golden "$T/missing" 2>&1 | grep -q "encoder.block.1.layer.1.DenseReluDense.wo.weight"; then
+  echo "PASS diffusers_t5_missing_key_named"
+else
+  echo "FAIL diffusers_t5_missing_key_named: $("$BUILD/bin/wanctl" check-golden "$T/missing" 2>&1 | head -n 2 | tr '\n' ' ')"
+fi
