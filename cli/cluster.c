@@ -54,7 +54,8 @@ static int open_etcd(int *argc, char **argv, etcd_client **c, ws_err *err) {
   const char *ca = take_flag(argc, argv, "--tls-ca"), *cert = take_flag(argc, argv, "--tls-cert"),
              *key = take_flag(argc, argv, "--tls-key");
   if (!ep) ep = getenv("WANSERVE_ETCD");
-  if (!ep) ep = genopts_state_value("etcd.addr", buf, sizeof buf);
+  if (!ep && (ep = genopts_state_value("etcd.addr", buf, sizeof buf)) && !ca)
+    genopts_local_tls(&ca, &cert, &key); /* the local cluster's etcd, with its TLS if any */
   if (!ep)
     return ws_fail(err, WS_EUNAVAIL,
                    "no etcd: pass --etcd, set WANSERVE_ETCD, or start deploy/local-cluster up");

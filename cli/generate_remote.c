@@ -112,6 +112,8 @@ int generate_remote(const gen_opts *o, ws_err *err) {
   rpc_client_opts co = {.max_recv_bytes = 256 << 20};
   char *pem[3] = {NULL, NULL, NULL}; /* --tls-ca, --tls-cert, --tls-key */
   const char *pem_path[3] = {o->tls_ca, o->tls_cert, o->tls_key};
+  if (!o->router && !o->tls_ca) /* the local cluster's own router: its TLS, if it has one */
+    genopts_local_tls(&pem_path[0], &pem_path[1], &pem_path[2]);
   int rc = WS_OK;
   for (int k = 0; k < 3 && rc == WS_OK; k++)
     if (pem_path[k]) rc = rpc_read_pem(pem_path[k], &pem[k], err);

@@ -45,6 +45,16 @@ const char *genopts_default_router(char *buf, size_t n) {
   return genopts_state_value("router.addr", buf, n);
 }
 
+int genopts_local_tls(const char **ca, const char **cert, const char **key) {
+  static char dir[1024], p[3][1100];
+  if (!genopts_state_value("tls", dir, sizeof dir)) return 0;
+  snprintf(p[0], sizeof p[0], "%s/ca.pem", dir);
+  snprintf(p[1], sizeof p[1], "%s/client.pem", dir);
+  snprintf(p[2], sizeof p[2], "%s/client.key", dir);
+  *ca = p[0], *cert = p[1], *key = p[2];
+  return 1;
+}
+
 static int num(const char *flag, const char *v, double lo, double hi, double *out, ws_err *err) {
   char *end;
   double x = strtod(v, &end);

@@ -24,6 +24,10 @@ void genopts_usage(void);
 const char *genopts_state_value(const char *name, char *buf, size_t n);
 /* The local cluster's router address (written by deploy/local-cluster), or NULL. */
 const char *genopts_default_router(char *buf, size_t n);
+/* When the local cluster runs with TLS (`deploy/local-cluster up --tls`): its CA and a client
+ * certificate and key, as PEM paths (static storage), for a client that was given none; returns
+ * 1, else 0. */
+int genopts_local_tls(const char **ca, const char **cert, const char **key);
 
 /* Progress display: a bar on a terminal, one line per step otherwise. */
 typedef struct progress {
