@@ -5,7 +5,8 @@
 # load and play. The screenshot of the finished page is kept in $BUILD/browser-screenshot.png;
 # with WS_UPDATE_SCREENSHOT=1 (or when it is missing) it also replaces docs/screenshot.png.
 # Without node or Chromium it prints "SKIP browser test: <why>" and passes (deploy/install-deps.sh
-# installs Chromium; node comes with the machine).
+# installs Chromium; node comes with the machine). Then the token flow (tests/browser/token.mjs)
+# against a router started with --auth-tokens.
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -59,4 +60,18 @@ if [ -s "$shot" ]; then
 else
   fail browser_screenshot_saved
 fi
-exit $rc
+
+# the same page against a router that requires a bearer token
+"$LC" down > /dev/null 2>&1
+tok="tok-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+echo "$tok" > "$T/tokens"
+if ! "$LC" up --router-flags "--http-listen 127.0.0.1:0 --auth-tokens $T/tokens" > "$T/up2.log" 2>&1; then
+  fail browser_token_cluster_up "$(tail -n 5 "$T/up2.log")"
+  exit 1
+fi
+H=$("$LC" status | sed -n 's/^http: //p')
+timeout 200 node tests/browser/token.mjs "http://$H/" "$tok"
+rc2=$?
+[ $rc2 -eq 0 ] || [ $rc2 -eq 1 ] || fail browser_token_test "node exited with $rc2"
+[ $rc -ne 0 ] && exit $rc
+exit $rc2

@@ -8,11 +8,20 @@ const FIELDS = ['prompt', 'negative', 'size', 'frames', 'steps', 'seed', 'guidan
 let imageData = null; // data: URL of the chosen image (I2V)
 let current = null; // {id, es}
 
-async function api(path, opts) {
-  const r = await fetch(path, opts);
+// The access token (routers started with --auth-tokens): a header on fetch, ?access_token= where
+// the browser cannot send headers (EventSource, <video>). Kept for this tab only.
+const token = () => $('token').value.trim();
+const withToken = (url) =>
+  token() ? url + (url.includes('?') ? '&' : '?') + 'access_token=' + encodeURIComponent(token()) : url;
+
+async function api(path, opts = {}) {
+  const headers = Object.assign({}, opts.headers);
+  if (token()) headers.Authorization = 'Bearer ' + token();
+  const r = await fetch(path, Object.assign({}, opts, {headers}));
   const body = await r.json().catch(() => ({}));
   if (!r.ok) {
     const e = body.error || {};
+    if (e.code === 'UNAUTHENTICATED') $('auth').open = true; // show where the token goes
     throw new Error(e.code ? `${e.code}: ${e.message}` : `HTTP ${r.status}`);
   }
   return body;
@@ -84,12 +93,12 @@ function showVideo(job) {
   const v = $('video');
   if (v.dataset.id !== job.id) {
     v.dataset.id = job.id;
-    v.src = job.content_url;
+    v.src = withToken(job.content_url);
     v.hidden = false;
     v.play().catch(() => {}); // muted, so autoplay is allowed
   }
   const a = $('download');
-  a.href = job.content_url;
+  a.href = withToken(job.content_url);
   a.download = job.id + '.mp4';
   a.hidden = false;
 }
@@ -108,7 +117,7 @@ function resetPanel() {
 
 function follow(id) {
   if (current && current.es) current.es.close();
-  const es = new EventSource(`/v1/videos/${id}/events`);
+  const es = new EventSource(withToken(`/v1/videos/${id}/events`));
   current = {id, es};
   es.addEventListener('accepted', () => {
     $('status').textContent = 'Accepted · encoding the prompt…';
@@ -247,6 +256,11 @@ function clearImage() {
 FIELDS.forEach((k) => {
   const v = localStorage.getItem('wanserve.' + k);
   if (v !== null && k !== 'prompt') $(k).value = v;
+});
+$('token').value = sessionStorage.getItem('wanserve.token') || '';
+$('token').addEventListener('change', () => {
+  sessionStorage.setItem('wanserve.token', token());
+  refreshJobs(); // jobs are listed per token
 });
 $('gen').addEventListener('submit', submit);
 $('cancel').addEventListener('click', cancel);

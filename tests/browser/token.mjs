@@ -1,0 +1,65 @@
+// Browser test of the web page against a router started with --auth-tokens: a submit without a
+// token shows UNAUTHENTICATED and opens the token field; with the token typed in, the job runs
+// (fetch with an Authorization header, SSE and <video> with ?access_token=), the video loads and
+// the job is listed. Prints PASS/FAIL lines (tests/run.sh counts them).
+//   node token.mjs BASE_URL TOKEN
+import { chromium } from 'playwright-core';
+
+const [base, tok] = process.argv.slice(2);
+let failed = 0;
+const check = (name, ok, why) => {
+  console.log(ok ? `PASS ${name}` : `FAIL ${name}${why ? ': ' + why : ''}`);
+  if (!ok) failed++;
+};
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--autoplay-policy=no-user-gesture-required'],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(base, { waitUntil: 'load' });
+  await page.fill('#prompt', 'a lantern on a pier at night');
+  await page.fill('#size', '64x64');
+  await page.fill('#frames', '5');
+  await page.fill('#steps', '4');
+  await page.fill('#seed', '7');
+  await page.click('#submit');
+  const refused = await page.waitForFunction(() => {
+    const e = document.getElementById('form-error');
+    return !e.hidden && e.textContent.includes('UNAUTHENTICATED');
+  }, null, { timeout: 20000 }).then(() => true, () => false);
+  check('browser_token_missing_shows_unauthenticated', refused, await page.textContent('#form-error'));
+  check('browser_token_field_opens', await page.evaluate(() => document.getElementById('auth').open));
+
+  await page.fill('#token', tok);
+  await page.dispatchEvent('#token', 'change');
+  await page.click('#submit');
+  await page.waitForFunction(() => document.getElementById('job').dataset.status === 'completed',
+    null, { timeout: 120000 });
+  check('browser_token_job_completes', true);
+  const cells = await page.$$eval('#timeline .cell', (cs) => cs.length);
+  check('browser_token_events_stream', cells === 4, `${cells} timeline cells`);
+  const ready = await page.waitForFunction(() => {
+    const v = document.getElementById('video');
+    return !v.hidden && v.readyState >= 2 && v.videoWidth === 64;
+  }, null, { timeout: 30000 }).then(() => true, () => false);
+  check('browser_token_video_loads', ready, await page.evaluate(() => {
+    const v = document.getElementById('video');
+    return `readyState ${v.readyState}, error ${v.error && v.error.message}`;
+  }));
+  await page.waitForFunction(() => document.querySelectorAll('#jobs tr.job-row.completed').length > 0,
+    null, { timeout: 10000 }).catch(() => {});
+  check('browser_token_job_listed', (await page.$$('#jobs tr.job-row.completed')).length >= 1);
+  check('browser_token_no_page_errors', errors.length === 0, errors.join('; '));
+} catch (e) {
+  check('browser_token_flow', false, String(e).split('\n')[0]);
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);
