@@ -125,7 +125,10 @@ $(foreach d,$(SERVICE_DIRS),$(if $(wildcard $(d)/*.c),$(eval $(call svc_rule,$(d
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_COMMON)) $(LIB)
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  LD    $@")
-	$(Q)$(CC) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) -o $@ $(filter %.o,$^) $(filter %.a,$^) $(LDLIBS)
+
+# white-box tests of cli/ modules link those objects (cli/ is not in the library)
+$(BUILD)/tests/test_genopts: $(BUILD)/obj/cli/genopts.o
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(patsubst %.c,$(BUILD)/obj/%.o,$(BENCH_COMMON)) $(LIB)
 	@mkdir -p $(dir $@)

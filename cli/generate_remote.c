@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 #include "cli/genopts.h"
 #include "core/mp4.h"
@@ -73,6 +75,38 @@ static int handle_event(const gen_opts *o, const Wanserve__V1__GenerateEvent *ev
   }
 }
 
+/* One Router.Generate stream: events into pr / video / *done. */
+static int generate_once(const gen_opts *o, rpc_client *c, const char *target,
+                         const Wanserve__V1__GenerateRequest *q, const rpc_call_opts *callo,
+                         progress *pr, mp4_buf *video, int *done, ws_err *err) {
+  rpc_stream *s = NULL;
+  int rc =
+      rpc_client_stream_open(c, target, "/wanserve.v1.Router/Generate", &q->base, callo, &s, err);
+  while (rc == WS_OK) {
+    ProtobufCMessage *m = NULL;
+    int got = rpc_stream_recv(s, &wanserve__v1__generate_event__descriptor, &m, -1, err);
+    if (got == 1) break;
+    if (got < 0) {
+      rc = got;
+      break;
+    }
+    rc = handle_event(o, (const Wanserve__V1__GenerateEvent *)m, pr, video, done, err);
+    protobuf_c_message_free_unpacked(m, NULL);
+  }
+  progress_done(pr);
+  if (s) {
+    ws_err e2 = {0};
+    int frc = rpc_stream_finish(s, NULL, &e2);
+    if (rc == WS_OK && frc < 0) {
+      rc = frc;
+      *err = e2;
+    }
+  }
+  if (rc == WS_OK && !*done)
+    rc = ws_fail(err, WS_EIO, "the router ended the stream without a video");
+  return rc;
+}
+
 int generate_remote(const gen_opts *o, ws_err *err) {
   char rbuf[512];
   const char *target = o->router ? o->router : genopts_default_router(rbuf, sizeof rbuf);
@@ -104,7 +138,6 @@ int generate_remote(const gen_opts *o, ws_err *err) {
     q.image.data = img;
   }
   rpc_client *c = NULL;
-  rpc_stream *s = NULL;
   mp4_buf video = {0};
   progress pr;
   progress_init(&pr, o->quiet);
@@ -130,32 +163,27 @@ int generate_remote(const gen_opts *o, ws_err *err) {
     callo.md = &md;
     callo.n_md = 1;
   }
+  /* a random seed is drawn here, not by the router, so that a resent request makes the same video
+   */
+  if (q.seed < 0) {
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r = (uint64_t)(progress_now() * 1e6);
+    q.seed = (int64_t)(r >> 1);
+    if (!o->quiet) fprintf(stderr, "seed %lld\n", (long long)q.seed);
+  }
   if (rc == WS_OK) rc = rpc_client_create(&co, &c, err);
-  if (rc == WS_OK)
-    rc =
-        rpc_client_stream_open(c, target, "/wanserve.v1.Router/Generate", &q.base, &callo, &s, err);
-  while (rc == WS_OK) {
-    ProtobufCMessage *m = NULL;
-    int got = rpc_stream_recv(s, &wanserve__v1__generate_event__descriptor, &m, -1, err);
-    if (got == 1) break;
-    if (got < 0) {
-      rc = got;
-      break;
-    }
-    rc = handle_event(o, (const Wanserve__V1__GenerateEvent *)m, &pr, &video, &done, err);
-    protobuf_c_message_free_unpacked(m, NULL);
+  for (int attempt = 0; rc == WS_OK; attempt++) {
+    video.len = 0;
+    done = 0;
+    rc = generate_once(o, c, target, &q, &callo, &pr, &video, &done, err);
+    /* UNAVAILABLE: the router (or the whole path behind it) was not there; nothing it did is
+     * kept, and generation is deterministic, so the request is simply sent again */
+    if (rc != WS_EUNAVAIL || attempt >= o->retries) break;
+    fprintf(stderr, "wanctl generate: %s; sending the request again in %d s (%d of %d)\n", err->msg,
+            attempt + 1, attempt + 1, o->retries);
+    sleep((unsigned)(attempt + 1));
+    rc = WS_OK;
   }
-  progress_done(&pr);
-  if (s) {
-    ws_err e2 = {0};
-    int frc = rpc_stream_finish(s, NULL, &e2);
-    if (rc == WS_OK && frc < 0) {
-      rc = frc;
-      *err = e2;
-    }
-  }
-  if (rc == WS_OK && !done)
-    rc = ws_fail(err, WS_EIO, "the router ended the stream without a video");
   if (rc == WS_OK) rc = mp4_write_file(o->out, video.data, video.len, err);
   if (rc == WS_OK && !o->quiet)
     printf("wrote %s (%zu bytes) in %.2fs via %s\n", o->out, video.len, progress_now() - pr.t0,

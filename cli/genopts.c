@@ -1,5 +1,6 @@
 #include "cli/genopts.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,8 @@ void genopts_usage(void) {
       "  --backend cpu|cuda    (local)                --request-id ID --deadline-ms N\n"
       "  --token T             bearer token for the router (default $WANSERVE_TOKEN)\n"
       "  --tls-ca PEM [--tls-cert PEM --tls-key PEM]   TLS (mutual with a cert) to the router\n"
+      "  --retries N           resend the whole request when the router is unavailable (a\n"
+      "                        router restarted mid-request; default 2; same seed, same video)\n"
       "  --quiet\n"
       "Without --router or --local, the local cluster started by deploy/local-cluster is used.\n");
 }
@@ -70,6 +73,7 @@ int genopts_parse(int argc, char **argv, gen_opts *o, ws_err *err) {
   o->p.solver = SAMPLER_UNIPC;
   o->out = "out.mp4";
   o->backend = "cpu";
+  o->retries = 2;
   for (int i = 0; i < argc; i++) {
     const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     double x;
@@ -134,9 +138,16 @@ int genopts_parse(int argc, char **argv, gen_opts *o, ws_err *err) {
     } else if (!strcmp(f, "--fps")) {
       WS_TRY(num(f, v, 1, 120, &x, err));
       o->p.fps = (int)x;
-    } else if (!strcmp(f, "--seed")) {
-      WS_TRY(num(f, v, -1, 9.2e18, &x, err));
-      o->p.seed = (int64_t)x;
+    } else if (!strcmp(f, "--retries")) {
+      WS_TRY(num(f, v, 0, 10, &x, err));
+      o->retries = (int)x;
+    } else if (!strcmp(f, "--seed")) { /* an integer, not through double: seeds use 63 bits */
+      char *end;
+      errno = 0;
+      long long sd = strtoll(v, &end, 10);
+      if (end == v || *end || errno || sd < -1)
+        return ws_fail(err, WS_EINVAL, "--seed: '%s' is not an integer in [-1, 2^63)", v);
+      o->p.seed = (int64_t)sd;
     } else if (!strcmp(f, "--shift")) {
       WS_TRY(num(f, v, 1e-6, 100, &x, err));
       o->p.shift = x;
