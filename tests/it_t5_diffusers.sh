@@ -14,11 +14,12 @@ py=/usr/bin/python3
 [ -x "$py" ] || py=python3
 convert() { # CASE_DIR OUT_DIR [DROP_KEY]
   "$py" - "$1" "$2" "${3:-}" <<'PY'
-import json, os, re, shutil, struct, sys
+import re, sys
+sys.dont_write_bytecode = True  # no __pycache__ in the tree
+sys.path.insert(0, "tests/tools")
+from golden_rename import copy_case, model_config
 src, dst, drop = sys.argv[1], sys.argv[2], sys.argv[3]
-shutil.copytree(src, dst, ignore=shutil.ignore_patterns("model"))
-os.makedirs(dst + "/model")
-cfg = json.load(open(src + "/model/config.json"))
+cfg = model_config(src)
 per_block = {"norm1.weight": "layer.0.layer_norm.weight",
              "attn.q.weight": "layer.0.SelfAttention.q.weight",
              "attn.k.weight": "layer.0.SelfAttention.k.weight",
@@ -34,17 +35,6 @@ def rename(k):
     if k == "norm.weight": return "encoder.final_layer_norm.weight"
     m = re.match(r"blocks\.(\d+)\.(.*)", k)
     return "encoder.block.%s.%s" % (m.group(1), per_block[m.group(2)])
-w = [f for f in os.listdir(src + "/model") if f.endswith(".safetensors")][0]
-raw = open(src + "/model/" + w, "rb").read()
-n = struct.unpack("<Q", raw[:8])[0]
-hdr = json.loads(raw[8:8 + n])
-new = {}
-for k, v in hdr.items():
-    if k == "__metadata__" or rename(k) == drop: continue
-    new[rename(k)] = v
-h = json.dumps(new).encode()
-h += b" " * ((8 - len(h) % 8) % 8)
-open(dst + "/model/model.safetensors", "wb").write(struct.pack("<Q", len(h)) + h + raw[8 + n:])
 assert cfg["dim_attn"] % cfg["num_heads"] == 0 and not cfg.get("shared_pos")
 hf = {"architectures": ["UMT5EncoderModel"], "model_type": "umt5", "vocab_size": cfg["vocab_size"],
       "d_model": cfg["dim"], "d_kv": cfg["dim_attn"] // cfg["num_heads"], "d_ff": cfg["dim_ffn"],
@@ -52,7 +42,7 @@ hf = {"architectures": ["UMT5EncoderModel"], "model_type": "umt5", "vocab_size":
       "relative_attention_num_buckets": cfg["num_buckets"],
       "relative_attention_max_distance": cfg.get("max_distance", 128),
       "layer_norm_epsilon": cfg.get("eps", 1e-6), "feed_forward_proj": "gated-gelu"}
-json.dump(hf, open(dst + "/model/config.json", "w"))
+copy_case(src, dst, rename, drop, "model.safetensors", hf)
 PY
 }
 n=0

@@ -14,11 +14,12 @@ py=/usr/bin/python3
 [ -x "$py" ] || py=python3
 convert() { # CASE_DIR OUT_DIR [DROP_KEY]
   "$py" - "$1" "$2" "${3:-}" <<'PY'
-import json, os, re, shutil, struct, sys
+import re, sys
+sys.dont_write_bytecode = True  # no __pycache__ in the tree
+sys.path.insert(0, "tests/tools")
+from golden_rename import copy_case, model_config
 src, dst, drop = sys.argv[1], sys.argv[2], sys.argv[3]
-shutil.copytree(src, dst, ignore=shutil.ignore_patterns("model"))
-os.makedirs(dst + "/model")
-cfg = json.load(open(src + "/model/config.json"))
+cfg = model_config(src)
 r = cfg["num_res_blocks"]
 def res(s):  # inside one residual block
     for a, b in (("residual.0.", "norm1."), ("residual.2.", "conv1."), ("residual.3.", "norm2."),
@@ -46,22 +47,11 @@ def rename(k):
         if j <= r: return coder + ".up_blocks.%d.resnets.%d.%s" % (stage, j, res(t))
         return coder + ".up_blocks.%d.upsamplers.0.%s" % (stage, t)
     return k
-w = [f for f in os.listdir(src + "/model") if f.endswith(".safetensors")][0]
-raw = open(src + "/model/" + w, "rb").read()
-n = struct.unpack("<Q", raw[:8])[0]
-hdr = json.loads(raw[8:8 + n])
-new = {}
-for k, v in hdr.items():
-    if k == "__metadata__" or rename(k) == drop: continue
-    new[rename(k)] = v
-h = json.dumps(new).encode()
-h += b" " * ((8 - len(h) % 8) % 8)
-open(dst + "/model/diffusion_pytorch_model.safetensors", "wb").write(struct.pack("<Q", len(h)) + h + raw[8 + n:])
 dc = {"_class_name": "AutoencoderKLWan", "base_dim": cfg["dim"], "z_dim": cfg["z_dim"],
       "dim_mult": cfg["dim_mult"], "num_res_blocks": r, "attn_scales": cfg["attn_scales"],
       "temperal_downsample": cfg["temperal_downsample"], "dropout": 0.0,
       "latents_mean": cfg["latents_mean"], "latents_std": cfg["latents_std"]}
-json.dump(dc, open(dst + "/model/config.json", "w"))
+copy_case(src, dst, rename, drop, "diffusion_pytorch_model.safetensors", dc)
 PY
 }
 for c in tests/golden/vae_*; do

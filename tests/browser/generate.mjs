@@ -3,24 +3,11 @@
 // waits for the <video> to load and play. Prints PASS/FAIL lines (tests/run.sh counts them) and
 // saves a screenshot of the finished page.
 //   node generate.mjs BASE_URL SCREENSHOT.png [STEPS]
-import { chromium } from 'playwright-core';
+import { check, failed, launch } from './lib.mjs';
 
 const [base, shot, stepsArg] = process.argv.slice(2);
 const steps = Number(stepsArg || 24);
-let failed = 0;
-const check = (name, ok, why) => {
-  console.log(ok ? `PASS ${name}` : `FAIL ${name}${why ? ': ' + why : ''}`);
-  if (!ok) failed++;
-};
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  // no sandbox (root in CI); no background traffic: this machine's network is closed
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--autoplay-policy=no-user-gesture-required'],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   const errors = [];
@@ -88,4 +75,4 @@ try {
 } finally {
   await browser.close();
 }
-process.exit(failed ? 1 : 0);
+process.exit(failed ? 1 : 0); // a live binding: the count of failed checks

@@ -3,22 +3,10 @@
 // (fetch with an Authorization header, SSE and <video> with ?access_token=), the video loads and
 // the job is listed. Prints PASS/FAIL lines (tests/run.sh counts them).
 //   node token.mjs BASE_URL TOKEN
-import { chromium } from 'playwright-core';
+import { check, failed, launch } from './lib.mjs';
 
 const [base, tok] = process.argv.slice(2);
-let failed = 0;
-const check = (name, ok, why) => {
-  console.log(ok ? `PASS ${name}` : `FAIL ${name}${why ? ': ' + why : ''}`);
-  if (!ok) failed++;
-};
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--autoplay-policy=no-user-gesture-required'],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   const errors = [];
@@ -62,4 +50,4 @@ try {
 } finally {
   await browser.close();
 }
-process.exit(failed ? 1 : 0);
+process.exit(failed ? 1 : 0); // a live binding: the count of failed checks
