@@ -67,6 +67,7 @@ static int run(local *l, const gen_opts *o, ws_err *err) {
   gen_params p = o->p;
   gp_limits lim = {4096, 4096, 1001, 1000};
   WS_TRY(gp_fill_and_validate(&p, &lim, err));
+  if (p.seed < 0) p.seed = gp_random_seed(); /* -1 = random, as through the router; printed below */
   double t0 = progress_now();
   WS_TRY(load_all(l, o, err));
   double t_load = progress_now();

@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #include "cli/genopts.h"
@@ -39,8 +38,8 @@ static int handle_event(const gen_opts *o, const Wanserve__V1__GenerateEvent *ev
   switch (ev->event_case) {
   case WANSERVE__V1__GENERATE_EVENT__EVENT_ACCEPTED:
     if (!o->quiet)
-      fprintf(stderr, "accepted %s (%d steps)\n", ev->accepted->request_id,
-              ev->accepted->total_steps);
+      fprintf(stderr, "accepted %s (%d steps, seed %lld)\n", ev->accepted->request_id,
+              ev->accepted->total_steps, (long long)ev->accepted->seed);
     return WS_OK;
   case WANSERVE__V1__GENERATE_EVENT__EVENT_PROGRESS: {
     const Wanserve__V1__Progress *p = ev->progress;
@@ -166,9 +165,7 @@ int generate_remote(const gen_opts *o, ws_err *err) {
   /* a random seed is drawn here, not by the router, so that a resent request makes the same video
    */
   if (q.seed < 0) {
-    uint64_t r = 0;
-    if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r = (uint64_t)(progress_now() * 1e6);
-    q.seed = (int64_t)(r >> 1);
+    q.seed = gp_random_seed();
     if (!o->quiet) fprintf(stderr, "seed %lld\n", (long long)q.seed);
   }
   if (rc == WS_OK) rc = rpc_client_create(&co, &c, err);

@@ -2,6 +2,8 @@
 
 #include <math.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 #include "core/rng.h"
 
@@ -70,4 +72,14 @@ int64_t gp_latent_numel(const gen_params *p) {
 
 void gp_noise(const gen_params *p, float *out) {
   ws_rng_normal((uint64_t)p->seed, 0, gp_latent_numel(p), out);
+}
+
+int64_t gp_random_seed(void) {
+  uint64_t r = 0;
+  if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) { /* no entropy yet: the clock, mixed */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    r = ((uint64_t)ts.tv_sec * 1000000007u) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_nsec << 29);
+  }
+  return (int64_t)(r & ((UINT64_C(1) << 53) - 1));
 }

@@ -36,6 +36,9 @@ void gp_set_latent(gen_params *p);
 int64_t gp_latent_numel(const gen_params *p);
 /* The initial noise: N(0,1) from the counter-based RNG with p->seed (same on every machine). */
 void gp_noise(const gen_params *p, float *out);
+/* A fresh random seed for a request that asked for one (-1): from the kernel's entropy, in
+ * [0, 2^53) so that it survives a JSON number (the HTTP API) exactly. */
+int64_t gp_random_seed(void);
 /* The release's default negative prompt (spec §1), used when none is given. */
 extern const char gp_default_negative_prompt[];
 

@@ -37,6 +37,7 @@ struct job {
   double t0_ms, finished_ms;       /* monotonic */
   jstate state;
   int accepted, in_table, cancel, cancel_step;
+  int64_t seed_used; /* from Accepted: the seed the router used (p.seed may be -1) */
   char request_id[128];
   char auth[512]; /* "authorization" metadata of the creator; never logged */
   int total;
@@ -146,6 +147,7 @@ static int on_event(job *j, const Wanserve__V1__GenerateEvent *ev, jobs_blob **b
     snprintf(j->request_id, sizeof j->request_id, "%s",
              ev->accepted->request_id ? ev->accepted->request_id : "");
     j->total = ev->accepted->total_steps;
+    j->seed_used = ev->accepted->seed;
     pthread_cond_broadcast(&js->cv);
     pthread_mutex_unlock(&js->mu);
     return WS_OK;
@@ -555,7 +557,8 @@ static cJSON *job_json_locked(const job *j, int timeline) {
   }
   if (p->frames) cJSON_AddNumberToObject(o, "frames", p->frames);
   if (p->fps) cJSON_AddNumberToObject(o, "fps", p->fps);
-  if (p->seed >= 0) cJSON_AddNumberToObject(o, "seed", (double)p->seed);
+  if (p->seed >= 0 || j->accepted) /* a random seed as the router drew it */
+    cJSON_AddNumberToObject(o, "seed", (double)(p->seed >= 0 ? p->seed : j->seed_used));
   if (p->solver) cJSON_AddStringToObject(o, "solver", p->solver == 2 ? "dpmpp" : "unipc");
   if (j->image_len) cJSON_AddNumberToObject(o, "image_bytes", (double)j->image_len);
   if (j->request_id[0]) cJSON_AddStringToObject(o, "request_id", j->request_id);

@@ -121,7 +121,7 @@ static int generate_inner(gen *g, const Wanserve__V1__GenerateRequest *q, ws_err
   int64_t need = gp_latent_numel(&g->p) * 4 * 12 + (int64_t)q->image.len * 2;
   WS_TRY(svc_budget_reserve(need, "Generate", err));
   g->budget = need;
-  if (g->p.seed < 0) g->p.seed = (int64_t)(gen_now_ms() * 1000.0) & INT64_MAX;
+  if (g->p.seed < 0) g->p.seed = gp_random_seed();
   g->prompt = q->prompt;
   g->negative = q->negative_prompt && q->negative_prompt[0] ? q->negative_prompt : "";
   g->image = q->image.data;
@@ -133,6 +133,7 @@ static int generate_inner(gen *g, const Wanserve__V1__GenerateRequest *q, ws_err
   Wanserve__V1__Accepted acc = WANSERVE__V1__ACCEPTED__INIT;
   acc.request_id = g->id;
   acc.total_steps = g->p.steps;
+  acc.seed = g->p.seed; /* so a video made with a random seed can be made again */
   Wanserve__V1__GenerateEvent ev = WANSERVE__V1__GENERATE_EVENT__INIT;
   ev.event_case = WANSERVE__V1__GENERATE_EVENT__EVENT_ACCEPTED;
   ev.accepted = &acc;

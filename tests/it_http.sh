@@ -259,6 +259,20 @@ done
 code=$(curl -sS -o "$T/curl.part" -w '%{http_code}' -r 0-99 "http://$H/v1/videos/$id/content")
 check http_curl_walkthrough test -n "$id" -a "$code" = 206 -a "$(stat -c %s "$T/curl.part" 2>/dev/null)" = 100
 
+# --- that job had no seed: the router drew one and reports it, so the video can be made again
+seed=$(curl -sS "http://$H/v1/videos/$id" | sed -n 's/.*"seed":\([0-9]*\).*/\1/p')
+curl -sS -o "$T/seed1.mp4" "http://$H/v1/videos/$id/content"
+job2=$(curl -sS -X POST "http://$H/v1/videos" -H 'Content-Type: application/json' \
+  -d "{\"prompt\": \"curl fox\", \"size\": \"64x64\", \"frames\": 9, \"steps\": 4, \"seed\": ${seed:-0}}")
+id2=$(echo "$job2" | sed -n 's/.*"id":"\(video_[0-9a-f]*\)".*/\1/p')
+for _ in $(seq 200); do
+  curl -sS "http://$H/v1/videos/$id2" | grep -q '"status":"completed"' && break
+  sleep 0.1
+done
+curl -sS -o "$T/seed2.mp4" "http://$H/v1/videos/$id2/content"
+check http_random_seed_reported_and_reproducible test -n "$seed" -a -n "$id2" -a -s "$T/seed1.mp4" -a \
+  "$(md5sum < "$T/seed1.mp4")" = "$(md5sum < "$T/seed2.mp4" 2> /dev/null)"
+
 # --- same auth as gRPC: a second router with --auth-tokens (when this build has it, issue 9)
 if strings "$bin/wan-router" | grep -q -- "--auth-tokens"; then
   printf 'good-token\n' > "$T/tokens"
