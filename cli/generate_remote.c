@@ -68,6 +68,7 @@ static int handle_event(const gen_opts *o, const Wanserve__V1__GenerateEvent *ev
       video->len += c->data.len;
     }
     if (c->last) *done = 1;
+    progress_video(pr, video->len, c->last);
     return WS_OK;
   }
   default: return WS_OK;

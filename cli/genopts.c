@@ -211,6 +211,16 @@ void progress_step(progress *pr, int step, int total, int timestep, const char *
   }
 }
 
+void progress_video(progress *pr, size_t bytes, int last) {
+  if (pr->quiet) return;
+  double el = progress_now() - pr->t0;
+  if (pr->tty) /* replaces the step line (\033[K clears it); progress_done ends the line */
+    fprintf(stderr, "\r\033[Kdecoding: %.2f MiB of MP4 received, %.1fs%s", bytes / 1048576.0, el,
+            last ? ", done" : "");
+  else if (last)
+    fprintf(stderr, "video: %zu bytes, elapsed=%.2fs\n", bytes, el);
+}
+
 void progress_done(progress *pr) {
   if (!pr->quiet && pr->tty) fprintf(stderr, "\n");
 }

@@ -39,6 +39,8 @@ void progress_init(progress *pr, int quiet);
 void progress_step(progress *pr, int step, int total, int timestep, const char *role,
                    const char *replica, const char *version);
 void progress_done(progress *pr);
+/* The decode phase after the last step: MP4 bytes received so far (last: the video is whole). */
+void progress_video(progress *pr, size_t bytes, int last);
 double progress_now(void);
 
 /* Entry points. */

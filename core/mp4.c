@@ -327,6 +327,17 @@ int mp4_writer_open(mp4_writer **out, int width, int height, const mp4_opts *opt
       rc = av_fail(err, WS_EINVAL, ar, "mp4: libx264 preset '%s'", preset);
       goto fail;
     }
+    /* x264's AVX-512 code reads memory it did not write: with it, the same frames encode to
+     * different bytes depending on what the heap held before (measured: three encodes of one
+     * decoded video in one process, three different MP4s; stable with MALLOC_PERTURB_ or under
+     * valgrind, which hides AVX-512). Decoders must be deterministic (the router resumes a
+     * stream on another decoder by checking the bytes already sent), so x264 is held to AVX2,
+     * which every AVX-512 CPU has; elsewhere x264 keeps its own detection. */
+    if (__builtin_cpu_supports("avx512f") &&
+        (ar = av_opt_set(enc->priv_data, "x264-params", "asm=AVX2", 0)) < 0) {
+      rc = av_fail(err, WS_EBACKEND, ar, "mp4: libx264 x264-params asm=AVX2");
+      goto fail;
+    }
     if ((ar = av_opt_set(enc->priv_data, "crf", crf, 0)) < 0) {
       rc = av_fail(err, WS_EINVAL, ar, "mp4: libx264 crf %s", crf);
       goto fail;
