@@ -13,6 +13,7 @@
 #include "router/http_jobs.h"
 #include "router/web.h"
 #include "rpc/codec.h"
+#include "rpc/server.h"
 #include "rpc/service.h"
 
 #define SUBMIT_WAIT_MS 5000 /* POST waits this long for the router to accept or refuse */
@@ -509,6 +510,11 @@ static enum MHD_Result route(http_gw *g, struct MHD_Connection *c, const char *u
   if (!strncmp(url, "/v1/videos/", 11)) return video_route(g, c, url + 11, method);
   if (!strcmp(url, "/v1/models")) {
     if (!get) return method_not_allowed(c, "GET");
+    char auth[600];
+    get_auth(c, auth, sizeof auth);
+    if (g->o.ntokens > 0 && !rpc_bearer_ok(auth, g->o.tokens, g->o.ntokens))
+      return send_error(c, 0, GRPC_STATUS_UNAUTHENTICATED,
+                        "/v1/models: this router requires a bearer token");
     return serve_models(g, c);
   }
   if (!strcmp(url, "/healthz")) return send_json(c, 200, strdup("{\"status\":\"ok\"}"));

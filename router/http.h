@@ -26,7 +26,8 @@
  * <video>, which cannot send headers) travels as the call's "authorization" metadata, so a router
  * started with --auth-tokens refuses it with UNAUTHENTICATED (401) exactly as over gRPC. A job
  * is visible (status, events, content, list, delete) only with the authorization it was created
- * with. /v1/models, /healthz and the page itself are open.
+ * with. /v1/models (it names replicas and addresses) needs one of the router's tokens too when it
+ * has any; /healthz and the page itself are open.
  *
  * Server: libmicrohttpd, one thread per connection (SSE readers block on the jobs' condition
  * variable, up to 10 s between keep-alive comments). Request bodies are bounded
@@ -48,7 +49,9 @@
 typedef struct http_opts {
   char listen[256]; /* "" = no gateway */
   char addr_file[2048];
-  char tls_cert[1024], tls_key[1024];         /* PEM paths; both "" = plain HTTP */
+  char tls_cert[1024], tls_key[1024]; /* PEM paths; both "" = plain HTTP */
+  const char *const *tokens; /* --auth-tokens (borrowed, outlive the gateway); NULL = open */
+  int ntokens;
   int keep_s, keep_mb, max_jobs, max_body_mb; /* 0 = defaults */
 } http_opts;
 

@@ -122,15 +122,16 @@ int main(int argc, char **argv) {
                         .max_recv_bytes = o.max_recv_mb << 20};
   if (rc == WS_OK) rc = rpc_server_create(&so, &server, &err);
   if (rc == WS_OK) rc = router_register(r, server, &err);
+  char **tok = NULL; /* kept until the gateway has stopped: it checks /v1/models with them */
+  int ntok = 0;
   if (rc == WS_OK && f.auth_tokens[0]) {
-    char **tok = NULL;
-    int ntok = 0;
     rc = rpc_tokens_load(f.auth_tokens, &tok, &ntok, &err);
     if (rc == WS_OK)
       rc = rpc_server_require_token(server, "/wanserve.v1.Router/Generate",
                                     (const char *const *)tok, ntok, &err);
     if (rc == WS_OK) WS_INFO("router: Generate requires one of %d bearer tokens", ntok);
-    rpc_tokens_free(tok, ntok);
+    f.http.tokens = (const char *const *)tok;
+    f.http.ntokens = ntok;
   }
   if (rc == WS_OK) rc = svc_start(&o, "router", server, inflight, "", &s, &err);
   /* the gateway's jobs are Generate calls to this router's own advertised address */
@@ -151,5 +152,6 @@ int main(int argc, char **argv) {
   reg_watch_stop(view);
   etcd_close(etcd);
   svc_tls_free(&tls);
+  rpc_tokens_free(tok, ntok);
   return rc == WS_OK ? 0 : 1;
 }

@@ -375,18 +375,22 @@ static int ct_equal(const char *a, size_t na, const char *b, size_t nb) {
   return d == 0;
 }
 
-/* 1 when the call's "authorization" metadata is "Bearer <t>" with t one of the method's tokens.
- * Every token is compared (no early exit), so timing says nothing about which one matched. */
+int rpc_bearer_ok(const char *authorization, const char *const *tokens, int n) {
+  size_t len = authorization ? strlen(authorization) : 0;
+  if (len < 7 || strncasecmp(authorization, "Bearer ", 7) != 0) return 0;
+  const char *t = authorization + 7;
+  int ok = 0;
+  for (int i = 0; i < n; i++) /* every token, no early exit: timing says nothing about which */
+    ok |= ct_equal(t, len - 7, tokens[i], strlen(tokens[i]));
+  return ok;
+}
+
+/* 1 when the call's "authorization" metadata is "Bearer <t>" with t one of the method's tokens. */
 static int token_ok(const rpc_call *c) {
   char v[1024];
   int len = rpc_call_metadata(c, "authorization", v, sizeof v);
-  if (len < 7 || (size_t)len >= sizeof v || strncasecmp(v, "Bearer ", 7) != 0) return 0;
-  const char *t = v + 7;
-  size_t nt = (size_t)len - 7;
-  int ok = 0;
-  for (int i = 0; i < c->m->n_tokens; i++)
-    ok |= ct_equal(t, nt, c->m->tokens[i], strlen(c->m->tokens[i]));
-  return ok;
+  if (len < 7 || (size_t)len >= sizeof v) return 0;
+  return rpc_bearer_ok(v, (const char *const *)c->m->tokens, c->m->n_tokens);
 }
 
 int rpc_server_require_token(rpc_server *s, const char *path, const char *const *tokens, int n,

@@ -88,6 +88,9 @@ int rpc_server_require_token(rpc_server *s, const char *path, const char *const 
  * (rpc_tokens_free). An empty file is WS_EINVAL. */
 int rpc_tokens_load(const char *path, char ***tokens, int *n, ws_err *err);
 void rpc_tokens_free(char **tokens, int n);
+/* 1 when `authorization` is "Bearer <t>" (scheme case-insensitive) with t one of tokens[0..n),
+ * compared in constant time over every token; the HTTP gateway uses it beside the gRPC check. */
+int rpc_bearer_ok(const char *authorization, const char *const *tokens, int n);
 
 /* Sets the TLS PEM paths of opts (tls_cert, tls_key, tls_client_ca; NULL/"" = unset) after
  * creation, for code that gets a server from elsewhere (rpc/service.c). The strings must stay

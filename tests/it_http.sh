@@ -303,6 +303,12 @@ if strings "$bin/wan-router" | grep -q -- "--auth-tokens"; then
   check http_auth_good_token_creates test "$code" = 200 -a -n "$aid"
   check http_auth_job_hidden_without_token test "$c_none" = 404 -a "$c_hdr" = 200
   check http_auth_access_token_query_for_video test "$c_q" = 200 -a -s "$T/auth.mp4"
+  m_none=$(curl -sS -o /dev/null -w '%{http_code}' "$A/v1/models")
+  m_bad=$(curl -sS -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer good-tokenx' "$A/v1/models")
+  m_good=$(curl -sS -o "$T/models.json" -w '%{http_code}' -H 'Authorization: Bearer good-token' "$A/v1/models")
+  check http_auth_models_needs_token test "$m_none" = 401 -a "$m_bad" = 401 -a "$m_good" = 200 -a \
+    -n "$(grep -o expert-low "$T/models.json")"
+  check http_auth_page_stays_open test "$(curl -sS -o /dev/null -w '%{http_code}' "$A/")" = 200
   kill -TERM "$apid" 2>/dev/null
   wait "$apid" 2>/dev/null
 fi

@@ -228,7 +228,8 @@ async function refreshCluster() {
     $('cluster').textContent = 'replicas: ' + parts.join(' · ');
     $('cluster').classList.toggle('down', m.data.some((r) => r.id.startsWith('expert') && !r.live));
   } catch (e) {
-    $('cluster').textContent = 'cluster: unreachable';
+    const auth = e.message.startsWith('UNAUTHENTICATED');
+    $('cluster').textContent = auth ? 'cluster: enter the access token' : 'cluster: unreachable';
     $('cluster').classList.add('down');
   }
 }
@@ -261,6 +262,7 @@ $('token').value = sessionStorage.getItem('wanserve.token') || '';
 $('token').addEventListener('change', () => {
   sessionStorage.setItem('wanserve.token', token());
   refreshJobs(); // jobs are listed per token
+  refreshCluster();
 });
 $('gen').addEventListener('submit', submit);
 $('cancel').addEventListener('click', cancel);

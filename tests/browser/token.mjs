@@ -12,6 +12,10 @@ try {
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
   await page.goto(base, { waitUntil: 'load' });
+  const asks = await page.waitForFunction(
+    () => document.getElementById('cluster').textContent.includes('access token'), null,
+    { timeout: 15000 }).then(() => true, () => false);
+  check('browser_token_cluster_needs_token', asks, await page.textContent('#cluster'));
   await page.fill('#prompt', 'a lantern on a pier at night');
   await page.fill('#size', '64x64');
   await page.fill('#frames', '5');
@@ -27,6 +31,10 @@ try {
 
   await page.fill('#token', tok);
   await page.dispatchEvent('#token', 'change');
+  const shown = await page.waitForFunction(
+    () => /high [1-9].*low [1-9]/.test(document.getElementById('cluster').textContent), null,
+    { timeout: 15000 }).then(() => true, () => false);
+  check('browser_token_cluster_shown_with_token', shown, await page.textContent('#cluster'));
   await page.click('#submit');
   await page.waitForFunction(() => document.getElementById('job').dataset.status === 'completed',
     null, { timeout: 120000 });
