@@ -333,11 +333,13 @@ int mp4_writer_open(mp4_writer **out, int width, int height, const mp4_opts *opt
      * valgrind, which hides AVX-512). Decoders must be deterministic (the router resumes a
      * stream on another decoder by checking the bytes already sent), so x264 is held to AVX2,
      * which every AVX-512 CPU has; elsewhere x264 keeps its own detection. */
+#if defined(__x86_64__) || defined(__i386__)
     if (__builtin_cpu_supports("avx512f") &&
         (ar = av_opt_set(enc->priv_data, "x264-params", "asm=AVX2", 0)) < 0) {
       rc = av_fail(err, WS_EBACKEND, ar, "mp4: libx264 x264-params asm=AVX2");
       goto fail;
     }
+#endif
     if ((ar = av_opt_set(enc->priv_data, "crf", crf, 0)) < 0) {
       rc = av_fail(err, WS_EINVAL, ar, "mp4: libx264 crf %s", crf);
       goto fail;
