@@ -557,8 +557,11 @@ static cJSON *job_json_locked(const job *j, int timeline) {
   }
   if (p->frames) cJSON_AddNumberToObject(o, "frames", p->frames);
   if (p->fps) cJSON_AddNumberToObject(o, "fps", p->fps);
-  if (p->seed >= 0 || j->accepted) /* a random seed as the router drew it */
-    cJSON_AddNumberToObject(o, "seed", (double)(p->seed >= 0 ? p->seed : j->seed_used));
+  if (p->seed >= 0 || j->accepted) { /* a random seed as the router drew it */
+    char seed[32];                   /* digits, never 7.1e+15: cJSON prints doubles that way */
+    snprintf(seed, sizeof seed, "%lld", (long long)(p->seed >= 0 ? p->seed : j->seed_used));
+    cJSON_AddRawToObject(o, "seed", seed);
+  }
   if (p->solver) cJSON_AddStringToObject(o, "solver", p->solver == 2 ? "dpmpp" : "unipc");
   if (j->image_len) cJSON_AddNumberToObject(o, "image_bytes", (double)j->image_len);
   if (j->request_id[0]) cJSON_AddStringToObject(o, "request_id", j->request_id);

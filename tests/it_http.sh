@@ -249,29 +249,32 @@ check http_same_frames_as_grpc test -n "$vid" -a "$(fm "$T/http.mp4" | wc -l)" =
   "$(fm "$T/http.mp4" | md5sum)" = "$(fm "$T/grpc.mp4" | md5sum)"
 
 # --- curl walk-through of docs/http-api.md: create, poll, download with a range
-job=$(curl -sS -X POST "http://$H/v1/videos" -H 'Content-Type: application/json' \
-  -d '{"prompt": "curl fox", "size": "64x64", "frames": 9, "steps": 4}')
-id=$(echo "$job" | sed -n 's/.*"id":"\(video_[0-9a-f]*\)".*/\1/p')
-for _ in $(seq 200); do
-  curl -sS "http://$H/v1/videos/$id" | grep -q '"status":"completed"' && break
-  sleep 0.1
-done
+curl_job() { # BODY: POST it, wait (60 s) until completed; prints the job id ("" on failure)
+  local job id
+  job=$(curl -sS -X POST "http://$H/v1/videos" -H 'Content-Type: application/json' -d "$1")
+  id=$(echo "$job" | sed -n 's/.*"id":"\(video_[0-9a-f]*\)".*/\1/p')
+  for _ in $(seq 600); do
+    [ -n "$id" ] || break
+    curl -sS "http://$H/v1/videos/$id" | grep -q '"status":"completed"' && break
+    sleep 0.1
+  done
+  echo "$id"
+}
+id=$(curl_job '{"prompt": "curl fox", "size": "64x64", "frames": 9, "steps": 4}')
 code=$(curl -sS -o "$T/curl.part" -w '%{http_code}' -r 0-99 "http://$H/v1/videos/$id/content")
 check http_curl_walkthrough test -n "$id" -a "$code" = 206 -a "$(stat -c %s "$T/curl.part" 2>/dev/null)" = 100
 
 # --- that job had no seed: the router drew one and reports it, so the video can be made again
 seed=$(curl -sS "http://$H/v1/videos/$id" | sed -n 's/.*"seed":\([0-9]*\).*/\1/p')
 curl -sS -o "$T/seed1.mp4" "http://$H/v1/videos/$id/content"
-job2=$(curl -sS -X POST "http://$H/v1/videos" -H 'Content-Type: application/json' \
-  -d "{\"prompt\": \"curl fox\", \"size\": \"64x64\", \"frames\": 9, \"steps\": 4, \"seed\": ${seed:-0}}")
-id2=$(echo "$job2" | sed -n 's/.*"id":"\(video_[0-9a-f]*\)".*/\1/p')
-for _ in $(seq 200); do
-  curl -sS "http://$H/v1/videos/$id2" | grep -q '"status":"completed"' && break
-  sleep 0.1
-done
+id2=$(curl_job "{\"prompt\": \"curl fox\", \"size\": \"64x64\", \"frames\": 9, \"steps\": 4, \"seed\": ${seed:-0}}")
 curl -sS -o "$T/seed2.mp4" "http://$H/v1/videos/$id2/content"
-check http_random_seed_reported_and_reproducible test -n "$seed" -a -n "$id2" -a -s "$T/seed1.mp4" -a \
-  "$(md5sum < "$T/seed1.mp4")" = "$(md5sum < "$T/seed2.mp4" 2> /dev/null)"
+if [ -n "$seed" ] && [ -n "$id2" ] && [ -s "$T/seed1.mp4" ] &&
+   [ "$(md5sum < "$T/seed1.mp4")" = "$(md5sum < "$T/seed2.mp4" 2> /dev/null)" ]; then
+  pass http_random_seed_reported_and_reproducible
+else
+  fail http_random_seed_reported_and_reproducible "seed '$seed', jobs '$id' '$id2': $(curl -sS "http://$H/v1/videos/$id2" | cut -c1-300)"
+fi
 
 # --- same auth as gRPC: a second router with --auth-tokens (when this build has it, issue 9)
 if strings "$bin/wan-router" | grep -q -- "--auth-tokens"; then

@@ -4,14 +4,7 @@
 # weights renamed as spec §7.3's table maps them (restated here in Python, independently of
 # models/t5.c) and an HF config.json; `wanctl check-golden` must pass it with the same rel-L2 as
 # the Wan layout (same tensors, so the same bits). Also a folder missing one weight names it.
-set -u
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root" || exit 1
-BUILD=${BUILD:-build}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-py=/usr/bin/python3
-[ -x "$py" ] || py=python3
+source "$(dirname "$0")/layoutlib.sh"
 convert() { # CASE_DIR OUT_DIR [DROP_KEY]
   "$py" - "$1" "$2" "${3:-}" <<'PY'
 import re, sys
@@ -52,18 +45,8 @@ for c in tests/golden/t5_*; do
   name=$(basename "$c")
   n=$((n + 1))
   convert "$c" "$T/$name"
-  want=$("$BUILD/bin/wanctl" check-golden "$c" | head -n 1 | awk '{print $3}')
-  got=$("$BUILD/bin/wanctl" check-golden "$T/$name" 2>&1 | head -n 1)
-  if echo "$got" | grep -q " PASS$" && [ "$(echo "$got" | awk '{print $3}')" = "$want" ]; then
-    echo "PASS diffusers_t5_$name"
-  else
-    echo "FAIL diffusers_t5_$name: $got (Wan layout rel_l2 $want)"
-  fi
+  same_as_original "diffusers_t5_$name" "$c" "$T/$name"
 done
 [ $n -gt 0 ] || echo "FAIL diffusers_t5: no t5 golden case with .safetensors weights"
 convert tests/golden/t5_tiny "$T/missing" encoder.block.1.layer.1.DenseReluDense.wo.weight
-if "$BUILD/bin/wanctl" check-golden "$T/missing" 2>&1 | grep -q "encoder.block.1.layer.1.DenseReluDense.wo.weight"; then
-  echo "PASS diffusers_t5_missing_key_named"
-else
-  echo "FAIL diffusers_t5_missing_key_named: $("$BUILD/bin/wanctl" check-golden "$T/missing" 2>&1 | head -n 2 | tr '\n' ' ')"
-fi
+missing_key_named diffusers_t5_missing_key_named "$T/missing" encoder.block.1.layer.1.DenseReluDense.wo.weight

@@ -4,14 +4,7 @@
 # (restated here in Python from spec §6.1.2/§7.3, independently of models/vae_names.c) and a
 # Diffusers config.json; `wanctl check-golden` must pass it with the same rel-L2 as the release
 # layout (same tensors, so the same bits). Also a Diffusers folder missing one weight names it.
-set -u
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root" || exit 1
-BUILD=${BUILD:-build}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-py=/usr/bin/python3
-[ -x "$py" ] || py=python3
+source "$(dirname "$0")/layoutlib.sh"
 convert() { # CASE_DIR OUT_DIR [DROP_KEY]
   "$py" - "$1" "$2" "${3:-}" <<'PY'
 import re, sys
@@ -58,17 +51,7 @@ for c in tests/golden/vae_*; do
   case $c in *_pth) continue ;; esac
   name=$(basename "$c")
   convert "$c" "$T/$name"
-  want=$("$BUILD/bin/wanctl" check-golden "$c" | head -n 1 | awk '{print $3}')
-  got=$("$BUILD/bin/wanctl" check-golden "$T/$name" 2>&1 | head -n 1)
-  if echo "$got" | grep -q " PASS$" && [ "$(echo "$got" | awk '{print $3}')" = "$want" ]; then
-    echo "PASS diffusers_vae_$name"
-  else
-    echo "FAIL diffusers_vae_$name: $got (release layout rel_l2 $want)"
-  fi
+  same_as_original "diffusers_vae_$name" "$c" "$T/$name"
 done
 convert tests/golden/vae_decode_tiny "$T/missing" decoder.conv_out.bias
-if "$BUILD/bin/wanctl" check-golden "$T/missing" 2>&1 | grep -q "decoder.conv_out.bias"; then
-  echo "PASS diffusers_vae_missing_key_named"
-else
-  echo "FAIL diffusers_vae_missing_key_named"
-fi
+missing_key_named diffusers_vae_missing_key_named "$T/missing" decoder.conv_out.bias
