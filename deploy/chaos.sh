@@ -3,7 +3,9 @@
 # a stream of concurrent requests (wanctl generate, fixed seeds, --latent-out) while a loop
 #   - kill -9s a random expert replica and starts a replacement (deploy/local-cluster add),
 #   - restarts etcd (etcd-stop, pause, etcd-start; same data dir),
-#   - restarts the decoder (SIGTERM: it deregisters and drains, then a new one starts).
+#   - replaces the decoder, alternately gracefully (SIGTERM: it deregisters and drains) and by
+#     kill -9 (a decode in flight then finishes on the new decoder, router/calls.c), starting a
+#     new one at once.
 # At the end every request must have succeeded and every final latent must be bit-identical to
 # `wanctl generate --local` with the same seed (computed first, undisturbed).
 #
@@ -87,12 +89,13 @@ chaos_loop() {
           sleep "$pause"
           "$LC" etcd-start > /dev/null 2>&1 && etcd=$((etcd + 1)) && log "event: etcd restarted"
         fi ;;
-      3) # decoder restart: graceful stop (deregister, drain), then a fresh one
-        local dpid; dpid=$(awk '$1 ~ /^decoder-/ {print $2}' "$state/procs" | while read -r p; do
+      3) # decoder replaced: graceful stop (deregister, drain) or kill -9, then a fresh one
+        local dpid sig=TERM; dpid=$(awk '$1 ~ /^decoder-/ {print $2}' "$state/procs" | while read -r p; do
           alive "$p" && echo "$p"; done | head -n 1)
+        [ $((dec % 2)) -eq 1 ] && sig=KILL
         if [ -n "$dpid" ]; then
-          kill -TERM "$dpid"
-          "$LC" add decoder > /dev/null 2>&1 && dec=$((dec + 1)) && log "event: decoder restarted (old pid $dpid)"
+          kill -"$sig" "$dpid"
+          "$LC" add decoder > /dev/null 2>&1 && dec=$((dec + 1)) && log "event: decoder replaced (old pid $dpid, SIG$sig)"
         fi ;;
       *) # kill -9 one live expert replica, start a replacement of the same role
         local line victim role
