@@ -61,20 +61,12 @@ static int open_etcd(int *argc, char **argv, etcd_client **c, ws_err *err) {
                    "no etcd: pass --etcd, set WANSERVE_ETCD, or start deploy/local-cluster up");
   if (!cert != !key || (cert && !ca))
     return ws_fail(err, WS_EINVAL, "--tls-cert and --tls-key go together, with --tls-ca");
-  char *ca_pem = NULL, *cert_pem = NULL, *key_pem = NULL;
-  int rc = ca ? rpc_read_pem(ca, &ca_pem, err) : WS_OK;
-  if (rc == WS_OK && cert) rc = rpc_read_pem(cert, &cert_pem, err);
-  if (rc == WS_OK && key) rc = rpc_read_pem(key, &key_pem, err);
-  etcd_opts eo = {.endpoints = ep,
-                  .timeout_ms = 3000,
-                  .ca_pem = ca_pem,
-                  .cert_pem = cert_pem,
-                  .key_pem = key_pem};
-  if (rc == WS_OK) rc = etcd_open(&eo, c, err);
-  free(ca_pem);
-  free(cert_pem);
-  if (key_pem) memset(key_pem, 0, strlen(key_pem));
-  free(key_pem);
+  rpc_pems p;
+  WS_TRY(rpc_pems_load(ca, cert, key, &p, err));
+  etcd_opts eo = {
+      .endpoints = ep, .timeout_ms = 3000, .ca_pem = p.ca, .cert_pem = p.cert, .key_pem = p.key};
+  int rc = etcd_open(&eo, c, err);
+  rpc_pems_free(&p);
   return rc;
 }
 

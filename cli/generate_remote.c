@@ -143,16 +143,14 @@ int generate_remote(const gen_opts *o, ws_err *err) {
   progress_init(&pr, o->quiet);
   int done = 0;
   rpc_client_opts co = {.max_recv_bytes = 256 << 20};
-  char *pem[3] = {NULL, NULL, NULL}; /* --tls-ca, --tls-cert, --tls-key */
-  const char *pem_path[3] = {o->tls_ca, o->tls_cert, o->tls_key};
-  if (!o->router && !o->tls_ca) /* the local cluster's own router: its TLS, if it has one */
-    genopts_local_tls(&pem_path[0], &pem_path[1], &pem_path[2]);
-  int rc = WS_OK;
-  for (int k = 0; k < 3 && rc == WS_OK; k++)
-    if (pem_path[k]) rc = rpc_read_pem(pem_path[k], &pem[k], err);
-  co.ca_pem = pem[0];
-  co.cert_pem = pem[1];
-  co.key_pem = pem[2];
+  const char *ca = o->tls_ca, *cert = o->tls_cert, *key = o->tls_key;
+  if (!o->router && !ca) /* the local cluster's own router: its TLS, if it has one */
+    genopts_local_tls(&ca, &cert, &key);
+  rpc_pems pem;
+  int rc = rpc_pems_load(ca, cert, key, &pem, err);
+  co.ca_pem = pem.ca;
+  co.cert_pem = pem.cert;
+  co.key_pem = pem.key;
   /* the token travels only in the request metadata; it is never printed */
   char auth[1100];
   rpc_md md = {"authorization", auth};
@@ -189,9 +187,7 @@ int generate_remote(const gen_opts *o, ws_err *err) {
   mp4_buf_free(&video);
   rpc_client_free(c);
   free(img);
-  if (pem[2]) memset(pem[2], 0, strlen(pem[2]));
-  for (int k = 0; k < 3; k++)
-    free(pem[k]);
+  rpc_pems_free(&pem);
   memset(auth, 0, sizeof auth);
   return rc;
 }

@@ -27,7 +27,7 @@ struct http_gw {
   reg_watch *view;
   struct MHD_Daemon *d;
   size_t max_body;
-  char *tls_cert, *tls_key; /* owned PEM text; NULL = plain HTTP */
+  rpc_pems tls; /* owned PEM text (cert, key); tls.cert NULL = plain HTTP */
 };
 
 /* Per-request state (MHD's con_cls): the body, or the form fields of a multipart upload. */
@@ -651,9 +651,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
 /* Frees what http_start allocated besides the daemon (which must be stopped or never started). */
 static void http_free(http_gw *g) {
   jobs_free(g->js);
-  free(g->tls_cert);
-  if (g->tls_key) memset(g->tls_key, 0, strlen(g->tls_key)); /* no private key in freed memory */
-  free(g->tls_key);
+  rpc_pems_free(&g->tls);
   free(g);
 }
 
@@ -664,9 +662,7 @@ static int load_tls(http_gw *g, ws_err *err) {
     return ws_fail(err, WS_EINVAL, "--http-tls-cert and --http-tls-key go together");
   if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
     return ws_fail(err, WS_EUNSUPPORTED, "--http-tls-*: this libmicrohttpd has no TLS support");
-  int rc = rpc_read_pem(g->o.tls_cert, &g->tls_cert, err);
-  if (rc == 0) rc = rpc_read_pem(g->o.tls_key, &g->tls_key, err);
-  return rc;
+  return rpc_pems_load(NULL, g->o.tls_cert, g->o.tls_key, &g->tls, err);
 }
 
 int http_start(const http_opts *o, const char *router_addr, reg_watch *view, rpc_client *client,
@@ -714,15 +710,15 @@ int http_start(const http_opts *o, const char *router_addr, reg_watch *view, rpc
   }
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_AUTO |
                    MHD_USE_ERROR_LOG | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0) |
-                   (g->tls_cert ? MHD_USE_TLS : 0);
-  struct MHD_OptionItem tls[] = {{MHD_OPTION_HTTPS_MEM_CERT, 0, g->tls_cert},
-                                 {MHD_OPTION_HTTPS_MEM_KEY, 0, g->tls_key},
+                   (g->tls.cert ? MHD_USE_TLS : 0);
+  struct MHD_OptionItem tls[] = {{MHD_OPTION_HTTPS_MEM_CERT, 0, g->tls.cert},
+                                 {MHD_OPTION_HTTPS_MEM_KEY, 0, g->tls.key},
                                  {MHD_OPTION_END, 0, NULL}};
   g->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, g, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
                           g, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED,
                           request_done, g, MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
                           MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_ARRAY,
-                          g->tls_cert ? tls : tls + 2, MHD_OPTION_END);
+                          g->tls.cert ? tls : tls + 2, MHD_OPTION_END);
   freeaddrinfo(ai);
   if (!g->d) {
     http_free(g);
@@ -741,7 +737,7 @@ int http_start(const http_opts *o, const char *router_addr, reg_watch *view, rpc
     return rc;
   }
   WS_INFO("http: video-jobs API and web page on %s://%s/ (jobs via %s)",
-          g->tls_cert ? "https" : "http", addr, router_addr);
+          g->tls.cert ? "https" : "http", addr, router_addr);
   *out = g;
   return WS_OK;
 }

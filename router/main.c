@@ -97,7 +97,7 @@ int main(int argc, char **argv) {
   rpc_server *server = NULL;
   svc *s = NULL;
   http_gw *gw = NULL;
-  svc_tls tls; /* --tls-*: the router's identity towards etcd and the services */
+  rpc_pems tls; /* --tls-*: the router's identity towards etcd and the services */
   int rc = svc_tls_load(&o, &tls, &err);
   etcd_opts eo = {.endpoints = o.etcd,
                   .timeout_ms = 3000,
@@ -151,7 +151,7 @@ int main(int argc, char **argv) {
   pool_free(pl);
   reg_watch_stop(view);
   etcd_close(etcd);
-  svc_tls_free(&tls);
+  rpc_pems_free(&tls);
   rpc_tokens_free(tok, ntok);
   return rc == WS_OK ? 0 : 1;
 }

@@ -125,6 +125,25 @@ int rpc_read_pem(const char *path, char **out, ws_err *err) {
   return 0;
 }
 
+int rpc_pems_load(const char *ca, const char *cert, const char *key, rpc_pems *p, ws_err *err) {
+  memset(p, 0, sizeof *p);
+  const char *path[3] = {ca, cert, key};
+  char **dst[3] = {&p->ca, &p->cert, &p->key};
+  int rc = 0;
+  for (int k = 0; k < 3 && rc == 0; k++)
+    if (path[k] && path[k][0]) rc = rpc_read_pem(path[k], dst[k], err);
+  if (rc < 0) rpc_pems_free(p);
+  return rc;
+}
+
+void rpc_pems_free(rpc_pems *p) {
+  free(p->ca);
+  free(p->cert);
+  if (p->key) memset(p->key, 0, strlen(p->key));
+  free(p->key);
+  memset(p, 0, sizeof *p);
+}
+
 static grpc_channel *get_channel(rpc_client *c, const char *target, ws_err *err) {
   pthread_mutex_lock(&c->mu);
   for (chan *h = c->chans; h; h = h->next)

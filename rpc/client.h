@@ -69,6 +69,15 @@ void rpc_grpc_init(void);
  * (free()); WS_EIO when it cannot be read, WS_EINVAL when it holds no PEM block. */
 int rpc_read_pem(const char *path, char **out, ws_err *err);
 
+/* A TLS identity as PEM text: CA roots, certificate, private key (each NULL when not given).
+ * rpc_pems_load reads the paths that are non-NULL and non-empty (on failure nothing stays
+ * allocated); rpc_pems_free wipes the key before freeing, so no private key lingers in the heap. */
+typedef struct rpc_pems {
+  char *ca, *cert, *key;
+} rpc_pems;
+int rpc_pems_load(const char *ca, const char *cert, const char *key, rpc_pems *p, ws_err *err);
+void rpc_pems_free(rpc_pems *p);
+
 /* opts NULL = defaults. Calls rpc_grpc_init (balanced in rpc_client_free). */
 int rpc_client_create(const rpc_client_opts *opts, rpc_client **out, ws_err *err);
 /* Frees the cached channels. Every stream of this client must be finished first. */

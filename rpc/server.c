@@ -668,23 +668,18 @@ static int server_credentials(const rpc_server_opts *o, grpc_server_credentials 
   }
   if (!has_cert || !has_key)
     return ws_fail(err, WS_EINVAL, "tls: a server needs both a certificate and a key");
-  char *cert = NULL, *key = NULL, *ca = NULL;
-  int rc = rpc_read_pem(o->tls_cert, &cert, err);
-  if (rc == 0) rc = rpc_read_pem(o->tls_key, &key, err);
-  if (rc == 0 && has_ca) rc = rpc_read_pem(o->tls_client_ca, &ca, err);
+  rpc_pems p;
+  int rc = rpc_pems_load(o->tls_client_ca, o->tls_cert, o->tls_key, &p, err);
   if (rc == 0) {
-    grpc_ssl_pem_key_cert_pair pair = {key, cert};
+    grpc_ssl_pem_key_cert_pair pair = {p.key, p.cert};
     *out = grpc_ssl_server_credentials_create_ex(
-        ca, &pair, 1,
+        p.ca, &pair, 1,
         has_ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
                : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
         NULL);
     if (!*out) rc = ws_fail(err, WS_EINVAL, "tls: gRPC refused the server certificate/key");
   }
-  if (key) memset(key, 0, strlen(key)); /* do not leave the private key in freed memory */
-  free(cert);
-  free(key);
-  free(ca);
+  rpc_pems_free(&p);
   return rc;
 }
 

@@ -18,7 +18,7 @@ struct svc {
   rpc_server *server;
   etcd_client *etcd;
   reg_registration *reg;
-  svc_tls tls; /* client-side TLS material (etcd) */
+  rpc_pems tls; /* client-side TLS material (etcd) */
   metrics_http *metrics;
   char metrics_file[2100]; /* <addr-file>.metrics, "" when not written */
 };
@@ -244,22 +244,10 @@ int64_t svc_budget_in_use(void) {
   return v;
 }
 
-int svc_tls_load(const svc_opts *o, svc_tls *t, ws_err *err) {
+int svc_tls_load(const svc_opts *o, rpc_pems *t, ws_err *err) {
   memset(t, 0, sizeof *t);
   if (!o->tls_ca[0]) return WS_OK;
-  int rc = rpc_read_pem(o->tls_ca, &t->ca, err);
-  if (rc == 0 && o->tls_cert[0]) rc = rpc_read_pem(o->tls_cert, &t->cert, err);
-  if (rc == 0 && o->tls_key[0]) rc = rpc_read_pem(o->tls_key, &t->key, err);
-  if (rc < 0) svc_tls_free(t);
-  return rc;
-}
-
-void svc_tls_free(svc_tls *t) {
-  free(t->ca);
-  free(t->cert);
-  if (t->key) memset(t->key, 0, strlen(t->key)); /* no private key left in freed memory */
-  free(t->key);
-  memset(t, 0, sizeof *t);
+  return rpc_pems_load(o->tls_ca, o->tls_cert, o->tls_key, t, err);
 }
 
 int svc_start(const svc_opts *o, const char *role, rpc_server *server, int max_batch,
@@ -334,7 +322,7 @@ fail:
   if (s->reg) reg_unregister(s->reg, NULL);
   if (s->etcd) etcd_close(s->etcd);
   rpc_server_stop(server, 0);
-  svc_tls_free(&s->tls);
+  rpc_pems_free(&s->tls);
   free(s);
   return rc;
 }
@@ -352,6 +340,6 @@ void svc_stop(svc *s) {
   if (s->metrics_file[0]) unlink(s->metrics_file);
   if (s->o.addr_file[0]) unlink(s->o.addr_file);
   WS_INFO("%s %s stopped", s->role, s->o.id);
-  svc_tls_free(&s->tls);
+  rpc_pems_free(&s->tls);
   free(s);
 }

@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "core/error.h"
+#include "rpc/client.h"
 #include "rpc/etcd.h"
 #include "rpc/registry.h"
 #include "rpc/server.h"
@@ -62,12 +63,9 @@ const char *svc_id(const svc *s);
 etcd_client *svc_etcd(svc *s);
 
 /* The TLS material of the --tls-* flags as PEM text, for this process's gRPC clients
- * (rpc_client_opts ca_pem / cert_pem / key_pem). All NULL when --tls-ca is unset. */
-typedef struct svc_tls {
-  char *ca, *cert, *key;
-} svc_tls;
-int svc_tls_load(const svc_opts *o, svc_tls *t, ws_err *err);
-void svc_tls_free(svc_tls *t);
+ * (rpc_client_opts ca_pem / cert_pem / key_pem). All NULL when --tls-ca is unset. Free with
+ * rpc_pems_free. */
+int svc_tls_load(const svc_opts *o, rpc_pems *t, ws_err *err);
 
 /* Writes "addr\n" to path atomically (a temporary file renamed over it), so a launcher polling
  * for the file never reads half an address. */

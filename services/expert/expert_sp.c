@@ -265,7 +265,7 @@ static void *worker_thread(void *arg) {
 
 #ifdef WS_HAVE_CUDA
 static int etcd_connect(const svc_opts *o, etcd_client **out, ws_err *err) {
-  svc_tls t = {0};
+  rpc_pems t = {0};
   WS_TRY(svc_tls_load(o, &t, err));
   etcd_opts eo = {.endpoints = o->etcd,
                   .timeout_ms = 3000,
@@ -273,7 +273,7 @@ static int etcd_connect(const svc_opts *o, etcd_client **out, ws_err *err) {
                   .cert_pem = t.cert,
                   .key_pem = t.key};
   int rc = etcd_open(&eo, out, err);
-  svc_tls_free(&t);
+  rpc_pems_free(&t);
   return rc;
 }
 #endif
