@@ -34,16 +34,6 @@
 #include "cuda/backend_cuda.h"
 #endif
 
-static double rel_l2(const float *a, const float *ref, int64_t n) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < n; i++) {
-    double d = (double)a[i] - ref[i];
-    num += d * d;
-    den += (double)ref[i] * ref[i];
-  }
-  return sqrt(num / (den > 0 ? den : 1));
-}
-
 /* ---- a communicator decorator that kills the process in its N-th all-to-all ---- */
 typedef struct dying {
   comm c;
@@ -241,7 +231,7 @@ int main(int argc, char **argv) {
     if (dit_sp_create(m, use, &sp, &err) < 0 || dit_sp_forward(sp, &p.in, out, &err) < 0)
       DIE("small sharded forward: %s", err.msg);
     if (rank == 0) {
-      double e = rel_l2(out, ref, p.n_out);
+      double e = ws_rel_l2(out, ref, p.n_out);
       printf("CHECK small model (dim 512, 8 heads, 2 layers, L=105, B=2), %d ranks: rel-L2 vs one "
              "GPU %.3e -> %s (bf16 tolerance 1e-2)\n",
              world, e, e <= 1e-2 ? "PASS" : "FAIL");
@@ -298,7 +288,7 @@ int main(int argc, char **argv) {
       fflush(stdout);
     }
     tn = bench_median(tw, reps);
-    double e = rank == 0 ? rel_l2(out, ref, p.n_out) : 0;
+    double e = rank == 0 ? ws_rel_l2(out, ref, p.n_out) : 0;
     /* all-to-all share: one forward with a sync around every all-to-all */
     if (c->barrier(c, &err) < 0) DIE("barrier: %s", err.msg);
     dit_sp_set_timing(sp, 1);

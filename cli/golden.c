@@ -140,13 +140,7 @@ static int compare_one(const ws_tensor *got, const ws_tensor *want_raw, int exac
       snprintf(why, whyn, "%lld elements differ (first at %lld: %g vs %g)", (long long)bad,
                (long long)first, gp[first], wp[first]);
   } else {
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < n; i++) {
-      double d = (double)gp[i] - wp[i];
-      num += d * d;
-      den += (double)wp[i] * wp[i];
-    }
-    *metric = den > 0 ? sqrt(num / den) : sqrt(num);
+    *metric = ws_rel_l2(gp, wp, n);
     ok = *metric <= tol; /* NaN fails */
     if (!ok) snprintf(why, whyn, "rel_l2 %.3e > %.1e", *metric, tol);
   }

@@ -1,5 +1,6 @@
 #include "core/tensor.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +102,16 @@ int ws_shape_eq(const ws_tensor *t, const int64_t *shape, int ndim) {
   for (int i = 0; i < ndim; i++)
     if (t->shape[i] != shape[i]) return 0;
   return 1;
+}
+
+double ws_rel_l2(const float *x, const float *ref, int64_t n) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < n; i++) {
+    double d = (double)x[i] - ref[i];
+    num += d * d;
+    den += (double)ref[i] * ref[i];
+  }
+  return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
 float ws_bf16_to_f32(uint16_t h) {

@@ -51,6 +51,9 @@ void ws_tensor_free(ws_tensor *t);
 /* "[16, 3, 4, 4]" into buf; returns buf. */
 const char *ws_shape_str(const int64_t *shape, int ndim, char *buf, size_t n);
 int ws_shape_eq(const ws_tensor *t, const int64_t *shape, int ndim);
+/* ||x - ref|| / ||ref|| over n floats, accumulated in double; ||x - ref|| when ref is all zero.
+ * The measure of every numerical comparison (golden cases, backends, ranks). */
+double ws_rel_l2(const float *x, const float *ref, int64_t n);
 
 /* Element conversions. bf16 is the upper 16 bits of an IEEE float32 (exact widening); narrowing
  * rounds to nearest even. */

@@ -32,16 +32,6 @@ static float *rnd(int64_t n, float scale, float center) {
   return h;
 }
 
-static double rel_l2(const float *got, const float *want, int64_t n) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < n; i++) {
-    double d = (double)got[i] - want[i];
-    num += d * d;
-    den += (double)want[i] * want[i];
-  }
-  return den > 0 ? sqrt(num / den) : sqrt(num);
-}
-
 /* Device copy of host data on be (F32 or raw bytes). */
 static void *up(ws_backend *be, const void *h, size_t bytes) {
   void *d = NULL;
@@ -70,7 +60,7 @@ static float *poisoned(ws_backend *be, int64_t n) {
 
 static void expect_close(const char *what, const char *bename, const float *got, const float *want,
                          int64_t n, double tol) {
-  double r = rel_l2(got, want, n);
+  double r = ws_rel_l2(got, want, n);
   if (!(r <= tol)) {
     fprintf(stderr, "  %s on %s: rel_l2 %.3e > %.1e (seed %llu)\n", what, bename, r, tol,
             (unsigned long long)g_seed);

@@ -20,16 +20,6 @@
 
 static ws_backend *g_be;
 
-static double rel_l2(const float *a, const float *ref, int64_t n) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < n; i++) {
-    double d = (double)a[i] - ref[i];
-    num += d * d;
-    den += (double)ref[i] * ref[i];
-  }
-  return sqrt(num / (den > 0 ? den : 1));
-}
-
 /* ---- running ranks as threads ---- */
 
 enum { FAULT_NONE, FAULT_FAIL, FAULT_VANISH };
@@ -197,12 +187,12 @@ static void check_worlds(const char *what, dit_model *m, const dit_inputs *in, i
     run_ranks(m, in, P, P, 60000, outs, jobs, -1, FAULT_NONE, 0);
     for (int r = 0; r < P; r++) {
       CHECK_OK(jobs[r].rc, jobs[r].err);
-      double e = rel_l2(outs[r], ref, n);
+      double e = ws_rel_l2(outs[r], ref, n);
       printf("  %s world %d rank %d: rel-L2 vs unsharded %.3e", what, P, r, e);
-      if (expected) printf(", vs expected %.3e", rel_l2(outs[r], expected, n));
+      if (expected) printf(", vs expected %.3e", ws_rel_l2(outs[r], expected, n));
       printf("%s\n", memcmp(outs[r], ref, sizeof(float) * (size_t)n) ? "" : " (bit-identical)");
       CHECK(e <= 1e-5);
-      if (expected) CHECK(rel_l2(outs[r], expected, n) <= 1e-4);
+      if (expected) CHECK(ws_rel_l2(outs[r], expected, n) <= 1e-4);
       free(outs[r]);
     }
   }

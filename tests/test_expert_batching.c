@@ -291,14 +291,10 @@ static void test_batched_equals_unbatched_exactly(void) {
       const jobdef *d = &g_jobs[j];
       CHECK_EQ_INT(d->rc_got, 0);
       int same = !memcmp(d->ref, d->got, sizeof(float) * (size_t)numel(d->shape));
-      double maxd = 0, num = 0, den = 0;
-      for (int64_t k = 0; k < numel(d->shape); k++) {
-        double diff = (double)d->ref[k] - d->got[k];
-        maxd = fmax(maxd, fabs(diff));
-        num += diff * diff;
-        den += (double)d->ref[k] * d->ref[k];
-      }
-      double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+      double maxd = 0;
+      for (int64_t k = 0; k < numel(d->shape); k++)
+        maxd = fmax(maxd, fabs((double)d->ref[k] - d->got[k]));
+      double rel = ws_rel_l2(d->got, d->ref, numel(d->shape));
       if (!same)
         fprintf(stderr,
                 "  job %d (shape 16x%lldx%lldx%lld): batched differs, max |d| %g, rel-L2 %g\n", j,

@@ -12,16 +12,6 @@
 
 static ws_backend *g_be;
 
-static double rel_l2(const float *a, const float *b, size_t n) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; i++) {
-    double dd = (double)a[i] - (double)b[i];
-    num += dd * dd;
-    den += (double)b[i] * (double)b[i];
-  }
-  return den > 0 ? sqrt(num / den) : sqrt(num);
-}
-
 static void load_i32(const st_file *f, const char *name, int32_t **out, int64_t *numel) {
   ws_tensor v;
   ws_err err = {0};
@@ -51,7 +41,7 @@ static void obs(void *ud, int stage, const float *x, int L, int dim) {
   CHECK_OK(st_get_f32(o->exp, name, &e, &err), err);
   if (!e.data) return;
   CHECK_EQ_INT(ws_tensor_numel(&e), (int64_t)L * dim);
-  double r = rel_l2(x, e.data, (size_t)L * (size_t)dim);
+  double r = ws_rel_l2(x, e.data, (size_t)L * (size_t)dim);
   fprintf(stderr, "    %-16s rel_l2 %.3g\n", name, r);
   CHECK(r <= 1e-4);
   o->checked++;
@@ -89,8 +79,8 @@ static void run_case(const char *dir, const cJSON *cj) {
   if (ctx.data && hs.data) {
     CHECK_EQ_INT(ctx.shape[0], n);
     CHECK_EQ_INT(ctx.shape[1], dim);
-    double r = rel_l2(hidden, ctx.data, (size_t)n * (size_t)dim);
-    double rh = rel_l2(hidden, hs.data, (size_t)L * (size_t)dim);
+    double r = ws_rel_l2(hidden, ctx.data, (size_t)n * (size_t)dim);
+    double rh = ws_rel_l2(hidden, hs.data, (size_t)L * (size_t)dim);
     printf("  %s: context rel_l2 %.3g (tol %g), hidden_states %.3g, %d debug tensors\n", dir, r,
            tol, rh, oc.checked);
     CHECK(r <= tol);

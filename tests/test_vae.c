@@ -362,13 +362,7 @@ static void test_i2v_size_and_resize(void) {
 /* ------------------------------------------------------------ golden cases */
 
 static double rel_l2(const ws_tensor *a, const ws_tensor *b) {
-  double num = 0, den = 0;
-  const float *x = a->data, *y = b->data;
-  for (int64_t i = 0; i < ws_tensor_numel(b); i++) {
-    double d = (double)x[i] - y[i];
-    num += d * d, den += (double)y[i] * y[i];
-  }
-  return den > 0 ? sqrt(num / den) : sqrt(num);
+  return ws_rel_l2(a->data, b->data, ws_tensor_numel(b));
 }
 
 typedef struct named {
