@@ -7,12 +7,9 @@
 source "$(dirname "$0")/layoutlib.sh"
 convert() { # CASE_DIR OUT_DIR [DROP_KEY]
   "$py" - "$1" "$2" "${3:-}" <<'PY'
-import re, sys
-sys.dont_write_bytecode = True  # no __pycache__ in the tree
-sys.path.insert(0, "tests/tools")
-from golden_rename import copy_case, model_config
-src, dst, drop = sys.argv[1], sys.argv[2], sys.argv[3]
-cfg = model_config(src)
+import re
+from golden_rename import case_args, copy_case
+src, dst, drop, cfg = case_args()
 r = cfg["num_res_blocks"]
 def res(s):  # inside one residual block
     for a, b in (("residual.0.", "norm1."), ("residual.2.", "conv1."), ("residual.3.", "norm2."),

@@ -9,6 +9,8 @@ T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 py=/usr/bin/python3
 [ -x "$py" ] || py=python3
+# the converters import tests/tools/golden_rename.py; no __pycache__ in the tree
+export PYTHONPATH="$root/tests/tools" PYTHONDONTWRITEBYTECODE=1
 
 # same_as_original NAME ORIGINAL_CASE CONVERTED_CASE: the converted case passes with exactly the
 # original's rel-L2 (the tensors are the same bytes, only their names and config changed).

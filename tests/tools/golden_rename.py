@@ -2,6 +2,7 @@
 checkpoint layout), for the layout tests (tests/it_*_diffusers.sh). The tensor bytes are copied
 unchanged, so the converted case must give bit-for-bit the same result as the original.
 
+    src, dst, drop, cfg = case_args()   # from argv: SRC DST [DROP_KEY]; cfg = src's config
     copy_case(src, dst, rename, drop, weights_name, config)
 src/dst: case folders; rename(key) -> new key; drop: a new key to leave out ("" = none);
 weights_name: the file name inside dst/model; config: the dict written as dst/model/config.json.
@@ -10,10 +11,18 @@ import json
 import os
 import shutil
 import struct
+import sys
 
 
 def model_config(src):
     return json.load(open(os.path.join(src, "model", "config.json")))
+
+
+def case_args():
+    """The converter's command line (SRC DST [DROP_KEY]) and SRC's model config."""
+    src, dst = sys.argv[1], sys.argv[2]
+    drop = sys.argv[3] if len(sys.argv) > 3 else ""
+    return src, dst, drop, model_config(src)
 
 
 def copy_case(src, dst, rename, drop, weights_name, config):
