@@ -3,16 +3,13 @@
 // waits for the <video> to load and play. Prints PASS/FAIL lines (tests/run.sh counts them) and
 // saves a screenshot of the finished page.
 //   node generate.mjs BASE_URL SCREENSHOT.png [STEPS]
-import { check, failed, launch } from './lib.mjs';
+import { check, failed, launch, openPage } from './lib.mjs';
 
 const [base, shot, stepsArg] = process.argv.slice(2);
 const steps = Number(stepsArg || 24);
 const browser = await launch();
 try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(String(e)));
-  await page.goto(base, { waitUntil: 'load' });
+  const { page, errors } = await openPage(browser, base);
   check('browser_page_loads', (await page.title()).includes('wanserve'));
   await page.waitForFunction(() => document.getElementById('cluster').textContent.includes('high'),
     null, { timeout: 15000 }).catch(() => {});

@@ -16,3 +16,12 @@ export const launch = () => chromium.launch({
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
     '--autoplay-policy=no-user-gesture-required'],
 });
+
+// A page at base, loaded; errors collects the page's uncaught exceptions.
+export const openPage = async (browser, base) => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(base, { waitUntil: 'load' });
+  return { page, errors };
+};

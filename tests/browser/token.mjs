@@ -3,15 +3,12 @@
 // (fetch with an Authorization header, SSE and <video> with ?access_token=), the video loads and
 // the job is listed. Prints PASS/FAIL lines (tests/run.sh counts them).
 //   node token.mjs BASE_URL TOKEN
-import { check, failed, launch } from './lib.mjs';
+import { check, failed, launch, openPage } from './lib.mjs';
 
 const [base, tok] = process.argv.slice(2);
 const browser = await launch();
 try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(String(e)));
-  await page.goto(base, { waitUntil: 'load' });
+  const { page, errors } = await openPage(browser, base);
   const asks = await page.waitForFunction(
     () => document.getElementById('cluster').textContent.includes('access token'), null,
     { timeout: 15000 }).then(() => true, () => false);
