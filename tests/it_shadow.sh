@@ -7,26 +7,13 @@
 #  - --auto-promote promotes an identical canary; --auto-rollback deletes the rollout of a
 #    diverging one (a low expert with other weights) and logs it.
 # Prints PASS/FAIL per check.
-set -u
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root" || exit 1
-BUILD=${BUILD:-build}
-bin="$root/$BUILD/bin"
-export WANSERVE_HOME
-WANSERVE_HOME=$(mktemp -d)
-T="$WANSERVE_HOME/t"
-mkdir -p "$T"
-LC="$root/deploy/local-cluster"
+source "$(dirname "$0")/itlib.sh"
 canary_pid=""
 cleanup() {
   [ -n "$canary_pid" ] && kill -TERM "$canary_pid" 2>/dev/null && wait "$canary_pid" 2>/dev/null
-  "$LC" down >/dev/null 2>&1
-  rm -rf "$WANSERVE_HOME"
+  it_cleanup
 }
 trap cleanup EXIT
-pass() { echo "PASS $1"; }
-fail() { echo "FAIL $1${2:+: $2}"; }
-check() { local n=$1; shift; if "$@"; then pass "$n"; else fail "$n"; fi; }
 state="$WANSERVE_HOME/local-cluster"
 # 24 steps at 64x64x9: 16 high, 8 low (shift 12, boundary 0.875)
 G() { "$bin/wanctl" generate --size 64x64 --frames 9 --seed 11 --steps 24 --prompt "a lighthouse at dusk" "$@"; }
