@@ -7,18 +7,12 @@
 # Without node or Chromium it prints "SKIP browser test: <why>" and passes (deploy/install-deps.sh
 # installs Chromium; node comes with the machine). Then the token flow (tests/browser/token.mjs)
 # against a router started with --auth-tokens.
-set -u
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-BUILD=${BUILD:-build}
+source "$(dirname "$0")/itlib.sh"
 chromium=${CHROMIUM:-/usr/bin/chromium}
 command -v node > /dev/null || { echo "SKIP browser test: node not found"; exit 0; }
 [ -x "$chromium" ] || { echo "SKIP browser test: no Chromium at $chromium"; exit 0; }
 major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
 [ "$major" -ge 20 ] || { echo "SKIP browser test: node $(node --version) is older than 20"; exit 0; }
-
-pass() { echo "PASS $1"; }
-fail() { echo "FAIL $1${2:+: $2}"; }
 
 # playwright-core (pinned in tests/browser/package-lock.json), installed once
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
@@ -29,12 +23,6 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
   fi
 fi
 
-export WANSERVE_HOME
-WANSERVE_HOME=$(mktemp -d)
-T="$WANSERVE_HOME/t"
-mkdir -p "$T"
-LC="$root/deploy/local-cluster"
-trap '"$LC" down >/dev/null 2>&1; rm -rf "$WANSERVE_HOME"' EXIT
 # two low-noise replicas, and steps slow enough (25 ms) for the bar to be seen moving
 if ! "$LC" up --low 2 --expert-flags "--step-delay-ms 25" \
     --router-flags "--http-listen 127.0.0.1:0" > "$T/up.log" 2>&1; then
