@@ -10,6 +10,7 @@
 #include "core/safetensors.h"
 #include "rpc/client.h"
 #include "rpc/codec.h"
+#include "rpc/server.h"
 #include "wanserve/v1/router.pb-c.h"
 
 static int read_file(const char *path, uint8_t **out, size_t *n, ws_err *err) {
@@ -152,12 +153,13 @@ int generate_remote(const gen_opts *o, ws_err *err) {
   co.cert_pem = pem.cert;
   co.key_pem = pem.key;
   /* the token travels only in the request metadata; it is never printed */
-  char auth[1100];
+  static char auth[RPC_AUTH_MAX + 1]; /* static: too large for a stack frame we share */
   rpc_md md = {"authorization", auth};
   rpc_call_opts callo = {0};
   if (o->token) {
-    if (strlen(o->token) > 1000) rc = ws_fail(err, WS_EINVAL, "--token: longer than 1000 bytes");
-    snprintf(auth, sizeof auth, "Bearer %.1000s", o->token);
+    if (strlen(o->token) > RPC_TOKEN_MAX)
+      rc = ws_fail(err, WS_EINVAL, "--token: longer than %d bytes", RPC_TOKEN_MAX);
+    snprintf(auth, sizeof auth, "Bearer %s", o->token);
     callo.md = &md;
     callo.n_md = 1;
   }

@@ -390,15 +390,30 @@ static enum MHD_Result serve_events(http_gw *g, struct MHD_Connection *c, job *j
 
 /* The caller's credentials as gRPC "authorization" metadata: the Authorization header as sent,
  * or "Bearer " + ?access_token= (RFC 6750 2.3) for clients that cannot set headers. "" = none. */
-static void get_auth(struct MHD_Connection *c, char *out, size_t n) {
+typedef struct auth_buf {
+  char v[RPC_AUTH_MAX + 1];
+} auth_buf;
+
+/* Returns 0, or -1 when the credentials are longer than RPC_AUTH_MAX: never cut them, or a
+ * prefix of a long token would be compared instead of the token. */
+static int get_auth(struct MHD_Connection *c, auth_buf *out) {
   const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
   const char *t = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "access_token");
+  int n = 0;
   if (h && *h)
-    snprintf(out, n, "%s", h);
+    n = snprintf(out->v, sizeof out->v, "%s", h);
   else if (t && *t)
-    snprintf(out, n, "Bearer %s", t);
+    n = snprintf(out->v, sizeof out->v, "Bearer %s", t);
   else
-    out[0] = 0;
+    out->v[0] = 0;
+  return n < 0 || (size_t)n >= sizeof out->v ? -1 : 0;
+}
+
+static enum MHD_Result auth_too_long(struct MHD_Connection *c) {
+  char msg[96];
+  snprintf(msg, sizeof msg, "authorization: longer than %d bytes (tokens of up to %d bytes)",
+           RPC_AUTH_MAX, RPC_TOKEN_MAX);
+  return send_error(c, 0, GRPC_STATUS_UNAUTHENTICATED, msg);
 }
 
 static enum MHD_Result create_video(http_gw *g, struct MHD_Connection *c, hreq *q) {
@@ -420,9 +435,12 @@ static enum MHD_Result create_video(http_gw *g, struct MHD_Connection *c, hreq *
   }
   job *j = NULL;
   jobs_err e = {0};
-  char auth[600];
-  get_auth(c, auth, sizeof auth);
-  if (jobs_submit(g->js, &p, auth, SUBMIT_WAIT_MS, &j, &e) < 0)
+  auth_buf auth;
+  if (get_auth(c, &auth) < 0) {
+    job_params_free(&p);
+    return auth_too_long(c);
+  }
+  if (jobs_submit(g->js, &p, auth.v, SUBMIT_WAIT_MS, &j, &e) < 0)
     return send_error(c, 0, e.code, e.msg);
   char *json = jobs_job_json(g->js, j);
   char loc[96];
@@ -464,9 +482,9 @@ static enum MHD_Result video_route(http_gw *g, struct MHD_Connection *c, const c
   if (*sub && !get) return method_not_allowed(c, "GET, HEAD");
   if (!*sub && !get && strcmp(method, "DELETE")) return method_not_allowed(c, "GET, DELETE");
   job *j = NULL;
-  char auth[600];
-  get_auth(c, auth, sizeof auth);
-  if (jobs_get(g->js, id, auth, &j) < 0) {
+  auth_buf auth;
+  if (get_auth(c, &auth) < 0) return auth_too_long(c);
+  if (jobs_get(g->js, id, auth.v, &j) < 0) {
     char msg[96];
     snprintf(msg, sizeof msg, "no video %s (never made, deleted or expired)", id);
     return send_error(c, 0, GRPC_STATUS_NOT_FOUND, msg);
@@ -503,16 +521,16 @@ static enum MHD_Result route(http_gw *g, struct MHD_Connection *c, const char *u
     const char *ls = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
     int limit = ls ? atoi(ls) : 20;
     if (limit <= 0 || limit > 1000) limit = 20;
-    char auth[600];
-    get_auth(c, auth, sizeof auth);
-    return send_json(c, 200, jobs_list_json(g->js, auth, limit));
+    auth_buf auth;
+    if (get_auth(c, &auth) < 0) return auth_too_long(c);
+    return send_json(c, 200, jobs_list_json(g->js, auth.v, limit));
   }
   if (!strncmp(url, "/v1/videos/", 11)) return video_route(g, c, url + 11, method);
   if (!strcmp(url, "/v1/models")) {
     if (!get) return method_not_allowed(c, "GET");
-    char auth[600];
-    get_auth(c, auth, sizeof auth);
-    if (g->o.ntokens > 0 && !rpc_bearer_ok(auth, g->o.tokens, g->o.ntokens))
+    auth_buf auth;
+    if (get_auth(c, &auth) < 0) return auth_too_long(c);
+    if (g->o.ntokens > 0 && !rpc_bearer_ok(auth.v, g->o.tokens, g->o.ntokens))
       return send_error(c, 0, GRPC_STATUS_UNAUTHENTICATED,
                         "/v1/models: this router requires a bearer token");
     return serve_models(g, c);

@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "rpc/client.h"
 #include "rpc/codec.h"
+#include "rpc/server.h"
 #include "wanserve/v1/router.pb-c.h"
 
 #define GENERATE_METHOD "/wanserve.v1.Router/Generate"
@@ -39,7 +40,7 @@ struct job {
   int accepted, in_table, cancel, cancel_step;
   int64_t seed_used; /* from Accepted: the seed the router used (p.seed may be -1) */
   char request_id[128];
-  char auth[512]; /* "authorization" metadata of the creator; never logged */
+  char auth[RPC_AUTH_MAX + 1]; /* "authorization" metadata of the creator; never logged */
   int total;
   jstep *steps;
   int nsteps, capsteps;

@@ -1,5 +1,6 @@
 /* client — unary, server-streaming and bidi calls on cached channels. See client.h. */
 #include "rpc/client.h"
+#include "rpc/server.h" /* RPC_METADATA_MAX */
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -151,10 +152,13 @@ static grpc_channel *get_channel(rpc_client *c, const char *target, ws_err *err)
       pthread_mutex_unlock(&c->mu);
       return h->ch;
     }
-  grpc_arg args[6];
+  grpc_arg args[7];
   int na = 0;
   args[na++] = (grpc_arg){
       GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = c->o.max_recv_bytes}};
+  /* room for a long bearer token in the request headers (rpc/server.h RPC_METADATA_MAX) */
+  args[na++] =
+      (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_METADATA_SIZE, {.integer = RPC_METADATA_MAX}};
   /* Short reconnect backoff: after an etcd or replica restart we want to be back within about a
    * second, not gRPC's default of up to two minutes. GRPC_ARG_MIN_RECONNECT_BACKOFF_MS is left
    * alone on purpose: core uses it as the connect timeout (default 20 s), and a small value

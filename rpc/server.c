@@ -387,9 +387,9 @@ int rpc_bearer_ok(const char *authorization, const char *const *tokens, int n) {
 
 /* 1 when the call's "authorization" metadata is "Bearer <t>" with t one of the method's tokens. */
 static int token_ok(const rpc_call *c) {
-  char v[1024];
+  char v[RPC_AUTH_MAX + 1];
   int len = rpc_call_metadata(c, "authorization", v, sizeof v);
-  if (len < 7 || (size_t)len >= sizeof v) return 0;
+  if (len < 7 || (size_t)len >= sizeof v) return 0; /* a longer value is never cut to fit */
   return rpc_bearer_ok(v, (const char *const *)c->m->tokens, c->m->n_tokens);
 }
 
@@ -434,21 +434,40 @@ void rpc_tokens_free(char **tokens, int n) {
   free(tokens);
 }
 
+/* Checks one trimmed token line; n is its length as read (a NUL inside makes strlen shorter). */
+static int token_line_check(const char *path, int lineno, const char *b, size_t n, ws_err *err) {
+  if (strlen(b) != n)
+    return ws_fail(err, WS_EINVAL, "tokens: %s line %d holds a NUL byte", path, lineno);
+  if (n > RPC_TOKEN_MAX)
+    return ws_fail(err, WS_EINVAL, "tokens: %s line %d is a %zu-byte token (at most %d bytes)",
+                   path, lineno, n, RPC_TOKEN_MAX);
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)b[i] <= ' ' || b[i] == 0x7f)
+      return ws_fail(err, WS_EINVAL,
+                     "tokens: %s line %d: a token may not hold whitespace or control characters",
+                     path, lineno);
+  return 0;
+}
+
 int rpc_tokens_load(const char *path, char ***tokens, int *n, ws_err *err) {
   *tokens = NULL;
   *n = 0;
   FILE *f = fopen(path, "r");
   if (!f) return ws_fail(err, WS_EIO, "tokens: cannot open %s", path);
-  char line[1024];
-  int rc = 0, cap = 0;
-  while (rc == 0 && fgets(line, sizeof line, f)) {
-    char *b = line, *e = line + strlen(line);
-    while (*b && isspace((unsigned char)*b))
+  char *line = NULL;
+  size_t linecap = 0;
+  ssize_t got;
+  int rc = 0, cap = 0, lineno = 0;
+  while (rc == 0 && (got = getline(&line, &linecap, f)) >= 0) {
+    lineno++;
+    char *b = line, *e = line + got;
+    while (b < e && isspace((unsigned char)*b))
       b++;
     while (e > b && isspace((unsigned char)e[-1]))
       e--;
     *e = 0;
-    if (!*b || *b == '#') continue;
+    if (b == e || *b == '#') continue;
+    if ((rc = token_line_check(path, lineno, b, (size_t)(e - b), err)) < 0) break;
     if (*n == cap) {
       char **nt = realloc(*tokens, sizeof *nt * (size_t)(cap = cap ? 2 * cap : 8));
       if (!nt)
@@ -460,9 +479,13 @@ int rpc_tokens_load(const char *path, char ***tokens, int *n, ws_err *err) {
       rc = ws_fail(err, WS_ENOMEM, "tokens: out of memory");
     if (rc == 0) (*n)++;
   }
+  if (rc == 0 && ferror(f)) rc = ws_fail(err, WS_EIO, "tokens: cannot read %s", path);
   fclose(f);
   if (rc == 0 && *n == 0) rc = ws_fail(err, WS_EINVAL, "tokens: %s holds no token", path);
-  memset(line, 0, sizeof line);
+  if (line) {
+    memset(line, 0, linecap);
+    free(line);
+  }
   if (rc < 0) {
     rpc_tokens_free(*tokens, *n);
     *tokens = NULL;
@@ -685,12 +708,15 @@ static int server_credentials(const rpc_server_opts *o, grpc_server_credentials 
 
 int rpc_server_start(rpc_server *s, int *port, ws_err *err) {
   if (s->started) return ws_fail(err, WS_EINVAL, "rpc server: already started");
-  grpc_arg args[4];
+  grpc_arg args[5];
   int na = 0;
   args[na++] = (grpc_arg){
       GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = s->o.max_recv_bytes}};
   args[na++] = (grpc_arg){
       GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = s->o.max_send_bytes}};
+  /* gRPC's default (8 KiB of headers) would refuse a call carrying a long bearer token. */
+  args[na++] =
+      (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_METADATA_SIZE, {.integer = RPC_METADATA_MAX}};
   /* Default 1 lets a second server bind the same port silently (spec 1.7). */
   args[na++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_ALLOW_REUSEPORT, {.integer = 0}};
   if (s->o.keepalive_time_ms > 0)

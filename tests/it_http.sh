@@ -278,7 +278,12 @@ fi
 
 # --- same auth as gRPC: a second router with --auth-tokens (when this build has it, issue 9)
 if strings "$bin/wan-router" | grep -q -- "--auth-tokens"; then
-  printf 'good-token\n' > "$T/tokens"
+  # a 700-byte JWT-like token and one of the 8 KiB limit work whole; the tail of a 1032-byte
+  # line ("SUFFIXTOK") must never be a token of its own (issue 19, item 1)
+  LONGTOK=$(head -c 8192 /dev/zero | tr '\0' 'k')
+  JWT=$(head -c 700 /dev/zero | tr '\0' 'j')
+  SPLIT="$(head -c 1023 /dev/zero | tr '\0' 's')SUFFIXTOK"
+  printf 'good-token\n%s\n%s\n%s\n' "$LONGTOK" "$JWT" "$SPLIT" > "$T/tokens"
   etcd=$("$LC" status | sed -n 's/^etcd: //p')
   setsid "$bin/wan-router" --etcd "$etcd" --id "router-auth-$$" --addr-file "$T/ra.addr" \
     --auth-tokens "$T/tokens" --http-listen 127.0.0.1:0 --http-addr-file "$T/ha.addr" \
@@ -311,6 +316,22 @@ if strings "$bin/wan-router" | grep -q -- "--auth-tokens"; then
   m_good=$(curl -sS -o "$T/models.json" -w '%{http_code}' -H 'Authorization: Bearer good-token' "$A/v1/models")
   check http_auth_models_needs_token test "$m_none" = 401 -a "$m_bad" = 401 -a "$m_good" = 200 -a \
     -n "$(grep -o expert-low "$T/models.json")"
+  c_long=$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $LONGTOK" "$A/v1/models")
+  c_jwt=$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $JWT" "$A/v1/models")
+  c_split=$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $SPLIT" "$A/v1/models")
+  c_frag=$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer SUFFIXTOK" "$A/v1/models")
+  c_over=$(curl -sS -o "$T/over.json" -w '%{http_code}' -H "Authorization: Bearer ${LONGTOK}k" "$A/v1/models")
+  check http_auth_long_tokens_whole test "$c_long" = 200 -a "$c_jwt" = 200 -a "$c_split" = 200
+  check http_auth_no_fragment_token test "$c_frag" = 401 -a "$c_over" = 401
+  code=$(curl -sS -o "$T/a4.json" -w '%{http_code}' -X POST "$A/v1/videos" -d "$B" \
+    -H "Authorization: Bearer $LONGTOK")
+  lid=$(sed -n 's/.*"id":"\(video_[0-9a-f]*\)".*/\1/p' "$T/a4.json")
+  for _ in $(seq 200); do
+    curl -sS -H "Authorization: Bearer $LONGTOK" "$A/v1/videos/$lid" | grep -q '"status":"completed"' && break
+    sleep 0.1
+  done
+  check http_auth_long_token_job_completes test "$code" = 200 -a -n "$lid" -a -n \
+    "$(curl -sS -H "Authorization: Bearer $LONGTOK" "$A/v1/videos/$lid" | grep -o '"status":"completed"')"
   check http_auth_page_stays_open test "$(curl -sS -o /dev/null -w '%{http_code}' "$A/")" = 200
   kill -TERM "$apid" 2>/dev/null
   wait "$apid" 2>/dev/null
