@@ -25,6 +25,10 @@ typedef struct ws_backend ws_backend;
 struct ws_backend {
   const char *name; /* "cpu", "cuda" */
   void *ctx;
+  /* Set when linear's bits for a row depend on how many rows share the call (OpenBLAS's AVX2
+   * kernels do): models then call linear once per sample, so that a batched forward equals
+   * the same samples run alone. Left 0 where batching speed matters more than bit equality. */
+  int gemm_per_sample;
   void (*destroy)(ws_backend *be); /* frees ctx and be itself */
 
   /* memory */

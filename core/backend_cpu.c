@@ -265,6 +265,7 @@ int ws_backend_cpu_create(int threads, ws_backend **out, ws_err *err) {
   }
   ctx->threads = threads > 0 ? threads : omp_get_max_threads();
   be->name = "cpu";
+  be->gemm_per_sample = 1;
   be->ctx = ctx;
   be->destroy = cpu_destroy;
   be->alloc_mem = cpu_alloc;

@@ -103,6 +103,7 @@ int ws_backend_prof_wrap(ws_backend *inner, ws_backend **out, ws_err *err) {
   *be = *inner; /* inherit any optional ops the inner backend has */
   pc->inner = inner;
   be->name = inner->name;
+  be->gemm_per_sample = inner->gemm_per_sample;
   be->ctx = pc;
   be->destroy = p_destroy;
   be->alloc_mem = p_alloc;

@@ -155,10 +155,14 @@ static int tap(const dit_model *m, const dit_inputs *in, const char *name, const
   return rc;
 }
 
-int dit_lin_apply(const dit_model *m, const float *x, int64_t M, const lin *l, float *y,
+int dit_lin_apply(const dit_model *m, const float *x, int64_t B, int64_t M, const lin *l, float *y,
                   ws_err *err) {
-  return m->be->linear(m->be, x, M, l->w.shape[1], l->w.data, l->w.dtype, l->w.shape[0], l->b.data,
-                       y, err);
+  int64_t K = l->w.shape[1], N = l->w.shape[0];
+  int64_t parts = m->be->gemm_per_sample && B > 1 ? B : 1, rows = M / parts;
+  for (int64_t p = 0; p < parts; p++)
+    WS_TRY(m->be->linear(m->be, x + p * rows * K, rows, K, l->w.data, l->w.dtype, N, l->b.data,
+                         y + p * rows * N, err));
+  return WS_OK;
 }
 
 /* Time path: e [B, D] (time_embedding output) and e0 [B, 6D] (time_projection), once per
@@ -184,13 +188,13 @@ int dit_time_path(dit_model *m, workspace *w, const dit_inputs *in, float **e_ou
    * forward bit-identical to separate ones (services/expert batches requests); they cost B
    * small GEMMs instead of 1, nothing next to the token GEMMs. */
   for (int64_t b = 0; b < B; b++)
-    WS_TRY(dit_lin_apply(m, emb + b * c->freq_dim, 1, &m->te0, e1 + b * D, err));
+    WS_TRY(dit_lin_apply(m, emb + b * c->freq_dim, 1, 1, &m->te0, e1 + b * D, err));
   WS_TRY(be->silu(be, e1, B * D, e1, err));
   for (int64_t b = 0; b < B; b++)
-    WS_TRY(dit_lin_apply(m, e1 + b * D, 1, &m->te2, e + b * D, err));
+    WS_TRY(dit_lin_apply(m, e1 + b * D, 1, 1, &m->te2, e + b * D, err));
   WS_TRY(be->silu(be, e, B * D, es, err));
   for (int64_t b = 0; b < B; b++)
-    WS_TRY(dit_lin_apply(m, es + b * D, 1, &m->tproj, e0 + b * 6 * D, err));
+    WS_TRY(dit_lin_apply(m, es + b * D, 1, 1, &m->tproj, e0 + b * 6 * D, err));
   WS_TRY(tap(m, in, "time_e", e, 1, D, err));
   WS_TRY(tap(m, in, "time_e0", e0, 6, D, err));
   *e_out = e;
@@ -208,9 +212,9 @@ int dit_text_path(dit_model *m, workspace *w, const dit_inputs *in, ws_err *err)
   for (int64_t b = 0; b < B; b++)
     memcpy(hbuf + b * T * td, in->contexts[b], sizeof(float) * (size_t)(in->ctx_len[b] * td));
   WS_TRY(be->to_device(be, w->tmp_ctx, hbuf, sizeof(float) * (size_t)(B * T * td), err));
-  WS_TRY(dit_lin_apply(m, w->tmp_ctx, B * T, &m->tx0, w->ck, err));
+  WS_TRY(dit_lin_apply(m, w->tmp_ctx, B, B * T, &m->tx0, w->ck, err));
   WS_TRY(be->gelu_tanh(be, w->ck, B * T * c->dim, w->ck, err));
-  WS_TRY(dit_lin_apply(m, w->ck, B * T, &m->tx2, w->ctx, err));
+  WS_TRY(dit_lin_apply(m, w->ck, B, B * T, &m->tx2, w->ctx, err));
   return tap(m, in, "context_embed", w->ctx, T, c->dim, err);
 }
 
@@ -225,34 +229,34 @@ int dit_block_forward(dit_model *m, workspace *w, const dit_block *bl, int64_t B
     WS_TRY(be->add(be, bl->modulation.data, e0 + b * 6 * D, 6 * D, mb + b * 6 * D, err));
   /* self-attention */
   WS_TRY(be->ln_modulate(be, w->x, B, L, D, eps, mb, mb + D, 6 * D, w->a, err));
-  WS_TRY(dit_lin_apply(m, w->a, R, &bl->sq, w->q, err));
+  WS_TRY(dit_lin_apply(m, w->a, B, R, &bl->sq, w->q, err));
   WS_TRY(be->rmsnorm(be, w->q, R, D, eps, bl->s_nq.data, w->q, err));
-  WS_TRY(dit_lin_apply(m, w->a, R, &bl->sk, w->k, err));
+  WS_TRY(dit_lin_apply(m, w->a, B, R, &bl->sk, w->k, err));
   WS_TRY(be->rmsnorm(be, w->k, R, D, eps, bl->s_nk.data, w->k, err));
-  WS_TRY(dit_lin_apply(m, w->a, R, &bl->sv, w->v, err));
+  WS_TRY(dit_lin_apply(m, w->a, B, R, &bl->sv, w->v, err));
   WS_TRY(be->rope(be, w->q, B, L, N, d, rope_cos, rope_sin, err));
   WS_TRY(be->rope(be, w->k, B, L, N, d, rope_cos, rope_sin, err));
   if (self_attn)
     WS_TRY(self_attn->fn(self_attn->ud, w->q, w->k, w->v, w->o, B, L, err));
   else
     WS_TRY(be->attention(be, w->q, w->k, w->v, w->o, B, L, L, N, d, scale, err));
-  WS_TRY(dit_lin_apply(m, w->o, R, &bl->so, w->a, err));
+  WS_TRY(dit_lin_apply(m, w->o, B, R, &bl->so, w->a, err));
   WS_TRY(be->gated_add(be, w->x, w->a, mb + 2 * D, 6 * D, B, L, D, err));
   /* cross-attention over all text_len rows (no mask, no gate) */
   WS_TRY(be->layernorm(be, w->x, R, D, eps, bl->n3w.data, bl->n3b.data, w->a, err));
-  WS_TRY(dit_lin_apply(m, w->a, R, &bl->cq, w->q, err));
+  WS_TRY(dit_lin_apply(m, w->a, B, R, &bl->cq, w->q, err));
   WS_TRY(be->rmsnorm(be, w->q, R, D, eps, bl->c_nq.data, w->q, err));
-  WS_TRY(dit_lin_apply(m, w->ctx, B * T, &bl->ck, w->ck, err));
+  WS_TRY(dit_lin_apply(m, w->ctx, B, B * T, &bl->ck, w->ck, err));
   WS_TRY(be->rmsnorm(be, w->ck, B * T, D, eps, bl->c_nk.data, w->ck, err));
-  WS_TRY(dit_lin_apply(m, w->ctx, B * T, &bl->cv, w->cv, err));
+  WS_TRY(dit_lin_apply(m, w->ctx, B, B * T, &bl->cv, w->cv, err));
   WS_TRY(be->attention(be, w->q, w->ck, w->cv, w->o, B, L, T, N, d, scale, err));
-  WS_TRY(dit_lin_apply(m, w->o, R, &bl->co, w->a, err));
+  WS_TRY(dit_lin_apply(m, w->o, B, R, &bl->co, w->a, err));
   WS_TRY(be->gated_add(be, w->x, w->a, NULL, 0, B, L, D, err));
   /* FFN */
   WS_TRY(be->ln_modulate(be, w->x, B, L, D, eps, mb + 3 * D, mb + 4 * D, 6 * D, w->a, err));
-  WS_TRY(dit_lin_apply(m, w->a, R, &bl->f0, w->h, err));
+  WS_TRY(dit_lin_apply(m, w->a, B, R, &bl->f0, w->h, err));
   WS_TRY(be->gelu_tanh(be, w->h, R * c->ffn_dim, w->h, err));
-  WS_TRY(dit_lin_apply(m, w->h, R, &bl->f2, w->a, err));
+  WS_TRY(dit_lin_apply(m, w->h, B, R, &bl->f2, w->a, err));
   return be->gated_add(be, w->x, w->a, mb + 5 * D, 6 * D, B, L, D, err);
 }
 
@@ -268,7 +272,7 @@ int dit_forward(dit_model *m, const dit_inputs *in, float *out, ws_err *err) {
   /* patch embedding */
   dit_patchify(in, c->in_dim, ws->host);
   WS_TRY(be->to_device(be, ws->h, ws->host, sizeof(float) * (size_t)(R * 4 * c->in_dim), err));
-  WS_TRY(dit_lin_apply(m, ws->h, R, &m->patch, ws->x, err));
+  WS_TRY(dit_lin_apply(m, ws->h, B, R, &m->patch, ws->x, err));
   WS_TRY(tap(m, in, "x_embed", ws->x, L, D, err));
   float *e, *e0;
   WS_TRY(dit_time_path(m, ws, in, &e, &e0, err));
@@ -291,7 +295,7 @@ int dit_forward(dit_model *m, const dit_inputs *in, float *out, ws_err *err) {
     WS_TRY(be->add(be, hmod + D, e + b * D, D, hm + b * 2 * D + D, err));
   }
   WS_TRY(be->ln_modulate(be, ws->x, B, L, D, (float)c->eps, hm, hm + D, 2 * D, ws->a, err));
-  WS_TRY(dit_lin_apply(m, ws->a, R, &m->head, ws->h, err));
+  WS_TRY(dit_lin_apply(m, ws->a, B, R, &m->head, ws->h, err));
   WS_TRY(tap(m, in, "head", ws->h, L, 4 * c->out_dim, err));
   WS_TRY(be->to_host(be, ws->host, ws->h, sizeof(float) * (size_t)(R * 4 * c->out_dim), err));
   dit_unpatchify(ws->host, B, F, h, w, c->out_dim, out);

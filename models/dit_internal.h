@@ -58,7 +58,8 @@ void dit_rope_fill(const dit_model *m, int64_t f, int64_t h, int64_t w, int64_t 
 void dit_patchify(const dit_inputs *in, int in_dim, float *dst);
 void dit_unpatchify(const float *src, int64_t B, int64_t F, int64_t h, int64_t w, int C,
                     float *out);
-int dit_lin_apply(const dit_model *m, const float *x, int64_t M, const lin *l, float *y,
+/* y = l(x) for B samples of M/B rows each (one call, or one per sample: gemm_per_sample). */
+int dit_lin_apply(const dit_model *m, const float *x, int64_t B, int64_t M, const lin *l, float *y,
                   ws_err *err);
 /* e [B, D] and e0 [B, 6D] into w->tb (then [B, 6D] block and [B, 2D] head modulation). */
 int dit_time_path(dit_model *m, workspace *w, const dit_inputs *in, float **e_out, float **e0_out,

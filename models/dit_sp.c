@@ -192,7 +192,7 @@ static int sp_forward(dit_sp *s, const dit_inputs *in0, float *out, ws_err *err)
   for (int64_t b = 0; b < B; b++)
     if (n) memcpy(loc + b * Ls * K, s->hbuf + (b * L + l0) * K, sizeof(float) * (size_t)(n * K));
   WS_TRY(be->to_device(be, ws->h, loc, sizeof(float) * (size_t)(R * K), err));
-  WS_TRY(dit_lin_apply(m, ws->h, R, &m->patch, ws->x, err));
+  WS_TRY(dit_lin_apply(m, ws->h, B, R, &m->patch, ws->x, err));
   float *e, *e0;
   WS_TRY(dit_time_path(m, ws, &in, &e, &e0, err));
   WS_TRY(dit_text_path(m, ws, &in, err));
@@ -209,7 +209,7 @@ static int sp_forward(dit_sp *s, const dit_inputs *in0, float *out, ws_err *err)
     WS_TRY(be->add(be, hmod + D, e + b * D, D, hm + b * 2 * D + D, err));
   }
   WS_TRY(be->ln_modulate(be, ws->x, B, Ls, D, (float)cfg->eps, hm, hm + D, 2 * D, ws->a, err));
-  WS_TRY(dit_lin_apply(m, ws->a, R, &m->head, ws->h, err));
+  WS_TRY(dit_lin_apply(m, ws->a, B, R, &m->head, ws->h, err));
   WS_TRY(c->all_gather(c, ws->h, R * hc, s->gath, err));
   WS_TRY(c->sync(c, err));
   if (out) {
