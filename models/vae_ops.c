@@ -1,7 +1,7 @@
 /* vae_ops — CPU float32 kernels of the Wan2.1 VAE. See vae_ops.h for layouts and contracts. */
 #include "models/vae_ops.h"
 
-#include <cblas.h>
+#include "core/cpu_gemm.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,8 +73,7 @@ int vop_conv3d(const vop_conv *g, const float *x, int tin, int h, int w, const f
   /* 1x1x1, unit stride, no padding: y[cout, T*HW] = W[cout, cin] x[cin, T*HW] */
   if (g->kt == 1 && g->kh == 1 && g->kw == 1 && g->st == 1 && g->sh == 1 && g->sw == 1 &&
       g->ph0 == 0 && g->pw0 == 0 && ho == h && wo == w) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->cout, (int)ldy, g->cin, 1.0f, wt,
-                g->cin, x, (int)ldy, 1.0f, y, (int)ldy);
+    cpu_gemm(0, 0, g->cout, ldy, g->cin, 1.0f, wt, g->cin, x, ldy, 1.0f, y, ldy);
     return 0;
   }
 
@@ -90,8 +89,8 @@ int vop_conv3d(const vop_conv *g, const float *x, int tin, int h, int w, const f
       int nr = (int)(ho - r0 < rows ? ho - r0 : rows);
       im2col(g, x, tin, h, w, to, r0, nr, wo, col);
       float *yt = y + (int64_t)to * howo + (int64_t)r0 * wo;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->cout, nr * wo, K, 1.0f, wt, K, col,
-                  nr * wo, 1.0f, yt, (int)ldy);
+      cpu_gemm(0, 0, g->cout, (int64_t)nr * wo, K, 1.0f, wt, K, col, (int64_t)nr * wo, 1.0f, yt,
+               ldy);
     }
   }
   free(col);
@@ -195,8 +194,7 @@ int vop_attention(const float *q, const float *k, const float *v, int64_t ld, in
   for (int64_t i0 = 0; i0 < L; i0 += qb) {
     int nb = (int)(L - i0 < qb ? L - i0 : qb);
     /* s[nb, L] = scale * q[:, i0:i0+nb]^T k */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nb, (int)L, C, scale, q + i0, (int)ld, k,
-                (int)ld, 0.0f, s, (int)L);
+    cpu_gemm(1, 0, nb, L, C, scale, q + i0, ld, k, ld, 0.0f, s, L);
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < nb; i++) {
       float *row = s + (int64_t)i * L;
@@ -213,8 +211,7 @@ int vop_attention(const float *q, const float *k, const float *v, int64_t ld, in
         row[j] *= inv;
     }
     /* out[:, i0:i0+nb] = v [C, L] . s^T [L, nb] */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, C, nb, (int)L, 1.0f, v, (int)ld, s, (int)L,
-                0.0f, out + i0, (int)ldo);
+    cpu_gemm(0, 1, C, nb, L, 1.0f, v, ld, s, L, 0.0f, out + i0, ldo);
   }
   free(s);
   return 0;

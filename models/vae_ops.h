@@ -36,7 +36,7 @@ int vop_conv_out(int n, int pad_before, int pad_after, int k, int s);
 /* y = conv(x) + bias.
  * x: [cin, tin, h, w]; w: [cout, cin*kt*kh*kw]; bias: [cout] or NULL;
  * y: [cout, tout, ho, wo] with tout = (tin - kt) / st + 1 (caller allocates; must not alias x).
- * Runs as im2col over row tiles (scratch bounded to ~32 MiB) + cblas_sgemm; a 1x1x1, stride-1
+ * Runs as im2col over row tiles (scratch bounded to ~32 MiB) + cpu_gemm; a 1x1x1, stride-1
  * convolution is a single sgemm with no scratch. WS_EINVAL if tin < kt or a size is not positive.
  */
 int vop_conv3d(const vop_conv *g, const float *x, int tin, int h, int w, const float *wt,
