@@ -444,3 +444,10 @@ extern "C" int ws_cuda_gemm_peak(const ws_backend *be, int n, int reps, double *
   WS_TRY(is_cuda(be, err));
   return gemm_peak(cu_ctx(be), n, reps, tflops, err);
 }
+
+/* ---- registration: core/backend.c finds "cuda" through its registry (the build links this
+ * object whole, so the constructor runs even when nothing else references this file) ---- */
+
+__attribute__((constructor)) static void cu_register(void) {
+  ws_backend_register("cuda", ws_backend_cuda_create);
+}
