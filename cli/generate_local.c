@@ -49,13 +49,10 @@ static void local_free(local *l) {
 }
 
 static int load_all(local *l, const gen_opts *o, ws_err *err) {
-  char dir[4096];
   dit_load_opts lo = {.bf16_weights = !strcmp(o->backend, "cuda")};
   WS_TRY(ws_backend_create_on(o->backend, o->device, &l->be, err));
-  WS_TRY(ckpt_expert_dir(o->model, 1, dir, sizeof dir, err));
-  WS_TRY(dit_load(dir, l->be, &lo, &l->high, err));
-  WS_TRY(ckpt_expert_dir(o->model, 0, dir, sizeof dir, err));
-  WS_TRY(dit_load(dir, l->be, &lo, &l->low, err));
+  WS_TRY(assets_load_expert(o->model, 1, l->be, &lo, &l->high, err));
+  WS_TRY(assets_load_expert(o->model, 0, l->be, &lo, &l->low, err));
   WS_TRY(assets_load_tokenizer(o->model, &l->tok, err));
   WS_TRY(assets_load_t5(o->model, l->be, &l->t5, err));
   return assets_load_vae(o->model, o->p.task == GP_I2V ? VAE_BOTH : VAE_DECODER, l->be, &l->vae,

@@ -315,11 +315,8 @@ int enc_text_len(const encoder *e) { return e->text_len; }
 
 /* text_len of the checkpoint's DiT config (high-noise expert), or 0 when there is none. */
 static int dit_text_len(const char *root) {
-  char dir[4096];
   dit_config cfg;
-  if (ckpt_expert_dir(root, 1, dir, sizeof dir, NULL) < 0) return 0;
-  if (ckpt_read_dit_config(dir, &cfg, NULL) < 0) return 0;
-  return cfg.text_len;
+  return assets_dit_config(root, &cfg, NULL) < 0 ? 0 : cfg.text_len;
 }
 
 int enc_open(const enc_opts *o, encoder **out, ws_err *err) {
