@@ -51,7 +51,7 @@ cluster)
   unpack .dev/pipe-libs2.tar.xz /tmp/wl
   unpack .dev/pipe-bin.tar.xz .dev/run
   env_setup
-  export NCCL_NVLS_ENABLE=0
+  export NCCL_NVLS_ENABLE=0 WANSERVE_START_TIMEOUT_S=300
   STEPS=${STEPS:-40}
   nvidia-smi -L | tee "$OUT/device.txt"
   t0=$(date +%s%N)
