@@ -60,7 +60,8 @@ static int load_all(local *l, const gen_opts *o, ws_err *err) {
   WS_TRY(dit_load(dir, l->be, &lo, &l->low, err));
   WS_TRY(assets_load_tokenizer(o->model, &l->tok, err));
   WS_TRY(assets_load_t5(o->model, l->host, &l->t5, err));
-  return assets_load_vae(o->model, o->p.task == GP_I2V ? VAE_BOTH : VAE_DECODER, &l->vae, err);
+  return assets_load_vae(o->model, o->p.task == GP_I2V ? VAE_BOTH : VAE_DECODER, l->host, &l->vae,
+                         err);
 }
 
 static int run(local *l, const gen_opts *o, ws_err *err) {

@@ -118,3 +118,9 @@ int ws_tensor_upload(ws_tensor *dst, const ws_backend *be, const ws_tensor *src,
   ws_tensor_free(&tmp);
   return rc;
 }
+
+int ws_conv_out(int n, int pad_before, int pad_after, int k, int s) {
+  int span = n + pad_before + pad_after - k;
+  if (span < 0 || s <= 0) return 0;
+  return span / s + 1;
+}

@@ -162,6 +162,9 @@ int ws_backend_create_on(const char *name, int device, ws_backend **out, ws_err 
 int ws_backend_create(const char *name, ws_backend **out, ws_err *err);
 
 /* Helpers over the table. */
+/* Output extent of a convolution along one axis: (n + pad_before + pad_after - k) / s + 1, or 0
+ * when the padded input is shorter than the kernel. */
+int ws_conv_out(int n, int pad_before, int pad_after, int k, int s);
 /* Allocates an owned tensor on `be` (host when be is NULL), zero-filled. */
 int ws_tensor_alloc_on(ws_tensor *t, const ws_backend *be, ws_dtype dt, const int64_t *shape,
                        int ndim, ws_err *err);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/backend.h"
+#include "core/backend_cpu_models.h"
 #include "core/cpu_gemm.h"
 
 typedef struct cpu_ctx {
@@ -281,6 +282,7 @@ int ws_backend_cpu_create(int threads, ws_backend **out, ws_err *err) {
   be->silu = cpu_silu;
   be->add = cpu_add;
   be->gated_add = cpu_gated_add;
+  cpu_models_install(be);
   *out = be;
   return WS_OK;
 }

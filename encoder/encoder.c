@@ -346,7 +346,7 @@ int enc_open(const enc_opts *o, encoder **out, ws_err *err) {
   e->text_len = o->text_len > 0 ? o->text_len : dit_text_len(e->model);
   if (e->text_len <= 0) e->text_len = 512;
   if (o->image) {
-    rc = assets_load_vae(e->model, VAE_ENCODER, &e->vae, err);
+    rc = assets_load_vae(e->model, VAE_ENCODER, e->be, &e->vae, err);
     if (rc < 0 && o->image > 0) goto fail;
     if (rc < 0)
       WS_WARN("encoder: no image encoding (EncodeImage answers UNIMPLEMENTED): %s", err->msg);

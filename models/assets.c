@@ -152,7 +152,8 @@ int assets_load_t5(const char *root, const ws_backend *be, t5_model **out, ws_er
   return t5_load_weights(&cfg, w, be, out, err);
 }
 
-int assets_load_vae(const char *root, unsigned parts, vae_model **out, ws_err *err) {
+int assets_load_vae(const char *root, unsigned parts, const ws_backend *be, vae_model **out,
+                    ws_err *err) {
   char w[4096], c[4096];
   *out = NULL;
   WS_TRY(assets_vae_path(root, w, sizeof w, c, sizeof c, err));
@@ -161,5 +162,5 @@ int assets_load_vae(const char *root, unsigned parts, vae_model **out, ws_err *e
     WS_TRY(vae_config_load(c, &cfg, err));
   else
     vae_config_default(&cfg);
-  return vae_load_with(&cfg, w, parts, out, err);
+  return vae_load_with(&cfg, w, parts, be, out, err);
 }

@@ -58,6 +58,7 @@ int assets_vae_path(const char *root, char *weights, size_t wn, char *config, si
  * be: a host backend for t5 (see models/t5.h). */
 int assets_load_tokenizer(const char *root, tok_model **out, ws_err *err);
 int assets_load_t5(const char *root, const ws_backend *be, t5_model **out, ws_err *err);
-int assets_load_vae(const char *root, unsigned parts, vae_model **out, ws_err *err);
+int assets_load_vae(const char *root, unsigned parts, const ws_backend *be, vae_model **out,
+                    ws_err *err);
 
 #endif

@@ -20,8 +20,9 @@
  * num_buckets, shared_pos) or HF fields (vocab_size, d_model, d_kv, d_ff, num_heads, num_layers,
  * relative_attention_num_buckets, relative_attention_max_distance, layer_norm_epsilon).
  *
- * Runs on host memory: `be` must be a host backend (the CPU backend); its `linear` and
- * `rmsnorm` do the matmuls and norms, attention is this module's own CPU code.
+ * Every operation is a call into `be` (linear, rmsnorm, gelu_tanh, add, mul, embed,
+ * attention_t5), so the encoder runs wherever its backend does; weights are uploaded once at
+ * load (BF16 kept as BF16), the bucket matrix and the ids once per call.
  * Ownership: t5_model owns its weights; t5_encode writes into caller buffers.
  */
 #ifndef WS_T5_H

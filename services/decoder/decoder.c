@@ -33,7 +33,7 @@ int dec_open(const dec_opts *o, decoder **out, ws_err *err) {
   d->o.model = d->model;
   d->o.preset = d->preset;
   if (d->o.x264_threads <= 0) d->o.x264_threads = 4;
-  int rc = assets_load_vae(d->model, VAE_DECODER, &d->vae, err);
+  int rc = assets_load_vae(d->model, VAE_DECODER, NULL, &d->vae, err);
   if (rc < 0) {
     free(d);
     return rc;

@@ -1,5 +1,5 @@
 /* vae_ops — CPU float32 kernels of the Wan2.1 VAE. See vae_ops.h for layouts and contracts. */
-#include "models/vae_ops.h"
+#include "core/vae_ops.h"
 
 #include "core/cpu_gemm.h"
 #include <math.h>
@@ -12,12 +12,6 @@
 #define VOP_ATTN_QB 256
 /* Positions per RMS-norm block (the double accumulators live on the stack). */
 #define VOP_RMS_PB 512
-
-int vop_conv_out(int n, int pad_before, int pad_after, int k, int s) {
-  int span = n + pad_before + pad_after - k;
-  if (span < 0 || s <= 0) return 0;
-  return span / s + 1;
-}
 
 /* col[K, rows*wo] for output frame `to`, output rows [r0, r0 + rows). */
 static void im2col(const vop_conv *g, const float *x, int tin, int h, int w, int to, int r0,
@@ -97,30 +91,6 @@ int vop_conv3d(const vop_conv *g, const float *x, int tin, int h, int w, const f
   return 0;
 }
 
-void vop_concat_time(const float *a, int ta, const float *b, int tb, int C, int64_t P, float *y) {
-  for (int c = 0; c < C; c++) {
-    float *d = y + (int64_t)c * (ta + tb) * P;
-    memcpy(d, a + (int64_t)c * ta * P, sizeof(float) * (size_t)(ta * P));
-    memcpy(d + ta * P, b + (int64_t)c * tb * P, sizeof(float) * (size_t)(tb * P));
-  }
-}
-
-int vop_causal_conv3d(const vop_conv *g, float *cache, const float *x, int t, int h, int w,
-                      const float *wt, const float *bias, float *y, int ho, int wo, ws_err *err) {
-  const int ct = g->kt - 1;
-  const int64_t hw = (int64_t)h * w;
-  if (g->st != 1 || t < 1) return ws_fail(err, WS_EINVAL, "vop_causal_conv3d: stride/frames");
-  float *xin = malloc(sizeof(float) * (size_t)(g->cin * (ct + t) * hw));
-  if (!xin) return ws_fail(err, WS_ENOMEM, "vop_causal_conv3d: %d frames", ct + t);
-  vop_concat_time(cache, ct, x, t, g->cin, hw, xin);
-  int rc = vop_conv3d(g, xin, ct + t, h, w, wt, bias, y, ho, wo, err);
-  for (int c = 0; c < g->cin; c++) /* keep the last ct frames of [cache, x] */
-    memcpy(cache + (int64_t)c * ct * hw, xin + ((int64_t)c * (ct + t) + t) * hw,
-           sizeof(float) * (size_t)(ct * hw));
-  free(xin);
-  return rc;
-}
-
 void vop_rms_norm_ch(const float *x, int C, int64_t n, const float *gamma, float *y) {
   const double scale = sqrt((double)C);
   const int64_t nblk = (n + VOP_RMS_PB - 1) / VOP_RMS_PB;
@@ -149,23 +119,6 @@ void vop_rms_norm_ch(const float *x, int C, int64_t n, const float *gamma, float
         ys[i] = xs[i] * inv[i] * gm;
     }
   }
-}
-
-void vop_silu(float *x, int64_t n) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; i++)
-    x[i] = x[i] / (1.0f + expf(-x[i]));
-}
-
-void vop_add(float *y, const float *x, int64_t n) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; i++)
-    y[i] += x[i];
-}
-
-void vop_clamp(float *x, int64_t n, float lo, float hi) {
-  for (int64_t i = 0; i < n; i++)
-    x[i] = x[i] < lo ? lo : (x[i] > hi ? hi : x[i]);
 }
 
 void vop_upsample2x(const float *x, int64_t planes, int h, int w, float *y) {
@@ -217,17 +170,3 @@ int vop_attention(const float *q, const float *k, const float *v, int64_t ld, in
   return 0;
 }
 
-void vop_interleave_time(const float *x, int C, int T, int64_t P, float *y) {
-#pragma omp parallel for schedule(static)
-  for (int c = 0; c < C; c++)
-    for (int t = 0; t < T; t++)
-      for (int s = 0; s < 2; s++)
-        memcpy(y + ((int64_t)c * 2 * T + 2 * t + s) * P, x + ((int64_t)(s * C + c) * T + t) * P,
-               sizeof(float) * (size_t)P);
-}
-
-int64_t vop_find_nonfinite(const float *x, int64_t n) {
-  for (int64_t i = 0; i < n; i++)
-    if (!isfinite(x[i])) return i;
-  return -1;
-}
