@@ -138,15 +138,14 @@ int cu_attention_t5(const ws_backend *be, const float *q, const float *k, const 
   cuda_ctx *c = cu_ctx(be);
   cu_vt_state *s = c->vt;
   if (L <= 0 || H <= 0 || d <= 0) return WS_OK;
-  int64_t HD = H * d, n = n_keys < L ? n_keys : L;
+  int64_t HD = H * d, n = n_keys;
+  if (n_keys < 1 || n_keys > L)
+    return ws_fail(err, WS_EINVAL, "cuda attention_t5: %lld keys of %lld", (long long)n_keys,
+                   (long long)L);
   if (!fits_int(HD) || !fits_int(L) || L * L > VT_SCORES_MAX)
     return ws_fail(err, WS_EINVAL, "cuda attention_t5: L %lld, H %lld, d %lld too large",
                    (long long)L, (long long)H, (long long)d);
   shadow_invalidate(c, out, sizeof(float) * (size_t)(L * HD));
-  if (n <= 0) { /* no keys: the reference leaves zeros */
-    WS_CK(err, cudaMemsetAsync(out, 0, sizeof(float) * (size_t)(L * HD), c->stream));
-    return WS_OK;
-  }
   int64_t hb = VT_SCORES_MAX / (L * n); /* heads per block of scores */
   if (hb < 1) hb = 1;
   if (hb > H) hb = H;
@@ -157,16 +156,16 @@ int cu_attention_t5(const ws_backend *be, const float *q, const float *k, const 
     int nh = (int)(H - h0 < hb ? H - h0 : hb);
     /* per head h: S_h row-major [L, n] = Q_h K_h^T; column-major [n, L] = K_h^T(cm) * Q_h(cm),
      * where Q_h/K_h are the [L, d] column blocks h*d.. of the [L, H*d] rows (cm: [d, L]) */
-    WS_CK(err, cublasSgemmStridedBatched(s->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n, (int)L,
-                                         (int)d, &one, k + h0 * d, (int)HD, d, q + h0 * d, (int)HD,
-                                         d, &zero, S, (int)n, L * n, nh));
+    WS_CK(err, cublasSgemmStridedBatched(s->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n, (int)L, (int)d,
+                                         &one, k + h0 * d, (int)HD, d, q + h0 * d, (int)HD, d,
+                                         &zero, S, (int)n, L * n, nh));
     k_softmax_rows<<<(unsigned)(nh * L), VT_THREADS, 0, c->stream>>>(S, n, bucket, pos, L, H, h0);
     WS_CK_LAUNCH(err);
     /* out_h row-major [L, d] (ld H*d) = P_h [L, n] V_h [n, d]; column-major [d, L] =
      * V_h(cm) [d, n] * P_h(cm) [n, L] */
-    WS_CK(err, cublasSgemmStridedBatched(s->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)d, (int)L,
-                                         (int)n, &one, v + h0 * d, (int)HD, d, S, (int)n, L * n,
-                                         &zero, out + h0 * d, (int)HD, d, nh));
+    WS_CK(err, cublasSgemmStridedBatched(s->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)d, (int)L, (int)n,
+                                         &one, v + h0 * d, (int)HD, d, S, (int)n, L * n, &zero,
+                                         out + h0 * d, (int)HD, d, nh));
   }
   return WS_OK;
 }

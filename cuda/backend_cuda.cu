@@ -72,6 +72,7 @@ static int cu_to_device(const ws_backend *be, void *dst, const void *src, size_t
   cuda_ctx *c = cu_ctx(be);
   if (!n) return WS_OK;
   shadow_invalidate(c, dst, n);
+  conv_forget(c, dst, n);
   /* pageable source: the call returns once src is staged, so the caller may reuse it */
   WS_CK(err, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, c->stream));
   return WS_OK;
@@ -89,6 +90,7 @@ static int cu_memset0(const ws_backend *be, void *dst, size_t n, ws_err *err) {
   cuda_ctx *c = cu_ctx(be);
   if (!n) return WS_OK;
   shadow_invalidate(c, dst, n);
+  conv_forget(c, dst, n);
   WS_CK(err, cudaMemsetAsync(dst, 0, n, c->stream));
   return WS_OK;
 }

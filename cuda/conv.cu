@@ -11,8 +11,9 @@
  *     one 5-D NDHWC volume), and a second kernel transposes [t, ho, wo, cout] back into the
  *     channel-first output adding the bias. Weights are converted once to [cout, kt, kh, kw,
  *     cin] and cached by their pointer until free_mem of their block (conv_forget) or destroy.
- *     Output frames go in chunks so the packed input + output stay below CONV_SCRATCH_BYTES
- *     (at least one frame); plans (descriptors + algorithm) are cached per chunk shape.
+ *     Output frames go in chunks so the packed input + output stay below 1 GiB (at least one
+ *     frame; WANSERVE_CUDA_CONV_SCRATCH_MB changes the bound); plans (descriptors + algorithm) are
+ * cached per chunk shape.
  *  3. im2col + cuBLAS GEMM (when cuDNN is missing, cannot do a shape, or WANSERVE_CUDA_CONV=
  *     im2col): per output frame and row tile, the [cin*kt*kh*kw, rows*wo] column matrix
  *     (bounded by CONV_COL_FLOATS) times W[cout, K], accumulated onto the bias — the CPU
@@ -29,7 +30,7 @@
 #include "cuda/cuda_internal.cuh"
 #include "cuda/cudnn_load.cuh"
 
-#define CONV_SCRATCH_BYTES ((size_t)1 << 30) /* packed input + channels-last output per chunk */
+#define CONV_SCRATCH_MB 1024 /* default bound of packed input + channels-last output per chunk */
 #define CONV_WS_MAX ((size_t)512 << 20)     /* largest cuDNN workspace accepted */
 #define CONV_COL_FLOATS ((int64_t)64 << 20) /* im2col tile: 256 MiB */
 #define CONV_MAX_W 512
@@ -49,7 +50,7 @@ typedef struct conv_plan {
   int cin, cout, kt, kh, kw, st, sh, sw, tin, hp, wp, accurate;
   int valid;
   uint64_t used; /* LRU clock */
-  int im2col; /* cuDNN found no algorithm: this shape takes path 3 */
+  int im2col;    /* cuDNN found no algorithm: this shape takes path 3 */
 #ifdef WS_HAVE_CUDNN_CONV
   cudnnTensorDescriptor_t xd, yd;
   cudnnFilterDescriptor_t wd;
@@ -61,6 +62,7 @@ typedef struct conv_plan {
 
 struct cu_conv_state {
   int mode;
+  size_t scratch_max; /* bytes: packed input + channels-last output of one chunk */
   int dnn_tried, dnn_ok;
   char why[256];
   void *handle; /* cudnnHandle_t, created on first use */
@@ -86,6 +88,10 @@ int conv_init(cuda_ctx *c, ws_err *err) {
     s->mode = CONV_IM2COL;
   else
     return ws_fail(err, WS_EINVAL, "WANSERVE_CUDA_CONV=%s: expected auto, cudnn or im2col", m);
+  const char *mb = getenv("WANSERVE_CUDA_CONV_SCRATCH_MB");
+  long long v = mb && *mb ? atoll(mb) : CONV_SCRATCH_MB;
+  if (v < 1) return ws_fail(err, WS_EINVAL, "WANSERVE_CUDA_CONV_SCRATCH_MB=%s: expected >= 1", mb);
+  s->scratch_max = (size_t)v << 20;
   snprintf(s->why, sizeof s->why, "not loaded yet");
   WS_CK(err, cublasCreate(&s->blas));
   WS_CK(err, cublasSetStream(s->blas, c->stream));
@@ -128,7 +134,7 @@ void conv_forget(cuda_ctx *c, const void *p, size_t bytes) {
   for (int i = 0; i < CONV_MAX_W; i++) {
     conv_wentry *e = &s->w[i];
     uintptr_t k = (uintptr_t)e->key;
-    if (e->key && k >= a && k < a + (bytes ? bytes : 1)) {
+    if (e->key && k < a + (bytes ? bytes : 1) && a < k + e->bytes) { /* overlap */
       cu_internal_free(c, e->buf, e->bytes); /* cudaFree waits for convs still reading it */
       memset(e, 0, sizeof *e);
     }
@@ -187,7 +193,8 @@ __global__ void k_pack_nhwc(const float *__restrict__ x, int64_t cin, int64_t ti
     float v = 0.0f;
     if (ch < cin && p < P) {
       int64_t yy = p / wp, xx = p - yy * wp, iy = yy - ph0, ix = xx - pw0;
-      if (iy >= 0 && iy < h && ix >= 0 && ix < w) v = x[((ch * tin + t_first + t) * h + iy) * w + ix];
+      if (iy >= 0 && iy < h && ix >= 0 && ix < w)
+        v = x[((ch * tin + t_first + t) * h + iy) * w + ix];
     }
     tile[j][tx] = v;
   }
@@ -248,8 +255,8 @@ __global__ void k_im2col(const float *__restrict__ x, ws_conv3d_geom g, int64_t 
     int64_t ci = kidx / ((int64_t)g.kw * g.kh * g.kt);
     int64_t r = pc / wo, cc = pc - r * wo;
     int64_t iy = (r0 + r) * g.sh - g.ph0 + ky, ix = cc * g.sw - g.pw0 + kx, it = to * g.st + kz;
-    col[e] = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? x[((ci * tin + it) * h + iy) * w + ix]
-                                                      : 0.0f;
+    col[e] =
+        (iy >= 0 && iy < h && ix >= 0 && ix < w) ? x[((ci * tin + it) * h + iy) * w + ix] : 0.0f;
   }
 }
 
@@ -278,8 +285,8 @@ static int gemm_acc(cu_conv_state *s, const float *col, int64_t ldc, int64_t nco
   return WS_OK;
 }
 
-static int conv_im2col(cuda_ctx *c, const ws_conv3d_geom *g, const float *x, int tin, int h,
-                       int w, const float *wt, float *y, int tout, int ho, int wo, int accurate,
+static int conv_im2col(cuda_ctx *c, const ws_conv3d_geom *g, const float *x, int tin, int h, int w,
+                       const float *wt, float *y, int tout, int ho, int wo, int accurate,
                        ws_err *err) {
   cu_conv_state *s = c->conv;
   int64_t K = (int64_t)g->cin * g->kt * g->kh * g->kw, howo = (int64_t)ho * wo;
@@ -367,10 +374,10 @@ static int plan_build(cu_conv_state *s, conv_plan *p, ws_err *err) {
   WS_CK(err, DNN(g_dnn.CreateTensorDescriptor(&p->yd)));
   WS_CK(err, DNN(g_dnn.CreateFilterDescriptor(&p->wd)));
   WS_CK(err, DNN(g_dnn.CreateConvolutionDescriptor(&p->cd)));
-  WS_CK(err, DNN(g_dnn.SetTensorNdDescriptorEx(p->xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, nd,
-                                               xdim)));
-  WS_CK(err, DNN(g_dnn.SetTensorNdDescriptorEx(p->yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, nd,
-                                               ydim)));
+  WS_CK(err,
+        DNN(g_dnn.SetTensorNdDescriptorEx(p->xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, nd, xdim)));
+  WS_CK(err,
+        DNN(g_dnn.SetTensorNdDescriptorEx(p->yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, nd, ydim)));
   WS_CK(err,
         DNN(g_dnn.SetFilterNdDescriptor(p->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, nd, wdim)));
   WS_CK(err, DNN(g_dnn.SetConvolutionNdDescriptor(p->cd, nd - 2, pad, str, dil,
@@ -385,10 +392,15 @@ static int plan_build(cu_conv_state *s, conv_plan *p, ws_err *err) {
   for (int i = 0; i < got && p->im2col; i++) {
     const cudnnConvolutionFwdAlgoPerf_t *r = &perf[i];
     if (r->status != CUDNN_STATUS_SUCCESS) continue;
-    /* accurate: FMA kernels only, and no transform-domain algorithm (their rounding differs) */
-    if (p->accurate && (r->mathType != CUDNN_FMA_MATH || !is_gemm_like(r->algo))) continue;
+    /* accurate: no transform-domain algorithm (FFT, Winograd: their rounding differs), no
+     * tensor-core ranking; the descriptor stays CUDNN_FMA_MATH, which is what keeps TF32 out
+     * (CUDNN_DEFAULT_MATH would allow it on Ampere and later) */
+    if (p->accurate && (!is_gemm_like(r->algo) ||
+                        (r->mathType != CUDNN_FMA_MATH && r->mathType != CUDNN_DEFAULT_MATH)))
+      continue;
     /* TF32 mode: the math type the heuristic ranked this algorithm with */
-    if (!p->accurate) WS_CK(err, DNN(g_dnn.SetConvolutionMathType(p->cd, r->mathType)));
+    WS_CK(err,
+          DNN(g_dnn.SetConvolutionMathType(p->cd, p->accurate ? CUDNN_FMA_MATH : r->mathType)));
     size_t wsb = 0;
     if (g_dnn.GetConvolutionForwardWorkspaceSize(h, p->xd, p->wd, p->cd, p->yd, r->algo, &wsb) !=
             CUDNN_STATUS_SUCCESS ||
@@ -439,11 +451,10 @@ static int plan_get(cu_conv_state *s, const ws_conv3d_geom *g, int tin, int hp, 
 
 /* Output frames per chunk so that packed input + channels-last output fit the scratch cap. */
 static int64_t chunk_frames(const ws_conv3d_geom *g, int64_t tout, int64_t hp, int64_t wp,
-                            int64_t ho, int64_t wo) {
+                            int64_t ho, int64_t wo, size_t cap) {
   double in_f = (double)hp * wp * g->cin * 4, out_f = (double)ho * wo * g->cout * 4;
   int64_t nt = tout;
-  while (nt > 1 && ((double)((nt - 1) * g->st + g->kt) * in_f + nt * out_f) >
-                       (double)CONV_SCRATCH_BYTES)
+  while (nt > 1 && ((double)((nt - 1) * g->st + g->kt) * in_f + nt * out_f) > (double)cap)
     nt--;
   return nt;
 }
@@ -456,9 +467,9 @@ static int conv_dnn(cuda_ctx *c, const ws_conv3d_geom *g, const float *x, int ti
   *fallback = 0;
   int64_t hp = (int64_t)(ho - 1) * g->sh + g->kh, wp = (int64_t)(wo - 1) * g->sw + g->kw;
   if (hp * wp > 0x7fffffff / 2)
-    return ws_fail(err, WS_EUNSUPPORTED, "cuda conv3d: %lld x %lld frame too large",
-                   (long long)hp, (long long)wp);
-  int64_t nt = chunk_frames(g, tout, hp, wp, ho, wo);
+    return ws_fail(err, WS_EUNSUPPORTED, "cuda conv3d: %lld x %lld frame too large", (long long)hp,
+                   (long long)wp);
+  int64_t nt = chunk_frames(g, tout, hp, wp, ho, wo, s->scratch_max);
   if ((nt - 1) * g->st + g->kt > 65535)
     return ws_fail(err, WS_EUNSUPPORTED, "cuda conv3d: %lld frames in one chunk",
                    (long long)((nt - 1) * g->st + g->kt));
@@ -466,8 +477,7 @@ static int conv_dnn(cuda_ctx *c, const ws_conv3d_geom *g, const float *x, int ti
   conv_plan *pa, *pb = nullptr;
   int tin_a = (int)((nt - 1) * g->st + g->kt), rem = (int)(tout % nt);
   WS_TRY(plan_get(s, g, tin_a, (int)hp, (int)wp, accurate, &pa, err));
-  if (rem)
-    WS_TRY(plan_get(s, g, (rem - 1) * g->st + g->kt, (int)hp, (int)wp, accurate, &pb, err));
+  if (rem) WS_TRY(plan_get(s, g, (rem - 1) * g->st + g->kt, (int)hp, (int)wp, accurate, &pb, err));
   if (pa->im2col || (pb && pb->im2col)) {
     *fallback = 1;
     return WS_OK;
@@ -492,12 +502,12 @@ static int conv_dnn(cuda_ctx *c, const ws_conv3d_geom *g, const float *x, int ti
     dim3 blk(T_DIM, T_ROWS);
     dim3 gp((unsigned)((hp * wp + T_DIM - 1) / T_DIM), (unsigned)((g->cin + T_DIM - 1) / T_DIM),
             (unsigned)tin_c);
-    k_pack_nhwc<<<gp, blk, 0, c->stream>>>(x, g->cin, tin, h, w, t0 * g->st, hp, wp, g->ph0,
-                                           g->pw0, xp);
+    k_pack_nhwc<<<gp, blk, 0, c->stream>>>(x, g->cin, tin, h, w, t0 * g->st, hp, wp, g->ph0, g->pw0,
+                                           xp);
     WS_CK_LAUNCH(err);
-    cudnnStatus_t st = g_dnn.ConvolutionForward((cudnnHandle_t)s->handle, &one, p->xd, xp, p->wd,
-                                                wc, p->cd, p->algo, ws, p->ws_bytes, &zero, p->yd,
-                                                yp);
+    cudnnStatus_t st =
+        g_dnn.ConvolutionForward((cudnnHandle_t)s->handle, &one, p->xd, xp, p->wd, wc, p->cd,
+                                 p->algo, ws, p->ws_bytes, &zero, p->yd, yp);
     if (st == CUDNN_STATUS_NOT_SUPPORTED && t0 == 0) { /* nothing written yet: take path 3 */
       p->im2col = 1;
       *fallback = 1;
@@ -516,8 +526,8 @@ static int conv_dnn(cuda_ctx *c, const ws_conv3d_geom *g, const float *x, int ti
 
 /* ---- entry point ---- */
 
-int cu_conv3d(const ws_backend *be, const ws_conv3d_geom *g, const float *x, int tin, int h,
-              int w, const float *wt, const float *bias, float *y, int ho, int wo, int accurate,
+int cu_conv3d(const ws_backend *be, const ws_conv3d_geom *g, const float *x, int tin, int h, int w,
+              const float *wt, const float *bias, float *y, int ho, int wo, int accurate,
               ws_err *err) {
   cuda_ctx *c = cu_ctx(be);
   cu_conv_state *s = c->conv;

@@ -153,7 +153,9 @@ int vt_init(cuda_ctx *c, ws_err *err);
 void vt_free(cuda_ctx *c);
 int conv_init(cuda_ctx *c, ws_err *err);
 void conv_free(cuda_ctx *c);
-/* free_mem hook: drops converted weights cached for pointers inside [p, p + bytes). */
+/* Drops converted weights cached for pointers inside [p, p + bytes): called by free_mem and by
+ * the table's writes of host data or fills (to_device, memset0, fill_uniform), so a weight
+ * rewritten in place is converted again. */
 void conv_forget(cuda_ctx *c, const void *p, size_t bytes);
 int conv_describe(const cuda_ctx *c, char *buf, size_t n);
 int cu_attention_cf(const ws_backend *be, const float *q, const float *k, const float *v,
@@ -161,8 +163,8 @@ int cu_attention_cf(const ws_backend *be, const float *q, const float *k, const 
 int cu_attention_t5(const ws_backend *be, const float *q, const float *k, const float *v,
                     const int32_t *bucket, const float *pos, int64_t L, int64_t n_keys, int64_t H,
                     int64_t d, float *out, ws_err *err);
-int cu_conv3d(const ws_backend *be, const ws_conv3d_geom *g, const float *x, int tin, int h,
-              int w, const float *wt, const float *bias, float *y, int ho, int wo, int accurate,
+int cu_conv3d(const ws_backend *be, const ws_conv3d_geom *g, const float *x, int tin, int h, int w,
+              const float *wt, const float *bias, float *y, int ho, int wo, int accurate,
               ws_err *err);
 
 #endif

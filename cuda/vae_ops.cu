@@ -6,9 +6,9 @@
  * Each kernel matches its CPU reference (core/backend_cpu*.c, formerly models/vae_ops.c):
  * rms_norm_ch sums squares in double and rounds the factor to float as the reference does;
  * fill_uniform runs core/rng.c's Philox4x32-10 (the shared core/philox.h) and rounds
- * lo + (hi-lo)*u without FMA contraction, so its bits equal the CPU's. Indices are int64 throughout (a
- * [96, 21, 480, 832] activation has 805M elements); grid-stride loops keep grids small.
- * Every output range is invalidated in the bf16 shadow cache (cuda_internal.cuh).
+ * lo + (hi-lo)*u without FMA contraction, so its bits equal the CPU's. Indices are int64 throughout
+ * (a [96, 21, 480, 832] activation has 805M elements); grid-stride loops keep grids small. Every
+ * output range is invalidated in the bf16 shadow cache (cuda_internal.cuh).
  */
 #include <stdint.h>
 
@@ -56,12 +56,9 @@ __global__ void k_mul(const float *a, const float *b, int64_t n, float *y) {
   VO_LOOP(i, n) y[i] = a[i] * b[i];
 }
 
-/* The reference's comparison order: NaN passes through (fminf/fmaxf would drop it). */
+/* fminf(fmaxf(x, lo), hi) as the reference: a NaN becomes lo. */
 __global__ void k_clamp(const float *x, int64_t n, float lo, float hi, float *y) {
-  VO_LOOP(i, n) {
-    float v = x[i];
-    y[i] = v < lo ? lo : (v > hi ? hi : v);
-  }
+  VO_LOOP(i, n) y[i] = fminf(fmaxf(x[i], lo), hi);
 }
 
 /* grid.y walks rows (strided past 65535), grid.x the width. */
@@ -107,7 +104,8 @@ __global__ void k_upsample2x(const float *__restrict__ x, int64_t planes, int64_
   }
 }
 
-/* Ids outside [0, rows) (the caller checks them) give zero rows instead of a wild read. */
+/* Ids outside [0, rows) (the caller checks them; the CPU backend refuses them, which a GPU
+ * could only do by waiting for the stream) give zero rows instead of a wild read. */
 template <typename T>
 __global__ void k_embed(const T *__restrict__ table, int64_t rows, int64_t D,
                         const int32_t *__restrict__ ids, int64_t n, float *__restrict__ out) {
@@ -203,8 +201,8 @@ static int cu_rms_norm_ch(const ws_backend *be, const float *x, int64_t C, int64
   return WS_OK;
 }
 
-static int cu_upsample2x(const ws_backend *be, const float *x, int64_t planes, int64_t h,
-                         int64_t w, float *y, ws_err *err) {
+static int cu_upsample2x(const ws_backend *be, const float *x, int64_t planes, int64_t h, int64_t w,
+                         float *y, ws_err *err) {
   cuda_ctx *c = cu_ctx(be);
   if (planes <= 0 || h <= 0 || w <= 0) return WS_OK;
   inval(c, y, 4 * planes * h * w, sizeof(float));
@@ -220,10 +218,10 @@ static int cu_embed(const ws_backend *be, const void *table, ws_dtype dt, int64_
   inval(c, out, n * D, sizeof(float));
   if (dt == WS_F32)
     k_embed<float><<<vo_blocks(n * D), VO_THREADS, 0, c->stream>>>((const float *)table, rows, D,
-                                                                    ids, n, out);
-  else if (dt == WS_BF16)
-    k_embed<bf16><<<vo_blocks(n * D), VO_THREADS, 0, c->stream>>>((const bf16 *)table, rows, D,
                                                                    ids, n, out);
+  else if (dt == WS_BF16)
+    k_embed<bf16>
+        <<<vo_blocks(n * D), VO_THREADS, 0, c->stream>>>((const bf16 *)table, rows, D, ids, n, out);
   else
     return ws_fail(err, WS_EUNSUPPORTED, "cuda embed: table dtype %s", ws_dtype_name(dt));
   WS_CK_LAUNCH(err);
@@ -239,15 +237,16 @@ static int cu_fill_uniform(const ws_backend *be, void *dst, ws_dtype dt, int64_t
   uint64_t first = offset / 4, last = (offset + (uint64_t)n - 1) / 4;
   int64_t nblk = (int64_t)(last - first + 1);
   uint32_t s0 = (uint32_t)seed, s1 = (uint32_t)(seed >> 32);
+  conv_forget(c, dst, (dt == WS_F32 ? 4 : 2) * (size_t)n); /* weights are made this way */
   unsigned g = vo_blocks(nblk);
   if (dt == WS_F32) {
     inval(c, dst, n, sizeof(float));
-    k_fill_uniform<float><<<g, VO_THREADS, 0, c->stream>>>((float *)dst, n, s0, s1, offset, nblk,
-                                                            lo, hi);
+    k_fill_uniform<float>
+        <<<g, VO_THREADS, 0, c->stream>>>((float *)dst, n, s0, s1, offset, nblk, lo, hi);
   } else {
     inval(c, dst, n, sizeof(bf16));
-    k_fill_uniform<bf16><<<g, VO_THREADS, 0, c->stream>>>((bf16 *)dst, n, s0, s1, offset, nblk,
-                                                           lo, hi);
+    k_fill_uniform<bf16>
+        <<<g, VO_THREADS, 0, c->stream>>>((bf16 *)dst, n, s0, s1, offset, nblk, lo, hi);
   }
   WS_CK_LAUNCH(err);
   return WS_OK;
