@@ -398,7 +398,9 @@ static int plan_build(cu_conv_state *s, conv_plan *p, ws_err *err) {
     if (p->accurate && (!is_gemm_like(r->algo) ||
                         (r->mathType != CUDNN_FMA_MATH && r->mathType != CUDNN_DEFAULT_MATH)))
       continue;
-    /* TF32 mode: the math type the heuristic ranked this algorithm with */
+    /* TF32 mode: never ALLOW_CONVERSION (fp16 inputs: range and precision below TF32's) */
+    if (!p->accurate && r->mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue;
+    /* the math type the heuristic ranked this algorithm with (TF32 mode) */
     WS_CK(err,
           DNN(g_dnn.SetConvolutionMathType(p->cd, p->accurate ? CUDNN_FMA_MATH : r->mathType)));
     size_t wsb = 0;
