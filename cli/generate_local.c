@@ -16,7 +16,7 @@
 #include "models/vae.h"
 
 typedef struct local {
-  ws_backend *be, *host;
+  ws_backend *be; /* every stage runs here: umT5, both experts, the VAE */
   dit_model *high, *low;
   tok_model *tok;
   t5_model *t5;
@@ -46,21 +46,16 @@ static void local_free(local *l) {
   sampler_free(&l->s);
   free(l->noise);
   if (l->be) l->be->destroy(l->be);
-  if (l->host) l->host->destroy(l->host);
 }
 
 static int load_all(local *l, const gen_opts *o, ws_err *err) {
-  char dir[4096];
   dit_load_opts lo = {.bf16_weights = !strcmp(o->backend, "cuda")};
-  WS_TRY(ws_backend_create(o->backend, &l->be, err));
-  WS_TRY(ws_backend_cpu_create(0, &l->host, err));
-  WS_TRY(ckpt_expert_dir(o->model, 1, dir, sizeof dir, err));
-  WS_TRY(dit_load(dir, l->be, &lo, &l->high, err));
-  WS_TRY(ckpt_expert_dir(o->model, 0, dir, sizeof dir, err));
-  WS_TRY(dit_load(dir, l->be, &lo, &l->low, err));
+  WS_TRY(ws_backend_create_on(o->backend, o->device, &l->be, err));
+  WS_TRY(assets_load_expert(o->model, 1, l->be, &lo, &l->high, err));
+  WS_TRY(assets_load_expert(o->model, 0, l->be, &lo, &l->low, err));
   WS_TRY(assets_load_tokenizer(o->model, &l->tok, err));
-  WS_TRY(assets_load_t5(o->model, l->host, &l->t5, err));
-  return assets_load_vae(o->model, o->p.task == GP_I2V ? VAE_BOTH : VAE_DECODER, l->host, &l->vae,
+  WS_TRY(assets_load_t5(o->model, l->be, &l->t5, err));
+  return assets_load_vae(o->model, o->p.task == GP_I2V ? VAE_BOTH : VAE_DECODER, l->be, &l->vae,
                          err);
 }
 
@@ -123,7 +118,6 @@ static int run(local *l, const gen_opts *o, ws_err *err) {
   mp4_opts mo;
   mp4_opts_default(&mo);
   mo.fps_num = p.fps;
-  mo.threads = 1;
   mp4_buf buf = {0};
   int rc = mp4_encode_tensor(&l->video, &mo, &buf, err);
   if (rc == WS_OK) rc = mp4_write_file(o->out, buf.data, buf.len, err);

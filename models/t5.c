@@ -185,6 +185,33 @@ static int place_w(const ws_backend *be, t5_w *w, ws_err *err) {
   return rc;
 }
 
+/* Where weights come from: a checkpoint (w), or random values made on the backend (w NULL). */
+typedef struct t5_src {
+  const wt_source *w;
+  const ws_backend *be;
+  uint64_t seed, offset; /* random: the stream and the next unused index of it */
+} t5_src;
+
+/* A random weight: matrices uniform in +-sqrt(3/fan_in) (unit-variance outputs), the
+ * embedding in +-1, norm weights near 1, the position-bias tables small. */
+static int random_w(t5_src *s, const int64_t *shape, int ndim, int bf16, t5_w *out, ws_err *err) {
+  WS_TRY(ws_tensor_alloc_on(&out->t, s->be, bf16 ? WS_BF16 : WS_F32, shape, ndim, err));
+  int64_t n = ws_tensor_numel(&out->t);
+  float lo = 0.9f, hi = 1.1f; /* norms */
+  if (ndim == 2 && !bf16) lo = -0.1f, hi = 0.1f; /* position bias [buckets, heads] */
+  if (ndim == 2 && bf16) hi = sqrtf(3.0f / (float)shape[1]), lo = -hi;
+  WS_TRY(s->be->fill_uniform(s->be, out->t.data, out->t.dtype, n, s->seed, s->offset, lo, hi, err));
+  s->offset += (uint64_t)n;
+  return WS_OK;
+}
+
+static int get_w(t5_src *s, const char *name, const int64_t *shape, int ndim, int bf16, t5_w *out,
+                 ws_err *err) {
+  if (!s->w) return random_w(s, shape, ndim, bf16, out, err);
+  WS_TRY(load_w(s->w, name, shape, ndim, bf16, out, err));
+  return place_w(s->be, out, err);
+}
+
 /* Weight names: Wan (hf = 0) or HF UMT5EncoderModel (hf = 1). */
 static void wname(int hf, const char *what, int layer, char *buf, size_t n) {
   static const struct {
@@ -214,14 +241,11 @@ static void wname(int hf, const char *what, int layer, char *buf, size_t n) {
   snprintf(buf, n, "?");
 }
 
-int t5_load_weights(const t5_config *cfg, const char *weights, const ws_backend *be, t5_model **out,
-                    ws_err *err) {
+/* The model from src (a checkpoint, or random when src->w is NULL). */
+static int build(const t5_config *cfg, t5_src S, const ws_backend *be, t5_model **out,
+                 ws_err *err) {
   *out = NULL;
-  WS_TRY(t5_config_check(cfg, weights, err));
-  if (!be) return ws_fail(err, WS_EINVAL, "t5: no backend");
-  WS_TRY(ws_backend_require(be, "t5", t5_ops, err));
-  wt_source *src = NULL;
-  WS_TRY(wt_open(weights, &src, err));
+  const wt_source *src = S.w;
   t5_model *m = calloc(1, sizeof *m);
   int rc = 0;
   if (!m || !(m->layers = calloc((size_t)cfg->num_layers, sizeof *m->layers))) {
@@ -233,7 +257,7 @@ int t5_load_weights(const t5_config *cfg, const char *weights, const ws_backend 
   const t5_config *c = cfg;
   int hf = 0;
   const char *emb_name = "token_embedding.weight";
-  if (!wt_find(src, emb_name)) {
+  if (src && !wt_find(src, emb_name)) {
     hf = 1;
     emb_name = wt_find(src, "shared.weight") ? "shared.weight" : "encoder.embed_tokens.weight";
   }
@@ -242,18 +266,12 @@ int t5_load_weights(const t5_config *cfg, const char *weights, const ws_backend 
                 s_pos[] = {c->num_buckets, c->num_heads}, s_ff[] = {c->dim_ffn, c->dim},
                 s_fc2[] = {c->dim, c->dim_ffn};
   char nm[160];
-  if ((rc = load_w(src, emb_name, s_emb, 2, 1, &m->embed, err)) < 0 ||
-      (rc = place_w(be, &m->embed, err)) < 0)
-    goto fail;
+  if ((rc = get_w(&S, emb_name, s_emb, 2, 1, &m->embed, err)) < 0) goto fail;
   wname(hf, "norm", 0, nm, sizeof nm);
-  if ((rc = load_w(src, nm, s_dim, 1, 0, &m->norm, err)) < 0 ||
-      (rc = place_w(be, &m->norm, err)) < 0)
-    goto fail;
+  if ((rc = get_w(&S, nm, s_dim, 1, 0, &m->norm, err)) < 0) goto fail;
   if (c->shared_pos) {
     wname(hf, "shared_pos", 0, nm, sizeof nm);
-    if ((rc = load_w(src, nm, s_pos, 2, 0, &m->shared_pos, err)) < 0 ||
-        (rc = place_w(be, &m->shared_pos, err)) < 0)
-      goto fail;
+    if ((rc = get_w(&S, nm, s_pos, 2, 0, &m->shared_pos, err)) < 0) goto fail;
   }
   for (int i = 0; i < c->num_layers; i++) {
     t5_layer *l = &m->layers[i];
@@ -270,18 +288,41 @@ int t5_load_weights(const t5_config *cfg, const char *weights, const ws_backend 
     for (size_t k = 0; k < sizeof ws / sizeof ws[0]; k++) {
       if (c->shared_pos && ws[k].w == &l->pos) continue;
       wname(hf, ws[k].what, i, nm, sizeof nm);
-      if ((rc = load_w(src, nm, ws[k].shape, ws[k].ndim, ws[k].bf16, ws[k].w, err)) < 0 ||
-          (rc = place_w(be, ws[k].w, err)) < 0)
-        goto fail;
+      if ((rc = get_w(&S, nm, ws[k].shape, ws[k].ndim, ws[k].bf16, ws[k].w, err)) < 0) goto fail;
     }
   }
-  wt_close(src);
+  WS_TRY(be->sync(be, err));
   *out = m;
   return 0;
 fail:
-  wt_close(src);
   t5_free(m);
   return rc;
+}
+
+static int check_be(const t5_config *cfg, const char *what, const ws_backend *be, ws_err *err) {
+  WS_TRY(t5_config_check(cfg, what, err));
+  if (!be) return ws_fail(err, WS_EINVAL, "t5: no backend");
+  return ws_backend_require(be, "t5", t5_ops, err);
+}
+
+int t5_load_weights(const t5_config *cfg, const char *weights, const ws_backend *be, t5_model **out,
+                    ws_err *err) {
+  *out = NULL;
+  WS_TRY(check_be(cfg, weights, be, err));
+  wt_source *src = NULL;
+  WS_TRY(wt_open(weights, &src, err));
+  t5_src S = {.w = src, .be = be};
+  int rc = build(cfg, S, be, out, err);
+  wt_close(src);
+  return rc;
+}
+
+int t5_init_random(const t5_config *cfg, uint64_t seed, const ws_backend *be, t5_model **out,
+                   ws_err *err) {
+  *out = NULL;
+  WS_TRY(check_be(cfg, "t5 (random)", be, err));
+  t5_src S = {.be = be, .seed = seed};
+  return build(cfg, S, be, out, err);
 }
 
 int t5_load(const char *dir, const ws_backend *be, t5_model **out, ws_err *err) {

@@ -52,6 +52,10 @@ int t5_load(const char *dir, const ws_backend *be, t5_model **out, ws_err *err);
  * with the given config. Every weight's shape is checked. */
 int t5_load_weights(const t5_config *cfg, const char *weights, const ws_backend *be, t5_model **out,
                     ws_err *err);
+/* A model with random weights made directly on `be` (fill_uniform: no host copy, nothing read
+ * or written), deterministic in seed: how the real-size path runs without a checkpoint. */
+int t5_init_random(const t5_config *cfg, uint64_t seed, const ws_backend *be, t5_model **out,
+                   ws_err *err);
 void t5_free(t5_model *m);
 const t5_config *t5_get_config(const t5_model *m);
 

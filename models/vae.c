@@ -180,9 +180,26 @@ out:
 
 typedef struct loader {
   vae_model *m;
-  const wt_source *w;
-  int slots; /* next free cache slot of the coder being built */
+  const wt_source *w;    /* NULL: random weights made on the backend */
+  uint64_t seed, offset; /* random: the stream and its next unused index */
+  int slots;             /* next free cache slot of the coder being built */
 } loader;
+
+/* A random weight on the backend: convolution weights uniform in +-sqrt(3/fan_in), biases
+ * small, gammas near 1 — activations stay O(1) through the stages. */
+static int random_tensor(loader *L, const char *name, const int64_t *shape, int ndim,
+                         ws_tensor *t, ws_err *err) {
+  const ws_backend *be = L->m->be;
+  WS_TRY(ws_tensor_alloc_on(t, be, WS_F32, shape, ndim, err));
+  int64_t n = ws_tensor_numel(t), fan_in = ndim > 1 ? n / shape[0] : 1;
+  size_t len = strlen(name);
+  float hi = 0.02f, lo = -0.02f; /* .bias */
+  if (len > 6 && !strcmp(name + len - 6, ".gamma")) lo = 0.9f, hi = 1.1f;
+  if (len > 7 && !strcmp(name + len - 7, ".weight")) hi = sqrtf(3.0f / (float)fan_in), lo = -hi;
+  WS_TRY(be->fill_uniform(be, t->data, WS_F32, n, L->seed, L->offset, lo, hi, err));
+  L->offset += (uint64_t)n;
+  return WS_OK;
+}
 
 /* Loads the tensor named by fmt with the given shape; *out views the owned copy. */
 static int __attribute__((format(printf, 6, 7)))
@@ -209,9 +226,12 @@ get(loader *L, const float **out, const int64_t *shape, int ndim, ws_err *err, c
   ws_tensor *t = &m->tensors[m->ntensors];
   memset(t, 0, sizeof *t);
   ws_tensor host = {0};
-  int rc = wt_get_f32_shape(L->w, name, shape, ndim, &host, err);
+  int rc = L->w ? wt_get_f32_shape(L->w, name, shape, ndim, &host, err)
+                : random_tensor(L, name, shape, ndim, t, err);
   if (rc < 0) return ws_wrap(err, "vae");
-  if (!strcmp(m->be->name, "cpu")) { /* host memory: the host copy is the weight */
+  if (!L->w) {
+    /* made in place */
+  } else if (!strcmp(m->be->name, "cpu")) { /* host memory: the host copy is the weight */
     *t = host;
   } else {
     rc = ws_tensor_upload(t, m->be, &host, 0, err);
@@ -394,33 +414,45 @@ static int load_decoder(loader *L, ws_err *err) {
   return 0;
 }
 
-int vae_load_with(const vae_config *cfg, const char *weights, unsigned parts,
-                  const ws_backend *be, vae_model **out, ws_err *err) {
+/* The model from a weight source, or random weights (w NULL) from seed. */
+static int build(const vae_config *cfg, const wt_source *w, uint64_t seed, unsigned parts,
+                 const ws_backend *be, vae_model **out, ws_err *err) {
   *out = NULL;
   if (!(parts & VAE_BOTH)) return ws_fail(err, WS_EINVAL, "vae_load: no part requested");
-  WS_TRY(cfg_check(cfg, weights, err));
   vae_model *m = calloc(1, sizeof *m);
   if (!m) return ws_fail(err, WS_ENOMEM, "vae_load");
   m->cfg = *cfg;
   m->parts = parts & VAE_BOTH;
-  wt_source *w = NULL;
   int rc = be ? WS_OK : ws_backend_cpu_create(0, &m->own_be, err);
   m->be = be ? be : m->own_be;
-  if (rc == 0) rc = wt_open(weights, &w, err);
+  loader L = {.m = m, .w = w, .seed = seed};
+  if (rc == 0 && (parts & VAE_ENCODER)) rc = load_encoder(&L, err);
+  if (rc == 0 && (parts & VAE_DECODER)) rc = load_decoder(&L, err);
+  if (rc == 0) rc = m->be->sync(m->be, err);
   if (rc < 0) {
-    ws_wrap(err, "vae_load");
-    goto fail;
+    vae_free(m);
+    return rc;
   }
-  loader L = {m, w, 0};
-  if ((parts & VAE_ENCODER) && (rc = load_encoder(&L, err)) < 0) goto fail;
-  if ((parts & VAE_DECODER) && (rc = load_decoder(&L, err)) < 0) goto fail;
-  wt_close(w);
   *out = m;
   return 0;
-fail:
+}
+
+int vae_load_with(const vae_config *cfg, const char *weights, unsigned parts,
+                  const ws_backend *be, vae_model **out, ws_err *err) {
+  *out = NULL;
+  WS_TRY(cfg_check(cfg, weights, err));
+  wt_source *w = NULL;
+  if (wt_open(weights, &w, err) < 0) return ws_wrap(err, "vae_load");
+  int rc = build(cfg, w, 0, parts, be, out, err);
   wt_close(w);
-  vae_free(m);
   return rc;
+}
+
+int vae_init_random(const vae_config *cfg, uint64_t seed, unsigned parts, const ws_backend *be,
+                    vae_model **out, ws_err *err) {
+  *out = NULL;
+  WS_TRY(cfg_check(cfg, "vae (random)", err));
+  return build(cfg, NULL, seed, parts, be, out, err);
 }
 
 int vae_load(const char *path, unsigned parts, const ws_backend *be, vae_model **out,

@@ -79,6 +79,10 @@ int vae_load(const char *path, unsigned parts, const ws_backend *be, vae_model *
 /* The same with an explicit config and weight path (file or folder, as wt_open takes it). */
 int vae_load_with(const vae_config *cfg, const char *weights, unsigned parts,
                   const ws_backend *be, vae_model **out, ws_err *err);
+/* A model with random weights made directly on `be` (NULL = an own CPU backend), deterministic
+ * in seed: the real-size path without a checkpoint. */
+int vae_init_random(const vae_config *cfg, uint64_t seed, unsigned parts, const ws_backend *be,
+                    vae_model **out, ws_err *err);
 void vae_free(vae_model *m);
 const vae_config *vae_model_config(const vae_model *m);
 

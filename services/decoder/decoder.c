@@ -2,6 +2,7 @@
 #include "services/decoder/decoder.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +19,9 @@
 struct decoder {
   dec_opts o;
   char model[4096], preset[32];
-  vae_model *vae; /* decoder part; read-only, shared by every call */
+  vae_model *vae;          /* decoder part; read-only, shared by every call */
+  int gpu;                 /* the backend is a device: one call decodes at a time */
+  pthread_mutex_t *gpu_mu; /* owned; the device backend has one stream and shared scratch */
   int z_dim, sf, tf;
 };
 
@@ -32,9 +35,17 @@ int dec_open(const dec_opts *o, decoder **out, ws_err *err) {
   snprintf(d->preset, sizeof d->preset, "%s", o->preset && o->preset[0] ? o->preset : "medium");
   d->o.model = d->model;
   d->o.preset = d->preset;
-  if (d->o.x264_threads <= 0) d->o.x264_threads = 4;
-  int rc = assets_load_vae(d->model, VAE_DECODER, NULL, &d->vae, err);
+  if (d->o.x264_threads <= 0) d->o.x264_threads = MP4_DEFAULT_THREADS;
+  d->gpu = o->be && strcmp(o->be->name, "cpu");
+  if (d->gpu && !(d->gpu_mu = malloc(sizeof *d->gpu_mu))) {
+    free(d);
+    return ws_fail(err, WS_ENOMEM, "decoder: out of memory");
+  }
+  if (d->gpu) pthread_mutex_init(d->gpu_mu, NULL);
+  int rc = assets_load_vae(d->model, VAE_DECODER, o->be, &d->vae, err);
   if (rc < 0) {
+    if (d->gpu) pthread_mutex_destroy(d->gpu_mu);
+    free(d->gpu_mu);
     free(d);
     return rc;
   }
@@ -51,6 +62,8 @@ int dec_open(const dec_opts *o, decoder **out, ws_err *err) {
 void dec_free(decoder *d) {
   if (!d) return;
   vae_free(d->vae);
+  if (d->gpu) pthread_mutex_destroy(d->gpu_mu);
+  free(d->gpu_mu);
   free(d);
 }
 
@@ -190,7 +203,11 @@ static int h_decode(rpc_call *call, const ProtobufCMessage *m, void *user, ws_er
     rc = mp4_writer_open(&s.w, s.width, s.height, &mo, err);
     if (rc < 0) mp4_fail(&s, rc, err);
   }
-  if (rc == 0) rc = vae_decode_stream(d->vae, &z, on_frames, &s, err);
+  if (rc == 0) {
+    if (d->gpu) pthread_mutex_lock(d->gpu_mu);
+    rc = vae_decode_stream(d->vae, &z, on_frames, &s, err);
+    if (d->gpu) pthread_mutex_unlock(d->gpu_mu);
+  }
   if (rc == 0 && !raw) {
     mp4_buf rest = {0};
     rc = mp4_writer_finish(s.w, &rest, err);

@@ -11,6 +11,7 @@
 
 #include "core/log.h"
 #include "core/metrics.h"
+#include "models/assets.h"
 #include "models/checkpoint.h"
 #include "models/dit.h"
 #include "rpc/service.h"
@@ -122,10 +123,9 @@ int main(int argc, char **argv) {
   expert *ex = NULL;
   rpc_server *server = NULL;
   svc *s = NULL;
-  int rc = ckpt_expert_dir(o.model, !strcmp(f.role, "high"), dir, sizeof dir, &err);
-  if (rc == WS_OK) rc = expert_sp_backend(&o, &f.sp, &be, &err);
+  int rc = expert_sp_backend(&o, &f.sp, &be, &err);
   dit_load_opts lo = {.bf16_weights = !strcmp(o.backend, "cuda")};
-  if (rc == WS_OK) rc = dit_load(dir, be, &lo, &model, &err);
+  if (rc == WS_OK) rc = assets_load_expert(o.model, !strcmp(f.role, "high"), be, &lo, &model, &err);
   if (f.sp.rank > 0) { /* a model-parallel rank: no gRPC, no registration; rank 0 drives it */
     if (rc == WS_OK) rc = expert_sp_worker(model, &o, &f.sp, &err);
     if (rc < 0) fprintf(stderr, "wan-expert rank %d: %s\n", f.sp.rank, err.msg);
@@ -135,8 +135,12 @@ int main(int argc, char **argv) {
   }
   expert_sp *sp = NULL; /* rank 0 of a group: form it before registering */
   if (rc == WS_OK && f.sp.world > 1) rc = expert_sp_start(model, &o, &f.sp, &sp, &err);
-  snprintf(cfgpath, sizeof cfgpath, "%s/config.json", dir);
-  char *cfg = read_text(cfgpath);
+  /* Expert.Info hands out the checkpoint's config.json (none for a random: source) */
+  char *cfg = NULL;
+  if (ckpt_expert_dir(o.model, !strcmp(f.role, "high"), dir, sizeof dir, NULL) == WS_OK) {
+    snprintf(cfgpath, sizeof cfgpath, "%s/config.json", dir);
+    cfg = read_text(cfgpath);
+  }
   expert_opts eo = {.role = role,
                     .version = o.version,
                     .replica = o.id,
