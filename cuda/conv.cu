@@ -50,7 +50,7 @@ typedef struct conv_plan {
   int cin, cout, kt, kh, kw, st, sh, sw, tin, hp, wp, accurate;
   int valid;
   uint64_t used; /* LRU clock */
-  int im2col;    /* cuDNN found no algorithm: this shape takes path 3 */
+  int im2col;    /* cuDNN has no algorithm or refused the shape: path 3 takes it */
 #ifdef WS_HAVE_CUDNN_CONV
   cudnnTensorDescriptor_t xd, yd;
   cudnnFilterDescriptor_t wd;
@@ -65,7 +65,8 @@ struct cu_conv_state {
   size_t scratch_max; /* bytes: packed input + channels-last output of one chunk */
   int dnn_tried, dnn_ok;
   char why[256];
-  void *handle; /* cudnnHandle_t, created on first use */
+  char plan_why[320]; /* the last shape cuDNN refused to plan, empty if none */
+  void *handle;       /* cudnnHandle_t, created on first use */
   cublasHandle_t blas;
   conv_wentry w[CONV_MAX_W];
   conv_plan plans[CONV_MAX_PLANS];
@@ -98,13 +99,19 @@ int conv_init(cuda_ctx *c, ws_err *err) {
   return WS_OK;
 }
 
-static void plan_release(conv_plan *p) {
+/* Destroys p's cuDNN descriptors; the shape fields stay. */
+static void plan_release_descs(conv_plan *p) {
 #ifdef WS_HAVE_CUDNN_CONV
   if (p->xd) g_dnn.DestroyTensorDescriptor(p->xd);
   if (p->yd) g_dnn.DestroyTensorDescriptor(p->yd);
   if (p->wd) g_dnn.DestroyFilterDescriptor(p->wd);
   if (p->cd) g_dnn.DestroyConvolutionDescriptor(p->cd);
+  p->xd = nullptr, p->yd = nullptr, p->wd = nullptr, p->cd = nullptr;
 #endif
+}
+
+static void plan_release(conv_plan *p) {
+  plan_release_descs(p);
   memset(p, 0, sizeof *p);
 }
 
@@ -168,8 +175,9 @@ int conv_describe(const cuda_ctx *c, char *buf, size_t n) {
   if (conv_dnn_ready((cuda_ctx *)c))
     return snprintf(buf, n,
                     "cuDNN NHWC (TF32; fp32 when accurate), calls: %lld cuDNN, %lld im2col, %lld "
-                    "1x1 GEMM",
-                    (long long)s->n_dnn, (long long)s->n_im2col, (long long)s->n_gemm);
+                    "1x1 GEMM%s%s",
+                    (long long)s->n_dnn, (long long)s->n_im2col, (long long)s->n_gemm,
+                    s->plan_why[0] ? "; last plan refused: " : "", s->plan_why);
   return snprintf(buf, n, "im2col + cuBLAS (cuDNN: %s)", s->why);
 }
 
@@ -428,9 +436,7 @@ static int plan_get(cu_conv_state *s, const ws_conv3d_geom *g, int tin, int hp, 
     }
   }
   conv_plan *p = nullptr;
-  for (int i = 0; i < s->nplans && !p; i++)
-    if (!s->plans[i].valid) p = &s->plans[i]; /* a slot whose build failed */
-  if (!p && s->nplans < CONV_MAX_PLANS) p = &s->plans[s->nplans++];
+  if (s->nplans < CONV_MAX_PLANS) p = &s->plans[s->nplans++];
   if (!p) { /* least recently used: never the plan the current call just took */
     p = &s->plans[0];
     for (int i = 1; i < CONV_MAX_PLANS; i++)
@@ -441,10 +447,13 @@ static int plan_get(cu_conv_state *s, const ws_conv3d_geom *g, int tin, int hp, 
   p->st = g->st, p->sh = g->sh, p->sw = g->sw, p->tin = tin, p->hp = hp, p->wp = wp;
   p->accurate = accurate;
   p->used = ++s->clock;
-  int rc = plan_build(s, p, err);
-  if (rc < 0) {
-    plan_release(p); /* keeps the slot, marked invalid */
-    return ws_wrap(err, "cuda conv3d: cuDNN plan");
+  ws_err perr = {0};
+  if (plan_build(s, p, &perr) < 0) {
+    /* cuDNN refused the descriptors of this shape: path 3 takes it from now on; the reason is
+     * kept for describe() */
+    snprintf(s->plan_why, sizeof s->plan_why, "%.300s", perr.msg);
+    plan_release_descs(p);
+    p->im2col = 1;
   }
   p->valid = 1;
   *out = p;
