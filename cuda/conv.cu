@@ -519,7 +519,11 @@ static int conv_dnn(cuda_ctx *c, const ws_conv3d_geom *g, const float *x, int ti
     cudnnStatus_t st =
         g_dnn.ConvolutionForward((cudnnHandle_t)s->handle, &one, p->xd, xp, p->wd, wc, p->cd,
                                  p->algo, ws, p->ws_bytes, &zero, p->yd, yp);
-    if (st == CUDNN_STATUS_NOT_SUPPORTED && t0 == 0) { /* nothing written yet: take path 3 */
+    /* cuDNN 9 statuses are families (2xxx bad parameter, 3xxx not supported, with sub-codes):
+     * either on the first chunk, before y is written, sends the shape to path 3 for good */
+    if ((st / 1000 == 2 || st / 1000 == 3) && t0 == 0) {
+      snprintf(s->plan_why, sizeof s->plan_why, "cudnnConvolutionForward: %.280s",
+               ck_cudnn_msg((int)st));
       p->im2col = 1;
       *fallback = 1;
       return WS_OK;
