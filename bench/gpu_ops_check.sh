@@ -9,7 +9,7 @@
 #                                      test and a final "gpu ops check: PASS|FAIL"; exit 0 on PASS
 #
 # The device call (the checkout travels; the ignored build outputs are carried):
-#   run(command="bash bench/gpu_ops_check.sh run", timeout_s=400,
+#   run(command="bash bench/gpu_ops_check.sh run", timeout_s=560,
 #       carry=["build-cuda/tests/test_cuda_ops", "build-cuda/tests/test_cuda_vae_ops",
 #              ".dev/ops_libs.tar.xz"])
 # cuDNN (libcudnn.so.9, dlopen'ed by the backend) and cuBLAS come from the device's PyTorch
@@ -54,7 +54,7 @@ run)
       continue
     fi
     echo "== $t"
-    timeout 300 "$B/tests/$t" >"$OUT/$t.log" 2>&1
+    timeout 240 "$B/tests/$t" >"$OUT/$t.log" 2>&1
     rc=$?
     echo "rc=$rc" >>"$OUT/$t.log"
     grep -E "^(PASS|FAIL|SKIP)" "$OUT/$t.log"
