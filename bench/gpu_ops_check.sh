@@ -59,7 +59,7 @@ run)
     echo "rc=$rc" >>"$OUT/$t.log"
     grep -E "^(PASS|FAIL|SKIP)" "$OUT/$t.log"
     # failing checks print their rel_l2 and seed; the backends describe their paths at the end
-    grep -E "rel_l2 .* > |first difference|^(auto|fp32|im2col|chunk): " "$OUT/$t.log"
+    grep -E "rel_l2 .* > |first difference|^(auto|fp32|im2col|chunk|bf16): " "$OUT/$t.log"
     if [ $rc -ne 0 ] || grep -q "^SKIP" "$OUT/$t.log"; then status=FAIL; fi
   done
   echo "gpu ops check: $status"

@@ -19,10 +19,12 @@
  *     (bounded by CONV_COL_FLOATS) times W[cout, K], accumulated onto the bias — the CPU
  *     reference's algorithm.
  *
- * Precision: TF32 tensor cores by default (cuDNN CUDNN_DEFAULT_MATH on fp32 data, cuBLAS
- * CUBLAS_COMPUTE_32F_FAST_TF32); with `accurate` (the VAE encoder) or WANSERVE_CUDA_PRECISION=
- * fp32, pure fp32: cuDNN CUDNN_FMA_MATH restricted to the GEMM-like algorithms (no FFT or
- * Winograd), cuBLAS CUBLAS_COMPUTE_32F.
+ * Precision: TF32 tensor cores by default (with WANSERVE_CUDA_CONV_DTYPE=bf16, or the bf16
+ * precision policy, path 2 stores the packed input, weights and output as bf16 instead, fp32
+ * accumulation: half the scratch and bandwidth; bias and the channel-first output stay fp32) (cuDNN
+ * CUDNN_DEFAULT_MATH on fp32 data, cuBLAS CUBLAS_COMPUTE_32F_FAST_TF32); with `accurate` (the VAE
+ * encoder) or WANSERVE_CUDA_PRECISION= fp32, pure fp32: cuDNN CUDNN_FMA_MATH restricted to the
+ * GEMM-like algorithms (no FFT or Winograd), cuBLAS CUBLAS_COMPUTE_32F.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -40,14 +42,14 @@ enum { CONV_AUTO = 0, CONV_CUDNN = 1, CONV_IM2COL = 2 };
 
 typedef struct conv_wentry {
   const float *key; /* the caller's [cout, cin, kt, kh, kw] weight (NULL: free slot) */
-  int cout, cin, kt, kh, kw;
-  float *buf; /* [cout, kt, kh, kw, cin] */
+  int cout, cin, kt, kh, kw, bf;
+  void *buf; /* [cout, kt, kh, kw, cin], bf16 when bf, else fp32 */
   size_t bytes;
   uint64_t used;
 } conv_wentry;
 
 typedef struct conv_plan {
-  int cin, cout, kt, kh, kw, st, sh, sw, tin, hp, wp, accurate;
+  int cin, cout, kt, kh, kw, st, sh, sw, tin, hp, wp, accurate, bf;
   int valid;
   uint64_t used; /* LRU clock */
   int im2col;    /* cuDNN has no algorithm or refused the shape: path 3 takes it */
@@ -62,6 +64,7 @@ typedef struct conv_plan {
 
 struct cu_conv_state {
   int mode;
+  int bf16;           /* path 2 in bf16 storage when the call is not accurate */
   size_t scratch_max; /* bytes: packed input + channels-last output of one chunk */
   int dnn_tried, dnn_ok;
   char why[256];
@@ -93,6 +96,10 @@ int conv_init(cuda_ctx *c, ws_err *err) {
   long long v = mb && *mb ? atoll(mb) : CONV_SCRATCH_MB;
   if (v < 1) return ws_fail(err, WS_EINVAL, "WANSERVE_CUDA_CONV_SCRATCH_MB=%s: expected >= 1", mb);
   s->scratch_max = (size_t)v << 20;
+  const char *dt = getenv("WANSERVE_CUDA_CONV_DTYPE");
+  if (dt && *dt && strcmp(dt, "tf32") && strcmp(dt, "bf16"))
+    return ws_fail(err, WS_EINVAL, "WANSERVE_CUDA_CONV_DTYPE=%s: expected tf32 or bf16", dt);
+  s->bf16 = (dt && !strcmp(dt, "bf16")) || (!(dt && *dt) && c->prec == CU_PREC_BF16);
   snprintf(s->why, sizeof s->why, "not loaded yet");
   WS_CK(err, cublasCreate(&s->blas));
   WS_CK(err, cublasSetStream(s->blas, c->stream));
@@ -174,10 +181,11 @@ int conv_describe(const cuda_ctx *c, char *buf, size_t n) {
     return snprintf(buf, n, "im2col + cuBLAS (WANSERVE_CUDA_CONV=im2col)");
   if (conv_dnn_ready((cuda_ctx *)c))
     return snprintf(buf, n,
-                    "cuDNN NHWC (TF32; fp32 when accurate), calls: %lld cuDNN, %lld im2col, %lld "
+                    "cuDNN NHWC (%s; fp32 when accurate), calls: %lld cuDNN, %lld im2col, %lld "
                     "1x1 GEMM%s%s",
-                    (long long)s->n_dnn, (long long)s->n_im2col, (long long)s->n_gemm,
-                    s->plan_why[0] ? "; last plan refused: " : "", s->plan_why);
+                    s->bf16 ? "bf16" : "TF32", (long long)s->n_dnn, (long long)s->n_im2col,
+                    (long long)s->n_gemm, s->plan_why[0] ? "; last plan refused: " : "",
+                    s->plan_why);
   return snprintf(buf, n, "im2col + cuBLAS (cuDNN: %s)", s->why);
 }
 
@@ -186,12 +194,19 @@ int conv_describe(const cuda_ctx *c, char *buf, size_t n) {
 #define T_DIM 32
 #define T_ROWS 8
 
+template <typename T> __device__ inline T cv_store(float v);
+template <> __device__ inline float cv_store<float>(float v) { return v; }
+template <> __device__ inline bf16 cv_store<bf16>(float v) { return __float2bfloat16_rn(v); }
+__device__ inline float cv_load(float v) { return v; }
+__device__ inline float cv_load(bf16 v) { return __bfloat162float(v); }
+
 /* x [cin, tin, h, w] frames t_first .. t_first + nt - 1 -> xp [nt, hp, wp, cin], zero outside
  * the image (row iy = yy - ph0, column ix = xx - pw0). 32x32 tiles through shared memory:
  * reads run along positions, writes along channels. grid (positions/32, cin/32, nt). */
+template <typename T>
 __global__ void k_pack_nhwc(const float *__restrict__ x, int64_t cin, int64_t tin, int64_t h,
                             int64_t w, int64_t t_first, int64_t hp, int64_t wp, int ph0, int pw0,
-                            float *__restrict__ xp) {
+                            T *__restrict__ xp) {
   __shared__ float tile[T_DIM][T_DIM + 1];
   int64_t P = hp * wp, p0 = (int64_t)blockIdx.x * T_DIM, c0 = (int64_t)blockIdx.y * T_DIM;
   int64_t t = blockIdx.z;
@@ -209,20 +224,21 @@ __global__ void k_pack_nhwc(const float *__restrict__ x, int64_t cin, int64_t ti
   __syncthreads();
   for (int j = ty; j < T_DIM; j += T_ROWS) {
     int64_t p = p0 + j, ch = c0 + tx;
-    if (p < P && ch < cin) xp[(t * P + p) * cin + ch] = tile[tx][j];
+    if (p < P && ch < cin) xp[(t * P + p) * cin + ch] = cv_store<T>(tile[tx][j]);
   }
 }
 
 /* yp [nt, P, cout] -> y[co, t0 + t, p] (+ bias[co]) of y [cout, tout, P]. grid (P/32, cout/32,
  * nt). */
-__global__ void k_unpack_nchw(const float *__restrict__ yp, int64_t cout, int64_t P, int64_t t0,
+template <typename T>
+__global__ void k_unpack_nchw(const T *__restrict__ yp, int64_t cout, int64_t P, int64_t t0,
                               int64_t tout, const float *__restrict__ bias, float *__restrict__ y) {
   __shared__ float tile[T_DIM][T_DIM + 1];
   int64_t p0 = (int64_t)blockIdx.x * T_DIM, c0 = (int64_t)blockIdx.y * T_DIM, t = blockIdx.z;
   int tx = threadIdx.x, ty = threadIdx.y;
   for (int j = ty; j < T_DIM; j += T_ROWS) {
     int64_t p = p0 + j, ch = c0 + tx;
-    tile[j][tx] = (p < P && ch < cout) ? yp[(t * P + p) * cout + ch] : 0.0f;
+    tile[j][tx] = (p < P && ch < cout) ? cv_load(yp[(t * P + p) * cout + ch]) : 0.0f;
   }
   __syncthreads();
   for (int j = ty; j < T_DIM; j += T_ROWS) {
@@ -233,13 +249,14 @@ __global__ void k_unpack_nchw(const float *__restrict__ yp, int64_t cout, int64_
 }
 
 /* w [cout, cin, kt, kh, kw] -> wc [cout, kt, kh, kw, cin] (one thread per output element). */
+template <typename T>
 __global__ void k_weight_khwc(const float *__restrict__ w, int64_t cout, int64_t cin, int64_t taps,
-                              float *__restrict__ wc) {
+                              T *__restrict__ wc) {
   int64_t n = cout * cin * taps;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x) {
     int64_t ci = i % cin, tap = (i / cin) % taps, co = i / (cin * taps);
-    wc[i] = w[(co * cin + ci) * taps + tap];
+    wc[i] = cv_store<T>(w[(co * cin + ci) * taps + tap]);
   }
 }
 
@@ -319,33 +336,37 @@ static int conv_im2col(cuda_ctx *c, const ws_conv3d_geom *g, const float *x, int
 /* ---- path 2: cuDNN ---- */
 
 #ifdef WS_HAVE_CUDNN_CONV
-/* The cached [cout, kt, kh, kw, cin] copy of wt (converted on first use). */
-static int weights_get(cuda_ctx *c, const ws_conv3d_geom *g, const float *wt, const float **out,
-                       ws_err *err) {
+/* The cached [cout, kt, kh, kw, cin] copy of wt, bf16 when bf (converted on first use). */
+static int weights_get(cuda_ctx *c, const ws_conv3d_geom *g, const float *wt, int bf,
+                       const void **out, ws_err *err) {
   cu_conv_state *s = c->conv;
   conv_wentry *e = nullptr, *lru = nullptr;
   for (int i = 0; i < CONV_MAX_W && !e; i++) {
     conv_wentry *t = &s->w[i];
     if (t->key == wt && t->cout == g->cout && t->cin == g->cin && t->kt == g->kt &&
-        t->kh == g->kh && t->kw == g->kw)
+        t->kh == g->kh && t->kw == g->kw && t->bf == bf)
       e = t;
   }
   if (!e) {
     for (int i = 0; i < CONV_MAX_W && !e; i++)
-      if (s->w[i].key == wt || !s->w[i].key) e = &s->w[i]; /* same pointer, new geometry: redo */
+      if (!s->w[i].key) e = &s->w[i];
     for (int i = 0; i < CONV_MAX_W && !e; i++)
       if (!lru || s->w[i].used < lru->used) lru = &s->w[i];
     if (!e) e = lru; /* more distinct weights than slots: evict the least recently used */
     if (e->buf) cu_internal_free(c, e->buf, e->bytes);
     memset(e, 0, sizeof *e);
     int64_t taps = (int64_t)g->kt * g->kh * g->kw, n = (int64_t)g->cout * g->cin * taps;
-    size_t bytes = sizeof(float) * (size_t)n;
-    WS_TRY(cu_internal_alloc(c, bytes, (void **)&e->buf, err));
+    size_t bytes = (bf ? sizeof(bf16) : sizeof(float)) * (size_t)n;
+    WS_TRY(cu_internal_alloc(c, bytes, &e->buf, err));
     e->bytes = bytes;
-    k_weight_khwc<<<cv_blocks(n), 256, 0, c->stream>>>(wt, g->cout, g->cin, taps, e->buf);
+    if (bf)
+      k_weight_khwc<<<cv_blocks(n), 256, 0, c->stream>>>(wt, g->cout, g->cin, taps, (bf16 *)e->buf);
+    else
+      k_weight_khwc<<<cv_blocks(n), 256, 0, c->stream>>>(wt, g->cout, g->cin, taps,
+                                                         (float *)e->buf);
     WS_CK_LAUNCH(err);
     e->key = wt;
-    e->cout = g->cout, e->cin = g->cin, e->kt = g->kt, e->kh = g->kh, e->kw = g->kw;
+    e->cout = g->cout, e->cin = g->cin, e->kt = g->kt, e->kh = g->kh, e->kw = g->kw, e->bf = bf;
   }
   e->used = ++s->clock;
   *out = e->buf;
@@ -382,12 +403,11 @@ static int plan_build(cu_conv_state *s, conv_plan *p, ws_err *err) {
   WS_CK(err, DNN(g_dnn.CreateTensorDescriptor(&p->yd)));
   WS_CK(err, DNN(g_dnn.CreateFilterDescriptor(&p->wd)));
   WS_CK(err, DNN(g_dnn.CreateConvolutionDescriptor(&p->cd)));
-  WS_CK(err,
-        DNN(g_dnn.SetTensorNdDescriptorEx(p->xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, nd, xdim)));
-  WS_CK(err,
-        DNN(g_dnn.SetTensorNdDescriptorEx(p->yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, nd, ydim)));
-  WS_CK(err,
-        DNN(g_dnn.SetFilterNdDescriptor(p->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, nd, wdim)));
+  /* storage fp32 or bf16; the arithmetic (the convolution's compute type) fp32 either way */
+  cudnnDataType_t dt = p->bf ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+  WS_CK(err, DNN(g_dnn.SetTensorNdDescriptorEx(p->xd, CUDNN_TENSOR_NHWC, dt, nd, xdim)));
+  WS_CK(err, DNN(g_dnn.SetTensorNdDescriptorEx(p->yd, CUDNN_TENSOR_NHWC, dt, nd, ydim)));
+  WS_CK(err, DNN(g_dnn.SetFilterNdDescriptor(p->wd, dt, CUDNN_TENSOR_NHWC, nd, wdim)));
   WS_CK(err, DNN(g_dnn.SetConvolutionNdDescriptor(p->cd, nd - 2, pad, str, dil,
                                                   CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT)));
   cudnnMathType_t want = p->accurate ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH;
@@ -407,7 +427,7 @@ static int plan_build(cu_conv_state *s, conv_plan *p, ws_err *err) {
                         (r->mathType != CUDNN_FMA_MATH && r->mathType != CUDNN_DEFAULT_MATH)))
       continue;
     /* TF32 mode: never ALLOW_CONVERSION (fp16 inputs: range and precision below TF32's) */
-    if (!p->accurate && r->mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue;
+    if (!p->accurate && !p->bf && r->mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue;
     /* the math type the heuristic ranked this algorithm with (TF32 mode) */
     WS_CK(err,
           DNN(g_dnn.SetConvolutionMathType(p->cd, p->accurate ? CUDNN_FMA_MATH : r->mathType)));
@@ -424,12 +444,12 @@ static int plan_build(cu_conv_state *s, conv_plan *p, ws_err *err) {
 }
 
 static int plan_get(cu_conv_state *s, const ws_conv3d_geom *g, int tin, int hp, int wp,
-                    int accurate, conv_plan **out, ws_err *err) {
+                    int accurate, int bf, conv_plan **out) {
   for (int i = 0; i < s->nplans; i++) {
     conv_plan *p = &s->plans[i];
     if (p->valid && p->cin == g->cin && p->cout == g->cout && p->kt == g->kt && p->kh == g->kh &&
         p->kw == g->kw && p->st == g->st && p->sh == g->sh && p->sw == g->sw && p->tin == tin &&
-        p->hp == hp && p->wp == wp && p->accurate == accurate) {
+        p->hp == hp && p->wp == wp && p->accurate == accurate && p->bf == bf) {
       p->used = ++s->clock;
       *out = p;
       return WS_OK;
@@ -445,7 +465,7 @@ static int plan_get(cu_conv_state *s, const ws_conv3d_geom *g, int tin, int hp, 
   plan_release(p);
   p->cin = g->cin, p->cout = g->cout, p->kt = g->kt, p->kh = g->kh, p->kw = g->kw;
   p->st = g->st, p->sh = g->sh, p->sw = g->sw, p->tin = tin, p->hp = hp, p->wp = wp;
-  p->accurate = accurate;
+  p->accurate = accurate, p->bf = bf;
   p->used = ++s->clock;
   ws_err perr = {0};
   if (plan_build(s, p, &perr) < 0) {
@@ -462,8 +482,8 @@ static int plan_get(cu_conv_state *s, const ws_conv3d_geom *g, int tin, int hp, 
 
 /* Output frames per chunk so that packed input + channels-last output fit the scratch cap. */
 static int64_t chunk_frames(const ws_conv3d_geom *g, int64_t tout, int64_t hp, int64_t wp,
-                            int64_t ho, int64_t wo, size_t cap) {
-  double in_f = (double)hp * wp * g->cin * 4, out_f = (double)ho * wo * g->cout * 4;
+                            int64_t ho, int64_t wo, size_t es, size_t cap) {
+  double in_f = (double)hp * wp * g->cin * es, out_f = (double)ho * wo * g->cout * es;
   int64_t nt = tout;
   while (nt > 1 && ((double)((nt - 1) * g->st + g->kt) * in_f + nt * out_f) > (double)cap)
     nt--;
@@ -480,29 +500,30 @@ static int conv_dnn(cuda_ctx *c, const ws_conv3d_geom *g, const float *x, int ti
   if (hp * wp > 0x7fffffff / 2)
     return ws_fail(err, WS_EUNSUPPORTED, "cuda conv3d: %lld x %lld frame too large", (long long)hp,
                    (long long)wp);
-  int64_t nt = chunk_frames(g, tout, hp, wp, ho, wo, s->scratch_max);
+  const int bf = s->bf16 && !accurate;
+  const size_t es = bf ? sizeof(bf16) : sizeof(float);
+  int64_t nt = chunk_frames(g, tout, hp, wp, ho, wo, es, s->scratch_max);
   if ((nt - 1) * g->st + g->kt > 65535)
     return ws_fail(err, WS_EUNSUPPORTED, "cuda conv3d: %lld frames in one chunk",
                    (long long)((nt - 1) * g->st + g->kt));
   /* both chunk shapes planned before any work is enqueued, so a fallback leaves y untouched */
   conv_plan *pa, *pb = nullptr;
   int tin_a = (int)((nt - 1) * g->st + g->kt), rem = (int)(tout % nt);
-  WS_TRY(plan_get(s, g, tin_a, (int)hp, (int)wp, accurate, &pa, err));
-  if (rem) WS_TRY(plan_get(s, g, (rem - 1) * g->st + g->kt, (int)hp, (int)wp, accurate, &pb, err));
+  plan_get(s, g, tin_a, (int)hp, (int)wp, accurate, bf, &pa);
+  if (rem) plan_get(s, g, (rem - 1) * g->st + g->kt, (int)hp, (int)wp, accurate, bf, &pb);
   if (pa->im2col || (pb && pb->im2col)) {
     *fallback = 1;
     return WS_OK;
   }
-  const float *wc = nullptr;
-  WS_TRY(weights_get(c, g, wt, &wc, err));
-  size_t in_bytes = sizeof(float) * (size_t)(tin_a * hp * wp * g->cin);
-  size_t out_bytes = sizeof(float) * (size_t)(nt * ho * wo * g->cout);
+  const void *wc = nullptr;
+  WS_TRY(weights_get(c, g, wt, bf, &wc, err));
+  size_t in_bytes = es * (size_t)(tin_a * hp * wp * g->cin);
+  size_t out_bytes = es * (size_t)(nt * ho * wo * g->cout);
   size_t wsb = pa->ws_bytes;
   if (pb && pb->ws_bytes > wsb) wsb = pb->ws_bytes;
-  float *xp = nullptr, *yp = nullptr;
-  void *ws = nullptr;
-  WS_TRY(cu_scratch_get(c, &s->xin, in_bytes, (void **)&xp, err));
-  WS_TRY(cu_scratch_get(c, &s->yout, out_bytes, (void **)&yp, err));
+  void *xp = nullptr, *yp = nullptr, *ws = nullptr;
+  WS_TRY(cu_scratch_get(c, &s->xin, in_bytes, &xp, err));
+  WS_TRY(cu_scratch_get(c, &s->yout, out_bytes, &yp, err));
   if (wsb) WS_TRY(cu_scratch_get(c, &s->ws, wsb, &ws, err));
   const float one = 1.0f, zero = 0.0f;
   int64_t P = (int64_t)ho * wo;
@@ -513,8 +534,12 @@ static int conv_dnn(cuda_ctx *c, const ws_conv3d_geom *g, const float *x, int ti
     dim3 blk(T_DIM, T_ROWS);
     dim3 gp((unsigned)((hp * wp + T_DIM - 1) / T_DIM), (unsigned)((g->cin + T_DIM - 1) / T_DIM),
             (unsigned)tin_c);
-    k_pack_nhwc<<<gp, blk, 0, c->stream>>>(x, g->cin, tin, h, w, t0 * g->st, hp, wp, g->ph0, g->pw0,
-                                           xp);
+    if (bf)
+      k_pack_nhwc<<<gp, blk, 0, c->stream>>>(x, g->cin, tin, h, w, t0 * g->st, hp, wp, g->ph0,
+                                             g->pw0, (bf16 *)xp);
+    else
+      k_pack_nhwc<<<gp, blk, 0, c->stream>>>(x, g->cin, tin, h, w, t0 * g->st, hp, wp, g->ph0,
+                                             g->pw0, (float *)xp);
     WS_CK_LAUNCH(err);
     cudnnStatus_t st =
         g_dnn.ConvolutionForward((cudnnHandle_t)s->handle, &one, p->xd, xp, p->wd, wc, p->cd,
@@ -531,7 +556,10 @@ static int conv_dnn(cuda_ctx *c, const ws_conv3d_geom *g, const float *x, int ti
     WS_CK(err, DNN(st));
     dim3 gu((unsigned)((P + T_DIM - 1) / T_DIM), (unsigned)((g->cout + T_DIM - 1) / T_DIM),
             (unsigned)n);
-    k_unpack_nchw<<<gu, blk, 0, c->stream>>>(yp, g->cout, P, t0, tout, bias, y);
+    if (bf)
+      k_unpack_nchw<<<gu, blk, 0, c->stream>>>((const bf16 *)yp, g->cout, P, t0, tout, bias, y);
+    else
+      k_unpack_nchw<<<gu, blk, 0, c->stream>>>((const float *)yp, g->cout, P, t0, tout, bias, y);
     WS_CK_LAUNCH(err);
   }
   s->n_dnn++;

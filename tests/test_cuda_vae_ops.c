@@ -8,7 +8,8 @@
  * CUDA backends compared: "auto" (default: cuDNN convolutions), "fp32"
  * (WANSERVE_CUDA_PRECISION=fp32: every conv accurate), "im2col" (WANSERVE_CUDA_CONV=im2col: the
  * cuBLAS fallback) and "chunk" (WANSERVE_CUDA_CONV_SCRATCH_MB=1: cuDNN in chunks of a few
- * output frames with a shorter last chunk).
+ * output frames with a shorter last chunk), "bf16" (WANSERVE_CUDA_CONV_DTYPE=bf16: cuDNN on bf16
+ * storage, 1e-2).
  * Without a GPU (or without CUDA in the build) it prints "SKIP cuda vae ops: <reason>" and
  * exits 0.
  */
@@ -28,7 +29,8 @@
 #define TOL32 1e-5
 #define TOLTF 1e-2
 
-static ws_backend *g_cpu, *g_auto, *g_fp32, *g_i2c, *g_chunk;
+static ws_backend *g_cpu, *g_auto, *g_fp32, *g_i2c, *g_chunk, *g_bf;
+#define N_GPUS 5
 
 typedef struct named {
   ws_backend *be;
@@ -36,7 +38,8 @@ typedef struct named {
 } named;
 
 static named gpus(int i) {
-  named t[4] = {{g_auto, "auto"}, {g_fp32, "fp32"}, {g_i2c, "im2col"}, {g_chunk, "chunk"}};
+  named t[N_GPUS] = {
+      {g_auto, "auto"}, {g_fp32, "fp32"}, {g_i2c, "im2col"}, {g_chunk, "chunk"}, {g_bf, "bf16"}};
   return t[i];
 }
 
@@ -127,7 +130,7 @@ static void conv_case_run(const conv_case *cc) {
            err);
   float *want = bt_down(g_cpu, yc, ny);
   char what[160];
-  for (int bi = 0; bi < 4; bi++) {
+  for (int bi = 0; bi < N_GPUS; bi++) {
     named n = gpus(bi);
     float *xg = bt_up(n.be, x, 4 * nx), *wg = bt_up(n.be, wt, 4 * nw);
     float *bg = bt_up(n.be, b, 4 * g->cout), *yg = bt_poisoned(n.be, ny);
@@ -384,12 +387,12 @@ static void test_errors(void) {
   g_auto->free_mem(g_auto, x);
 }
 
-static int make(const char *prec, const char *conv, const char *scratch_mb, ws_backend **out,
-                ws_err *err) {
+static int make(const char *prec, const char *conv, const char *scratch_mb, const char *dtype,
+                ws_backend **out, ws_err *err) {
   static const char *const names[] = {"WANSERVE_CUDA_PRECISION", "WANSERVE_CUDA_CONV",
-                                      "WANSERVE_CUDA_CONV_SCRATCH_MB"};
-  const char *values[] = {prec, conv, scratch_mb};
-  return bt_make_cuda(3, names, values, out, err);
+                                      "WANSERVE_CUDA_CONV_SCRATCH_MB", "WANSERVE_CUDA_CONV_DTYPE"};
+  const char *values[] = {prec, conv, scratch_mb, dtype};
+  return bt_make_cuda(4, names, values, out, err);
 }
 
 int main(void) {
@@ -398,12 +401,15 @@ int main(void) {
   return 0;
 #else
   ws_err err = {0};
-  if (make(NULL, NULL, NULL, &g_auto, &err) < 0) {
+  if (make(NULL, NULL, NULL, NULL, &g_auto, &err) < 0) {
     printf("SKIP cuda vae ops: %s\n", err.msg);
     return 0;
   }
-  if (ws_backend_cpu_create(0, &g_cpu, &err) < 0 || make("fp32", NULL, NULL, &g_fp32, &err) < 0 ||
-      make(NULL, "im2col", NULL, &g_i2c, &err) < 0 || make(NULL, NULL, "1", &g_chunk, &err) < 0) {
+  if (ws_backend_cpu_create(0, &g_cpu, &err) < 0 ||
+      make("fp32", NULL, NULL, NULL, &g_fp32, &err) < 0 ||
+      make(NULL, "im2col", NULL, NULL, &g_i2c, &err) < 0 ||
+      make(NULL, NULL, "1", NULL, &g_chunk, &err) < 0 ||
+      make(NULL, NULL, NULL, "bf16", &g_bf, &err) < 0) {
     printf("FAIL setup\n");
     fprintf(stderr, "%s\n", err.msg);
     return 1;
@@ -420,11 +426,12 @@ int main(void) {
   TEST_RUN(test_embed);
   TEST_RUN(test_fill_uniform);
   TEST_RUN(test_errors);
-  for (int i = 0; i < 4; i++) {
+  for (int i = 0; i < N_GPUS; i++) {
     char d[1024];
     named n = gpus(i);
     if (ws_cuda_describe(n.be, d, sizeof d, &err) == WS_OK) fprintf(stderr, "%s: %s\n", n.name, d);
   }
+  g_bf->destroy(g_bf);
   g_chunk->destroy(g_chunk);
   g_i2c->destroy(g_i2c);
   g_fp32->destroy(g_fp32);
