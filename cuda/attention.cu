@@ -2,29 +2,24 @@
  *
  * 1. cuDNN fused SDPA (../shared/spec/cudnn-attention.md, graph form U: one
  *    CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR, cuDNN >= 9.13.1). The library is loaded with
- *    dlopen("libcudnn.so.9") on first use, so the build needs only cudnn_graph.h and runs where
- *    cuDNN is absent (attention then takes path 2). Q, K, V go in as bf16 — the bf16 shadows of
- *    the fp32 inputs (cuda_internal.cuh), converted only when not already valid — in the model
- *    layout [B, L, H, D] expressed through strides; O comes out bf16 into the output's shadow
- *    and is widened to fp32. One plan per (B, Lq, Lk, H, D), built on first use and kept with
+ *    dlopen("libcudnn.so.9") on first use (cudnn_load.cu), so the build needs only
+ *    cudnn_graph.h and runs where cuDNN is absent (attention then takes path 2). Q, K, V go in
+ *    as bf16 — the bf16 shadows of the fp32 inputs (cuda_internal.cuh), converted only when
+ *    not already valid — in the model layout [B, L, H, D] expressed through strides; O comes
+ *    out bf16 into the output's shadow and is widened to fp32. One plan per (B, Lq, Lk, H, D), built on first use and kept with
  *    its descriptors until the backend is destroyed; workspace from a buffer grown rarely.
  * 2. An exact fp32 kernel: one warp per (batch, query, head), online softmax in fp32 over all
  *    keys. Slow at model scale; it serves tests, golden cases and d outside cuDNN's range.
  *
  * Which path runs is the precision policy of backend_cuda.h.
  */
-#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cuda/cuda_internal.cuh"
-
-#if __has_include(<cudnn_graph.h>)
-#include <cudnn_graph.h>
-#define WS_HAVE_CUDNN_HEADERS 1
-#endif
+#include "cuda/cudnn_load.cuh"
 
 /* ---- path 2: the fp32 kernel ---- */
 
@@ -95,27 +90,6 @@ static cudaError_t launch_attn_f32(const float *q, const float *k, const float *
 
 /* ---- path 1: cuDNN ---- */
 
-#ifdef WS_HAVE_CUDNN_HEADERS
-typedef struct cudnn_api {
-  void *lib;
-  size_t (*GetVersion)(void);
-  cudnnStatus_t (*Create)(cudnnHandle_t *);
-  cudnnStatus_t (*Destroy)(cudnnHandle_t);
-  cudnnStatus_t (*SetStream)(cudnnHandle_t, cudaStream_t);
-  const char *(*GetErrorString)(cudnnStatus_t);
-  void (*GetLastErrorString)(char *, size_t);
-  cudnnStatus_t (*CreateDescriptor)(cudnnBackendDescriptorType_t, cudnnBackendDescriptor_t *);
-  cudnnStatus_t (*DestroyDescriptor)(cudnnBackendDescriptor_t);
-  cudnnStatus_t (*SetAttribute)(cudnnBackendDescriptor_t, cudnnBackendAttributeName_t,
-                                cudnnBackendAttributeType_t, int64_t, const void *);
-  cudnnStatus_t (*GetAttribute)(cudnnBackendDescriptor_t const, cudnnBackendAttributeName_t,
-                                cudnnBackendAttributeType_t, int64_t, int64_t *, void *);
-  cudnnStatus_t (*Finalize)(cudnnBackendDescriptor_t);
-  cudnnStatus_t (*Execute)(cudnnHandle_t, cudnnBackendDescriptor_t, cudnnBackendDescriptor_t);
-} cudnn_api;
-static cudnn_api g_dnn; /* process-wide: the library is loaded once */
-#endif
-
 #define ATTN_MAX_PLANS 32
 #define PLAN_DESCS 8
 
@@ -137,61 +111,6 @@ struct cu_attn_state {
   size_t ws_cap;
 };
 
-const char *ck_cudnn_msg(int code) {
-#ifdef WS_HAVE_CUDNN_HEADERS
-  static __thread char buf[600];
-  const char *s = g_dnn.GetErrorString ? g_dnn.GetErrorString((cudnnStatus_t)code) : "cuDNN error";
-  char last[400] = "";
-  if (g_dnn.GetLastErrorString) g_dnn.GetLastErrorString(last, sizeof last);
-  snprintf(buf, sizeof buf, "%s (%d)%s%s", s, code, last[0] ? ": " : "", last);
-  return buf;
-#else
-  (void)code;
-  return "cuDNN error";
-#endif
-}
-
-#define DNN(call)                                                                                  \
-  ck_cudnn_status { (int)(call) }
-
-#ifdef WS_HAVE_CUDNN_HEADERS
-static int dnn_load(cu_attn_state *a) {
-  if (g_dnn.lib) return 1;
-  void *lib = dlopen("libcudnn.so.9", RTLD_NOW | RTLD_LOCAL);
-  if (!lib) {
-    snprintf(a->why, sizeof a->why, "cannot load libcudnn.so.9 (%s)", dlerror());
-    return 0;
-  }
-  cudnn_api d;
-  memset(&d, 0, sizeof d);
-  d.lib = lib;
-#define SYM(f, name)                                                                               \
-  do {                                                                                             \
-    *(void **)&d.f = dlsym(lib, name);                                                             \
-    if (!d.f) {                                                                                    \
-      snprintf(a->why, sizeof a->why, "libcudnn.so.9 lacks %s", name);                             \
-      dlclose(lib);                                                                                \
-      return 0;                                                                                    \
-    }                                                                                              \
-  } while (0)
-  SYM(GetVersion, "cudnnGetVersion");
-  SYM(Create, "cudnnCreate");
-  SYM(Destroy, "cudnnDestroy");
-  SYM(SetStream, "cudnnSetStream");
-  SYM(GetErrorString, "cudnnGetErrorString");
-  SYM(GetLastErrorString, "cudnnGetLastErrorString");
-  SYM(CreateDescriptor, "cudnnBackendCreateDescriptor");
-  SYM(DestroyDescriptor, "cudnnBackendDestroyDescriptor");
-  SYM(SetAttribute, "cudnnBackendSetAttribute");
-  SYM(GetAttribute, "cudnnBackendGetAttribute");
-  SYM(Finalize, "cudnnBackendFinalize");
-  SYM(Execute, "cudnnBackendExecute");
-#undef SYM
-  g_dnn = d;
-  return 1;
-}
-#endif
-
 int attn_init(cuda_ctx *c, ws_err *err) {
   cu_attn_state *a = (cu_attn_state *)calloc(1, sizeof *a);
   if (!a) return ws_fail(err, WS_ENOMEM, "cuda attention: out of memory");
@@ -206,21 +125,13 @@ static int dnn_ready(cuda_ctx *c) {
   if (a->tried) return a->ok;
   a->tried = 1;
 #ifdef WS_HAVE_CUDNN_HEADERS
-  if (!dnn_load(a)) return 0;
+  if (!dnn_load(a->why, sizeof a->why)) return 0;
   a->version = g_dnn.GetVersion();
   if (a->version < 91301) {
     snprintf(a->why, sizeof a->why, "cuDNN %zu is older than 9.13.1 (SDPA operation)", a->version);
     return 0;
   }
-  cudnnHandle_t h = nullptr;
-  cudnnStatus_t st = g_dnn.Create(&h);
-  if (st == CUDNN_STATUS_SUCCESS) st = g_dnn.SetStream(h, c->stream);
-  if (st != CUDNN_STATUS_SUCCESS) {
-    snprintf(a->why, sizeof a->why, "cudnnCreate/SetStream: %s", ck_cudnn_msg((int)st));
-    if (h) g_dnn.Destroy(h);
-    return 0;
-  }
-  a->handle = h;
+  if (!dnn_handle(c->stream, &a->handle, a->why, sizeof a->why)) return 0;
   a->ok = 1;
   return 1;
 #else

@@ -77,6 +77,7 @@ static void cu_free(const ws_backend *be, void *p) {
   size_t bytes = it == c->allocs->end() ? 0 : it->second;
   if (it != c->allocs->end()) c->allocs->erase(it);
   shadow_drop_range(c, p, bytes ? bytes : 1);
+  conv_forget(c, p, bytes ? bytes : 1);
   c->bytes_now -= bytes;
   cudaFreeAsync(p, c->stream);
 }
@@ -85,6 +86,7 @@ static int cu_to_device(const ws_backend *be, void *dst, const void *src, size_t
   cuda_ctx *c = cu_ctx(be);
   if (!n) return WS_OK;
   shadow_invalidate(c, dst, n);
+  conv_forget(c, dst, n);
   /* pageable source: the call returns once src is staged, so the caller may reuse it */
   WS_CK(err, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, c->stream));
   return WS_OK;
@@ -102,6 +104,7 @@ static int cu_memset0(const ws_backend *be, void *dst, size_t n, ws_err *err) {
   cuda_ctx *c = cu_ctx(be);
   if (!n) return WS_OK;
   shadow_invalidate(c, dst, n);
+  conv_forget(c, dst, n);
   WS_CK(err, cudaMemsetAsync(dst, 0, n, c->stream));
   return WS_OK;
 }
@@ -322,6 +325,8 @@ static void cu_destroy(ws_backend *be) {
   cuda_ctx *c = cu_ctx(be);
   if (c) {
     if (c->stream) cudaStreamSynchronize(c->stream);
+    conv_free(c);
+    vt_free(c);
     attn_free(c);
     gemm_free(c);
     for (int i = 0; i < CU_MAX_SHADOWS; i++)
@@ -398,6 +403,8 @@ extern "C" int ws_backend_cuda_create(int device, ws_backend **out, ws_err *err)
   if (rc == WS_OK) rc = keep_pool_warm(device, err);
   if (rc == WS_OK) rc = gemm_init(c, err);
   if (rc == WS_OK) rc = attn_init(c, err);
+  if (rc == WS_OK) rc = vt_init(c, err);
+  if (rc == WS_OK) rc = conv_init(c, err);
   if (rc < 0) {
     cu_destroy(be);
     return rc;
@@ -418,6 +425,7 @@ extern "C" int ws_backend_cuda_create(int device, ws_backend **out, ws_err *err)
   be->silu = cu_silu;
   be->add = cu_add;
   be->gated_add = cu_gated_add;
+  vae_ops_install(be); /* the optional VAE/umT5 ops (vae_ops.cu) */
   *out = be;
   return WS_OK;
 }
@@ -447,10 +455,11 @@ extern "C" int ws_cuda_mem_stats_get(const ws_backend *be, ws_cuda_mem_stats *st
 extern "C" int ws_cuda_describe(const ws_backend *be, char *buf, size_t n, ws_err *err) {
   WS_TRY(is_cuda(be, err));
   cuda_ctx *c = cu_ctx(be);
-  char a[300];
+  char a[300], cv[300];
   attn_describe(c, a, sizeof a);
+  conv_describe(c, cv, sizeof cv);
   static const char *const pn[] = {"auto", "fp32", "bf16"};
-  snprintf(buf, n, "%s; precision %s; attention: %s", c->name, pn[c->prec], a);
+  snprintf(buf, n, "%s; precision %s; attention: %s; conv3d: %s", c->name, pn[c->prec], a, cv);
   return WS_OK;
 }
 

@@ -6,7 +6,7 @@
  * overloads of ck_msg() below, so one macro serves every library. WS_CK_LAUNCH(err) checks
  * cudaGetLastError() after a kernel launch.
  *
- * cuDNN is loaded at run time (attention_cudnn.cu), so its status is an int wrapped in
+ * cuDNN is loaded at run time (cudnn_load.cu), so its status is an int wrapped in
  * ck_cudnn_status, whose message comes from the loaded library.
  */
 #ifndef WS_CUDA_CHECK_CUH
@@ -30,7 +30,7 @@ static inline const char *ck_msg(cublasStatus_t s) {
 struct ck_cudnn_status {
   int code; /* cudnnStatus_t */
 };
-const char *ck_cudnn_msg(int code); /* attention_cudnn.cu: the library's own string */
+const char *ck_cudnn_msg(int code); /* cudnn_load.cu: the library's own string */
 static inline const char *ck_msg(ck_cudnn_status s) {
   return s.code == 0 ? nullptr : ck_cudnn_msg(s.code);
 }

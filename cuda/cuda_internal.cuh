@@ -4,6 +4,12 @@
  *   kernels.cu         elementwise, norm, RoPE and conversion kernels with their launchers
  *   gemm.cu            cuBLASLt linear with a per-shape algorithm cache, the GEMM peak probe
  *   attention.cu       exact fp32 attention kernel; cuDNN SDPA (dlopen) with per-shape plans
+ *   cudnn_load.cu      the dlopen of libcudnn.so.9 shared by attention.cu and conv.cu
+ *   vae_ops.cu         the VAE/umT5 ops of the table (elementwise, copy, norms, upsample, embed,
+ *                      random fill) and the installer of every optional op
+ *   attention_vt.cu    the VAE's channel-first attention and T5's biased, masked attention
+ *                      (cuBLAS fp32 batched GEMMs around a softmax kernel)
+ *   conv.cu            conv3d: cuDNN (channels-last, TF32 or fp32) or im2col + cuBLAS
  *
  * Layering (STYLE): kernel -> launcher taking a stream (returns cudaError_t of the launch) ->
  * checked entry point (int + ws_err). Everything runs on ctx->stream.
@@ -44,6 +50,15 @@ typedef struct cu_shadow {
 
 struct cu_gemm_cache; /* gemm.cu */
 struct cu_attn_state; /* attention.cu */
+struct cu_vt_state;   /* attention_vt.cu */
+struct cu_conv_state; /* conv.cu */
+
+/* A grow-only device buffer (internal bytes): reused across calls, reallocated only when a
+ * larger request comes (cudaFree waits for the work still using the old one). */
+typedef struct cu_scratch {
+  void *p;
+  size_t cap;
+} cu_scratch;
 
 #define CU_MAX_SHADOWS 32
 
@@ -62,6 +77,8 @@ typedef struct cuda_ctx {
   int64_t shadow_min; /* producers write shadows only for outputs of at least this many floats */
   struct cu_gemm_cache *gemm;
   struct cu_attn_state *attn;
+  struct cu_vt_state *vt;
+  struct cu_conv_state *conv;
 } cuda_ctx;
 
 /* Every entry point starts here: it also makes the backend's GPU current on the calling thread,
@@ -77,6 +94,11 @@ static inline cuda_ctx *cu_ctx(const ws_backend *be) {
 /* ---- backend_cuda.cu: internal allocations (counted as internal bytes) ---- */
 int cu_internal_alloc(cuda_ctx *c, size_t bytes, void **out, ws_err *err);
 void cu_internal_free(cuda_ctx *c, void *p, size_t bytes);
+
+/* ---- vae_ops.cu: scratch buffers ---- */
+/* *out = a buffer of at least `bytes` from s (grown when needed). */
+int cu_scratch_get(cuda_ctx *c, cu_scratch *s, size_t bytes, void **out, ws_err *err);
+void cu_scratch_free(cuda_ctx *c, cu_scratch *s);
 
 /* ---- shadows (backend_cuda.cu) ---- */
 /* Marks every shadow overlapping [p, p+bytes) invalid. */
@@ -123,5 +145,26 @@ int attn_cudnn_available(const cuda_ctx *c);
 int attn_describe(const cuda_ctx *c, char *buf, size_t n);
 int attn_forward(cuda_ctx *c, const float *q, const float *k, const float *v, float *out, int64_t B,
                  int64_t Lq, int64_t Lk, int64_t N, int64_t d, float scale, ws_err *err);
+
+/* ---- the VAE / umT5 ops (vae_ops.cu, attention_vt.cu, conv.cu) ---- */
+/* Sets every optional op of the table that this backend has. */
+void vae_ops_install(ws_backend *be);
+int vt_init(cuda_ctx *c, ws_err *err);
+void vt_free(cuda_ctx *c);
+int conv_init(cuda_ctx *c, ws_err *err);
+void conv_free(cuda_ctx *c);
+/* Drops converted weights cached for pointers inside [p, p + bytes): called by free_mem and by
+ * the table's writes of host data or fills (to_device, memset0, fill_uniform), so a weight
+ * rewritten in place is converted again. */
+void conv_forget(cuda_ctx *c, const void *p, size_t bytes);
+int conv_describe(const cuda_ctx *c, char *buf, size_t n);
+int cu_attention_cf(const ws_backend *be, const float *q, const float *k, const float *v,
+                    int64_t ld, int64_t C, int64_t L, float *out, int64_t ldo, ws_err *err);
+int cu_attention_t5(const ws_backend *be, const float *q, const float *k, const float *v,
+                    const int32_t *bucket, const float *pos, int64_t L, int64_t n_keys, int64_t H,
+                    int64_t d, float *out, ws_err *err);
+int cu_conv3d(const ws_backend *be, const ws_conv3d_geom *g, const float *x, int tin, int h, int w,
+              const float *wt, const float *bias, float *y, int ho, int wo, int accurate,
+              ws_err *err);
 
 #endif

@@ -15,60 +15,13 @@
 
 #include "core/backend.h"
 #include "core/rng.h"
+#include "tests/backend_testlib.h"
 #include "tests/testlib.h"
 
 #define TOL32 2e-5
 #define TOLBF 1e-2
 
 static ws_backend *g_cpu, *g_auto, *g_bf, *g_fp32;
-static uint64_t g_seed;
-
-/* Fresh host array of n values: (uniform*2-1)*scale + center. Caller frees. */
-static float *rnd(int64_t n, float scale, float center) {
-  float *h = malloc(sizeof(float) * (size_t)(n ? n : 1));
-  ws_rng_uniform(g_seed++, 0, n, h);
-  for (int64_t i = 0; i < n; i++)
-    h[i] = (2.0f * h[i] - 1.0f) * scale + center;
-  return h;
-}
-
-/* Device copy of host data on be (F32 or raw bytes). */
-static void *up(ws_backend *be, const void *h, size_t bytes) {
-  void *d = NULL;
-  ws_err err = {0};
-  CHECK_OK(be->alloc_mem(be, bytes, &d, &err), err);
-  if (d) CHECK_OK(be->to_device(be, d, h, bytes, &err), err);
-  return d;
-}
-static float *down(ws_backend *be, const void *d, int64_t n) {
-  float *h = malloc(sizeof(float) * (size_t)(n ? n : 1));
-  ws_err err = {0};
-  for (int64_t i = 0; i < n; i++)
-    h[i] = NAN;
-  CHECK_OK(be->to_host(be, h, d, sizeof(float) * (size_t)n, &err), err);
-  return h;
-}
-/* Output buffer poisoned with NaN so unwritten elements fail the comparison. */
-static float *poisoned(ws_backend *be, int64_t n) {
-  float *h = malloc(sizeof(float) * (size_t)n);
-  for (int64_t i = 0; i < n; i++)
-    h[i] = NAN;
-  float *d = up(be, h, sizeof(float) * (size_t)n);
-  free(h);
-  return d;
-}
-
-static void expect_close(const char *what, const char *bename, const float *got, const float *want,
-                         int64_t n, double tol) {
-  double r = ws_rel_l2(got, want, n);
-  if (!(r <= tol)) {
-    fprintf(stderr, "  %s on %s: rel_l2 %.3e > %.1e (seed %llu)\n", what, bename, r, tol,
-            (unsigned long long)g_seed);
-    test_failed_checks++;
-  } else {
-    fprintf(stderr, "  %s on %s: rel_l2 %.2e\n", what, bename, r);
-  }
-}
 
 static uint16_t *to_bf16(const float *f, int64_t n, float *rounded) {
   uint16_t *h = malloc(sizeof(uint16_t) * (size_t)n);
@@ -84,13 +37,13 @@ static uint16_t *to_bf16(const float *f, int64_t n, float *rounded) {
 static void test_memory(void) {
   ws_err err = {0};
   int64_t n = 1000;
-  float *h = rnd(n, 1, 0);
-  float *d = up(g_auto, h, sizeof(float) * n);
-  float *back = down(g_auto, d, n);
+  float *h = bt_rnd(n, 1, 0);
+  float *d = bt_up(g_auto, h, sizeof(float) * n);
+  float *back = bt_down(g_auto, d, n);
   CHECK(!memcmp(h, back, sizeof(float) * n));
   CHECK_OK(g_auto->memset0(g_auto, d, sizeof(float) * 10, &err), err);
   free(back);
-  back = down(g_auto, d, n);
+  back = bt_down(g_auto, d, n);
   for (int i = 0; i < 10; i++)
     CHECK(back[i] == 0.0f);
   CHECK(back[10] == h[10]);
@@ -105,7 +58,8 @@ static void test_memory(void) {
 static void linear_case(ws_backend *be, const char *bn, int64_t M, int64_t K, int64_t N, int bf16w,
                         int with_bias, double tol) {
   ws_err err = {0};
-  float *x = rnd(M * K, 1, 0), *w = rnd(N * K, 0.1f, 0), *b = with_bias ? rnd(N, 1, 0) : NULL;
+  float *x = bt_rnd(M * K, 1, 0), *w = bt_rnd(N * K, 0.1f, 0),
+        *b = with_bias ? bt_rnd(N, 1, 0) : NULL;
   float *wr = malloc(sizeof(float) * (size_t)(N * K));
   uint16_t *wb = to_bf16(w, N * K, wr);
   float *want = malloc(sizeof(float) * (size_t)(M * N));
@@ -113,15 +67,15 @@ static void linear_case(ws_backend *be, const char *bn, int64_t M, int64_t K, in
   CHECK_OK(g_cpu->linear(g_cpu, x, M, K, bf16w ? (const void *)wb : w, bf16w ? WS_BF16 : WS_F32, N,
                          b, want, &err),
            err);
-  float *dx = up(be, x, sizeof(float) * M * K), *db = b ? up(be, b, sizeof(float) * N) : NULL;
-  void *dw = bf16w ? up(be, wb, 2 * (size_t)(N * K)) : up(be, w, sizeof(float) * N * K);
-  float *dy = poisoned(be, M * N);
+  float *dx = bt_up(be, x, sizeof(float) * M * K), *db = b ? bt_up(be, b, sizeof(float) * N) : NULL;
+  void *dw = bf16w ? bt_up(be, wb, 2 * (size_t)(N * K)) : bt_up(be, w, sizeof(float) * N * K);
+  float *dy = bt_poisoned(be, M * N);
   CHECK_OK(be->linear(be, dx, M, K, dw, bf16w ? WS_BF16 : WS_F32, N, db, dy, &err), err);
-  float *got = down(be, dy, M * N);
+  float *got = bt_down(be, dy, M * N);
   char what[96];
   snprintf(what, sizeof what, "linear %lldx%lldx%lld %s%s", (long long)M, (long long)K,
            (long long)N, bf16w ? "bf16" : "f32", with_bias ? "+bias" : "");
-  expect_close(what, bn, got, want, M * N, tol);
+  bt_expect_close(what, bn, got, want, M * N, tol);
   be->free_mem(be, dx);
   be->free_mem(be, db);
   be->free_mem(be, dw);
@@ -147,7 +101,7 @@ static void test_linear_bf16(void) {
 static void test_layernorm(void) {
   ws_err err = {0};
   int64_t R = 67, D = 640;
-  float *x = rnd(R * D, 3, 0.5f), *g = rnd(D, 0.5f, 1), *bt = rnd(D, 0.5f, 0);
+  float *x = bt_rnd(R * D, 3, 0.5f), *g = bt_rnd(D, 0.5f, 1), *bt = bt_rnd(D, 0.5f, 0);
   ws_backend *bes[2] = {g_auto, g_bf};
   const char *names[2] = {"auto", "bf16"};
   for (int affine = 0; affine < 2; affine++) {
@@ -157,13 +111,13 @@ static void test_layernorm(void) {
         err);
     for (int k = 0; k < 2; k++) {
       ws_backend *be = bes[k];
-      float *dx = up(be, x, sizeof(float) * R * D), *dg = up(be, g, sizeof(float) * D),
-            *db = up(be, bt, sizeof(float) * D);
+      float *dx = bt_up(be, x, sizeof(float) * R * D), *dg = bt_up(be, g, sizeof(float) * D),
+            *db = bt_up(be, bt, sizeof(float) * D);
       CHECK_OK(be->layernorm(be, dx, R, D, 1e-6f, affine ? dg : NULL, affine ? db : NULL, dx, &err),
                err); /* in place */
-      float *got = down(be, dx, R * D);
-      expect_close(affine ? "layernorm affine (in place)" : "layernorm (in place)", names[k], got,
-                   want, R * D, TOL32);
+      float *got = bt_down(be, dx, R * D);
+      bt_expect_close(affine ? "layernorm affine (in place)" : "layernorm (in place)", names[k],
+                      got, want, R * D, TOL32);
       be->free_mem(be, dx), be->free_mem(be, dg), be->free_mem(be, db);
       free(got);
     }
@@ -175,17 +129,17 @@ static void test_layernorm(void) {
 static void test_ln_modulate(void) {
   ws_err err = {0};
   int64_t B = 2, L = 45, D = 520, ms = 6 * D;
-  float *x = rnd(B * L * D, 2, -0.3f), *mod = rnd(B * ms, 0.5f, 0);
+  float *x = bt_rnd(B * L * D, 2, -0.3f), *mod = bt_rnd(B * ms, 0.5f, 0);
   float *want = malloc(sizeof(float) * B * L * D);
   CHECK_OK(g_cpu->ln_modulate(g_cpu, x, B, L, D, 1e-6f, mod + 3 * D, mod + 4 * D, ms, want, &err),
            err);
-  float *dx = up(g_auto, x, sizeof(float) * B * L * D),
-        *dm = up(g_auto, mod, sizeof(float) * B * ms);
-  float *dy = poisoned(g_auto, B * L * D);
+  float *dx = bt_up(g_auto, x, sizeof(float) * B * L * D),
+        *dm = bt_up(g_auto, mod, sizeof(float) * B * ms);
+  float *dy = bt_poisoned(g_auto, B * L * D);
   CHECK_OK(g_auto->ln_modulate(g_auto, dx, B, L, D, 1e-6f, dm + 3 * D, dm + 4 * D, ms, dy, &err),
            err);
-  float *got = down(g_auto, dy, B * L * D);
-  expect_close("ln_modulate", "auto", got, want, B * L * D, TOL32);
+  float *got = bt_down(g_auto, dy, B * L * D);
+  bt_expect_close("ln_modulate", "auto", got, want, B * L * D, TOL32);
   g_auto->free_mem(g_auto, dx), g_auto->free_mem(g_auto, dm), g_auto->free_mem(g_auto, dy);
   free(x), free(mod), free(want), free(got);
 }
@@ -193,14 +147,14 @@ static void test_ln_modulate(void) {
 static void test_rmsnorm(void) {
   ws_err err = {0};
   int64_t R = 130, D = 1280;
-  float *x = rnd(R * D, 4, 0.2f), *w = rnd(D, 0.5f, 1);
+  float *x = bt_rnd(R * D, 4, 0.2f), *w = bt_rnd(D, 0.5f, 1);
   for (int hw = 0; hw < 2; hw++) {
     float *want = malloc(sizeof(float) * R * D);
     CHECK_OK(g_cpu->rmsnorm(g_cpu, x, R, D, 1e-6f, hw ? w : NULL, want, &err), err);
-    float *dx = up(g_auto, x, sizeof(float) * R * D), *dw = up(g_auto, w, sizeof(float) * D);
+    float *dx = bt_up(g_auto, x, sizeof(float) * R * D), *dw = bt_up(g_auto, w, sizeof(float) * D);
     CHECK_OK(g_auto->rmsnorm(g_auto, dx, R, D, 1e-6f, hw ? dw : NULL, dx, &err), err);
-    float *got = down(g_auto, dx, R * D);
-    expect_close(hw ? "rmsnorm weighted" : "rmsnorm", "auto", got, want, R * D, TOL32);
+    float *got = bt_down(g_auto, dx, R * D);
+    bt_expect_close(hw ? "rmsnorm weighted" : "rmsnorm", "auto", got, want, R * D, TOL32);
     g_auto->free_mem(g_auto, dx), g_auto->free_mem(g_auto, dw);
     free(want), free(got);
   }
@@ -210,18 +164,19 @@ static void test_rmsnorm(void) {
 static void test_rope(void) {
   ws_err err = {0};
   int64_t B = 2, L = 24, N = 3, d = 64, n = B * L * N * d;
-  float *x = rnd(n, 2, 0), *ang = rnd(L * d / 2, 3.14159f, 0);
+  float *x = bt_rnd(n, 2, 0), *ang = bt_rnd(L * d / 2, 3.14159f, 0);
   float *ct = malloc(sizeof(float) * L * d / 2), *st = malloc(sizeof(float) * L * d / 2);
   for (int64_t i = 0; i < L * d / 2; i++)
     ct[i] = cosf(ang[i]), st[i] = sinf(ang[i]);
   float *want = malloc(sizeof(float) * n);
   memcpy(want, x, sizeof(float) * n);
   CHECK_OK(g_cpu->rope(g_cpu, want, B, L, N, d, ct, st, &err), err);
-  float *dx = up(g_auto, x, sizeof(float) * n), *dc = up(g_auto, ct, sizeof(float) * L * d / 2),
-        *ds = up(g_auto, st, sizeof(float) * L * d / 2);
+  float *dx = bt_up(g_auto, x, sizeof(float) * n),
+        *dc = bt_up(g_auto, ct, sizeof(float) * L * d / 2),
+        *ds = bt_up(g_auto, st, sizeof(float) * L * d / 2);
   CHECK_OK(g_auto->rope(g_auto, dx, B, L, N, d, dc, ds, &err), err);
-  float *got = down(g_auto, dx, n);
-  expect_close("rope", "auto", got, want, n, TOL32);
+  float *got = bt_down(g_auto, dx, n);
+  bt_expect_close("rope", "auto", got, want, n, TOL32);
   g_auto->free_mem(g_auto, dx), g_auto->free_mem(g_auto, dc), g_auto->free_mem(g_auto, ds);
   free(x), free(ang), free(ct), free(st), free(want), free(got);
 }
@@ -231,30 +186,30 @@ static void test_rope(void) {
 static void test_elementwise(void) {
   ws_err err = {0};
   int64_t n = 100003; /* not a multiple of 4: scalar tails */
-  float *a = rnd(n, 6, 0), *b = rnd(n, 2, 0);
+  float *a = bt_rnd(n, 6, 0), *b = bt_rnd(n, 2, 0);
   float *w1 = malloc(sizeof(float) * n), *w2 = malloc(sizeof(float) * n),
         *w3 = malloc(sizeof(float) * n);
   CHECK_OK(g_cpu->gelu_tanh(g_cpu, a, n, w1, &err), err);
   CHECK_OK(g_cpu->silu(g_cpu, a, n, w2, &err), err);
   CHECK_OK(g_cpu->add(g_cpu, a, b, n, w3, &err), err);
-  float *da = up(g_auto, a, sizeof(float) * n), *db = up(g_auto, b, sizeof(float) * n);
-  float *dy = poisoned(g_auto, n);
+  float *da = bt_up(g_auto, a, sizeof(float) * n), *db = bt_up(g_auto, b, sizeof(float) * n);
+  float *dy = bt_poisoned(g_auto, n);
   CHECK_OK(g_auto->gelu_tanh(g_auto, da, n, dy, &err), err);
-  float *got = down(g_auto, dy, n);
-  expect_close("gelu_tanh", "auto", got, w1, n, TOL32);
+  float *got = bt_down(g_auto, dy, n);
+  bt_expect_close("gelu_tanh", "auto", got, w1, n, TOL32);
   free(got);
   CHECK_OK(g_auto->silu(g_auto, da, n, dy, &err), err);
-  got = down(g_auto, dy, n);
-  expect_close("silu", "auto", got, w2, n, TOL32);
+  got = bt_down(g_auto, dy, n);
+  bt_expect_close("silu", "auto", got, w2, n, TOL32);
   free(got);
   CHECK_OK(g_auto->add(g_auto, da, db, n, dy, &err), err);
-  got = down(g_auto, dy, n);
-  expect_close("add", "auto", got, w3, n, TOL32);
+  got = bt_down(g_auto, dy, n);
+  bt_expect_close("add", "auto", got, w3, n, TOL32);
   free(got);
   /* in place, vector path (n multiple of 4) */
   CHECK_OK(g_auto->gelu_tanh(g_auto, da, n - 3, da, &err), err);
-  got = down(g_auto, da, n - 3);
-  expect_close("gelu_tanh in place", "auto", got, w1, n - 3, TOL32);
+  got = bt_down(g_auto, da, n - 3);
+  bt_expect_close("gelu_tanh in place", "auto", got, w1, n - 3, TOL32);
   free(got);
   g_auto->free_mem(g_auto, da), g_auto->free_mem(g_auto, db), g_auto->free_mem(g_auto, dy);
   free(a), free(b), free(w1), free(w2), free(w3);
@@ -263,19 +218,19 @@ static void test_elementwise(void) {
 static void test_gated_add(void) {
   ws_err err = {0};
   int64_t B = 2, L = 33, D = 264, gs = 6 * D, n = B * L * D;
-  float *x = rnd(n, 1, 0), *y = rnd(n, 1, 0), *g = rnd(B * gs, 1, 0);
+  float *x = bt_rnd(n, 1, 0), *y = bt_rnd(n, 1, 0), *g = bt_rnd(B * gs, 1, 0);
   for (int gated = 0; gated < 2; gated++) {
     for (int odd = 0; odd < 2; odd++) { /* odd: D not a multiple of 4 -> scalar kernel */
       int64_t Dx = odd ? D - 1 : D, nx = B * L * Dx;
       float *want = malloc(sizeof(float) * nx);
       memcpy(want, x, sizeof(float) * nx);
       CHECK_OK(g_cpu->gated_add(g_cpu, want, y, gated ? g + D : NULL, gs, B, L, Dx, &err), err);
-      float *dx = up(g_auto, x, sizeof(float) * nx), *dy = up(g_auto, y, sizeof(float) * nx),
-            *dg = up(g_auto, g, sizeof(float) * B * gs);
+      float *dx = bt_up(g_auto, x, sizeof(float) * nx), *dy = bt_up(g_auto, y, sizeof(float) * nx),
+            *dg = bt_up(g_auto, g, sizeof(float) * B * gs);
       CHECK_OK(g_auto->gated_add(g_auto, dx, dy, gated ? dg + D : NULL, gs, B, L, Dx, &err), err);
-      float *got = down(g_auto, dx, nx);
-      expect_close(gated ? "gated_add" : "gated_add (no gate)", odd ? "auto, odd D" : "auto", got,
-                   want, nx, TOL32);
+      float *got = bt_down(g_auto, dx, nx);
+      bt_expect_close(gated ? "gated_add" : "gated_add (no gate)", odd ? "auto, odd D" : "auto",
+                      got, want, nx, TOL32);
       g_auto->free_mem(g_auto, dx), g_auto->free_mem(g_auto, dy), g_auto->free_mem(g_auto, dg);
       free(want), free(got);
     }
@@ -289,18 +244,18 @@ static void attention_case(ws_backend *be, const char *bn, int64_t B, int64_t Lq
                            int64_t N, int64_t d, double tol) {
   ws_err err = {0};
   int64_t nq = B * Lq * N * d, nk = B * Lk * N * d;
-  float *q = rnd(nq, 1.7f, 0), *k = rnd(nk, 1.7f, 0), *v = rnd(nk, 1, 0);
+  float *q = bt_rnd(nq, 1.7f, 0), *k = bt_rnd(nk, 1.7f, 0), *v = bt_rnd(nk, 1, 0);
   float *want = malloc(sizeof(float) * nq);
   float scale = 1.0f / sqrtf((float)d);
   CHECK_OK(g_cpu->attention(g_cpu, q, k, v, want, B, Lq, Lk, N, d, scale, &err), err);
-  float *dq = up(be, q, sizeof(float) * nq), *dk = up(be, k, sizeof(float) * nk),
-        *dv = up(be, v, sizeof(float) * nk), *dout = poisoned(be, nq);
+  float *dq = bt_up(be, q, sizeof(float) * nq), *dk = bt_up(be, k, sizeof(float) * nk),
+        *dv = bt_up(be, v, sizeof(float) * nk), *dout = bt_poisoned(be, nq);
   CHECK_OK(be->attention(be, dq, dk, dv, dout, B, Lq, Lk, N, d, scale, &err), err);
-  float *got = down(be, dout, nq);
+  float *got = bt_down(be, dout, nq);
   char what[96];
   snprintf(what, sizeof what, "attention B%lld Lq%lld Lk%lld N%lld d%lld", (long long)B,
            (long long)Lq, (long long)Lk, (long long)N, (long long)d);
-  expect_close(what, bn, got, want, nq, tol);
+  bt_expect_close(what, bn, got, want, nq, tol);
   be->free_mem(be, dq), be->free_mem(be, dk), be->free_mem(be, dv), be->free_mem(be, dout);
   free(q), free(k), free(v), free(want), free(got);
 }
@@ -327,52 +282,52 @@ static void test_shadow_chain(void) {
   ws_err err = {0};
   ws_backend *be = g_bf;
   int64_t M = 96, K = 256, N = 192;
-  float *x = rnd(M * K, 2, 0), *w = rnd(N * K, 0.1f, 0), *wr = malloc(sizeof(float) * N * K);
+  float *x = bt_rnd(M * K, 2, 0), *w = bt_rnd(N * K, 0.1f, 0), *wr = malloc(sizeof(float) * N * K);
   uint16_t *wb = to_bf16(w, N * K, wr);
   float *a = malloc(sizeof(float) * M * K), *want = malloc(sizeof(float) * M * N);
-  float *dx = up(be, x, sizeof(float) * M * K), *da = poisoned(be, M * K),
-        *dy = poisoned(be, M * N);
-  void *dw = up(be, wb, 2 * (size_t)(N * K));
+  float *dx = bt_up(be, x, sizeof(float) * M * K), *da = bt_poisoned(be, M * K),
+        *dy = bt_poisoned(be, M * N);
+  void *dw = bt_up(be, wb, 2 * (size_t)(N * K));
   /* layernorm writes the shadow; linear consumes it */
   CHECK_OK(g_cpu->layernorm(g_cpu, x, M, K, 1e-6f, NULL, NULL, a, &err), err);
   CHECK_OK(g_cpu->linear(g_cpu, a, M, K, wb, WS_BF16, N, NULL, want, &err), err);
   CHECK_OK(be->layernorm(be, dx, M, K, 1e-6f, NULL, NULL, da, &err), err);
   CHECK_OK(be->linear(be, da, M, K, dw, WS_BF16, N, NULL, dy, &err), err);
-  float *got = down(be, dy, M * N);
-  expect_close("layernorm -> linear (shadow)", "bf16", got, want, M * N, TOLBF);
+  float *got = bt_down(be, dy, M * N);
+  bt_expect_close("layernorm -> linear (shadow)", "bf16", got, want, M * N, TOLBF);
   free(got);
   /* overwrite part of `a` through another op: the shadow must not be used stale */
-  float *y2 = rnd(M * K, 1, 0);
-  float *dy2 = up(be, y2, sizeof(float) * M * K);
+  float *y2 = bt_rnd(M * K, 1, 0);
+  float *dy2 = bt_up(be, y2, sizeof(float) * M * K);
   CHECK_OK(g_cpu->gated_add(g_cpu, a, y2, NULL, 0, 1, M / 2, K, &err), err);
   CHECK_OK(g_cpu->linear(g_cpu, a, M, K, wb, WS_BF16, N, NULL, want, &err), err);
   CHECK_OK(be->gated_add(be, da, dy2, NULL, 0, 1, M / 2, K, &err), err);
   CHECK_OK(be->linear(be, da, M, K, dw, WS_BF16, N, NULL, dy, &err), err);
-  got = down(be, dy, M * N);
-  expect_close("gated_add invalidates the shadow", "bf16", got, want, M * N, TOLBF);
+  got = bt_down(be, dy, M * N);
+  bt_expect_close("gated_add invalidates the shadow", "bf16", got, want, M * N, TOLBF);
   free(got);
   /* to_device over the buffer invalidates too */
   CHECK_OK(be->to_device(be, da, x, sizeof(float) * M * K, &err), err);
   CHECK_OK(g_cpu->linear(g_cpu, x, M, K, wb, WS_BF16, N, NULL, want, &err), err);
   CHECK_OK(be->linear(be, da, M, K, dw, WS_BF16, N, NULL, dy, &err), err);
-  got = down(be, dy, M * N);
-  expect_close("to_device invalidates the shadow", "bf16", got, want, M * N, TOLBF);
+  got = bt_down(be, dy, M * N);
+  bt_expect_close("to_device invalidates the shadow", "bf16", got, want, M * N, TOLBF);
   free(got);
   /* gelu writes a shadow, linear consumes it */
   CHECK_OK(g_cpu->gelu_tanh(g_cpu, x, M * K, a, &err), err);
   CHECK_OK(g_cpu->linear(g_cpu, a, M, K, wb, WS_BF16, N, NULL, want, &err), err);
   CHECK_OK(be->gelu_tanh(be, da, M * K, da, &err), err);
   CHECK_OK(be->linear(be, da, M, K, dw, WS_BF16, N, NULL, dy, &err), err);
-  got = down(be, dy, M * N);
-  expect_close("gelu -> linear (shadow)", "bf16", got, want, M * N, TOLBF);
+  got = bt_down(be, dy, M * N);
+  bt_expect_close("gelu -> linear (shadow)", "bf16", got, want, M * N, TOLBF);
   free(got);
   /* free + new allocation at possibly the same address must not see an old shadow */
   be->free_mem(be, da);
-  da = up(be, y2, sizeof(float) * M * K);
+  da = bt_up(be, y2, sizeof(float) * M * K);
   CHECK_OK(g_cpu->linear(g_cpu, y2, M, K, wb, WS_BF16, N, NULL, want, &err), err);
   CHECK_OK(be->linear(be, da, M, K, dw, WS_BF16, N, NULL, dy, &err), err);
-  got = down(be, dy, M * N);
-  expect_close("free drops the shadow", "bf16", got, want, M * N, TOLBF);
+  got = bt_down(be, dy, M * N);
+  bt_expect_close("free drops the shadow", "bf16", got, want, M * N, TOLBF);
   free(got);
   be->free_mem(be, dx), be->free_mem(be, da), be->free_mem(be, dy), be->free_mem(be, dw);
   be->free_mem(be, dy2);
@@ -385,17 +340,19 @@ static void test_shadow_attention_chain(void) {
   ws_err err = {0};
   ws_backend *be = g_bf;
   int64_t B = 1, L = 128, N = 2, d = 64, D = N * d, n = B * L * D;
-  float *q = rnd(n, 1.5f, 0), *k = rnd(n, 1.5f, 0), *v = rnd(n, 1, 0), *ang = rnd(L * d / 2, 3, 0);
+  float *q = bt_rnd(n, 1.5f, 0), *k = bt_rnd(n, 1.5f, 0), *v = bt_rnd(n, 1, 0),
+        *ang = bt_rnd(L * d / 2, 3, 0);
   float *ct = malloc(sizeof(float) * L * d / 2), *st = malloc(sizeof(float) * L * d / 2);
   for (int64_t i = 0; i < L * d / 2; i++)
     ct[i] = cosf(ang[i]), st[i] = sinf(ang[i]);
-  float *w = rnd(D * D, 0.1f, 0), *wr = malloc(sizeof(float) * D * D);
+  float *w = bt_rnd(D * D, 0.1f, 0), *wr = malloc(sizeof(float) * D * D);
   uint16_t *wb = to_bf16(w, D * D, wr);
   float *o = malloc(sizeof(float) * n), *want = malloc(sizeof(float) * n);
-  float *dq = up(be, q, sizeof(float) * n), *dk = up(be, k, sizeof(float) * n),
-        *dv = up(be, v, sizeof(float) * n), *dc = up(be, ct, sizeof(float) * L * d / 2),
-        *ds = up(be, st, sizeof(float) * L * d / 2), *dout = poisoned(be, n), *dy = poisoned(be, n);
-  void *dw = up(be, wb, 2 * (size_t)(D * D));
+  float *dq = bt_up(be, q, sizeof(float) * n), *dk = bt_up(be, k, sizeof(float) * n),
+        *dv = bt_up(be, v, sizeof(float) * n), *dc = bt_up(be, ct, sizeof(float) * L * d / 2),
+        *ds = bt_up(be, st, sizeof(float) * L * d / 2), *dout = bt_poisoned(be, n),
+        *dy = bt_poisoned(be, n);
+  void *dw = bt_up(be, wb, 2 * (size_t)(D * D));
   float sc = 1.0f / sqrtf((float)d);
   CHECK_OK(g_cpu->rope(g_cpu, q, B, L, N, d, ct, st, &err), err);
   CHECK_OK(g_cpu->rope(g_cpu, k, B, L, N, d, ct, st, &err), err);
@@ -404,12 +361,12 @@ static void test_shadow_attention_chain(void) {
   CHECK_OK(be->rope(be, dq, B, L, N, d, dc, ds, &err), err);
   CHECK_OK(be->rope(be, dk, B, L, N, d, dc, ds, &err), err);
   CHECK_OK(be->attention(be, dq, dk, dv, dout, B, L, L, N, d, sc, &err), err);
-  float *got = down(be, dout, n);
-  expect_close("rope -> cuDNN attention (shadows)", "bf16", got, o, n, TOLBF);
+  float *got = bt_down(be, dout, n);
+  bt_expect_close("rope -> cuDNN attention (shadows)", "bf16", got, o, n, TOLBF);
   free(got);
   CHECK_OK(be->linear(be, dout, B * L, D, dw, WS_BF16, D, NULL, dy, &err), err);
-  got = down(be, dy, n);
-  expect_close("attention -> linear (output shadow)", "bf16", got, want, n, TOLBF);
+  got = bt_down(be, dy, n);
+  bt_expect_close("attention -> linear (output shadow)", "bf16", got, want, n, TOLBF);
   free(got);
   float *bufs[] = {dq, dk, dv, dc, ds, dout, dy};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
@@ -434,18 +391,9 @@ static void test_errors(void) {
 }
 
 static int make(const char *prec, const char *shadow_min, ws_backend **out, ws_err *err) {
-  if (prec)
-    setenv("WANSERVE_CUDA_PRECISION", prec, 1);
-  else
-    unsetenv("WANSERVE_CUDA_PRECISION");
-  if (shadow_min)
-    setenv("WANSERVE_CUDA_SHADOW_MIN", shadow_min, 1);
-  else
-    unsetenv("WANSERVE_CUDA_SHADOW_MIN");
-  int rc = ws_backend_create("cuda", out, err);
-  unsetenv("WANSERVE_CUDA_PRECISION");
-  unsetenv("WANSERVE_CUDA_SHADOW_MIN");
-  return rc;
+  static const char *const names[] = {"WANSERVE_CUDA_PRECISION", "WANSERVE_CUDA_SHADOW_MIN"};
+  const char *values[] = {prec, shadow_min};
+  return bt_make_cuda(2, names, values, out, err);
 }
 
 int main(void) {
@@ -464,8 +412,8 @@ int main(void) {
     fprintf(stderr, "%s\n", err.msg);
     return 1;
   }
-  g_seed = (uint64_t)time(NULL) * 1000003u;
-  fprintf(stderr, "seed %llu\n", (unsigned long long)g_seed);
+  bt_seed = (uint64_t)time(NULL) * 1000003u;
+  fprintf(stderr, "seed %llu\n", (unsigned long long)bt_seed);
   TEST_RUN(test_memory);
   TEST_RUN(test_linear_f32);
   TEST_RUN(test_linear_bf16);
