@@ -4,9 +4,9 @@
 # machine (/tmp/wl keeps the libraries between them):
 #
 #   libs1     unpack the first half of the libraries
-#   check     unpack the second half and the binaries; the op tests (test_cuda_ops), the golden
-#             cases on --backend cuda (fp32 mode at the case tolerance, bf16 at 1e-2), and
-#             bench/pipeline_gpu (umT5 512 tokens, I2V encode, VAE decode at 480p and 720p)
+#   check     (on its own: .dev/pipe-check.tar.xz) the op tests (test_cuda_ops, test_cuda_vae_ops),
+#             the golden cases on --backend cuda (fp32 mode at the case tolerance, bf16 at 1e-2),
+#             and bench/pipeline_gpu (umT5 512 tokens, I2V encode, VAE decode at 480p and 720p)
 #   cluster   a local cluster with every service on the GPU serving `random:t2v-a14b` (the real
 #             shapes, random weights): one 832x480, 81-frame, STEPS-step (default 40) T2V request,
 #             times per stage and peak GPU memory per process
@@ -29,23 +29,26 @@ libs1)
   unpack .dev/pipe-libs1.tar.xz /tmp/wl && ls /tmp/wl/lib | wc -l
   ;;
 check)
-  unpack .dev/pipe-libs2.tar.xz /tmp/wl
-  unpack .dev/pipe-bin.tar.xz .dev/run
-  env_setup
+  mkdir -p /tmp/chk && unpack .dev/pipe-check.tar.xz /tmp/chk
+  export LD_LIBRARY_PATH="/tmp/chk/lib:$(pylib nvidia.cudnn):$(pylib nvidia.cublas):/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export PYTHONUNBUFFERED=1
+  bin=/tmp/chk/bin
   { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; date -u; } 2>&1 | tee "$OUT/device.txt"
-  ldd $bin/test_cuda_ops $bin/wanctl $bin/pipeline_gpu | grep "not found" | sort -u | tee -a "$OUT/device.txt"
-  echo "== test_cuda_ops"
-  for t in $bin/test_cuda_ops $bin/test_cuda_vae_ops; do
-    [ -x "$t" ] || continue
-    timeout 240 "$t" > "$OUT/$(basename "$t").log" 2>&1; echo "rc=$?" >> "$OUT/$(basename "$t").log"
-    grep -E "^(PASS|FAIL|SKIP)|rc=|rel" "$OUT/$(basename "$t").log" | head -n 80
+  ldd $bin/* | grep "not found" | sort -u | tee -a "$OUT/device.txt"
+  for t in test_cuda_ops test_cuda_vae_ops; do
+    [ -x "$bin/$t" ] || continue
+    echo "== $t"
+    timeout 100 "$bin/$t" > "$OUT/$t.log" 2>&1; echo "rc=$?" >> "$OUT/$t.log"
+    grep -E "^(PASS|FAIL|SKIP)|rc=|check failed" "$OUT/$t.log" | head -n 60
   done
   echo "== golden, --backend cuda, fp32 mode (case tolerance)"
-  WANSERVE_CUDA_PRECISION=fp32 timeout 200 $bin/wanctl check-golden --backend cuda --implemented-only tests/golden 2>&1 | tee "$OUT/golden_fp32.log"
+  WANSERVE_CUDA_PRECISION=fp32 timeout 60 $bin/golden_cuda --backend cuda --implemented-only tests/golden 2>&1 | tee "$OUT/golden_fp32.log" | grep -v "^ "
   echo "== golden, --backend cuda, bf16 (rel-L2 <= 1e-2)"
-  WANSERVE_CUDA_PRECISION=bf16 timeout 200 $bin/wanctl check-golden --backend cuda --implemented-only --tolerance-floor 1e-2 tests/golden 2>&1 | tee "$OUT/golden_bf16.log"
+  WANSERVE_CUDA_PRECISION=bf16 timeout 60 $bin/golden_cuda --backend cuda --implemented-only --tolerance-floor 1e-2 tests/golden 2>&1 | tee "$OUT/golden_bf16.log" | grep -v "^ "
   echo "== pipeline_gpu (random:t2v-a14b weights)"
-  timeout ${PIPE_TIMEOUT:-300} $bin/pipeline_gpu --backend cuda --reps ${REPS:-2} --md "$OUT/pipeline.md" 2>&1 | tee "$OUT/pipeline.log"
+  timeout ${PIPE_TIMEOUT:-180} $bin/pipeline_gpu --backend cuda --reps ${REPS:-1} --md "$OUT/pipeline.md" 2>&1 | tee "$OUT/pipeline.log"
+  echo "== pipeline_gpu, bf16 decode"
+  WANSERVE_CUDA_PRECISION=bf16 timeout 70 $bin/pipeline_gpu --backend cuda --what decode --reps 1 2>&1 | tee "$OUT/pipeline_bf16.log"
   ;;
 cluster)
   unpack .dev/pipe-libs2.tar.xz /tmp/wl
