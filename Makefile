@@ -140,6 +140,7 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_
 
 # white-box tests of cli/ modules link those objects (cli/ is not in the library)
 $(BUILD)/tests/test_genopts: $(BUILD)/obj/cli/genopts.o
+$(BUILD)/tests/test_fpipe: $(BUILD)/obj/services/decoder/fpipe.o
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(patsubst %.c,$(BUILD)/obj/%.o,$(BENCH_COMMON)) $(LIB)
 	@mkdir -p $(dir $@)

@@ -159,20 +159,21 @@ int main(int argc, char **argv) {
   }
   ws_err err = {0};
   ws_backend *be = NULL;
-  if (ws_backend_cuda_create(rank, &be, &err) < 0) {
+  const comm_transport *nccl = comm_transport_find("nccl", &err);
+  if (!nccl || ws_backend_create_on("cuda", rank, &be, &err) < 0) {
     printf("SKIP dit_sp_gpu: %s\n", err.msg);
     return 0;
   }
   char desc[600];
   ws_cuda_describe(be, desc, sizeof desc, &err);
-  comm_nccl_describe(desc + strlen(desc), sizeof desc - strlen(desc));
+  nccl->describe(desc + strlen(desc), sizeof desc - strlen(desc));
   printf("rank %d/%d: %s; NCCL_NVLS_ENABLE=%s\n", rank, world, desc,
          getenv("NCCL_NVLS_ENABLE") ? getenv("NCCL_NVLS_ENABLE") : "(unset: set to 0 at join)");
   fflush(stdout);
   /* rendezvous through a file (the service uses etcd) */
-  unsigned char id[COMM_NCCL_ID_BYTES];
+  unsigned char id[COMM_ID_BYTES];
   if (rank == 0) {
-    if (comm_nccl_unique_id(id, &err) < 0) DIE("%s", err.msg);
+    if (nccl->unique_id(id, &err) < 0) DIE("%s", err.msg);
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", id_file);
     FILE *f = fopen(tmp, "wb");
@@ -188,7 +189,7 @@ int main(int argc, char **argv) {
   }
   comm *c = NULL;
   double tj = bench_now();
-  if (comm_nccl_create(be, world, rank, id, timeout_ms, &c, &err) < 0)
+  if (nccl->create(be, world, rank, id, timeout_ms, &c, &err) < 0)
     DIE("join failed after %.1f s: %s", bench_now() - tj, err.msg);
   printf("rank %d: joined in %.2f s\n", rank, bench_now() - tj);
   fflush(stdout);

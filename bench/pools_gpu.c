@@ -123,7 +123,7 @@ int main(int argc, char **argv) {
   ws_err err = {0};
   ws_backend *be[2] = {0};
   for (int d = 0; d < 2; d++)
-    if (ws_backend_cuda_create(d, &be[d], &err) < 0) {
+    if (ws_backend_create_on("cuda", d, &be[d], &err) < 0) {
       fprintf(stderr, "pools_gpu: GPU %d: %s\n", d, err.msg);
       return 1;
     }

@@ -1,5 +1,4 @@
-/* comm — helpers over the communicator table (contract in core/comm.h) and the NCCL entry points
- * of builds without CUDA. */
+/* comm — helpers over the communicator table and the transport registry (core/comm.h). */
 #include "core/comm.h"
 
 #include <stdio.h>
@@ -15,22 +14,23 @@ int comm_broadcast_host(comm *c, const ws_backend *be, void *stage, void *host, 
   return WS_OK;
 }
 
-#ifndef WS_HAVE_CUDA
-int comm_nccl_unique_id(unsigned char id[COMM_NCCL_ID_BYTES], ws_err *err) {
-  (void)id;
-  return ws_fail(err, WS_EUNSUPPORTED, "this build has no CUDA, so no NCCL communicator");
+enum { MAX_TRANSPORTS = 4 };
+static const comm_transport *g_tr[MAX_TRANSPORTS];
+static int g_ntr;
+
+/* Called from constructors before main: no locking needed (no threads yet). */
+void comm_transport_register(const comm_transport *t) {
+  for (int i = 0; i < g_ntr; i++)
+    if (!strcmp(g_tr[i]->name, t->name)) {
+      g_tr[i] = t;
+      return;
+    }
+  if (g_ntr < MAX_TRANSPORTS) g_tr[g_ntr++] = t;
 }
 
-int comm_nccl_create(ws_backend *be, int world, int rank,
-                     const unsigned char id[COMM_NCCL_ID_BYTES], int timeout_ms, comm **out,
-                     ws_err *err) {
-  (void)be, (void)world, (void)rank, (void)id, (void)timeout_ms;
-  *out = NULL;
-  return ws_fail(err, WS_EUNSUPPORTED, "this build has no CUDA, so no NCCL communicator");
+const comm_transport *comm_transport_find(const char *name, ws_err *err) {
+  for (int i = 0; i < g_ntr; i++)
+    if (!strcmp(g_tr[i]->name, name)) return g_tr[i];
+  ws_fail(err, WS_EUNSUPPORTED, "this build has no '%s' communicator (no CUDA)", name);
+  return NULL;
 }
-
-int comm_nccl_describe(char *buf, size_t n) {
-  snprintf(buf, n, "NCCL: not in this build (no CUDA)");
-  return WS_EUNSUPPORTED;
-}
-#endif

@@ -5,9 +5,9 @@
  *   comm_threads_*   ranks are threads of one process exchanging host memory (the CPU backend);
  *                    CI tests the sharding logic with it, the expert service uses it for
  *                    `--threads-comm`.
- *   comm_nccl_*      NCCL (cuda/comm_nccl.cu, libnccl loaded with dlopen at run time) on the
- *                    CUDA backend's stream; one process per GPU, joined by an id that rank 0
- *                    makes (comm_nccl_unique_id) and hands out (etcd, rpc/registry.h).
+ *   "nccl"           a transport (below): NCCL (cuda/comm_nccl.cu, libnccl loaded with dlopen
+ *                    at run time) on the CUDA backend's stream; one process per GPU, joined by
+ *                    an id that rank 0 makes (unique_id) and hands out (etcd, rpc/registry.h).
  *
  * Buffers are memory of the backend the communicator was made for (device memory for NCCL,
  * host memory for threads); element type float32. Collectives are issued by every rank in the
@@ -84,20 +84,27 @@ int comm_threads_join(comm_threads_group *g, int rank, comm **out, ws_err *err);
 /* Drops the creator's reference. */
 void comm_threads_group_release(comm_threads_group *g);
 
-/* ---- NCCL (CUDA builds; WS_EUNSUPPORTED elsewhere) ---- */
+/* ---- transports that other parts of the build bring (cuda/comm_nccl.cu registers "nccl" from
+ * a constructor), found by name so core/ names none of their symbols ---- */
 
-#define COMM_NCCL_ID_BYTES 128
+#define COMM_ID_BYTES 128 /* a group's rendezvous id (an ncclUniqueId for "nccl") */
 
-/* Makes a fresh ncclUniqueId (rank 0; it also starts NCCL's bootstrap listener in this
- * process, so rank 0 must be the process that calls it). */
-int comm_nccl_unique_id(unsigned char id[COMM_NCCL_ID_BYTES], ws_err *err);
-/* Joins the group on the CUDA backend `be` (its device and stream). Sets NCCL_NVLS_ENABLE=0
- * when unset (NVLink multicast must stay off on shared hosts). Initialisation is non-blocking
- * and bounded by timeout_ms: a rank that never arrives ends in WS_ETIMEOUT, the comm aborted. */
-int comm_nccl_create(ws_backend *be, int world, int rank,
-                     const unsigned char id[COMM_NCCL_ID_BYTES], int timeout_ms, comm **out,
-                     ws_err *err);
-/* "NCCL 2.28.3 (libnccl.so.2)" or why it cannot be loaded. */
-int comm_nccl_describe(char *buf, size_t n);
+typedef struct comm_transport {
+  const char *name;
+  /* A fresh id (rank 0; it may start a bootstrap listener in this process, so rank 0 must be
+   * the process that calls it). */
+  int (*unique_id)(unsigned char id[COMM_ID_BYTES], ws_err *err);
+  /* Joins the group on backend `be`; initialisation is bounded by timeout_ms: a rank that
+   * never arrives ends in WS_ETIMEOUT, the comm aborted. */
+  int (*create)(ws_backend *be, int world, int rank, const unsigned char id[COMM_ID_BYTES],
+                int timeout_ms, comm **out, ws_err *err);
+  /* "NCCL 2.28.3 (libnccl.so.2)" or why it cannot be loaded. */
+  int (*describe)(char *buf, size_t n);
+} comm_transport;
+
+/* Adds `t` (immortal) or replaces the one of its name. At most 4. */
+void comm_transport_register(const comm_transport *t);
+/* The transport of that name, or NULL with WS_EUNSUPPORTED in err (this build lacks it). */
+const comm_transport *comm_transport_find(const char *name, ws_err *err);
 
 #endif

@@ -127,7 +127,7 @@ static int nc_load(ws_err *err) {
   return WS_OK;
 }
 
-extern "C" int comm_nccl_describe(char *buf, size_t n) {
+static int nccl_describe(char *buf, size_t n) {
   ws_err err = {0};
   if (nc_load(&err) < 0) {
     snprintf(buf, n, "%s", err.msg);
@@ -138,8 +138,8 @@ extern "C" int comm_nccl_describe(char *buf, size_t n) {
   return WS_OK;
 }
 
-extern "C" int comm_nccl_unique_id(unsigned char id[COMM_NCCL_ID_BYTES], ws_err *err) {
-  static_assert(sizeof(ncclUniqueId) == COMM_NCCL_ID_BYTES, "ncclUniqueId size");
+static int nccl_unique_id(unsigned char id[COMM_ID_BYTES], ws_err *err) {
+  static_assert(sizeof(ncclUniqueId) == COMM_ID_BYTES, "ncclUniqueId size");
   WS_TRY(nc_load(err));
   if (!getenv("NCCL_NVLS_ENABLE")) setenv("NCCL_NVLS_ENABLE", "0", 0);
   ncclUniqueId u;
@@ -448,8 +448,8 @@ static void nc_destroy(comm *c) {
   free(n);
 }
 
-extern "C" int comm_nccl_create(ws_backend *be, int world, int rank,
-                                const unsigned char id[COMM_NCCL_ID_BYTES], int timeout_ms,
+static int nccl_create(ws_backend *be, int world, int rank,
+                       const unsigned char id[COMM_ID_BYTES], int timeout_ms,
                                 comm **out, ws_err *err) {
   *out = nullptr;
   if (!be || strcmp(be->name, "cuda"))
@@ -509,3 +509,9 @@ extern "C" int comm_nccl_create(ws_backend *be, int world, int rank,
   *out = c;
   return WS_OK;
 }
+
+/* ---- registration: core/comm.h finds "nccl" by name (this object is linked whole) ---- */
+
+static const comm_transport g_nccl = {"nccl", nccl_unique_id, nccl_create, nccl_describe};
+
+__attribute__((constructor)) static void nccl_register(void) { comm_transport_register(&g_nccl); }

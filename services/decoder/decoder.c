@@ -14,6 +14,7 @@
 #include "models/vae.h"
 #include "rpc/codec.h"
 #include "rpc/service.h"
+#include "services/decoder/fpipe.h"
 #include "wanserve/v1/decoder.pb-c.h"
 
 struct decoder {
@@ -157,6 +158,23 @@ static int on_frames(void *user, const float *frames, int first, int n, int H, i
   return WS_OK;
 }
 
+/* The VAE decode of chunk k+1 overlaps x264 and streaming of chunk k (fpipe's thread). */
+static int decode_overlapped(const decoder *d, const ws_tensor *z, stream_ctx *s, ws_err *err) {
+  fpipe *fp = NULL;
+  size_t max_floats = (size_t)3 * (size_t)d->tf * (size_t)s->height * (size_t)s->width;
+  WS_TRY(fpipe_start(on_frames, s, max_floats, &fp, err));
+  if (d->gpu) pthread_mutex_lock(d->gpu_mu);
+  int rc = vae_decode_stream(d->vae, z, fpipe_push, fp, err);
+  if (d->gpu) pthread_mutex_unlock(d->gpu_mu);
+  ws_err e2 = {0};
+  int rc2 = fpipe_finish(fp, &e2);
+  if (rc == 0 && rc2 < 0) {
+    *err = e2;
+    rc = rc2;
+  }
+  return rc;
+}
+
 static int h_decode(rpc_call *call, const ProtobufCMessage *m, void *user, ws_err *err) {
   const decoder *d = user;
   const Wanserve__V1__DecodeRequest *r = (const void *)m;
@@ -203,11 +221,7 @@ static int h_decode(rpc_call *call, const ProtobufCMessage *m, void *user, ws_er
     rc = mp4_writer_open(&s.w, s.width, s.height, &mo, err);
     if (rc < 0) mp4_fail(&s, rc, err);
   }
-  if (rc == 0) {
-    if (d->gpu) pthread_mutex_lock(d->gpu_mu);
-    rc = vae_decode_stream(d->vae, &z, on_frames, &s, err);
-    if (d->gpu) pthread_mutex_unlock(d->gpu_mu);
-  }
+  if (rc == 0) rc = decode_overlapped(d, &z, &s, err);
   if (rc == 0 && !raw) {
     mp4_buf rest = {0};
     rc = mp4_writer_finish(s.w, &rest, err);

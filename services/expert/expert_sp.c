@@ -20,7 +20,6 @@
 #include "rpc/etcd.h"
 #include "rpc/registry.h"
 
-
 enum { SP_FORWARD = 1, SP_STOP = 2, SP_MAX_B = 64 };
 
 typedef struct sp_header {
@@ -258,7 +257,6 @@ static void *worker_thread(void *arg) {
 
 /* ---- NCCL rendezvous ---- */
 
-#ifdef WS_HAVE_CUDA
 static int etcd_connect(const svc_opts *o, etcd_client **out, ws_err *err) {
   rpc_pems t = {0};
   WS_TRY(svc_tls_load(o, &t, err));
@@ -271,7 +269,6 @@ static int etcd_connect(const svc_opts *o, etcd_client **out, ws_err *err) {
   rpc_pems_free(&t);
   return rc;
 }
-#endif
 
 int expert_sp_start(dit_model *m, const svc_opts *o, const expert_sp_opts *so, expert_sp **out,
                     ws_err *err) {
@@ -302,22 +299,19 @@ int expert_sp_start(dit_model *m, const svc_opts *o, const expert_sp_opts *so, e
     }
     sp->nthreads = started; /* only these are joined */
   } else {
-#ifdef WS_HAVE_CUDA
-    unsigned char id[COMM_NCCL_ID_BYTES];
+    unsigned char id[COMM_ID_BYTES];
     int64_t ttl = 0;
-    rc = etcd_connect(o, &sp->etcd, err);
+    const comm_transport *nccl = comm_transport_find("nccl", err);
+    rc = nccl ? etcd_connect(o, &sp->etcd, err) : WS_EUNSUPPORTED;
     if (rc == WS_OK) rc = etcd_lease_grant(sp->etcd, 5, &sp->lease, &ttl, err);
     if (rc == WS_OK) rc = etcd_keepalive_start(sp->etcd, sp->lease, ttl, NULL, NULL, &sp->ka, err);
-    if (rc == WS_OK) rc = comm_nccl_unique_id(id, err);
+    if (rc == WS_OK) rc = nccl->unique_id(id, err);
     if (rc == WS_OK) rc = reg_rendezvous_put(sp->etcd, so->group, id, sizeof id, sp->lease, err);
     if (rc == WS_OK) {
       WS_INFO("expert sp: group %s: id at " REG_NCCL "%s; waiting up to %d ms for %d rank(s)",
               so->group, so->group, so->timeout_ms, so->world - 1);
-      rc = comm_nccl_create(mbe(m), so->world, 0, id, so->timeout_ms, &sp->r0.c, err);
+      rc = nccl->create(mbe(m), so->world, 0, id, so->timeout_ms, &sp->r0.c, err);
     }
-#else
-    rc = ws_fail(err, WS_EUNSUPPORTED, "this build has no CUDA, so no NCCL: use --threads-comm");
-#endif
   }
   if (rc == WS_OK) rc = dit_sp_create(m, sp->r0.c, &sp->r0.dsp, err);
   if (rc < 0) {
@@ -384,11 +378,10 @@ int expert_sp_stop(expert_sp *sp, ws_err *err) {
 
 /* ---- ranks > 0 (NCCL) ---- */
 
-#ifdef WS_HAVE_CUDA
 typedef struct watch_r0 {
   etcd_client *etcd;
   char key[256];
-  unsigned char id[COMM_NCCL_ID_BYTES];
+  unsigned char id[COMM_ID_BYTES];
   double last_ms;
 } watch_r0;
 
@@ -417,13 +410,10 @@ static int rank0_alive(void *ud, ws_err *err) {
     return ws_fail(err, WS_EUNAVAIL, "%s now holds another group's id (rank 0 restarted)", w->key);
   return WS_OK;
 }
-#endif
 
 int expert_sp_worker(dit_model *m, const svc_opts *o, const expert_sp_opts *so, ws_err *err) {
-#ifndef WS_HAVE_CUDA
-  (void)m, (void)o, (void)so;
-  return ws_fail(err, WS_EUNSUPPORTED, "this build has no CUDA, so no NCCL: use --threads-comm");
-#else
+  const comm_transport *nccl = comm_transport_find("nccl", err);
+  if (!nccl) return ws_wrap(err, "use --threads-comm");
   watch_r0 w;
   memset(&w, 0, sizeof w);
   snprintf(w.key, sizeof w.key, REG_NCCL "%s", so->group);
@@ -436,8 +426,7 @@ int expert_sp_worker(dit_model *m, const svc_opts *o, const expert_sp_opts *so, 
   }
   if (rc == WS_OK && n != sizeof w.id)
     rc = ws_fail(err, WS_EFORMAT, "%s holds %zu bytes, not an ncclUniqueId", w.key, n);
-  if (rc == WS_OK)
-    rc = comm_nccl_create(mbe(m), so->world, so->rank, w.id, so->timeout_ms, &rs.c, err);
+  if (rc == WS_OK) rc = nccl->create(mbe(m), so->world, so->rank, w.id, so->timeout_ms, &rs.c, err);
   if (rc == WS_OK) rc = dit_sp_create(m, rs.c, &rs.dsp, err);
   if (rc == WS_OK) {
     WS_INFO("expert sp rank %d of %d: joined group %s", so->rank, so->world, so->group);
@@ -448,5 +437,4 @@ int expert_sp_worker(dit_model *m, const svc_opts *o, const expert_sp_opts *so, 
   rank_free(&rs);
   if (w.etcd) etcd_close(w.etcd);
   return rc;
-#endif
 }
