@@ -44,7 +44,8 @@ typedef struct conv_wentry {
   const float *key; /* the caller's [cout, cin, kt, kh, kw] weight (NULL: free slot) */
   int cout, cin, kt, kh, kw, bf;
   void *buf; /* [cout, kt, kh, kw, cin], bf16 when bf, else fp32 */
-  size_t bytes;
+  size_t bytes;     /* of buf */
+  size_t key_bytes; /* of the caller's fp32 weight at key */
   uint64_t used;
 } conv_wentry;
 
@@ -148,7 +149,7 @@ void conv_forget(cuda_ctx *c, const void *p, size_t bytes) {
   for (int i = 0; i < CONV_MAX_W; i++) {
     conv_wentry *e = &s->w[i];
     uintptr_t k = (uintptr_t)e->key;
-    if (e->key && k < a + (bytes ? bytes : 1) && a < k + e->bytes) { /* overlap */
+    if (e->key && k < a + (bytes ? bytes : 1) && a < k + e->key_bytes) { /* overlap */
       cu_internal_free(c, e->buf, e->bytes); /* cudaFree waits for convs still reading it */
       memset(e, 0, sizeof *e);
     }
@@ -359,6 +360,7 @@ static int weights_get(cuda_ctx *c, const ws_conv3d_geom *g, const float *wt, in
     size_t bytes = (bf ? sizeof(bf16) : sizeof(float)) * (size_t)n;
     WS_TRY(cu_internal_alloc(c, bytes, &e->buf, err));
     e->bytes = bytes;
+    e->key_bytes = sizeof(float) * (size_t)n;
     if (bf)
       k_weight_khwc<<<cv_blocks(n), 256, 0, c->stream>>>(wt, g->cout, g->cin, taps, (bf16 *)e->buf);
     else

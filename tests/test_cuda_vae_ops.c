@@ -26,6 +26,7 @@
 #include "tests/backend_testlib.h"
 #include "tests/testlib.h"
 
+#ifdef WS_HAVE_CUDA /* without CUDA, main only says SKIP */
 #define TOL32 1e-5
 #define TOLTF 1e-2
 
@@ -394,6 +395,8 @@ static int make(const char *prec, const char *conv, const char *scratch_mb, cons
   const char *values[] = {prec, conv, scratch_mb, dtype};
   return bt_make_cuda(4, names, values, out, err);
 }
+
+#endif
 
 int main(void) {
 #ifndef WS_HAVE_CUDA
