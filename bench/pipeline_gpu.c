@@ -9,6 +9,7 @@
  *
  * usage: pipeline_gpu [--backend cuda] [--device N] [--model random:t2v-a14b] [--reps R]
  *                     [--what t5,encode,decode] [--res 480,720] [--frames 81] [--md FILE]
+ *                     [--profile]   (op shares per stage: a sync around every op)
  * Without a GPU (for --backend cuda) it prints "SKIP pipeline_gpu: <reason>" and exits 0.
  */
 #include <stdio.h>
@@ -17,6 +18,7 @@
 
 #include "bench/benchlib.h"
 #include "core/backend.h"
+#include "core/backend_prof.h"
 #include "core/rng.h"
 #include "models/random_model.h"
 #ifdef WS_HAVE_CUDA
@@ -25,7 +27,8 @@
 
 typedef struct opts {
   const char *backend, *model, *what, *md;
-  int device, reps, frames, res[4], nres;
+  int device, reps, frames, res[4], nres, profile;
+  ws_backend *prof; /* --profile: the timing decorator all stages run through */
 } opts;
 
 /* Device memory: the backend's tracked peak and what the whole device uses now, GiB. */
@@ -47,6 +50,10 @@ static void report(const opts *o, const ws_backend *be, const char *stage, const
   double peak, used;
   mem_now(be, &peak, &used);
   double med = bench_median(t, n);
+  if (o->prof) { /* the op shares of the timed runs (a sync around every op) */
+    ws_backend_prof_report(o->prof, stdout);
+    ws_backend_prof_reset(o->prof);
+  }
   printf("%-8s %-22s median %8.3f s over %d  (backend peak %.2f GiB, device in use %.2f GiB)\n",
          stage, shape, med, n, peak, used);
   fflush(stdout);
@@ -73,6 +80,7 @@ static int bench_t5(const opts *o, const rm_spec *s, ws_backend *be, ws_err *err
     double t0 = bench_now();
     rc = t5_encode(m, ids, mask, L, hidden, NULL, NULL, NULL, err);
     if (r >= 0) t[r] = bench_now() - t0;
+    if (r < 0 && o->prof) ws_backend_prof_reset(o->prof);
   }
   if (rc == 0) report(o, be, "umT5", "512 tokens", t, o->reps);
   free(ids), free(mask), free(hidden);
@@ -107,6 +115,7 @@ static int bench_decode(const opts *o, const rm_spec *s, ws_backend *be, ws_err 
       double t0 = bench_now();
       rc = vae_decode_stream(m, &z, drop_frames, NULL, err);
       if (r >= 0) t[r] = bench_now() - t0;
+      if (r < 0 && o->prof) ws_backend_prof_reset(o->prof);
     }
     char sh[64];
     snprintf(sh, sizeof sh, "%dx%dx%d", W, H, o->frames);
@@ -141,6 +150,7 @@ static int bench_encode(const opts *o, const rm_spec *s, ws_backend *be, ws_err 
       double t0 = bench_now();
       rc = vae_encode(m, &v, &z, NULL, err);
       if (r >= 0) t[r] = bench_now() - t0;
+      if (r < 0 && o->prof) ws_backend_prof_reset(o->prof);
       ws_tensor_free(&z);
     }
     char sh[64];
@@ -162,6 +172,10 @@ static int parse(int argc, char **argv, opts *o) {
               .nres = 2};
   for (int i = 1; i < argc; i++) {
     const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(f, "--profile")) {
+      o->profile = 1;
+      continue;
+    }
     if (!v) return -1;
     if (!strcmp(f, "--backend"))
       o->backend = v;
@@ -198,7 +212,7 @@ int main(int argc, char **argv) {
   if (parse(argc, argv, &o) < 0) {
     fprintf(stderr, "usage: pipeline_gpu [--backend cuda] [--device N] [--model random:NAME] "
                     "[--reps R<=16] [--what t5,encode,decode] [--res 480,720] [--frames 4k+1] "
-                    "[--md FILE]\n");
+                    "[--md FILE] [--profile]\n");
     return 2;
   }
   ws_err err = {0};
@@ -213,11 +227,19 @@ int main(int argc, char **argv) {
     printf("SKIP pipeline_gpu: %s\n", err.msg);
     return 0;
   }
+  ws_backend *run = be;
+  if (o.profile && ws_backend_prof_wrap(be, &o.prof, &err) == WS_OK) run = o.prof;
   int rc = WS_OK;
-  if (strstr(o.what, "t5")) rc = bench_t5(&o, &s, be, &err);
-  if (rc == 0 && strstr(o.what, "encode")) rc = bench_encode(&o, &s, be, &err);
-  if (rc == 0 && strstr(o.what, "decode")) rc = bench_decode(&o, &s, be, &err);
+  if (strstr(o.what, "t5")) rc = bench_t5(&o, &s, run, &err);
+  if (rc == 0 && strstr(o.what, "encode")) rc = bench_encode(&o, &s, run, &err);
+  if (rc == 0 && strstr(o.what, "decode")) rc = bench_decode(&o, &s, run, &err);
   if (rc < 0) fprintf(stderr, "pipeline_gpu: %s\n", err.msg);
+#ifdef WS_HAVE_CUDA
+  char desc[1024];
+  if (!strcmp(be->name, "cuda") && ws_cuda_describe(be, desc, sizeof desc, NULL) == WS_OK)
+    printf("backend: %s\n", desc);
+#endif
+  if (o.prof) o.prof->destroy(o.prof);
   be->destroy(be);
   return rc < 0 ? 1 : 0;
 }

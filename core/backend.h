@@ -100,8 +100,9 @@ struct ws_backend {
    * bottom/right as the output size (ho, wo) needs. w: [cout, cin, kt, kh, kw] F32 (the
    * published layout) — a backend may keep a converted copy of an immutable weight, keyed by
    * its pointer, until free_mem of it or destroy; bias [cout] or NULL; y [cout, tout, ho, wo]
-   * must not alias x. `accurate` = 1 asks for fp32-accurate arithmetic whatever the backend's
-   * precision policy (the VAE encoder: bf16 encodes visibly degrade I2V conditioning). */
+   * must not alias x. `accurate` = 1 keeps reduced-precision storage (bf16) out whatever the
+   * backend's policy (the VAE encoder: bf16 encodes visibly degrade I2V conditioning); fp32
+   * arithmetic may use TF32 tensor cores as the release does, unless the policy is strict fp32. */
   int (*conv3d)(const ws_backend *be, const ws_conv3d_geom *g, const float *x, int tin, int h,
                 int w, const float *wt, const float *bias, float *y, int ho, int wo,
                 int accurate, ws_err *err);

@@ -4,10 +4,34 @@
 #include <string.h>
 #include <time.h>
 
-enum { P_LINEAR, P_LAYERNORM, P_LNMOD, P_RMS, P_ROPE, P_ATTN, P_GELU, P_SILU, P_ADD, P_GATED, P_N };
-static const char *const k_names[P_N] = {"linear", "layernorm", "ln_modulate", "rmsnorm",
-                                         "rope",   "attention", "gelu_tanh",   "silu",
-                                         "add",    "gated_add"};
+enum {
+  P_LINEAR,
+  P_LAYERNORM,
+  P_LNMOD,
+  P_RMS,
+  P_ROPE,
+  P_ATTN,
+  P_GELU,
+  P_SILU,
+  P_ADD,
+  P_GATED,
+  P_MUL,
+  P_CLAMP,
+  P_COPY2D,
+  P_CONV3D,
+  P_RMSCH,
+  P_UP2X,
+  P_ATTNCF,
+  P_ATTNT5,
+  P_EMBED,
+  P_FILL,
+  P_N
+};
+static const char *const k_names[P_N] = {
+    "linear",     "layernorm",    "ln_modulate",  "rmsnorm", "rope",
+    "attention",  "gelu_tanh",    "silu",         "add",     "gated_add",
+    "mul",        "clamp",        "copy2d",       "conv3d",  "rms_norm_ch",
+    "upsample2x", "attention_cf", "attention_t5", "embed",   "fill_uniform"};
 
 typedef struct prof_ctx {
   ws_backend *inner;
@@ -87,6 +111,64 @@ static int p_gated(const ws_backend *be, float *x, const float *y, const float *
   TIMED(be, P_GATED, INNER(be)->gated_add(INNER(be), x, y, g, gs, B, L, D, err));
 }
 
+/* The optional ops (core/backend.h): wrapped only where the inner backend has them. */
+static int p_mul(const ws_backend *be, const float *a, const float *b, int64_t n, float *y,
+                 ws_err *err) {
+  TIMED(be, P_MUL, INNER(be)->mul(INNER(be), a, b, n, y, err));
+}
+static int p_clamp(const ws_backend *be, const float *x, int64_t n, float lo, float hi, float *y,
+                   ws_err *err) {
+  TIMED(be, P_CLAMP, INNER(be)->clamp(INNER(be), x, n, lo, hi, y, err));
+}
+static int p_copy2d(const ws_backend *be, float *d, int64_t dp, const float *s, int64_t sp,
+                    int64_t w, int64_t r, ws_err *err) {
+  TIMED(be, P_COPY2D, INNER(be)->copy2d(INNER(be), d, dp, s, sp, w, r, err));
+}
+static int p_conv3d(const ws_backend *be, const ws_conv3d_geom *g, const float *x, int tin, int h,
+                    int w, const float *wt, const float *b, float *y, int ho, int wo, int acc,
+                    ws_err *err) {
+  TIMED(be, P_CONV3D, INNER(be)->conv3d(INNER(be), g, x, tin, h, w, wt, b, y, ho, wo, acc, err));
+}
+static int p_rmsch(const ws_backend *be, const float *x, int64_t C, int64_t n, const float *g,
+                   float *y, ws_err *err) {
+  TIMED(be, P_RMSCH, INNER(be)->rms_norm_ch(INNER(be), x, C, n, g, y, err));
+}
+static int p_up2x(const ws_backend *be, const float *x, int64_t p, int64_t h, int64_t w, float *y,
+                  ws_err *err) {
+  TIMED(be, P_UP2X, INNER(be)->upsample2x(INNER(be), x, p, h, w, y, err));
+}
+static int p_attncf(const ws_backend *be, const float *q, const float *k, const float *v,
+                    int64_t ld, int64_t C, int64_t L, float *o, int64_t ldo, ws_err *err) {
+  TIMED(be, P_ATTNCF, INNER(be)->attention_cf(INNER(be), q, k, v, ld, C, L, o, ldo, err));
+}
+static int p_attnt5(const ws_backend *be, const float *q, const float *k, const float *v,
+                    const int32_t *bk, const float *pos, int64_t L, int64_t nk, int64_t H,
+                    int64_t d, float *o, ws_err *err) {
+  TIMED(be, P_ATTNT5, INNER(be)->attention_t5(INNER(be), q, k, v, bk, pos, L, nk, H, d, o, err));
+}
+static int p_embed(const ws_backend *be, const void *t, ws_dtype dt, int64_t rows, int64_t D,
+                   const int32_t *ids, int64_t n, float *o, ws_err *err) {
+  TIMED(be, P_EMBED, INNER(be)->embed(INNER(be), t, dt, rows, D, ids, n, o, err));
+}
+static int p_fill(const ws_backend *be, void *d, ws_dtype dt, int64_t n, uint64_t seed,
+                  uint64_t off, float lo, float hi, ws_err *err) {
+  TIMED(be, P_FILL, INNER(be)->fill_uniform(INNER(be), d, dt, n, seed, off, lo, hi, err));
+}
+
+/* Each optional member of be that the inner backend has points to its timed wrapper. */
+static void wrap_optional(ws_backend *be, const ws_backend *in) {
+  be->mul = in->mul ? p_mul : NULL;
+  be->clamp = in->clamp ? p_clamp : NULL;
+  be->copy2d = in->copy2d ? p_copy2d : NULL;
+  be->conv3d = in->conv3d ? p_conv3d : NULL;
+  be->rms_norm_ch = in->rms_norm_ch ? p_rmsch : NULL;
+  be->upsample2x = in->upsample2x ? p_up2x : NULL;
+  be->attention_cf = in->attention_cf ? p_attncf : NULL;
+  be->attention_t5 = in->attention_t5 ? p_attnt5 : NULL;
+  be->embed = in->embed ? p_embed : NULL;
+  be->fill_uniform = in->fill_uniform ? p_fill : NULL;
+}
+
 static void p_destroy(ws_backend *be) {
   free(be->ctx);
   free(be);
@@ -100,7 +182,8 @@ int ws_backend_prof_wrap(ws_backend *inner, ws_backend **out, ws_err *err) {
     free(pc);
     return ws_fail(err, WS_ENOMEM, "out of memory");
   }
-  *be = *inner; /* inherit any optional ops the inner backend has */
+  *be = *inner; /* every member, then each op pointed at its wrapper (the inner ops take the
+                  inner backend, never this one) */
   pc->inner = inner;
   be->name = inner->name;
   be->gemm_per_sample = inner->gemm_per_sample;
@@ -122,6 +205,7 @@ int ws_backend_prof_wrap(ws_backend *inner, ws_backend **out, ws_err *err) {
   be->silu = p_silu;
   be->add = p_add;
   be->gated_add = p_gated;
+  wrap_optional(be, inner);
   *out = be;
   return WS_OK;
 }
