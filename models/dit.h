@@ -22,8 +22,14 @@
 
 typedef struct dit_model dit_model;
 
+struct lora_set;
+
 typedef struct dit_load_opts {
   int bf16_weights; /* store linear weights as BF16 on the backend (CUDA serving path) */
+  /* LoRA adapters (models/lora.h) merged into the weights as they load, in fp32 before the
+   * BF16 rounding; keys of modules the model lacks are logged as skipped. Borrowed; NULL =
+   * none. */
+  struct lora_set *loras;
 } dit_load_opts;
 
 /* Loads config.json + weights (single, sharded, release or Diffusers names, F32/BF16/F16) from

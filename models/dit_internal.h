@@ -39,6 +39,7 @@ struct dit_model {
   /* RoPE tables for the last grid (f, h, w): cos/sin [L, head_dim/2] on the backend */
   int rope_f, rope_h, rope_w;
   float *rope_cos, *rope_sin;
+  struct lora_set *lora; /* adapters being merged, set only during dit_load */
 };
 
 void dit_ws_release(dit_model *m);
