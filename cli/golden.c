@@ -22,6 +22,7 @@ static const struct {
   golden_run_fn run;
 } k_kinds[] = {
     {"dit", golden_run_dit},
+    {"dit_lora", golden_run_dit_lora},
     {"sampler_moe", golden_run_sampler_moe},
     {"vae_decode", golden_run_vae_decode},
     {"vae_encode", golden_run_vae_encode},
