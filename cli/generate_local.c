@@ -11,6 +11,7 @@
 #include "core/safetensors.h"
 #include "models/assets.h"
 #include "models/i2v.h"
+#include "models/lora.h"
 #include "models/moe.h"
 #include "models/textenc.h"
 #include "models/vae.h"
@@ -49,15 +50,23 @@ static void local_free(local *l) {
   if (l->host) l->host->destroy(l->host);
 }
 
-static int load_all(local *l, const gen_opts *o, ws_err *err) {
+/* One expert with its adapters merged (the same load as wan-expert --lora). */
+static int load_expert(local *l, const gen_opts *o, int high, dit_model **out, ws_err *err) {
   char dir[4096];
-  dit_load_opts lo = {.bf16_weights = !strcmp(o->backend, "cuda")};
+  lora_set *loras = NULL;
+  WS_TRY(ckpt_expert_dir(o->model, high, dir, sizeof dir, err));
+  WS_TRY(lora_set_from_specs(o->lora[!high], o->nlora[!high], &loras, err));
+  dit_load_opts lo = {.bf16_weights = !strcmp(o->backend, "cuda"), .loras = loras};
+  int rc = dit_load(dir, l->be, &lo, out, err);
+  lora_set_free(loras);
+  return rc;
+}
+
+static int load_all(local *l, const gen_opts *o, ws_err *err) {
   WS_TRY(ws_backend_create(o->backend, &l->be, err));
   WS_TRY(ws_backend_cpu_create(0, &l->host, err));
-  WS_TRY(ckpt_expert_dir(o->model, 1, dir, sizeof dir, err));
-  WS_TRY(dit_load(dir, l->be, &lo, &l->high, err));
-  WS_TRY(ckpt_expert_dir(o->model, 0, dir, sizeof dir, err));
-  WS_TRY(dit_load(dir, l->be, &lo, &l->low, err));
+  WS_TRY(load_expert(l, o, 1, &l->high, err));
+  WS_TRY(load_expert(l, o, 0, &l->low, err));
   WS_TRY(assets_load_tokenizer(o->model, &l->tok, err));
   WS_TRY(assets_load_t5(o->model, l->host, &l->t5, err));
   return assets_load_vae(o->model, o->p.task == GP_I2V ? VAE_BOTH : VAE_DECODER, &l->vae, err);

@@ -23,6 +23,8 @@ void genopts_usage(void) {
       "  --tls-ca PEM [--tls-cert PEM --tls-key PEM]   TLS (mutual with a cert) to the router\n"
       "  --retries N           resend the whole request when the router is unavailable (a\n"
       "                        router restarted mid-request; default 2; same seed, same video)\n"
+      "  --lora-high FILE[:S] --lora-low FILE[:S]   (--local; repeatable) LoRA adapters merged\n"
+      "                        into that expert (a cluster: wan-expert --lora)\n"
       "  --quiet\n"
       "Without --router or --local, the local cluster started by deploy/local-cluster is used.\n");
 }
@@ -113,7 +115,12 @@ int genopts_parse(int argc, char **argv, gen_opts *o, ws_err *err) {
       o->tls_key = v;
     else if (!strcmp(f, "--request-id"))
       o->request_id = v;
-    else if (!strcmp(f, "--task")) {
+    else if (!strcmp(f, "--lora-high") || !strcmp(f, "--lora-low")) {
+      int r = !strcmp(f, "--lora-low");
+      if (o->nlora[r] == GENOPTS_MAX_LORAS)
+        return ws_fail(err, WS_EINVAL, "%s: at most %d adapters", f, GENOPTS_MAX_LORAS);
+      o->lora[r][o->nlora[r]++] = v;
+    } else if (!strcmp(f, "--task")) {
       if (!strcmp(v, "t2v"))
         o->p.task = GP_T2V;
       else if (!strcmp(v, "i2v"))
@@ -170,6 +177,10 @@ int genopts_parse(int argc, char **argv, gen_opts *o, ws_err *err) {
   if (o->p.task == GP_I2V && !o->image_path)
     return ws_fail(err, WS_EINVAL, "--image is required for i2v");
   if (o->local && !o->model) return ws_fail(err, WS_EINVAL, "--local needs --model DIR");
+  if (!o->local && (o->nlora[0] || o->nlora[1]))
+    return ws_fail(err, WS_EINVAL,
+                   "--lora-high/--lora-low need --local; in a cluster the experts merge adapters "
+                   "(wan-expert --lora)");
   if (!o->token && getenv("WANSERVE_TOKEN") && getenv("WANSERVE_TOKEN")[0])
     o->token = getenv("WANSERVE_TOKEN");
   if (!o->tls_cert != !o->tls_key || (o->tls_cert && !o->tls_ca))

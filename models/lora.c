@@ -299,6 +299,25 @@ int lora_set_add(lora_set *s, const char *path, float strength, ws_err *err) {
   return WS_OK;
 }
 
+int lora_set_from_specs(const char *const *specs, int n, lora_set **out, ws_err *err) {
+  *out = NULL;
+  if (n <= 0) return WS_OK;
+  lora_set *s = NULL;
+  WS_TRY(lora_set_create(&s, err));
+  for (int i = 0; i < n; i++) {
+    char path[4096];
+    float strength;
+    int rc = lora_spec_parse(specs[i], path, sizeof path, &strength, err);
+    if (rc == WS_OK) rc = lora_set_add(s, path, strength, err);
+    if (rc < 0) {
+      lora_set_free(s);
+      return rc;
+    }
+  }
+  *out = s;
+  return WS_OK;
+}
+
 /* ---- applying ---- */
 
 /* Same shape once size-1 dims are dropped ([1, 6, D] modulation vs a [6, D] delta). */

@@ -47,6 +47,8 @@ void lora_set_free(lora_set *s);
  * strength into the set's digest. */
 int lora_set_add(lora_set *s, const char *path, float strength, ws_err *err);
 int lora_set_count(const lora_set *s); /* adapters added */
+/* A new set from "FILE[:STRENGTH]" specs, added in order; *out is NULL when n is 0. */
+int lora_set_from_specs(const char *const *specs, int n, lora_set **out, ws_err *err);
 
 /* Adds every delta of the set for one parameter to w (an owned F32 host tensor holding that
  * parameter). names[0..nnames) are the spellings of the parameter ("blocks.0.self_attn.q.weight",

@@ -4,6 +4,9 @@
  *   enough to kill a replica or stop etcd in the middle of a request (tests, chaos drills).
  *   --world N --rank R --group NAME | --world N --threads-comm: one expert over N ranks
  *   (sequence parallelism; services/expert/expert_sp.h). Only rank 0 serves and registers.
+ *   --lora FILE[:STRENGTH] (repeatable, applied in order; models/lora.h): adapters merged into
+ *   the weights at load. The advertised version becomes "<--version>+lora-<digest>" so that an
+ *   adapter set is a version of its own for canary and shadow rollouts (docs/rollout.md).
  * Common flags: see rpc/service.h. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +16,7 @@
 #include "core/metrics.h"
 #include "models/checkpoint.h"
 #include "models/dit.h"
+#include "models/lora.h"
 #include "rpc/service.h"
 #include "services/expert/expert.h"
 #include "services/expert/expert_sp.h"
@@ -41,8 +45,12 @@ static void gpu_metrics(void *user) {
 }
 #endif
 
+#define MAX_LORAS 16
+
 typedef struct flags {
   char role[16];
+  const char *loras[MAX_LORAS];
+  int nloras;
   int max_batch, max_delay_ms, step_delay_ms;
   expert_sp_opts sp;
 } flags;
@@ -52,6 +60,12 @@ static int extra_flag(void *user, int argc, char **argv, int i, ws_err *err) {
   const char *v = i + 1 < argc ? argv[i + 1] : NULL;
   int spn = expert_sp_flag(&f->sp, argc, argv, i, err);
   if (spn != 0) return spn;
+  if (!strcmp(argv[i], "--lora")) {
+    if (!v) return ws_fail(err, WS_EINVAL, "--lora needs FILE[:STRENGTH]");
+    if (f->nloras == MAX_LORAS) return ws_fail(err, WS_EINVAL, "--lora: at most %d", MAX_LORAS);
+    f->loras[f->nloras++] = v;
+    return 2;
+  }
   if (strcmp(argv[i], "--role") && strcmp(argv[i], "--max-batch") &&
       strcmp(argv[i], "--max-delay-ms") && strcmp(argv[i], "--step-delay-ms"))
     return 0;
@@ -102,7 +116,8 @@ int main(int argc, char **argv) {
       expert_sp_check(&f.sp, &o, &err) < 0) {
     fprintf(stderr,
             "wan-expert: %s\nusage: wan-expert --role high|low --model DIR "
-            "[--max-batch N] [--max-delay-ms N] [--listen ADDR] [--etcd ENDPOINTS] ...\n",
+            "[--max-batch N] [--max-delay-ms N] [--lora FILE[:STRENGTH]]... [--listen ADDR] "
+            "[--etcd ENDPOINTS] ...\n",
             err.msg);
     return 2;
   }
@@ -124,9 +139,19 @@ int main(int argc, char **argv) {
   svc *s = NULL;
   int rc = ckpt_expert_dir(o.model, !strcmp(f.role, "high"), dir, sizeof dir, &err);
   if (rc == WS_OK) rc = expert_sp_backend(&o, &f.sp, &be, &err);
-  dit_load_opts lo = {.bf16_weights = !strcmp(o.backend, "cuda")};
+  lora_set *loras = NULL;
+  if (rc == WS_OK) rc = lora_set_from_specs(f.loras, f.nloras, &loras, &err);
+  if (rc == WS_OK && loras) { /* the adapter set is part of what this instance serves */
+    char v[sizeof o.version];
+    snprintf(v, sizeof v, "%.40s+lora-%s", o.version, lora_set_digest(loras));
+    memcpy(o.version, v, sizeof o.version);
+  }
+  dit_load_opts lo = {.bf16_weights = !strcmp(o.backend, "cuda"), .loras = loras};
   if (rc == WS_OK) rc = dit_load(dir, be, &lo, &model, &err);
-  if (f.sp.rank > 0) { /* a model-parallel rank: no gRPC, no registration; rank 0 drives it */
+  if (rc == WS_OK && loras)
+    WS_INFO("%d LoRA adapter(s) merged; serving version %s", f.nloras, o.version);
+  lora_set_free(loras); /* merged: the files are not needed any more */
+  if (f.sp.rank > 0) {  /* a model-parallel rank: no gRPC, no registration; rank 0 drives it */
     if (rc == WS_OK) rc = expert_sp_worker(model, &o, &f.sp, &err);
     if (rc < 0) fprintf(stderr, "wan-expert rank %d: %s\n", f.sp.rank, err.msg);
     dit_free(model);
