@@ -30,8 +30,8 @@ typedef struct local {
 
 static void on_step(void *ud, const moe_step_info *i) {
   local *l = ud;
-  progress_step(&l->pr, i->step + 1, i->steps, i->timestep, i->high ? "expert-high" : "expert-low",
-                "local", "-");
+  progress_step(&l->pr, i->step + 1, i->steps, (int)i->timestep,
+                i->high ? "expert-high" : "expert-low", "local", "-");
 }
 
 static void local_free(local *l) {
@@ -83,7 +83,8 @@ static int run(local *l, const gen_opts *o, ws_err *err) {
   int text_len = dit_get_config(l->high)->text_len;
   const char *neg = o->negative && o->negative[0] ? o->negative : gp_default_negative_prompt;
   WS_TRY(te_encode(l->tok, l->t5, text_len, o->prompt, strlen(o->prompt), &l->ctx, err));
-  WS_TRY(te_encode(l->tok, l->t5, text_len, neg, strlen(neg), &l->neg, err));
+  if (gp_needs_negative(&p)) /* guide 1 on both experts (distill): no uncond pass to feed */
+    WS_TRY(te_encode(l->tok, l->t5, text_len, neg, strlen(neg), &l->neg, err));
   if (p.task == GP_I2V) {
     img_rgb8 img = {0};
     WS_TRY(img_load_file(o->image_path, 0, &img, err));
@@ -98,7 +99,7 @@ static int run(local *l, const gen_opts *o, ws_err *err) {
   l->noise = malloc(sizeof(float) * (size_t)n);
   if (!l->noise) return ws_fail(err, WS_ENOMEM, "out of memory");
   gp_noise(&p, l->noise);
-  WS_TRY(sampler_init(&l->s, p.solver, p.steps, p.shift, l->noise, n, err));
+  WS_TRY(gp_sampler_init(&p, &l->s, l->noise, err));
   moe_params mp = {.boundary = p.boundary,
                    .guide_high = p.guide_high,
                    .guide_low = p.guide_low,
@@ -108,7 +109,7 @@ static int run(local *l, const gen_opts *o, ws_err *err) {
                    .context = l->ctx.data,
                    .ctx_len = (int)l->ctx.shape[0],
                    .context_null = l->neg.data,
-                   .null_len = (int)l->neg.shape[0],
+                   .null_len = l->neg.data ? (int)l->neg.shape[0] : 0,
                    .ctx_dim = (int)l->ctx.shape[1],
                    .y = l->y.data,
                    .cy = l->y.data ? (int)l->y.shape[0] : 0,
