@@ -14,7 +14,9 @@ void genopts_usage(void) {
       "  --task t2v|i2v        (default t2v; i2v needs --image PNG/JPEG)\n"
       "  --size WxH            video width x height, multiples of 16 (default 1280x720)\n"
       "  --frames N            4n+1 (default 81)      --steps N (default 40)\n"
-      "  --seed N              (default 0)            --solver unipc|dpm++\n"
+      "  --seed N              (default 0)            --solver unipc|dpm++|euler_distill\n"
+      "  --step-list 1000,750,500,250   euler_distill's denoising steps (its default)\n"
+      "  --boundary-step N     euler_distill: steps before N use the high-noise expert\n"
       "  --shift S --guide-high G --guide-low G --boundary B --fps N\n"
       "  --negative-prompt TEXT (default: the release's negative prompt)\n"
       "  --out FILE.mp4        (default out.mp4)      --latent-out FILE.safetensors\n"
@@ -129,6 +131,25 @@ int genopts_parse(int argc, char **argv, gen_opts *o, ws_err *err) {
         return ws_fail(err, WS_EINVAL, "--task: '%s' (t2v|i2v)", v);
     } else if (!strcmp(f, "--solver")) {
       WS_TRY(sampler_kind_parse(v, &o->p.solver, err));
+    } else if (!strcmp(f, "--step-list")) {
+      o->p.n_step_list = 0;
+      for (const char *c = v; *c;) {
+        char *end;
+        long x2 = strtol(c, &end, 10);
+        if (end == c || (*end && *end != ',') || x2 < 1 || x2 > 1000)
+          return ws_fail(err, WS_EINVAL,
+                         "--step-list: '%s' is not integers in 1..1000, comma "
+                         "separated",
+                         v);
+        if (o->p.n_step_list == GP_MAX_STEP_LIST)
+          return ws_fail(err, WS_EINVAL, "--step-list: at most %d steps", GP_MAX_STEP_LIST);
+        o->p.step_list[o->p.n_step_list++] = (int)x2;
+        c = *end ? end + 1 : end;
+      }
+      if (!o->p.n_step_list) return ws_fail(err, WS_EINVAL, "--step-list: empty");
+    } else if (!strcmp(f, "--boundary-step")) {
+      WS_TRY(num(f, v, 1, 1000, &x, err));
+      o->p.boundary_step = (int)x;
     } else if (!strcmp(f, "--size")) {
       int w, h;
       char tail;

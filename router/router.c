@@ -42,7 +42,16 @@ static int params_from_request(const Wanserve__V1__GenerateRequest *q, const rou
   p->boundary = q->boundary;
   p->guide_high = q->guide_scale_high;
   p->guide_low = q->guide_scale_low;
-  p->solver = q->solver == WANSERVE__V1__SOLVER__DPMPP ? SAMPLER_DPMPP : SAMPLER_UNIPC;
+  p->solver = q->solver == WANSERVE__V1__SOLVER__DPMPP           ? SAMPLER_DPMPP
+              : q->solver == WANSERVE__V1__SOLVER__EULER_DISTILL ? SAMPLER_EULER_DISTILL
+                                                                 : SAMPLER_UNIPC;
+  if (q->n_denoising_step_list > GP_MAX_STEP_LIST)
+    return ws_fail(err, WS_EINVAL, "denoising_step_list: %zu entries; at most %d",
+                   q->n_denoising_step_list, GP_MAX_STEP_LIST);
+  p->n_step_list = (int)q->n_denoising_step_list;
+  for (int i = 0; i < p->n_step_list; i++)
+    p->step_list[i] = q->denoising_step_list[i];
+  p->boundary_step = q->boundary_step_index;
   p->has_image = q->image.len > 0;
   if (q->width < 0 || q->height < 0 || q->frames < 0 || q->steps < 0 || q->fps < 0)
     return ws_fail(err, WS_EINVAL, "width/height/frames/steps/fps: negative value");
@@ -85,17 +94,18 @@ static int run_steps(gen *g, sampler_state *s, ws_err *err) {
   if (!pred) return ws_fail(err, WS_ENOMEM, "out of memory");
   int rc = WS_OK;
   while (rc == WS_OK && !sampler_done(s)) {
-    int t = sampler_timestep(s), high = sampler_use_high(t, g->p.boundary);
+    float t = sampler_model_timestep(s);
+    int high = sampler_next_high(s, g->p.boundary);
     const char *role = high ? "expert-high" : "expert-low";
     step_result sr = {0};
-    rc = gen_denoise(g, role, s->latent, (float)t, high ? g->p.guide_high : g->p.guide_low, pred,
-                     &sr, err);
+    rc =
+        gen_denoise(g, role, s->latent, t, high ? g->p.guide_high : g->p.guide_low, pred, &sr, err);
     if (rc == WS_OK) rc = sampler_step(s, pred, err);
     if (rc < 0) break;
     Wanserve__V1__Progress pr = WANSERVE__V1__PROGRESS__INIT;
     pr.step = s->step;
     pr.total = s->steps;
-    pr.timestep = (float)t;
+    pr.timestep = t;
     pr.role = (char *)role;
     pr.replica = sr.replica;
     pr.version = sr.version;
@@ -105,7 +115,7 @@ static int run_steps(gen *g, sampler_state *s, ws_err *err) {
     ev.event_case = WANSERVE__V1__GENERATE_EVENT__EVENT_PROGRESS;
     ev.progress = &pr;
     rc = send_event(g, &ev, err);
-    WS_DEBUG("%s: step %d/%d t=%d %s on %s (%s)", g->id, s->step, s->steps, t, role, sr.replica,
+    WS_DEBUG("%s: step %d/%d t=%g %s on %s (%s)", g->id, s->step, s->steps, t, role, sr.replica,
              sr.version);
   }
   free(pred);
@@ -147,8 +157,7 @@ static int generate_inner(gen *g, const Wanserve__V1__GenerateRequest *q, ws_err
   float *noise = malloc(sizeof(float) * (size_t)gp_latent_numel(&g->p));
   if (!noise) return ws_fail(err, WS_ENOMEM, "out of memory");
   gp_noise(&g->p, noise);
-  int rc =
-      sampler_init(&s, g->p.solver, g->p.steps, g->p.shift, noise, gp_latent_numel(&g->p), err);
+  int rc = gp_sampler_init(&g->p, &s, noise, err);
   free(noise);
   if (rc < 0) return rc;
   rc = run_steps(g, &s, err);

@@ -8,7 +8,8 @@
  * unbatched reply bit for bit (CPU). That batches really formed is read from bat's Prometheus
  * endpoint (wanserve_expert_batch_size histogram); the ref result is also checked against the
  * in-process DiT + CFG. Context-cache hits and misses and the per-status request counters are
- * checked through the same endpoint.
+ * checked through the same endpoint, and so is the guide-1 rule: such a request runs one DiT
+ * sample (no uncond pass; wanserve_expert_forward_samples_total) and needs no negative context.
  *
  * Why exact: a batched forward runs every per-token op per row/sample; the GEMMs' rows are
  * independent dot products as long as BLAS keeps one kernel, which OpenBLAS does from ~19 rows
@@ -189,7 +190,7 @@ static int denoise(const char *addr, const jobdef *d, const char *context_id, in
   ws_tensor_view(&nv, WS_F32, cshape, 2, d->neg);
   WS_TRY(codec_tensor_to_pb(&xv, &xt, err));
   WS_TRY(codec_tensor_to_pb(&cv, &ct, err));
-  WS_TRY(codec_tensor_to_pb(&nv, &nt, err));
+  if (d->neg) WS_TRY(codec_tensor_to_pb(&nv, &nt, err));
   req.request_id = "batching-test";
   req.x_t = &xt;
   req.timestep = d->t;
@@ -197,7 +198,7 @@ static int denoise(const char *addr, const jobdef *d, const char *context_id, in
   req.context_id = (char *)(context_id ? context_id : "");
   if (with_ctx) {
     req.context = &ct;
-    req.negative_context = &nt;
+    req.negative_context = d->neg ? &nt : NULL;
   }
   rpc_call_opts co = {.timeout_ms = 120000};
   Wanserve__V1__DenoiseResponse *resp = NULL;
@@ -232,7 +233,8 @@ static void test_unbatched_reference_equals_in_process(void) {
     CHECK_OK(g_jobs[j].rc_ref, err);
   }
   if (strcmp(g_backend, "cpu")) return; /* the library check below is the CPU reference */
-  /* job 0 through the library: DiT on [x, x] with [ctx, neg], then CFG */
+  /* job 0 through the library: DiT on [x, x] with [ctx, neg], then CFG (at guide 1: DiT on x
+   * with ctx alone, as the expert skips the uncond pass) */
   ws_err err = {0};
   ws_backend *be = NULL;
   dit_model *m = NULL;
@@ -253,7 +255,8 @@ static void test_unbatched_reference_equals_in_process(void) {
   float ts[2] = {d->t, d->t};
   const float *cs[2] = {d->ctx, d->neg};
   int lens[2] = {d->ctx_len, d->ctx_len};
-  dit_inputs in = {.batch = 2,
+  int B = d->g == 1.0f ? 1 : 2;
+  dit_inputs in = {.batch = B,
                    .frames = (int)d->shape[1],
                    .height = (int)d->shape[2],
                    .width = (int)d->shape[3],
@@ -264,7 +267,10 @@ static void test_unbatched_reference_equals_in_process(void) {
                    .ctx_len = lens,
                    .ctx_dim = g_text_dim};
   CHECK_OK(dit_forward(m, &in, v, &err), err);
-  sampler_cfg(v, v + n, d->g, n, want);
+  if (B == 2)
+    sampler_cfg(v, v + n, d->g, n, want);
+  else
+    memcpy(want, v, sizeof(float) * (size_t)n);
   double maxd = 0;
   for (int64_t k = 0; k < n; k++)
     maxd = fmax(maxd, fabs((double)want[k] - d->ref[k]));
@@ -344,6 +350,39 @@ static void test_metrics_cache_and_status_counters(void) {
   free(m1);
 }
 
+/* Guide 1 (the distilled schedule): one DiT sample per request, no negative context needed;
+ * with guidance, two samples and the negative context is required. */
+static void test_guide1_runs_one_sample(void) {
+  const char *rows = "wanserve_expert_forward_samples_total{" LBL "}";
+  jobdef d = g_jobs[1]; /* 48 tokens; its own x, t, contexts */
+  int64_t n = numel(d.shape);
+  float *out = malloc(sizeof(float) * (size_t)n), *out2 = malloc(sizeof(float) * (size_t)n);
+  ws_err err = {0};
+  rpc_status st = {0};
+  char *m0 = scrape(g_ref.maddr);
+  double r0 = m0 ? fmax(sample(m0, rows), 0) : -1;
+  free(m0);
+  d.g = 1.0f;
+  d.neg = NULL;
+  CHECK_OK(denoise(g_ref.addr, &d, NULL, 1, out, &st, &err), err);
+  d.neg = g_jobs[1].neg; /* a negative context, when sent anyway, changes nothing at guide 1 */
+  CHECK_OK(denoise(g_ref.addr, &d, NULL, 1, out2, &st, &err), err);
+  CHECK(!memcmp(out, out2, sizeof(float) * (size_t)n));
+  d.g = 2.5f;
+  CHECK_OK(denoise(g_ref.addr, &d, NULL, 1, out2, &st, &err), err);
+  CHECK(memcmp(out, out2, sizeof(float) * (size_t)n)); /* guidance does something */
+  char *m1 = scrape(g_ref.maddr);
+  CHECK(m1 != NULL);
+  if (m1) CHECK_NEAR(sample(m1, rows) - r0, 1 + 1 + 2, 0);
+  free(m1);
+  d.neg = NULL;
+  CHECK(denoise(g_ref.addr, &d, NULL, 1, out2, &st, &err) < 0);
+  CHECK_EQ_INT(st.code, GRPC_STATUS_INVALID_ARGUMENT);
+  CHECK(strstr(err.msg, "negative_context") != NULL);
+  free(out);
+  free(out2);
+}
+
 int main(void) {
   test_proc_guard("test_expert_batching", 300);
   ws_err err = {0};
@@ -372,6 +411,7 @@ int main(void) {
   TEST_RUN(test_unbatched_reference_equals_in_process);
   TEST_RUN(test_batched_equals_unbatched_exactly);
   TEST_RUN(test_metrics_cache_and_status_counters);
+  TEST_RUN(test_guide1_runs_one_sample);
   jobs_free();
   test_proc_kill_all();
   rpc_client_free(g_cli);
