@@ -222,18 +222,7 @@ static void lin_free(lin *l) {
   ws_tensor_free(&l->b);
 }
 
-void dit_ws_release(dit_model *m) {
-  float **bufs[] = {&m->ws.x, &m->ws.a,   &m->ws.q,  &m->ws.k,  &m->ws.v,       &m->ws.o,
-                    &m->ws.h, &m->ws.ctx, &m->ws.ck, &m->ws.cv, &m->ws.tmp_ctx, &m->ws.tb};
-  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
-    if (*bufs[i]) m->be->free_mem(m->be, *bufs[i]);
-    *bufs[i] = NULL;
-  }
-  free(m->ws.host);
-  m->ws.host = NULL;
-  m->ws.host_n = 0;
-  m->ws.rows = m->ws.ctx_rows = m->ws.batch = 0;
-}
+void dit_ws_release(dit_model *m) { dit_ws_free(m->be, &m->ws); }
 
 void dit_free(dit_model *m) {
   if (!m) return;

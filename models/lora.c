@@ -430,6 +430,74 @@ int lora_apply(lora_set *s, const ws_backend *be, const char *const *names, int 
   return WS_OK;
 }
 
+int lora_delta_count(const lora_set *s) {
+  int n = 0;
+  for (int i = 0; i < s->n; i++)
+    n += s->e[i].kind != LK_PAIR;
+  return n;
+}
+
+int lora_factors(lora_set *s, const char *const *names, int nnames, int64_t out, int64_t in,
+                 ws_tensor *A, ws_tensor *B, ws_err *err) {
+  memset(A, 0, sizeof *A);
+  memset(B, 0, sizeof *B);
+  int64_t rank = 0;
+  for (int pass = 0; pass < 2; pass++) { /* count, then fill */
+    int64_t off = 0;
+    for (int i = 0; i < s->n; i++) {
+      lora_entry *e = &s->e[i];
+      int hit = 0;
+      for (int k = 0; k < nnames && !hit && e->kind == LK_PAIR; k++)
+        hit = targets(e, names[k]);
+      if (!hit) continue;
+      int64_t r = e->down->shape[0];
+      if (pass == 0) {
+        if (e->down->shape[1] != in || e->up->shape[0] != out)
+          return ws_fail(err, WS_EFORMAT,
+                         "%s: module '%s': up [%lld, %lld] x down [%lld, %lld] "
+                         "does not fit [%lld, %lld]",
+                         st_path(s->files[e->file]), e->stem, (long long)e->up->shape[0],
+                         (long long)r, (long long)r, (long long)e->down->shape[1], (long long)out,
+                         (long long)in);
+        rank += r;
+        continue;
+      }
+      ws_tensor a = {0}, b = {0};
+      int rc = st_get_f32(s->files[e->file], e->down->name, &a, err);
+      if (rc == WS_OK) rc = st_get_f32(s->files[e->file], e->up->name, &b, err);
+      if (rc == WS_OK) {
+        float *Ap = (float *)A->data + off * in, *Bp = B->data;
+        const float *ap = a.data, *bp = b.data;
+        for (int64_t j = 0; j < r * in; j++)
+          Ap[j] = e->scale * ap[j];
+        for (int64_t o = 0; o < out; o++)
+          for (int64_t j = 0; j < r; j++)
+            Bp[o * rank + off + j] = bp[o * r + j];
+        e->used = 1;
+      }
+      ws_tensor_free(&a);
+      ws_tensor_free(&b);
+      if (rc < 0) {
+        ws_tensor_free(A);
+        ws_tensor_free(B);
+        return rc;
+      }
+      off += r;
+    }
+    if (pass == 0) {
+      if (!rank) return WS_OK;
+      int64_t as[2] = {rank, in}, bs[2] = {out, rank};
+      WS_TRY(ws_tensor_alloc(A, WS_F32, as, 2, err));
+      int rc = ws_tensor_alloc(B, WS_F32, bs, 2, err);
+      if (rc < 0) {
+        ws_tensor_free(A);
+        return rc;
+      }
+    }
+  }
+  return WS_OK;
+}
+
 /* The keys of entry e in file order, NULL-padded: down/diff, up, alpha. */
 static void entry_keys(const lora_entry *e, const char *k[3]) {
   k[0] = e->down ? e->down->name : NULL;

@@ -59,6 +59,16 @@ struct ws_backend;
 int lora_apply(lora_set *s, const struct ws_backend *be, const char *const *names, int nnames,
                ws_tensor *w, int *applied, ws_err *err);
 
+/* The pairs of the set for one parameter as low-rank factors for unmerged application
+ * (y = x W^T + (x A^T) B^T): the pairs are stacked along the rank, each one's scale folded into
+ * its rows of A. A [rank, in] and B [out, rank] are new host F32 tensors (left empty, rank 0,
+ * when no pair names the parameter); a pair whose shapes do not fit [out, in] is WS_EFORMAT.
+ * Marks the pairs used. */
+int lora_factors(lora_set *s, const char *const *names, int nnames, int64_t out, int64_t in,
+                 ws_tensor *A, ws_tensor *B, ws_err *err);
+/* Number of full deltas (.diff, .diff_b) in the set: those can only be merged. */
+int lora_delta_count(const lora_set *s);
+
 /* Keys not used by any lora_apply since the set was made (modules the model lacks): returns
  * their count and writes up to `max` of their names, comma-separated, into buf. */
 int lora_unused_report(const lora_set *s, char *buf, size_t n, int max);

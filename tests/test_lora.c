@@ -253,6 +253,130 @@ static void test_half_precision_exact(void) {
   CHECK(test_for_each_case("dit_lora", half_case) > 0);
 }
 
+/* ---- unmerged (per-request) application ---- */
+
+static const char *drop_deltas(const char *key) {
+  size_t n = strlen(key);
+  if ((n > 5 && !strcmp(key + n - 5, ".diff")) || (n > 7 && !strcmp(key + n - 7, ".diff_b")))
+    return NULL;
+  return strdup(key);
+}
+
+/* out of the case's model with the adapters of s applied unmerged, at per-sample strengths
+ * st[0..B) (all samples the case's input); returns [B * numel] or NULL. */
+static float *forward_unmerged(const char *dir, lora_set *s, int B, const float *st, int64_t *numel,
+                               ws_err *err) {
+  char p[1200];
+  snprintf(p, sizeof p, "%s/model", dir);
+  dit_model *m = NULL;
+  dit_adapter *ad = NULL;
+  float *out = NULL, *xb = NULL;
+  st_file *in = NULL;
+  ws_tensor x = {0}, t = {0}, c = {0};
+  if (dit_load(p, g_be, NULL, &m, err) < 0) return NULL;
+  snprintf(p, sizeof p, "%s/inputs.safetensors", dir);
+  if (dit_adapter_create(m, s, &ad, err) == 0 && st_open(p, &in, err) == 0 &&
+      st_get_f32(in, "x", &x, err) == 0 && st_get_f32(in, "t", &t, err) == 0 &&
+      st_get_f32(in, "context", &c, err) == 0) {
+    *numel = ws_tensor_numel(&x);
+    xb = malloc(sizeof(float) * (size_t)(B * *numel));
+    out = malloc(sizeof(float) * (size_t)(B * *numel));
+    const float *cps[4];
+    int lens[4];
+    float ts[4];
+    const dit_adapter *ads[4];
+    for (int b = 0; b < B && b < 4; b++) {
+      memcpy(xb + b * *numel, x.data, sizeof(float) * (size_t)*numel);
+      cps[b] = c.data, lens[b] = (int)c.shape[0], ts[b] = *(float *)t.data;
+      ads[b] = st[b] != 0 ? ad : NULL; /* strength 0: no adapter at all */
+    }
+    dit_inputs di = {.batch = B,
+                     .frames = (int)x.shape[1],
+                     .height = (int)x.shape[2],
+                     .width = (int)x.shape[3],
+                     .x = xb,
+                     .cx = (int)x.shape[0],
+                     .timesteps = ts,
+                     .contexts = cps,
+                     .ctx_len = lens,
+                     .ctx_dim = (int)c.shape[1],
+                     .adapters = ads,
+                     .adapter_strength = st};
+    if (dit_forward(m, &di, out, err) < 0) {
+      free(out);
+      out = NULL;
+    }
+  }
+  free(xb);
+  ws_tensor_free(&x);
+  ws_tensor_free(&t);
+  ws_tensor_free(&c);
+  st_close(in);
+  dit_adapter_free(ad);
+  dit_free(m);
+  return out;
+}
+
+/* The case's adapters without their full deltas: merged at load vs applied unmerged (strength
+ * folded in the set, then as the request's strength) agree within float rounding; in a batch of
+ * three — adapter, none, adapter at half strength — each sample equals its own single run. */
+static void unmerged_case(const char *dir, const cJSON *cj) {
+  ws_err err = {0};
+  lora_set *s = case_set(dir, cj, NULL, "pairs", drop_deltas, WS_DTYPE_COUNT);
+  int64_t n = 0, n2 = 0;
+  float *merged = forward_case(dir, s, &n, &err);
+  CHECK_OK(merged ? 0 : -1, err);
+  lora_set_free(s);
+  s = case_set(dir, cj, "pairs", "pairs2", NULL, WS_DTYPE_COUNT);
+  float one = 1.0f;
+  float *un = forward_unmerged(dir, s, 1, &one, &n2, &err);
+  CHECK_OK(un ? 0 : -1, err);
+  if (merged && un) {
+    double r = ws_rel_l2(un, merged, n);
+    if (!(r <= 1e-5)) fprintf(stderr, "  %s: unmerged vs merged rel_l2 %.3e\n", dir, r);
+    CHECK(r <= 1e-5);
+    CHECK(rel_to_expected(dir, un, n, "debug.out_without_lora") > 1e-3);
+  }
+  float sts[3] = {1.0f, 0.0f, 0.5f};
+  float *batch = forward_unmerged(dir, s, 3, sts, &n2, &err);
+  CHECK_OK(batch ? 0 : -1, err);
+  float *none = forward_unmerged(dir, s, 1, &sts[1], &n2, &err);
+  float *half = forward_unmerged(dir, s, 1, &sts[2], &n2, &err);
+  if (batch && un && none && half) {
+    CHECK(ws_rel_l2(batch, un, n) <= 1e-6);
+    CHECK(ws_rel_l2(batch + n, none, n) <= 1e-6);
+    CHECK(ws_rel_l2(batch + 2 * n, half, n) <= 1e-6);
+    CHECK(rel_to_expected(dir, none, n, "debug.out_without_lora") <= 1e-4);
+    CHECK(ws_rel_l2(half, un, n) > 1e-4); /* the strength is applied */
+  }
+  free(merged), free(un), free(batch), free(none), free(half);
+  lora_set_free(s);
+}
+
+static void test_unmerged_equals_merged(void) {
+  CHECK(test_for_each_case("dit_lora", unmerged_case) > 0);
+}
+
+/* Full deltas cannot be applied unmerged: a clear refusal, not a silent partial adapter. */
+static void deltas_refused_case(const char *dir, const cJSON *cj) {
+  ws_err err = {0};
+  char p[1200];
+  snprintf(p, sizeof p, "%s/model", dir);
+  lora_set *s = case_set(dir, cj, NULL, "full", NULL, WS_DTYPE_COUNT);
+  dit_model *m = NULL;
+  dit_adapter *ad = NULL;
+  CHECK_OK(dit_load(p, g_be, NULL, &m, &err), err);
+  if (m && lora_delta_count(s))
+    CHECK_ERR(dit_adapter_create(m, s, &ad, &err), WS_EUNSUPPORTED, err, "merged");
+  dit_adapter_free(ad);
+  dit_free(m);
+  lora_set_free(s);
+}
+
+static void test_unmerged_refuses_deltas(void) {
+  CHECK(test_for_each_case("dit_lora", deltas_refused_case) > 0);
+}
+
 /* ---- errors and reports, on the built-in tiny model ---- */
 
 static char g_tiny[1100]; /* its high-noise expert folder */
@@ -492,6 +616,8 @@ int main(void) {
   g_dim = cfg.dim;
   TEST_RUN(test_layouts_match_golden);
   TEST_RUN(test_half_precision_exact);
+  TEST_RUN(test_unmerged_equals_merged);
+  TEST_RUN(test_unmerged_refuses_deltas);
   TEST_RUN(test_pair_missing_half);
   TEST_RUN(test_rank_and_module_shapes);
   TEST_RUN(test_alpha_types);
