@@ -135,6 +135,10 @@ int generate_remote(const gen_opts *o, ws_err *err) {
   q.n_denoising_step_list = (size_t)o->p.n_step_list;
   q.denoising_step_list = (int32_t *)o->p.step_list;
   q.boundary_step_index = o->p.boundary_step;
+  q.adapter_high = (char *)o->adapter[0];
+  q.adapter_high_strength = o->adapter_s[0];
+  q.adapter_low = (char *)o->adapter[1];
+  q.adapter_low_strength = o->adapter_s[1];
   q.boundary = (float)o->p.boundary;
   q.fps = o->p.fps;
   q.deadline_ms = o->deadline_ms;

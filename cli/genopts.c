@@ -1,5 +1,7 @@
 #include "cli/genopts.h"
 
+#include "models/lora.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +29,8 @@ void genopts_usage(void) {
       "                        router restarted mid-request; default 2; same seed, same video)\n"
       "  --lora-high FILE[:S] --lora-low FILE[:S]   (--local; repeatable) LoRA adapters merged\n"
       "                        into that expert (a cluster: wan-expert --lora)\n"
+      "  --adapter-high NAME[:S] --adapter-low NAME[:S]   (cluster) per-request adapters from\n"
+      "                        the experts' --lora-catalog, applied unmerged\n"
       "  --quiet\n"
       "Without --router or --local, the local cluster started by deploy/local-cluster is used.\n");
 }
@@ -117,7 +121,10 @@ int genopts_parse(int argc, char **argv, gen_opts *o, ws_err *err) {
       o->tls_key = v;
     else if (!strcmp(f, "--request-id"))
       o->request_id = v;
-    else if (!strcmp(f, "--lora-high") || !strcmp(f, "--lora-low")) {
+    else if (!strcmp(f, "--adapter-high") || !strcmp(f, "--adapter-low")) {
+      int r = !strcmp(f, "--adapter-low");
+      WS_TRY(lora_spec_parse(v, o->adapter[r], sizeof o->adapter[r], &o->adapter_s[r], err));
+    } else if (!strcmp(f, "--lora-high") || !strcmp(f, "--lora-low")) {
       int r = !strcmp(f, "--lora-low");
       if (o->nlora[r] == GENOPTS_MAX_LORAS)
         return ws_fail(err, WS_EINVAL, "%s: at most %d adapters", f, GENOPTS_MAX_LORAS);
@@ -198,6 +205,10 @@ int genopts_parse(int argc, char **argv, gen_opts *o, ws_err *err) {
   if (o->p.task == GP_I2V && !o->image_path)
     return ws_fail(err, WS_EINVAL, "--image is required for i2v");
   if (o->local && !o->model) return ws_fail(err, WS_EINVAL, "--local needs --model DIR");
+  if (o->local && (o->adapter[0][0] || o->adapter[1][0]))
+    return ws_fail(err, WS_EINVAL,
+                   "--adapter-high/--adapter-low name a cluster's catalog adapters; with --local "
+                   "merge the files: --lora-high/--lora-low");
   if (!o->local && (o->nlora[0] || o->nlora[1]))
     return ws_fail(err, WS_EINVAL,
                    "--lora-high/--lora-low need --local; in a cluster the experts merge adapters "

@@ -21,6 +21,10 @@ typedef struct gen_opts {
    * that expert at load, as `wan-expert --lora` does in a cluster */
   const char *lora[2][GENOPTS_MAX_LORAS]; /* [0] high, [1] low */
   int nlora[2];
+  /* --adapter-high / --adapter-low NAME[:STRENGTH] (cluster only): per-request adapters from
+   * the experts' --lora-catalog, applied unmerged */
+  char adapter[2][64];
+  float adapter_s[2];
 } gen_opts;
 
 /* Parses argv (after "generate"); WS_EINVAL with a message naming the bad flag. */

@@ -143,6 +143,9 @@ int gen_denoise_on(gen *g, const reg_instance *in, const float *x, float t, floa
   req.timestep = t;
   req.guide_scale = guide;
   req.context_id = g->id;
+  int low = strcmp(in->role, "expert-high") != 0; /* the adapter of this replica's role */
+  req.adapter = (char *)(g->adapter[low] ? g->adapter[low] : "");
+  req.adapter_strength = g->adapter_s[low];
   if (g->y.data) {
     WS_TRY(codec_tensor_to_pb(&g->y, &y, err));
     req.y = &y;

@@ -231,6 +231,10 @@ static void fill_request(const job *j, Wanserve__V1__GenerateRequest *q) {
   q->n_denoising_step_list = (size_t)p->n_step_list;
   q->denoising_step_list = (int32_t *)p->step_list;
   q->boundary_step_index = p->boundary_step;
+  q->adapter_high = p->adapter[0] ? p->adapter[0] : "";
+  q->adapter_high_strength = p->adapter_s[0];
+  q->adapter_low = p->adapter[1] ? p->adapter[1] : "";
+  q->adapter_low_strength = p->adapter_s[1];
   q->boundary = p->boundary;
   q->deadline_ms = p->deadline_ms;
 }

@@ -253,11 +253,17 @@ static int set_field(job_params *p, extra *x, const val *v, ws_err *err) {
     return p->solver ? WS_OK : WS_EINVAL;
   }
   if (!strcmp(n, "denoising_step_list")) return get_step_list(v, p, err);
+  if (!strcmp(n, "adapter_high") || !strcmp(n, "adapter_low"))
+    return get_str(v, &p->adapter[n[8] == 'l'], err);
+  if (!strcmp(n, "adapter_high_strength") || !strcmp(n, "adapter_low_strength"))
+    return get_float(v, -100, 100, &p->adapter_s[n[8] == 'l'], err);
   if (!strcmp(n, "boundary_step_index")) return get_int32(v, 1, 1000, &p->boundary_step, err);
   return ws_fail(err, WS_EINVAL,
                  "unknown field '%.60s' (prompt, negative_prompt, image, task, size, seconds, "
                  "frames, fps, steps, seed, guidance, guide_scale_high, guide_scale_low, solver, "
-                 "denoising_step_list, boundary_step_index, shift, boundary, deadline_ms, model)",
+                 "denoising_step_list, boundary_step_index, adapter_high, adapter_low, "
+                 "adapter_high_strength, adapter_low_strength, shift, boundary, deadline_ms, "
+                 "model)",
                  n);
 }
 
@@ -358,6 +364,8 @@ void job_params_free(job_params *p) {
   free(p->negative);
   free(p->model);
   free(p->image);
+  free(p->adapter[0]);
+  free(p->adapter[1]);
   memset(p, 0, sizeof *p);
 }
 

@@ -26,6 +26,20 @@ static int send_chunk(gen *g, const uint8_t *data, size_t len, ws_err *err) {
   return send_event(g, &ev, err);
 }
 
+/* A per-request adapter name and strength (the experts' catalog names: 1..63 of
+ * [A-Za-z0-9._-]; whether a replica holds it is the expert's answer). */
+static int check_adapter(const char *name, float s, const char *field, ws_err *err) {
+  if (!name || !name[0]) return WS_OK;
+  size_t n = strlen(name);
+  if (n > 63 ||
+      strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") != n)
+    return ws_fail(err, WS_EINVAL, "%s: '%.64s' is not an adapter name (1..63 of [A-Za-z0-9._-])",
+                   field, name);
+  if (!(s >= -100.0f && s <= 100.0f))
+    return ws_fail(err, WS_EINVAL, "%s_strength: %g outside [-100, 100]", field, s);
+  return WS_OK;
+}
+
 static int params_from_request(const Wanserve__V1__GenerateRequest *q, const router_opts *o,
                                gen_params *p, ws_err *err) {
   memset(p, 0, sizeof *p);
@@ -60,6 +74,8 @@ static int params_from_request(const Wanserve__V1__GenerateRequest *q, const rou
   if (q->negative_prompt && strlen(q->negative_prompt) > 20000)
     return ws_fail(err, WS_EINVAL, "negative_prompt: longer than 20000 bytes");
   if (q->deadline_ms < 0) return ws_fail(err, WS_EINVAL, "deadline_ms: negative");
+  WS_TRY(check_adapter(q->adapter_high, q->adapter_high_strength, "adapter_high", err));
+  WS_TRY(check_adapter(q->adapter_low, q->adapter_low_strength, "adapter_low", err));
   gp_limits lim = {o->max_width, o->max_height, o->max_frames, o->max_steps};
   return gp_fill_and_validate(p, &lim, err);
 }
@@ -133,6 +149,10 @@ static int generate_inner(gen *g, const Wanserve__V1__GenerateRequest *q, ws_err
   g->budget = need;
   if (g->p.seed < 0) g->p.seed = gp_random_seed();
   g->prompt = q->prompt;
+  g->adapter[0] = q->adapter_high ? q->adapter_high : "";
+  g->adapter[1] = q->adapter_low ? q->adapter_low : "";
+  g->adapter_s[0] = q->adapter_high_strength;
+  g->adapter_s[1] = q->adapter_low_strength;
   g->negative = q->negative_prompt && q->negative_prompt[0] ? q->negative_prompt : "";
   g->image = q->image.data;
   g->image_len = q->image.len;

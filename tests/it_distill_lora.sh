@@ -4,7 +4,10 @@
 # the same latent, bit for bit, as `wanctl generate --local` with the same files and seed
 # (--lora-high/--lora-low); the experts advertise versions with the adapter digest; the steps
 # follow euler_distill (4 steps, 2 high + 2 low, fractional timesteps); a bad step list is
-# INVALID_ARGUMENT naming the field. Prints PASS/FAIL per check.
+# INVALID_ARGUMENT naming the field. Then per-request adapters: a low-noise expert with a
+# --lora-catalog answers a request naming an adapter (applied unmerged) within float rounding of
+# merging the same file at load, and an unknown name is INVALID_ARGUMENT naming it.
+# Prints PASS/FAIL per check.
 . "$(dirname "$0")/itlib.sh"
 
 $bin/wanctl make-tiny-model "$T/m" > /dev/null || { fail make_tiny_model; exit 1; }
@@ -62,3 +65,47 @@ check high_and_low_versions_differ test -n "$hv" -a "$hv" != "$lv"
 $bin/wanctl generate --size 64x64 --frames 9 --prompt x --solver euler_distill \
   --step-list 1000,1000 --quiet --out "$T/bad.mp4" > /dev/null 2> "$T/bad.err"
 check bad_step_list_names_the_field grep -q "INVALID_ARGUMENT.*denoising_step_list" "$T/bad.err"
+
+# --- per-request adapters: the low-noise expert holds a catalog; a request naming an adapter
+# gets it applied unmerged, equal (to float rounding) to merging the same file at load
+"$LC" down > /dev/null
+mkdir -p "$T/cat"
+python3 - "$T/low.safetensors" "$T/cat/style.safetensors" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+hdr = json.loads(b[8:8 + n]); data = b[8 + n:]
+out, blobs, off = {}, [], 0
+for k, v in hdr.items():
+    if k == "__metadata__" or k.endswith(".diff"): continue  # pairs only: deltas cannot go unmerged
+    s, e = v["data_offsets"]; blob = data[s:e]
+    out[k] = dict(v, data_offsets=[off, off + len(blob)]); blobs.append(blob); off += len(blob)
+h = json.dumps(out).encode(); h += b" " * ((8 - len(h) % 8) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+PY
+if ! "$LC" up --model "$T/m" --low-flags "--lora-catalog $T/cat" > "$T/up2.log" 2>&1; then
+  fail catalog_cluster_up "$(tail -n 5 "$T/up2.log")"
+  exit 1
+fi
+$G --local --model "$T/m" --lora-low "$T/cat/style.safetensors:0.6" --out "$T/lm.mp4" \
+  --latent-out "$T/lm.st" > /dev/null 2>&1
+$G --adapter-low style:0.6 --out "$T/lc.mp4" --latent-out "$T/lc.st" > /dev/null 2> "$T/lc.err"
+$G --out "$T/l0.mp4" --latent-out "$T/l0.st" > /dev/null 2>&1
+rel() { # rel-L2 of two single-tensor F32 safetensors files
+  python3 - "$1" "$2" <<'PY'
+import json, math, struct, sys
+def load(p):
+    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]
+    h = {k: v for k, v in json.loads(b[8:8 + n]).items() if k != "__metadata__"}
+    v = next(iter(h.values())); s, e = v["data_offsets"]
+    return struct.unpack("<%df" % ((e - s) // 4), b[8 + n + s:8 + n + e])
+a, r = load(sys.argv[1]), load(sys.argv[2])
+print("%.3e" % (math.sqrt(sum((x - y) ** 2 for x, y in zip(a, r))) / math.sqrt(sum(y * y for y in r))))
+PY
+}
+r=$(rel "$T/lc.st" "$T/lm.st"); r0=$(rel "$T/l0.st" "$T/lm.st")
+echo "  unmerged vs merged rel-L2 $r (no adapter: $r0)"
+check unmerged_request_adapter_equals_merged awk -v r="$r" 'BEGIN { exit !(r <= 1e-4) }'
+check request_adapter_changes_the_latent awk -v r="$r0" -v e="$r" 'BEGIN { exit !(r > 100 * e) }'
+$G --adapter-low nosuch --quiet --out "$T/bad2.mp4" > /dev/null 2> "$T/bad2.err"
+check unknown_adapter_invalid_argument_naming_it grep -q "INVALID_ARGUMENT.*nosuch" "$T/bad2.err"

@@ -70,6 +70,13 @@ static void test_lora_flags(void) {
   CHECK(o.nlora[1] == 1 && !strcmp(o.lora[1][0], "l1.st"));
   const char *b[] = {"--prompt", "p", "--lora-low", "l1.st"};
   CHECK_ERR(parse(&o, &err, 4, b), WS_EINVAL, err, "--local");
+  /* catalog adapters by name: cluster only */
+  const char *c[] = {"--prompt", "p", "--adapter-low", "style:0.6", "--adapter-high", "motion"};
+  CHECK_OK(parse(&o, &err, 6, c), err);
+  CHECK(!strcmp(o.adapter[1], "style") && !strcmp(o.adapter[0], "motion"));
+  CHECK_NEAR(o.adapter_s[1], 0.6, 1e-6);
+  const char *d[] = {"--local", "--model", "m", "--prompt", "p", "--adapter-low", "style"};
+  CHECK_ERR(parse(&o, &err, 7, d), WS_EINVAL, err, "--lora-low");
 }
 
 int main(void) {

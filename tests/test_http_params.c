@@ -161,6 +161,27 @@ static void test_http_params_distill(void) {
   job_params_free(&p);
 }
 
+/* Per-request adapters by name and strength, per expert. */
+static void test_http_params_adapters(void) {
+  job_params p;
+  ws_err err = {0};
+  CHECK_OK(parse("{\"prompt\":\"x\",\"adapter_low\":\"style\",\"adapter_low_strength\":0.6,"
+                 "\"adapter_high\":\"motion\"}",
+                 &p, &err),
+           err);
+  CHECK(p.adapter[1] && !strcmp(p.adapter[1], "style"));
+  CHECK(p.adapter[0] && !strcmp(p.adapter[0], "motion"));
+  CHECK_NEAR(p.adapter_s[1], 0.6, 1e-6);
+  CHECK_NEAR(p.adapter_s[0], 0, 0);
+  job_params_free(&p);
+  CHECK_ERR(parse("{\"prompt\":\"x\",\"adapter_low_strength\":1000}", &p, &err), WS_EINVAL, err,
+            "adapter_low_strength");
+  job_params_free(&p);
+  CHECK_ERR(parse("{\"prompt\":\"x\",\"adapter_high\":3}", &p, &err), WS_EINVAL, err,
+            "adapter_high");
+  job_params_free(&p);
+}
+
 static void test_http_base64(void) {
   static const struct {
     const char *in, *out;
@@ -189,6 +210,7 @@ int main(void) {
   TEST_RUN(test_http_params_errors_name_the_field);
   TEST_RUN(test_http_params_form);
   TEST_RUN(test_http_params_distill);
+  TEST_RUN(test_http_params_adapters);
   TEST_RUN(test_http_base64);
   return test_summary();
 }

@@ -12,6 +12,7 @@
 #include "models/sampler.h"
 #include "rpc/codec.h"
 #include "rpc/service.h"
+#include "services/expert/catalog.h"
 #include "wanserve/v1/expert.pb-c.h"
 
 /* ---- context cache ---- */
@@ -30,6 +31,8 @@ typedef struct job {
   ws_tensor y; /* [cy, F, H, W] view or empty */
   const ws_tensor *ctx, *neg;
   float t, g;
+  const dit_adapter *adapter; /* per-request adapter from the catalog, or NULL */
+  float adapter_s;
   float *out; /* [16, F, H, W] owned by the handler */
   int done, rc;
   double compute_ms;
@@ -88,8 +91,10 @@ static int run_batch(expert *e, job **jobs, int n, ws_err *err) {
   float *ts = malloc(sizeof(float) * (size_t)B);
   const float **ctxs = malloc(sizeof *ctxs * (size_t)B);
   int *lens = malloc(sizeof(int) * (size_t)B);
-  int rc = WS_OK;
-  if (!x || !v || !ts || !ctxs || !lens || (cy && !y)) {
+  const dit_adapter **ads = calloc((size_t)B, sizeof *ads);
+  float *ad_s = malloc(sizeof(float) * (size_t)B);
+  int any_ad = 0, rc = WS_OK;
+  if (!x || !v || !ts || !ctxs || !lens || !ads || !ad_s || (cy && !y)) {
     rc = ws_fail(err, WS_ENOMEM, "expert: out of memory for a batch of %d", n);
     goto out;
   }
@@ -99,6 +104,9 @@ static int run_batch(expert *e, job **jobs, int n, ws_err *err) {
       memcpy(x + b * per, jb->x.data, sizeof(float) * (size_t)per);
       if (cy) memcpy(y + b * yper, jb->y.data, sizeof(float) * (size_t)yper);
       ts[b] = jb->t;
+      ads[b] = jb->adapter; /* cond and uncond alike: the adapter is part of the model */
+      ad_s[b] = jb->adapter_s;
+      any_ad |= jb->adapter != NULL;
       const ws_tensor *c = k == 0 ? jb->ctx : jb->neg;
       ctxs[b] = c->data;
       lens[b] = (int)c->shape[0];
@@ -116,7 +124,9 @@ static int run_batch(expert *e, job **jobs, int n, ws_err *err) {
                    .timesteps = ts,
                    .contexts = ctxs,
                    .ctx_len = lens,
-                   .ctx_dim = dit_text_dim(e->model)};
+                   .ctx_dim = dit_text_dim(e->model),
+                   .adapters = any_ad ? ads : NULL,
+                   .adapter_strength = ad_s};
   rc = e->o.forward ? e->o.forward(e->o.forward_ud, e->model, &in, v, err)
                     : dit_forward(e->model, &in, v, err);
   if (rc == WS_OK) {
@@ -134,6 +144,8 @@ out:
   free(ts);
   free(ctxs);
   free(lens);
+  free(ads);
+  free(ad_s);
   return rc;
 }
 
@@ -342,6 +354,26 @@ static int denoise_inner(rpc_call *call, const ProtobufCMessage *reqm, void *use
   }
   jb.t = req->timestep;
   jb.g = req->guide_scale;
+  if (req->adapter && req->adapter[0]) {
+    jb.adapter = expert_catalog_find(e->o.catalog, req->adapter);
+    jb.adapter_s = req->adapter_strength == 0.0f ? 1.0f : req->adapter_strength;
+    if (!jb.adapter) {
+      char names[256];
+      free(jb.out);
+      svc_budget_release(need);
+      return ws_fail(err, WS_EINVAL, "adapter: '%.64s' is not in this expert's catalog (%s)",
+                     req->adapter,
+                     expert_catalog_count(e->o.catalog)
+                         ? expert_catalog_names(e->o.catalog, names, sizeof names)
+                         : "it has none");
+    }
+    if (!isfinite(jb.adapter_s) || fabsf(jb.adapter_s) > 100.0f) {
+      free(jb.out);
+      svc_budget_release(need);
+      return ws_fail(err, WS_EINVAL, "adapter_strength: %g outside [-100, 100]",
+                     req->adapter_strength);
+    }
+  }
   ctx_entry *entry = NULL;
   int rc = WS_OK;
   pthread_mutex_lock(&e->mu);
@@ -425,6 +457,8 @@ static int info(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws_err
   resp.config = e->config_json ? e->config_json : "";
   resp.backend = (char *)(e->o.backend ? e->o.backend : "cpu");
   resp.max_batch = e->o.max_batch;
+  char names[4096];
+  resp.adapters = (char *)expert_catalog_names(e->o.catalog, names, sizeof names);
   return rpc_call_send(call, &resp.base, err);
 }
 

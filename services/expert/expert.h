@@ -48,6 +48,9 @@ typedef struct expert_opts {
    * instead of dit_forward (broadcast to the other ranks + the sharded forward). */
   int (*forward)(void *ud, dit_model *m, const dit_inputs *in, float *out, ws_err *err);
   void *forward_ud;
+  /* Per-request adapters (services/expert/catalog.h), borrowed; NULL = none. Requests name one
+   * in DenoiseRequest.adapter; unknown names are INVALID_ARGUMENT listing the catalog. */
+  const struct expert_catalog *catalog;
 } expert_opts;
 
 /* Takes ownership of `model` (freed by expert_free). Starts the batcher thread. */

@@ -7,6 +7,8 @@
  *   --lora FILE[:STRENGTH] (repeatable, applied in order; models/lora.h): adapters merged into
  *   the weights at load. The advertised version becomes "<--version>+lora-<digest>" so that an
  *   adapter set is a version of its own for canary and shadow rollouts (docs/rollout.md).
+ *   --lora-catalog DIR: adapters requests name (DenoiseRequest.adapter), applied unmerged
+ *   (services/expert/catalog.h); not with --world > 1.
  * Common flags: see rpc/service.h. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +20,7 @@
 #include "models/dit.h"
 #include "models/lora.h"
 #include "rpc/service.h"
+#include "services/expert/catalog.h"
 #include "services/expert/expert.h"
 #include "services/expert/expert_sp.h"
 
@@ -51,6 +54,7 @@ typedef struct flags {
   char role[16];
   const char *loras[MAX_LORAS];
   int nloras;
+  const char *catalog;
   int max_batch, max_delay_ms, step_delay_ms;
   expert_sp_opts sp;
 } flags;
@@ -60,6 +64,11 @@ static int extra_flag(void *user, int argc, char **argv, int i, ws_err *err) {
   const char *v = i + 1 < argc ? argv[i + 1] : NULL;
   int spn = expert_sp_flag(&f->sp, argc, argv, i, err);
   if (spn != 0) return spn;
+  if (!strcmp(argv[i], "--lora-catalog")) {
+    if (!v) return ws_fail(err, WS_EINVAL, "--lora-catalog needs a directory");
+    f->catalog = v;
+    return 2;
+  }
   if (!strcmp(argv[i], "--lora")) {
     if (!v) return ws_fail(err, WS_EINVAL, "--lora needs FILE[:STRENGTH]");
     if (f->nloras == MAX_LORAS) return ws_fail(err, WS_EINVAL, "--lora: at most %d", MAX_LORAS);
@@ -116,9 +125,14 @@ int main(int argc, char **argv) {
       expert_sp_check(&f.sp, &o, &err) < 0) {
     fprintf(stderr,
             "wan-expert: %s\nusage: wan-expert --role high|low --model DIR "
-            "[--max-batch N] [--max-delay-ms N] [--lora FILE[:STRENGTH]]... [--listen ADDR] "
+            "[--max-batch N] [--max-delay-ms N] [--lora FILE[:STRENGTH]]... [--lora-catalog DIR] "
+            "[--listen ADDR] "
             "[--etcd ENDPOINTS] ...\n",
             err.msg);
+    return 2;
+  }
+  if (f.catalog && f.sp.world > 1) {
+    fprintf(stderr, "wan-expert: --lora-catalog does not work with --world > 1 yet\n");
     return 2;
   }
   if (!f.role[0] || !o.model[0]) {
@@ -158,6 +172,13 @@ int main(int argc, char **argv) {
     if (be) be->destroy(be);
     return rc == WS_OK ? 0 : 1;
   }
+  expert_catalog *catalog = NULL;
+  if (rc == WS_OK && f.catalog) rc = expert_catalog_load(f.catalog, model, &catalog, &err);
+  if (rc == WS_OK && catalog) {
+    char names[1024];
+    WS_INFO("%d per-request adapter(s): %s", expert_catalog_count(catalog),
+            expert_catalog_names(catalog, names, sizeof names));
+  }
   expert_sp *sp = NULL; /* rank 0 of a group: form it before registering */
   if (rc == WS_OK && f.sp.world > 1) rc = expert_sp_start(model, &o, &f.sp, &sp, &err);
   snprintf(cfgpath, sizeof cfgpath, "%s/config.json", dir);
@@ -171,7 +192,8 @@ int main(int argc, char **argv) {
                     .step_delay_ms = f.step_delay_ms,
                     .config_json = cfg,
                     .forward = sp ? expert_sp_forward : NULL,
-                    .forward_ud = sp};
+                    .forward_ud = sp,
+                    .catalog = catalog};
   if (rc == WS_OK) rc = expert_create(model, &eo, &ex, &err);
   if (rc == WS_OK) model = NULL; /* owned by ex now */
   free(cfg);
@@ -203,6 +225,7 @@ int main(int argc, char **argv) {
   }
   expert_free(ex);
   dit_free(model);
+  expert_catalog_free(catalog); /* its factors live on the backend: before it goes */
   if (be) be->destroy(be);
   return rc == WS_OK ? 0 : 1;
 }
