@@ -1,7 +1,8 @@
 /* Unmerged LoRA adapters on the DiT's block linears (contract in models/dit.h). The product runs
  * as two thin GEMMs per sample and linear, t = x A^T ([rows, r]) then u = t B^T ([rows, N]),
- * added with the request's strength through gated_add (a gate vector filled with s): every op
- * is the backend's, so the CUDA backend runs it too. */
+ * added with the request's strength through gated_add (a gate row filled with s per sample,
+ * uploaded once per forward by dit_adapter_begin): every op is the backend's, so the CUDA
+ * backend runs it too. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,6 +109,28 @@ static int grow(const ws_backend *be, float **p, int64_t *cap, int64_t n, ws_err
   return WS_OK;
 }
 
+int dit_adapter_begin(dit_model *m, workspace *w, const dit_inputs *in, ws_err *err) {
+  w->ad = NULL;
+  w->ad_s = NULL;
+  if (!in->adapters) return WS_OK;
+  const dit_config *c = &m->cfg;
+  int64_t B = in->batch, stride = c->ffn_dim > c->dim ? c->ffn_dim : c->dim;
+  WS_TRY(grow(m->be, &w->lg, &w->lg_n, B * stride, err));
+  float *gate = malloc(sizeof(float) * (size_t)(B * stride));
+  if (!gate) return ws_fail(err, WS_ENOMEM, "out of memory");
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t k = 0; k < stride; k++)
+      gate[b * stride + k] = in->adapter_strength ? in->adapter_strength[b] : 1.0f;
+  int rc = m->be->to_device(m->be, w->lg, gate, sizeof(float) * (size_t)(B * stride), err);
+  if (rc == WS_OK) rc = m->be->sync(m->be, err); /* gate is freed next: the copy must be done */
+  free(gate);
+  if (rc < 0) return rc;
+  w->lg_stride = stride;
+  w->ad = in->adapters;
+  w->ad_s = in->adapter_strength;
+  return WS_OK;
+}
+
 int dit_adapter_add(dit_model *m, workspace *w, int blk, int which, const float *x, int64_t B,
                     int64_t M, int64_t K, int64_t N, float *y, ws_err *err) {
   if (!w->ad) return WS_OK;
@@ -120,18 +143,10 @@ int dit_adapter_add(dit_model *m, workspace *w, int blk, int which, const float 
     const ad_lin *al = &a->lins[blk][which];
     WS_TRY(grow(be, &w->lt, &w->lt_n, rows * al->r, err));
     WS_TRY(grow(be, &w->lu, &w->lu_n, rows * N, err));
-    WS_TRY(grow(be, &w->lg, &w->lg_n, N, err));
-    float *gate = malloc(sizeof(float) * (size_t)N); /* the strength as gated_add's gate */
-    if (!gate) return ws_fail(err, WS_ENOMEM, "out of memory");
-    for (int64_t k = 0; k < N; k++)
-      gate[k] = s;
-    int rc = be->to_device(be, w->lg, gate, sizeof(float) * (size_t)N, err);
-    if (rc == WS_OK) rc = be->sync(be, err); /* gate is freed next: the copy must be done */
-    free(gate);
-    if (rc < 0) return rc;
     WS_TRY(be->linear(be, x + b * rows * K, rows, K, al->A, WS_F32, al->r, NULL, w->lt, err));
     WS_TRY(be->linear(be, w->lt, rows, al->r, al->B, WS_F32, N, NULL, w->lu, err));
-    WS_TRY(be->gated_add(be, y + b * rows * N, w->lu, w->lg, 0, 1, rows, N, err));
+    WS_TRY(
+        be->gated_add(be, y + b * rows * N, w->lu, w->lg + b * w->lg_stride, 0, 1, rows, N, err));
   }
   return WS_OK;
 }

@@ -281,8 +281,7 @@ int dit_forward(dit_model *m, const dit_inputs *in, float *out, ws_err *err) {
   WS_TRY(dit_ws_ensure(m, &m->ws, B, B * L, B * c->text_len, err));
   WS_TRY(rope_ensure(m, F, h, w, err));
   workspace *ws = &m->ws;
-  ws->ad = in->adapters; /* read by dit_adapter_add in the blocks; cleared below */
-  ws->ad_s = in->adapter_strength;
+  WS_TRY(dit_adapter_begin(m, ws, in, err)); /* read by dit_adapter_add; cleared below */
   int rc = forward_body(m, in, out, err);
   ws->ad = NULL;
   ws->ad_s = NULL;

@@ -29,8 +29,8 @@ typedef struct workspace {
   /* unmerged adapters of this forward (dit_adapter.c): per sample, NULL = none */
   const dit_adapter *const *ad;
   const float *ad_s;
-  float *lt, *lu, *lg; /* scratch [rows, rank], [rows, N], gate [N]; grown on demand */
-  int64_t lt_n, lu_n, lg_n;
+  float *lt, *lu, *lg; /* scratch [rows, rank], [rows, N], gates [B, lg_stride]; grown on demand */
+  int64_t lt_n, lu_n, lg_n, lg_stride;
 } workspace;
 
 struct dit_model {
@@ -68,6 +68,8 @@ enum {
 int dit_adapter_add(dit_model *m, workspace *w, int blk, int which, const float *x, int64_t B,
                     int64_t M, int64_t K, int64_t N, float *y, ws_err *err);
 void dit_adapter_ws_free(const ws_backend *be, workspace *w);
+/* Takes in->adapters for this forward: uploads each sample's strength as a gate row. */
+int dit_adapter_begin(dit_model *m, workspace *w, const dit_inputs *in, ws_err *err);
 
 /* ---- pieces of the forward (dit_forward.c), shared with the sequence-parallel forward
  * (dit_sp.c): they take the workspace and RoPE tables explicitly so that each rank runs them on
