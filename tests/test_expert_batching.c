@@ -10,6 +10,9 @@
  * in-process DiT + CFG. Context-cache hits and misses and the per-status request counters are
  * checked through the same endpoint, and so is the guide-1 rule: such a request runs one DiT
  * sample (no uncond pass; wanserve_expert_forward_samples_total) and needs no negative context.
+ * Both experts hold a --lora-catalog of two adapters and the jobs name "a", "b" or none, so the
+ * batched round also checks that requests with different per-request adapters share a forward
+ * and each gets exactly its own result.
  *
  * Why exact: a batched forward runs every per-token op per row/sample; the GEMMs' rows are
  * independent dot products as long as BLAS keeps one kernel, which OpenBLAS does from ~19 rows
@@ -34,6 +37,7 @@
 
 #include "core/backend.h"
 #include "core/rng.h"
+#include "core/safetensors.h"
 #include "models/dit.h"
 #include "models/sampler.h"
 #include "models/tiny.h"
@@ -140,6 +144,7 @@ typedef struct jobdef {
   int64_t shape[4];
   float t, g;
   int ctx_len;
+  const char *adapter; /* per-request adapter name, NULL = none */
   float *x, *ctx, *neg;
   float *ref, *got; /* replies: unbatched, batched */
   int rc_ref, rc_got;
@@ -159,6 +164,7 @@ static void jobs_init(void) {
     d->t = 999.0f - 97.0f * (float)j;
     d->g = 1.0f + 0.75f * (float)(j % 4);
     d->ctx_len = 1 + (j * 7) % g_text_len;
+    d->adapter = j % 3 == 1 ? "a" : j % 3 == 2 ? "b" : NULL;
     int64_t n = numel(d->shape), nc = (int64_t)d->ctx_len * g_text_dim;
     d->x = malloc(sizeof(float) * (size_t)n);
     d->ctx = malloc(sizeof(float) * (size_t)nc);
@@ -196,6 +202,7 @@ static int denoise(const char *addr, const jobdef *d, const char *context_id, in
   req.timestep = d->t;
   req.guide_scale = d->g;
   req.context_id = (char *)(context_id ? context_id : "");
+  req.adapter = (char *)(d->adapter ? d->adapter : "");
   if (with_ctx) {
     req.context = &ct;
     req.negative_context = d->neg ? &nt : NULL;
@@ -383,6 +390,58 @@ static void test_guide1_runs_one_sample(void) {
   free(out2);
 }
 
+/* The catalog's adapters change the result, per request; an unknown one names itself. */
+static void test_request_adapters(void) {
+  jobdef d = g_jobs[3]; /* adapter none */
+  int64_t n = numel(d.shape);
+  float *a = malloc(sizeof(float) * (size_t)n), *b = malloc(sizeof(float) * (size_t)n);
+  ws_err err = {0};
+  rpc_status st = {0};
+  d.adapter = "a";
+  CHECK_OK(denoise(g_ref.addr, &d, NULL, 1, a, &st, &err), err);
+  CHECK(memcmp(a, g_jobs[3].ref, sizeof(float) * (size_t)n)); /* differs from no adapter */
+  d.adapter = "b";
+  CHECK_OK(denoise(g_ref.addr, &d, NULL, 1, b, &st, &err), err);
+  CHECK(memcmp(a, b, sizeof(float) * (size_t)n));
+  d.adapter = "nosuch";
+  CHECK(denoise(g_ref.addr, &d, NULL, 1, b, &st, &err) < 0);
+  CHECK_EQ_INT(st.code, GRPC_STATUS_INVALID_ARGUMENT);
+  CHECK(strstr(err.msg, "nosuch") && strstr(err.msg, "a,b"));
+  free(a);
+  free(b);
+}
+
+/* Two small adapters in the published layout for the tiny model: "a" on a self-attention q,
+ * "b" on the second FFN layer with an int64 alpha. */
+static int write_catalog(const char *dir, const dit_config *c, ws_err *err) {
+  WS_TRY(tiny_mkdirs(dir, err));
+  int64_t D = c->dim, F = c->ffn_dim, r = 2;
+  int64_t sa[2] = {r, D}, sb[2] = {D, r}, sc[2] = {r, F}, sd[2] = {D, r};
+  ws_tensor t[5] = {{0}};
+  WS_TRY(ws_tensor_alloc(&t[0], WS_F32, sa, 2, err));
+  WS_TRY(ws_tensor_alloc(&t[1], WS_F32, sb, 2, err));
+  WS_TRY(ws_tensor_alloc(&t[2], WS_F32, sc, 2, err));
+  WS_TRY(ws_tensor_alloc(&t[3], WS_F32, sd, 2, err));
+  WS_TRY(ws_tensor_alloc(&t[4], WS_I64, NULL, 0, err));
+  for (int i = 0; i < 4; i++)
+    ws_rng_normal(500 + (uint64_t)i, 0, ws_tensor_numel(&t[i]), t[i].data);
+  *(int64_t *)t[4].data = 4;
+  const char *na[] = {"diffusion_model.blocks.0.self_attn.q.lora_down.weight",
+                      "diffusion_model.blocks.0.self_attn.q.lora_up.weight"};
+  const char *nb[] = {"diffusion_model.blocks.1.ffn.2.lora_down.weight",
+                      "diffusion_model.blocks.1.ffn.2.lora_up.weight",
+                      "diffusion_model.blocks.1.ffn.2.alpha"};
+  const ws_tensor *ta[] = {&t[0], &t[1]}, *tb[] = {&t[2], &t[3], &t[4]};
+  char p[800];
+  snprintf(p, sizeof p, "%s/a.safetensors", dir);
+  int rc = st_write(p, 2, na, ta, err);
+  snprintf(p, sizeof p, "%s/b.safetensors", dir);
+  if (rc == WS_OK) rc = st_write(p, 3, nb, tb, err);
+  for (int i = 0; i < 5; i++)
+    ws_tensor_free(&t[i]);
+  return rc;
+}
+
 int main(void) {
   test_proc_guard("test_expert_batching", 300);
   ws_err err = {0};
@@ -396,13 +455,21 @@ int main(void) {
     printf("FAIL setup: %s\n", err.msg);
     return 1;
   }
+  static char catalog[700];
+  snprintf(catalog, sizeof catalog, "%s/catalog", test_tmpdir());
+  if (write_catalog(catalog, &cfg, &err) < 0) {
+    printf("FAIL setup: %s\n", err.msg);
+    return 1;
+  }
   rpc_client_opts co = {.max_recv_bytes = 64 << 20};
   if (rpc_client_create(&co, &g_cli, &err) < 0) {
     printf("FAIL setup: %s\n", err.msg);
     return 1;
   }
-  static const char *const ref_flags[] = {"--max-batch", "1", "--max-delay-ms", "0", NULL};
-  static const char *const bat_flags[] = {"--max-batch", "4", "--max-delay-ms", "300", NULL};
+  const char *const ref_flags[] = {"--max-batch", "1", "--max-delay-ms", "0", "--lora-catalog",
+                                   catalog,       NULL};
+  const char *const bat_flags[] = {"--max-batch", "4", "--max-delay-ms", "300", "--lora-catalog",
+                                   catalog,       NULL};
   if (start_expert("ref", &g_ref, ref_flags) < 0 || start_expert("bat", &g_bat, bat_flags) < 0) {
     printf("FAIL setup: experts did not start\n");
     return 1;
@@ -412,6 +479,7 @@ int main(void) {
   TEST_RUN(test_batched_equals_unbatched_exactly);
   TEST_RUN(test_metrics_cache_and_status_counters);
   TEST_RUN(test_guide1_runs_one_sample);
+  TEST_RUN(test_request_adapters);
   jobs_free();
   test_proc_kill_all();
   rpc_client_free(g_cli);
