@@ -134,7 +134,7 @@ static int read_step_list(const golden_ctx *c, int *list, int max, ws_err *err) 
 int golden_run_sampler_distill(const golden_ctx *c, golden_out *out, ws_err *err) {
   char dir[4200];
   dit_model *hi = NULL, *lo = NULL;
-  ws_tensor noise = {0}, ctx = {0};
+  ws_tensor noise = {0}, ctx = {0}, ctxn = {0}, y = {0};
   sampler_state s = {0};
   rec r = {0};
   double shift, bstep, guide;
@@ -151,6 +151,11 @@ int golden_run_sampler_distill(const golden_ctx *c, golden_out *out, ws_err *err
       (rc = st_get_f32(c->inputs, "noise", &noise, err)) < 0 ||
       (rc = st_get_f32(c->inputs, "context", &ctx, err)) < 0)
     goto done;
+  /* optional: a negative context (a case with guidance) and an i2v condition y */
+  if (st_find(c->inputs, "context_null") &&
+      (rc = st_get_f32(c->inputs, "context_null", &ctxn, err)) < 0)
+    goto done;
+  if (st_find(c->inputs, "y") && (rc = st_get_f32(c->inputs, "y", &y, err)) < 0) goto done;
   if (noise.ndim != 4 || ctx.ndim != 2) {
     rc = ws_fail(err, WS_EFORMAT, "sampler case: noise [C,T,h,w], context [L, text_dim]");
     goto done;
@@ -166,6 +171,10 @@ int golden_run_sampler_distill(const golden_ctx *c, golden_out *out, ws_err *err
                   .context = ctx.data,
                   .ctx_len = (int)ctx.shape[0],
                   .ctx_dim = (int)ctx.shape[1],
+                  .context_null = ctxn.data,
+                  .null_len = ctxn.data ? (int)ctxn.shape[0] : 0,
+                  .y = y.data,
+                  .cy = y.data ? (int)y.shape[0] : 0,
                   .on_step = on_step,
                   .ud = &r};
   if ((rc = moe_run(hi, lo, &s, &p, err)) < 0) goto done;
@@ -180,6 +189,8 @@ done:
   sampler_free(&s);
   ws_tensor_free(&noise);
   ws_tensor_free(&ctx);
+  ws_tensor_free(&ctxn);
+  ws_tensor_free(&y);
   dit_free(hi);
   dit_free(lo);
   return rc;

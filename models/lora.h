@@ -44,7 +44,7 @@ int lora_set_create(lora_set **out, ws_err *err);
 void lora_set_free(lora_set *s);
 /* Opens one adapter file and checks its keys (pairs complete, ranks equal, alpha readable);
  * it is applied after the adapters added before it. Also folds the file's bytes and the
- * strength into the set's digest. */
+ * strength into the set's digest. On failure the set holds part of the file: free it. */
 int lora_set_add(lora_set *s, const char *path, float strength, ws_err *err);
 int lora_set_count(const lora_set *s); /* adapters added */
 /* A new set from "FILE[:STRENGTH]" specs, added in order; *out is NULL when n is 0. */
