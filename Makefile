@@ -58,7 +58,11 @@ ifdef HAVE_CUDA
   NVCCFLAGS := -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a \
     -gencode=arch=compute_90,code=compute_90 -I. -Xcompiler -fPIC,-Wall \
     -Wno-deprecated-declarations -DWS_HAVE_CUDA -MMD -MP
-  LIB_OBJ += $(patsubst %.cu,$(BUILD)/obj/%.o,$(CUDA_SRCS))
+  CUDA_OBJ := $(patsubst %.cu,$(BUILD)/obj/%.o,$(CUDA_SRCS))
+  # the CUDA objects are linked whole, before the library they call into: the backend
+  # registers itself from a constructor (core/backend.h), which an archive member nobody
+  # references would never run
+  CUDA_LINK := -Wl,--whole-archive $(BUILD)/libwanserve_cuda.a -Wl,--no-whole-archive
   LDLIBS += -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcudart_static -lcublas \
     -lcublasLt -ldl -lrt
 endif
@@ -103,7 +107,14 @@ $(BUILD)/obj/%.o: %.cu
 	$(if $(Q),@echo "  NVCC  $<")
 	$(Q)$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
-$(LIB): $(LIB_OBJ)
+# the library target also builds the CUDA archive, so every rule that depends on $(LIB) has it
+$(LIB): $(LIB_OBJ) $(if $(HAVE_CUDA),$(BUILD)/libwanserve_cuda.a)
+	@mkdir -p $(dir $@)
+	@rm -f $@
+	$(if $(Q),@echo "  AR    $@")
+	$(Q)ar rcs $@ $(LIB_OBJ)
+
+$(BUILD)/libwanserve_cuda.a: $(CUDA_OBJ)
 	@mkdir -p $(dir $@)
 	@rm -f $@
 	$(if $(Q),@echo "  AR    $@")
@@ -112,28 +123,29 @@ $(LIB): $(LIB_OBJ)
 $(BUILD)/bin/wanctl: $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRCS)) $(LIB)
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  LD    $@")
-	$(Q)$(CC) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) -o $@ $(filter %.o,$^) $(CUDA_LINK) $(LIB) $(LDLIBS)
 
 define svc_rule
 $(call svc_bin,$(1)): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard $(1)/*.c)) $(LIB)
 	@mkdir -p $$(dir $$@)
 	$(if $(Q),@echo "  LD    $$@")
-	$(Q)$(CC) -o $$@ $$^ $(LDLIBS)
+	$(Q)$(CC) -o $$@ $$(filter %.o,$$^) $(CUDA_LINK) $(LIB) $(LDLIBS)
 endef
 $(foreach d,$(SERVICE_DIRS),$(if $(wildcard $(d)/*.c),$(eval $(call svc_rule,$(d)))))
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_COMMON)) $(LIB)
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  LD    $@")
-	$(Q)$(CC) -o $@ $(filter %.o,$^) $(filter %.a,$^) $(LDLIBS)
+	$(Q)$(CC) -o $@ $(filter %.o,$^) $(CUDA_LINK) $(LIB) $(LDLIBS)
 
 # white-box tests of cli/ modules link those objects (cli/ is not in the library)
 $(BUILD)/tests/test_genopts: $(BUILD)/obj/cli/genopts.o
+$(BUILD)/tests/test_fpipe: $(BUILD)/obj/services/decoder/fpipe.o
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(patsubst %.c,$(BUILD)/obj/%.o,$(BENCH_COMMON)) $(LIB)
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  LD    $@")
-	$(Q)$(CC) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) -o $@ $(filter %.o,$^) $(CUDA_LINK) $(LIB) $(LDLIBS)
 
 test: deps
 	@$(MAKE) --no-print-directory -j$(NPROC) build

@@ -31,7 +31,7 @@ int main(int argc, char **argv) {
   int T = atoi(argv[2]), h = atoi(argv[3]), w = atoi(argv[4]);
   ws_err err = {0};
   vae_model *v = NULL;
-  if (assets_load_vae(argv[1], VAE_DECODER, &v, &err) < 0) {
+  if (assets_load_vae(argv[1], VAE_DECODER, NULL, &v, &err) < 0) {
     fprintf(stderr, "vae_cpu: %s\n", err.msg);
     return 1;
   }

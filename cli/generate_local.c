@@ -17,7 +17,7 @@
 #include "models/vae.h"
 
 typedef struct local {
-  ws_backend *be, *host;
+  ws_backend *be; /* every stage runs here: umT5, both experts, the VAE */
   dit_model *high, *low;
   tok_model *tok;
   t5_model *t5;
@@ -47,29 +47,26 @@ static void local_free(local *l) {
   sampler_free(&l->s);
   free(l->noise);
   if (l->be) l->be->destroy(l->be);
-  if (l->host) l->host->destroy(l->host);
 }
 
 /* One expert with its adapters merged (the same load as wan-expert --lora). */
 static int load_expert(local *l, const gen_opts *o, int high, dit_model **out, ws_err *err) {
-  char dir[4096];
   lora_set *loras = NULL;
-  WS_TRY(ckpt_expert_dir(o->model, high, dir, sizeof dir, err));
   WS_TRY(lora_set_from_specs(o->lora[!high], o->nlora[!high], &loras, err));
   dit_load_opts lo = {.bf16_weights = !strcmp(o->backend, "cuda"), .loras = loras};
-  int rc = dit_load(dir, l->be, &lo, out, err);
+  int rc = assets_load_expert(o->model, high, l->be, &lo, out, err);
   lora_set_free(loras);
   return rc;
 }
 
 static int load_all(local *l, const gen_opts *o, ws_err *err) {
-  WS_TRY(ws_backend_create(o->backend, &l->be, err));
-  WS_TRY(ws_backend_cpu_create(0, &l->host, err));
+  WS_TRY(ws_backend_create_on(o->backend, o->device, &l->be, err));
   WS_TRY(load_expert(l, o, 1, &l->high, err));
   WS_TRY(load_expert(l, o, 0, &l->low, err));
   WS_TRY(assets_load_tokenizer(o->model, &l->tok, err));
-  WS_TRY(assets_load_t5(o->model, l->host, &l->t5, err));
-  return assets_load_vae(o->model, o->p.task == GP_I2V ? VAE_BOTH : VAE_DECODER, &l->vae, err);
+  WS_TRY(assets_load_t5(o->model, l->be, &l->t5, err));
+  return assets_load_vae(o->model, o->p.task == GP_I2V ? VAE_BOTH : VAE_DECODER, l->be, &l->vae,
+                         err);
 }
 
 static int run(local *l, const gen_opts *o, ws_err *err) {
@@ -132,7 +129,6 @@ static int run(local *l, const gen_opts *o, ws_err *err) {
   mp4_opts mo;
   mp4_opts_default(&mo);
   mo.fps_num = p.fps;
-  mo.threads = 1;
   mp4_buf buf = {0};
   int rc = mp4_encode_tensor(&l->video, &mo, &buf, err);
   if (rc == WS_OK) rc = mp4_write_file(o->out, buf.data, buf.len, err);

@@ -22,7 +22,8 @@ void genopts_usage(void) {
       "  --shift S --guide-high G --guide-low G --boundary B --fps N\n"
       "  --negative-prompt TEXT (default: the release's negative prompt)\n"
       "  --out FILE.mp4        (default out.mp4)      --latent-out FILE.safetensors\n"
-      "  --backend cpu|cuda    (local)                --request-id ID --deadline-ms N\n"
+      "  --backend cpu|cuda    (local: every stage on it) --device N (local: the GPU, default 0)\n"
+      "  --request-id ID --deadline-ms N\n"
       "  --token T             bearer token for the router (default $WANSERVE_TOKEN)\n"
       "  --tls-ca PEM [--tls-cert PEM --tls-key PEM]   TLS (mutual with a cert) to the router\n"
       "  --retries N           resend the whole request when the router is unavailable (a\n"
@@ -173,6 +174,9 @@ int genopts_parse(int argc, char **argv, gen_opts *o, ws_err *err) {
     } else if (!strcmp(f, "--fps")) {
       WS_TRY(num(f, v, 1, 120, &x, err));
       o->p.fps = (int)x;
+    } else if (!strcmp(f, "--device")) {
+      WS_TRY(num(f, v, 0, 255, &x, err));
+      o->device = (int)x;
     } else if (!strcmp(f, "--retries")) {
       WS_TRY(num(f, v, 0, 10, &x, err));
       o->retries = (int)x;

@@ -152,7 +152,7 @@ static int compare_one(const ws_tensor *got, const ws_tensor *want_raw, int exac
 }
 
 /* Runs one case folder; prints its line. Returns 1 pass, 0 fail, -1 unimplemented kind. */
-static int run_case(const char *dir, ws_backend *be, int implemented_only) {
+static int run_case(const char *dir, ws_backend *be, int implemented_only, double tol_floor) {
   ws_err err = {0};
   char path[4200];
   cJSON *cj = NULL;
@@ -184,6 +184,7 @@ static int run_case(const char *dir, ws_backend *be, int implemented_only) {
   const cJSON *exact = cJSON_GetObjectItemCaseSensitive(tolj, "exact");
   const cJSON *rel = cJSON_GetObjectItemCaseSensitive(tolj, "rel_l2");
   double tol = cJSON_IsNumber(rel) ? rel->valuedouble : 0.0;
+  if (tol < tol_floor) tol = tol_floor; /* a reduced-precision backend (--tolerance-floor) */
   snprintf(path, sizeof path, "%s/inputs.safetensors", dir);
   if (st_open(path, &inputs, &err) < 0) goto fail;
   snprintf(path, sizeof path, "%s/expected.safetensors", dir);
@@ -249,11 +250,16 @@ static int is_case_dir(const char *dir) {
 
 int golden_main(int argc, char **argv) {
   const char *backend = "cpu";
-  int implemented_only = 0, pass = 0, fail = 0, unimpl = 0, ndirs = 0;
+  int implemented_only = 0, pass = 0, fail = 0, unimpl = 0, ndirs = 0, device = 0;
+  double tol_floor = 0;
   ws_err err = {0};
   for (int i = 0; i < argc; i++) {
     if (!strcmp(argv[i], "--backend") && i + 1 < argc)
       backend = argv[++i];
+    else if (!strcmp(argv[i], "--device") && i + 1 < argc)
+      device = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--tolerance-floor") && i + 1 < argc)
+      tol_floor = atof(argv[++i]);
     else if (!strcmp(argv[i], "--implemented-only"))
       implemented_only = 1;
     else if (argv[i][0] == '-') {
@@ -264,22 +270,27 @@ int golden_main(int argc, char **argv) {
   }
   if (!ndirs) {
     fprintf(stderr,
-            "usage: wanctl check-golden [--backend cpu|cuda] [--implemented-only] DIR...\n");
+            "usage: wanctl check-golden [--backend cpu|cuda] [--device N] [--tolerance-floor X]\n"
+            "                           [--implemented-only] DIR...\n"
+            "  --tolerance-floor X: compare with rel-L2 max(case tolerance, X), for a backend in\n"
+            "  a reduced serving precision (WANSERVE_CUDA_PRECISION=bf16: 1e-2)\n");
     return 2;
   }
   ws_backend *be = NULL;
-  if (ws_backend_create(backend, &be, &err) < 0) {
+  if (ws_backend_create_on(backend, device, &be, &err) < 0) {
     fprintf(stderr, "check-golden: %s\n", err.msg);
     return 1;
   }
   for (int i = 0; i < argc; i++) {
     if (argv[i][0] == '-') {
-      if (!strcmp(argv[i], "--backend")) i++;
+      if (!strcmp(argv[i], "--backend") || !strcmp(argv[i], "--device") ||
+          !strcmp(argv[i], "--tolerance-floor"))
+        i++;
       continue;
     }
     const char *d = argv[i];
     if (is_case_dir(d)) {
-      int r = run_case(d, be, implemented_only);
+      int r = run_case(d, be, implemented_only, tol_floor);
       r > 0 ? pass++ : r == 0 ? fail++ : unimpl++;
       continue;
     }
@@ -305,7 +316,7 @@ int golden_main(int argc, char **argv) {
     closedir(dp);
     qsort(subs, (size_t)ns, sizeof *subs, cmp_str);
     for (int j = 0; j < ns; j++) {
-      int r = run_case(subs[j], be, implemented_only);
+      int r = run_case(subs[j], be, implemented_only, tol_floor);
       r > 0 ? pass++ : r == 0 ? fail++ : unimpl++;
       free(subs[j]);
     }

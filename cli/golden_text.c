@@ -110,7 +110,7 @@ int golden_run_t5_encoder(const golden_ctx *c, golden_out *out, ws_err *err) {
     rc = ws_fail(err, WS_EFORMAT, "ids/mask must be [1, L] (or [L]) of the same size");
     goto done;
   }
-  if (!be || strcmp(be->name, "cpu")) {
+  if (!be) {
     if ((rc = ws_backend_cpu_create(0, &cpu, err)) < 0) goto done;
     be = cpu;
   }

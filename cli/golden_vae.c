@@ -10,7 +10,7 @@
 
 static int load_vae(const golden_ctx *c, unsigned parts, vae_model **m, ws_err *err) {
   char dir[4200];
-  return vae_load(golden_path(c, "model", dir, sizeof dir), parts, m, err);
+  return vae_load(golden_path(c, "model", dir, sizeof dir), parts, c->be, m, err);
 }
 
 static int put(golden_out *out, const char *name, const ws_tensor *t, ws_err *err) {

@@ -1,21 +1,83 @@
 #include "core/backend.h"
 
+#include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
-#ifdef WS_HAVE_CUDA
-int ws_backend_cuda_create(int device, ws_backend **out, ws_err *err); /* cuda/backend_cuda.cu */
-#endif
+static int cpu_ctor(int device, ws_backend **out, ws_err *err) {
+  (void)device;
+  return ws_backend_cpu_create(0, out, err);
+}
+
+/* Filled before main (constructors of linked backends) and read after: no lock needed. */
+static struct {
+  const char *name;
+  ws_backend_ctor ctor;
+} reg[8] = {{"cpu", cpu_ctor}};
+static int nreg = 1;
+
+void ws_backend_register(const char *name, ws_backend_ctor ctor) {
+  for (int i = 0; i < nreg; i++)
+    if (!strcmp(reg[i].name, name)) {
+      reg[i].ctor = ctor;
+      return;
+    }
+  if (nreg < (int)(sizeof reg / sizeof reg[0])) {
+    reg[nreg].name = name;
+    reg[nreg++].ctor = ctor;
+  }
+}
+
+static ws_backend_ctor find_ctor(const char *name) {
+  for (int i = 0; i < nreg; i++)
+    if (!strcmp(reg[i].name, name)) return reg[i].ctor;
+  return NULL;
+}
+
+int ws_backend_available(const char *name) { return find_ctor(name) != NULL; }
+
+int ws_backend_create_on(const char *name, int device, ws_backend **out, ws_err *err) {
+  *out = NULL;
+  ws_backend_ctor c = find_ctor(name);
+  if (c) return c(device, out, err);
+  char have[128] = "";
+  for (int i = 0; i < nreg; i++)
+    snprintf(have + strlen(have), sizeof have - strlen(have), "%s%s", i ? ", " : "", reg[i].name);
+  if (!strcmp(name, "cuda"))
+    return ws_fail(err, WS_EUNSUPPORTED,
+                   "this build has no CUDA backend (nvcc or the CUDA libraries were not found "
+                   "at build time); backends here: %s",
+                   have);
+  return ws_fail(err, WS_EINVAL, "unknown backend '%s' (this build has: %s)", name, have);
+}
 
 int ws_backend_create(const char *name, ws_backend **out, ws_err *err) {
-  if (!strcmp(name, "cpu")) return ws_backend_cpu_create(0, out, err);
-  if (!strcmp(name, "cuda")) {
-#ifdef WS_HAVE_CUDA
-    return ws_backend_cuda_create(0, out, err);
-#else
-    return ws_fail(err, WS_EUNSUPPORTED, "this build has no CUDA backend (nvcc was not found)");
-#endif
+  return ws_backend_create_on(name, 0, out, err);
+}
+
+/* Offsets of the optional ops, by member name, for ws_backend_require. */
+#define OP(n) {#n, offsetof(ws_backend, n)}
+static const struct {
+  const char *name;
+  size_t off;
+} optional_ops[] = {OP(mul),         OP(clamp),        OP(copy2d), OP(conv3d),
+                    OP(rms_norm_ch), OP(upsample2x),   OP(attention_cf),
+                    OP(attention_t5), OP(embed),       OP(fill_uniform)};
+#undef OP
+
+int ws_backend_require(const ws_backend *be, const char *who, const char *const *ops, ws_err *err) {
+  for (; *ops; ops++) {
+    size_t i = 0, n = sizeof optional_ops / sizeof optional_ops[0];
+    while (i < n && strcmp(optional_ops[i].name, *ops))
+      i++;
+    if (i == n) return ws_fail(err, WS_EINTERNAL, "%s: no backend op named '%s'", who, *ops);
+    void *fn;
+    memcpy(&fn, (const char *)be + optional_ops[i].off, sizeof fn);
+    if (!fn)
+      return ws_fail(err, WS_EUNSUPPORTED, "%s: the %s backend has no %s op", who, be->name,
+                     *ops);
   }
-  return ws_fail(err, WS_EINVAL, "unknown backend '%s' (cpu or cuda)", name);
+  return WS_OK;
 }
 
 int ws_tensor_alloc_on(ws_tensor *t, const ws_backend *be, ws_dtype dt, const int64_t *shape,
@@ -55,4 +117,10 @@ int ws_tensor_upload(ws_tensor *dst, const ws_backend *be, const ws_tensor *src,
   if (rc < 0) ws_tensor_free(dst);
   ws_tensor_free(&tmp);
   return rc;
+}
+
+int ws_conv_out(int n, int pad_before, int pad_after, int k, int s) {
+  int span = n + pad_before + pad_after - k;
+  if (span < 0 || s <= 0) return 0;
+  return span / s + 1;
 }

@@ -1,13 +1,14 @@
 /* The CPU reference backend: float32 everywhere, OpenBLAS sgemm for products, OpenMP for the
  * elementwise and per-head loops. It is the specification the CUDA backend is tested against,
  * so clarity wins over speed where they conflict. */
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/backend.h"
+#include "core/backend_cpu_models.h"
+#include "core/cpu_gemm.h"
 
 typedef struct cpu_ctx {
   int threads;
@@ -55,8 +56,7 @@ static int cpu_linear(const ws_backend *be, const float *x, int64_t M, int64_t K
     return ws_fail(err, WS_EUNSUPPORTED, "cpu linear: weight dtype %s", ws_dtype_name(wdt));
   }
   if (M > 0 && N > 0)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, x, (int)K,
-                wf, (int)K, 0.0f, y, (int)N);
+    cpu_gemm(0, 1, M, N, K, 1.0f, x, K, wf, K, 0.0f, y, N);
   if (bias) {
 #pragma omp parallel for
     for (int64_t i = 0; i < M; i++)
@@ -180,8 +180,7 @@ static int cpu_attention(const ws_backend *be, const float *q, const float *k, c
     const float *qp = q + (b * Lq + q0) * ld + n * d;
     const float *kp = k + b * Lk * ld + n * d, *vp = v + b * Lk * ld + n * d;
     float *op = out + (b * Lq + q0) * ld + n * d;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)Lk, (int)d, scale, qp,
-                (int)ld, kp, (int)ld, 0.0f, S, (int)Lk);
+    cpu_gemm(0, 1, nq, Lk, d, scale, qp, ld, kp, ld, 0.0f, S, Lk);
     for (int64_t i = 0; i < nq; i++) {
       float *row = S + i * Lk, mx = row[0];
       for (int64_t t = 1; t < Lk; t++)
@@ -197,8 +196,7 @@ static int cpu_attention(const ws_backend *be, const float *q, const float *k, c
       for (int64_t t = 0; t < Lk; t++)
         row[t] *= inv;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nq, (int)d, (int)Lk, 1.0f, S,
-                (int)Lk, vp, (int)ld, 0.0f, op, (int)ld);
+    cpu_gemm(0, 0, nq, d, Lk, 1.0f, S, Lk, vp, ld, 0.0f, op, ld);
   }
   free(scratch);
   return WS_OK;
@@ -254,7 +252,6 @@ int ws_backend_cpu_create(int threads, ws_backend **out, ws_err *err) {
   }
   if (threads > 0) {
     omp_set_num_threads(threads);
-    openblas_set_num_threads(threads);
   }
   ws_backend *be = calloc(1, sizeof *be);
   cpu_ctx *ctx = calloc(1, sizeof *ctx);
@@ -263,6 +260,7 @@ int ws_backend_cpu_create(int threads, ws_backend **out, ws_err *err) {
     free(ctx);
     return ws_fail(err, WS_ENOMEM, "out of memory");
   }
+  cpu_gemm_init();
   ctx->threads = threads > 0 ? threads : omp_get_max_threads();
   be->name = "cpu";
   be->gemm_per_sample = 1;
@@ -284,6 +282,7 @@ int ws_backend_cpu_create(int threads, ws_backend **out, ws_err *err) {
   be->silu = cpu_silu;
   be->add = cpu_add;
   be->gated_add = cpu_gated_add;
+  cpu_models_install(be);
   *out = be;
   return WS_OK;
 }

@@ -201,6 +201,7 @@ void mp4_opts_default(mp4_opts *o) {
   o->preset = "medium";
   o->odd = MP4_ODD_PAD;
   o->keep_buffer = 1;
+  o->threads = MP4_DEFAULT_THREADS;
 }
 
 void mp4_writer_free(mp4_writer *w) {
@@ -311,10 +312,9 @@ int mp4_writer_open(mp4_writer **out, int width, int height, const mp4_opts *opt
   enc->time_base = (AVRational){opts->fps_den, opts->fps_num};
   enc->framerate = (AVRational){opts->fps_num, opts->fps_den};
   enc->sample_aspect_ratio = (AVRational){1, 1};
-  if (opts->gop > 0)
-    enc->gop_size = opts->gop;
-  else if (opts->fragmented)
-    enc->gop_size = (opts->fps_num + opts->fps_den - 1) / opts->fps_den;
+  /* one second by default in both modes, so a streamed and a whole-file encode of one clip
+   * give the same frames */
+  enc->gop_size = opts->gop > 0 ? opts->gop : (opts->fps_num + opts->fps_den - 1) / opts->fps_den;
   enc->thread_count = opts->threads;
   enc->color_range = AVCOL_RANGE_MPEG; /* what swscale's RGB→YUV produces */
   enc->colorspace = AVCOL_SPC_SMPTE170M;

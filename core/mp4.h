@@ -18,12 +18,14 @@
  *   - opts.fragmented: fragmented MP4 (frag_keyframe+empty_moov+default_base_moof), written
  *     strictly sequentially; opts.on_chunk then receives every piece (ftyp, moov, each fragment,
  *     mfra) as soon as the muxer flushes it, for streaming. Fragments begin at keyframes: the
- *     GOP is opts.gop, or one second when 0 in this mode.
+ *     GOP is opts.gop, or one second when 0 (in both modes).
  * Timestamps: frame i has pts i in time base fps_den/fps_num, rescaled to the stream time base
  * that the muxer picks in avformat_write_header.
  *
  * Determinism: the same input, options and libx264 build give the same bytes when opts.threads
- * is fixed (> 0); threads = 0 lets x264 pick by core count, which changes the bitstream.
+ * is fixed (> 0); threads = 0 lets x264 pick by core count, which changes the bitstream. The
+ * default is MP4_DEFAULT_THREADS on every path (the decoder service, wanctl generate --local),
+ * whatever the machine's core count, so every path gives the same frames for the same latent.
  * Logging: on first use this module installs a process-wide av_log callback that keeps the last
  * libav error line per thread (appended to our error messages) and prints only fatal lines
  * (info and up when WANSERVE_LOG=debug). x264's own preset parser still prints one line on a
@@ -46,13 +48,16 @@ enum { MP4_ODD_PAD = 0, MP4_ODD_REFUSE = 1 };
  * the call. */
 typedef int (*mp4_chunk_fn)(void *user, const uint8_t *data, size_t len);
 
+/* x264 threads unless an option says otherwise: fixed, so the frames never depend on cores. */
+#define MP4_DEFAULT_THREADS 4
+
 typedef struct mp4_opts {
   int fps_num, fps_den;  /* frame rate; default 16/1 (A14B sample_fps) */
   int crf;               /* libx264 CRF 0..51; default 10: the release saves with imageio
                             quality=8, which imageio-ffmpeg maps to crf int((1-8/10)*51) = 10 */
   const char *preset;    /* libx264 preset; default "medium" (x264's own default) */
   const char *encoder;   /* encoder name; NULL = "libx264" */
-  int gop;               /* keyframe interval in frames; 0 = x264 default (fragmented: fps) */
+  int gop;               /* keyframe interval in frames; 0 = one second (fps frames) */
   int threads;           /* encoder threads; 0 = auto (see Determinism above) */
   int odd;               /* MP4_ODD_PAD or MP4_ODD_REFUSE */
   int fragmented;        /* 1: fragmented MP4, see above */

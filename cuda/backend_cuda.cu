@@ -37,10 +37,24 @@ void cu_internal_free(cuda_ctx *c, void *p, size_t bytes) {
   c->internal_now -= bytes;
 }
 
+/* Freed blocks stay in the device's default pool instead of going back to the driver at each
+ * synchronisation, so the next allocation of the size is served from it. */
+static int keep_pool_warm(int device, ws_err *err) {
+  cudaMemPool_t pool;
+  WS_CK(err, cudaDeviceGetDefaultMemPool(&pool, device));
+  uint64_t keep = UINT64_MAX;
+  WS_CK(err, cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+  return WS_OK;
+}
+
+/* Stream-ordered (cudaMallocAsync from the device's pool, kept warm by the release threshold set
+ * at creation): models allocate and free activations per op (the VAE does thousands per clip),
+ * and cudaMalloc/cudaFree would synchronise the device each time. Everything runs on c->stream,
+ * so reuse in stream order is safe. */
 static int cu_alloc(const ws_backend *be, size_t bytes, void **out, ws_err *err) {
   cuda_ctx *c = cu_ctx(be);
   *out = nullptr;
-  cudaError_t e = cudaMalloc(out, bytes ? bytes : 256);
+  cudaError_t e = cudaMallocAsync(out, bytes ? bytes : 256, c->stream);
   if (e != cudaSuccess) {
     cudaGetLastError(); /* clear the (non-sticky) allocation error */
     size_t fr = 0, tot = 0;
@@ -64,7 +78,7 @@ static void cu_free(const ws_backend *be, void *p) {
   if (it != c->allocs->end()) c->allocs->erase(it);
   shadow_drop_range(c, p, bytes ? bytes : 1);
   c->bytes_now -= bytes;
-  cudaFree(p);
+  cudaFreeAsync(p, c->stream);
 }
 
 static int cu_to_device(const ws_backend *be, void *dst, const void *src, size_t n, ws_err *err) {
@@ -381,6 +395,7 @@ extern "C" int ws_backend_cuda_create(int device, ws_backend **out, ws_err *err)
   if (rc == WS_OK &&
       (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess)
     rc = ws_fail(err, WS_EBACKEND, "cudaStreamCreate: %s", cudaGetErrorString(e));
+  if (rc == WS_OK) rc = keep_pool_warm(device, err);
   if (rc == WS_OK) rc = gemm_init(c, err);
   if (rc == WS_OK) rc = attn_init(c, err);
   if (rc < 0) {
@@ -443,4 +458,11 @@ extern "C" int ws_cuda_gemm_peak(const ws_backend *be, int n, int reps, double *
                                  ws_err *err) {
   WS_TRY(is_cuda(be, err));
   return gemm_peak(cu_ctx(be), n, reps, tflops, err);
+}
+
+/* ---- registration: core/backend.c finds "cuda" through its registry (the build links this
+ * object whole, so the constructor runs even when nothing else references this file) ---- */
+
+__attribute__((constructor)) static void cu_register(void) {
+  ws_backend_register("cuda", ws_backend_cuda_create);
 }

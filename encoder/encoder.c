@@ -47,6 +47,9 @@ struct encoder {
   pthread_mutex_t mu;       /* cache list, counters, reference counts */
   pthread_mutex_t text_mu;  /* one umT5 run at a time */
   pthread_mutex_t image_mu; /* one VAE encode at a time */
+  pthread_mutex_t *vae_mu;  /* image_mu on the CPU; text_mu on a GPU, whose backend (one stream,
+                               shared scratch) serves one caller at a time */
+  ws_backend *own_be;       /* the CPU backend made when the options named none */
   cache_ent *head, *tail;
   int count, cap;
   cache_ent *neg; /* the default negative prompt: pinned, never listed */
@@ -222,10 +225,10 @@ int enc_encode_image(encoder *e, const uint8_t *image, size_t n, int width, int 
     err->code = WS_EINVAL; /* not a PNG/JPEG, truncated, too large: all the caller's input */
     return WS_EINVAL;
   }
-  pthread_mutex_lock(&e->image_mu);
+  pthread_mutex_lock(e->vae_mu);
   rc = i2v_condition(e->vae, img.data, img.height, img.width, (int64_t)width * height, frames, y,
                      NULL, err);
-  pthread_mutex_unlock(&e->image_mu);
+  pthread_mutex_unlock(e->vae_mu);
   if (rc < 0)
     ws_wrap(err, "image %dx%d at %dx%d, %d frames", img.width, img.height, width, height, frames);
   img_free(&img);
@@ -314,11 +317,8 @@ int enc_text_len(const encoder *e) { return e->text_len; }
 
 /* text_len of the checkpoint's DiT config (high-noise expert), or 0 when there is none. */
 static int dit_text_len(const char *root) {
-  char dir[4096];
   dit_config cfg;
-  if (ckpt_expert_dir(root, 1, dir, sizeof dir, NULL) < 0) return 0;
-  if (ckpt_read_dit_config(dir, &cfg, NULL) < 0) return 0;
-  return cfg.text_len;
+  return assets_dit_config(root, &cfg, NULL) < 0 ? 0 : cfg.text_len;
 }
 
 int enc_open(const enc_opts *o, encoder **out, ws_err *err) {
@@ -334,8 +334,11 @@ int enc_open(const enc_opts *o, encoder **out, ws_err *err) {
   pthread_mutex_init(&e->text_mu, NULL);
   pthread_mutex_init(&e->image_mu, NULL);
   int rc;
-  if ((rc = ws_backend_cpu_create(o->threads, &e->be, err)) < 0 ||
-      (rc = assets_load_tokenizer(e->model, &e->tok, err)) < 0 ||
+  e->be = o->be;
+  if (!e->be && (rc = ws_backend_cpu_create(o->threads, &e->own_be, err)) < 0) goto fail;
+  if (!e->be) e->be = e->own_be;
+  e->vae_mu = strcmp(e->be->name, "cpu") ? &e->text_mu : &e->image_mu;
+  if ((rc = assets_load_tokenizer(e->model, &e->tok, err)) < 0 ||
       (rc = assets_load_t5(e->model, e->be, &e->t5, err)) < 0)
     goto fail;
   const t5_config *tc = t5_get_config(e->t5);
@@ -348,7 +351,7 @@ int enc_open(const enc_opts *o, encoder **out, ws_err *err) {
   e->text_len = o->text_len > 0 ? o->text_len : dit_text_len(e->model);
   if (e->text_len <= 0) e->text_len = 512;
   if (o->image) {
-    rc = assets_load_vae(e->model, VAE_ENCODER, &e->vae, err);
+    rc = assets_load_vae(e->model, VAE_ENCODER, e->be, &e->vae, err);
     if (rc < 0 && o->image > 0) goto fail;
     if (rc < 0)
       WS_WARN("encoder: no image encoding (EncodeImage answers UNIMPLEMENTED): %s", err->msg);
@@ -387,7 +390,7 @@ void enc_free(encoder *e) {
   vae_free(e->vae);
   t5_free(e->t5);
   tok_free(e->tok);
-  if (e->be) e->be->destroy(e->be);
+  if (e->own_be) e->own_be->destroy(e->own_be);
   pthread_mutex_destroy(&e->mu);
   pthread_mutex_destroy(&e->text_mu);
   pthread_mutex_destroy(&e->image_mu);

@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/backend.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "rpc/server.h"
@@ -37,6 +38,8 @@ typedef struct enc_opts {
   int text_len;      /* tokens per prompt; 0 = the DiT config's text_len, else 512 */
   int cache_entries; /* LRU capacity; 0 = 256 */
   int threads;       /* CPU backend threads; 0 = all cores */
+  ws_backend *be;    /* borrowed backend for umT5 and the VAE encoder (outlives the encoder);
+                        NULL = a CPU backend of the encoder's own with `threads` */
   int image;         /* 1: require the VAE encoder; 0: skip it; -1: load it when present */
 } enc_opts;
 

@@ -51,26 +51,30 @@ int main(int argc, char **argv) {
                     "[--threads N] [--no-image|--require-image]\n");
     return 2;
   }
-  if (strcmp(so.backend, "cpu"))
-    WS_WARN("wan-encoder: --backend %s: umT5 and the VAE encoder run on the host", so.backend);
   /* signals blocked before any thread exists (the CPU backend and gRPC create threads) */
   svc_block_signals();
   eo.model = so.model;
   encoder *e = NULL;
   rpc_server *srv = NULL;
   svc *s = NULL;
-  int rc = enc_open(&eo, &e, &err);
+  ws_backend *be = NULL; /* umT5 and the VAE encoder run here; the tokenizer on the host */
+  int rc = svc_backend(&so, eo.threads, &be, &err);
+  if (rc == 0) {
+    eo.be = be;
+    rc = enc_open(&eo, &e, &err);
+  }
   if (rc == 0) {
     rpc_server_opts ro = {
         .addr = so.listen, .workers = so.workers, .max_recv_bytes = so.max_recv_mb * (1 << 20)};
     rc = rpc_server_create(&ro, &srv, &err);
   }
   if (rc == 0) rc = enc_add_methods(e, srv, &err);
-  if (rc == 0) rc = svc_start(&so, "encoder", srv, 1, "cpu", &s, &err);
+  if (rc == 0) rc = svc_start(&so, "encoder", srv, 1, so.backend, &s, &err);
   if (rc < 0) {
     fprintf(stderr, "wan-encoder: %s\n", err.msg);
     rpc_server_free(srv);
     enc_free(e);
+    if (be) be->destroy(be);
     return 1;
   }
   svc_wait_for_signal();
@@ -80,5 +84,6 @@ int main(int argc, char **argv) {
   enc_cache_stats(e, &hits, &misses, NULL);
   WS_INFO("wan-encoder: text cache %lld hits, %lld misses", (long long)hits, (long long)misses);
   enc_free(e);
+  be->destroy(be);
   return 0;
 }

@@ -7,6 +7,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "models/checkpoint.h"
+#include "models/random_model.h"
+
 static int is_file(const char *p) {
   struct stat sb;
   return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
@@ -136,6 +139,9 @@ int assets_vae_path(const char *root, char *weights, size_t wn, char *config, si
 int assets_load_tokenizer(const char *root, tok_model **out, ws_err *err) {
   char p[4096];
   *out = NULL;
+  rm_spec rs;
+  int rnd = rm_parse(root, &rs, err);
+  if (rnd) return rnd < 0 ? rnd : rm_tokenizer(out, err);
   WS_TRY(assets_tokenizer_path(root, p, sizeof p, err));
   return tok_load(p, out, err);
 }
@@ -143,6 +149,9 @@ int assets_load_tokenizer(const char *root, tok_model **out, ws_err *err) {
 int assets_load_t5(const char *root, const ws_backend *be, t5_model **out, ws_err *err) {
   char w[4096], c[4096];
   *out = NULL;
+  rm_spec rs;
+  int rnd = rm_parse(root, &rs, err);
+  if (rnd) return rnd < 0 ? rnd : rm_t5(&rs, be, out, err);
   WS_TRY(assets_t5_path(root, w, sizeof w, c, sizeof c, err));
   t5_config cfg;
   if (c[0])
@@ -152,14 +161,45 @@ int assets_load_t5(const char *root, const ws_backend *be, t5_model **out, ws_er
   return t5_load_weights(&cfg, w, be, out, err);
 }
 
-int assets_load_vae(const char *root, unsigned parts, vae_model **out, ws_err *err) {
+int assets_load_vae(const char *root, unsigned parts, const ws_backend *be, vae_model **out,
+                    ws_err *err) {
   char w[4096], c[4096];
   *out = NULL;
+  rm_spec rs;
+  int rnd = rm_parse(root, &rs, err);
+  if (rnd) return rnd < 0 ? rnd : rm_vae(&rs, parts, be, out, err);
   WS_TRY(assets_vae_path(root, w, sizeof w, c, sizeof c, err));
   vae_config cfg;
   if (c[0])
     WS_TRY(vae_config_load(c, &cfg, err));
   else
     vae_config_default(&cfg);
-  return vae_load_with(&cfg, w, parts, out, err);
+  return vae_load_with(&cfg, w, parts, be, out, err);
+}
+
+int assets_load_expert(const char *root, int high, ws_backend *be, const dit_load_opts *lo,
+                       dit_model **out, ws_err *err) {
+  *out = NULL;
+  rm_spec rs;
+  int rnd = rm_parse(root, &rs, err);
+  if (rnd > 0 && lo && lo->loras) /* random weights have no checkpoint to merge into */
+    return ws_fail(err, WS_EUNSUPPORTED, "%s: LoRA adapters need a checkpoint, not random weights",
+                   root);
+  if (rnd) return rnd < 0 ? rnd : rm_expert(&rs, high, be, out, err);
+  char dir[4096];
+  WS_TRY(ckpt_expert_dir(root, high, dir, sizeof dir, err));
+  return dit_load(dir, be, lo, out, err);
+}
+
+int assets_dit_config(const char *root, dit_config *cfg, ws_err *err) {
+  rm_spec rs;
+  int rnd = rm_parse(root, &rs, err);
+  if (rnd < 0) return rnd;
+  if (rnd) {
+    *cfg = rs.dit;
+    return WS_OK;
+  }
+  char dir[4096];
+  WS_TRY(ckpt_expert_dir(root, 1, dir, sizeof dir, err));
+  return ckpt_read_dit_config(dir, cfg, err);
 }

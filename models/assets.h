@@ -27,6 +27,7 @@
 
 #include "core/backend.h"
 #include "core/error.h"
+#include "models/dit.h"
 #include "models/t5.h"
 #include "models/tokenizer.h"
 #include "models/vae.h"
@@ -54,10 +55,17 @@ int assets_t5_path(const char *root, char *weights, size_t wn, char *config, siz
 int assets_vae_path(const char *root, char *weights, size_t wn, char *config, size_t cn,
                     ws_err *err);
 
-/* Loaders over the paths above; *out owned by the caller (tok_free / t5_free / vae_free).
- * be: a host backend for t5 (see models/t5.h). */
+/* Loaders over the paths above; *out owned by the caller (tok_free / t5_free / vae_free /
+ * dit_free). Every loader also takes a random source (models/random_model.h: random:NAME) as
+ * root. */
 int assets_load_tokenizer(const char *root, tok_model **out, ws_err *err);
 int assets_load_t5(const char *root, const ws_backend *be, t5_model **out, ws_err *err);
-int assets_load_vae(const char *root, unsigned parts, vae_model **out, ws_err *err);
+int assets_load_vae(const char *root, unsigned parts, const ws_backend *be, vae_model **out,
+                    ws_err *err);
+/* The high (high = 1) or low-noise expert of the checkpoint (models/checkpoint.h layouts). */
+int assets_load_expert(const char *root, int high, ws_backend *be, const dit_load_opts *lo,
+                       dit_model **out, ws_err *err);
+/* The DiT config of the checkpoint's (high-noise) expert. */
+int assets_dit_config(const char *root, dit_config *cfg, ws_err *err);
 
 #endif

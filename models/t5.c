@@ -1,4 +1,4 @@
-/* t5 — umT5 encoder, fp32 on the host. See t5.h. */
+/* t5 — umT5 encoder on the backend table. See t5.h. */
 #include "models/t5.h"
 
 #include <cjson/cJSON.h>
@@ -7,6 +7,9 @@
 #include <string.h>
 
 #include "core/weights.h"
+
+/* The optional backend ops the encoder calls. */
+static const char *const t5_ops[] = {"embed", "attention_t5", "mul", NULL};
 
 /* A weight kept as F32 or BF16 (exactly as stored, when stored BF16). Owned. */
 typedef struct t5_w {
@@ -172,6 +175,43 @@ static int load_w(const wt_source *src, const char *name, const int64_t *shape, 
   return 0;
 }
 
+/* Moves a loaded host weight to the backend (the CPU backend computes on host memory). */
+static int place_w(const ws_backend *be, t5_w *w, ws_err *err) {
+  if (!strcmp(be->name, "cpu")) return WS_OK;
+  ws_tensor dev = {0};
+  int rc = ws_tensor_upload(&dev, be, &w->t, 1, err);
+  ws_tensor_free(&w->t);
+  w->t = dev;
+  return rc;
+}
+
+/* Where weights come from: a checkpoint (w), or random values made on the backend (w NULL). */
+typedef struct t5_src {
+  const wt_source *w;
+  const ws_backend *be;
+  uint64_t seed, offset; /* random: the stream and the next unused index of it */
+} t5_src;
+
+/* A random weight: matrices uniform in +-sqrt(3/fan_in) (unit-variance outputs), the
+ * embedding in +-1, norm weights near 1, the position-bias tables small. */
+static int random_w(t5_src *s, const int64_t *shape, int ndim, int bf16, t5_w *out, ws_err *err) {
+  WS_TRY(ws_tensor_alloc_on(&out->t, s->be, bf16 ? WS_BF16 : WS_F32, shape, ndim, err));
+  int64_t n = ws_tensor_numel(&out->t);
+  float lo = 0.9f, hi = 1.1f; /* norms */
+  if (ndim == 2 && !bf16) lo = -0.1f, hi = 0.1f; /* position bias [buckets, heads] */
+  if (ndim == 2 && bf16) hi = sqrtf(3.0f / (float)shape[1]), lo = -hi;
+  WS_TRY(s->be->fill_uniform(s->be, out->t.data, out->t.dtype, n, s->seed, s->offset, lo, hi, err));
+  s->offset += (uint64_t)n;
+  return WS_OK;
+}
+
+static int get_w(t5_src *s, const char *name, const int64_t *shape, int ndim, int bf16, t5_w *out,
+                 ws_err *err) {
+  if (!s->w) return random_w(s, shape, ndim, bf16, out, err);
+  WS_TRY(load_w(s->w, name, shape, ndim, bf16, out, err));
+  return place_w(s->be, out, err);
+}
+
 /* Weight names: Wan (hf = 0) or HF UMT5EncoderModel (hf = 1). */
 static void wname(int hf, const char *what, int layer, char *buf, size_t n) {
   static const struct {
@@ -201,15 +241,11 @@ static void wname(int hf, const char *what, int layer, char *buf, size_t n) {
   snprintf(buf, n, "?");
 }
 
-int t5_load_weights(const t5_config *cfg, const char *weights, const ws_backend *be, t5_model **out,
-                    ws_err *err) {
+/* The model from src (a checkpoint, or random when src->w is NULL). */
+static int build(const t5_config *cfg, t5_src S, const ws_backend *be, t5_model **out,
+                 ws_err *err) {
   *out = NULL;
-  WS_TRY(t5_config_check(cfg, weights, err));
-  if (!be || strcmp(be->name, "cpu"))
-    return ws_fail(err, WS_EUNSUPPORTED, "t5: runs on the host (cpu backend), got '%s'",
-                   be ? be->name : "(none)");
-  wt_source *src = NULL;
-  WS_TRY(wt_open(weights, &src, err));
+  const wt_source *src = S.w;
   t5_model *m = calloc(1, sizeof *m);
   int rc = 0;
   if (!m || !(m->layers = calloc((size_t)cfg->num_layers, sizeof *m->layers))) {
@@ -221,7 +257,7 @@ int t5_load_weights(const t5_config *cfg, const char *weights, const ws_backend 
   const t5_config *c = cfg;
   int hf = 0;
   const char *emb_name = "token_embedding.weight";
-  if (!wt_find(src, emb_name)) {
+  if (src && !wt_find(src, emb_name)) {
     hf = 1;
     emb_name = wt_find(src, "shared.weight") ? "shared.weight" : "encoder.embed_tokens.weight";
   }
@@ -230,12 +266,12 @@ int t5_load_weights(const t5_config *cfg, const char *weights, const ws_backend 
                 s_pos[] = {c->num_buckets, c->num_heads}, s_ff[] = {c->dim_ffn, c->dim},
                 s_fc2[] = {c->dim, c->dim_ffn};
   char nm[160];
-  if ((rc = load_w(src, emb_name, s_emb, 2, 1, &m->embed, err)) < 0) goto fail;
+  if ((rc = get_w(&S, emb_name, s_emb, 2, 1, &m->embed, err)) < 0) goto fail;
   wname(hf, "norm", 0, nm, sizeof nm);
-  if ((rc = load_w(src, nm, s_dim, 1, 0, &m->norm, err)) < 0) goto fail;
+  if ((rc = get_w(&S, nm, s_dim, 1, 0, &m->norm, err)) < 0) goto fail;
   if (c->shared_pos) {
     wname(hf, "shared_pos", 0, nm, sizeof nm);
-    if ((rc = load_w(src, nm, s_pos, 2, 0, &m->shared_pos, err)) < 0) goto fail;
+    if ((rc = get_w(&S, nm, s_pos, 2, 0, &m->shared_pos, err)) < 0) goto fail;
   }
   for (int i = 0; i < c->num_layers; i++) {
     t5_layer *l = &m->layers[i];
@@ -252,16 +288,41 @@ int t5_load_weights(const t5_config *cfg, const char *weights, const ws_backend 
     for (size_t k = 0; k < sizeof ws / sizeof ws[0]; k++) {
       if (c->shared_pos && ws[k].w == &l->pos) continue;
       wname(hf, ws[k].what, i, nm, sizeof nm);
-      if ((rc = load_w(src, nm, ws[k].shape, ws[k].ndim, ws[k].bf16, ws[k].w, err)) < 0) goto fail;
+      if ((rc = get_w(&S, nm, ws[k].shape, ws[k].ndim, ws[k].bf16, ws[k].w, err)) < 0) goto fail;
     }
   }
-  wt_close(src);
+  WS_TRY(be->sync(be, err));
   *out = m;
   return 0;
 fail:
-  wt_close(src);
   t5_free(m);
   return rc;
+}
+
+static int check_be(const t5_config *cfg, const char *what, const ws_backend *be, ws_err *err) {
+  WS_TRY(t5_config_check(cfg, what, err));
+  if (!be) return ws_fail(err, WS_EINVAL, "t5: no backend");
+  return ws_backend_require(be, "t5", t5_ops, err);
+}
+
+int t5_load_weights(const t5_config *cfg, const char *weights, const ws_backend *be, t5_model **out,
+                    ws_err *err) {
+  *out = NULL;
+  WS_TRY(check_be(cfg, weights, be, err));
+  wt_source *src = NULL;
+  WS_TRY(wt_open(weights, &src, err));
+  t5_src S = {.w = src, .be = be};
+  int rc = build(cfg, S, be, out, err);
+  wt_close(src);
+  return rc;
+}
+
+int t5_init_random(const t5_config *cfg, uint64_t seed, const ws_backend *be, t5_model **out,
+                   ws_err *err) {
+  *out = NULL;
+  WS_TRY(check_be(cfg, "t5 (random)", be, err));
+  t5_src S = {.be = be, .seed = seed};
+  return build(cfg, S, be, out, err);
 }
 
 int t5_load(const char *dir, const ws_backend *be, t5_model **out, ws_err *err) {
@@ -289,60 +350,115 @@ int t5_rel_bucket(int rel, int num_buckets, int max_distance) {
 
 static const float *w_f32(const t5_w *w) { return w->t.dtype == WS_F32 ? w->t.data : NULL; }
 
-/* One embedding row widened to f32. */
-static void embed_row(const t5_w *e, int64_t id, int64_t dim, float *dst) {
-  if (e->t.dtype == WS_BF16) {
-    const uint16_t *h = (const uint16_t *)e->t.data + id * dim;
-    for (int64_t i = 0; i < dim; i++)
-      dst[i] = ws_bf16_to_f32(h[i]);
-  } else {
-    memcpy(dst, (const float *)e->t.data + id * dim, (size_t)dim * sizeof(float));
-  }
-}
-
-/* out[L, dim_attn] = softmax(q k^T + bias, keys j < n) v, per head. */
-static void t5_attention(const float *q, const float *k, const float *v, const float *pos,
-                         const int *bucket, int L, int n, int H, int d, float *out) {
-  int DA = H * d;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int h = 0; h < H; h++)
-    for (int i = 0; i < L; i++) {
-      float sbuf[1024];
-      float *s = n <= 1024 ? sbuf : malloc((size_t)n * sizeof(float));
-      if (!s) continue; /* cannot happen for sane L; leaves zeros */
-      const float *qi = q + (size_t)i * DA + h * d;
-      float mx = -INFINITY;
-      for (int j = 0; j < n; j++) {
-        const float *kj = k + (size_t)j * DA + h * d;
-        float acc = 0;
-        for (int c = 0; c < d; c++)
-          acc += qi[c] * kj[c];
-        acc += pos[bucket[(size_t)i * L + j] * H + h];
-        s[j] = acc;
-        if (acc > mx) mx = acc;
-      }
-      double sum = 0;
-      for (int j = 0; j < n; j++) {
-        s[j] = expf(s[j] - mx);
-        sum += s[j];
-      }
-      float inv = (float)(1.0 / sum);
-      float *oi = out + (size_t)i * DA + h * d;
-      for (int c = 0; c < d; c++)
-        oi[c] = 0;
-      for (int j = 0; j < n; j++) {
-        const float *vj = v + (size_t)j * DA + h * d;
-        float p = s[j] * inv;
-        for (int c = 0; c < d; c++)
-          oi[c] += p * vj[c];
-      }
-      if (s != sbuf) free(s);
-    }
-}
-
 static int lin(const t5_model *m, const float *x, int64_t M, int64_t K, const t5_w *w, int64_t N,
                float *y, ws_err *err) {
   return m->be->linear(m->be, x, M, K, w->t.data, w->t.dtype, N, NULL, y, err);
+}
+
+/* Device buffers of one encode; every pointer is backend memory (NULL = not allocated). */
+typedef struct t5_bufs {
+  float *x, *h, *q, *k, *v, *a, *g, *u;
+  int32_t *ids, *bucket;
+} t5_bufs;
+
+static void bufs_free(const ws_backend *be, t5_bufs *b) {
+  void *p[] = {b->x, b->h, b->q, b->k, b->v, b->a, b->g, b->u, b->ids, b->bucket};
+  for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
+    if (p[i]) be->free_mem(be, p[i]);
+  memset(b, 0, sizeof *b);
+}
+
+static int bufs_alloc(const t5_model *m, int L, t5_bufs *b, ws_err *err) {
+  const ws_backend *be = m->be;
+  const t5_config *c = &m->cfg;
+  const size_t f = sizeof(float), l = (size_t)L, D = (size_t)c->dim, DA = (size_t)c->dim_attn,
+               F = (size_t)c->dim_ffn;
+  struct {
+    void **p;
+    size_t n;
+  } want[] = {{(void **)&b->x, l * D * f},
+              {(void **)&b->h, l * D * f},
+              {(void **)&b->q, l * DA * f},
+              {(void **)&b->k, l * DA * f},
+              {(void **)&b->v, l * DA * f},
+              {(void **)&b->a, l * (DA > D ? DA : D) * f},
+              {(void **)&b->g, l * F * f},
+              {(void **)&b->u, l * F * f},
+              {(void **)&b->ids, l * sizeof(int32_t)},
+              {(void **)&b->bucket, l * l * sizeof(int32_t)}};
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+    if (be->alloc_mem(be, want[i].n, want[i].p, err) < 0)
+      return ws_wrap(err, "t5: buffers for %d positions", L);
+  return WS_OK;
+}
+
+/* Token ids and the relative-position buckets, computed on the host, to the device. */
+static int upload_positions(const t5_model *m, const int32_t *ids, int L, t5_bufs *b,
+                            ws_err *err) {
+  const ws_backend *be = m->be;
+  int32_t *bucket = malloc(sizeof(int32_t) * (size_t)L * (size_t)L);
+  if (!bucket) return ws_fail(err, WS_ENOMEM, "t5: bucket matrix for %d positions", L);
+  for (int i = 0; i < L; i++)
+    for (int j = 0; j < L; j++)
+      bucket[(size_t)i * L + j] = t5_rel_bucket(j - i, m->cfg.num_buckets, m->cfg.max_distance);
+  int rc = be->to_device(be, b->bucket, bucket, sizeof(int32_t) * (size_t)L * (size_t)L, err);
+  free(bucket);
+  if (rc == 0) rc = be->to_device(be, b->ids, ids, sizeof(int32_t) * (size_t)L, err);
+  return rc;
+}
+
+/* Sends a host copy of x [L, D] to the observer. */
+static int observe(const t5_model *m, t5_observer obs, void *ud, int stage, const float *x, int L,
+                   ws_err *err) {
+  if (!obs) return WS_OK;
+  const size_t n = (size_t)L * (size_t)m->cfg.dim;
+  float *hx = malloc(n * sizeof(float));
+  if (!hx) return ws_fail(err, WS_ENOMEM, "t5: observer copy");
+  int rc = m->be->to_host(m->be, hx, x, n * sizeof(float), err);
+  if (rc == 0) obs(ud, stage, hx, L, m->cfg.dim);
+  free(hx);
+  return rc;
+}
+
+/* One block: x += o(Attn(RMS(x))), x += fc2(fc1(h) * gelu(gate(h))). */
+static int block(const t5_model *m, const t5_layer *l, int L, int n, t5_bufs *b, ws_err *err) {
+  const ws_backend *be = m->be;
+  const t5_config *c = &m->cfg;
+  const int64_t D = c->dim, DA = c->dim_attn, F = c->dim_ffn, H = c->num_heads;
+  const float *pos = w_f32(c->shared_pos ? &m->shared_pos : &l->pos);
+  WS_TRY(be->rmsnorm(be, b->x, L, D, c->eps, w_f32(&l->norm1), b->h, err));
+  WS_TRY(lin(m, b->h, L, D, &l->q, DA, b->q, err));
+  WS_TRY(lin(m, b->h, L, D, &l->k, DA, b->k, err));
+  WS_TRY(lin(m, b->h, L, D, &l->v, DA, b->v, err));
+  /* keys >= n are padding: excluded (the reference adds finfo.min, i.e. weight 0) */
+  WS_TRY(be->attention_t5(be, b->q, b->k, b->v, b->bucket, pos, L, n, H, DA / H, b->a, err));
+  WS_TRY(lin(m, b->a, L, DA, &l->o, D, b->h, err));
+  WS_TRY(be->add(be, b->x, b->h, (int64_t)L * D, b->x, err));
+  WS_TRY(be->rmsnorm(be, b->x, L, D, c->eps, w_f32(&l->norm2), b->h, err));
+  WS_TRY(lin(m, b->h, L, D, &l->gate, F, b->g, err));
+  WS_TRY(lin(m, b->h, L, D, &l->fc1, F, b->u, err));
+  WS_TRY(be->gelu_tanh(be, b->g, (int64_t)L * F, b->g, err));
+  WS_TRY(be->mul(be, b->g, b->u, (int64_t)L * F, b->g, err));
+  WS_TRY(lin(m, b->g, L, F, &l->fc2, D, b->h, err));
+  return be->add(be, b->x, b->h, (int64_t)L * D, b->x, err);
+}
+
+static int encode_bufs(const t5_model *m, const int32_t *ids, int L, int n, float *hidden,
+                       t5_observer obs, void *obs_ud, t5_bufs *b, ws_err *err) {
+  const ws_backend *be = m->be;
+  const t5_config *c = &m->cfg;
+  WS_TRY(bufs_alloc(m, L, b, err));
+  WS_TRY(upload_positions(m, ids, L, b, err));
+  WS_TRY(be->embed(be, m->embed.t.data, m->embed.t.dtype, c->vocab_size, c->dim, b->ids, L, b->x,
+                   err));
+  WS_TRY(observe(m, obs, obs_ud, -1, b->x, L, err));
+  for (int li = 0; li < c->num_layers; li++) {
+    WS_TRY(block(m, &m->layers[li], L, n, b, err));
+    WS_TRY(observe(m, obs, obs_ud, li, b->x, L, err));
+  }
+  WS_TRY(be->rmsnorm(be, b->x, L, c->dim, c->eps, w_f32(&m->norm), b->x, err));
+  WS_TRY(be->to_host(be, hidden, b->x, sizeof(float) * (size_t)L * (size_t)c->dim, err));
+  return be->sync(be, err);
 }
 
 int t5_encode(const t5_model *m, const int32_t *ids, const int32_t *mask, int L, float *hidden,
@@ -362,66 +478,9 @@ int t5_encode(const t5_model *m, const int32_t *ids, const int32_t *mask, int L,
                      c->vocab_size);
   }
   if (n == 0) return ws_fail(err, WS_EINVAL, "t5: mask has no tokens (length 0)");
-  const int64_t D = c->dim, DA = c->dim_attn, F = c->dim_ffn;
-  const int H = c->num_heads, d = (int)(DA / H);
-  float *h = NULL, *q = NULL, *k = NULL, *v = NULL, *a = NULL, *g = NULL, *u = NULL;
-  int *bucket = NULL;
-  int rc = 0;
-  size_t LD = (size_t)L * (size_t)D;
-  h = malloc(LD * sizeof(float));
-  q = malloc((size_t)L * (size_t)DA * sizeof(float));
-  k = malloc((size_t)L * (size_t)DA * sizeof(float));
-  v = malloc((size_t)L * (size_t)DA * sizeof(float));
-  a = malloc((size_t)L * (size_t)(DA > D ? DA : D) * sizeof(float));
-  g = malloc((size_t)L * (size_t)F * sizeof(float));
-  u = malloc((size_t)L * (size_t)F * sizeof(float));
-  bucket = malloc((size_t)L * (size_t)L * sizeof(int));
-  if (!h || !q || !k || !v || !a || !g || !u || !bucket) {
-    rc = ws_fail(err, WS_ENOMEM, "t5: out of memory for %d positions", L);
-    goto done;
-  }
-  for (int i = 0; i < L; i++)
-    for (int j = 0; j < L; j++)
-      bucket[(size_t)i * L + j] = t5_rel_bucket(j - i, c->num_buckets, c->max_distance);
-  float *x = hidden;
-  for (int i = 0; i < L; i++)
-    embed_row(&m->embed, ids[i], D, x + (size_t)i * D);
-  if (obs) obs(obs_ud, -1, x, L, (int)D);
-  for (int li = 0; li < c->num_layers; li++) {
-    const t5_layer *l = &m->layers[li];
-    const float *pos = w_f32(c->shared_pos ? &m->shared_pos : &l->pos);
-    if ((rc = m->be->rmsnorm(m->be, x, L, D, c->eps, w_f32(&l->norm1), h, err)) < 0 ||
-        (rc = lin(m, h, L, D, &l->q, DA, q, err)) < 0 ||
-        (rc = lin(m, h, L, D, &l->k, DA, k, err)) < 0 ||
-        (rc = lin(m, h, L, D, &l->v, DA, v, err)) < 0)
-      goto done;
-    /* keys >= n are padding: excluded (the reference adds finfo.min, i.e. weight 0) */
-    t5_attention(q, k, v, pos, bucket, L, n, H, d, a);
-    if ((rc = lin(m, a, L, DA, &l->o, D, h, err)) < 0) goto done;
-    for (size_t i = 0; i < LD; i++)
-      x[i] += h[i];
-    if ((rc = m->be->rmsnorm(m->be, x, L, D, c->eps, w_f32(&l->norm2), h, err)) < 0 ||
-        (rc = lin(m, h, L, D, &l->gate, F, g, err)) < 0 ||
-        (rc = lin(m, h, L, D, &l->fc1, F, u, err)) < 0 ||
-        (rc = m->be->gelu_tanh(m->be, g, (int64_t)L * F, g, err)) < 0)
-      goto done;
-    for (size_t i = 0; i < (size_t)L * (size_t)F; i++)
-      g[i] *= u[i];
-    if ((rc = lin(m, g, L, F, &l->fc2, D, h, err)) < 0) goto done;
-    for (size_t i = 0; i < LD; i++)
-      x[i] += h[i];
-    if (obs) obs(obs_ud, li, x, L, (int)D);
-  }
-  if ((rc = m->be->rmsnorm(m->be, x, L, D, c->eps, w_f32(&m->norm), x, err)) < 0) goto done;
-  if (n_tokens) *n_tokens = n;
-done:
-  free(h);
-  free(q);
-  free(k);
-  free(v);
-  free(a);
-  free(g);
-  free(u);
-  free(bucket);
+  t5_bufs b = {0};
+  int rc = encode_bufs(m, ids, L, n, hidden, obs, obs_ud, &b, err);
+  bufs_free(m->be, &b);
+  if (rc == 0 && n_tokens) *n_tokens = n;
   return rc;
 }

@@ -20,8 +20,9 @@
  * num_buckets, shared_pos) or HF fields (vocab_size, d_model, d_kv, d_ff, num_heads, num_layers,
  * relative_attention_num_buckets, relative_attention_max_distance, layer_norm_epsilon).
  *
- * Runs on host memory: `be` must be a host backend (the CPU backend); its `linear` and
- * `rmsnorm` do the matmuls and norms, attention is this module's own CPU code.
+ * Every operation is a call into `be` (linear, rmsnorm, gelu_tanh, add, mul, embed,
+ * attention_t5), so the encoder runs wherever its backend does; weights are uploaded once at
+ * load (BF16 kept as BF16), the bucket matrix and the ids once per call.
  * Ownership: t5_model owns its weights; t5_encode writes into caller buffers.
  */
 #ifndef WS_T5_H
@@ -51,6 +52,10 @@ int t5_load(const char *dir, const ws_backend *be, t5_model **out, ws_err *err);
  * with the given config. Every weight's shape is checked. */
 int t5_load_weights(const t5_config *cfg, const char *weights, const ws_backend *be, t5_model **out,
                     ws_err *err);
+/* A model with random weights made directly on `be` (fill_uniform: no host copy, nothing read
+ * or written), deterministic in seed: how the real-size path runs without a checkpoint. */
+int t5_init_random(const t5_config *cfg, uint64_t seed, const ws_backend *be, t5_model **out,
+                   ws_err *err);
 void t5_free(t5_model *m);
 const t5_config *t5_get_config(const t5_model *m);
 

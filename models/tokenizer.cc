@@ -31,6 +31,41 @@ static bool is_dir(const std::string &p) {
   return stat(p.c_str(), &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
+/* Takes m after a load attempt: the vocabulary, EOS/UNK/PAD, or a clear error (m deleted). */
+static int finish(tok_model *m, bool ok, const std::string &why, const std::string &name,
+                  tok_model **out, ws_err *err) {
+  if (!ok) {
+    delete m;
+    return ws_fail(err, WS_EFORMAT, "%s: not a SentencePiece model: %s", name.c_str(), why.c_str());
+  }
+  m->path = name;
+  m->vocab = m->sp.GetPieceSize();
+  m->eos = m->sp.eos_id();
+  m->unk = m->sp.unk_id();
+  m->pad = m->sp.pad_id() >= 0 ? m->sp.pad_id() : 0;
+  if (m->eos < 0 || m->eos >= m->vocab) {
+    delete m;
+    return ws_fail(err, WS_EFORMAT, "%s: the SentencePiece model has no EOS piece", name.c_str());
+  }
+  *out = m;
+  return 0;
+}
+
+extern "C" int tok_load_bytes(const void *data, size_t n, const char *name, tok_model **out,
+                              ws_err *err) {
+  *out = nullptr;
+  try {
+    tok_model *m = new tok_model();
+    auto st = m->sp.LoadFromSerializedProto(
+        std::string_view(static_cast<const char *>(data), n));
+    return finish(m, st.ok(), st.ToString(), name, out, err);
+  } catch (const std::bad_alloc &) {
+    return ws_fail(err, WS_ENOMEM, "%s: out of memory loading the tokenizer", name);
+  } catch (const std::exception &e) {
+    return ws_fail(err, WS_EINTERNAL, "%s: tokenizer load failed: %s", name, e.what());
+  }
+}
+
 extern "C" int tok_load(const char *path, tok_model **out, ws_err *err) {
   *out = nullptr;
   try {
@@ -53,23 +88,7 @@ extern "C" int tok_load(const char *path, tok_model **out, ws_err *err) {
     }
     tok_model *m = new tok_model();
     auto st = m->sp.Load(file);
-    if (!st.ok()) {
-      std::string msg = st.ToString();
-      delete m;
-      return ws_fail(err, WS_EFORMAT, "%s: not a SentencePiece model: %s", file.c_str(),
-                     msg.c_str());
-    }
-    m->path = file;
-    m->vocab = m->sp.GetPieceSize();
-    m->eos = m->sp.eos_id();
-    m->unk = m->sp.unk_id();
-    m->pad = m->sp.pad_id() >= 0 ? m->sp.pad_id() : 0;
-    if (m->eos < 0 || m->eos >= m->vocab) {
-      delete m;
-      return ws_fail(err, WS_EFORMAT, "%s: the SentencePiece model has no EOS piece", file.c_str());
-    }
-    *out = m;
-    return 0;
+    return finish(m, st.ok(), st.ToString(), file, out, err);
   } catch (const std::bad_alloc &) {
     return ws_fail(err, WS_ENOMEM, "%s: out of memory loading the tokenizer", path);
   } catch (const std::exception &e) {

@@ -27,6 +27,8 @@ typedef struct tok_model tok_model;
 
 /* path: spiece.model or a folder (see above). *out owned by the caller (tok_free). */
 int tok_load(const char *path, tok_model **out, ws_err *err);
+/* The same from the bytes of a spiece.model (name: for messages). */
+int tok_load_bytes(const void *data, size_t n, const char *name, tok_model **out, ws_err *err);
 void tok_free(tok_model *m);
 
 int tok_vocab_size(const tok_model *m);

@@ -4,10 +4,11 @@
  * (encoder: downsamples then middle; decoder: middle then upsamples), and a head (RMS, SiLU,
  * causal conv). Each causal convolution and temporal resample owns a cache "slot" index; the
  * slots themselves live in a per-call state (vae_state), so a model is read-only while running.
- * Activations of one chunk are `act` buffers [c, t, h, w] passed layer to layer; every layer
- * takes ownership of its input and returns a new (or the same) buffer.
+ * This file holds the configuration and the loader (weights go to the model's backend once);
+ * models/vae_run.c runs the chunks.
  */
 #include "models/vae.h"
+#include "models/vae_internal.h"
 #include "models/vae_names.h"
 
 #include <cjson/cJSON.h>
@@ -18,7 +19,6 @@
 #include <sys/stat.h>
 
 #include "core/weights.h"
-#include "models/vae_ops.h"
 
 static const float vae_mean16[16] = {-0.7571f, -0.7089f, -0.9113f, 0.1075f,  -0.1745f, 0.9653f,
                                      -0.1517f, 1.5508f,  0.4134f,  -0.0715f, 0.5517f,  -0.3632f,
@@ -26,42 +26,6 @@ static const float vae_mean16[16] = {-0.7571f, -0.7089f, -0.9113f, 0.1075f,  -0.
 static const float vae_std16[16] = {2.8184f, 1.4541f, 2.3275f, 2.6558f, 1.2196f, 1.7708f,
                                     2.6052f, 2.0743f, 3.2687f, 2.1526f, 2.8652f, 1.5579f,
                                     1.6382f, 1.1253f, 2.8251f, 1.9160f};
-
-enum { L_RES, L_ATTN, L_DOWN2D, L_DOWN3D, L_UP2D, L_UP3D };
-
-typedef struct vae_conv {
-  const float *w, *b; /* views into the model's tensors; w NULL = absent */
-  vop_conv g;
-  int ph1, pw1; /* zero padding after the last row / column */
-} vae_conv;
-
-typedef struct vae_layer {
-  int kind, cin, cout;
-  const float *g0, *g1; /* RES: residual.0/.3 gammas; ATTN: norm gamma */
-  vae_conv a, b, sc;    /* RES: residual.2, residual.6, shortcut; ATTN: to_qkv, proj;
-                           resample: resample.1 (spatial), time_conv */
-  int slot;             /* RES: slot, slot+1; DOWN3D/UP3D: slot */
-} vae_layer;
-
-typedef struct vae_coder {
-  vae_conv conv_in;
-  int slot_in;
-  int nl;
-  vae_layer *l;
-  const float *head_g;
-  vae_conv head;
-  int slot_head;
-  int nslots;
-} vae_coder;
-
-struct vae_model {
-  vae_config cfg;
-  unsigned parts;
-  vae_coder enc, dec;
-  vae_conv conv1, conv2; /* top-level 1x1x1 convolutions */
-  ws_tensor *tensors;    /* owned weight copies */
-  int ntensors, cap;
-};
 
 /* ---------------------------------------------------------------- config */
 
@@ -216,9 +180,26 @@ out:
 
 typedef struct loader {
   vae_model *m;
-  const wt_source *w;
-  int slots; /* next free cache slot of the coder being built */
+  const wt_source *w;    /* NULL: random weights made on the backend */
+  uint64_t seed, offset; /* random: the stream and its next unused index */
+  int slots;             /* next free cache slot of the coder being built */
 } loader;
+
+/* A random weight on the backend: convolution weights uniform in +-sqrt(3/fan_in), biases
+ * small, gammas near 1 — activations stay O(1) through the stages. */
+static int random_tensor(loader *L, const char *name, const int64_t *shape, int ndim,
+                         ws_tensor *t, ws_err *err) {
+  const ws_backend *be = L->m->be;
+  WS_TRY(ws_tensor_alloc_on(t, be, WS_F32, shape, ndim, err));
+  int64_t n = ws_tensor_numel(t), fan_in = ndim > 1 ? n / shape[0] : 1;
+  size_t len = strlen(name);
+  float hi = 0.02f, lo = -0.02f; /* .bias */
+  if (len > 6 && !strcmp(name + len - 6, ".gamma")) lo = 0.9f, hi = 1.1f;
+  if (len > 7 && !strcmp(name + len - 7, ".weight")) hi = sqrtf(3.0f / (float)fan_in), lo = -hi;
+  WS_TRY(be->fill_uniform(be, t->data, WS_F32, n, L->seed, L->offset, lo, hi, err));
+  L->offset += (uint64_t)n;
+  return WS_OK;
+}
 
 /* Loads the tensor named by fmt with the given shape; *out views the owned copy. */
 static int __attribute__((format(printf, 6, 7)))
@@ -244,8 +225,19 @@ get(loader *L, const float **out, const int64_t *shape, int ndim, ws_err *err, c
   }
   ws_tensor *t = &m->tensors[m->ntensors];
   memset(t, 0, sizeof *t);
-  int rc = wt_get_f32_shape(L->w, name, shape, ndim, t, err);
+  ws_tensor host = {0};
+  int rc = L->w ? wt_get_f32_shape(L->w, name, shape, ndim, &host, err)
+                : random_tensor(L, name, shape, ndim, t, err);
   if (rc < 0) return ws_wrap(err, "vae");
+  if (!L->w) {
+    /* made in place */
+  } else if (!strcmp(m->be->name, "cpu")) { /* host memory: the host copy is the weight */
+    *t = host;
+  } else {
+    rc = ws_tensor_upload(t, m->be, &host, 0, err);
+    ws_tensor_free(&host);
+    if (rc < 0) return ws_wrap(err, "vae: uploading %s", name);
+  }
   m->ntensors++;
   *out = t->data;
   return 0;
@@ -257,7 +249,7 @@ static int load_conv(loader *L, vae_conv *cv, const char *prefix, int cin, int c
   int64_t s5[5] = {cout, cin, kt, kh, kw}, s4[4] = {cout, cin, kh, kw}, sb[1] = {cout};
   WS_TRY(get(L, &cv->w, ndim == 5 ? s5 : s4, ndim, err, "%s.weight", prefix));
   WS_TRY(get(L, &cv->b, sb, 1, err, "%s.bias", prefix));
-  vop_conv g = {cin, cout, kt, kh, kw, 1, 1, 1, kh / 2, kw / 2};
+  ws_conv3d_geom g = {cin, cout, kt, kh, kw, 1, 1, 1, kh / 2, kw / 2};
   cv->g = g;
   cv->ph1 = kh / 2, cv->pw1 = kw / 2;
   return 0;
@@ -422,34 +414,49 @@ static int load_decoder(loader *L, ws_err *err) {
   return 0;
 }
 
-int vae_load_with(const vae_config *cfg, const char *weights, unsigned parts, vae_model **out,
-                  ws_err *err) {
+/* The model from a weight source, or random weights (w NULL) from seed. */
+static int build(const vae_config *cfg, const wt_source *w, uint64_t seed, unsigned parts,
+                 const ws_backend *be, vae_model **out, ws_err *err) {
   *out = NULL;
   if (!(parts & VAE_BOTH)) return ws_fail(err, WS_EINVAL, "vae_load: no part requested");
-  WS_TRY(cfg_check(cfg, weights, err));
   vae_model *m = calloc(1, sizeof *m);
   if (!m) return ws_fail(err, WS_ENOMEM, "vae_load");
   m->cfg = *cfg;
   m->parts = parts & VAE_BOTH;
-  wt_source *w = NULL;
-  int rc = wt_open(weights, &w, err);
+  int rc = be ? WS_OK : ws_backend_cpu_create(0, &m->own_be, err);
+  m->be = be ? be : m->own_be;
+  loader L = {.m = m, .w = w, .seed = seed};
+  if (rc == 0 && (parts & VAE_ENCODER)) rc = load_encoder(&L, err);
+  if (rc == 0 && (parts & VAE_DECODER)) rc = load_decoder(&L, err);
+  if (rc == 0) rc = m->be->sync(m->be, err);
   if (rc < 0) {
-    ws_wrap(err, "vae_load");
-    goto fail;
+    vae_free(m);
+    return rc;
   }
-  loader L = {m, w, 0};
-  if ((parts & VAE_ENCODER) && (rc = load_encoder(&L, err)) < 0) goto fail;
-  if ((parts & VAE_DECODER) && (rc = load_decoder(&L, err)) < 0) goto fail;
-  wt_close(w);
   *out = m;
   return 0;
-fail:
+}
+
+int vae_load_with(const vae_config *cfg, const char *weights, unsigned parts,
+                  const ws_backend *be, vae_model **out, ws_err *err) {
+  *out = NULL;
+  WS_TRY(cfg_check(cfg, weights, err));
+  wt_source *w = NULL;
+  if (wt_open(weights, &w, err) < 0) return ws_wrap(err, "vae_load");
+  int rc = build(cfg, w, 0, parts, be, out, err);
   wt_close(w);
-  vae_free(m);
   return rc;
 }
 
-int vae_load(const char *path, unsigned parts, vae_model **out, ws_err *err) {
+int vae_init_random(const vae_config *cfg, uint64_t seed, unsigned parts, const ws_backend *be,
+                    vae_model **out, ws_err *err) {
+  *out = NULL;
+  WS_TRY(cfg_check(cfg, "vae (random)", err));
+  return build(cfg, NULL, seed, parts, be, out, err);
+}
+
+int vae_load(const char *path, unsigned parts, const ws_backend *be, vae_model **out,
+             ws_err *err) {
   struct stat sb;
   if (stat(path, &sb) != 0) return ws_fail(err, WS_ENOTFOUND, "vae_load: %s does not exist", path);
   char cfgp[4096];
@@ -465,7 +472,7 @@ int vae_load(const char *path, unsigned parts, vae_model **out, ws_err *err) {
     WS_TRY(vae_config_load(cfgp, &cfg, err));
   else
     vae_config_default(&cfg);
-  return vae_load_with(&cfg, path, parts, out, err);
+  return vae_load_with(&cfg, path, parts, be, out, err);
 }
 
 void vae_free(vae_model *m) {
@@ -475,6 +482,7 @@ void vae_free(vae_model *m) {
   free(m->tensors);
   free(m->enc.l);
   free(m->dec.l);
+  if (m->own_be) m->own_be->destroy(m->own_be);
   free(m);
 }
 
@@ -488,374 +496,3 @@ int vae_video_frames(const vae_model *m, int T) {
   return 1 + vae_temporal_factor(&m->cfg) * (T - 1);
 }
 
-/* ---------------------------------------------------------------- running */
-
-typedef struct act {
-  float *d; /* owned, [c, t, h, w] */
-  int c, t, h, w;
-} act;
-
-typedef struct vae_slot {
-  float *buf;  /* causal conv: the last kt-1 input frames (zeros before the first chunk);
-                  downsample3d: the last spatially downsampled frame */
-  int started; /* downsample3d/upsample3d: the first chunk has passed */
-} vae_slot;
-
-typedef struct vae_state {
-  vae_slot *s;
-  int n;
-} vae_state;
-
-static int64_t act_n(const act *a) { return (int64_t)a->c * a->t * a->h * a->w; }
-
-static int act_alloc(act *a, int c, int t, int h, int w, ws_err *err) {
-  a->c = c, a->t = t, a->h = h, a->w = w;
-  a->d = malloc(sizeof(float) * (size_t)act_n(a));
-  if (!a->d) return ws_fail(err, WS_ENOMEM, "vae: activation [%d, %d, %d, %d]", c, t, h, w);
-  return 0;
-}
-
-static void act_free(act *a) {
-  free(a->d);
-  a->d = NULL;
-}
-
-/* Replaces *x by *y (frees the old buffer). */
-static void act_move(act *x, act *y) {
-  free(x->d);
-  *x = *y;
-  y->d = NULL;
-}
-
-static int state_init(vae_state *st, int n, ws_err *err) {
-  st->n = n;
-  st->s = calloc((size_t)(n ? n : 1), sizeof *st->s);
-  return st->s ? 0 : ws_fail(err, WS_ENOMEM, "vae: cache table");
-}
-
-static void state_free(vae_state *st) {
-  for (int i = 0; i < st->n; i++)
-    free(st->s[i].buf);
-  free(st->s);
-  st->s = NULL;
-}
-
-/* y = conv(x) (new buffer): time "valid", spatial padding and strides from cv. */
-static int conv_new(const vae_conv *cv, const act *x, act *y, ws_err *err) {
-  const vop_conv *g = &cv->g;
-  if (x->c != g->cin)
-    return ws_fail(err, WS_EINTERNAL, "vae: conv of %d channels fed %d", g->cin, x->c);
-  int ho = vop_conv_out(x->h, g->ph0, cv->ph1, g->kh, g->sh);
-  int wo = vop_conv_out(x->w, g->pw0, cv->pw1, g->kw, g->sw);
-  int to = vop_conv_out(x->t, 0, 0, g->kt, g->st);
-  if (ho <= 0 || wo <= 0 || to <= 0)
-    return ws_fail(err, WS_EINVAL, "vae: input [%d, %d, %d, %d] too small for a %dx%dx%d conv",
-                   x->c, x->t, x->h, x->w, g->kt, g->kh, g->kw);
-  WS_TRY(act_alloc(y, g->cout, to, ho, wo, err));
-  int rc = vop_conv3d(g, x->d, x->t, x->h, x->w, cv->w, cv->b, y->d, ho, wo, err);
-  if (rc < 0) act_free(y);
-  return rc;
-}
-
-/* Causal convolution with the release's feature cache (slot s, created zeroed on first use). */
-static int causal_conv(const vae_conv *cv, vae_slot *s, const act *x, act *y, ws_err *err) {
-  const vop_conv *g = &cv->g;
-  if (g->kt == 1) return conv_new(cv, x, y, err);
-  if (x->c != g->cin) return ws_fail(err, WS_EINTERNAL, "vae: causal conv channel mismatch");
-  const int64_t cache_n = (int64_t)x->c * (g->kt - 1) * x->h * x->w;
-  if (!s->buf && !(s->buf = calloc((size_t)cache_n, sizeof(float))))
-    return ws_fail(err, WS_ENOMEM, "vae: conv cache");
-  int ho = vop_conv_out(x->h, g->ph0, cv->ph1, g->kh, g->sh);
-  int wo = vop_conv_out(x->w, g->pw0, cv->pw1, g->kw, g->sw);
-  WS_TRY(act_alloc(y, g->cout, x->t, ho, wo, err));
-  int rc = vop_causal_conv3d(g, s->buf, x->d, x->t, x->h, x->w, cv->w, cv->b, y->d, ho, wo, err);
-  if (rc < 0) act_free(y);
-  return rc;
-}
-
-/* Each run_* replaces *x by the layer's output; on failure *x is left valid (caller frees). */
-
-static int run_res(const vae_layer *l, vae_state *st, act *x, ws_err *err) {
-  act h = {0}, t = {0}, u = {0};
-  int rc;
-  const int64_t n = (int64_t)x->t * x->h * x->w;
-  if (l->sc.w && (rc = conv_new(&l->sc, x, &h, err)) < 0) return rc;
-  if ((rc = act_alloc(&t, x->c, x->t, x->h, x->w, err)) < 0) goto out;
-  vop_rms_norm_ch(x->d, x->c, n, l->g0, t.d);
-  vop_silu(t.d, act_n(&t));
-  if ((rc = causal_conv(&l->a, &st->s[l->slot], &t, &u, err)) < 0) goto out;
-  act_free(&t);
-  vop_rms_norm_ch(u.d, u.c, n, l->g1, u.d);
-  vop_silu(u.d, act_n(&u));
-  if ((rc = causal_conv(&l->b, &st->s[l->slot + 1], &u, &t, err)) < 0) goto out;
-  vop_add(t.d, l->sc.w ? h.d : x->d, act_n(&t));
-  act_move(x, &t);
-out:
-  act_free(&h);
-  act_free(&t);
-  act_free(&u);
-  return rc;
-}
-
-/* Per-frame single-head self-attention over the h*w positions, plus the residual. */
-static int run_attn(const vae_layer *l, act *x, ws_err *err) {
-  act xn = {0}, qkv = {0}, o = {0}, p = {0};
-  const int C = x->c;
-  const int64_t L = (int64_t)x->h * x->w, ld = (int64_t)x->t * L;
-  int rc;
-  if ((rc = act_alloc(&xn, C, x->t, x->h, x->w, err)) < 0) return rc;
-  vop_rms_norm_ch(x->d, C, ld, l->g0, xn.d);
-  if ((rc = conv_new(&l->a, &xn, &qkv, err)) < 0) goto out;
-  if ((rc = act_alloc(&o, C, x->t, x->h, x->w, err)) < 0) goto out;
-  for (int f = 0; f < x->t && rc == 0; f++) {
-    const float *q = qkv.d + f * L;
-    rc = vop_attention(q, q + C * ld, q + 2 * C * ld, ld, C, L, o.d + f * L, ld, err);
-  }
-  if (rc < 0 || (rc = conv_new(&l->b, &o, &p, err)) < 0) goto out;
-  vop_add(x->d, p.d, act_n(x));
-out:
-  act_free(&xn);
-  act_free(&qkv);
-  act_free(&o);
-  act_free(&p);
-  return rc;
-}
-
-static int run_down(const vae_layer *l, vae_state *st, act *x, ws_err *err) {
-  act s = {0}, xin = {0}, y = {0};
-  int rc = conv_new(&l->a, x, &s, err);
-  if (rc < 0 || l->kind == L_DOWN2D) goto done;
-  vae_slot *sl = &st->s[l->slot];
-  const int64_t hw = (int64_t)s.h * s.w;
-  if (sl->started) { /* time conv, stride 2, over [last frame of the previous chunk, s] */
-    if ((rc = act_alloc(&xin, s.c, 1 + s.t, s.h, s.w, err)) < 0) goto done;
-    vop_concat_time(sl->buf, 1, s.d, s.t, s.c, hw, xin.d);
-    if ((rc = conv_new(&l->b, &xin, &y, err)) < 0) goto done;
-  } else if (!(sl->buf = malloc(sizeof(float) * (size_t)(s.c * hw)))) {
-    rc = ws_fail(err, WS_ENOMEM, "vae: downsample cache");
-    goto done;
-  }
-  sl->started = 1; /* the first chunk passes unchanged */
-  for (int c = 0; c < s.c; c++)
-    memcpy(sl->buf + c * hw, s.d + ((int64_t)c * s.t + s.t - 1) * hw, sizeof(float) * (size_t)hw);
-  if (y.d) act_move(&s, &y);
-done:
-  if (rc == 0) act_move(x, &s);
-  act_free(&s);
-  act_free(&xin);
-  act_free(&y);
-  return rc;
-}
-
-static int run_up(const vae_layer *l, vae_state *st, act *x, ws_err *err) {
-  act tc = {0}, il = {0}, u = {0}, y = {0};
-  int rc = 0;
-  if (l->kind == L_UP3D) {
-    vae_slot *sl = &st->s[l->slot];
-    if (sl->started) { /* time conv C -> 2C from a zero cache, channel halves interleaved */
-      if ((rc = causal_conv(&l->b, sl, x, &tc, err)) < 0) goto out;
-      if ((rc = act_alloc(&il, x->c, 2 * x->t, x->h, x->w, err)) < 0) goto out;
-      vop_interleave_time(tc.d, x->c, x->t, (int64_t)x->h * x->w, il.d);
-      act_move(x, &il);
-    }
-    sl->started = 1; /* the first chunk bypasses the time conv */
-  }
-  if ((rc = act_alloc(&u, x->c, x->t, 2 * x->h, 2 * x->w, err)) < 0) goto out;
-  vop_upsample2x(x->d, (int64_t)x->c * x->t, x->h, x->w, u.d);
-  if ((rc = conv_new(&l->a, &u, &y, err)) < 0) goto out;
-  act_move(x, &y);
-out:
-  act_free(&tc);
-  act_free(&il);
-  act_free(&u);
-  act_free(&y);
-  return rc;
-}
-
-/* One chunk through conv_in, the body and the head; *x is replaced by the output. */
-static int run_coder(const vae_coder *c, vae_state *st, act *x, ws_err *err) {
-  act y = {0};
-  WS_TRY(causal_conv(&c->conv_in, &st->s[c->slot_in], x, &y, err));
-  act_move(x, &y);
-  for (int i = 0; i < c->nl; i++) {
-    const vae_layer *l = &c->l[i];
-    int rc;
-    switch (l->kind) {
-    case L_RES: rc = run_res(l, st, x, err); break;
-    case L_ATTN: rc = run_attn(l, x, err); break;
-    case L_DOWN2D:
-    case L_DOWN3D: rc = run_down(l, st, x, err); break;
-    default: rc = run_up(l, st, x, err); break;
-    }
-    if (rc < 0) return rc;
-  }
-  vop_rms_norm_ch(x->d, x->c, (int64_t)x->t * x->h * x->w, c->head_g, x->d);
-  vop_silu(x->d, act_n(x));
-  WS_TRY(causal_conv(&c->head, &st->s[c->slot_head], x, &y, err));
-  act_move(x, &y);
-  return 0;
-}
-
-static int check_input(const ws_tensor *t, const char *what, int C, ws_err *err) {
-  char sb[96];
-  if (!t || !t->data || t->dtype != WS_F32 || t->ndim != 4)
-    return ws_fail(err, WS_EINVAL, "%s: want a host F32 tensor [%d, T, H, W], got %s %s", what, C,
-                   t ? ws_dtype_name(t->dtype) : "NULL",
-                   t ? ws_shape_str(t->shape, t->ndim, sb, sizeof sb) : "");
-  if (t->shape[0] != C || t->shape[1] < 1 || t->shape[2] < 1 || t->shape[3] < 1 ||
-      t->shape[1] > (1 << 20) || t->shape[2] > (1 << 16) || t->shape[3] > (1 << 16))
-    return ws_fail(err, WS_EINVAL, "%s: shape %s, want [%d, T, H, W] with T, H, W >= 1", what,
-                   ws_shape_str(t->shape, t->ndim, sb, sizeof sb), C);
-  int64_t bad = vop_find_nonfinite(t->data, ws_tensor_numel(t));
-  if (bad >= 0)
-    return ws_fail(err, WS_EINVAL, "%s: element %lld is %s", what, (long long)bad,
-                   isnan(((const float *)t->data)[bad]) ? "NaN" : "infinite");
-  return 0;
-}
-
-int vae_encode(const vae_model *m, const ws_tensor *video, ws_tensor *z, ws_tensor *mu_raw,
-               ws_err *err) {
-  memset(z, 0, sizeof *z);
-  if (mu_raw) memset(mu_raw, 0, sizeof *mu_raw);
-  if (!(m->parts & VAE_ENCODER))
-    return ws_fail(err, WS_EINVAL, "vae_encode: the model was loaded without its encoder");
-  WS_TRY(check_input(video, "vae_encode: video", 3, err));
-  const int F = (int)video->shape[1], H = (int)video->shape[2], W = (int)video->shape[3];
-  const int sf = vae_spatial_factor(&m->cfg), zd = m->cfg.z_dim;
-  if ((F - 1) % 4 != 0)
-    return ws_fail(err, WS_EINVAL, "vae_encode: %d frames; the frame count must be 4k+1", F);
-  if (H % sf || W % sf)
-    return ws_fail(err, WS_EINVAL, "vae_encode: frame size %dx%d is not a multiple of %d", H, W,
-                   sf);
-  const int T = vae_latent_frames(m, F), h = H / sf, w = W / sf;
-  const int64_t HW = (int64_t)H * W, hw = (int64_t)h * w;
-  int64_t zs[4] = {zd, T, h, w};
-  WS_TRY(ws_tensor_alloc(z, WS_F32, zs, 4, err));
-  vae_state st = {0};
-  act x = {0}, mu = {0};
-  vae_conv c1 = m->conv1; /* only the mean half of conv1: its first z_dim output channels */
-  c1.g.cout = zd;
-  int rc = state_init(&st, m->enc.nslots, err), t0 = 0;
-  float *zo = z->data;
-  const float *vi = video->data;
-  for (int f0 = 0; rc == 0 && f0 < F;) {
-    int n = f0 == 0 ? 1 : 4; /* chunks of 1, 4, 4, ... frames */
-    if ((rc = act_alloc(&x, 3, n, H, W, err)) < 0) break;
-    for (int c = 0; c < 3; c++)
-      memcpy(x.d + c * n * HW, vi + ((int64_t)c * F + f0) * HW, sizeof(float) * (size_t)(n * HW));
-    if ((rc = run_coder(&m->enc, &st, &x, err)) < 0) break;
-    if ((rc = conv_new(&c1, &x, &mu, err)) < 0) break;
-    if (mu.h != h || mu.w != w || t0 + mu.t > T) {
-      rc = ws_fail(err, WS_EINTERNAL, "vae_encode: chunk at frame %d gave [%d, %d, %d, %d]", f0,
-                   mu.c, mu.t, mu.h, mu.w);
-      break;
-    }
-    for (int c = 0; c < zd; c++)
-      memcpy(zo + ((int64_t)c * T + t0) * hw, mu.d + (int64_t)c * mu.t * hw,
-             sizeof(float) * (size_t)(mu.t * hw));
-    t0 += mu.t;
-    f0 += n;
-    act_free(&x);
-    act_free(&mu);
-  }
-  act_free(&x);
-  act_free(&mu);
-  state_free(&st);
-  if (rc == 0 && t0 != T)
-    rc = ws_fail(err, WS_EINTERNAL, "vae_encode: %d latent frames, expected %d", t0, T);
-  if (rc == 0 && mu_raw && (rc = ws_tensor_alloc(mu_raw, WS_F32, zs, 4, err)) == 0)
-    memcpy(mu_raw->data, zo, ws_tensor_nbytes(z));
-  if (rc < 0) {
-    ws_tensor_free(z);
-    if (mu_raw) ws_tensor_free(mu_raw);
-    return rc;
-  }
-  for (int c = 0; c < zd; c++) { /* (mu - mean) * (1 / std) */
-    const double mean = m->cfg.latents_mean[c], inv = 1.0 / (double)m->cfg.latents_std[c];
-    float *p = zo + (int64_t)c * T * hw;
-    for (int64_t i = 0; i < T * hw; i++)
-      p[i] = (float)(((double)p[i] - mean) * inv);
-  }
-  return 0;
-}
-
-/* z * std + mean, computed as the release does: z / (1/std) + mean. */
-static void denormalize(const vae_config *cfg, const float *z, int c, int64_t n, float *out) {
-  const float inv = (float)(1.0 / (double)cfg->latents_std[c]);
-  const double mean = cfg->latents_mean[c];
-  for (int64_t i = 0; i < n; i++)
-    out[i] = (float)((double)z[i] / inv + mean);
-}
-
-int vae_decode_stream(const vae_model *m, const ws_tensor *z, vae_frames_fn fn, void *user,
-                      ws_err *err) {
-  if (!(m->parts & VAE_DECODER))
-    return ws_fail(err, WS_EINVAL, "vae_decode: the model was loaded without its decoder");
-  WS_TRY(check_input(z, "vae_decode: latent", m->cfg.z_dim, err));
-  const int zd = m->cfg.z_dim, T = (int)z->shape[1], h = (int)z->shape[2], w = (int)z->shape[3];
-  const int64_t hw = (int64_t)h * w;
-  vae_state st = {0};
-  act x = {0}, y = {0};
-  int rc = state_init(&st, m->dec.nslots, err), first = 0;
-  for (int t = 0; rc == 0 && t < T; t++) { /* one latent frame per chunk */
-    if ((rc = act_alloc(&x, zd, 1, h, w, err)) < 0) break;
-    for (int c = 0; c < zd; c++)
-      denormalize(&m->cfg, (const float *)z->data + ((int64_t)c * T + t) * hw, c, hw, x.d + c * hw);
-    if ((rc = conv_new(&m->conv2, &x, &y, err)) < 0) break;
-    act_move(&x, &y);
-    if ((rc = run_coder(&m->dec, &st, &x, err)) < 0) break;
-    if ((rc = fn(user, x.d, first, x.t, x.h, x.w, err)) < 0) break;
-    first += x.t;
-    act_free(&x);
-  }
-  act_free(&x);
-  act_free(&y);
-  state_free(&st);
-  return rc;
-}
-
-typedef struct decode_sink {
-  float *v; /* [3, F, H, W] */
-  int F, H, W;
-} decode_sink;
-
-static int sink_frames(void *user, const float *frames, int first, int n, int H, int W,
-                       ws_err *err) {
-  decode_sink *s = user;
-  if (H != s->H || W != s->W || first + n > s->F)
-    return ws_fail(err, WS_EINTERNAL, "vae_decode: chunk of %d frames %dx%d at %d, video %dx%dx%d",
-                   n, H, W, first, s->F, s->H, s->W);
-  const int64_t HW = (int64_t)H * W;
-  for (int c = 0; c < 3; c++)
-    memcpy(s->v + ((int64_t)c * s->F + first) * HW, frames + (int64_t)c * n * HW,
-           sizeof(float) * (size_t)(n * HW));
-  return 0;
-}
-
-int vae_decode(const vae_model *m, const ws_tensor *z, ws_tensor *video, ws_tensor *unclamped,
-               ws_tensor *z_denorm, ws_err *err) {
-  memset(video, 0, sizeof *video);
-  if (unclamped) memset(unclamped, 0, sizeof *unclamped);
-  if (z_denorm) memset(z_denorm, 0, sizeof *z_denorm);
-  WS_TRY(check_input(z, "vae_decode: latent", m->cfg.z_dim, err));
-  const int sf = vae_spatial_factor(&m->cfg), T = (int)z->shape[1];
-  int64_t vs[4] = {3, vae_video_frames(m, T), sf * z->shape[2], sf * z->shape[3]};
-  WS_TRY(ws_tensor_alloc(video, WS_F32, vs, 4, err));
-  decode_sink sink = {video->data, (int)vs[1], (int)vs[2], (int)vs[3]};
-  int rc = vae_decode_stream(m, z, sink_frames, &sink, err);
-  if (rc == 0 && unclamped && (rc = ws_tensor_alloc(unclamped, WS_F32, vs, 4, err)) == 0)
-    memcpy(unclamped->data, video->data, ws_tensor_nbytes(video));
-  if (rc == 0 && z_denorm && (rc = ws_tensor_alloc(z_denorm, WS_F32, z->shape, 4, err)) == 0) {
-    const int64_t n = T * z->shape[2] * z->shape[3];
-    for (int c = 0; c < m->cfg.z_dim; c++)
-      denormalize(&m->cfg, (const float *)z->data + c * n, c, n, (float *)z_denorm->data + c * n);
-  }
-  if (rc < 0) {
-    ws_tensor_free(video);
-    if (unclamped) ws_tensor_free(unclamped);
-    if (z_denorm) ws_tensor_free(z_denorm);
-    return rc;
-  }
-  vop_clamp(video->data, ws_tensor_numel(video), -1.0f, 1.0f);
-  return 0;
-}

@@ -10,10 +10,15 @@
  * from a zero cache. Memory is therefore bounded by one chunk, not by the clip (except for the
  * whole input/output tensors the caller hands over).
  *
- * Not here: sampling from the posterior (only the mean is returned), the Wan2.2 (TI2V-5B) VAE,
- * Diffusers key names, GPU execution (kernels are the CPU float32 ones of models/vae_ops.h).
+ * Every operation is a backend-table call (core/backend.h: conv3d, rms_norm_ch, upsample2x,
+ * attention_cf, copy2d, silu, add), so the model runs wherever its backend does; the weights are
+ * uploaded once at load, and each call moves one chunk at a time between host and device.
+ * The encoder asks the backend for fp32-accurate convolutions (bf16 encodes visibly degrade I2V
+ * conditioning); the decoder takes the backend's serving precision.
  *
- * Tensors are host F32, channel-first, batch 1: video [3, F, H, W] in [-1, 1], latent
+ * Not here: sampling from the posterior (only the mean is returned), the Wan2.2 (TI2V-5B) VAE.
+ *
+ * Tensors handed in and out are host F32, channel-first, batch 1: video [3, F, H, W] in [-1, 1], latent
  * [z_dim, T, h, w] with F = 1 + tf*(T-1), H = sf*h, W = sf*w (tf = 4, sf = 8 for the release).
  * A loaded model is read-only: several threads may encode/decode with one model at once.
  */
@@ -22,6 +27,7 @@
 
 #include <stdint.h>
 
+#include "core/backend.h"
 #include "core/error.h"
 #include "core/tensor.h"
 
@@ -65,12 +71,18 @@ enum { VAE_ENCODER = 1, VAE_DECODER = 2, VAE_BOTH = 3 };
  * checkpoint. `path` is either a folder (config.json if present, else the release config; the
  * weights are its *.safetensors.index.json / single *.safetensors, else its single *.pth) or a
  * weight file (.safetensors, .safetensors.index.json, .pth; a config.json beside it is used when
- * present). Every missing or mis-shaped weight is an error naming it. *out is owned by the caller
- * (vae_free). */
-int vae_load(const char *path, unsigned parts, vae_model **out, ws_err *err);
+ * present). Every missing or mis-shaped weight is an error naming it. The model runs on `be`
+ * (borrowed: it must outlive the model), or on a CPU backend of its own when be is NULL.
+ * *out is owned by the caller (vae_free). */
+int vae_load(const char *path, unsigned parts, const ws_backend *be, vae_model **out,
+             ws_err *err);
 /* The same with an explicit config and weight path (file or folder, as wt_open takes it). */
-int vae_load_with(const vae_config *cfg, const char *weights, unsigned parts, vae_model **out,
-                  ws_err *err);
+int vae_load_with(const vae_config *cfg, const char *weights, unsigned parts,
+                  const ws_backend *be, vae_model **out, ws_err *err);
+/* A model with random weights made directly on `be` (NULL = an own CPU backend), deterministic
+ * in seed: the real-size path without a checkpoint. */
+int vae_init_random(const vae_config *cfg, uint64_t seed, unsigned parts, const ws_backend *be,
+                    vae_model **out, ws_err *err);
 void vae_free(vae_model *m);
 const vae_config *vae_model_config(const vae_model *m);
 

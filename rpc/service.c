@@ -49,6 +49,7 @@ int svc_parse(int argc, char **argv, const char *role, svc_opts *o, svc_flag_fn 
   snprintf(o->version, sizeof o->version, "v1");
   snprintf(o->backend, sizeof o->backend, "cpu");
   o->workers = 8;
+  o->device = -1;
   o->drain_ms = 10000;
   o->max_recv_mb = 256;
   char host[64] = "host";
@@ -85,8 +86,10 @@ int svc_parse(int argc, char **argv, const char *role, svc_opts *o, svc_flag_fn 
       continue;
     }
     if (!strcmp(f, "--log-level") || !strcmp(f, "--workers") || !strcmp(f, "--drain-ms") ||
-        !strcmp(f, "--max-message-mb") || !strcmp(f, "--memory-budget-mb")) {
+        !strcmp(f, "--max-message-mb") || !strcmp(f, "--memory-budget-mb") ||
+        !strcmp(f, "--device")) {
       if (!v) return ws_fail(err, WS_EINVAL, "%s needs a value", f);
+      if (!strcmp(f, "--device")) WS_TRY(parse_int(f, v, 0, 255, &o->device, err));
       if (!strcmp(f, "--workers")) WS_TRY(parse_int(f, v, 1, 1024, &o->workers, err));
       if (!strcmp(f, "--drain-ms")) WS_TRY(parse_int(f, v, 0, 3600000, &o->drain_ms, err));
       if (!strcmp(f, "--max-message-mb")) WS_TRY(parse_int(f, v, 1, 2047, &o->max_recv_mb, err));
@@ -114,6 +117,17 @@ int svc_parse(int argc, char **argv, const char *role, svc_opts *o, svc_flag_fn 
   if (!o->tls_cert[0] != !o->tls_key[0])
     return ws_fail(err, WS_EINVAL, "--tls-cert and --tls-key go together");
   return WS_OK;
+}
+
+int svc_device(const svc_opts *o) {
+  if (o->device >= 0) return o->device;
+  const char *d = getenv("WANSERVE_CUDA_DEVICE");
+  return d && *d ? atoi(d) : 0;
+}
+
+int svc_backend(const svc_opts *o, int threads, ws_backend **out, ws_err *err) {
+  if (!strcmp(o->backend, "cpu")) return ws_backend_cpu_create(threads, out, err);
+  return ws_backend_create_on(o->backend, svc_device(o), out, err);
 }
 
 void svc_block_signals(void) {

@@ -5,7 +5,7 @@
  * Common flags: --listen HOST:PORT (default 127.0.0.1:0 = any free port), --advertise
  * HOST:PORT (what others dial; default the listen host with the bound port), --etcd ENDPOINTS
  * (comma-separated; empty = run unregistered), --model DIR, --version V (default v1),
- * --backend cpu|cuda, --log-level debug|info|warn|error, --id ID (default <role>-<host>-<pid>),
+ * --backend cpu|cuda, --device N (the GPU; default $WANSERVE_CUDA_DEVICE, else 0), --log-level debug|info|warn|error, --id ID (default <role>-<host>-<pid>),
  * --workers N, --addr-file PATH (the advertised address is written there once serving, for
  * launchers), --drain-ms N (default 10000), --metrics-listen HOST:PORT (Prometheus text endpoint
  * GET /metrics, core/metrics.h; empty = none; port 0 = any free port, which is logged and, with
@@ -21,6 +21,7 @@
 
 #include <stdint.h>
 
+#include "core/backend.h"
 #include "core/error.h"
 #include "rpc/client.h"
 #include "rpc/etcd.h"
@@ -35,6 +36,7 @@ typedef struct svc_opts {
   int memory_budget_mb; /* --memory-budget-mb; 0 = unbounded (issue 9) */
   int workers, drain_ms, max_recv_mb;
   int id_given; /* 1 when --id was passed */
+  int device;   /* --device N: the GPU for --backend cuda; -1 = $WANSERVE_CUDA_DEVICE or 0 */
 } svc_opts;
 
 /* Service-specific flag handler: returns the number of argv entries consumed at argv[i] (1 or
@@ -44,6 +46,12 @@ typedef int (*svc_flag_fn)(void *user, int argc, char **argv, int i, ws_err *err
 /* Fills defaults, parses argv (program name at argv[0]); unknown flags are WS_EINVAL. */
 int svc_parse(int argc, char **argv, const char *role, svc_opts *o, svc_flag_fn extra, void *user,
               ws_err *err);
+
+/* The GPU index --device (or its default) names. */
+int svc_device(const svc_opts *o);
+/* Creates the backend --backend and --device name (the CPU one with `threads` threads, 0 =
+ * all cores); the caller destroys it. */
+int svc_backend(const svc_opts *o, int threads, ws_backend **out, ws_err *err);
 
 typedef struct svc svc;
 

@@ -37,6 +37,11 @@ $G --prompt "a red fox walks through snow" --steps 6 --out "$T/c.mp4" --latent-o
   > /dev/null 2> "$T/c.err"
 check t2v_latent_bit_identical_to_local cmp -s "$T/local.st" "$T/c.st"
 check t2v_mp4_valid_per_ffprobe test "$(ffprobe_frames "$T/c.mp4")" = "h264,9"
+# the decoded frames too, not only the latent: the decoder service and --local encode with the
+# same x264 settings (threads, GOP) whatever the machine's core count
+framemd5() { ffmpeg -v error -i "$1" -f framemd5 - 2>/dev/null | grep -v '^#'; }
+check t2v_frames_identical_to_local test -n "$(framemd5 "$T/c.mp4")" -a \
+  "$(framemd5 "$T/c.mp4")" = "$(framemd5 "$T/local.mp4")"
 
 # --- kill -9 a low expert in the middle of a request: same result, instance leaves etcd
 $G --local --model "$model" --prompt "a storm at sea" --steps 24 --latent-out "$T/k_local.st" \

@@ -109,7 +109,7 @@ static void test_golden_folders(void) {
                         "tests/golden/vae_decode_tiny_pth/model"};
   for (int i = 0; i < 2; i++) {
     vae_model *v = NULL;
-    CHECK_OK(assets_load_vae(vaes[i], VAE_DECODER, &v, &err), err);
+    CHECK_OK(assets_load_vae(vaes[i], VAE_DECODER, NULL, &v, &err), err);
     if (v) CHECK_EQ_INT(vae_model_config(v)->dim, 6);
     vae_free(v);
   }
@@ -154,7 +154,7 @@ static void test_tiny_assets(void) {
   CHECK_OK(ws_backend_cpu_create(1, &be, &err), err);
   CHECK_OK(assets_load_tokenizer(a, &tok, &err), err);
   if (be) CHECK_OK(assets_load_t5(a, be, &t5, &err), err);
-  CHECK_OK(assets_load_vae(a, VAE_BOTH, &vae, &err), err);
+  CHECK_OK(assets_load_vae(a, VAE_BOTH, NULL, &vae, &err), err);
   if (tok && t5) {
     CHECK_EQ_INT(t5_get_config(t5)->vocab_size, tok_vocab_size(tok));
     CHECK_EQ_INT(t5_get_config(t5)->dim, 32);

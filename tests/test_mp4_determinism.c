@@ -27,7 +27,7 @@ static int decode_video(ws_tensor *video, ws_err *err) {
   vae_config_default(&cfg);
   if (c[0]) WS_TRY(vae_config_load(c, &cfg, err));
   vae_model *m = NULL;
-  WS_TRY(vae_load_with(&cfg, w, VAE_DECODER, &m, err));
+  WS_TRY(vae_load_with(&cfg, w, VAE_DECODER, NULL, &m, err));
   int64_t shape[4] = {cfg.z_dim, 3, 8, 8}; /* 9 frames of 64x64 */
   ws_tensor z;
   int rc = ws_tensor_alloc(&z, WS_F32, shape, 4, err);

@@ -313,7 +313,7 @@ static void test_encode_image(void) {
   CHECK_OK(encode_image(png, n, W, H, F, &r, &st, &err), err);
   vae_model *vae = NULL;
   ws_tensor want = {0};
-  CHECK_OK(assets_load_vae(g_model, VAE_ENCODER, &vae, &err), err);
+  CHECK_OK(assets_load_vae(g_model, VAE_ENCODER, NULL, &vae, &err), err);
   if (vae) CHECK_OK(i2v_condition(vae, rgb, H, W, (int64_t)W * H, F, &want, NULL, &err), err);
   if (r && r->y) {
     CHECK_EQ_INT(r->y->dtype, WANSERVE__V1__DTYPE__F32);
@@ -431,7 +431,7 @@ static void test_decode_raw(void) {
   CHECK_EQ_INT(fwh[2], H);
   CHECK_EQ_INT(len, (size_t)F * H * W * 3);
   vae_model *vae = NULL;
-  CHECK_OK(assets_load_vae(g_model, VAE_DECODER, &vae, &err), err);
+  CHECK_OK(assets_load_vae(g_model, VAE_DECODER, NULL, &vae, &err), err);
   if (vae) CHECK_OK(vae_decode(vae, &z, &video, NULL, NULL, &err), err);
   if (video.data && data && len == (size_t)F * H * W * 3) {
     uint8_t *want = malloc(len);

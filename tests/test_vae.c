@@ -14,7 +14,7 @@
 #include "core/safetensors.h"
 #include "models/i2v.h"
 #include "models/vae.h"
-#include "models/vae_ops.h"
+#include "core/vae_ops.h"
 #include "tests/testlib.h"
 
 /* ------------------------------------------------------------ a synthetic checkpoint */
@@ -205,7 +205,7 @@ static vae_model *small_model(const char *tag, const char *skip, int bad_shape, 
   snprintf(path, sizeof path, "%s/%s.safetensors", test_tmpdir(), tag);
   vae_model *m = NULL;
   int rc = write_weights(w, path, skip, bad_shape);
-  if (rc == 0) rc = vae_load_with(&c, path, VAE_BOTH, &m, err);
+  if (rc == 0) rc = vae_load_with(&c, path, VAE_BOTH, NULL, &m, err);
   wset_free(w);
   free(w);
   *rc_out = rc;
@@ -311,7 +311,7 @@ static void test_bad_weights(void) {
   CHECK_ERR(rc, WS_EFORMAT, err, "encoder.downsamples.2.shortcut.weight");
   vae_config c;
   vae_config_default(&c);
-  CHECK_ERR(vae_load_with(&c, "/nonexistent/vae.safetensors", VAE_BOTH, &m, &err), err.code, err,
+  CHECK_ERR(vae_load_with(&c, "/nonexistent/vae.safetensors", VAE_BOTH, NULL, &m, &err), err.code, err,
             "vae");
   CHECK(m == NULL);
   /* a config.json with a bad field */
@@ -386,7 +386,7 @@ static int run_case(const char *dir, const char *kind, const cJSON *params, name
   vae_model *m = NULL;
   WS_TRY(st_open(p, &in, err));
   snprintf(p, sizeof p, "%s/model", dir);
-  int rc = vae_load(p, VAE_BOTH, &m, err);
+  int rc = vae_load(p, VAE_BOTH, NULL, &m, err);
   ws_tensor x = {0};
   if (rc < 0) goto out;
   if (!strcmp(kind, "vae_decode")) {

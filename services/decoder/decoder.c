@@ -2,6 +2,7 @@
 #include "services/decoder/decoder.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,12 +14,15 @@
 #include "models/vae.h"
 #include "rpc/codec.h"
 #include "rpc/service.h"
+#include "services/decoder/fpipe.h"
 #include "wanserve/v1/decoder.pb-c.h"
 
 struct decoder {
   dec_opts o;
   char model[4096], preset[32];
-  vae_model *vae; /* decoder part; read-only, shared by every call */
+  vae_model *vae;          /* decoder part; read-only, shared by every call */
+  int gpu;                 /* the backend is a device: one call decodes at a time */
+  pthread_mutex_t *gpu_mu; /* owned; the device backend has one stream and shared scratch */
   int z_dim, sf, tf;
 };
 
@@ -32,9 +36,17 @@ int dec_open(const dec_opts *o, decoder **out, ws_err *err) {
   snprintf(d->preset, sizeof d->preset, "%s", o->preset && o->preset[0] ? o->preset : "medium");
   d->o.model = d->model;
   d->o.preset = d->preset;
-  if (d->o.x264_threads <= 0) d->o.x264_threads = 4;
-  int rc = assets_load_vae(d->model, VAE_DECODER, &d->vae, err);
+  if (d->o.x264_threads <= 0) d->o.x264_threads = MP4_DEFAULT_THREADS;
+  d->gpu = o->be && strcmp(o->be->name, "cpu");
+  if (d->gpu && !(d->gpu_mu = malloc(sizeof *d->gpu_mu))) {
+    free(d);
+    return ws_fail(err, WS_ENOMEM, "decoder: out of memory");
+  }
+  if (d->gpu) pthread_mutex_init(d->gpu_mu, NULL);
+  int rc = assets_load_vae(d->model, VAE_DECODER, o->be, &d->vae, err);
   if (rc < 0) {
+    if (d->gpu) pthread_mutex_destroy(d->gpu_mu);
+    free(d->gpu_mu);
     free(d);
     return rc;
   }
@@ -51,6 +63,8 @@ int dec_open(const dec_opts *o, decoder **out, ws_err *err) {
 void dec_free(decoder *d) {
   if (!d) return;
   vae_free(d->vae);
+  if (d->gpu) pthread_mutex_destroy(d->gpu_mu);
+  free(d->gpu_mu);
   free(d);
 }
 
@@ -144,6 +158,23 @@ static int on_frames(void *user, const float *frames, int first, int n, int H, i
   return WS_OK;
 }
 
+/* The VAE decode of chunk k+1 overlaps x264 and streaming of chunk k (fpipe's thread). */
+static int decode_overlapped(const decoder *d, const ws_tensor *z, stream_ctx *s, ws_err *err) {
+  fpipe *fp = NULL;
+  size_t max_floats = (size_t)3 * (size_t)d->tf * (size_t)s->height * (size_t)s->width;
+  WS_TRY(fpipe_start(on_frames, s, max_floats, &fp, err));
+  if (d->gpu) pthread_mutex_lock(d->gpu_mu);
+  int rc = vae_decode_stream(d->vae, z, fpipe_push, fp, err);
+  if (d->gpu) pthread_mutex_unlock(d->gpu_mu);
+  ws_err e2 = {0};
+  int rc2 = fpipe_finish(fp, &e2);
+  if (rc == 0 && rc2 < 0) {
+    *err = e2;
+    rc = rc2;
+  }
+  return rc;
+}
+
 static int h_decode(rpc_call *call, const ProtobufCMessage *m, void *user, ws_err *err) {
   const decoder *d = user;
   const Wanserve__V1__DecodeRequest *r = (const void *)m;
@@ -190,7 +221,7 @@ static int h_decode(rpc_call *call, const ProtobufCMessage *m, void *user, ws_er
     rc = mp4_writer_open(&s.w, s.width, s.height, &mo, err);
     if (rc < 0) mp4_fail(&s, rc, err);
   }
-  if (rc == 0) rc = vae_decode_stream(d->vae, &z, on_frames, &s, err);
+  if (rc == 0) rc = decode_overlapped(d, &z, &s, err);
   if (rc == 0 && !raw) {
     mp4_buf rest = {0};
     rc = mp4_writer_finish(s.w, &rest, err);

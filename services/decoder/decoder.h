@@ -18,6 +18,7 @@
 
 #include <stddef.h>
 
+#include "core/backend.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "rpc/server.h"
@@ -28,10 +29,12 @@
 #define DEC_DEFAULT_FPS 16
 
 typedef struct dec_opts {
-  const char *model;  /* checkpoint root (models/assets.h layouts) */
-  int x264_threads;   /* > 0: fixed (same bytes for the same input); 0 = 4 */
-  const char *preset; /* libx264 preset; NULL = "medium" */
-  int crf;            /* < 0: core/mp4.h default (10) */
+  const char *model;    /* checkpoint root (models/assets.h layouts) */
+  int x264_threads;     /* > 0: fixed (same frames for the same input); 0 = MP4_DEFAULT_THREADS */
+  const char *preset;   /* libx264 preset; NULL = "medium" */
+  int crf;              /* < 0: core/mp4.h default (10) */
+  const ws_backend *be; /* borrowed backend of the VAE decode (outlives the decoder); NULL = a
+                           CPU backend of the decoder's own */
 } dec_opts;
 
 typedef struct decoder decoder;

@@ -3,7 +3,9 @@
  *   wan-decoder --model DIR [common service flags, rpc/service.h]
  *               [--threads N] [--x264-threads N] [--preset NAME] [--crf N]
  *
- * --threads: OpenMP threads of the VAE decoder (0 = all cores, or WANSERVE_THREADS).
+ * --threads: OpenMP threads of the VAE decoder on --backend cpu (0 = all cores, or
+ * WANSERVE_THREADS). --backend cuda [--device N]: the VAE decode runs on that GPU, the x264
+ * encode on CPU threads (--x264-threads, default MP4_DEFAULT_THREADS on every path).
  *
  * Loads the VAE decoder from --model, serves wanserve.v1.Decoder + health, registers in etcd
  * when --etcd is given, and on SIGTERM/SIGINT deregisters, drains and exits 0.
@@ -59,8 +61,6 @@ int main(int argc, char **argv) {
                     "[--crf N]\n");
     return 2;
   }
-  if (strcmp(so.backend, "cpu"))
-    WS_WARN("wan-decoder: --backend %s: the VAE decoder runs on the host", so.backend);
   svc_block_signals(); /* before any thread exists */
   const char *env_threads = getenv("WANSERVE_THREADS");
   if (!fl.threads && env_threads) fl.threads = atoi(env_threads);
@@ -69,23 +69,28 @@ int main(int argc, char **argv) {
   decoder *d = NULL;
   rpc_server *srv = NULL;
   svc *s = NULL;
-  int rc = dec_open(&fl.o, &d, &err);
+  ws_backend *be = NULL; /* the VAE decode runs here; x264 on CPU threads */
+  int rc = svc_backend(&so, fl.threads, &be, &err);
+  fl.o.be = be;
+  if (rc == 0) rc = dec_open(&fl.o, &d, &err);
   if (rc == 0) {
     rpc_server_opts ro = {
         .addr = so.listen, .workers = so.workers, .max_recv_bytes = so.max_recv_mb * (1 << 20)};
     rc = rpc_server_create(&ro, &srv, &err);
   }
   if (rc == 0) rc = dec_add_methods(d, srv, &err);
-  if (rc == 0) rc = svc_start(&so, "decoder", srv, 1, "cpu", &s, &err);
+  if (rc == 0) rc = svc_start(&so, "decoder", srv, 1, so.backend, &s, &err);
   if (rc < 0) {
     fprintf(stderr, "wan-decoder: %s\n", err.msg);
     rpc_server_free(srv);
     dec_free(d);
+    if (be) be->destroy(be);
     return 1;
   }
   svc_wait_for_signal();
   svc_stop(s);
   rpc_server_free(srv);
   dec_free(d);
+  be->destroy(be);
   return 0;
 }

@@ -20,9 +20,6 @@
 #include "rpc/etcd.h"
 #include "rpc/registry.h"
 
-#ifdef WS_HAVE_CUDA
-int ws_backend_cuda_create(int device, ws_backend **out, ws_err *err); /* cuda/backend_cuda.cu */
-#endif
 
 enum { SP_FORWARD = 1, SP_STOP = 2, SP_MAX_B = 64 };
 
@@ -118,13 +115,11 @@ int expert_sp_check(const expert_sp_opts *so, const svc_opts *o, ws_err *err) {
 }
 
 int expert_sp_backend(const svc_opts *o, const expert_sp_opts *so, ws_backend **out, ws_err *err) {
-#ifdef WS_HAVE_CUDA
-  if (so->world > 1 && !so->threads_comm && !strcmp(o->backend, "cuda")) {
-    const char *d = getenv("WANSERVE_CUDA_DEVICE");
-    return ws_backend_cuda_create(d && *d ? atoi(d) : so->rank, out, err);
-  }
-#endif
-  return ws_backend_create(o->backend, out, err);
+  /* ranks of one host take one GPU each, by rank, unless --device / the environment says */
+  if (so->world > 1 && !so->threads_comm && !strcmp(o->backend, "cuda") && o->device < 0 &&
+      !getenv("WANSERVE_CUDA_DEVICE"))
+    return ws_backend_create_on("cuda", so->rank, out, err);
+  return svc_backend(o, 0, out, err);
 }
 
 static ws_backend *mbe(dit_model *m) { return m->be; }

@@ -16,6 +16,7 @@
 
 #include "core/log.h"
 #include "core/metrics.h"
+#include "models/assets.h"
 #include "models/checkpoint.h"
 #include "models/dit.h"
 #include "models/lora.h"
@@ -151,8 +152,7 @@ int main(int argc, char **argv) {
   expert *ex = NULL;
   rpc_server *server = NULL;
   svc *s = NULL;
-  int rc = ckpt_expert_dir(o.model, !strcmp(f.role, "high"), dir, sizeof dir, &err);
-  if (rc == WS_OK) rc = expert_sp_backend(&o, &f.sp, &be, &err);
+  int rc = expert_sp_backend(&o, &f.sp, &be, &err);
   lora_set *loras = NULL;
   if (rc == WS_OK) rc = lora_set_from_specs(f.loras, f.nloras, &loras, &err);
   if (rc == WS_OK && loras) { /* the adapter set is part of what this instance serves */
@@ -161,7 +161,7 @@ int main(int argc, char **argv) {
     memcpy(o.version, v, sizeof o.version);
   }
   dit_load_opts lo = {.bf16_weights = !strcmp(o.backend, "cuda"), .loras = loras};
-  if (rc == WS_OK) rc = dit_load(dir, be, &lo, &model, &err);
+  if (rc == WS_OK) rc = assets_load_expert(o.model, !strcmp(f.role, "high"), be, &lo, &model, &err);
   if (rc == WS_OK && loras)
     WS_INFO("%d LoRA adapter(s) merged; serving version %s", f.nloras, o.version);
   lora_set_free(loras); /* merged: the files are not needed any more */
@@ -181,8 +181,12 @@ int main(int argc, char **argv) {
   }
   expert_sp *sp = NULL; /* rank 0 of a group: form it before registering */
   if (rc == WS_OK && f.sp.world > 1) rc = expert_sp_start(model, &o, &f.sp, &sp, &err);
-  snprintf(cfgpath, sizeof cfgpath, "%s/config.json", dir);
-  char *cfg = read_text(cfgpath);
+  /* Expert.Info hands out the checkpoint's config.json (none for a random: source) */
+  char *cfg = NULL;
+  if (ckpt_expert_dir(o.model, !strcmp(f.role, "high"), dir, sizeof dir, NULL) == WS_OK) {
+    snprintf(cfgpath, sizeof cfgpath, "%s/config.json", dir);
+    cfg = read_text(cfgpath);
+  }
   expert_opts eo = {.role = role,
                     .version = o.version,
                     .replica = o.id,

@@ -1,7 +1,7 @@
 /* vae_ops — CPU float32 kernels of the Wan2.1 VAE. See vae_ops.h for layouts and contracts. */
-#include "models/vae_ops.h"
+#include "core/vae_ops.h"
 
-#include <cblas.h>
+#include "core/cpu_gemm.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,12 +12,6 @@
 #define VOP_ATTN_QB 256
 /* Positions per RMS-norm block (the double accumulators live on the stack). */
 #define VOP_RMS_PB 512
-
-int vop_conv_out(int n, int pad_before, int pad_after, int k, int s) {
-  int span = n + pad_before + pad_after - k;
-  if (span < 0 || s <= 0) return 0;
-  return span / s + 1;
-}
 
 /* col[K, rows*wo] for output frame `to`, output rows [r0, r0 + rows). */
 static void im2col(const vop_conv *g, const float *x, int tin, int h, int w, int to, int r0,
@@ -73,8 +67,7 @@ int vop_conv3d(const vop_conv *g, const float *x, int tin, int h, int w, const f
   /* 1x1x1, unit stride, no padding: y[cout, T*HW] = W[cout, cin] x[cin, T*HW] */
   if (g->kt == 1 && g->kh == 1 && g->kw == 1 && g->st == 1 && g->sh == 1 && g->sw == 1 &&
       g->ph0 == 0 && g->pw0 == 0 && ho == h && wo == w) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->cout, (int)ldy, g->cin, 1.0f, wt,
-                g->cin, x, (int)ldy, 1.0f, y, (int)ldy);
+    cpu_gemm(0, 0, g->cout, ldy, g->cin, 1.0f, wt, g->cin, x, ldy, 1.0f, y, ldy);
     return 0;
   }
 
@@ -90,36 +83,12 @@ int vop_conv3d(const vop_conv *g, const float *x, int tin, int h, int w, const f
       int nr = (int)(ho - r0 < rows ? ho - r0 : rows);
       im2col(g, x, tin, h, w, to, r0, nr, wo, col);
       float *yt = y + (int64_t)to * howo + (int64_t)r0 * wo;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->cout, nr * wo, K, 1.0f, wt, K, col,
-                  nr * wo, 1.0f, yt, (int)ldy);
+      cpu_gemm(0, 0, g->cout, (int64_t)nr * wo, K, 1.0f, wt, K, col, (int64_t)nr * wo, 1.0f, yt,
+               ldy);
     }
   }
   free(col);
   return 0;
-}
-
-void vop_concat_time(const float *a, int ta, const float *b, int tb, int C, int64_t P, float *y) {
-  for (int c = 0; c < C; c++) {
-    float *d = y + (int64_t)c * (ta + tb) * P;
-    memcpy(d, a + (int64_t)c * ta * P, sizeof(float) * (size_t)(ta * P));
-    memcpy(d + ta * P, b + (int64_t)c * tb * P, sizeof(float) * (size_t)(tb * P));
-  }
-}
-
-int vop_causal_conv3d(const vop_conv *g, float *cache, const float *x, int t, int h, int w,
-                      const float *wt, const float *bias, float *y, int ho, int wo, ws_err *err) {
-  const int ct = g->kt - 1;
-  const int64_t hw = (int64_t)h * w;
-  if (g->st != 1 || t < 1) return ws_fail(err, WS_EINVAL, "vop_causal_conv3d: stride/frames");
-  float *xin = malloc(sizeof(float) * (size_t)(g->cin * (ct + t) * hw));
-  if (!xin) return ws_fail(err, WS_ENOMEM, "vop_causal_conv3d: %d frames", ct + t);
-  vop_concat_time(cache, ct, x, t, g->cin, hw, xin);
-  int rc = vop_conv3d(g, xin, ct + t, h, w, wt, bias, y, ho, wo, err);
-  for (int c = 0; c < g->cin; c++) /* keep the last ct frames of [cache, x] */
-    memcpy(cache + (int64_t)c * ct * hw, xin + ((int64_t)c * (ct + t) + t) * hw,
-           sizeof(float) * (size_t)(ct * hw));
-  free(xin);
-  return rc;
 }
 
 void vop_rms_norm_ch(const float *x, int C, int64_t n, const float *gamma, float *y) {
@@ -152,23 +121,6 @@ void vop_rms_norm_ch(const float *x, int C, int64_t n, const float *gamma, float
   }
 }
 
-void vop_silu(float *x, int64_t n) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; i++)
-    x[i] = x[i] / (1.0f + expf(-x[i]));
-}
-
-void vop_add(float *y, const float *x, int64_t n) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; i++)
-    y[i] += x[i];
-}
-
-void vop_clamp(float *x, int64_t n, float lo, float hi) {
-  for (int64_t i = 0; i < n; i++)
-    x[i] = x[i] < lo ? lo : (x[i] > hi ? hi : x[i]);
-}
-
 void vop_upsample2x(const float *x, int64_t planes, int h, int w, float *y) {
   const int64_t w2 = 2 * (int64_t)w;
 #pragma omp parallel for schedule(static)
@@ -195,8 +147,7 @@ int vop_attention(const float *q, const float *k, const float *v, int64_t ld, in
   for (int64_t i0 = 0; i0 < L; i0 += qb) {
     int nb = (int)(L - i0 < qb ? L - i0 : qb);
     /* s[nb, L] = scale * q[:, i0:i0+nb]^T k */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nb, (int)L, C, scale, q + i0, (int)ld, k,
-                (int)ld, 0.0f, s, (int)L);
+    cpu_gemm(1, 0, nb, L, C, scale, q + i0, ld, k, ld, 0.0f, s, L);
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < nb; i++) {
       float *row = s + (int64_t)i * L;
@@ -213,24 +164,9 @@ int vop_attention(const float *q, const float *k, const float *v, int64_t ld, in
         row[j] *= inv;
     }
     /* out[:, i0:i0+nb] = v [C, L] . s^T [L, nb] */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, C, nb, (int)L, 1.0f, v, (int)ld, s, (int)L,
-                0.0f, out + i0, (int)ldo);
+    cpu_gemm(0, 1, C, nb, L, 1.0f, v, ld, s, L, 0.0f, out + i0, ldo);
   }
   free(s);
   return 0;
 }
 
-void vop_interleave_time(const float *x, int C, int T, int64_t P, float *y) {
-#pragma omp parallel for schedule(static)
-  for (int c = 0; c < C; c++)
-    for (int t = 0; t < T; t++)
-      for (int s = 0; s < 2; s++)
-        memcpy(y + ((int64_t)c * 2 * T + 2 * t + s) * P, x + ((int64_t)(s * C + c) * T + t) * P,
-               sizeof(float) * (size_t)P);
-}
-
-int64_t vop_find_nonfinite(const float *x, int64_t n) {
-  for (int64_t i = 0; i < n; i++)
-    if (!isfinite(x[i])) return i;
-  return -1;
-}

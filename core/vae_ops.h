@@ -1,13 +1,14 @@
-/* vae_ops — the CPU float32 kernels of the Wan2.1 VAE (models/vae.c), the reference for a later
- * CUDA port (one CUDA kernel per function here, compared against it on random inputs).
+/* vae_ops — the CPU float32 kernels of the Wan2.1 VAE, behind the CPU backend's conv3d,
+ * rms_norm_ch, upsample2x and attention_cf (core/backend_cpu_models.c): the reference the CUDA
+ * backend is compared against, op by op, on random inputs.
  *
  * Layout: every activation is channel-first and contiguous, [C, T, H, W] (batch 1), row-major
  * (last index fastest). "Positions" are the T*H*W entries of one channel. Weights are the
  * published PyTorch layouts: convolutions [Cout, Cin, kt, kh, kw] (Conv2d: kt = 1), which read as
  * a row-major matrix [Cout, Cin*kt*kh*kw].
  *
- * What this does not do: causal caching and chunking (models/vae.c owns those: a causal
- * convolution there is a time-"valid" vop_conv3d over [cache frames, chunk frames]), batching,
+ * What this does not do: causal caching and chunking (models/vae_run.c owns those: a causal
+ * convolution there is a time-"valid" conv3d over [cache frames, chunk frames]), batching,
  * other dtypes. All functions are thread-compatible (no globals); they parallelise internally
  * with OpenMP and OpenBLAS. Functions that allocate scratch return int (WS_ENOMEM); the others
  * cannot fail and return void.
@@ -17,54 +18,27 @@
 
 #include <stdint.h>
 
+#include "core/backend.h"
 #include "core/error.h"
 
 /* Geometry of one convolution. Time is never padded ("valid": the caller prepends cache or zero
  * frames); space is zero-padded by ph0 rows on top, pw0 columns on the left, and as much at the
  * bottom/right as the requested output size needs (inputs outside [0,H) x [0,W) read as 0). */
-typedef struct vop_conv {
-  int cin, cout;  /* channels */
-  int kt, kh, kw; /* kernel extent */
-  int st, sh, sw; /* strides */
-  int ph0, pw0;   /* zero padding before the first row / column */
-} vop_conv;
-
-/* Output extent of a convolution along one axis: (n + pad_before + pad_after - k) / s + 1, or 0
- * when the padded input is shorter than the kernel. */
-int vop_conv_out(int n, int pad_before, int pad_after, int k, int s);
+typedef ws_conv3d_geom vop_conv; /* core/backend.h */
 
 /* y = conv(x) + bias.
  * x: [cin, tin, h, w]; w: [cout, cin*kt*kh*kw]; bias: [cout] or NULL;
  * y: [cout, tout, ho, wo] with tout = (tin - kt) / st + 1 (caller allocates; must not alias x).
- * Runs as im2col over row tiles (scratch bounded to ~32 MiB) + cblas_sgemm; a 1x1x1, stride-1
+ * Runs as im2col over row tiles (scratch bounded to ~32 MiB) + cpu_gemm; a 1x1x1, stride-1
  * convolution is a single sgemm with no scratch. WS_EINVAL if tin < kt or a size is not positive.
  */
 int vop_conv3d(const vop_conv *g, const float *x, int tin, int h, int w, const float *wt,
                const float *bias, float *y, int ho, int wo, ws_err *err);
 
-/* Causal convolution of one chunk with the release's feature cache (CausalConv3d with a cache):
- * y = conv([cache, x]) in time ("valid"), then cache = the last kt-1 frames of [cache, x].
- * cache: [cin, kt-1, h, w], zeros before the first chunk, updated in place; x: [cin, t, h, w];
- * y: [cout, t, ho, wo] (caller allocates). Spatial geometry as vop_conv3d; time stride 1. */
-int vop_causal_conv3d(const vop_conv *g, float *cache, const float *x, int t, int h, int w,
-                      const float *wt, const float *bias, float *y, int ho, int wo, ws_err *err);
-
-/* Concatenation in time: a [C, ta, P] and b [C, tb, P] -> y [C, ta + tb, P]. */
-void vop_concat_time(const float *a, int ta, const float *b, int tb, int C, int64_t P, float *y);
-
 /* Channel RMS norm (the release's F.normalize over channels, then * sqrt(C) * gamma):
  * y[c,p] = x[c,p] / max(||x[:,p]||_2, 1e-12) * sqrt(C) * gamma[c]; the norm is summed in double.
  * x, y: [C, n] (n positions); gamma: [C]. y may equal x. */
 void vop_rms_norm_ch(const float *x, int C, int64_t n, const float *gamma, float *y);
-
-/* In place: x = x * sigmoid(x) over n floats. */
-void vop_silu(float *x, int64_t n);
-
-/* In place: y[i] += x[i] over n floats. */
-void vop_add(float *y, const float *x, int64_t n);
-
-/* In place: x = min(max(x, lo), hi) over n floats. */
-void vop_clamp(float *x, int64_t n, float lo, float hi);
 
 /* Nearest-exact x2 upsampling of every frame (pixel duplication):
  * x: [C, T, h, w] -> y: [C, T, 2h, 2w] (caller allocates). C here may be C*T collapsed. */
@@ -77,12 +51,5 @@ void vop_upsample2x(const float *x, int64_t planes, int h, int w, float *y);
  * (block x L floats). Softmax sums in double. */
 int vop_attention(const float *q, const float *k, const float *v, int64_t ld, int C, int64_t L,
                   float *out, int64_t ldo, ws_err *err);
-
-/* Interleaves the two halves of a [2C, T, P] tensor in time: y[c, 2t + s, p] = x[s*C + c, t, p]
- * (the release's upsample3d reshape/stack). y: [C, 2T, P]. */
-void vop_interleave_time(const float *x, int C, int T, int64_t P, float *y);
-
-/* Returns the index of the first NaN/Inf among n floats, or -1 when all are finite. */
-int64_t vop_find_nonfinite(const float *x, int64_t n);
 
 #endif

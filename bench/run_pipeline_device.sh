@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# run_pipeline_device.sh — the device side of issue 14 (the whole pipeline on the GPU), by phase;
+# what it carries is made by bench/pack_pipeline_device.sh. Calls follow each other on one warm
+# machine (/tmp/wl keeps the libraries between them):
+#
+#   libs1     unpack the first half of the libraries
+#   check     unpack the second half and the binaries; the op tests (test_cuda_ops), the golden
+#             cases on --backend cuda (fp32 mode at the case tolerance, bf16 at 1e-2), and
+#             bench/pipeline_gpu (umT5 512 tokens, I2V encode, VAE decode at 480p and 720p)
+#   cluster   a local cluster with every service on the GPU serving `random:t2v-a14b` (the real
+#             shapes, random weights): one 832x480, 81-frame, STEPS-step (default 40) T2V request,
+#             times per stage and peak GPU memory per process
+# Everything goes to $OUT.
+set -u
+OUT=${OUT:-/tmp/out}
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+mkdir -p "$OUT" /tmp/wl .dev/run
+pylib() { python3 -c "import importlib,sys; m=importlib.import_module(sys.argv[1]); print(list(m.__path__)[0] + '/lib')" "$1" 2>/dev/null; }
+unpack() { [ -f "$1" ] && tar -xJf "$1" -C "$2"; }
+env_setup() {
+  export LD_LIBRARY_PATH="/tmp/wl/lib:$(pylib nvidia.cudnn):$(pylib nvidia.cublas):/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export PATH="$root/.dev/run/bin:$PATH" BUILD=.dev/run WANSERVE_HOME=/tmp/wshome PYTHONUNBUFFERED=1
+  bin="$root/.dev/run/bin"
+}
+phase=${1:-check}
+case $phase in
+libs1)
+  unpack .dev/pipe-libs1.tar.xz /tmp/wl && ls /tmp/wl/lib | wc -l
+  ;;
+check)
+  unpack .dev/pipe-libs2.tar.xz /tmp/wl
+  unpack .dev/pipe-bin.tar.xz .dev/run
+  env_setup
+  { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; date -u; } 2>&1 | tee "$OUT/device.txt"
+  ldd $bin/test_cuda_ops $bin/wanctl $bin/pipeline_gpu | grep "not found" | sort -u | tee -a "$OUT/device.txt"
+  echo "== test_cuda_ops"
+  for t in $bin/test_cuda_ops $bin/test_cuda_vae_ops; do
+    [ -x "$t" ] || continue
+    timeout 240 "$t" > "$OUT/$(basename "$t").log" 2>&1; echo "rc=$?" >> "$OUT/$(basename "$t").log"
+    grep -E "^(PASS|FAIL|SKIP)|rc=|rel" "$OUT/$(basename "$t").log" | head -n 80
+  done
+  echo "== golden, --backend cuda, fp32 mode (case tolerance)"
+  WANSERVE_CUDA_PRECISION=fp32 timeout 200 $bin/wanctl check-golden --backend cuda --implemented-only tests/golden 2>&1 | tee "$OUT/golden_fp32.log"
+  echo "== golden, --backend cuda, bf16 (rel-L2 <= 1e-2)"
+  WANSERVE_CUDA_PRECISION=bf16 timeout 200 $bin/wanctl check-golden --backend cuda --implemented-only --tolerance-floor 1e-2 tests/golden 2>&1 | tee "$OUT/golden_bf16.log"
+  echo "== pipeline_gpu (random:t2v-a14b weights)"
+  timeout ${PIPE_TIMEOUT:-300} $bin/pipeline_gpu --backend cuda --reps ${REPS:-2} --md "$OUT/pipeline.md" 2>&1 | tee "$OUT/pipeline.log"
+  ;;
+cluster)
+  unpack .dev/pipe-libs2.tar.xz /tmp/wl
+  unpack .dev/pipe-bin.tar.xz .dev/run
+  env_setup
+  export NCCL_NVLS_ENABLE=0 WANSERVE_START_TIMEOUT_S=300
+  STEPS=${STEPS:-40}
+  nvidia-smi -L | tee "$OUT/device.txt"
+  t0=$(date +%s%N)
+  deploy/local-cluster up --model random:t2v-a14b --backend cuda --high 1 --low 1 > "$OUT/up.txt" 2>&1
+  echo "cluster up rc=$? in $((($(date +%s%N) - t0) / 1000000)) ms" | tee -a "$OUT/up.txt"
+  "$bin/wanctl" status 2>&1 | tee "$OUT/status.txt"
+  ( while sleep 2; do nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader; done ) > "$OUT/gpumem.txt" 2>&1 &
+  mon=$!
+  t0=$(date +%s%N)
+  timeout 560 "$bin/wanctl" generate --size 832x480 --frames 81 --steps "$STEPS" --seed 1 \
+    --prompt "A red fox walks through deep snow at dawn" --out "$OUT/t2v_480p.mp4" > "$OUT/generate.txt" 2>&1
+  echo "generate rc=$? end to end $((($(date +%s%N) - t0) / 1000000)) ms" | tee -a "$OUT/generate.txt"
+  kill $mon 2>/dev/null
+  grep -E "step (1|2|$((STEPS / 2)) |$((STEPS / 2 + 1))|$STEPS)/|wrote" "$OUT/generate.txt" | head
+  logs=/tmp/wshome/local-cluster/logs
+  grep -h -E "done in|Decode|EncodeText|encode" $logs/*.log | tail -n 20 | tee "$OUT/stages.txt"
+  cat /tmp/wshome/local-cluster/procs > "$OUT/procs.txt" 2>/dev/null
+  sort -t, -k2 -n "$OUT/gpumem.txt" | tail -n 8
+  deploy/local-cluster down > /dev/null 2>&1
+  tar -czf "$OUT/logs.tgz" -C /tmp/wshome/local-cluster logs 2> /dev/null
+  rm -f "$OUT/t2v_480p.mp4.part"
+  ;;
+*) echo "unknown phase $phase"; exit 2 ;;
+esac
