@@ -576,6 +576,16 @@ static cJSON *job_json_locked(const job *j, int timeline) {
                             p->solver == 3   ? "euler_distill"
                             : p->solver == 2 ? "dpmpp"
                                              : "unipc");
+  if (p->n_step_list)
+    cJSON_AddItemToObject(o, "denoising_step_list",
+                          cJSON_CreateIntArray(p->step_list, p->n_step_list));
+  if (p->boundary_step) cJSON_AddNumberToObject(o, "boundary_step_index", p->boundary_step);
+  for (int r = 0; r < 2; r++) /* per-request adapters as asked (strength 0 = 1) */
+    if (p->adapter[r] && p->adapter[r][0]) {
+      cJSON_AddStringToObject(o, r ? "adapter_low" : "adapter_high", p->adapter[r]);
+      cJSON_AddNumberToObject(o, r ? "adapter_low_strength" : "adapter_high_strength",
+                              p->adapter_s[r] == 0.0f ? 1.0 : p->adapter_s[r]);
+    }
   if (j->image_len) cJSON_AddNumberToObject(o, "image_bytes", (double)j->image_len);
   if (j->request_id[0]) cJSON_AddStringToObject(o, "request_id", j->request_id);
   const jstep *last = j->nsteps ? &j->steps[j->nsteps - 1] : NULL;

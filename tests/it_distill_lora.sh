@@ -83,7 +83,8 @@ for k, v in hdr.items():
 h = json.dumps(out).encode(); h += b" " * ((8 - len(h) % 8) % 8)
 open(sys.argv[2], "wb").write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 PY
-if ! "$LC" up --model "$T/m" --low-flags "--lora-catalog $T/cat" > "$T/up2.log" 2>&1; then
+if ! "$LC" up --model "$T/m" --low-flags "--lora-catalog $T/cat" \
+    --router-flags "--http-listen 127.0.0.1:0" > "$T/up2.log" 2>&1; then
   fail catalog_cluster_up "$(tail -n 5 "$T/up2.log")"
   exit 1
 fi
@@ -109,3 +110,27 @@ check unmerged_request_adapter_equals_merged awk -v r="$r" 'BEGIN { exit !(r <= 
 check request_adapter_changes_the_latent awk -v r="$r0" -v e="$r" 'BEGIN { exit !(r > 100 * e) }'
 $G --adapter-low nosuch --quiet --out "$T/bad2.mp4" > /dev/null 2> "$T/bad2.err"
 check unknown_adapter_invalid_argument_naming_it grep -q "INVALID_ARGUMENT.*nosuch" "$T/bad2.err"
+
+# --- the same over HTTP: a distilled job naming the catalog adapter completes, echoes its fields
+H=$("$LC" status | sed -n 's/^http: //p')
+python3 - "$H" > "$T/http.out" 2>&1 <<'PY'
+import json, sys, time, urllib.request
+h = sys.argv[1] if "://" in sys.argv[1] else "http://" + sys.argv[1]
+body = {"prompt": "a-fox", "size": "64x64", "frames": 9, "seed": 11, "solver": "euler_distill",
+        "denoising_step_list": [1000, 750, 500, 250], "adapter_low": "style",
+        "adapter_low_strength": 0.6}
+req = urllib.request.Request(h + "/v1/videos", json.dumps(body).encode(),
+                             {"Content-Type": "application/json"})
+job = json.load(urllib.request.urlopen(req))
+for _ in range(600):
+    job = json.load(urllib.request.urlopen(h + "/v1/videos/" + job["id"]))
+    if job["status"] in ("completed", "failed", "cancelled"): break
+    time.sleep(0.1)
+ok = (job["status"] == "completed" and job.get("solver") == "euler_distill" and
+      job.get("denoising_step_list") == [1000, 750, 500, 250] and
+      job.get("adapter_low") == "style" and abs(job.get("adapter_low_strength", 0) - 0.6) < 1e-6
+      and job.get("total") == 4)
+print("OK" if ok else "BAD " + json.dumps(job))
+PY
+if grep -q '^OK' "$T/http.out"; then pass http_distill_job_with_request_adapter
+else fail http_distill_job_with_request_adapter "$(tail -c 600 "$T/http.out")"; fi
