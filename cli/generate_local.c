@@ -11,6 +11,7 @@
 #include "core/safetensors.h"
 #include "models/assets.h"
 #include "models/i2v.h"
+#include "models/lora.h"
 #include "models/moe.h"
 #include "models/textenc.h"
 #include "models/vae.h"
@@ -29,8 +30,8 @@ typedef struct local {
 
 static void on_step(void *ud, const moe_step_info *i) {
   local *l = ud;
-  progress_step(&l->pr, i->step + 1, i->steps, i->timestep, i->high ? "expert-high" : "expert-low",
-                "local", "-");
+  progress_step(&l->pr, i->step + 1, i->steps, (int)i->timestep,
+                i->high ? "expert-high" : "expert-low", "local", "-");
 }
 
 static void local_free(local *l) {
@@ -48,11 +49,20 @@ static void local_free(local *l) {
   if (l->be) l->be->destroy(l->be);
 }
 
+/* One expert with its adapters merged (the same load as wan-expert --lora). */
+static int load_expert(local *l, const gen_opts *o, int high, dit_model **out, ws_err *err) {
+  lora_set *loras = NULL;
+  WS_TRY(lora_set_from_specs(o->lora[!high], o->nlora[!high], &loras, err));
+  dit_load_opts lo = {.bf16_weights = !strcmp(o->backend, "cuda"), .loras = loras};
+  int rc = assets_load_expert(o->model, high, l->be, &lo, out, err);
+  lora_set_free(loras);
+  return rc;
+}
+
 static int load_all(local *l, const gen_opts *o, ws_err *err) {
-  dit_load_opts lo = {.bf16_weights = !strcmp(o->backend, "cuda")};
   WS_TRY(ws_backend_create_on(o->backend, o->device, &l->be, err));
-  WS_TRY(assets_load_expert(o->model, 1, l->be, &lo, &l->high, err));
-  WS_TRY(assets_load_expert(o->model, 0, l->be, &lo, &l->low, err));
+  WS_TRY(load_expert(l, o, 1, &l->high, err));
+  WS_TRY(load_expert(l, o, 0, &l->low, err));
   WS_TRY(assets_load_tokenizer(o->model, &l->tok, err));
   WS_TRY(assets_load_t5(o->model, l->be, &l->t5, err));
   return assets_load_vae(o->model, o->p.task == GP_I2V ? VAE_BOTH : VAE_DECODER, l->be, &l->vae,
@@ -70,7 +80,8 @@ static int run(local *l, const gen_opts *o, ws_err *err) {
   int text_len = dit_get_config(l->high)->text_len;
   const char *neg = o->negative && o->negative[0] ? o->negative : gp_default_negative_prompt;
   WS_TRY(te_encode(l->tok, l->t5, text_len, o->prompt, strlen(o->prompt), &l->ctx, err));
-  WS_TRY(te_encode(l->tok, l->t5, text_len, neg, strlen(neg), &l->neg, err));
+  if (gp_needs_negative(&p)) /* guide 1 on both experts (distill): no uncond pass to feed */
+    WS_TRY(te_encode(l->tok, l->t5, text_len, neg, strlen(neg), &l->neg, err));
   if (p.task == GP_I2V) {
     img_rgb8 img = {0};
     WS_TRY(img_load_file(o->image_path, 0, &img, err));
@@ -85,7 +96,7 @@ static int run(local *l, const gen_opts *o, ws_err *err) {
   l->noise = malloc(sizeof(float) * (size_t)n);
   if (!l->noise) return ws_fail(err, WS_ENOMEM, "out of memory");
   gp_noise(&p, l->noise);
-  WS_TRY(sampler_init(&l->s, p.solver, p.steps, p.shift, l->noise, n, err));
+  WS_TRY(gp_sampler_init(&p, &l->s, l->noise, err));
   moe_params mp = {.boundary = p.boundary,
                    .guide_high = p.guide_high,
                    .guide_low = p.guide_low,
@@ -95,7 +106,7 @@ static int run(local *l, const gen_opts *o, ws_err *err) {
                    .context = l->ctx.data,
                    .ctx_len = (int)l->ctx.shape[0],
                    .context_null = l->neg.data,
-                   .null_len = (int)l->neg.shape[0],
+                   .null_len = l->neg.data ? (int)l->neg.shape[0] : 0,
                    .ctx_dim = (int)l->ctx.shape[1],
                    .y = l->y.data,
                    .cy = l->y.data ? (int)l->y.shape[0] : 0,

@@ -127,8 +127,18 @@ int generate_remote(const gen_opts *o, ws_err *err) {
   q.sample_shift = (float)o->p.shift;
   q.guide_scale_high = o->p.guide_high;
   q.guide_scale_low = o->p.guide_low;
-  q.solver =
-      o->p.solver == SAMPLER_DPMPP ? WANSERVE__V1__SOLVER__DPMPP : WANSERVE__V1__SOLVER__UNIPC;
+  q.solver = o->p.solver == SAMPLER_DPMPP           ? WANSERVE__V1__SOLVER__DPMPP
+             : o->p.solver == SAMPLER_EULER_DISTILL ? WANSERVE__V1__SOLVER__EULER_DISTILL
+                                                    : WANSERVE__V1__SOLVER__UNIPC;
+  if (o->p.solver == SAMPLER_EULER && !o->local)
+    return ws_fail(err, WS_EINVAL, "--solver euler: --local only (the router has no Euler)");
+  q.n_denoising_step_list = (size_t)o->p.n_step_list;
+  q.denoising_step_list = (int32_t *)o->p.step_list;
+  q.boundary_step_index = o->p.boundary_step;
+  q.adapter_high = (char *)o->adapter[0];
+  q.adapter_high_strength = o->adapter_s[0];
+  q.adapter_low = (char *)o->adapter[1];
+  q.adapter_low_strength = o->adapter_s[1];
   q.boundary = (float)o->p.boundary;
   q.fps = o->p.fps;
   q.deadline_ms = o->deadline_ms;

@@ -1,5 +1,7 @@
 #include "cli/genopts.h"
 
+#include "models/lora.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,7 +16,9 @@ void genopts_usage(void) {
       "  --task t2v|i2v        (default t2v; i2v needs --image PNG/JPEG)\n"
       "  --size WxH            video width x height, multiples of 16 (default 1280x720)\n"
       "  --frames N            4n+1 (default 81)      --steps N (default 40)\n"
-      "  --seed N              (default 0)            --solver unipc|dpm++\n"
+      "  --seed N              (default 0)            --solver unipc|dpm++|euler_distill\n"
+      "  --step-list 1000,750,500,250   euler_distill's denoising steps (its default)\n"
+      "  --boundary-step N     euler_distill: steps before N use the high-noise expert\n"
       "  --shift S --guide-high G --guide-low G --boundary B --fps N\n"
       "  --negative-prompt TEXT (default: the release's negative prompt)\n"
       "  --out FILE.mp4        (default out.mp4)      --latent-out FILE.safetensors\n"
@@ -24,6 +28,10 @@ void genopts_usage(void) {
       "  --tls-ca PEM [--tls-cert PEM --tls-key PEM]   TLS (mutual with a cert) to the router\n"
       "  --retries N           resend the whole request when the router is unavailable (a\n"
       "                        router restarted mid-request; default 2; same seed, same video)\n"
+      "  --lora-high FILE[:S] --lora-low FILE[:S]   (--local; repeatable) LoRA adapters merged\n"
+      "                        into that expert (a cluster: wan-expert --lora)\n"
+      "  --adapter-high NAME[:S] --adapter-low NAME[:S]   (cluster) per-request adapters from\n"
+      "                        the experts' --lora-catalog, applied unmerged\n"
       "  --quiet\n"
       "Without --router or --local, the local cluster started by deploy/local-cluster is used.\n");
 }
@@ -114,7 +122,15 @@ int genopts_parse(int argc, char **argv, gen_opts *o, ws_err *err) {
       o->tls_key = v;
     else if (!strcmp(f, "--request-id"))
       o->request_id = v;
-    else if (!strcmp(f, "--task")) {
+    else if (!strcmp(f, "--adapter-high") || !strcmp(f, "--adapter-low")) {
+      int r = !strcmp(f, "--adapter-low");
+      WS_TRY(lora_spec_parse(v, o->adapter[r], sizeof o->adapter[r], &o->adapter_s[r], err));
+    } else if (!strcmp(f, "--lora-high") || !strcmp(f, "--lora-low")) {
+      int r = !strcmp(f, "--lora-low");
+      if (o->nlora[r] == GENOPTS_MAX_LORAS)
+        return ws_fail(err, WS_EINVAL, "%s: at most %d adapters", f, GENOPTS_MAX_LORAS);
+      o->lora[r][o->nlora[r]++] = v;
+    } else if (!strcmp(f, "--task")) {
       if (!strcmp(v, "t2v"))
         o->p.task = GP_T2V;
       else if (!strcmp(v, "i2v"))
@@ -123,6 +139,25 @@ int genopts_parse(int argc, char **argv, gen_opts *o, ws_err *err) {
         return ws_fail(err, WS_EINVAL, "--task: '%s' (t2v|i2v)", v);
     } else if (!strcmp(f, "--solver")) {
       WS_TRY(sampler_kind_parse(v, &o->p.solver, err));
+    } else if (!strcmp(f, "--step-list")) {
+      o->p.n_step_list = 0;
+      for (const char *c = v; *c;) {
+        char *end;
+        long x2 = strtol(c, &end, 10);
+        if (end == c || (*end && *end != ',') || x2 < 1 || x2 > 1000)
+          return ws_fail(err, WS_EINVAL,
+                         "--step-list: '%s' is not integers in 1..1000, comma "
+                         "separated",
+                         v);
+        if (o->p.n_step_list == GP_MAX_STEP_LIST)
+          return ws_fail(err, WS_EINVAL, "--step-list: at most %d steps", GP_MAX_STEP_LIST);
+        o->p.step_list[o->p.n_step_list++] = (int)x2;
+        c = *end ? end + 1 : end;
+      }
+      if (!o->p.n_step_list) return ws_fail(err, WS_EINVAL, "--step-list: empty");
+    } else if (!strcmp(f, "--boundary-step")) {
+      WS_TRY(num(f, v, 1, 1000, &x, err));
+      o->p.boundary_step = (int)x;
     } else if (!strcmp(f, "--size")) {
       int w, h;
       char tail;
@@ -174,6 +209,14 @@ int genopts_parse(int argc, char **argv, gen_opts *o, ws_err *err) {
   if (o->p.task == GP_I2V && !o->image_path)
     return ws_fail(err, WS_EINVAL, "--image is required for i2v");
   if (o->local && !o->model) return ws_fail(err, WS_EINVAL, "--local needs --model DIR");
+  if (o->local && (o->adapter[0][0] || o->adapter[1][0]))
+    return ws_fail(err, WS_EINVAL,
+                   "--adapter-high/--adapter-low name a cluster's catalog adapters; with --local "
+                   "merge the files: --lora-high/--lora-low");
+  if (!o->local && (o->nlora[0] || o->nlora[1]))
+    return ws_fail(err, WS_EINVAL,
+                   "--lora-high/--lora-low need --local; in a cluster the experts merge adapters "
+                   "(wan-expert --lora)");
   if (!o->token && getenv("WANSERVE_TOKEN") && getenv("WANSERVE_TOKEN")[0])
     o->token = getenv("WANSERVE_TOKEN");
   if (!o->tls_cert != !o->tls_key || (o->tls_cert && !o->tls_ca))

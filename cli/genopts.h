@@ -6,6 +6,8 @@
 
 #include "models/genparams.h"
 
+#define GENOPTS_MAX_LORAS 16
+
 typedef struct gen_opts {
   gen_params p;
   const char *prompt, *negative, *image_path, *out, *latent_out, *model, *router, *backend;
@@ -16,6 +18,14 @@ typedef struct gen_opts {
   int device;  /* --device: the GPU of --local --backend cuda (default 0) */
   int retries; /* --retries: whole-request retries when the router is unavailable (default 2) */
   int64_t deadline_ms;
+  /* --lora-high / --lora-low FILE[:STRENGTH] (repeatable, --local only): adapters merged into
+   * that expert at load, as `wan-expert --lora` does in a cluster */
+  const char *lora[2][GENOPTS_MAX_LORAS]; /* [0] high, [1] low */
+  int nlora[2];
+  /* --adapter-high / --adapter-low NAME[:STRENGTH] (cluster only): per-request adapters from
+   * the experts' --lora-catalog, applied unmerged */
+  char adapter[2][64];
+  float adapter_s[2];
 } gen_opts;
 
 /* Parses argv (after "generate"); WS_EINVAL with a message naming the bad flag. */

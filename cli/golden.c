@@ -22,7 +22,9 @@ static const struct {
   golden_run_fn run;
 } k_kinds[] = {
     {"dit", golden_run_dit},
+    {"dit_lora", golden_run_dit_lora},
     {"sampler_moe", golden_run_sampler_moe},
+    {"sampler_distill", golden_run_sampler_distill},
     {"vae_decode", golden_run_vae_decode},
     {"vae_encode", golden_run_vae_encode},
     {"i2v_condition", golden_run_i2v_condition},

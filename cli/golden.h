@@ -36,7 +36,9 @@ typedef int (*golden_run_fn)(const golden_ctx *c, golden_out *out, ws_err *err);
 
 /* Kind runners (each in its own file). */
 int golden_run_dit(const golden_ctx *c, golden_out *out, ws_err *err);
+int golden_run_dit_lora(const golden_ctx *c, golden_out *out, ws_err *err);
 int golden_run_sampler_moe(const golden_ctx *c, golden_out *out, ws_err *err);
+int golden_run_sampler_distill(const golden_ctx *c, golden_out *out, ws_err *err);
 int golden_run_vae_decode(const golden_ctx *c, golden_out *out, ws_err *err);
 int golden_run_vae_encode(const golden_ctx *c, golden_out *out, ws_err *err);
 int golden_run_i2v_condition(const golden_ctx *c, golden_out *out, ws_err *err);

@@ -1,9 +1,11 @@
-/* Golden runner for kind "dit": one forward of the model in <case>/model on the case inputs. */
+/* Golden runners for kinds "dit" (one forward of the model in <case>/model on the case inputs)
+ * and "dit_lora" (the same with the adapters of params.adapters merged at load). */
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/golden.h"
 #include "models/dit.h"
+#include "models/lora.h"
 
 typedef struct tap_ctx {
   golden_out *out;
@@ -18,12 +20,13 @@ static void collect(void *ud, const char *name, const float *data, const int64_t
   if (t->rc == WS_OK) t->rc = golden_out_put_f32(t->out, nm, data, shape, nd, t->err);
 }
 
-int golden_run_dit(const golden_ctx *c, golden_out *out, ws_err *err) {
+static int run_dit(const golden_ctx *c, lora_set *loras, golden_out *out, ws_err *err) {
   char mdir[4200];
   dit_model *m = NULL;
   ws_tensor x = {0}, t = {0}, ctx = {0}, y = {0};
   float *res = NULL;
-  int rc = dit_load(golden_path(c, "model", mdir, sizeof mdir), c->be, NULL, &m, err);
+  dit_load_opts lo = {.loras = loras};
+  int rc = dit_load(golden_path(c, "model", mdir, sizeof mdir), c->be, &lo, &m, err);
   if (rc < 0) goto done;
   if ((rc = st_get_f32(c->inputs, "x", &x, err)) < 0) goto done;
   if ((rc = st_get_f32(c->inputs, "t", &t, err)) < 0) goto done;
@@ -67,5 +70,59 @@ done:
   ws_tensor_free(&ctx);
   ws_tensor_free(&y);
   dit_free(m);
+  return rc;
+}
+
+int golden_run_dit(const golden_ctx *c, golden_out *out, ws_err *err) {
+  return run_dit(c, NULL, out, err);
+}
+
+/* The keys the loader skipped must be exactly the union of params.adapters[].skipped_keys: a
+ * loader that drops a key it should apply (or applies one the model lacks) fails here even when
+ * the key's effect on `out` is small. */
+static int check_skipped(const lora_set *s, const cJSON *adapters, ws_err *err) {
+  int want = 0;
+  const cJSON *a, *k;
+  cJSON_ArrayForEach(a, adapters) {
+    cJSON_ArrayForEach(k, cJSON_GetObjectItemCaseSensitive(a, "skipped_keys")) {
+      if (!cJSON_IsString(k)) return ws_fail(err, WS_EFORMAT, "skipped_keys: not a string");
+      int found = 0;
+      for (int i = 0; !found && lora_unused_key(s, i); i++)
+        found = !strcmp(lora_unused_key(s, i), k->valuestring);
+      if (!found)
+        return ws_fail(err, WS_EFORMAT, "the loader applied '%s', which the case skips",
+                       k->valuestring);
+      want++;
+    }
+  }
+  char buf[512];
+  int got = lora_unused_report(s, buf, sizeof buf, 4);
+  if (got != want)
+    return ws_fail(err, WS_EFORMAT, "the loader skipped %d keys (%s), the case %d", got, buf, want);
+  return WS_OK;
+}
+
+int golden_run_dit_lora(const golden_ctx *c, golden_out *out, ws_err *err) {
+  const cJSON *adapters = cJSON_GetObjectItemCaseSensitive(c->params, "adapters"), *a;
+  if (!cJSON_IsArray(adapters) || cJSON_GetArraySize(adapters) < 1)
+    return ws_fail(err, WS_EFORMAT, "%s/case.json: params.adapters missing or empty", c->dir);
+  lora_set *s = NULL;
+  WS_TRY(lora_set_create(&s, err));
+  int rc = WS_OK;
+  cJSON_ArrayForEach(a, adapters) {
+    const cJSON *file = cJSON_GetObjectItemCaseSensitive(a, "file");
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(a, "strength");
+    char path[4200];
+    if (!cJSON_IsString(file) || !cJSON_IsNumber(st)) {
+      rc = ws_fail(err, WS_EFORMAT, "params.adapters: an entry lacks file or strength");
+      break;
+    }
+    rc = lora_set_add(s, golden_path(c, file->valuestring, path, sizeof path),
+                      (float)st->valuedouble, err);
+    if (rc < 0) break;
+  }
+  if (rc == WS_OK) rc = run_dit(c, s, out, err);
+  if (rc == WS_OK) rc = check_skipped(s, adapters, err);
+  lora_set_free(s);
   return rc;
 }

@@ -251,21 +251,23 @@ static int h_text(rpc_call *call, const ProtobufCMessage *m, void *user, ws_err 
   WS_TRY(svc_budget_reserve(need, "EncodeText", err));
   const enc_text *c = NULL, *nc = NULL;
   int rc = enc_encode_text(e, "prompt", p, strlen(p), &c, err);
-  if (rc == 0) rc = enc_encode_text(e, "negative_prompt", np, strlen(np), &nc, err);
+  if (rc == 0 && !r->skip_negative)
+    rc = enc_encode_text(e, "negative_prompt", np, strlen(np), &nc, err);
   if (rc == 0) {
-    int64_t s1[2] = {c->n, c->dim}, s2[2] = {nc->n, nc->dim};
+    int64_t s1[2] = {c->n, c->dim}, s2[2] = {nc ? nc->n : 0, c->dim};
     ws_tensor t1, t2;
     ws_tensor_view(&t1, WS_F32, s1, 2, (void *)c->data);
-    ws_tensor_view(&t2, WS_F32, s2, 2, (void *)nc->data);
+    if (nc) ws_tensor_view(&t2, WS_F32, s2, 2, (void *)nc->data);
     Wanserve__V1__Tensor p1, p2;
     Wanserve__V1__EncodeTextResponse resp = WANSERVE__V1__ENCODE_TEXT_RESPONSE__INIT;
     if ((rc = codec_tensor_to_pb(&t1, &p1, err)) == 0 &&
-        (rc = codec_tensor_to_pb(&t2, &p2, err)) == 0) {
+        (!nc || (rc = codec_tensor_to_pb(&t2, &p2, err)) == 0)) {
       resp.context = &p1;
-      resp.negative_context = &p2;
+      resp.negative_context = nc ? &p2 : NULL;
       rc = rpc_call_send(call, &resp.base, err);
     }
-    WS_DEBUG("EncodeText %s: %d + %d tokens", r->request_id ? r->request_id : "", c->n, nc->n);
+    WS_DEBUG("EncodeText %s: %d + %d tokens", r->request_id ? r->request_id : "", c->n,
+             nc ? nc->n : 0);
   }
   enc_text_release(e, c);
   enc_text_release(e, nc);

@@ -182,6 +182,9 @@ int assets_load_expert(const char *root, int high, ws_backend *be, const dit_loa
   *out = NULL;
   rm_spec rs;
   int rnd = rm_parse(root, &rs, err);
+  if (rnd > 0 && lo && lo->loras) /* random weights have no checkpoint to merge into */
+    return ws_fail(err, WS_EUNSUPPORTED, "%s: LoRA adapters need a checkpoint, not random weights",
+                   root);
   if (rnd) return rnd < 0 ? rnd : rm_expert(&rs, high, be, out, err);
   char dir[4096];
   WS_TRY(ckpt_expert_dir(root, high, dir, sizeof dir, err));

@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/weights.h"
 #include "models/dit_internal.h"
+#include "models/lora.h"
 
 const dit_config *dit_get_config(const dit_model *m) { return &m->cfg; }
 int dit_text_dim(const dit_model *m) { return m->text_dim; }
@@ -35,18 +36,33 @@ static const char *const k_diffusers_map[][2] = {
     {"ffn.2", "ffn.net.2"},
 };
 
-static void weight_name(const dit_model *m, const char *release, char *out, size_t n) {
+/* The Diffusers spelling of a release name (every name matches at most one rule). */
+static void diffusers_name(const char *release, char *out, size_t n) {
   snprintf(out, n, "%s", release);
-  if (!m->cfg.diffusers_names) return;
   for (size_t i = 0; i < sizeof k_diffusers_map / sizeof k_diffusers_map[0]; i++) {
-    char *p = strstr(out, k_diffusers_map[i][0]);
+    const char *p = strstr(release, k_diffusers_map[i][0]);
     if (!p) continue;
-    char tmp[256];
-    snprintf(tmp, sizeof tmp, "%.*s%s%s", (int)(p - out), out, k_diffusers_map[i][1],
+    snprintf(out, n, "%.*s%s%s", (int)(p - release), release, k_diffusers_map[i][1],
              p + strlen(k_diffusers_map[i][0]));
-    snprintf(out, n, "%s", tmp);
-    return; /* each name matches exactly one rule */
+    return;
   }
+}
+
+static void weight_name(const dit_model *m, const char *release, char *out, size_t n) {
+  if (m->cfg.diffusers_names)
+    diffusers_name(release, out, n);
+  else
+    snprintf(out, n, "%s", release);
+}
+
+/* Merges the load's adapters into one parameter (host F32), asked for under both spellings so
+ * that release-named and Diffusers-named adapters apply to either checkpoint layout. */
+static int merge_lora(dit_model *m, const char *release, ws_tensor *host, ws_err *err) {
+  if (!m->lora) return WS_OK;
+  char dn[256];
+  diffusers_name(release, dn, sizeof dn);
+  const char *names[2] = {release, dn};
+  return lora_apply(m->lora, m->be, names, 2, host, NULL, err);
 }
 
 /* Loads `name` (release spelling) with the expected shape; reshape to `as` dims if given. */
@@ -56,12 +72,17 @@ static int load_tensor(dit_model *m, const wt_source *w, const char *name, const
   weight_name(m, name, nm, sizeof nm);
   ws_tensor host = {0};
   WS_TRY(wt_get_f32_shape(w, nm, shape, ndim, &host, err));
+  int rc = merge_lora(m, name, &host, err);
+  if (rc < 0) {
+    ws_tensor_free(&host);
+    return rc;
+  }
   for (int64_t i = 0, n = ws_tensor_numel(&host); i < n; i++)
     if (!isfinite(((float *)host.data)[i])) {
       ws_tensor_free(&host);
-      return ws_fail(err, WS_EFORMAT, "%s: weight '%s' holds NaN or Inf", wt_path(w), nm);
+      return ws_fail(err, WS_EFORMAT, "%s: weight '%s' holds NaN or Inf%s", wt_path(w), nm,
+                     m->lora ? " (after merging the LoRA adapters)" : "");
     }
-  int rc;
   if (as_bf16) {
     ws_tensor bf = {0};
     rc = ws_tensor_alloc(&bf, WS_BF16, host.shape, host.ndim, err);
@@ -161,6 +182,16 @@ static int load_all(dit_model *m, const wt_source *w, int bf, ws_err *err) {
   return WS_OK;
 }
 
+/* Keys of modules this model lacks are not errors (published I2V adapters carry k_img/v_img
+ * keys Wan2.2 lacks) but the operator should see them. */
+static void report_unused(const lora_set *s, const char *dir) {
+  char buf[512];
+  int n = lora_unused_report(s, buf, sizeof buf, 4);
+  if (n)
+    WS_WARN("%s: %d LoRA key(s) name modules this model lacks, skipped: %s%s", dir, n, buf,
+            n > 4 ? ", ..." : "");
+}
+
 int dit_load(const char *expert_dir, ws_backend *be, const dit_load_opts *opts, dit_model **out,
              ws_err *err) {
   *out = NULL;
@@ -172,7 +203,10 @@ int dit_load(const char *expert_dir, ws_backend *be, const dit_load_opts *opts, 
   if (rc >= 0) rc = wt_open(expert_dir, &w, err);
   if (rc >= 0) {
     m->head_dim = m->cfg.dim / m->cfg.num_heads;
+    m->lora = opts ? opts->loras : NULL;
     rc = load_all(m, w, opts && opts->bf16_weights, err);
+    if (rc >= 0 && m->lora) report_unused(m->lora, expert_dir);
+    m->lora = NULL; /* only needed while loading; the caller owns it */
   }
   wt_close(w);
   if (rc < 0) {
@@ -188,18 +222,7 @@ static void lin_free(lin *l) {
   ws_tensor_free(&l->b);
 }
 
-void dit_ws_release(dit_model *m) {
-  float **bufs[] = {&m->ws.x, &m->ws.a,   &m->ws.q,  &m->ws.k,  &m->ws.v,       &m->ws.o,
-                    &m->ws.h, &m->ws.ctx, &m->ws.ck, &m->ws.cv, &m->ws.tmp_ctx, &m->ws.tb};
-  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
-    if (*bufs[i]) m->be->free_mem(m->be, *bufs[i]);
-    *bufs[i] = NULL;
-  }
-  free(m->ws.host);
-  m->ws.host = NULL;
-  m->ws.host_n = 0;
-  m->ws.rows = m->ws.ctx_rows = m->ws.batch = 0;
-}
+void dit_ws_release(dit_model *m) { dit_ws_free(m->be, &m->ws); }
 
 void dit_free(dit_model *m) {
   if (!m) return;

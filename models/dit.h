@@ -22,8 +22,14 @@
 
 typedef struct dit_model dit_model;
 
+struct lora_set;
+
 typedef struct dit_load_opts {
   int bf16_weights; /* store linear weights as BF16 on the backend (CUDA serving path) */
+  /* LoRA adapters (models/lora.h) merged into the weights as they load, in fp32 before the
+   * BF16 rounding; keys of modules the model lacks are logged as skipped. Borrowed; NULL =
+   * none. */
+  struct lora_set *loras;
 } dit_load_opts;
 
 /* Loads config.json + weights (single, sharded, release or Diffusers names, F32/BF16/F16) from
@@ -40,6 +46,20 @@ int dit_text_dim(const dit_model *m);
 typedef void (*dit_tap_fn)(void *ud, const char *name, const float *data, const int64_t *shape,
                            int ndim);
 
+/* An adapter prepared for unmerged, per-sample application (y = x W^T + s (x A^T) B^T on the
+ * ten linears of every block: self/cross q, k, v, o and the two FFN layers — the modules of the
+ * published distill and style LoRAs), so that samples with different adapters (or none) share a
+ * forward. The factors live on the model's backend in F32; stacked adapters of the set become
+ * one factor pair of their summed ranks. Full deltas (.diff, .diff_b) cannot be applied this way
+ * (WS_EUNSUPPORTED: merge such adapters at load); pairs for other modules are left unused, and
+ * lora_unused_report names them. Not used by the sequence-parallel forward (models/dit_sp.h).
+ * Ownership: dit_adapter_free releases the factors; the set is only read. */
+typedef struct dit_adapter dit_adapter;
+int dit_adapter_create(dit_model *m, struct lora_set *s, dit_adapter **out, ws_err *err);
+void dit_adapter_free(dit_adapter *a);
+/* Rank summed over the adapter's modules (0: it touches no block linear). */
+int64_t dit_adapter_params(const dit_adapter *a);
+
 typedef struct dit_inputs {
   int batch;                    /* B >= 1 */
   int frames, height, width;    /* latent F, H, W (H, W even) */
@@ -54,6 +74,8 @@ typedef struct dit_inputs {
   int ctx_dim;                  /* width of every context row; must equal text_dim */
   dit_tap_fn tap;
   void *tap_ud;
+  const dit_adapter *const *adapters; /* [B] unmerged adapter per sample (NULL, or NULL = none) */
+  const float *adapter_strength;      /* [B] each sample's adapter multiplier (NULL = 1) */
 } dit_inputs;
 
 /* Validates the inputs against the config (every problem a WS_EINVAL naming it), runs the

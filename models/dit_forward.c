@@ -20,6 +20,7 @@ void dit_ws_free(const ws_backend *be, workspace *w) {
   w->host = NULL;
   w->host_n = 0;
   w->rows = w->ctx_rows = w->batch = 0;
+  dit_adapter_ws_free(be, w);
 }
 
 int dit_ws_ensure(dit_model *m, workspace *w, int64_t B, int64_t rows, int64_t ctx_rows,
@@ -225,15 +226,19 @@ int dit_block_forward(dit_model *m, workspace *w, const dit_block *bl, int64_t B
   ws_backend *be = m->be;
   int64_t D = c->dim, T = c->text_len, N = c->num_heads, d = m->head_dim, R = B * L;
   float eps = (float)c->eps, scale = (float)(1.0 / sqrt((double)d));
+  int blk = (int)(bl - m->blocks); /* unmerged adapters index their factors by block */
   for (int64_t b = 0; b < B; b++)
     WS_TRY(be->add(be, bl->modulation.data, e0 + b * 6 * D, 6 * D, mb + b * 6 * D, err));
   /* self-attention */
   WS_TRY(be->ln_modulate(be, w->x, B, L, D, eps, mb, mb + D, 6 * D, w->a, err));
   WS_TRY(dit_lin_apply(m, w->a, B, R, &bl->sq, w->q, err));
+  WS_TRY(dit_adapter_add(m, w, blk, DIT_SQ, w->a, B, R, D, D, w->q, err));
   WS_TRY(be->rmsnorm(be, w->q, R, D, eps, bl->s_nq.data, w->q, err));
   WS_TRY(dit_lin_apply(m, w->a, B, R, &bl->sk, w->k, err));
+  WS_TRY(dit_adapter_add(m, w, blk, DIT_SK, w->a, B, R, D, D, w->k, err));
   WS_TRY(be->rmsnorm(be, w->k, R, D, eps, bl->s_nk.data, w->k, err));
   WS_TRY(dit_lin_apply(m, w->a, B, R, &bl->sv, w->v, err));
+  WS_TRY(dit_adapter_add(m, w, blk, DIT_SV, w->a, B, R, D, D, w->v, err));
   WS_TRY(be->rope(be, w->q, B, L, N, d, rope_cos, rope_sin, err));
   WS_TRY(be->rope(be, w->k, B, L, N, d, rope_cos, rope_sin, err));
   if (self_attn)
@@ -241,33 +246,53 @@ int dit_block_forward(dit_model *m, workspace *w, const dit_block *bl, int64_t B
   else
     WS_TRY(be->attention(be, w->q, w->k, w->v, w->o, B, L, L, N, d, scale, err));
   WS_TRY(dit_lin_apply(m, w->o, B, R, &bl->so, w->a, err));
+  WS_TRY(dit_adapter_add(m, w, blk, DIT_SO, w->o, B, R, D, D, w->a, err));
   WS_TRY(be->gated_add(be, w->x, w->a, mb + 2 * D, 6 * D, B, L, D, err));
   /* cross-attention over all text_len rows (no mask, no gate) */
   WS_TRY(be->layernorm(be, w->x, R, D, eps, bl->n3w.data, bl->n3b.data, w->a, err));
   WS_TRY(dit_lin_apply(m, w->a, B, R, &bl->cq, w->q, err));
+  WS_TRY(dit_adapter_add(m, w, blk, DIT_CQ, w->a, B, R, D, D, w->q, err));
   WS_TRY(be->rmsnorm(be, w->q, R, D, eps, bl->c_nq.data, w->q, err));
   WS_TRY(dit_lin_apply(m, w->ctx, B, B * T, &bl->ck, w->ck, err));
+  WS_TRY(dit_adapter_add(m, w, blk, DIT_CK, w->ctx, B, B * T, D, D, w->ck, err));
   WS_TRY(be->rmsnorm(be, w->ck, B * T, D, eps, bl->c_nk.data, w->ck, err));
   WS_TRY(dit_lin_apply(m, w->ctx, B, B * T, &bl->cv, w->cv, err));
+  WS_TRY(dit_adapter_add(m, w, blk, DIT_CV, w->ctx, B, B * T, D, D, w->cv, err));
   WS_TRY(be->attention(be, w->q, w->ck, w->cv, w->o, B, L, T, N, d, scale, err));
   WS_TRY(dit_lin_apply(m, w->o, B, R, &bl->co, w->a, err));
+  WS_TRY(dit_adapter_add(m, w, blk, DIT_CO, w->o, B, R, D, D, w->a, err));
   WS_TRY(be->gated_add(be, w->x, w->a, NULL, 0, B, L, D, err));
   /* FFN */
   WS_TRY(be->ln_modulate(be, w->x, B, L, D, eps, mb + 3 * D, mb + 4 * D, 6 * D, w->a, err));
   WS_TRY(dit_lin_apply(m, w->a, B, R, &bl->f0, w->h, err));
+  WS_TRY(dit_adapter_add(m, w, blk, DIT_F0, w->a, B, R, D, c->ffn_dim, w->h, err));
   WS_TRY(be->gelu_tanh(be, w->h, R * c->ffn_dim, w->h, err));
   WS_TRY(dit_lin_apply(m, w->h, B, R, &bl->f2, w->a, err));
+  WS_TRY(dit_adapter_add(m, w, blk, DIT_F2, w->h, B, R, c->ffn_dim, D, w->a, err));
   return be->gated_add(be, w->x, w->a, mb + 5 * D, 6 * D, B, L, D, err);
 }
+
+static int forward_body(dit_model *m, const dit_inputs *in, float *out, ws_err *err);
 
 int dit_forward(dit_model *m, const dit_inputs *in, float *out, ws_err *err) {
   WS_TRY(dit_check_inputs(m, in, err));
   const dit_config *c = &m->cfg;
+  int64_t B = in->batch, F = in->frames, h = in->height / 2, w = in->width / 2, L = F * h * w;
+  WS_TRY(dit_ws_ensure(m, &m->ws, B, B * L, B * c->text_len, err));
+  WS_TRY(rope_ensure(m, F, h, w, err));
+  workspace *ws = &m->ws;
+  WS_TRY(dit_adapter_begin(m, ws, in, err)); /* read by dit_adapter_add; cleared below */
+  int rc = forward_body(m, in, out, err);
+  ws->ad = NULL;
+  ws->ad_s = NULL;
+  return rc;
+}
+
+static int forward_body(dit_model *m, const dit_inputs *in, float *out, ws_err *err) {
+  const dit_config *c = &m->cfg;
   ws_backend *be = m->be;
   int64_t B = in->batch, F = in->frames, h = in->height / 2, w = in->width / 2, L = F * h * w;
   int64_t D = c->dim, R = B * L;
-  WS_TRY(dit_ws_ensure(m, &m->ws, B, R, B * c->text_len, err));
-  WS_TRY(rope_ensure(m, F, h, w, err));
   workspace *ws = &m->ws;
   /* patch embedding */
   dit_patchify(in, c->in_dim, ws->host);

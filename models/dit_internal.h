@@ -26,6 +26,11 @@ typedef struct workspace {
   float *tb;                     /* per-sample time vectors: [batch, freq_dim + 18*D] */
   float *host;                   /* host staging for patchify/context/unpatchify */
   size_t host_n;
+  /* unmerged adapters of this forward (dit_adapter.c): per sample, NULL = none */
+  const dit_adapter *const *ad;
+  const float *ad_s;
+  float *lt, *lu, *lg; /* scratch [rows, rank], [rows, N], gates [B, lg_stride]; grown on demand */
+  int64_t lt_n, lu_n, lg_n, lg_stride;
 } workspace;
 
 struct dit_model {
@@ -39,9 +44,32 @@ struct dit_model {
   /* RoPE tables for the last grid (f, h, w): cos/sin [L, head_dim/2] on the backend */
   int rope_f, rope_h, rope_w;
   float *rope_cos, *rope_sin;
+  struct lora_set *lora; /* adapters being merged, set only during dit_load */
 };
 
 void dit_ws_release(dit_model *m);
+
+/* Block linears in the order the unmerged adapters index them (dit_adapter.c). */
+enum {
+  DIT_SQ = 0,
+  DIT_SK,
+  DIT_SV,
+  DIT_SO,
+  DIT_CQ,
+  DIT_CK,
+  DIT_CV,
+  DIT_CO,
+  DIT_F0,
+  DIT_F2,
+  DIT_NLIN
+};
+/* y [M, N] += s_b (x_b A^T) B^T for every sample b of w->ad that has factors for linear `which`
+ * of block `blk`; x [M, K] as given to dit_lin_apply (M/B rows per sample). */
+int dit_adapter_add(dit_model *m, workspace *w, int blk, int which, const float *x, int64_t B,
+                    int64_t M, int64_t K, int64_t N, float *y, ws_err *err);
+void dit_adapter_ws_free(const ws_backend *be, workspace *w);
+/* Takes in->adapters for this forward: uploads each sample's strength as a gate row. */
+int dit_adapter_begin(dit_model *m, workspace *w, const dit_inputs *in, ws_err *err);
 
 /* ---- pieces of the forward (dit_forward.c), shared with the sequence-parallel forward
  * (dit_sp.c): they take the workspace and RoPE tables explicitly so that each rank runs them on

@@ -1,6 +1,7 @@
 #include "models/genparams.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
@@ -16,9 +17,46 @@ static int bad(ws_err *err, const char *field, const char *why) {
   return ws_fail(err, WS_EINVAL, "%s: %s", field, why);
 }
 
+/* The distilled schedule's fields: defaults, then the list and the boundary step. */
+static int fill_distill(gen_params *p, ws_err *err) {
+  static const int k_default[] = {1000, 750, 500, 250};
+  char why[160];
+  if (p->solver != SAMPLER_EULER_DISTILL) {
+    if (p->n_step_list) return bad(err, "denoising_step_list", "only for solver euler_distill");
+    if (p->boundary_step) return bad(err, "boundary_step_index", "only for solver euler_distill");
+    return WS_OK;
+  }
+  if (!p->n_step_list) {
+    p->n_step_list = (int)(sizeof k_default / sizeof *k_default);
+    memcpy(p->step_list, k_default, sizeof k_default);
+  }
+  if (p->n_step_list > GP_MAX_STEP_LIST) {
+    snprintf(why, sizeof why, "%d entries; at most %d", p->n_step_list, GP_MAX_STEP_LIST);
+    return bad(err, "denoising_step_list", why);
+  }
+  WS_TRY(sampler_check_step_list(p->step_list, p->n_step_list, "denoising_step_list", err));
+  if (p->steps && p->steps != p->n_step_list) {
+    snprintf(why, sizeof why, "%d, but denoising_step_list has %d entries", p->steps,
+             p->n_step_list);
+    return bad(err, "steps", why);
+  }
+  p->steps = p->n_step_list;
+  if (!p->boundary_step) p->boundary_step = (p->n_step_list + 1) / 2;
+  if (p->boundary_step < 1 || p->boundary_step > p->n_step_list) {
+    snprintf(why, sizeof why, "%d outside 1..%d (the step list's length)", p->boundary_step,
+             p->n_step_list);
+    return bad(err, "boundary_step_index", why);
+  }
+  if (p->shift == 0) p->shift = 5.0;
+  if (p->guide_high == 0) p->guide_high = 1.0f;
+  if (p->guide_low == 0) p->guide_low = 1.0f;
+  return WS_OK;
+}
+
 int gp_fill_and_validate(gen_params *p, const gp_limits *lim, ws_err *err) {
   if (p->task != GP_T2V && p->task != GP_I2V) return bad(err, "task", "must be t2v or i2v");
   int i2v = p->task == GP_I2V;
+  WS_TRY(fill_distill(p, err));
   if (!p->width) p->width = 1280;
   if (!p->height) p->height = 720;
   if (!p->frames) p->frames = 81;
@@ -58,6 +96,15 @@ int gp_fill_and_validate(gen_params *p, const gp_limits *lim, ws_err *err) {
   if (!i2v && p->has_image) return bad(err, "image", "only allowed for i2v");
   gp_set_latent(p);
   return WS_OK;
+}
+
+int gp_needs_negative(const gen_params *p) { return p->guide_high != 1.0f || p->guide_low != 1.0f; }
+
+int gp_sampler_init(const gen_params *p, sampler_state *s, const float *noise, ws_err *err) {
+  if (p->solver == SAMPLER_EULER_DISTILL)
+    return sampler_init_distill(s, p->step_list, p->n_step_list, p->shift, p->boundary_step, noise,
+                                gp_latent_numel(p), err);
+  return sampler_init(s, p->solver, p->steps, p->shift, noise, gp_latent_numel(p), err);
 }
 
 void gp_set_latent(gen_params *p) {

@@ -15,6 +15,8 @@ typedef struct gp_limits {
   int max_width, max_height, max_frames, max_steps;
 } gp_limits;
 
+#define GP_MAX_STEP_LIST 64
+
 typedef struct gen_params {
   gp_task task;
   int width, height, frames, steps, fps;
@@ -22,6 +24,11 @@ typedef struct gen_params {
   double shift, boundary;
   float guide_high, guide_low;
   sampler_kind solver;
+  /* euler_distill: the denoising step list (none = [1000, 750, 500, 250]; steps = its length)
+   * and the step index where the low-noise expert takes over (0 = half the steps, rounded up) */
+  int step_list[GP_MAX_STEP_LIST];
+  int n_step_list;
+  int boundary_step;
   int has_image;
   /* derived: latent [16, T, lh, lw] (I2V: lh/lw come from the image; see gp_set_latent) */
   int lat_t, lat_h, lat_w;
@@ -29,11 +36,20 @@ typedef struct gen_params {
 
 /* Zero fields of `p` take the defaults of p->task (release values: T2V shift 12, guide
  * (low 3, high 4), boundary 0.875; I2V shift 5, guide 3.5/3.5, boundary 0.9; 40 steps, 81
- * frames, 1280x720, 16 fps, UniPC); then every field is checked against the limits. */
+ * frames, 1280x720, 16 fps, UniPC); then every field is checked against the limits.
+ * Solver euler_distill (the 4-step distill LoRAs) has its own defaults: step list
+ * [1000, 750, 500, 250], shift 5, boundary step 2 (half the list), guide 1 on both experts (no
+ * CFG: one forward a step); `steps`, when given, must equal the list's length. A step list or
+ * boundary step with another solver is an error. */
 int gp_fill_and_validate(gen_params *p, const gp_limits *lim, ws_err *err);
 /* Latent shape from width/height/frames (T2V) — I2V callers overwrite lat_h/lat_w from y. */
 void gp_set_latent(gen_params *p);
 int64_t gp_latent_numel(const gen_params *p);
+/* Whether any step runs an uncond pass (a guide scale other than 1), i.e. whether the negative
+ * prompt must be encoded at all. */
+int gp_needs_negative(const gen_params *p);
+/* Starts the sampler of p (after gp_fill_and_validate) from `noise` (gp_latent_numel floats). */
+int gp_sampler_init(const gen_params *p, sampler_state *s, const float *noise, ws_err *err);
 /* The initial noise: N(0,1) from the counter-based RNG with p->seed (same on every machine). */
 void gp_noise(const gen_params *p, float *out);
 /* A fresh random seed for a request that asked for one (-1): from the kernel's entropy, in

@@ -11,13 +11,18 @@ int sampler_kind_parse(const char *s, sampler_kind *out, ws_err *err) {
     *out = SAMPLER_DPMPP;
   else if (!strcmp(s, "euler"))
     *out = SAMPLER_EULER;
+  else if (!strcmp(s, "euler_distill"))
+    *out = SAMPLER_EULER_DISTILL;
   else
-    return ws_fail(err, WS_EINVAL, "unknown solver '%s' (unipc, dpm++ or euler)", s);
+    return ws_fail(err, WS_EINVAL, "unknown solver '%s' (unipc, dpm++, euler or euler_distill)", s);
   return WS_OK;
 }
 
 const char *sampler_kind_name(sampler_kind k) {
-  return k == SAMPLER_UNIPC ? "unipc" : k == SAMPLER_DPMPP ? "dpm++" : "euler";
+  return k == SAMPLER_UNIPC   ? "unipc"
+         : k == SAMPLER_DPMPP ? "dpm++"
+         : k == SAMPLER_EULER ? "euler"
+                              : "euler_distill";
 }
 
 int sampler_schedule(sampler_kind kind, int steps, double shift, float *sigmas, int *timesteps,
@@ -38,37 +43,89 @@ int sampler_schedule(sampler_kind kind, int steps, double shift, float *sigmas, 
   return WS_OK;
 }
 
-int sampler_init(sampler_state *s, sampler_kind kind, int steps, double shift, const float *noise,
-                 int64_t n, ws_err *err) {
+/* Allocates the state for `steps` steps (checked by the caller) and copies the noise. */
+static int state_alloc(sampler_state *s, sampler_kind kind, int steps, double shift,
+                       const float *noise, int64_t n, ws_err *err) {
   memset(s, 0, sizeof *s);
   if (n <= 0) return ws_fail(err, WS_EINVAL, "empty latent");
   s->kind = kind;
   s->steps = steps;
   s->shift = shift;
   s->n = n;
-  s->sigmas = malloc(sizeof(float) * (size_t)(steps > 0 && steps <= 1000 ? steps + 1 : 1));
-  s->timesteps = malloc(sizeof(int) * (size_t)(steps > 0 && steps <= 1000 ? steps : 1));
+  s->boundary_step = -1;
+  size_t ns = (size_t)(steps > 0 && steps <= 1000 ? steps : 1);
+  s->sigmas = malloc(sizeof(float) * (ns + 1));
+  s->timesteps = malloc(sizeof(int) * ns);
+  s->model_t = malloc(sizeof(float) * ns);
   s->latent = malloc(sizeof(float) * (size_t)n);
   s->m1 = malloc(sizeof(float) * (size_t)n);
   s->m2 = malloc(sizeof(float) * (size_t)n);
   s->mnew = malloc(sizeof(float) * (size_t)n);
   s->last = malloc(sizeof(float) * (size_t)n);
-  if (!s->sigmas || !s->timesteps || !s->latent || !s->m1 || !s->m2 || !s->mnew || !s->last) {
+  if (!s->sigmas || !s->timesteps || !s->model_t || !s->latent || !s->m1 || !s->m2 || !s->mnew ||
+      !s->last) {
     sampler_free(s);
     return ws_fail(err, WS_ENOMEM, "sampler: out of memory");
   }
+  memcpy(s->latent, noise, sizeof(float) * (size_t)n);
+  return WS_OK;
+}
+
+int sampler_init(sampler_state *s, sampler_kind kind, int steps, double shift, const float *noise,
+                 int64_t n, ws_err *err) {
+  if (kind == SAMPLER_EULER_DISTILL)
+    return ws_fail(err, WS_EINVAL, "euler_distill needs a denoising step list");
+  WS_TRY(state_alloc(s, kind, steps, shift, noise, n, err));
   int rc = sampler_schedule(kind, steps, shift, s->sigmas, s->timesteps, err);
   if (rc < 0) {
     sampler_free(s);
     return rc;
   }
-  memcpy(s->latent, noise, sizeof(float) * (size_t)n);
+  for (int k = 0; k < steps; k++)
+    s->model_t[k] = (float)s->timesteps[k];
+  return WS_OK;
+}
+
+int sampler_check_step_list(const int *list, int steps, const char *field, ws_err *err) {
+  if (steps < 1 || steps > 1000)
+    return ws_fail(err, WS_EINVAL, "%s: %d entries; 1..1000 allowed", field, steps);
+  for (int i = 0; i < steps; i++) {
+    if (list[i] < 1 || list[i] > 1000)
+      return ws_fail(err, WS_EINVAL, "%s: entry %d is %d, outside 1..1000", field, i, list[i]);
+    if (i && list[i] >= list[i - 1])
+      return ws_fail(err, WS_EINVAL, "%s: not strictly decreasing (%d then %d)", field, list[i - 1],
+                     list[i]);
+  }
+  return WS_OK;
+}
+
+int sampler_init_distill(sampler_state *s, const int *list, int steps, double shift,
+                         int boundary_step, const float *noise, int64_t n, ws_err *err) {
+  WS_TRY(sampler_check_step_list(list, steps, "denoising_step_list", err));
+  if (!(shift > 0 && shift <= 1000))
+    return ws_fail(err, WS_EINVAL, "shift %g outside (0, 1000]", shift);
+  if (boundary_step < 0 || boundary_step > steps)
+    return ws_fail(err, WS_EINVAL, "boundary step index %d outside 0..%d", boundary_step, steps);
+  WS_TRY(state_alloc(s, SAMPLER_EULER_DISTILL, steps, shift, noise, n, err));
+  s->boundary_step = boundary_step;
+  float sh = (float)shift;
+  for (int i = 0; i < steps; i++) {
+    /* numpy linspace(1, 0, 1001) in float32: start + k * step, rounded once */
+    int k = 1000 - list[i];
+    float sv = (float)(1.0 + k * (-1.0 / 1000.0));
+    float sig = sh * sv / (1.0f + (sh - 1.0f) * sv);
+    s->sigmas[i] = sig;
+    s->model_t[i] = 1000.0f * sig;
+    s->timesteps[i] = (int)s->model_t[i];
+  }
+  s->sigmas[steps] = 0.0f;
   return WS_OK;
 }
 
 void sampler_free(sampler_state *s) {
   free(s->sigmas);
   free(s->timesteps);
+  free(s->model_t);
   free(s->latent);
   free(s->m1);
   free(s->m2);
@@ -181,7 +238,13 @@ int sampler_step(sampler_state *s, const float *v, ws_err *err) {
       return ws_fail(err, WS_EINVAL, "sampler: velocity holds NaN or Inf at element %lld",
                      (long long)k);
   int rc = WS_OK;
-  if (s->kind == SAMPLER_EULER) {
+  if (s->kind == SAMPLER_EULER_DISTILL) { /* x0 first, then renoise to the next sigma */
+    double sig = s->sigmas[s->step], sn = s->sigmas[s->step + 1];
+    for (int64_t k = 0; k < s->n; k++) {
+      double x0 = (double)s->latent[k] - sig * v[k];
+      s->latent[k] = (float)(x0 + sn * v[k]);
+    }
+  } else if (s->kind == SAMPLER_EULER) {
     double ds = (double)s->sigmas[s->step + 1] - s->sigmas[s->step];
     for (int64_t k = 0; k < s->n; k++)
       s->latent[k] = (float)(s->latent[k] + ds * v[k]);

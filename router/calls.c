@@ -80,12 +80,14 @@ int gen_encode_text(gen *g, ws_err *err) {
   req.request_id = g->id;
   req.prompt = (char *)g->prompt;
   req.negative_prompt = (char *)g->negative;
+  req.skip_negative = !gp_needs_negative(&g->p); /* no uncond pass on any step */
   ProtobufCMessage *m = NULL;
   WS_TRY(call_role(g, "encoder", "/wanserve.v1.Encoder/EncodeText", &req.base,
                    &wanserve__v1__encode_text_response__descriptor, &m, 120000, err));
   Wanserve__V1__EncodeTextResponse *resp = (void *)m;
   int rc = copy_tensor(resp->context, "context", &g->ctx, err);
-  if (rc == WS_OK) rc = copy_tensor(resp->negative_context, "negative_context", &g->neg, err);
+  if (rc == WS_OK && !req.skip_negative)
+    rc = copy_tensor(resp->negative_context, "negative_context", &g->neg, err);
   protobuf_c_message_free_unpacked(m, NULL);
   return rc;
 }
@@ -141,6 +143,9 @@ int gen_denoise_on(gen *g, const reg_instance *in, const float *x, float t, floa
   req.timestep = t;
   req.guide_scale = guide;
   req.context_id = g->id;
+  int low = strcmp(in->role, "expert-high") != 0; /* the adapter of this replica's role */
+  req.adapter = (char *)(g->adapter[low] ? g->adapter[low] : "");
+  req.adapter_strength = g->adapter_s[low];
   if (g->y.data) {
     WS_TRY(codec_tensor_to_pb(&g->y, &y, err));
     req.y = &y;
@@ -150,9 +155,9 @@ int gen_denoise_on(gen *g, const reg_instance *in, const float *x, float t, floa
     int with_ctx = !sent_to(g, in->id);
     if (with_ctx) {
       WS_TRY(codec_tensor_to_pb(&g->ctx, &ctx, err));
-      WS_TRY(codec_tensor_to_pb(&g->neg, &neg, err));
+      if (g->neg.data) WS_TRY(codec_tensor_to_pb(&g->neg, &neg, err));
       req.context = &ctx;
-      req.negative_context = &neg;
+      req.negative_context = g->neg.data ? &neg : NULL; /* none at guide 1 */
     } else {
       req.context = req.negative_context = NULL;
     }

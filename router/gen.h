@@ -29,6 +29,8 @@ typedef struct gen {
   char id[128];
   gen_params p;
   const char *prompt, *negative;
+  const char *adapter[2]; /* per-request adapter names ([0] high, [1] low), "" = none */
+  float adapter_s[2];
   const uint8_t *image;
   size_t image_len;
   ws_tensor ctx, neg, y;        /* owned host copies */

@@ -224,9 +224,17 @@ static void fill_request(const job *j, Wanserve__V1__GenerateRequest *q) {
   q->sample_shift = p->shift;
   q->guide_scale_high = p->guide_high;
   q->guide_scale_low = p->guide_low;
-  q->solver = p->solver == 2   ? WANSERVE__V1__SOLVER__DPMPP
+  q->solver = p->solver == 3   ? WANSERVE__V1__SOLVER__EULER_DISTILL
+              : p->solver == 2 ? WANSERVE__V1__SOLVER__DPMPP
               : p->solver == 1 ? WANSERVE__V1__SOLVER__UNIPC
                                : WANSERVE__V1__SOLVER__SOLVER_UNSPECIFIED;
+  q->n_denoising_step_list = (size_t)p->n_step_list;
+  q->denoising_step_list = (int32_t *)p->step_list;
+  q->boundary_step_index = p->boundary_step;
+  q->adapter_high = p->adapter[0] ? p->adapter[0] : "";
+  q->adapter_high_strength = p->adapter_s[0];
+  q->adapter_low = p->adapter[1] ? p->adapter[1] : "";
+  q->adapter_low_strength = p->adapter_s[1];
   q->boundary = p->boundary;
   q->deadline_ms = p->deadline_ms;
 }
@@ -563,7 +571,21 @@ static cJSON *job_json_locked(const job *j, int timeline) {
     snprintf(seed, sizeof seed, "%lld", (long long)(p->seed >= 0 ? p->seed : j->seed_used));
     cJSON_AddRawToObject(o, "seed", seed);
   }
-  if (p->solver) cJSON_AddStringToObject(o, "solver", p->solver == 2 ? "dpmpp" : "unipc");
+  if (p->solver)
+    cJSON_AddStringToObject(o, "solver",
+                            p->solver == 3   ? "euler_distill"
+                            : p->solver == 2 ? "dpmpp"
+                                             : "unipc");
+  if (p->n_step_list)
+    cJSON_AddItemToObject(o, "denoising_step_list",
+                          cJSON_CreateIntArray(p->step_list, p->n_step_list));
+  if (p->boundary_step) cJSON_AddNumberToObject(o, "boundary_step_index", p->boundary_step);
+  for (int r = 0; r < 2; r++) /* per-request adapters as asked (strength 0 = 1) */
+    if (p->adapter[r] && p->adapter[r][0]) {
+      cJSON_AddStringToObject(o, r ? "adapter_low" : "adapter_high", p->adapter[r]);
+      cJSON_AddNumberToObject(o, r ? "adapter_low_strength" : "adapter_high_strength",
+                              p->adapter_s[r] == 0.0f ? 1.0 : p->adapter_s[r]);
+    }
   if (j->image_len) cJSON_AddNumberToObject(o, "image_bytes", (double)j->image_len);
   if (j->request_id[0]) cJSON_AddStringToObject(o, "request_id", j->request_id);
   const jstep *last = j->nsteps ? &j->steps[j->nsteps - 1] : NULL;

@@ -62,7 +62,7 @@ static int get_int(const val *v, double lo, double hi, int64_t *out, ws_err *err
 }
 
 static int get_int32(const val *v, int lo, int hi, int *out, ws_err *err) {
-  int64_t x;
+  int64_t x = 0; /* set on success; the zero quiets gcc's inlined-path warning */
   WS_TRY(get_int(v, lo, hi, &x, err));
   *out = (int)x;
   return WS_OK;
@@ -73,6 +73,37 @@ static int get_float(const val *v, double lo, double hi, float *out, ws_err *err
   WS_TRY(get_num(v, lo, hi, &x, err));
   *out = (float)x;
   return WS_OK;
+}
+
+/* denoising_step_list: a JSON array of integers, or (a form field) the integers separated by
+ * commas. Each entry is checked like any integer field; the list as a whole (decreasing, its
+ * length against steps) by the router, as for gRPC requests. */
+static int get_step_list(const val *v, job_params *p, ws_err *err) {
+  int cap = (int)(sizeof p->step_list / sizeof *p->step_list);
+  p->n_step_list = 0;
+  if (v->jv && !cJSON_IsArray(v->jv))
+    return ws_fail(err, WS_EINVAL, "%s: must be an array of integers", v->name);
+  if (v->jv) {
+    const cJSON *e;
+    cJSON_ArrayForEach(e, v->jv) {
+      if (p->n_step_list == cap)
+        return ws_fail(err, WS_EINVAL, "%s: at most %d entries", v->name, cap);
+      val ev = {.name = v->name, .jv = e};
+      WS_TRY(get_int32(&ev, 1, 1000, &p->step_list[p->n_step_list++], err));
+    }
+    return WS_OK;
+  }
+  if (!v->text) return ws_fail(err, WS_EINVAL, "%s: must be text", v->name);
+  char *copy = strdup(v->text), *save = NULL;
+  if (!copy) return ws_fail(err, WS_ENOMEM, "out of memory");
+  int rc = WS_OK;
+  for (char *t = strtok_r(copy, ",", &save); t && rc == WS_OK; t = strtok_r(NULL, ",", &save)) {
+    val ev = {.name = v->name, .text = t};
+    rc = p->n_step_list == cap ? ws_fail(err, WS_EINVAL, "%s: at most %d entries", v->name, cap)
+                               : get_int32(&ev, 1, 1000, &p->step_list[p->n_step_list++], err);
+  }
+  free(copy);
+  return rc;
 }
 
 int http_base64_decode(const char *s, size_t n, uint8_t **out, size_t *outn, ws_err *err) {
@@ -213,15 +244,26 @@ static int set_field(job_params *p, extra *x, const val *v, ws_err *err) {
   if (!strcmp(n, "solver")) {
     char *s = NULL;
     WS_TRY(get_str(v, &s, err));
-    p->solver = !strcmp(s, "unipc") ? 1 : !strcmp(s, "dpmpp") || !strcmp(s, "dpm++") ? 2 : 0;
-    if (!p->solver) ws_fail(err, WS_EINVAL, "solver: '%.40s' (unipc|dpmpp)", s);
+    p->solver = !strcmp(s, "unipc")                          ? 1
+                : !strcmp(s, "dpmpp") || !strcmp(s, "dpm++") ? 2
+                : !strcmp(s, "euler_distill")                ? 3
+                                                             : 0;
+    if (!p->solver) ws_fail(err, WS_EINVAL, "solver: '%.40s' (unipc|dpmpp|euler_distill)", s);
     free(s);
     return p->solver ? WS_OK : WS_EINVAL;
   }
+  if (!strcmp(n, "denoising_step_list")) return get_step_list(v, p, err);
+  if (!strcmp(n, "adapter_high") || !strcmp(n, "adapter_low"))
+    return get_str(v, &p->adapter[n[8] == 'l'], err);
+  if (!strcmp(n, "adapter_high_strength") || !strcmp(n, "adapter_low_strength"))
+    return get_float(v, -100, 100, &p->adapter_s[n[8] == 'l'], err);
+  if (!strcmp(n, "boundary_step_index")) return get_int32(v, 1, 1000, &p->boundary_step, err);
   return ws_fail(err, WS_EINVAL,
                  "unknown field '%.60s' (prompt, negative_prompt, image, task, size, seconds, "
                  "frames, fps, steps, seed, guidance, guide_scale_high, guide_scale_low, solver, "
-                 "shift, boundary, deadline_ms, model)",
+                 "denoising_step_list, boundary_step_index, adapter_high, adapter_low, "
+                 "adapter_high_strength, adapter_low_strength, shift, boundary, deadline_ms, "
+                 "model)",
                  n);
 }
 
@@ -322,6 +364,8 @@ void job_params_free(job_params *p) {
   free(p->negative);
   free(p->model);
   free(p->image);
+  free(p->adapter[0]);
+  free(p->adapter[1]);
   memset(p, 0, sizeof *p);
 }
 

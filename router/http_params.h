@@ -6,8 +6,11 @@
  *   task ("t2v" | "i2v"; default: i2v when an image is given), size ("WxH") or width + height,
  *   seconds (with fps, default 16: frames = 4*round(seconds*fps/4)+1) or frames, fps, steps,
  *   seed (-1 or absent = random), guidance (both experts) or guide_scale_high /
- *   guide_scale_low, solver ("unipc" | "dpmpp"), shift, boundary, deadline_ms, model (echoed,
- *   not used: the cluster serves what its experts load).
+ *   guide_scale_low, adapter_high / adapter_low (names in the experts' --lora-catalog) with
+ *   adapter_high_strength / adapter_low_strength, solver ("unipc" | "dpmpp" | "euler_distill"),
+ *   denoising_step_list (JSON: an
+ *   array of integers; form: "1000,750,500,250"), boundary_step_index, shift, boundary,
+ *   deadline_ms, model (echoed, not used: the cluster serves what its experts load).
  * Checked here: JSON syntax, field names (an unknown field is an error: typos do not pass
  * silently), types and formats. Value ranges (sizes, frames 4n+1, step limits ...) are the
  * router's (models/genparams.h via Router.Generate), so both APIs answer with the same messages.
@@ -27,9 +30,14 @@ typedef struct job_params {
   uint8_t *image;                  /* owned decoded bytes (PNG/JPEG), NULL for T2V */
   size_t image_len;
   int task;                                      /* 1 t2v, 2 i2v (never 0 after parsing) */
-  int width, height, frames, fps, steps, solver; /* 0 = router default; solver 1 unipc 2 dpmpp */
-  int64_t seed;                                  /* -1 = random */
-  float guide_high, guide_low, shift, boundary;  /* 0 = default */
+  int width, height, frames, fps, steps, solver; /* 0 = router default; solver 1 unipc 2 dpmpp,
+                                                    3 euler_distill */
+  int step_list[64], n_step_list; /* euler_distill's denoising_step_list (0 entries = default) */
+  int boundary_step;              /* euler_distill's boundary_step_index, 0 = default */
+  char *adapter[2];               /* adapter_high / adapter_low (owned, may be NULL) */
+  float adapter_s[2];             /* their strengths, 0 = 1 */
+  int64_t seed;                   /* -1 = random */
+  float guide_high, guide_low, shift, boundary; /* 0 = default */
   int64_t deadline_ms;
 } job_params;
 

@@ -26,6 +26,20 @@ static int send_chunk(gen *g, const uint8_t *data, size_t len, ws_err *err) {
   return send_event(g, &ev, err);
 }
 
+/* A per-request adapter name and strength (the experts' catalog names: 1..63 of
+ * [A-Za-z0-9._-]; whether a replica holds it is the expert's answer). */
+static int check_adapter(const char *name, float s, const char *field, ws_err *err) {
+  if (!name || !name[0]) return WS_OK;
+  size_t n = strlen(name);
+  if (n > 63 ||
+      strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") != n)
+    return ws_fail(err, WS_EINVAL, "%s: '%.64s' is not an adapter name (1..63 of [A-Za-z0-9._-])",
+                   field, name);
+  if (!(s >= -100.0f && s <= 100.0f))
+    return ws_fail(err, WS_EINVAL, "%s_strength: %g outside [-100, 100]", field, s);
+  return WS_OK;
+}
+
 static int params_from_request(const Wanserve__V1__GenerateRequest *q, const router_opts *o,
                                gen_params *p, ws_err *err) {
   memset(p, 0, sizeof *p);
@@ -42,7 +56,16 @@ static int params_from_request(const Wanserve__V1__GenerateRequest *q, const rou
   p->boundary = q->boundary;
   p->guide_high = q->guide_scale_high;
   p->guide_low = q->guide_scale_low;
-  p->solver = q->solver == WANSERVE__V1__SOLVER__DPMPP ? SAMPLER_DPMPP : SAMPLER_UNIPC;
+  p->solver = q->solver == WANSERVE__V1__SOLVER__DPMPP           ? SAMPLER_DPMPP
+              : q->solver == WANSERVE__V1__SOLVER__EULER_DISTILL ? SAMPLER_EULER_DISTILL
+                                                                 : SAMPLER_UNIPC;
+  if (q->n_denoising_step_list > GP_MAX_STEP_LIST)
+    return ws_fail(err, WS_EINVAL, "denoising_step_list: %zu entries; at most %d",
+                   q->n_denoising_step_list, GP_MAX_STEP_LIST);
+  p->n_step_list = (int)q->n_denoising_step_list;
+  for (int i = 0; i < p->n_step_list; i++)
+    p->step_list[i] = q->denoising_step_list[i];
+  p->boundary_step = q->boundary_step_index;
   p->has_image = q->image.len > 0;
   if (q->width < 0 || q->height < 0 || q->frames < 0 || q->steps < 0 || q->fps < 0)
     return ws_fail(err, WS_EINVAL, "width/height/frames/steps/fps: negative value");
@@ -51,6 +74,8 @@ static int params_from_request(const Wanserve__V1__GenerateRequest *q, const rou
   if (q->negative_prompt && strlen(q->negative_prompt) > 20000)
     return ws_fail(err, WS_EINVAL, "negative_prompt: longer than 20000 bytes");
   if (q->deadline_ms < 0) return ws_fail(err, WS_EINVAL, "deadline_ms: negative");
+  WS_TRY(check_adapter(q->adapter_high, q->adapter_high_strength, "adapter_high", err));
+  WS_TRY(check_adapter(q->adapter_low, q->adapter_low_strength, "adapter_low", err));
   gp_limits lim = {o->max_width, o->max_height, o->max_frames, o->max_steps};
   return gp_fill_and_validate(p, &lim, err);
 }
@@ -85,17 +110,18 @@ static int run_steps(gen *g, sampler_state *s, ws_err *err) {
   if (!pred) return ws_fail(err, WS_ENOMEM, "out of memory");
   int rc = WS_OK;
   while (rc == WS_OK && !sampler_done(s)) {
-    int t = sampler_timestep(s), high = sampler_use_high(t, g->p.boundary);
+    float t = sampler_model_timestep(s);
+    int high = sampler_next_high(s, g->p.boundary);
     const char *role = high ? "expert-high" : "expert-low";
     step_result sr = {0};
-    rc = gen_denoise(g, role, s->latent, (float)t, high ? g->p.guide_high : g->p.guide_low, pred,
-                     &sr, err);
+    rc =
+        gen_denoise(g, role, s->latent, t, high ? g->p.guide_high : g->p.guide_low, pred, &sr, err);
     if (rc == WS_OK) rc = sampler_step(s, pred, err);
     if (rc < 0) break;
     Wanserve__V1__Progress pr = WANSERVE__V1__PROGRESS__INIT;
     pr.step = s->step;
     pr.total = s->steps;
-    pr.timestep = (float)t;
+    pr.timestep = t;
     pr.role = (char *)role;
     pr.replica = sr.replica;
     pr.version = sr.version;
@@ -105,7 +131,7 @@ static int run_steps(gen *g, sampler_state *s, ws_err *err) {
     ev.event_case = WANSERVE__V1__GENERATE_EVENT__EVENT_PROGRESS;
     ev.progress = &pr;
     rc = send_event(g, &ev, err);
-    WS_DEBUG("%s: step %d/%d t=%d %s on %s (%s)", g->id, s->step, s->steps, t, role, sr.replica,
+    WS_DEBUG("%s: step %d/%d t=%g %s on %s (%s)", g->id, s->step, s->steps, t, role, sr.replica,
              sr.version);
   }
   free(pred);
@@ -123,6 +149,10 @@ static int generate_inner(gen *g, const Wanserve__V1__GenerateRequest *q, ws_err
   g->budget = need;
   if (g->p.seed < 0) g->p.seed = gp_random_seed();
   g->prompt = q->prompt;
+  g->adapter[0] = q->adapter_high ? q->adapter_high : "";
+  g->adapter[1] = q->adapter_low ? q->adapter_low : "";
+  g->adapter_s[0] = q->adapter_high_strength;
+  g->adapter_s[1] = q->adapter_low_strength;
   g->negative = q->negative_prompt && q->negative_prompt[0] ? q->negative_prompt : "";
   g->image = q->image.data;
   g->image_len = q->image.len;
@@ -147,8 +177,7 @@ static int generate_inner(gen *g, const Wanserve__V1__GenerateRequest *q, ws_err
   float *noise = malloc(sizeof(float) * (size_t)gp_latent_numel(&g->p));
   if (!noise) return ws_fail(err, WS_ENOMEM, "out of memory");
   gp_noise(&g->p, noise);
-  int rc =
-      sampler_init(&s, g->p.solver, g->p.steps, g->p.shift, noise, gp_latent_numel(&g->p), err);
+  int rc = gp_sampler_init(&g->p, &s, noise, err);
   free(noise);
   if (rc < 0) return rc;
   rc = run_steps(g, &s, err);

@@ -139,37 +139,29 @@ static void test_bad_inputs(void) {
   dit_free(m);
 }
 
+typedef struct rw {
+  const char *(*rename)(const char *);
+  const char *drop, *reshape;
+} rw;
+
+static char *rw_edit(void *ud, const char *key, ws_tensor *t) {
+  const rw *r = ud;
+  if (r->drop && !strcmp(key, r->drop)) return NULL;
+  if (r->reshape && !strcmp(key, r->reshape)) t->shape[0] -= 1; /* bytes left unused */
+  return (char *)(r->rename ? r->rename(key) : strdup(key));
+}
+
 /* Rewrites one expert folder's weights with a transform on names and optional drops. */
 static void rewrite_weights(const char *src_dir, const char *dst_dir,
                             const char *(*rename)(const char *), const char *drop,
                             const char *reshape) {
   ws_err err = {0};
-  char p[1200];
+  char p[1200], q[1200];
   snprintf(p, sizeof p, "%s/diffusion_pytorch_model.safetensors", src_dir);
-  st_file *f = NULL;
-  if (st_open(p, &f, &err) < 0) return;
-  int n = st_count(f), k = 0;
-  const char **names = calloc((size_t)n, sizeof *names);
-  ws_tensor *ts = calloc((size_t)n, sizeof *ts);
-  const ws_tensor **tp = calloc((size_t)n, sizeof *tp);
-  for (int i = 0; i < n; i++) {
-    const st_info *in = st_info_at(f, i);
-    if (drop && !strcmp(in->name, drop)) continue;
-    st_get(f, in->name, &ts[k], &err);
-    if (reshape && !strcmp(in->name, reshape)) ts[k].shape[0] -= 1; /* bytes left unused */
-    names[k] = rename ? rename(in->name) : strdup(in->name);
-    tp[k] = &ts[k];
-    k++;
-  }
   tiny_mkdirs(dst_dir, &err);
-  snprintf(p, sizeof p, "%s/diffusion_pytorch_model.safetensors", dst_dir);
-  CHECK_OK(st_write(p, k, names, tp, &err), err);
-  for (int i = 0; i < k; i++)
-    free((void *)names[i]);
-  free(names);
-  free(ts);
-  free(tp);
-  st_close(f);
+  snprintf(q, sizeof q, "%s/diffusion_pytorch_model.safetensors", dst_dir);
+  rw r = {rename, drop, reshape};
+  CHECK(test_st_rewrite(p, q, rw_edit, &r) == 0);
 }
 
 static void copy_config(const char *src, const char *dst) {
@@ -195,48 +187,11 @@ static void test_missing_and_misshaped_weights(void) {
   CHECK_ERR(dit_load(d2, g_be, NULL, &m, &err), WS_EFORMAT, err, "blocks.0.ffn.0.weight");
 }
 
-/* The Diffusers key names, restated from spec §7.3. */
-static const char *to_diffusers(const char *n) {
-  static const char *map[][2] = {{"time_embedding.0", "condition_embedder.time_embedder.linear_1"},
-                                 {"time_embedding.2", "condition_embedder.time_embedder.linear_2"},
-                                 {"text_embedding.0", "condition_embedder.text_embedder.linear_1"},
-                                 {"text_embedding.2", "condition_embedder.text_embedder.linear_2"},
-                                 {"time_projection.1", "condition_embedder.time_proj"},
-                                 {"head.modulation", "scale_shift_table"},
-                                 {"head.head", "proj_out"},
-                                 {"modulation", "scale_shift_table"},
-                                 {"self_attn.q", "attn1.to_q"},
-                                 {"self_attn.k", "attn1.to_k"},
-                                 {"self_attn.v", "attn1.to_v"},
-                                 {"self_attn.o", "attn1.to_out.0"},
-                                 {"self_attn.norm_q", "attn1.norm_q"},
-                                 {"self_attn.norm_k", "attn1.norm_k"},
-                                 {"cross_attn.q", "attn2.to_q"},
-                                 {"cross_attn.k", "attn2.to_k"},
-                                 {"cross_attn.v", "attn2.to_v"},
-                                 {"cross_attn.o", "attn2.to_out.0"},
-                                 {"cross_attn.norm_q", "attn2.norm_q"},
-                                 {"cross_attn.norm_k", "attn2.norm_k"},
-                                 {"norm3", "norm2"},
-                                 {"ffn.0", "ffn.net.0.proj"},
-                                 {"ffn.2", "ffn.net.2"}};
-  char out[256];
-  snprintf(out, sizeof out, "%s", n);
-  for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
-    char *p = strstr(out, map[i][0]);
-    if (!p || (p != out && p[-1] != '.')) continue;
-    char tmp[256];
-    snprintf(tmp, sizeof tmp, "%.*s%s%s", (int)(p - out), out, map[i][1], p + strlen(map[i][0]));
-    return strdup(tmp);
-  }
-  return strdup(out);
-}
-
 static void test_diffusers_layout_matches_release(void) {
   const char *src = "tests/golden/dit_t2v_tiny/model";
   char dst[1100];
   snprintf(dst, sizeof dst, "%s/diffusers/transformer", test_tmpdir());
-  rewrite_weights(src, dst, to_diffusers, NULL, NULL);
+  rewrite_weights(src, dst, test_diffusers_name, NULL, NULL);
   ws_err err = {0};
   dit_config c;
   CHECK_OK(ckpt_read_dit_config(src, &c, &err), err);

@@ -8,7 +8,11 @@
  * unbatched reply bit for bit (CPU). That batches really formed is read from bat's Prometheus
  * endpoint (wanserve_expert_batch_size histogram); the ref result is also checked against the
  * in-process DiT + CFG. Context-cache hits and misses and the per-status request counters are
- * checked through the same endpoint.
+ * checked through the same endpoint, and so is the guide-1 rule: such a request runs one DiT
+ * sample (no uncond pass; wanserve_expert_forward_samples_total) and needs no negative context.
+ * Both experts hold a --lora-catalog of two adapters and the jobs name "a", "b" or none, so the
+ * batched round also checks that requests with different per-request adapters share a forward
+ * and each gets exactly its own result.
  *
  * Why exact: a batched forward runs every per-token op per row/sample; the GEMMs' rows are
  * independent dot products as long as BLAS keeps one kernel, which OpenBLAS does from ~19 rows
@@ -33,6 +37,7 @@
 
 #include "core/backend.h"
 #include "core/rng.h"
+#include "core/safetensors.h"
 #include "models/dit.h"
 #include "models/sampler.h"
 #include "models/tiny.h"
@@ -139,6 +144,7 @@ typedef struct jobdef {
   int64_t shape[4];
   float t, g;
   int ctx_len;
+  const char *adapter; /* per-request adapter name, NULL = none */
   float *x, *ctx, *neg;
   float *ref, *got; /* replies: unbatched, batched */
   int rc_ref, rc_got;
@@ -158,6 +164,7 @@ static void jobs_init(void) {
     d->t = 999.0f - 97.0f * (float)j;
     d->g = 1.0f + 0.75f * (float)(j % 4);
     d->ctx_len = 1 + (j * 7) % g_text_len;
+    d->adapter = j % 3 == 1 ? "a" : j % 3 == 2 ? "b" : NULL;
     int64_t n = numel(d->shape), nc = (int64_t)d->ctx_len * g_text_dim;
     d->x = malloc(sizeof(float) * (size_t)n);
     d->ctx = malloc(sizeof(float) * (size_t)nc);
@@ -189,15 +196,16 @@ static int denoise(const char *addr, const jobdef *d, const char *context_id, in
   ws_tensor_view(&nv, WS_F32, cshape, 2, d->neg);
   WS_TRY(codec_tensor_to_pb(&xv, &xt, err));
   WS_TRY(codec_tensor_to_pb(&cv, &ct, err));
-  WS_TRY(codec_tensor_to_pb(&nv, &nt, err));
+  if (d->neg) WS_TRY(codec_tensor_to_pb(&nv, &nt, err));
   req.request_id = "batching-test";
   req.x_t = &xt;
   req.timestep = d->t;
   req.guide_scale = d->g;
   req.context_id = (char *)(context_id ? context_id : "");
+  req.adapter = (char *)(d->adapter ? d->adapter : "");
   if (with_ctx) {
     req.context = &ct;
-    req.negative_context = &nt;
+    req.negative_context = d->neg ? &nt : NULL;
   }
   rpc_call_opts co = {.timeout_ms = 120000};
   Wanserve__V1__DenoiseResponse *resp = NULL;
@@ -232,7 +240,8 @@ static void test_unbatched_reference_equals_in_process(void) {
     CHECK_OK(g_jobs[j].rc_ref, err);
   }
   if (strcmp(g_backend, "cpu")) return; /* the library check below is the CPU reference */
-  /* job 0 through the library: DiT on [x, x] with [ctx, neg], then CFG */
+  /* job 0 through the library: DiT on [x, x] with [ctx, neg], then CFG (at guide 1: DiT on x
+   * with ctx alone, as the expert skips the uncond pass) */
   ws_err err = {0};
   ws_backend *be = NULL;
   dit_model *m = NULL;
@@ -253,7 +262,8 @@ static void test_unbatched_reference_equals_in_process(void) {
   float ts[2] = {d->t, d->t};
   const float *cs[2] = {d->ctx, d->neg};
   int lens[2] = {d->ctx_len, d->ctx_len};
-  dit_inputs in = {.batch = 2,
+  int B = d->g == 1.0f ? 1 : 2;
+  dit_inputs in = {.batch = B,
                    .frames = (int)d->shape[1],
                    .height = (int)d->shape[2],
                    .width = (int)d->shape[3],
@@ -264,7 +274,10 @@ static void test_unbatched_reference_equals_in_process(void) {
                    .ctx_len = lens,
                    .ctx_dim = g_text_dim};
   CHECK_OK(dit_forward(m, &in, v, &err), err);
-  sampler_cfg(v, v + n, d->g, n, want);
+  if (B == 2)
+    sampler_cfg(v, v + n, d->g, n, want);
+  else
+    memcpy(want, v, sizeof(float) * (size_t)n);
   double maxd = 0;
   for (int64_t k = 0; k < n; k++)
     maxd = fmax(maxd, fabs((double)want[k] - d->ref[k]));
@@ -344,6 +357,91 @@ static void test_metrics_cache_and_status_counters(void) {
   free(m1);
 }
 
+/* Guide 1 (the distilled schedule): one DiT sample per request, no negative context needed;
+ * with guidance, two samples and the negative context is required. */
+static void test_guide1_runs_one_sample(void) {
+  const char *rows = "wanserve_expert_forward_samples_total{" LBL "}";
+  jobdef d = g_jobs[1]; /* 48 tokens; its own x, t, contexts */
+  int64_t n = numel(d.shape);
+  float *out = malloc(sizeof(float) * (size_t)n), *out2 = malloc(sizeof(float) * (size_t)n);
+  ws_err err = {0};
+  rpc_status st = {0};
+  char *m0 = scrape(g_ref.maddr);
+  double r0 = m0 ? fmax(sample(m0, rows), 0) : -1;
+  free(m0);
+  d.g = 1.0f;
+  d.neg = NULL;
+  CHECK_OK(denoise(g_ref.addr, &d, NULL, 1, out, &st, &err), err);
+  d.neg = g_jobs[1].neg; /* a negative context, when sent anyway, changes nothing at guide 1 */
+  CHECK_OK(denoise(g_ref.addr, &d, NULL, 1, out2, &st, &err), err);
+  CHECK(!memcmp(out, out2, sizeof(float) * (size_t)n));
+  d.g = 2.5f;
+  CHECK_OK(denoise(g_ref.addr, &d, NULL, 1, out2, &st, &err), err);
+  CHECK(memcmp(out, out2, sizeof(float) * (size_t)n)); /* guidance does something */
+  char *m1 = scrape(g_ref.maddr);
+  CHECK(m1 != NULL);
+  if (m1) CHECK_NEAR(sample(m1, rows) - r0, 1 + 1 + 2, 0);
+  free(m1);
+  d.neg = NULL;
+  CHECK(denoise(g_ref.addr, &d, NULL, 1, out2, &st, &err) < 0);
+  CHECK_EQ_INT(st.code, GRPC_STATUS_INVALID_ARGUMENT);
+  CHECK(strstr(err.msg, "negative_context") != NULL);
+  free(out);
+  free(out2);
+}
+
+/* The catalog's adapters change the result, per request; an unknown one names itself. */
+static void test_request_adapters(void) {
+  jobdef d = g_jobs[3]; /* adapter none */
+  int64_t n = numel(d.shape);
+  float *a = malloc(sizeof(float) * (size_t)n), *b = malloc(sizeof(float) * (size_t)n);
+  ws_err err = {0};
+  rpc_status st = {0};
+  d.adapter = "a";
+  CHECK_OK(denoise(g_ref.addr, &d, NULL, 1, a, &st, &err), err);
+  CHECK(memcmp(a, g_jobs[3].ref, sizeof(float) * (size_t)n)); /* differs from no adapter */
+  d.adapter = "b";
+  CHECK_OK(denoise(g_ref.addr, &d, NULL, 1, b, &st, &err), err);
+  CHECK(memcmp(a, b, sizeof(float) * (size_t)n));
+  d.adapter = "nosuch";
+  CHECK(denoise(g_ref.addr, &d, NULL, 1, b, &st, &err) < 0);
+  CHECK_EQ_INT(st.code, GRPC_STATUS_INVALID_ARGUMENT);
+  CHECK(strstr(err.msg, "nosuch") && strstr(err.msg, "a,b"));
+  free(a);
+  free(b);
+}
+
+/* Two small adapters in the published layout for the tiny model: "a" on a self-attention q,
+ * "b" on the second FFN layer with an int64 alpha. */
+static int write_catalog(const char *dir, const dit_config *c, ws_err *err) {
+  WS_TRY(tiny_mkdirs(dir, err));
+  int64_t D = c->dim, F = c->ffn_dim, r = 2;
+  int64_t sa[2] = {r, D}, sb[2] = {D, r}, sc[2] = {r, F}, sd[2] = {D, r};
+  ws_tensor t[5] = {{0}};
+  WS_TRY(ws_tensor_alloc(&t[0], WS_F32, sa, 2, err));
+  WS_TRY(ws_tensor_alloc(&t[1], WS_F32, sb, 2, err));
+  WS_TRY(ws_tensor_alloc(&t[2], WS_F32, sc, 2, err));
+  WS_TRY(ws_tensor_alloc(&t[3], WS_F32, sd, 2, err));
+  WS_TRY(ws_tensor_alloc(&t[4], WS_I64, NULL, 0, err));
+  for (int i = 0; i < 4; i++)
+    ws_rng_normal(500 + (uint64_t)i, 0, ws_tensor_numel(&t[i]), t[i].data);
+  *(int64_t *)t[4].data = 4;
+  const char *na[] = {"diffusion_model.blocks.0.self_attn.q.lora_down.weight",
+                      "diffusion_model.blocks.0.self_attn.q.lora_up.weight"};
+  const char *nb[] = {"diffusion_model.blocks.1.ffn.2.lora_down.weight",
+                      "diffusion_model.blocks.1.ffn.2.lora_up.weight",
+                      "diffusion_model.blocks.1.ffn.2.alpha"};
+  const ws_tensor *ta[] = {&t[0], &t[1]}, *tb[] = {&t[2], &t[3], &t[4]};
+  char p[800];
+  snprintf(p, sizeof p, "%s/a.safetensors", dir);
+  int rc = st_write(p, 2, na, ta, err);
+  snprintf(p, sizeof p, "%s/b.safetensors", dir);
+  if (rc == WS_OK) rc = st_write(p, 3, nb, tb, err);
+  for (int i = 0; i < 5; i++)
+    ws_tensor_free(&t[i]);
+  return rc;
+}
+
 int main(void) {
   test_proc_guard("test_expert_batching", 300);
   ws_err err = {0};
@@ -357,13 +455,21 @@ int main(void) {
     printf("FAIL setup: %s\n", err.msg);
     return 1;
   }
+  static char catalog[700];
+  snprintf(catalog, sizeof catalog, "%s/catalog", test_tmpdir());
+  if (write_catalog(catalog, &cfg, &err) < 0) {
+    printf("FAIL setup: %s\n", err.msg);
+    return 1;
+  }
   rpc_client_opts co = {.max_recv_bytes = 64 << 20};
   if (rpc_client_create(&co, &g_cli, &err) < 0) {
     printf("FAIL setup: %s\n", err.msg);
     return 1;
   }
-  static const char *const ref_flags[] = {"--max-batch", "1", "--max-delay-ms", "0", NULL};
-  static const char *const bat_flags[] = {"--max-batch", "4", "--max-delay-ms", "300", NULL};
+  const char *const ref_flags[] = {"--max-batch", "1", "--max-delay-ms", "0", "--lora-catalog",
+                                   catalog,       NULL};
+  const char *const bat_flags[] = {"--max-batch", "4", "--max-delay-ms", "300", "--lora-catalog",
+                                   catalog,       NULL};
   if (start_expert("ref", &g_ref, ref_flags) < 0 || start_expert("bat", &g_bat, bat_flags) < 0) {
     printf("FAIL setup: experts did not start\n");
     return 1;
@@ -372,6 +478,8 @@ int main(void) {
   TEST_RUN(test_unbatched_reference_equals_in_process);
   TEST_RUN(test_batched_equals_unbatched_exactly);
   TEST_RUN(test_metrics_cache_and_status_counters);
+  TEST_RUN(test_guide1_runs_one_sample);
+  TEST_RUN(test_request_adapters);
   jobs_free();
   test_proc_kill_all();
   rpc_client_free(g_cli);

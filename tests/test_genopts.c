@@ -57,10 +57,33 @@ static void test_tls_pair(void) {
   CHECK_ERR(parse(&o, &err, 6, b), WS_EINVAL, err, "with --tls-ca");
 }
 
+/* --lora-high/--lora-low collect per expert in order, and need --local. */
+static void test_lora_flags(void) {
+  gen_opts o;
+  ws_err err = {0};
+  const char *a[] = {"--local",   "--model",    "m",     "--prompt",    "p",    "--lora-high",
+                     "h1.st:0.5", "--lora-low", "l1.st", "--lora-high", "h2.st"};
+  CHECK_OK(parse(&o, &err, 11, a), err);
+  CHECK_EQ_INT(o.nlora[0], 2);
+  CHECK_EQ_INT(o.nlora[1], 1);
+  CHECK(o.nlora[0] == 2 && !strcmp(o.lora[0][0], "h1.st:0.5") && !strcmp(o.lora[0][1], "h2.st"));
+  CHECK(o.nlora[1] == 1 && !strcmp(o.lora[1][0], "l1.st"));
+  const char *b[] = {"--prompt", "p", "--lora-low", "l1.st"};
+  CHECK_ERR(parse(&o, &err, 4, b), WS_EINVAL, err, "--local");
+  /* catalog adapters by name: cluster only */
+  const char *c[] = {"--prompt", "p", "--adapter-low", "style:0.6", "--adapter-high", "motion"};
+  CHECK_OK(parse(&o, &err, 6, c), err);
+  CHECK(!strcmp(o.adapter[1], "style") && !strcmp(o.adapter[0], "motion"));
+  CHECK_NEAR(o.adapter_s[1], 0.6, 1e-6);
+  const char *d[] = {"--local", "--model", "m", "--prompt", "p", "--adapter-low", "style"};
+  CHECK_ERR(parse(&o, &err, 7, d), WS_EINVAL, err, "--lora-low");
+}
+
 int main(void) {
   TEST_RUN(test_seed_keeps_all_bits);
   TEST_RUN(test_seed_rejects_bad_values);
   TEST_RUN(test_retries);
   TEST_RUN(test_tls_pair);
+  TEST_RUN(test_lora_flags);
   return test_summary();
 }

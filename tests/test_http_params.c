@@ -127,6 +127,61 @@ static void test_http_params_form(void) {
   job_params_free(&p);
 }
 
+/* euler_distill's fields: the step list from a JSON array or a form's comma list, each entry
+ * checked and named; the solver name shows in the job as given. */
+static void test_http_params_distill(void) {
+  job_params p;
+  ws_err err = {0};
+  CHECK_OK(parse("{\"prompt\":\"x\",\"solver\":\"euler_distill\",\"denoising_step_list\":"
+                 "[1000,750,500,250],\"boundary_step_index\":2}",
+                 &p, &err),
+           err);
+  CHECK_EQ_INT(p.solver, 3);
+  CHECK_EQ_INT(p.n_step_list, 4);
+  CHECK(p.n_step_list == 4 && p.step_list[0] == 1000 && p.step_list[3] == 250);
+  CHECK_EQ_INT(p.boundary_step, 2);
+  job_params_free(&p);
+  http_field f[] = {{"prompt", (uint8_t *)"x", 1, 0},
+                    {"denoising_step_list", (uint8_t *)"999,500", 7, 0}};
+  CHECK_OK(job_params_from_form(f, 2, &p, &err), err);
+  CHECK(p.n_step_list == 2 && p.step_list[0] == 999 && p.step_list[1] == 500);
+  job_params_free(&p);
+  CHECK_ERR(parse("{\"prompt\":\"x\",\"denoising_step_list\":[1000,1001]}", &p, &err), WS_EINVAL,
+            err, "denoising_step_list");
+  job_params_free(&p);
+  CHECK_ERR(parse("{\"prompt\":\"x\",\"denoising_step_list\":\"1000\"}", &p, &err), WS_EINVAL, err,
+            "array");
+  job_params_free(&p);
+  http_field g[] = {{"prompt", (uint8_t *)"x", 1, 0},
+                    {"denoising_step_list", (uint8_t *)"999,abc", 7, 0}};
+  CHECK_ERR(job_params_from_form(g, 2, &p, &err), WS_EINVAL, err, "denoising_step_list");
+  job_params_free(&p);
+  CHECK_ERR(parse("{\"prompt\":\"x\",\"solver\":\"lcm\"}", &p, &err), WS_EINVAL, err,
+            "euler_distill");
+  job_params_free(&p);
+}
+
+/* Per-request adapters by name and strength, per expert. */
+static void test_http_params_adapters(void) {
+  job_params p;
+  ws_err err = {0};
+  CHECK_OK(parse("{\"prompt\":\"x\",\"adapter_low\":\"style\",\"adapter_low_strength\":0.6,"
+                 "\"adapter_high\":\"motion\"}",
+                 &p, &err),
+           err);
+  CHECK(p.adapter[1] && !strcmp(p.adapter[1], "style"));
+  CHECK(p.adapter[0] && !strcmp(p.adapter[0], "motion"));
+  CHECK_NEAR(p.adapter_s[1], 0.6, 1e-6);
+  CHECK_NEAR(p.adapter_s[0], 0, 0);
+  job_params_free(&p);
+  CHECK_ERR(parse("{\"prompt\":\"x\",\"adapter_low_strength\":1000}", &p, &err), WS_EINVAL, err,
+            "adapter_low_strength");
+  job_params_free(&p);
+  CHECK_ERR(parse("{\"prompt\":\"x\",\"adapter_high\":3}", &p, &err), WS_EINVAL, err,
+            "adapter_high");
+  job_params_free(&p);
+}
+
 static void test_http_base64(void) {
   static const struct {
     const char *in, *out;
@@ -154,6 +209,8 @@ int main(void) {
   TEST_RUN(test_http_params_image_and_task);
   TEST_RUN(test_http_params_errors_name_the_field);
   TEST_RUN(test_http_params_form);
+  TEST_RUN(test_http_params_distill);
+  TEST_RUN(test_http_params_adapters);
   TEST_RUN(test_http_base64);
   return test_summary();
 }

@@ -83,6 +83,15 @@ const char *test_golden_root(void);
  * returns how many there were. The JSON is freed after fn returns. */
 struct cJSON;
 int test_for_each_case(const char *kind, void (*fn)(const char *, const struct cJSON *));
+/* The Diffusers spelling of a release weight name (or stem), restated from spec §7.3 rather
+ * than taken from models/dit.c so that the loaders are checked against the spec; strdup'ed. */
+const char *test_diffusers_name(const char *release);
+/* Copies the tensors of the safetensors file src to dst through edit (NULL = unchanged): edit
+ * gets each key and an owned host copy it may change (data, dtype, shape; it frees what it
+ * replaces) and returns the new key (malloc'd) or NULL to drop the tensor. 0 or the failure. */
+struct ws_tensor;
+typedef char *(*test_st_edit)(void *ud, const char *key, struct ws_tensor *t);
+int test_st_rewrite(const char *src, const char *dst, test_st_edit edit, void *ud);
 /* Directory for scratch files of this test binary (created on first use, under $BUILD/tmp). */
 const char *test_tmpdir(void);
 

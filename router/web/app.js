@@ -159,6 +159,9 @@ async function submit(ev) {
     if ($(k).value !== '') body[k] = Number($(k).value);
   }
   if ($('solver').value) body.solver = $('solver').value;
+  // the distilled schedule's step list fixes the step count (4 by default): a steps field left
+  // over from a 40-step run would be refused
+  if (body.solver === 'euler_distill') delete body.steps;
   if (imageData) body.image = imageData;
   FIELDS.forEach((k) => localStorage.setItem('wanserve.' + k, $(k).value));
   $('submit').disabled = true;

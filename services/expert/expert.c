@@ -12,6 +12,7 @@
 #include "models/sampler.h"
 #include "rpc/codec.h"
 #include "rpc/service.h"
+#include "services/expert/catalog.h"
 #include "wanserve/v1/expert.pb-c.h"
 
 /* ---- context cache ---- */
@@ -30,6 +31,8 @@ typedef struct job {
   ws_tensor y; /* [cy, F, H, W] view or empty */
   const ws_tensor *ctx, *neg;
   float t, g;
+  const dit_adapter *adapter; /* per-request adapter from the catalog, or NULL */
+  float adapter_s;
   float *out; /* [16, F, H, W] owned by the handler */
   int done, rc;
   double compute_ms;
@@ -41,7 +44,7 @@ typedef struct job {
 /* Prometheus families (core/metrics.h), labelled role and version. */
 typedef struct expert_metrics {
   metric *requests, *request_s, *queue_depth, *queue_wait_s, *inflight, *batch_size, *batch_s,
-      *cache, *batches;
+      *cache, *batches, *forward_rows;
 } expert_metrics;
 
 struct expert {
@@ -69,10 +72,16 @@ static int same_shape(const ws_tensor *a, const ws_tensor *b) {
   return a->ndim == b->ndim && !memcmp(a->shape, b->shape, sizeof(int64_t) * (size_t)a->ndim);
 }
 
-/* Runs jobs[0..n) (all of one latent shape) as one batch of 2n and fills their outputs. */
+/* Forward rows of a job: cond + uncond, or cond alone at guide scale 1 (no CFG: the distilled
+ * schedule), which halves the work of such a step. */
+static int job_rows(const job *j) { return j->g == 1.0f ? 1 : 2; }
+
+/* Runs jobs[0..n) (all of one latent shape) as one batch of their rows and fills their outputs. */
 static int run_batch(expert *e, job **jobs, int n, ws_err *err) {
   const ws_tensor *x0 = &jobs[0]->x;
-  int64_t per = ws_tensor_numel(x0), B = 2 * (int64_t)n;
+  int64_t per = ws_tensor_numel(x0), B = 0;
+  for (int j = 0; j < n; j++)
+    B += job_rows(jobs[j]);
   int F = (int)x0->shape[1], H = (int)x0->shape[2], W = (int)x0->shape[3], C = (int)x0->shape[0];
   int cy = jobs[0]->y.data ? (int)jobs[0]->y.shape[0] : 0;
   int64_t yper = cy ? ws_tensor_numel(&jobs[0]->y) : 0;
@@ -82,18 +91,22 @@ static int run_batch(expert *e, job **jobs, int n, ws_err *err) {
   float *ts = malloc(sizeof(float) * (size_t)B);
   const float **ctxs = malloc(sizeof *ctxs * (size_t)B);
   int *lens = malloc(sizeof(int) * (size_t)B);
-  int rc = WS_OK;
-  if (!x || !v || !ts || !ctxs || !lens || (cy && !y)) {
+  const dit_adapter **ads = calloc((size_t)B, sizeof *ads);
+  float *ad_s = malloc(sizeof(float) * (size_t)B);
+  int any_ad = 0, rc = WS_OK;
+  if (!x || !v || !ts || !ctxs || !lens || !ads || !ad_s || (cy && !y)) {
     rc = ws_fail(err, WS_ENOMEM, "expert: out of memory for a batch of %d", n);
     goto out;
   }
-  for (int j = 0; j < n; j++) {
+  for (int j = 0, b = 0; j < n; j++) {
     job *jb = jobs[j];
-    for (int k = 0; k < 2; k++) {
-      int64_t b = 2 * j + k;
+    for (int k = 0; k < job_rows(jb); k++, b++) {
       memcpy(x + b * per, jb->x.data, sizeof(float) * (size_t)per);
       if (cy) memcpy(y + b * yper, jb->y.data, sizeof(float) * (size_t)yper);
       ts[b] = jb->t;
+      ads[b] = jb->adapter; /* cond and uncond alike: the adapter is part of the model */
+      ad_s[b] = jb->adapter_s;
+      any_ad |= jb->adapter != NULL;
       const ws_tensor *c = k == 0 ? jb->ctx : jb->neg;
       ctxs[b] = c->data;
       lens[b] = (int)c->shape[0];
@@ -111,12 +124,19 @@ static int run_batch(expert *e, job **jobs, int n, ws_err *err) {
                    .timesteps = ts,
                    .contexts = ctxs,
                    .ctx_len = lens,
-                   .ctx_dim = dit_text_dim(e->model)};
+                   .ctx_dim = dit_text_dim(e->model),
+                   .adapters = any_ad ? ads : NULL,
+                   .adapter_strength = ad_s};
   rc = e->o.forward ? e->o.forward(e->o.forward_ud, e->model, &in, v, err)
                     : dit_forward(e->model, &in, v, err);
-  if (rc == WS_OK)
-    for (int j = 0; j < n; j++)
-      sampler_cfg(v + 2 * j * per, v + (2 * j + 1) * per, jobs[j]->g, per, jobs[j]->out);
+  if (rc == WS_OK) {
+    metrics_add(e->m.forward_rows, ML(e->o.role, e->o.version), (double)B);
+    for (int j = 0, b = 0; j < n; b += job_rows(jobs[j]), j++)
+      if (job_rows(jobs[j]) == 2)
+        sampler_cfg(v + b * per, v + (b + 1) * per, jobs[j]->g, per, jobs[j]->out);
+      else
+        memcpy(jobs[j]->out, v + b * per, sizeof(float) * (size_t)per);
+  }
 out:
   free(x);
   free(v);
@@ -124,6 +144,8 @@ out:
   free(ts);
   free(ctxs);
   free(lens);
+  free(ads);
+  free(ad_s);
   return rc;
 }
 
@@ -241,12 +263,12 @@ static int cache_put(expert *e, const char *id, const ws_tensor *ctx, const ws_t
   ws_tensor_free(&slot->neg);
   snprintf(slot->id, sizeof slot->id, "%s", id);
   if (ws_tensor_alloc(&slot->ctx, WS_F32, ctx->shape, ctx->ndim, err) < 0 ||
-      ws_tensor_alloc(&slot->neg, WS_F32, neg->shape, neg->ndim, err) < 0) {
+      (neg->data && ws_tensor_alloc(&slot->neg, WS_F32, neg->shape, neg->ndim, err) < 0)) {
     slot->id[0] = 0;
     return WS_ENOMEM;
   }
   memcpy(slot->ctx.data, ctx->data, ws_tensor_nbytes(ctx));
-  memcpy(slot->neg.data, neg->data, ws_tensor_nbytes(neg));
+  if (neg->data) memcpy(slot->neg.data, neg->data, ws_tensor_nbytes(neg)); /* else: guide 1 */
   slot->used = ++e->clock;
   *out = slot;
   return WS_OK;
@@ -287,9 +309,11 @@ int expert_check_request(const dit_config *cfg, int text_dim,
     return ws_fail(err, WS_EINVAL, "guide_scale: %g outside [0, 100]", req->guide_scale);
   if (req->context) {
     WS_TRY(codec_tensor_from_pb(req->context, "context", 0, ctx, err));
-    WS_TRY(codec_tensor_from_pb(req->negative_context, "negative_context", 0, neg, err));
     WS_TRY(check_ctx(cfg, text_dim, ctx, "context", err));
-    WS_TRY(check_ctx(cfg, text_dim, neg, "negative_context", err));
+    if (req->negative_context || req->guide_scale != 1.0f) { /* guide 1 has no uncond pass */
+      WS_TRY(codec_tensor_from_pb(req->negative_context, "negative_context", 0, neg, err));
+      WS_TRY(check_ctx(cfg, text_dim, neg, "negative_context", err));
+    }
   } else if (!req->context_id || !req->context_id[0]) {
     return ws_fail(err, WS_EINVAL, "context: neither tensors nor context_id given");
   }
@@ -304,7 +328,7 @@ static int64_t denoise_bytes(const expert *e, const ws_tensor *x, const ws_tenso
   const dit_config *cfg = dit_get_config(e->model);
   int64_t per = ws_tensor_numel(x), yper = y->data ? ws_tensor_numel(y) : 0;
   int64_t tokens = x->shape[1] * ((x->shape[2] + 1) / 2) * ((x->shape[3] + 1) / 2);
-  int64_t ctxn = (ctx->data ? ws_tensor_numel(ctx) + ws_tensor_numel(neg) : 0);
+  int64_t ctxn = (ctx->data ? ws_tensor_numel(ctx) : 0) + (neg->data ? ws_tensor_numel(neg) : 0);
   int64_t floats = 5 * per + 2 * yper + 2 * tokens * (8LL * cfg->dim + cfg->ffn_dim) + ctxn * 4 +
                    2LL * cfg->text_len * cfg->dim * 2;
   return floats * (int64_t)sizeof(float);
@@ -330,6 +354,26 @@ static int denoise_inner(rpc_call *call, const ProtobufCMessage *reqm, void *use
   }
   jb.t = req->timestep;
   jb.g = req->guide_scale;
+  if (req->adapter && req->adapter[0]) {
+    jb.adapter = expert_catalog_find(e->o.catalog, req->adapter);
+    jb.adapter_s = req->adapter_strength == 0.0f ? 1.0f : req->adapter_strength;
+    if (!jb.adapter) {
+      char names[256];
+      free(jb.out);
+      svc_budget_release(need);
+      return ws_fail(err, WS_EINVAL, "adapter: '%.64s' is not in this expert's catalog (%s)",
+                     req->adapter,
+                     expert_catalog_count(e->o.catalog)
+                         ? expert_catalog_names(e->o.catalog, names, sizeof names)
+                         : "it has none");
+    }
+    if (!isfinite(jb.adapter_s) || fabsf(jb.adapter_s) > 100.0f) {
+      free(jb.out);
+      svc_budget_release(need);
+      return ws_fail(err, WS_EINVAL, "adapter_strength: %g outside [-100, 100]",
+                     req->adapter_strength);
+    }
+  }
   ctx_entry *entry = NULL;
   int rc = WS_OK;
   pthread_mutex_lock(&e->mu);
@@ -341,6 +385,10 @@ static int denoise_inner(rpc_call *call, const ProtobufCMessage *reqm, void *use
     metrics_add(e->m.cache, ML(e->o.role, e->o.version, entry ? "hit" : "miss"), 1);
     if (!entry)
       rc = ws_fail(err, WS_EPRECOND, "context_id '%s' is not cached here; send the tensors",
+                   req->context_id);
+    else if (!entry->neg.data && jb.g != 1.0f) /* stored by a guide-1 request */
+      rc = ws_fail(err, WS_EPRECOND,
+                   "context_id '%s' is cached without a negative context; send the tensors",
                    req->context_id);
   }
   if (rc == WS_OK && e->queued >= e->o.queue_max)
@@ -409,6 +457,8 @@ static int info(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws_err
   resp.config = e->config_json ? e->config_json : "";
   resp.backend = (char *)(e->o.backend ? e->o.backend : "cpu");
   resp.max_batch = e->o.max_batch;
+  char names[4096];
+  resp.adapters = (char *)expert_catalog_names(e->o.catalog, names, sizeof names);
   return rpc_call_send(call, &resp.base, err);
 }
 
@@ -454,6 +504,10 @@ int expert_create(dit_model *model, const expert_opts *o, expert **out, ws_err *
                                    "role,version", NULL, 0);
   e->m.batches = metrics_counter("wanserve_expert_batches_total", "Forwards run, by outcome.",
                                  "role,version,result");
+  e->m.forward_rows = metrics_counter(
+      "wanserve_expert_forward_samples_total",
+      "DiT samples run: 2 per request with guidance (cond + uncond), 1 at guide scale 1.",
+      "role,version");
   e->m.cache =
       metrics_counter("wanserve_expert_context_cache_total",
                       "Context cache lookups (hit, miss) and stores.", "role,version,result");

@@ -1,7 +1,8 @@
 /* expert — the stateless DiT step service: Denoise(x_t, t, guide, contexts | context_id, y?)
  * returns the CFG-combined velocity. gRPC worker threads decode and validate, then hand jobs to
  * one batcher thread that runs up to max_batch compatible jobs (same latent shape) as one
- * forward of batch 2n (cond + uncond per job) and answers them all.
+ * forward of their rows (cond + uncond per job; cond alone for a job at guide scale 1, which
+ * needs no negative context: the distilled no-CFG schedule) and answers them all.
  *
  * The batch key is the latent shape [16, F, H, W] plus the condition y's presence and shape
  * (the task: an expert serves one model, so T2V and I2V never meet in one process). Context
@@ -16,7 +17,8 @@
  *
  * Metrics (core/metrics.h, labelled role and version): wanserve_expert_requests_total{code},
  * _request_seconds, _queue_depth, _queue_wait_seconds, _inflight, _batch_size, _batch_seconds,
- * _batches_total{result}, _context_cache_total{result=hit|miss|store}.
+ * _batches_total{result}, _context_cache_total{result=hit|miss|store}, _forward_samples_total
+ * (DiT samples run: 2 per guided job, 1 per guide-1 job).
  *
  * Context cache: a request that carries context tensors and a context_id stores them under the
  * id (bounded LRU); a later request with only the id reuses them; a miss is WS_EPRECOND
@@ -46,6 +48,9 @@ typedef struct expert_opts {
    * instead of dit_forward (broadcast to the other ranks + the sharded forward). */
   int (*forward)(void *ud, dit_model *m, const dit_inputs *in, float *out, ws_err *err);
   void *forward_ud;
+  /* Per-request adapters (services/expert/catalog.h), borrowed; NULL = none. Requests name one
+   * in DenoiseRequest.adapter; unknown names are INVALID_ARGUMENT listing the catalog. */
+  const struct expert_catalog *catalog;
 } expert_opts;
 
 /* Takes ownership of `model` (freed by expert_free). Starts the batcher thread. */

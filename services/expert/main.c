@@ -4,6 +4,11 @@
  *   enough to kill a replica or stop etcd in the middle of a request (tests, chaos drills).
  *   --world N --rank R --group NAME | --world N --threads-comm: one expert over N ranks
  *   (sequence parallelism; services/expert/expert_sp.h). Only rank 0 serves and registers.
+ *   --lora FILE[:STRENGTH] (repeatable, applied in order; models/lora.h): adapters merged into
+ *   the weights at load. The advertised version becomes "<--version>+lora-<digest>" so that an
+ *   adapter set is a version of its own for canary and shadow rollouts (docs/rollout.md).
+ *   --lora-catalog DIR: adapters requests name (DenoiseRequest.adapter), applied unmerged
+ *   (services/expert/catalog.h); not with --world > 1.
  * Common flags: see rpc/service.h. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,7 +19,9 @@
 #include "models/assets.h"
 #include "models/checkpoint.h"
 #include "models/dit.h"
+#include "models/lora.h"
 #include "rpc/service.h"
+#include "services/expert/catalog.h"
 #include "services/expert/expert.h"
 #include "services/expert/expert_sp.h"
 
@@ -42,8 +49,13 @@ static void gpu_metrics(void *user) {
 }
 #endif
 
+#define MAX_LORAS 16
+
 typedef struct flags {
   char role[16];
+  const char *loras[MAX_LORAS];
+  int nloras;
+  const char *catalog;
   int max_batch, max_delay_ms, step_delay_ms;
   expert_sp_opts sp;
 } flags;
@@ -53,6 +65,17 @@ static int extra_flag(void *user, int argc, char **argv, int i, ws_err *err) {
   const char *v = i + 1 < argc ? argv[i + 1] : NULL;
   int spn = expert_sp_flag(&f->sp, argc, argv, i, err);
   if (spn != 0) return spn;
+  if (!strcmp(argv[i], "--lora-catalog")) {
+    if (!v) return ws_fail(err, WS_EINVAL, "--lora-catalog needs a directory");
+    f->catalog = v;
+    return 2;
+  }
+  if (!strcmp(argv[i], "--lora")) {
+    if (!v) return ws_fail(err, WS_EINVAL, "--lora needs FILE[:STRENGTH]");
+    if (f->nloras == MAX_LORAS) return ws_fail(err, WS_EINVAL, "--lora: at most %d", MAX_LORAS);
+    f->loras[f->nloras++] = v;
+    return 2;
+  }
   if (strcmp(argv[i], "--role") && strcmp(argv[i], "--max-batch") &&
       strcmp(argv[i], "--max-delay-ms") && strcmp(argv[i], "--step-delay-ms"))
     return 0;
@@ -103,8 +126,14 @@ int main(int argc, char **argv) {
       expert_sp_check(&f.sp, &o, &err) < 0) {
     fprintf(stderr,
             "wan-expert: %s\nusage: wan-expert --role high|low --model DIR "
-            "[--max-batch N] [--max-delay-ms N] [--listen ADDR] [--etcd ENDPOINTS] ...\n",
+            "[--max-batch N] [--max-delay-ms N] [--lora FILE[:STRENGTH]]... [--lora-catalog DIR] "
+            "[--listen ADDR] "
+            "[--etcd ENDPOINTS] ...\n",
             err.msg);
+    return 2;
+  }
+  if (f.catalog && f.sp.world > 1) {
+    fprintf(stderr, "wan-expert: --lora-catalog does not work with --world > 1 yet\n");
     return 2;
   }
   if (!f.role[0] || !o.model[0]) {
@@ -124,14 +153,31 @@ int main(int argc, char **argv) {
   rpc_server *server = NULL;
   svc *s = NULL;
   int rc = expert_sp_backend(&o, &f.sp, &be, &err);
-  dit_load_opts lo = {.bf16_weights = !strcmp(o.backend, "cuda")};
+  lora_set *loras = NULL;
+  if (rc == WS_OK) rc = lora_set_from_specs(f.loras, f.nloras, &loras, &err);
+  if (rc == WS_OK && loras) { /* the adapter set is part of what this instance serves */
+    char v[sizeof o.version];
+    snprintf(v, sizeof v, "%.40s+lora-%s", o.version, lora_set_digest(loras));
+    memcpy(o.version, v, sizeof o.version);
+  }
+  dit_load_opts lo = {.bf16_weights = !strcmp(o.backend, "cuda"), .loras = loras};
   if (rc == WS_OK) rc = assets_load_expert(o.model, !strcmp(f.role, "high"), be, &lo, &model, &err);
-  if (f.sp.rank > 0) { /* a model-parallel rank: no gRPC, no registration; rank 0 drives it */
+  if (rc == WS_OK && loras)
+    WS_INFO("%d LoRA adapter(s) merged; serving version %s", f.nloras, o.version);
+  lora_set_free(loras); /* merged: the files are not needed any more */
+  if (f.sp.rank > 0) {  /* a model-parallel rank: no gRPC, no registration; rank 0 drives it */
     if (rc == WS_OK) rc = expert_sp_worker(model, &o, &f.sp, &err);
     if (rc < 0) fprintf(stderr, "wan-expert rank %d: %s\n", f.sp.rank, err.msg);
     dit_free(model);
     if (be) be->destroy(be);
     return rc == WS_OK ? 0 : 1;
+  }
+  expert_catalog *catalog = NULL;
+  if (rc == WS_OK && f.catalog) rc = expert_catalog_load(f.catalog, model, &catalog, &err);
+  if (rc == WS_OK && catalog) {
+    char names[1024];
+    WS_INFO("%d per-request adapter(s): %s", expert_catalog_count(catalog),
+            expert_catalog_names(catalog, names, sizeof names));
   }
   expert_sp *sp = NULL; /* rank 0 of a group: form it before registering */
   if (rc == WS_OK && f.sp.world > 1) rc = expert_sp_start(model, &o, &f.sp, &sp, &err);
@@ -150,7 +196,8 @@ int main(int argc, char **argv) {
                     .step_delay_ms = f.step_delay_ms,
                     .config_json = cfg,
                     .forward = sp ? expert_sp_forward : NULL,
-                    .forward_ud = sp};
+                    .forward_ud = sp,
+                    .catalog = catalog};
   if (rc == WS_OK) rc = expert_create(model, &eo, &ex, &err);
   if (rc == WS_OK) model = NULL; /* owned by ex now */
   free(cfg);
@@ -182,6 +229,7 @@ int main(int argc, char **argv) {
   }
   expert_free(ex);
   dit_free(model);
+  expert_catalog_free(catalog); /* its factors live on the backend: before it goes */
   if (be) be->destroy(be);
   return rc == WS_OK ? 0 : 1;
 }
