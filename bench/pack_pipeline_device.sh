@@ -48,7 +48,9 @@ cc -c "$chk/g.c" -o "$chk/g.o"
 link() { cc -o "$chk/bin/$1" "${@:2}" $arch -Wl,--as-needed $libs; }
 link test_cuda_ops $BUILD/obj/tests/test_cuda_ops.o $tcommon
 [ -f $BUILD/obj/tests/test_cuda_vae_ops.o ] && link test_cuda_vae_ops $BUILD/obj/tests/test_cuda_vae_ops.o $tcommon
-link pipeline_gpu $BUILD/obj/bench/pipeline_gpu.o $BUILD/obj/bench/benchlib.o
+for b in pipeline_gpu conv_gpu lora_gpu; do
+  [ -f $BUILD/obj/bench/$b.o ] && link $b $BUILD/obj/bench/$b.o $BUILD/obj/bench/benchlib.o
+done
 link golden_cuda "$chk/g.o" $BUILD/obj/cli/golden*.o
 strip "$chk"/bin/*
 for b in "$chk"/bin/*; do ldd "$b" | awk '/=>/ {print $3}'; done | sort -u |

@@ -38,17 +38,25 @@ check)
   for t in test_cuda_ops test_cuda_vae_ops; do
     [ -x "$bin/$t" ] || continue
     echo "== $t"
-    timeout 100 "$bin/$t" > "$OUT/$t.log" 2>&1; echo "rc=$?" >> "$OUT/$t.log"
+    timeout 90 "$bin/$t" > "$OUT/$t.log" 2>&1; echo "rc=$?" >> "$OUT/$t.log"
     grep -E "^(PASS|FAIL|SKIP)|rc=|check failed" "$OUT/$t.log" | head -n 60
   done
   echo "== golden, --backend cuda, fp32 mode (case tolerance)"
-  WANSERVE_CUDA_PRECISION=fp32 timeout 60 $bin/golden_cuda --backend cuda --implemented-only tests/golden 2>&1 | tee "$OUT/golden_fp32.log" | grep -v "^ "
+  WANSERVE_CUDA_PRECISION=fp32 timeout 50 $bin/golden_cuda --backend cuda --implemented-only tests/golden 2>&1 | tee "$OUT/golden_fp32.log" | grep -v "^ "
   echo "== golden, --backend cuda, bf16 (rel-L2 <= 1e-2)"
-  WANSERVE_CUDA_PRECISION=bf16 timeout 60 $bin/golden_cuda --backend cuda --implemented-only --tolerance-floor 1e-2 tests/golden 2>&1 | tee "$OUT/golden_bf16.log" | grep -v "^ "
+  WANSERVE_CUDA_PRECISION=bf16 timeout 50 $bin/golden_cuda --backend cuda --implemented-only --tolerance-floor 1e-2 tests/golden 2>&1 | tee "$OUT/golden_bf16.log" | grep -v "^ "
+  echo "== pipeline_gpu --profile, 480p (op shares)"
+  timeout 100 $bin/pipeline_gpu --backend cuda --what encode,decode --res 480 --reps 1 --profile 2>&1 | tee "$OUT/pipeline_profile.log"
   echo "== pipeline_gpu (random:t2v-a14b weights)"
-  timeout ${PIPE_TIMEOUT:-180} $bin/pipeline_gpu --backend cuda --reps ${REPS:-1} --md "$OUT/pipeline.md" 2>&1 | tee "$OUT/pipeline.log"
-  echo "== pipeline_gpu, bf16 decode"
-  WANSERVE_CUDA_PRECISION=bf16 timeout 70 $bin/pipeline_gpu --backend cuda --what decode --reps 1 2>&1 | tee "$OUT/pipeline_bf16.log"
+  timeout ${PIPE_TIMEOUT:-150} $bin/pipeline_gpu --backend cuda --reps ${REPS:-1} --md "$OUT/pipeline.md" 2>&1 | tee "$OUT/pipeline.log"
+  if [ -x $bin/conv_gpu ]; then
+    echo "== conv_gpu 480p"
+    timeout 60 $bin/conv_gpu --res 480 --reps 3 2>&1 | tee "$OUT/conv_gpu.log"
+  fi
+  if [ -x $bin/lora_gpu ]; then
+    echo "== lora_gpu (A14B, rank 64, 480p)"
+    timeout 120 $bin/lora_gpu --backend cuda --reps 2 2>&1 | tee "$OUT/lora_gpu.log"
+  fi
   ;;
 cluster)
   unpack .dev/pipe-libs2.tar.xz /tmp/wl
@@ -57,6 +65,14 @@ cluster)
   export NCCL_NVLS_ENABLE=0 WANSERVE_START_TIMEOUT_S=300
   STEPS=${STEPS:-40}
   nvidia-smi -L | tee "$OUT/device.txt"
+  ldd $bin/* 2>/dev/null | grep "not found" | sort -u | tee -a "$OUT/device.txt"
+  if [ -x $bin/test_cuda_vae_ops ]; then # the ops again first: this call may carry new kernels
+    timeout 90 $bin/test_cuda_vae_ops > "$OUT/vae_ops.txt" 2>&1; echo "rc=$?" >> "$OUT/vae_ops.txt"
+    grep -E "^(PASS|FAIL)|rc=|check failed" "$OUT/vae_ops.txt" | tr '\n' ' '; echo
+  fi
+  # the decoder's stages alone (its memory is the backend's tracked peak here)
+  timeout 80 $bin/pipeline_gpu --backend cuda --what decode --res 480,720 --reps 1 --md "$OUT/pipeline.md" 2>&1 | tee "$OUT/decode.txt"
+  timeout 60 $bin/pipeline_gpu --backend cuda --what encode --res 480,720 --reps 1 --md "$OUT/pipeline.md" 2>&1 | tee "$OUT/encode.txt"
   t0=$(date +%s%N)
   deploy/local-cluster up --model random:t2v-a14b --backend cuda --high 1 --low 1 > "$OUT/up.txt" 2>&1
   echo "cluster up rc=$? in $((($(date +%s%N) - t0) / 1000000)) ms" | tee -a "$OUT/up.txt"

@@ -231,17 +231,18 @@ __global__ void k_pack_nhwc(const float *__restrict__ x, int64_t cin, int64_t ti
   }
 }
 
-/* yp [nt, P, cout] -> y[co, t0 + t, p] (+ bias[co]) of y [cout, tout, P]. grid (P/32, cout/32,
- * nt). */
+/* yp [nt, P, ldc] -> y[co, t0 + t, p] (+ bias[co]) of y [cout, tout, P], co < cout <= ldc.
+ * grid (P/32, cout/32, nt). */
 template <typename T>
-__global__ void k_unpack_nchw(const T *__restrict__ yp, int64_t cout, int64_t P, int64_t t0,
-                              int64_t tout, const float *__restrict__ bias, float *__restrict__ y) {
+__global__ void k_unpack_nchw(const T *__restrict__ yp, int64_t cout, int64_t ldc, int64_t P,
+                              int64_t t0, int64_t tout, const float *__restrict__ bias,
+                              float *__restrict__ y) {
   __shared__ float tile[T_DIM][T_DIM + 1];
   int64_t p0 = (int64_t)blockIdx.x * T_DIM, c0 = (int64_t)blockIdx.y * T_DIM, t = blockIdx.z;
   int tx = threadIdx.x, ty = threadIdx.y;
   for (int j = ty; j < T_DIM; j += T_ROWS) {
     int64_t p = p0 + j, ch = c0 + tx;
-    tile[j][tx] = (p < P && ch < cout) ? cv_load(yp[(t * P + p) * cout + ch]) : 0.0f;
+    tile[j][tx] = (p < P && ch < cout) ? cv_load(yp[(t * P + p) * ldc + ch]) : 0.0f;
   }
   __syncthreads();
   for (int j = ty; j < T_DIM; j += T_ROWS) {
@@ -339,9 +340,10 @@ static int conv_im2col(cuda_ctx *c, const ws_conv3d_geom *g, const float *x, int
 /* ---- path 2: cuDNN ---- */
 
 #ifdef WS_HAVE_CUDNN_CONV
-/* The cached [cout, kt, kh, kw, cin] copy of wt, bf16 when bf (converted on first use). */
-static int weights_get(cuda_ctx *c, const ws_conv3d_geom *g, const float *wt, int bf,
-                       const void **out, ws_err *err) {
+/* The cached [g->cout, kt, kh, kw, cin] copy of wt, bf16 when bf (converted on first use); rows
+ * from cout_real to g->cout (the padding of a narrow output) are zero. */
+static int weights_get(cuda_ctx *c, const ws_conv3d_geom *g, int cout_real, const float *wt,
+                       int bf, const void **out, ws_err *err) {
   cu_conv_state *s = c->conv;
   conv_wentry *e = nullptr, *lru = nullptr;
   for (int i = 0; i < CONV_MAX_W && !e; i++) {
@@ -362,12 +364,15 @@ static int weights_get(cuda_ctx *c, const ws_conv3d_geom *g, const float *wt, in
     size_t bytes = (bf ? sizeof(bf16) : sizeof(float)) * (size_t)n;
     WS_TRY(cu_internal_alloc(c, bytes, &e->buf, err));
     e->bytes = bytes;
-    e->key_bytes = sizeof(float) * (size_t)n;
+    int64_t nreal = (int64_t)cout_real * g->cin * taps;
+    e->key_bytes = sizeof(float) * (size_t)nreal;
+    if (cout_real < g->cout) WS_CK(err, cudaMemsetAsync(e->buf, 0, bytes, c->stream));
     if (bf)
-      k_weight_khwc<<<cv_blocks(n), 256, 0, c->stream>>>(wt, g->cout, g->cin, taps, (bf16 *)e->buf);
+      k_weight_khwc<<<cv_blocks(nreal), 256, 0, c->stream>>>(wt, cout_real, g->cin, taps,
+                                                             (bf16 *)e->buf);
     else
-      k_weight_khwc<<<cv_blocks(n), 256, 0, c->stream>>>(wt, g->cout, g->cin, taps,
-                                                         (float *)e->buf);
+      k_weight_khwc<<<cv_blocks(nreal), 256, 0, c->stream>>>(wt, cout_real, g->cin, taps,
+                                                             (float *)e->buf);
     WS_CK_LAUNCH(err);
     e->key = wt;
     e->cout = g->cout, e->cin = g->cin, e->kt = g->kt, e->kh = g->kh, e->kw = g->kw, e->bf = bf;
@@ -506,6 +511,13 @@ static int conv_dnn(cuda_ctx *c, const ws_conv3d_geom *g, const float *x, int ti
                    (long long)wp);
   const int bf = s->bf16 && allow_bf;
   const size_t es = bf ? sizeof(bf16) : sizeof(float);
+  /* a narrow output (the decoder's RGB head, cout 3) has no tensor-core algorithm and took ~1
+   * TFLOP/s through im2col: cuDNN computes it padded to 8 channels with zero weights, and the
+   * unpack keeps the real ones */
+  const int cout_real = g->cout;
+  ws_conv3d_geom gpad = *g;
+  if (gpad.cout % 8) gpad.cout = (gpad.cout + 7) / 8 * 8;
+  g = &gpad;
   int64_t nt = chunk_frames(g, tout, hp, wp, ho, wo, es, s->scratch_max);
   if ((nt - 1) * g->st + g->kt > 65535)
     return ws_fail(err, WS_EUNSUPPORTED, "cuda conv3d: %lld frames in one chunk",
@@ -520,7 +532,7 @@ static int conv_dnn(cuda_ctx *c, const ws_conv3d_geom *g, const float *x, int ti
     return WS_OK;
   }
   const void *wc = nullptr;
-  WS_TRY(weights_get(c, g, wt, bf, &wc, err));
+  WS_TRY(weights_get(c, g, cout_real, wt, bf, &wc, err));
   size_t in_bytes = es * (size_t)(tin_a * hp * wp * g->cin);
   size_t out_bytes = es * (size_t)(nt * ho * wo * g->cout);
   size_t wsb = pa->ws_bytes;
@@ -558,12 +570,14 @@ static int conv_dnn(cuda_ctx *c, const ws_conv3d_geom *g, const float *x, int ti
       return WS_OK;
     }
     WS_CK(err, DNN(st));
-    dim3 gu((unsigned)((P + T_DIM - 1) / T_DIM), (unsigned)((g->cout + T_DIM - 1) / T_DIM),
+    dim3 gu((unsigned)((P + T_DIM - 1) / T_DIM), (unsigned)((cout_real + T_DIM - 1) / T_DIM),
             (unsigned)n);
     if (bf)
-      k_unpack_nchw<<<gu, blk, 0, c->stream>>>((const bf16 *)yp, g->cout, P, t0, tout, bias, y);
+      k_unpack_nchw<<<gu, blk, 0, c->stream>>>((const bf16 *)yp, cout_real, g->cout, P, t0, tout,
+                                               bias, y);
     else
-      k_unpack_nchw<<<gu, blk, 0, c->stream>>>((const float *)yp, g->cout, P, t0, tout, bias, y);
+      k_unpack_nchw<<<gu, blk, 0, c->stream>>>((const float *)yp, cout_real, g->cout, P, t0, tout,
+                                               bias, y);
     WS_CK_LAUNCH(err);
   }
   s->n_dnn++;
