@@ -66,13 +66,13 @@ cluster)
   STEPS=${STEPS:-40}
   nvidia-smi -L | tee "$OUT/device.txt"
   ldd $bin/* 2>/dev/null | grep "not found" | sort -u | tee -a "$OUT/device.txt"
-  if [ -x $bin/test_cuda_vae_ops ]; then # the ops again first: this call may carry new kernels
+  if [ -z "${SKIP_PRE:-}" ] && [ -x $bin/test_cuda_vae_ops ]; then # the ops again first: this call may carry new kernels
     timeout 90 $bin/test_cuda_vae_ops > "$OUT/vae_ops.txt" 2>&1; echo "rc=$?" >> "$OUT/vae_ops.txt"
     grep -E "^(PASS|FAIL)|rc=|check failed" "$OUT/vae_ops.txt" | tr '\n' ' '; echo
   fi
   # the decoder's stages alone (its memory is the backend's tracked peak here)
-  timeout 80 $bin/pipeline_gpu --backend cuda --what decode --res 480,720 --reps 1 --md "$OUT/pipeline.md" 2>&1 | tee "$OUT/decode.txt"
-  timeout 60 $bin/pipeline_gpu --backend cuda --what encode --res 480,720 --reps 1 --md "$OUT/pipeline.md" 2>&1 | tee "$OUT/encode.txt"
+  [ -z "${SKIP_PRE:-}" ] && timeout 80 $bin/pipeline_gpu --backend cuda --what decode --res 480,720 --reps 1 --md "$OUT/pipeline.md" 2>&1 | tee "$OUT/decode.txt"
+  [ -z "${SKIP_PRE:-}" ] && timeout 60 $bin/pipeline_gpu --backend cuda --what encode --res 480,720 --reps 1 --md "$OUT/pipeline.md" 2>&1 | tee "$OUT/encode.txt"
   t0=$(date +%s%N)
   deploy/local-cluster up --model random:t2v-a14b --backend cuda --high 1 --low 1 > "$OUT/up.txt" 2>&1
   echo "cluster up rc=$? in $((($(date +%s%N) - t0) / 1000000)) ms" | tee -a "$OUT/up.txt"

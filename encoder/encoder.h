@@ -14,8 +14,9 @@
  * Every field is validated; bad input is WS_EINVAL (INVALID_ARGUMENT) with a message that
  * starts with the field name ("frames: 10 is not 4n+1").
  *
- * Compute runs on the host (umT5 and the VAE are CPU code); one text encoding and one image
- * encoding run at a time (each uses every core), other calls wait.
+ * umT5 and the VAE encoder run on the backend of enc_opts (the tokenizer and image decoding on
+ * the host). On the CPU one text encoding and one image encoding run at a time (each uses every
+ * core); on a GPU backend (one stream) one encoding of either kind at a time. Other calls wait.
  */
 #ifndef WS_ENCODER_H
 #define WS_ENCODER_H

@@ -1,4 +1,4 @@
-/* Tests of models/vae, models/vae_ops and models/i2v: bad inputs and weights give clear errors,
+/* Tests of models/vae (on the CPU backend, core/vae_ops) and models/i2v: bad inputs and weights give clear errors,
  * a small non-release config (built here, random weights) decodes/encodes to the right shapes,
  * the I2V size rule and resize, and every golden case of kinds vae_decode / vae_encode /
  * i2v_condition under ../shared/golden (else tests/golden), with rel_l2 computed here. */
