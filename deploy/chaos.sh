@@ -5,7 +5,8 @@
 #   - restarts etcd (etcd-stop, pause, etcd-start; same data dir),
 #   - replaces the decoder, alternately gracefully (SIGTERM: it deregisters and drains) and by
 #     kill -9 (a decode in flight then finishes on the new decoder, router/calls.c), starting a
-#     new one at once.
+#     new one at once;
+# with two bad expert-low registrations in etcd all along (a closed port, a high-noise expert).
 # At the end every request must have succeeded and every final latent must be bit-identical to
 # `wanctl generate --local` with the same seed (computed first, undisturbed).
 #
@@ -61,6 +62,18 @@ if ! "$LC" up --high 2 --low 2 --expert-flags "--step-delay-ms $delay" \
   exit 1
 fi
 model=$(sed -n 's/^model: //p' < <("$LC" status))
+# bad registrations (issue 19, item 3) that stay for the whole run (no lease): an expert-low key
+# on a closed port and one pointing at a high-noise expert; the router ejects the first and
+# refuses the second after its Expert.Info, and no request may fail or differ because of them
+fake_reg() { # ID ADDR
+  ETCDCTL_API=3 etcdctl --endpoints "$(cat "$state/etcd.addr")" put \
+    "/wanserve/v1/instances/expert-low/$1" \
+    "{\"addr\":\"$2\",\"role\":\"expert-low\",\"version\":\"v1\"}" > /dev/null ||
+    { log "could not write the fake registration $1"; exit 1; }
+}
+fake_reg chaos-dead 127.0.0.1:1
+fake_reg chaos-wrong-role "$(cat "$state/high-0.addr")"
+log "fake registrations: expert-low chaos-dead (closed port), chaos-wrong-role (a high expert)"
 G=(--size 64x64 --frames 9 --steps "$steps")
 prompt_of() { echo "chaos request with seed $1"; }
 

@@ -16,7 +16,7 @@ struct router {
   int inflight; /* guarded by mu */
   pthread_mutex_t mu;
   rstats *stats; /* shadow differences, pool sizing, auto rollout (router/stats.h) */
-  metric *m_req, *m_req_s, *m_inflight, *m_step_s, *m_retries, *m_errors;
+  metric *m_req, *m_req_s, *m_inflight, *m_step_s, *m_retries, *m_errors, *m_ejections;
 };
 
 #define GEN_MAX_SENT 64
@@ -56,6 +56,11 @@ int gen_encode_image(gen *g, ws_err *err);
 /* One Denoise of `role` ("expert-high"/"expert-low") at timestep t; pred is [latent numel]. */
 int gen_denoise(gen *g, const char *role, const float *x, float t, float guide, float *pred,
                 step_result *sr, ws_err *err);
+/* Checks once per registration that replica `in` is what etcd says (Expert.Info: role, version,
+ * model digest) before it gets work; the verdict is kept in the pool. WS_OK when it matches;
+ * WS_EUNSUPPORTED when it contradicts its registration (marked bad, never chosen again); the
+ * call's error when Info cannot be asked (a fault: no verdict, the replica is asked again). */
+int gen_verify_expert(gen *g, const reg_instance *in, ws_err *err);
 /* One Denoise call on replica `in` (no retry); resends the contexts once on a cache miss. */
 int gen_denoise_on(gen *g, const reg_instance *in, const float *x, float t, float guide,
                    float *pred, ws_err *err);

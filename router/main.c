@@ -1,6 +1,7 @@
 /* wan-router: the front door of a wanserve cluster.
  *   wan-router --etcd ENDPOINTS [--max-inflight N] [--max-queued N] [--step-timeout-ms N]
- *              [--max-width N] [--max-height N] [--max-frames N] [--max-steps N] [common flags]
+ *              [--max-width N] [--max-height N] [--max-frames N] [--max-steps N]
+ *              [--max-attempts N] [--replica-wait-ms N] [--eject-ms N] [common flags]
  *              [--http-listen HOST:PORT [--http-addr-file PATH] [--http-keep-s N]
  *               [--http-keep-mb N] [--http-max-jobs N] [--http-max-body-mb N]]
  *              [--auth-tokens PATH]  (Generate needs "authorization: Bearer <token>", one token
@@ -20,6 +21,7 @@
 typedef struct flags {
   router_opts ro;
   int max_queued;
+  int eject_ms; /* --eject-ms: how long a faulty replica is left alone at first (router/pool.h) */
   http_opts http;
   char auth_tokens[1024]; /* token file; "" = Generate is open */
 } flags;
@@ -58,6 +60,7 @@ static int extra_flag(void *user, int argc, char **argv, int i, ws_err *err) {
               {"--step-timeout-ms", &f->ro.step_timeout_ms, 1, 86400000},
               {"--max-attempts", &f->ro.max_attempts, 1, 100},
               {"--replica-wait-ms", &f->ro.replica_wait_ms, 1, 600000},
+              {"--eject-ms", &f->eject_ms, 1, 3600000},
               {"--max-width", &f->ro.max_width, 16, 8192},
               {"--max-height", &f->ro.max_height, 16, 8192},
               {"--max-frames", &f->ro.max_frames, 1, 10001},
@@ -106,7 +109,7 @@ int main(int argc, char **argv) {
                   .key_pem = tls.key};
   if (rc == WS_OK) rc = etcd_open(&eo, &etcd, &err);
   if (rc == WS_OK) rc = reg_watch_start(etcd, &view, &err);
-  if (rc == WS_OK) rc = pool_create(view, &pl, &err);
+  if (rc == WS_OK) rc = pool_create(view, f.eject_ms, &pl, &err);
   rpc_client_opts co = {.max_recv_bytes = o.max_recv_mb << 20,
                         .ca_pem = tls.ca,
                         .cert_pem = tls.cert,

@@ -259,6 +259,10 @@ int router_create(const router_opts *o, reg_watch *view, pool *p, rpc_client *cl
                                  "Denoise calls retried on another replica.", "role");
   r->m_errors = metrics_counter("wanserve_router_call_errors_total",
                                 "Failed Denoise calls by gRPC status code.", "role,code");
+  r->m_ejections = metrics_counter("wanserve_router_replica_ejections_total",
+                                   "Replicas ejected after a fault, or found not to be what "
+                                   "their registration says (Expert.Info).",
+                                   "role");
   pthread_mutex_init(&r->mu, NULL);
   *out = r;
   return WS_OK;

@@ -94,7 +94,8 @@ static void *shadow_main(void *arg) {
     int rc = pred ? pool_acquire(g->r->pool, it->role, ro->canary, NULL, 0, 1000, &in, &err)
                   : ws_fail(&err, WS_ENOMEM, "out of memory");
     if (rc == WS_OK) {
-      rc = gen_denoise_on(&sh->copy, &in, it->x, it->t, it->guide, pred, &err);
+      rc = gen_verify_expert(&sh->copy, &in, &err);
+      if (rc == WS_OK) rc = gen_denoise_on(&sh->copy, &in, it->x, it->t, it->guide, pred, &err);
       pool_release(g->r->pool, in.id);
     }
     pthread_mutex_lock(&sh->mu);

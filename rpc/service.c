@@ -24,6 +24,10 @@ struct svc {
 };
 
 const char *svc_advertised(const svc *s) { return s->advertised; }
+
+void svc_model_digest(const svc_opts *o, char *out, size_t n) {
+  snprintf(out, n, "%.150s", o->model);
+}
 const char *svc_id(const svc *s) { return s->o.id; }
 etcd_client *svc_etcd(svc *s) { return s->etcd; }
 
@@ -301,7 +305,7 @@ int svc_start(const svc_opts *o, const char *role, rpc_server *server, int max_b
     snprintf(in.version, sizeof in.version, "%s", o->version);
     snprintf(in.backend, sizeof in.backend, "%s", o->backend);
     snprintf(in.devices, sizeof in.devices, "%s", devices ? devices : "");
-    snprintf(in.model_digest, sizeof in.model_digest, "%.150s", o->model);
+    svc_model_digest(o, in.model_digest, sizeof in.model_digest);
     in.max_batch = max_batch;
     in.started = (int64_t)time(NULL);
     if ((rc = reg_register(s->etcd, &in, 5, &s->reg, err)) < 0) {

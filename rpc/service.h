@@ -67,6 +67,10 @@ etcd_client *svc_etcd(svc *s);
  * rpc_pems_free. */
 int svc_tls_load(const svc_opts *o, rpc_pems *t, ws_err *err);
 
+/* The model_digest this process registers (the --model path, cut to fit the registry field);
+ * an expert reports the same in Expert.Info so the router can match the two. */
+void svc_model_digest(const svc_opts *o, char *out, size_t n);
+
 /* Writes "addr\n" to path atomically (a temporary file renamed over it), so a launcher polling
  * for the file never reads half an address. */
 int svc_write_addr_file(const char *path, const char *addr, ws_err *err);

@@ -409,6 +409,7 @@ static int info(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws_err
   resp.config = e->config_json ? e->config_json : "";
   resp.backend = (char *)(e->o.backend ? e->o.backend : "cpu");
   resp.max_batch = e->o.max_batch;
+  resp.model_digest = (char *)(e->o.model_digest ? e->o.model_digest : "");
   return rpc_call_send(call, &resp.base, err);
 }
 

@@ -32,16 +32,17 @@
 typedef struct expert expert;
 
 typedef struct expert_opts {
-  const char *role;        /* "expert-high" | "expert-low" */
-  const char *version;     /* model version served */
-  const char *replica;     /* instance id, echoed in replies */
-  const char *backend;     /* backend name for Info */
-  int max_batch;           /* jobs per forward (default 4) */
-  int max_delay_ms;        /* how long the batcher waits to fill a batch (default 2) */
-  int queue_max;           /* jobs waiting before RESOURCE_EXHAUSTED (default 64) */
-  int cache_entries;       /* context cache size (default 64) */
-  int step_delay_ms;       /* drill aid: extra latency per batch (0 in production) */
-  const char *config_json; /* the model's config.json text for Info (copied) */
+  const char *role;         /* "expert-high" | "expert-low" */
+  const char *version;      /* model version served */
+  const char *replica;      /* instance id, echoed in replies */
+  const char *backend;      /* backend name for Info */
+  int max_batch;            /* jobs per forward (default 4) */
+  int max_delay_ms;         /* how long the batcher waits to fill a batch (default 2) */
+  int queue_max;            /* jobs waiting before RESOURCE_EXHAUSTED (default 64) */
+  int cache_entries;        /* context cache size (default 64) */
+  int step_delay_ms;        /* drill aid: extra latency per batch (0 in production) */
+  const char *config_json;  /* the model's config.json text for Info (copied) */
+  const char *model_digest; /* Info's model_digest: what the registration says (borrowed) */
   /* Model parallelism (services/expert/expert_sp.h): when set, each batch runs through this
    * instead of dit_forward (broadcast to the other ranks + the sharded forward). */
   int (*forward)(void *ud, dit_model *m, const dit_inputs *in, float *out, ws_err *err);

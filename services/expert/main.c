@@ -136,7 +136,8 @@ int main(int argc, char **argv) {
   expert_sp *sp = NULL; /* rank 0 of a group: form it before registering */
   if (rc == WS_OK && f.sp.world > 1) rc = expert_sp_start(model, &o, &f.sp, &sp, &err);
   snprintf(cfgpath, sizeof cfgpath, "%s/config.json", dir);
-  char *cfg = read_text(cfgpath);
+  char *cfg = read_text(cfgpath), digest[sizeof((reg_instance *)0)->model_digest];
+  svc_model_digest(&o, digest, sizeof digest);
   expert_opts eo = {.role = role,
                     .version = o.version,
                     .replica = o.id,
@@ -145,6 +146,7 @@ int main(int argc, char **argv) {
                     .max_delay_ms = f.max_delay_ms,
                     .step_delay_ms = f.step_delay_ms,
                     .config_json = cfg,
+                    .model_digest = digest,
                     .forward = sp ? expert_sp_forward : NULL,
                     .forward_ud = sp};
   if (rc == WS_OK) rc = expert_create(model, &eo, &ex, &err);
