@@ -54,6 +54,12 @@ typedef struct dit_inputs {
   int ctx_dim;                  /* width of every context row; must equal text_dim */
   dit_tap_fn tap;
   void *tap_ud;
+  /* Optional: asked before every block; non-zero stops the forward there with WS_ECANCELLED
+   * (out is then undefined). A service passes "every caller of this batch has left", so work
+   * nobody waits for ends within one block. NULL in model-parallel forwards: every rank must
+   * run every block. */
+  int (*cancelled)(void *ud);
+  void *cancel_ud;
 } dit_inputs;
 
 /* Validates the inputs against the config (every problem a WS_EINVAL naming it), runs the

@@ -15,6 +15,14 @@ typedef struct gp_limits {
   int max_width, max_height, max_frames, max_steps;
 } gp_limits;
 
+/* Fields <= 0 take the cluster's default limits (1280, 1280, 241, 200): the router's request
+ * checks and the experts' (which must refuse what the router would, issue 19 item 2). */
+void gp_limits_default(gp_limits *l);
+/* A latent [16, F, H, W] (H, W in latent pixels, 1/8 of the image) fits `l`: F from at most
+ * max_frames frames and an area of at most max_width x max_height pixels (not each side: an
+ * I2V latent follows its image's aspect within the requested area, models/i2v.h). */
+int gp_latent_fits(const gp_limits *l, int64_t f, int64_t h, int64_t w);
+
 typedef struct gen_params {
   gp_task task;
   int width, height, frames, steps, fps;

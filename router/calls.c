@@ -23,6 +23,20 @@ static int64_t call_timeout(const gen *g, int64_t want) {
   return left < want ? (left > 1 ? left : 1) : want;
 }
 
+static int client_left(const void *call) { return rpc_call_cancelled(call); }
+
+/* Options of one call made for request g: its timeout (want, cut to the request's deadline),
+ * and cancelled as soon as g's client leaves (deadline passed, cancelled, HTTP job deleted), so
+ * a replica drops work nobody waits for (issue 19, item 2). */
+static rpc_call_opts call_opts(const gen *g, int64_t want) {
+  rpc_call_opts co = {.timeout_ms = call_timeout(g, want)};
+  if (g->call) {
+    co.cancel_fn = client_left;
+    co.cancel_ud = g->call;
+  }
+  return co;
+}
+
 static int check_deadline(const gen *g, ws_err *err) {
   if (g->deadline_ms > 0 && gen_now_ms() > g->deadline_ms)
     return ws_fail(err, WS_ETIMEOUT, "request %s passed its deadline", g->id);
@@ -110,7 +124,7 @@ static int call_role(gen *g, const char *role, const char *method, const Protobu
     WS_TRY(check_deadline(g, err));
     reg_instance in;
     WS_TRY(next_replica(g, role, NULL, &tr, attempt, rc, &in, err));
-    rpc_call_opts co = {.timeout_ms = call_timeout(g, timeout_ms)};
+    rpc_call_opts co = call_opts(g, timeout_ms);
     rpc_status st;
     rc = rpc_client_unary(r->client, in.addr, method, req, desc, resp, &co, &st, err);
     pool_release(r->pool, in.id);
@@ -211,7 +225,7 @@ int gen_denoise_on(gen *g, const reg_instance *in, const float *x, float t, floa
     } else {
       req.context = req.negative_context = NULL;
     }
-    rpc_call_opts co = {.timeout_ms = call_timeout(g, g->r->o.step_timeout_ms)};
+    rpc_call_opts co = call_opts(g, g->r->o.step_timeout_ms);
     ProtobufCMessage *m = NULL;
     rc = rpc_client_unary(g->r->client, in->addr, "/wanserve.v1.Expert/Denoise", &req.base,
                           &wanserve__v1__denoise_response__descriptor, &m, &co, NULL, err);
@@ -242,7 +256,7 @@ int gen_verify_expert(gen *g, const reg_instance *in, ws_err *err) {
     return ws_fail(err, WS_EUNSUPPORTED, "replica %s does not match its registration", in->id);
   Wanserve__V1__InfoRequest req = WANSERVE__V1__INFO_REQUEST__INIT;
   ProtobufCMessage *m = NULL;
-  rpc_call_opts co = {.timeout_ms = call_timeout(g, 2000)}; /* Info is trivial */
+  rpc_call_opts co = call_opts(g, 2000); /* Info is trivial */
   int rc = rpc_client_unary(r->client, in->addr, "/wanserve.v1.Expert/Info", &req.base,
                             &wanserve__v1__info_response__descriptor, &m, &co, NULL, err);
   if (rc < 0 && rc != WS_EUNSUPPORTED) return rc; /* unreachable or slow: a fault, not a verdict */
@@ -393,7 +407,7 @@ int gen_decode(gen *g, const float *latent, gen_chunk_fn on_chunk, ws_err *err) 
     WS_TRY(check_deadline(g, err));
     reg_instance in;
     WS_TRY(next_replica(g, "decoder", NULL, &tr, attempt, rc, &in, err));
-    rpc_call_opts co = {.timeout_ms = call_timeout(g, 600000)};
+    rpc_call_opts co = call_opts(g, 600000);
     rpc_stream *s = NULL;
     size_t pos = 0;
     uint64_t h = FNV_OFFSET;

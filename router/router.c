@@ -229,10 +229,12 @@ int router_create(const router_opts *o, reg_watch *view, pool *p, rpc_client *cl
   if (r->o.step_timeout_ms <= 0) r->o.step_timeout_ms = 120000;
   if (r->o.max_attempts <= 0) r->o.max_attempts = 4;
   if (r->o.replica_wait_ms <= 0) r->o.replica_wait_ms = 5000;
-  if (r->o.max_width <= 0) r->o.max_width = 1280;
-  if (r->o.max_height <= 0) r->o.max_height = 1280;
-  if (r->o.max_frames <= 0) r->o.max_frames = 241;
-  if (r->o.max_steps <= 0) r->o.max_steps = 200;
+  gp_limits lim = {r->o.max_width, r->o.max_height, r->o.max_frames, r->o.max_steps};
+  gp_limits_default(&lim);
+  r->o.max_width = lim.max_width;
+  r->o.max_height = lim.max_height;
+  r->o.max_frames = lim.max_frames;
+  r->o.max_steps = lim.max_steps;
   r->view = view;
   r->pool = p;
   r->client = client;

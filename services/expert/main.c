@@ -1,5 +1,7 @@
 /* wan-expert: serves one expert role (high- or low-noise DiT) of a Wan2.2 checkpoint.
  *   wan-expert --role high|low --model DIR [--max-batch N] [--max-delay-ms N] [common flags]
+ *   --max-width N --max-height N --max-frames N: the largest latent served (default: the
+ *   router's limits, 1280, 1280, 241); larger ones are INVALID_ARGUMENT before any work.
  *   --step-delay-ms N adds N ms to every batch: a drill aid that makes tiny-model steps long
  *   enough to kill a replica or stop etcd in the middle of a request (tests, chaos drills).
  *   --world N --rank R --group NAME | --world N --threads-comm: one expert over N ranks
@@ -44,6 +46,7 @@ static void gpu_metrics(void *user) {
 typedef struct flags {
   char role[16];
   int max_batch, max_delay_ms, step_delay_ms;
+  gp_limits limits; /* --max-width/--max-height/--max-frames: as the router's */
   expert_sp_opts sp;
 } flags;
 
@@ -52,26 +55,32 @@ static int extra_flag(void *user, int argc, char **argv, int i, ws_err *err) {
   const char *v = i + 1 < argc ? argv[i + 1] : NULL;
   int spn = expert_sp_flag(&f->sp, argc, argv, i, err);
   if (spn != 0) return spn;
-  if (strcmp(argv[i], "--role") && strcmp(argv[i], "--max-batch") &&
-      strcmp(argv[i], "--max-delay-ms") && strcmp(argv[i], "--step-delay-ms"))
-    return 0;
+  struct {
+    const char *name;
+    int *dst, lo, hi;
+  } ints[] = {{"--max-batch", &f->max_batch, 1, 60000},
+              {"--max-delay-ms", &f->max_delay_ms, 0, 60000},
+              {"--step-delay-ms", &f->step_delay_ms, 0, 60000},
+              {"--max-width", &f->limits.max_width, 16, 8192},
+              {"--max-height", &f->limits.max_height, 16, 8192},
+              {"--max-frames", &f->limits.max_frames, 1, 10001}};
+  int k = 0, nk = (int)(sizeof ints / sizeof ints[0]);
+  while (k < nk && strcmp(argv[i], ints[k].name))
+    k++;
+  if (k == nk && strcmp(argv[i], "--role")) return 0;
   if (!v) return ws_fail(err, WS_EINVAL, "%s needs a value", argv[i]);
-  if (!strcmp(argv[i], "--role")) {
+  if (k == nk) {
     if (strcmp(v, "high") && strcmp(v, "low"))
       return ws_fail(err, WS_EINVAL, "--role: '%s' (high|low)", v);
     snprintf(f->role, sizeof f->role, "%s", v);
-  } else {
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (*end || x < (strcmp(argv[i], "--max-batch") ? 0 : 1) || x > 60000)
-      return ws_fail(err, WS_EINVAL, "%s: '%s' is not a valid number", argv[i], v);
-    if (!strcmp(argv[i], "--max-batch"))
-      f->max_batch = (int)x;
-    else if (!strcmp(argv[i], "--step-delay-ms"))
-      f->step_delay_ms = (int)x;
-    else
-      f->max_delay_ms = (int)x;
+    return 2;
   }
+  char *end;
+  long x = strtol(v, &end, 10);
+  if (!*v || *end || x < ints[k].lo || x > ints[k].hi)
+    return ws_fail(err, WS_EINVAL, "%s: '%s' is not a number in %d..%d", argv[i], v, ints[k].lo,
+                   ints[k].hi);
+  *ints[k].dst = (int)x;
   return 2;
 }
 
@@ -147,6 +156,7 @@ int main(int argc, char **argv) {
                     .step_delay_ms = f.step_delay_ms,
                     .config_json = cfg,
                     .model_digest = digest,
+                    .limits = f.limits,
                     .forward = sp ? expert_sp_forward : NULL,
                     .forward_ud = sp};
   if (rc == WS_OK) rc = expert_create(model, &eo, &ex, &err);
