@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include "core/log.h"
+#include "core/utf8.h"
 #include "router/http_jobs.h"
 #include "router/web.h"
 #include "rpc/codec.h"
@@ -87,9 +88,12 @@ static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, char
 /* {"error": {"code": NAME, "message": msg}}; status 0 = from the gRPC code. */
 static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, int grpc_code,
                                   const char *msg) {
+  /* messages may quote the client's bytes ("size: '...'"): never echo malformed UTF-8 raw */
+  char safe[2048];
+  utf8_escape(msg, strlen(msg), safe, sizeof safe);
   cJSON *o = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(o, "error");
   cJSON_AddStringToObject(e, "code", codec_status_name(grpc_code));
-  cJSON_AddStringToObject(e, "message", msg);
+  cJSON_AddStringToObject(e, "message", safe);
   char *s = cJSON_PrintUnformatted(o);
   cJSON_Delete(o);
   return send_json(c, status ? status : (unsigned)http_status_of(grpc_code), s);

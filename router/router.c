@@ -26,6 +26,8 @@ static int send_chunk(gen *g, const uint8_t *data, size_t len, ws_err *err) {
   return send_event(g, &ev, err);
 }
 
+#define REQUEST_ID_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-"
+
 static int params_from_request(const Wanserve__V1__GenerateRequest *q, const router_opts *o,
                                gen_params *p, ws_err *err) {
   memset(p, 0, sizeof *p);
@@ -51,6 +53,14 @@ static int params_from_request(const Wanserve__V1__GenerateRequest *q, const rou
   if (q->negative_prompt && strlen(q->negative_prompt) > 20000)
     return ws_fail(err, WS_EINVAL, "negative_prompt: longer than 20000 bytes");
   if (q->deadline_ms < 0) return ws_fail(err, WS_EINVAL, "deadline_ms: negative");
+  /* the id goes into logs, etcd keys and the experts' context cache: a restricted alphabet, so
+   * a client cannot forge log lines or keys with it (issue 19, item 8) */
+  size_t idn = q->request_id ? strlen(q->request_id) : 0, idmax = sizeof((gen *)0)->id - 1;
+  if (idn > idmax) return ws_fail(err, WS_EINVAL, "request_id: longer than %zu bytes", idmax);
+  if (q->request_id && strspn(q->request_id, REQUEST_ID_CHARS) != idn)
+    return ws_fail(err, WS_EINVAL,
+                   "request_id: only letters, digits and . _ : - are allowed (byte %zu)",
+                   strspn(q->request_id, REQUEST_ID_CHARS));
   gp_limits lim = {o->max_width, o->max_height, o->max_frames, o->max_steps};
   return gp_fill_and_validate(p, &lim, err);
 }
@@ -130,6 +140,9 @@ static int generate_inner(gen *g, const Wanserve__V1__GenerateRequest *q, ws_err
   pool_choose_version(r->pool, "expert-high", g->id, g->version[0], sizeof g->version[0]);
   pool_choose_version(r->pool, "expert-low", g->id, g->version[1], sizeof g->version[1]);
   shadow_prepare(g); /* shadow rollouts: stable answers (version above), the canary is mirrored */
+  /* I2V: the image is encoded before the request is accepted, so an image that does not decode
+   * is refused like any other bad input (the HTTP API answers 400, not a failed job) */
+  if (g->p.task == GP_I2V) WS_TRY(gen_encode_image(g, err));
   Wanserve__V1__Accepted acc = WANSERVE__V1__ACCEPTED__INIT;
   acc.request_id = g->id;
   acc.total_steps = g->p.steps;
@@ -142,7 +155,6 @@ static int generate_inner(gen *g, const Wanserve__V1__GenerateRequest *q, ws_err
   need = (int64_t)(ws_tensor_nbytes(&g->ctx) + ws_tensor_nbytes(&g->neg)) * 2;
   WS_TRY(svc_budget_reserve(need, "Generate contexts", err));
   g->budget += need;
-  if (g->p.task == GP_I2V) WS_TRY(gen_encode_image(g, err));
   sampler_state s;
   float *noise = malloc(sizeof(float) * (size_t)gp_latent_numel(&g->p));
   if (!noise) return ws_fail(err, WS_ENOMEM, "out of memory");
@@ -186,13 +198,9 @@ static int generate(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws
   g->r = r;
   g->call = call;
   g->t0_ms = gen_now_ms();
-  if (q->request_id && q->request_id[0]) {
-    if (strlen(q->request_id) >= sizeof g->id) {
-      free(g);
-      leave(r);
-      return ws_fail(err, WS_EINVAL, "request_id: longer than %zu bytes", sizeof g->id - 1);
-    }
-    snprintf(g->id, sizeof g->id, "%s", q->request_id);
+  if (q->request_id && q->request_id[0] && strlen(q->request_id) < sizeof g->id &&
+      strspn(q->request_id, REQUEST_ID_CHARS) == strlen(q->request_id)) {
+    snprintf(g->id, sizeof g->id, "%s", q->request_id); /* else params_from_request refuses it */
   } else {
     static unsigned long counter;
     struct timespec ts;

@@ -171,14 +171,23 @@ static grpc_byte_buffer *pack(const ProtobufCMessage *msg) {
   return bb;
 }
 
+/* The request message, or NULL with *bad set: 1 when it does not unpack, 2 when it unpacks but
+ * breaks a wire rule protobuf-c does not check (err filled: codec_check_wire). */
 static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb,
-                                size_t *len) {
+                                size_t *len, int *bad, ws_err *err) {
   grpc_byte_buffer_reader r;
+  *bad = 1;
+  *len = 0;
   if (!grpc_byte_buffer_reader_init(&r, bb)) return NULL;
   grpc_slice all = grpc_byte_buffer_reader_readall(&r);
   grpc_byte_buffer_reader_destroy(&r);
   *len = GRPC_SLICE_LENGTH(all);
   ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, *len, GRPC_SLICE_START_PTR(all));
+  if (m && codec_check_wire(d, GRPC_SLICE_START_PTR(all), *len, err) < 0) {
+    protobuf_c_message_free_unpacked(m, NULL);
+    m = NULL;
+    *bad = 2;
+  }
   grpc_slice_unref(all);
   return m;
 }
@@ -195,17 +204,21 @@ static void run_handler(rpc_call *c) {
     return;
   }
   size_t len = 0;
-  ProtobufCMessage *req = unpack(m->req_desc, c->recv_bb, &len);
+  int bad = 0;
+  ws_err err = {0};
+  ProtobufCMessage *req = unpack(m->req_desc, c->recv_bb, &len, &bad, &err);
   grpc_byte_buffer_destroy(c->recv_bb);
   c->recv_bb = NULL;
   if (!req) {
-    char msg[256];
-    snprintf(msg, sizeof msg, "malformed %s message (%zu bytes) for %s", m->req_desc->name, len,
-             m->path);
+    char msg[700];
+    if (bad == 2)
+      snprintf(msg, sizeof msg, "%s", err.msg);
+    else
+      snprintf(msg, sizeof msg, "malformed %s message (%zu bytes) for %s", m->req_desc->name, len,
+               m->path);
     call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, msg);
     return;
   }
-  ws_err err = {0};
   int rc = m->fn(c, req, m->user, &err);
   protobuf_c_message_free_unpacked(req, NULL);
   if (rc < 0 && rpc_call_remaining_ms(c) <= 0) {

@@ -6,7 +6,8 @@
  *    unpack messages: ready calls go to a bounded queue served by `workers` threads;
  *  - methods are registered by path ("/wanserve.v1.Expert/Denoise") with their kind (unary or
  *    server streaming) and request descriptor; the framework unpacks the request (malformed ->
- *    INVALID_ARGUMENT, the server stays up), unknown paths answer UNIMPLEMENTED, a full queue
+ *    INVALID_ARGUMENT, the server stays up; so are strings with NUL or invalid UTF-8 and unknown
+ *    enum values, codec_check_wire), unknown paths answer UNIMPLEMENTED, a full queue
  *    answers RESOURCE_EXHAUSTED;
  *  - client cancellation and deadlines are noticed early: RECV_CLOSE_ON_SERVER is issued as its
  *    own batch as soon as a call arrives, a call already cancelled when a worker picks it up

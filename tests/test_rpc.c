@@ -16,6 +16,7 @@
 #include "tests/testlib.h"
 #include "wanserve/v1/decoder.pb-c.h"
 #include "wanserve/v1/expert.pb-c.h"
+#include "wanserve/v1/router.pb-c.h"
 
 #define DENOISE "/wanserve.v1.Expert/Denoise"
 #define INFO "/wanserve.v1.Expert/Info"
@@ -319,6 +320,15 @@ static void test_malformed_and_unknown(void) {
                              &wanserve__v1__denoise_response__descriptor, &m, &o, &st, &err),
             WS_EUNSUPPORTED, err, "unknown method /wanserve.v1.Expert/Nope");
   CHECK_EQ_INT(st.code, GRPC_STATUS_UNIMPLEMENTED);
+  /* A ResultChunk's bytes field 1 is DenoiseRequest's string request_id: with a NUL in it
+   * protobuf-c would unpack "a" silently; the server refuses it before the handler runs. */
+  Wanserve__V1__ResultChunk nul = WANSERVE__V1__RESULT_CHUNK__INIT;
+  nul.data.data = (uint8_t *)"a\0b";
+  nul.data.len = 3;
+  CHECK_ERR(rpc_client_unary(cli, target, DENOISE, &nul.base,
+                             &wanserve__v1__denoise_response__descriptor, &m, &o, &st, &err),
+            WS_EINVAL, err, "request_id: holds a NUL byte at offset 1");
+  CHECK_EQ_INT(st.code, GRPC_STATUS_INVALID_ARGUMENT);
   CHECK_OK(call_denoise(cli, target, "still-up", 16, 10000, NULL, NULL, &err, NULL), err);
 }
 
