@@ -14,16 +14,11 @@
 #include "rpc/registry.h"
 
 int generate_main(int argc, char **argv) {
-  for (int i = 0; i < argc; i++)
-    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-      genopts_usage();
-      return 0;
-    }
-  gen_opts o;
+  gen_opts o; /* --help: wanctl.c */
   ws_err err = {0};
   if (genopts_parse(argc, argv, &o, &err) < 0) {
     fprintf(stderr, "wanctl generate: %s\n", err.msg);
-    genopts_usage();
+    wanctl_usage("generate", stderr);
     return 2;
   }
   int rc = o.local ? generate_local(&o, &err) : generate_remote(&o, &err);
@@ -146,6 +141,14 @@ static int print_pool_sizing(etcd_client *c, int nhigh, int nlow, ws_err *err) {
 int status_main(int argc, char **argv) {
   etcd_client *c = NULL;
   ws_err err = {0};
+  for (int i = 0; i < argc; i += 2) /* only the etcd flags, each with a value */
+    if ((strcmp(argv[i], "--etcd") && strcmp(argv[i], "--tls-ca") &&
+         strcmp(argv[i], "--tls-cert") && strcmp(argv[i], "--tls-key")) ||
+        i + 1 >= argc) {
+      fprintf(stderr, "wanctl status: unexpected argument '%s'\n", argv[i]);
+      wanctl_usage("status", stderr);
+      return 2;
+    }
   if (open_etcd(&argc, argv, &c, &err) < 0) {
     fprintf(stderr, "wanctl status: %s\n", err.msg);
     return 1;
@@ -310,11 +313,7 @@ int rollout_main(int argc, char **argv) {
   ws_err err = {0};
   if (argc < 2 ||
       (strcmp(argv[0], "set") && strcmp(argv[0], "clear") && strcmp(argv[0], "status"))) {
-    fprintf(stderr,
-            "usage: wanctl rollout set ROLE --canary V --percent P [--stable V] "
-            "[--mode split|shadow] [--etcd E]\n       wanctl rollout clear ROLE [--etcd E]\n"
-            "       wanctl rollout status ROLE [--threshold X] [--etcd E]   (exit 3: FAIL)\n"
-            "       (with a TLS etcd: --tls-ca PEM [--tls-cert PEM --tls-key PEM])\n");
+    wanctl_usage("rollout", stderr);
     return 2;
   }
   if (open_etcd(&argc, argv, &c, &err) < 0) {

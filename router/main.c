@@ -84,14 +84,18 @@ int main(int argc, char **argv) {
   flags f = {.max_queued = 16};
   svc_opts o;
   ws_err err = {0};
-  if (svc_parse(argc, argv, "router", &o, extra_flag, &f, &err) < 0) {
-    fprintf(stderr, "wan-router: %s\n", err.msg);
-    return 2;
-  }
-  if (!o.etcd[0]) {
-    fprintf(stderr, "wan-router: --etcd is required (replicas are discovered there)\n");
-    return 2;
-  }
+  int status;
+  static const char usage[] =
+      "wan-router --etcd ENDPOINTS [--max-inflight N] [--max-queued N] [--step-timeout-ms N]\n"
+      "  [--max-attempts N] [--replica-wait-ms N] [--eject-ms N] [--max-width N] [--max-height N]\n"
+      "  [--max-frames N] [--max-steps N] [--auth-tokens PATH] [--auto-rollback X]\n"
+      "  [--auto-promote X] [--shadow-min-samples N] [--stats-interval-ms N]\n"
+      "  [--http-listen HOST:PORT [--http-addr-file PATH] [--http-keep-s N] [--http-keep-mb N]\n"
+      "   [--http-max-jobs N] [--http-max-body-mb N] [--http-tls-cert PEM --http-tls-key PEM]]\n"
+      "  [common flags]";
+  if (svc_parse_main(argc, argv, "router", usage, &o, extra_flag, &f, &status)) return status;
+  if (!o.etcd[0])
+    return svc_usage_error(usage, "--etcd is required (replicas are discovered there)");
   etcd_client *etcd = NULL;
   reg_watch *view = NULL;
   pool *pl = NULL;

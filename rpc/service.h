@@ -35,15 +35,27 @@ typedef struct svc_opts {
   int memory_budget_mb; /* --memory-budget-mb; 0 = unbounded (issue 9) */
   int workers, drain_ms, max_recv_mb;
   int id_given; /* 1 when --id was passed */
+  int help;     /* 1 when --help or -h was passed (parsing stopped there) */
 } svc_opts;
 
 /* Service-specific flag handler: returns the number of argv entries consumed at argv[i] (1 or
  * 2), 0 if the flag is not its own, or a negative code with err filled. */
 typedef int (*svc_flag_fn)(void *user, int argc, char **argv, int i, ws_err *err);
 
-/* Fills defaults, parses argv (program name at argv[0]); unknown flags are WS_EINVAL. */
+/* Fills defaults, parses argv (program name at argv[0]); unknown flags are WS_EINVAL. --help or
+ * -h sets o->help and stops. */
 int svc_parse(int argc, char **argv, const char *role, svc_opts *o, svc_flag_fn extra, void *user,
               ws_err *err);
+/* svc_parse for a service's main, with the command-line conventions of every wanserve binary
+ * (issue 19, item 11): --help prints "usage: <usage>" and the common flags on stdout, a bad flag
+ * prints the error and the same on stderr. Returns 0 when main should go on, else 1 with
+ * *status the exit status main returns (0 after --help, 2 for a usage error). `usage` starts
+ * with the program name ("wan-encoder --model DIR ..."). */
+int svc_parse_main(int argc, char **argv, const char *role, const char *usage, svc_opts *o,
+                   svc_flag_fn extra, void *user, int *status);
+/* A usage error found after parsing (a missing flag): the message and the usage on stderr;
+ * returns 2, the exit status. */
+int svc_usage_error(const char *usage, const char *msg);
 
 typedef struct svc svc;
 

@@ -107,18 +107,14 @@ int main(int argc, char **argv) {
   expert_sp_opts_init(&f.sp);
   svc_opts o;
   ws_err err = {0};
-  if (svc_parse(argc, argv, "expert", &o, extra_flag, &f, &err) < 0 ||
-      expert_sp_check(&f.sp, &o, &err) < 0) {
-    fprintf(stderr,
-            "wan-expert: %s\nusage: wan-expert --role high|low --model DIR "
-            "[--max-batch N] [--max-delay-ms N] [--listen ADDR] [--etcd ENDPOINTS] ...\n",
-            err.msg);
-    return 2;
-  }
-  if (!f.role[0] || !o.model[0]) {
-    fprintf(stderr, "wan-expert: --role and --model are required\n");
-    return 2;
-  }
+  int status;
+  static const char usage[] =
+      "wan-expert --role high|low --model DIR [--max-batch N] [--max-delay-ms N]\n"
+      "  [--max-width N] [--max-height N] [--max-frames N] [--step-delay-ms N]\n"
+      "  [--world N --rank R --group NAME | --world N --threads-comm] [common flags]";
+  if (svc_parse_main(argc, argv, "expert", usage, &o, extra_flag, &f, &status)) return status;
+  if (expert_sp_check(&f.sp, &o, &err) < 0) return svc_usage_error(usage, err.msg);
+  if (!f.role[0] || !o.model[0]) return svc_usage_error(usage, "--role and --model are required");
   char role[32], dir[4096], cfgpath[4200 + 16];
   snprintf(role, sizeof role, "expert-%s", f.role);
   if (!o.id_given) { /* default id: put the role in it */
