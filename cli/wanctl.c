@@ -18,7 +18,8 @@ static const struct {
                "PEM]]\n"
                "  instances per role (version, address, load), rollouts, pool sizing\n"},
     {"rollout", "usage: wanctl rollout set ROLE --canary V --percent P [--stable V] "
-                "[--mode split|shadow] [--etcd E]\n"
+                "[--mode split|shadow] [--force] [--etcd E]\n"
+                "       (a stable version no live replica runs is refused without --force)\n"
                 "       wanctl rollout clear ROLE [--etcd E]\n"
                 "       wanctl rollout status ROLE [--threshold X] [--etcd E]   (exit 3: FAIL)\n"
                 "       (with a TLS etcd: --tls-ca PEM [--tls-cert PEM --tls-key PEM])\n"},

@@ -271,5 +271,12 @@ void pool_choose_version(pool *p, const char *role, const char *request_id, char
       canary = 0;
     }
   }
+  if (!canary && r.stable[0] && !live_count(p, role, r.stable)) {
+    /* a rollout to a version nobody runs (issue 19, item 7): as for a missing canary, serve
+     * what runs rather than failing every request; the request pins the first version it meets
+     * (router/calls.c) */
+    WS_WARN("stable %s of %s has no live replica: serving any live version", r.stable, role);
+    return;
+  }
   snprintf(out, n, "%s", canary ? r.canary : r.stable);
 }

@@ -47,7 +47,9 @@ void pool_set_verdict(pool *p, const reg_instance *in, int verdict);
 
 /* The version a request should use for `role`: the rollout key's canary for `percent` of
  * requests (sticky: by a hash of request id and role), its stable version otherwise; "" when
- * there is no (valid) rollout key. A canary with no live instance falls back to stable. */
+ * there is no (valid) rollout key. A canary with no live instance falls back to stable, and a
+ * stable version with none to "" (any live version: a rollout to a version nobody runs must not
+ * fail every request). */
 void pool_choose_version(pool *p, const char *role, const char *request_id, char *out, size_t n);
 
 /* FNV-1a of s, for the sticky split (exposed for tests). */
