@@ -30,7 +30,10 @@ static int client_left(const void *call) { return rpc_call_cancelled(call); }
  * a replica drops work nobody waits for (issue 19, item 2). */
 static rpc_call_opts call_opts(const gen *g, int64_t want) {
   rpc_call_opts co = {.timeout_ms = call_timeout(g, want)};
-  if (g->call) {
+  if (g->cancel_fn) {
+    co.cancel_fn = g->cancel_fn;
+    co.cancel_ud = g->cancel_ud;
+  } else if (g->call) {
     co.cancel_fn = client_left;
     co.cancel_ud = g->call;
   }

@@ -17,6 +17,10 @@ struct router {
   pthread_mutex_t mu;
   rstats *stats; /* shadow differences, pool sizing, auto rollout (router/stats.h) */
   metric *m_req, *m_req_s, *m_inflight, *m_step_s, *m_retries, *m_errors, *m_ejections;
+  /* shadows still comparing after their request ended (router/shadow.c); guarded by mu */
+  int shadows_live;
+  volatile int shadow_stop; /* router_free: end them */
+  pthread_cond_t shadows_cv;
 };
 
 #define GEN_MAX_SENT 64
@@ -40,7 +44,11 @@ typedef struct gen {
   reg_rollout rollout[2];    /* shadow rollout per role ([0] high, [1] low) when shadow_on */
   int shadow_on[2];
   gen_shadow *shadow; /* router/shadow.c; NULL until a step is mirrored */
-  int64_t budget;     /* bytes reserved from the memory budget (rpc/service.h) */
+  /* non-NULL: calls made for g end when it returns non-zero (the shadow copy's; else the
+   * client's call decides) */
+  int (*cancel_fn)(const void *ud);
+  const void *cancel_ud;
+  int64_t budget; /* bytes reserved from the memory budget (rpc/service.h) */
 } gen;
 
 /* The outcome of one step. */
@@ -72,6 +80,9 @@ void shadow_prepare(gen *g);
 void *shadow_begin(gen *g, const char *role, const float *x, float t, float guide);
 void shadow_end(gen *g, void *item, const float *pred, const char *stable_version);
 void shadow_finish(gen *g);
+/* router_free: ends the shadows still comparing after their requests (their canary calls are
+ * abandoned) and waits until they are gone. */
+void shadow_stop_all(router *r);
 /* Decoder stream: calls on_chunk for every MP4 chunk, exactly once per byte even when a decoder
  * fails mid-stream and another one finishes the video (router/router.h). */
 typedef int (*gen_chunk_fn)(gen *g, const uint8_t *data, size_t len, ws_err *err);

@@ -274,6 +274,7 @@ int router_create(const router_opts *o, reg_watch *view, pool *p, rpc_client *cl
                                    "their registration says (Expert.Info).",
                                    "role");
   pthread_mutex_init(&r->mu, NULL);
+  pthread_cond_init(&r->shadows_cv, NULL);
   *out = r;
   return WS_OK;
 }
@@ -285,7 +286,9 @@ int router_register(router *r, rpc_server *s, ws_err *err) {
 
 void router_free(router *r) {
   if (!r) return;
+  shadow_stop_all(r); /* they use the stats and the pool */
   rstats_free(r->stats);
+  pthread_cond_destroy(&r->shadows_cv);
   pthread_mutex_destroy(&r->mu);
   free(r);
 }
