@@ -736,11 +736,12 @@ int http_start(const http_opts *o, const char *router_addr, reg_watch *view, rpc
   struct MHD_OptionItem tls[] = {{MHD_OPTION_HTTPS_MEM_CERT, 0, g->tls.cert},
                                  {MHD_OPTION_HTTPS_MEM_KEY, 0, g->tls.key},
                                  {MHD_OPTION_END, 0, NULL}};
-  g->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, g, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
-                          g, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED,
-                          request_done, g, MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
-                          MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_ARRAY,
-                          g->tls.cert ? tls : tls + 2, MHD_OPTION_END);
+  g->d = MHD_start_daemon(
+      flags, 0, NULL, NULL, on_request, g, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, g,
+      MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, request_done, g,
+      MHD_OPTION_CONNECTION_LIMIT, (unsigned)256, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+      (unsigned)(o->max_conns_per_ip > 0 ? o->max_conns_per_ip : 32), MHD_OPTION_CONNECTION_TIMEOUT,
+      (unsigned)120, MHD_OPTION_ARRAY, g->tls.cert ? tls : tls + 2, MHD_OPTION_END);
   freeaddrinfo(ai);
   if (!g->d) {
     http_free(g);

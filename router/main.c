@@ -22,6 +22,7 @@ typedef struct flags {
   router_opts ro;
   int max_queued;
   int eject_ms; /* --eject-ms: how long a faulty replica is left alone at first (router/pool.h) */
+  int send_stall_ms; /* --send-stall-ms: a Generate client that reads nothing this long is cut */
   http_opts http;
   char auth_tokens[1024]; /* token file; "" = Generate is open */
 } flags;
@@ -61,6 +62,7 @@ static int extra_flag(void *user, int argc, char **argv, int i, ws_err *err) {
               {"--max-attempts", &f->ro.max_attempts, 1, 100},
               {"--replica-wait-ms", &f->ro.replica_wait_ms, 1, 600000},
               {"--eject-ms", &f->eject_ms, 1, 3600000},
+              {"--send-stall-ms", &f->send_stall_ms, 100, 3600000},
               {"--max-width", &f->ro.max_width, 16, 8192},
               {"--max-height", &f->ro.max_height, 16, 8192},
               {"--max-frames", &f->ro.max_frames, 1, 10001},
@@ -87,11 +89,13 @@ int main(int argc, char **argv) {
   int status;
   static const char usage[] =
       "wan-router --etcd ENDPOINTS [--max-inflight N] [--max-queued N] [--step-timeout-ms N]\n"
-      "  [--max-attempts N] [--replica-wait-ms N] [--eject-ms N] [--max-width N] [--max-height N]\n"
+      "  [--max-attempts N] [--replica-wait-ms N] [--eject-ms N] [--send-stall-ms N]\n"
+      "  [--max-width N] [--max-height N]\n"
       "  [--max-frames N] [--max-steps N] [--auth-tokens PATH] [--auto-rollback X]\n"
       "  [--auto-promote X] [--shadow-min-samples N] [--stats-interval-ms N]\n"
       "  [--http-listen HOST:PORT [--http-addr-file PATH] [--http-keep-s N] [--http-keep-mb N]\n"
-      "   [--http-max-jobs N] [--http-max-body-mb N] [--http-tls-cert PEM --http-tls-key PEM]]\n"
+      "   [--http-max-jobs N] [--http-max-body-mb N] [--http-max-conns-per-ip N]\n"
+      "   [--http-tls-cert PEM --http-tls-key PEM]]\n"
       "  [common flags]";
   if (svc_parse_main(argc, argv, "router", usage, &o, extra_flag, &f, &status)) return status;
   if (!o.etcd[0])
@@ -126,6 +130,7 @@ int main(int argc, char **argv) {
   rpc_server_opts so = {.addr = o.listen,
                         .workers = inflight,
                         .queue_max = f.max_queued,
+                        .send_stall_ms = f.send_stall_ms,
                         .max_recv_bytes = o.max_recv_mb << 20};
   if (rc == WS_OK) rc = rpc_server_create(&so, &server, &err);
   if (rc == WS_OK) rc = router_register(r, server, &err);

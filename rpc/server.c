@@ -15,6 +15,7 @@
 #include "rpc/server.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -327,12 +328,31 @@ int rpc_call_send(rpc_call *c, const ProtobufCMessage *msg, ws_err *err) {
     grpc_byte_buffer_destroy(bb);
     return ws_fail(err, WS_EINTERNAL, "%s: send batch: %s", c->path, grpc_call_error_to_string(e));
   }
+  int stall_ms = c->srv->o.send_stall_ms, stalled = 0;
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += stall_ms / 1000;
+  until.tv_nsec += (long)(stall_ms % 1000) * 1000000L;
+  if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
   pthread_mutex_lock(&c->mu);
-  while (c->send_pending)
-    pthread_cond_wait(&c->cv, &c->mu);
+  while (c->send_pending) {
+    if (stall_ms < 0 || stalled) {
+      pthread_cond_wait(&c->cv, &c->mu);
+    } else if (pthread_cond_timedwait(&c->cv, &c->mu, &until) == ETIMEDOUT && c->send_pending) {
+      /* the client stopped reading: end the call; the send then completes (failed) at once */
+      stalled = 1;
+      pthread_mutex_unlock(&c->mu); /* the poller that completes the send takes mu */
+      grpc_call_cancel_with_status(c->gcall, GRPC_STATUS_DEADLINE_EXCEEDED,
+                                   "the client stopped reading the stream", NULL);
+      pthread_mutex_lock(&c->mu);
+    }
+  }
   int ok = c->send_ok;
   pthread_mutex_unlock(&c->mu);
   grpc_byte_buffer_destroy(bb);
+  if (stalled)
+    return ws_fail(err, WS_ETIMEOUT, "%s: the client took no message for %d ms; call ended",
+                   c->path, stall_ms);
   if (!ok) return ws_fail(err, WS_ECANCELLED, "%s: client gone (send failed)", c->path);
   return 0;
 }
@@ -652,6 +672,7 @@ int rpc_server_create(const rpc_server_opts *opts, rpc_server **out, ws_err *err
   if (s->o.queue_max <= 0) s->o.queue_max = 64;
   if (s->o.max_recv_bytes == 0) s->o.max_recv_bytes = 4 << 20;
   if (s->o.max_send_bytes == 0) s->o.max_send_bytes = -1;
+  if (s->o.send_stall_ms == 0) s->o.send_stall_ms = 30000;
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->cv, NULL);
   pthread_cond_init(&s->q_cv, NULL);

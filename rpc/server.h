@@ -57,6 +57,11 @@ typedef struct rpc_server_opts {
   int queue_max;      /* calls waiting for a worker before RESOURCE_EXHAUSTED; default 64 */
   int max_recv_bytes; /* max request message, default 4 MiB */
   int max_send_bytes; /* max reply message, default -1 (unlimited) */
+  /* streaming: a message the client does not take within this many ms (it stopped reading;
+   * flow control holds the send) ends the call with DEADLINE_EXCEEDED and rpc_call_send returns
+   * WS_ETIMEOUT, so a silent client cannot hold a worker forever (issue 19, item 5). Default
+   * 30000; < 0 = wait forever */
+  int send_stall_ms;
   int keepalive_time_ms; /* server pings; 0 = gRPC default (off) */
   /* TLS (issue 9): PEM file paths; tls_cert + tls_key set = TLS, else plaintext. tls_client_ca
    * set = mutual TLS: clients must present a certificate signed by it (verified). */
@@ -130,7 +135,8 @@ int rpc_server_live_calls(rpc_server *s);
 
 /* Sends one reply message (packed immediately; `msg` stays the caller's). Unary: at most once.
  * Streaming: blocks until written or the call fails; WS_ECANCELLED when the client is gone or
- * the deadline passed. */
+ * the deadline passed, WS_ETIMEOUT (the call ended) when the client did not take the message
+ * within send_stall_ms. */
 int rpc_call_send(rpc_call *call, const ProtobufCMessage *msg, ws_err *err);
 
 /* 1 once the client cancelled, the deadline expired or the server is cancelling calls. */
