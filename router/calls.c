@@ -200,6 +200,43 @@ static void mark_sent(gen *g, const char *id, int yes) {
   if (yes && g->nsent < GEN_MAX_SENT) snprintf(g->sent[g->nsent++], sizeof g->sent[0], "%s", id);
 }
 
+/* A Denoise in flight is abandoned when its client leaves, or when its replica leaves etcd
+ * (issue 19, item 4: a hung replica's lease lapses, and the step goes elsewhere instead of
+ * waiting out the step timeout). */
+typedef struct step_watch {
+  const gen *g;
+  const reg_instance *in;
+} step_watch;
+
+static int step_abandoned(const void *ud) {
+  const step_watch *w = ud;
+  if (w->g->cancel_fn ? w->g->cancel_fn(w->g->cancel_ud) : w->g->call && client_left(w->g->call))
+    return 1;
+  return !pool_registered(w->g->r->pool, w->in);
+}
+
+/* The step timeout: --step-timeout-ms at most, and no more than STEP_TIMEOUT_X times the role's
+ * observed step time (a replica that hangs is given up on long before 120 s when steps take
+ * 50 ms), with a floor of STEP_TIMEOUT_FLOOR_MS for cold starts and bursts. */
+#define STEP_TIMEOUT_X 10.0
+#define STEP_TIMEOUT_FLOOR_MS 10000.0
+static int64_t step_timeout(gen *g, const char *role) {
+  router *r = g->r;
+  pthread_mutex_lock(&r->mu);
+  double avg = r->step_ms[strcmp(role, "expert-high") ? 1 : 0];
+  pthread_mutex_unlock(&r->mu);
+  double t = avg > 0 ? STEP_TIMEOUT_X * avg : (double)r->o.step_timeout_ms;
+  if (t < STEP_TIMEOUT_FLOOR_MS) t = STEP_TIMEOUT_FLOOR_MS;
+  return t < (double)r->o.step_timeout_ms ? (int64_t)t : r->o.step_timeout_ms;
+}
+
+static void step_observed(router *r, const char *role, double ms) {
+  pthread_mutex_lock(&r->mu);
+  double *avg = &r->step_ms[strcmp(role, "expert-high") ? 1 : 0];
+  *avg = *avg > 0 ? 0.9 * *avg + 0.1 * ms : ms;
+  pthread_mutex_unlock(&r->mu);
+}
+
 int gen_denoise_on(gen *g, const reg_instance *in, const float *x, float t, float guide,
                    float *pred, ws_err *err) {
   Wanserve__V1__DenoiseRequest req = WANSERVE__V1__DENOISE_REQUEST__INIT;
@@ -228,7 +265,10 @@ int gen_denoise_on(gen *g, const reg_instance *in, const float *x, float t, floa
     } else {
       req.context = req.negative_context = NULL;
     }
-    rpc_call_opts co = call_opts(g, g->r->o.step_timeout_ms);
+    rpc_call_opts co = call_opts(g, step_timeout(g, in->role));
+    step_watch w = {g, in};
+    co.cancel_fn = step_abandoned;
+    co.cancel_ud = &w;
     ProtobufCMessage *m = NULL;
     rc = rpc_client_unary(g->r->client, in->addr, "/wanserve.v1.Expert/Denoise", &req.base,
                           &wanserve__v1__denoise_response__descriptor, &m, &co, NULL, err);
@@ -331,6 +371,7 @@ int gen_denoise(gen *g, const char *role, const float *x, float t, float guide, 
       snprintf(sr->replica, sizeof sr->replica, "%s", in.id);
       snprintf(sr->version, sizeof sr->version, "%s", in.version);
       metrics_observe(r->m_step_s, ML(role, in.version), ms / 1e3);
+      step_observed(r, role, ms);
       if (attempt > 0) metrics_add(r->m_retries, ML(role), attempt);
       shadow_end(g, mirror, pred, in.version);
       return WS_OK;

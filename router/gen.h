@@ -19,6 +19,8 @@ struct router {
   metric *m_req, *m_req_s, *m_inflight, *m_step_s, *m_retries, *m_errors, *m_ejections;
   /* shadows still comparing after their request ended (router/shadow.c); guarded by mu */
   int shadows_live;
+  double step_ms[2];        /* moving average of successful Denoise calls per role ([0] high): the
+                             * per-step timeout follows it (router/calls.c); guarded by mu */
   volatile int shadow_stop; /* router_free: end them */
   pthread_cond_t shadows_cv;
 };

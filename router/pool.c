@@ -192,6 +192,18 @@ int pool_report(pool *p, const reg_instance *in, int fault) {
   return ejected;
 }
 
+int pool_registered(pool *p, const reg_instance *in) {
+  if (!reg_watch_connected(p->view)) return 1;
+  reg_instance *all = NULL;
+  size_t n = 0;
+  int found = 0;
+  if (reg_watch_instances(p->view, in->role, &all, &n, NULL) < 0) return 1;
+  for (size_t i = 0; i < n && !found; i++)
+    found = !strcmp(all[i].id, in->id) && !strcmp(all[i].addr, in->addr);
+  free(all);
+  return found;
+}
+
 int pool_ejected(pool *p, const reg_instance *in) {
   pthread_mutex_lock(&p->mu);
   load *l = load_for(p, in);

@@ -38,6 +38,9 @@ int pool_outstanding(pool *p, const char *id);
 /* The outcome of a call to `in`: fault 1 ejects it (longer for each consecutive fault), 0
  * clears its faults. Returns 1 when this report ejected it (for logs and metrics). */
 int pool_report(pool *p, const reg_instance *in, int fault);
+/* 1 while `in` (its id at its address) is in the etcd view, or while the view is not connected
+ * (an etcd outage is no reason to give up on a replica). */
+int pool_registered(pool *p, const reg_instance *in);
 /* 1 while `in` is ejected. */
 int pool_ejected(pool *p, const reg_instance *in);
 /* What Expert.Info said about this registration of `in`: 1 it matches, -1 it contradicts it
