@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/utf8.h"
 #include "router/http_jobs.h"
 #include "router/web.h"
@@ -64,8 +65,14 @@ static int http_status_of(int grpc_code) {
   }
 }
 
+/* the gateway's own metrics (issue 19, item 9; process-wide, set up by http_start) */
+static metric *m_responses, *m_sse;
+
 static enum MHD_Result queue(struct MHD_Connection *c, unsigned status, struct MHD_Response *r) {
   if (!r) return MHD_NO;
+  char code[16];
+  snprintf(code, sizeof code, "%u", status);
+  metrics_add(m_responses, ML(code), 1);
   enum MHD_Result rc = MHD_queue_response(c, status, r);
   MHD_destroy_response(r);
   return rc;
@@ -348,6 +355,7 @@ static ssize_t read_sse(void *cls, uint64_t pos, char *out, size_t max) {
 
 static void free_sse(void *cls) {
   sse *s = cls;
+  metrics_add(m_sse, NULL, -1);
   jobs_unref(s->g->js, s->j);
   free(s->buf);
   free(s);
@@ -362,6 +370,7 @@ static enum MHD_Result serve_events(http_gw *g, struct MHD_Connection *c, job *j
   }
   s->g = g;
   s->j = j;
+  metrics_add(m_sse, NULL, 1); /* free_sse takes it back */
   /* a reconnecting EventSource resumes after the last event it saw */
   const char *last = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");
   if (last && *last) {
@@ -714,6 +723,10 @@ int http_start(const http_opts *o, const char *router_addr, reg_watch *view, rpc
   g->o = *o;
   g->view = view;
   g->max_body = (size_t)(o->max_body_mb > 0 ? o->max_body_mb : 32) << 20;
+  m_responses = metrics_counter("wanserve_http_responses_total",
+                                "HTTP gateway responses, by status code.", "code");
+  m_sse = metrics_gauge("wanserve_http_sse_clients", "Open Server-Sent Events streams.", "");
+  metrics_add(m_sse, NULL, 0); /* the series exists before the first stream */
   jobs_opts jo = {.target = router_addr,
                   .max_jobs = o->max_jobs,
                   .keep_s = o->keep_s,

@@ -33,6 +33,7 @@
 #include "core/log.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "rpc/client.h"
+#include "core/metrics.h"
 #include "rpc/codec.h"
 
 #define MAX_METHODS 64
@@ -86,6 +87,7 @@ struct rpc_server {
   grpc_completion_queue *cq;
   method methods[MAX_METHODS];
   int n_methods;
+  metric *m_calls, *m_call_s; /* wanserve_rpc_requests_total, _request_seconds (registry-wide) */
   pthread_t pollers[MAX_POLLERS], workers[MAX_WORKERS];
   int n_pollers, n_workers;
   int started, stopped;
@@ -220,8 +222,19 @@ static void run_handler(rpc_call *c) {
     call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, msg);
     return;
   }
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
   int rc = m->fn(c, req, m->user, &err);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
   protobuf_c_message_free_unpacked(req, NULL);
+  /* every service's calls, counted in one place (issue 19, item 9: the encoder and decoder had
+   * none of their own); deadline overruns count as DEADLINE_EXCEEDED as they are answered */
+  grpc_status_code code = rc < 0 && rpc_call_remaining_ms(c) <= 0 ? GRPC_STATUS_DEADLINE_EXCEEDED
+                                                                  : codec_status_from_ws(rc);
+  metrics_add(c->srv->m_calls, ML(c->path, codec_status_name(code)), 1);
+  if (rc == 0)
+    metrics_observe(c->srv->m_call_s, ML(c->path),
+                    (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
   if (rc < 0 && rpc_call_remaining_ms(c) <= 0) {
     /* Whatever the handler says, the client's deadline passed: report it as such, not as the
      * CANCELLED or UNAVAILABLE a handler that noticed rpc_call_cancelled() may return. */
@@ -673,6 +686,12 @@ int rpc_server_create(const rpc_server_opts *opts, rpc_server **out, ws_err *err
   if (s->o.max_recv_bytes == 0) s->o.max_recv_bytes = 4 << 20;
   if (s->o.max_send_bytes == 0) s->o.max_send_bytes = -1;
   if (s->o.send_stall_ms == 0) s->o.send_stall_ms = 30000;
+  s->m_calls =
+      metrics_counter("wanserve_rpc_requests_total",
+                      "gRPC calls handled, by method and final status code.", "method,code");
+  s->m_call_s =
+      metrics_histogram("wanserve_rpc_request_seconds",
+                        "Handler time of successful gRPC calls, seconds.", "method", NULL, 0);
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->cv, NULL);
   pthread_cond_init(&s->q_cv, NULL);

@@ -32,6 +32,10 @@
  * TLS / mutual TLS through the opts' PEM paths; bearer tokens per method
  * (rpc_server_require_token).
  *
+ * Metrics (core/metrics.h, process-wide): wanserve_rpc_requests_total{method,code} for every
+ * call a handler ran (health checks included), wanserve_rpc_request_seconds{method} for the
+ * successful ones — so every service exports its request count, latency and errors.
+ *
  * Not here: client streaming / bidi handlers (none of our services need them), per-method
  * limits.
  */

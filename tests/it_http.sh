@@ -236,6 +236,17 @@ def main():
     check("http_failed_job_reports_grpc_code", ij.get("status") == "failed" and ij.get("task") == "i2v"
           and ij.get("error", {}).get("code") == "INVALID_ARGUMENT" and ij["error"]["message"], ij)
 
+    # the gateway's metrics (issue 19, item 9), on the router's Prometheus endpoint
+    raw = open(os.path.join(os.environ["WANSERVE_HOME"], "local-cluster", "router.addr.metrics")).read().strip()
+    m = urllib.request.urlopen("http://%s/metrics" % raw, timeout=10).read().decode()
+    def metric(series):
+        return sum(float(l.rsplit(" ", 1)[1]) for l in m.splitlines() if l.startswith(series))
+    check("http_metrics_responses_by_code", metric('wanserve_http_responses_total{code="200"}') >= 3
+          and metric('wanserve_http_responses_total{code="400"}') >= 5, m[:0])
+    check("http_metrics_jobs_by_state", metric('wanserve_http_jobs{state="failed"}') >= 1 and
+          'wanserve_http_jobs{state="completed"}' in m, [l for l in m.splitlines() if "http_jobs" in l])
+    check("http_metrics_sse_clients", "wanserve_http_sse_clients " in m)
+
     st, e = jreq("GET", "/v1/videos/video_0000")
     check("http_unknown_video_404", st == 404 and e["error"]["code"] == "NOT_FOUND", (st, e))
     st, hd, _ = req("PUT", "/v1/videos", b"{}")
