@@ -43,6 +43,10 @@ CFLAGS := $(CFLAGS_BASE) $(PKG_CFLAGS) $(SAN) $(EXTRA_CFLAGS)
 CXXFLAGS := $(CXXFLAGS_BASE) $(PKG_CFLAGS) $(SAN)
 LDLIBS := $(PKG_LIBS) -lstdc++ -lm -lpthread -fopenmp $(SAN)
 
+# plain `make` is `make all` (deps, then build): mk/*.mk below define file targets, and without
+# this the first of them (a generated asset) would be the default goal (issue 19, item 11)
+.DEFAULT_GOAL := all
+
 LIB_C := $(wildcard core/*.c models/*.c rpc/*.c)
 LIB_CXX := $(wildcard models/*.cc)
 GEN_C :=

@@ -14,16 +14,11 @@
 #include "rpc/registry.h"
 
 int generate_main(int argc, char **argv) {
-  for (int i = 0; i < argc; i++)
-    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-      genopts_usage();
-      return 0;
-    }
-  gen_opts o;
+  gen_opts o; /* --help: wanctl.c */
   ws_err err = {0};
   if (genopts_parse(argc, argv, &o, &err) < 0) {
     fprintf(stderr, "wanctl generate: %s\n", err.msg);
-    genopts_usage();
+    wanctl_usage("generate", stderr);
     return 2;
   }
   int rc = o.local ? generate_local(&o, &err) : generate_remote(&o, &err);
@@ -146,6 +141,14 @@ static int print_pool_sizing(etcd_client *c, int nhigh, int nlow, ws_err *err) {
 int status_main(int argc, char **argv) {
   etcd_client *c = NULL;
   ws_err err = {0};
+  for (int i = 0; i < argc; i += 2) /* only the etcd flags, each with a value */
+    if ((strcmp(argv[i], "--etcd") && strcmp(argv[i], "--tls-ca") &&
+         strcmp(argv[i], "--tls-cert") && strcmp(argv[i], "--tls-key")) ||
+        i + 1 >= argc) {
+      fprintf(stderr, "wanctl status: unexpected argument '%s'\n", argv[i]);
+      wanctl_usage("status", stderr);
+      return 2;
+    }
   if (open_etcd(&argc, argv, &c, &err) < 0) {
     fprintf(stderr, "wanctl status: %s\n", err.msg);
     return 1;
@@ -305,16 +308,63 @@ static int rollout_status(etcd_client *c, const char *role, int argc, char **arg
   return WS_OK;
 }
 
+/* How many live replicas of `role` run `version`; `running` gets the versions seen ("v1 v2"). */
+static int count_version(etcd_client *c, const char *role, const char *version, char *running,
+                         size_t n, int *count, ws_err *err) {
+  char prefix[160];
+  snprintf(prefix, sizeof prefix, "%s%s/", REG_INSTANCES, role);
+  etcd_kvs kvs = {0};
+  WS_TRY(etcd_range(c, prefix, 1, &kvs, err));
+  *count = 0;
+  running[0] = 0;
+  for (size_t i = 0; i < kvs.n; i++) {
+    reg_instance in;
+    if (reg_instance_parse(kvs.kv[i].value, kvs.kv[i].value_len, &in, NULL) < 0) continue;
+    *count += !strcmp(in.version, version);
+    char word[80];
+    snprintf(word, sizeof word, " %s ", in.version);
+    char padded[600];
+    snprintf(padded, sizeof padded, " %s ", running);
+    if (!strstr(padded, word) && strlen(running) + strlen(in.version) + 2 < n)
+      snprintf(running + strlen(running), n - strlen(running), "%s%s", running[0] ? " " : "",
+               in.version);
+  }
+  etcd_kvs_free(&kvs);
+  return WS_OK;
+}
+
+/* A rollout to a version nobody runs (issue 19, item 7): a stable version without a live replica
+ * is refused unless --force (routers would fall back to whatever runs, not to what was asked);
+ * a canary without one is only a warning (requests stay on stable until one registers). */
+static int check_versions(etcd_client *c, const char *role, const reg_rollout *r, int force,
+                          ws_err *err) {
+  const char *vs[2] = {r->stable, r->canary};
+  for (int k = 0; k < 2; k++) {
+    if (!vs[k][0]) continue;
+    char running[256];
+    int live = 0;
+    WS_TRY(count_version(c, role, vs[k], running, sizeof running, &live, err));
+    if (live) continue;
+    if (k == 0 && !force)
+      return ws_fail(err, WS_EINVAL,
+                     "no live %s replica runs stable version %s (running: %s); routers would "
+                     "serve another version instead. Start it first, or pass --force",
+                     role, vs[k], running[0] ? running : "none");
+    fprintf(stderr,
+            "wanctl rollout: warning: no live %s replica runs %s version %s yet (running: %s); "
+            "routers serve %s until one registers\n",
+            role, k ? "canary" : "stable", vs[k], running[0] ? running : "none",
+            k ? "stable" : "the versions that run");
+  }
+  return WS_OK;
+}
+
 int rollout_main(int argc, char **argv) {
   etcd_client *c = NULL;
   ws_err err = {0};
   if (argc < 2 ||
       (strcmp(argv[0], "set") && strcmp(argv[0], "clear") && strcmp(argv[0], "status"))) {
-    fprintf(stderr,
-            "usage: wanctl rollout set ROLE --canary V --percent P [--stable V] "
-            "[--mode split|shadow] [--etcd E]\n       wanctl rollout clear ROLE [--etcd E]\n"
-            "       wanctl rollout status ROLE [--threshold X] [--etcd E]   (exit 3: FAIL)\n"
-            "       (with a TLS etcd: --tls-ca PEM [--tls-cert PEM --tls-key PEM])\n");
+    wanctl_usage("rollout", stderr);
     return 2;
   }
   if (open_etcd(&argc, argv, &c, &err) < 0) {
@@ -338,6 +388,14 @@ int rollout_main(int argc, char **argv) {
     memset(&r, 0, sizeof r);
     snprintf(r.stable, sizeof r.stable, "v1");
     rc = WS_OK;
+    int force = 0; /* --force takes no value: take it out before the flag pairs */
+    for (int i = 2; i < argc; i++)
+      if (!strcmp(argv[i], "--force")) {
+        force = 1;
+        memmove(argv + i, argv + i + 1, sizeof *argv * (size_t)(argc - i - 1));
+        argc--;
+        break;
+      }
     for (int i = 2; rc == WS_OK && i < argc; i += 2) {
       const char *v = i + 1 < argc ? argv[i + 1] : NULL;
       if (!v)
@@ -362,6 +420,7 @@ int rollout_main(int argc, char **argv) {
         rc = ws_fail(&err, WS_EINVAL, "unknown flag '%s'", argv[i]);
     }
     if (rc == WS_OK && !r.canary[0]) rc = ws_fail(&err, WS_EINVAL, "--canary is required");
+    if (rc == WS_OK) rc = check_versions(c, role, &r, force, &err);
     if (rc == WS_OK) rc = reg_rollout_put(c, role, &r, &err);
   }
   etcd_close(c);

@@ -9,9 +9,9 @@
 #include <time.h>
 #include <unistd.h>
 
-void genopts_usage(void) {
+void genopts_usage(FILE *fp) {
   fprintf(
-      stderr,
+      fp,
       "usage: wanctl generate [--local --model DIR | --router ADDR] --prompt TEXT [options]\n"
       "  --task t2v|i2v        (default t2v; i2v needs --image PNG/JPEG)\n"
       "  --size WxH            video width x height, multiples of 16 (default 1280x720)\n"

@@ -30,7 +30,7 @@ typedef struct gen_opts {
 
 /* Parses argv (after "generate"); WS_EINVAL with a message naming the bad flag. */
 int genopts_parse(int argc, char **argv, gen_opts *o, ws_err *err);
-void genopts_usage(void);
+void genopts_usage(FILE *fp);
 /* A value the local cluster wrote in its state folder ($WANSERVE_HOME/local-cluster/<name>,
  * default ~/.wanserve), first line, or NULL. */
 const char *genopts_state_value(const char *name, char *buf, size_t n);

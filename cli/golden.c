@@ -1,6 +1,7 @@
 /* `wanctl check-golden`: case discovery, dispatch on "kind", and the pass/fail rule of
  * golden/README.md (exact for tolerance.exact names, else rel_l2 in double). */
 #include "cli/golden.h"
+#include "cli/wanctl.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -264,16 +265,13 @@ int golden_main(int argc, char **argv) {
       implemented_only = 1;
     else if (argv[i][0] == '-') {
       fprintf(stderr, "check-golden: unknown option %s\n", argv[i]);
+      wanctl_usage("check-golden", stderr);
       return 2;
     } else
       ndirs++;
   }
   if (!ndirs) {
-    fprintf(stderr,
-            "usage: wanctl check-golden [--backend cpu|cuda] [--device N] [--tolerance-floor X]\n"
-            "                           [--implemented-only] DIR...\n"
-            "  --tolerance-floor X: compare with rel-L2 max(case tolerance, X), for a backend in\n"
-            "  a reduced serving precision (WANSERVE_CUDA_PRECISION=bf16: 1e-2)\n");
+    wanctl_usage("check-golden", stderr);
     return 2;
   }
   ws_backend *be = NULL;

@@ -37,12 +37,12 @@ int tiny_main(int argc, char **argv) {
       dir = argv[i];
     else {
       fprintf(stderr, "make-tiny-model: unexpected argument '%s'\n", argv[i]);
+      wanctl_usage("make-tiny-model", stderr);
       return 2;
     }
   }
   if (!dir) {
-    fprintf(stderr, "usage: wanctl make-tiny-model DIR [--seed N] [--i2v] [--dim N --heads N "
-                    "--layers N --ffn N]\n");
+    wanctl_usage("make-tiny-model", stderr);
     return 2;
   }
   ws_err err = {0};

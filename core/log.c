@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/utf8.h"
+
 static int g_level = -1;
 
 static int level_from_env(void) {
@@ -30,8 +32,16 @@ void ws_log(int level, const char *fmt, ...) {
   char msg[2048];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  int len = vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
+  /* messages quote what clients sent (request ids, prompts, file names): a control byte or
+   * malformed UTF-8 is written as \xNN, so no input can forge a log line of its own */
+  char safe[3072];
+  utf8_escape(msg,
+              len < 0                    ? 0
+              : (size_t)len < sizeof msg ? (size_t)len
+                                         : sizeof msg - 1,
+              safe, sizeof safe);
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   struct tm tm;
@@ -41,5 +51,5 @@ void ws_log(int level, const char *fmt, ...) {
           names[level < 0   ? 0
                 : level > 3 ? 3
                             : level],
-          msg);
+          safe);
 }

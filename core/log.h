@@ -1,5 +1,6 @@
 /* log — leveled logging to stderr with a timestamp. Level from WANSERVE_LOG
- * (debug|info|warn|error, default info). Thread-safe (one fprintf per line). */
+ * (debug|info|warn|error, default info). Thread-safe (one fprintf per line). One message is
+ * one line: control bytes and malformed UTF-8 in it are written as \xNN (core/utf8.h). */
 #ifndef WS_LOG_H
 #define WS_LOG_H
 

@@ -2,10 +2,12 @@
 # deploy/chaos.sh — chaos under load (issue 9): a local cluster with 2 high + 2 low experts serves
 # a stream of concurrent requests (wanctl generate, fixed seeds, --latent-out) while a loop
 #   - kill -9s a random expert replica and starts a replacement (deploy/local-cluster add),
+#   - stops one (SIGSTOP) for a while and continues it (SIGCONT): a hung replica,
 #   - restarts etcd (etcd-stop, pause, etcd-start; same data dir),
 #   - replaces the decoder, alternately gracefully (SIGTERM: it deregisters and drains) and by
 #     kill -9 (a decode in flight then finishes on the new decoder, router/calls.c), starting a
-#     new one at once.
+#     new one at once;
+# with two bad expert-low registrations in etcd all along (a closed port, a high-noise expert).
 # At the end every request must have succeeded and every final latent must be bit-identical to
 # `wanctl generate --local` with the same seed (computed first, undisturbed).
 #
@@ -61,6 +63,18 @@ if ! "$LC" up --high 2 --low 2 --expert-flags "--step-delay-ms $delay" \
   exit 1
 fi
 model=$(sed -n 's/^model: //p' < <("$LC" status))
+# bad registrations (issue 19, item 3) that stay for the whole run (no lease): an expert-low key
+# on a closed port and one pointing at a high-noise expert; the router ejects the first and
+# refuses the second after its Expert.Info, and no request may fail or differ because of them
+fake_reg() { # ID ADDR
+  ETCDCTL_API=3 etcdctl --endpoints "$(cat "$state/etcd.addr")" put \
+    "/wanserve/v1/instances/expert-low/$1" \
+    "{\"addr\":\"$2\",\"role\":\"expert-low\",\"version\":\"v1\"}" > /dev/null ||
+    { log "could not write the fake registration $1"; exit 1; }
+}
+fake_reg chaos-dead 127.0.0.1:1
+fake_reg chaos-wrong-role "$(cat "$state/high-0.addr")"
+log "fake registrations: expert-low chaos-dead (closed port), chaos-wrong-role (a high expert)"
 G=(--size 64x64 --frames 9 --steps "$steps")
 prompt_of() { echo "chaos request with seed $1"; }
 
@@ -76,9 +90,9 @@ log "references: $seeds seeds computed with --local"
 
 # 2. the chaos loop (background): one fault every ~pause seconds, round robin over the kinds
 chaos_loop() {
-  local n=0 kills=0 etcd=0 dec=0
-  trap 'echo "$kills $etcd $dec" > "$W/counts"; exit 0' TERM
-  echo "0 0 0" > "$W/counts"
+  local n=0 kills=0 etcd=0 dec=0 hung=0
+  trap 'echo "$kills $etcd $dec $hung" > "$W/counts"; exit 0' TERM
+  echo "0 0 0 0" > "$W/counts"
   while [ ! -e "$W/stop" ]; do
     sleep "$pause"
     [ -e "$W/stop" ] && break
@@ -88,6 +102,17 @@ chaos_loop() {
         if "$LC" etcd-stop > /dev/null 2>&1; then
           sleep "$pause"
           "$LC" etcd-start > /dev/null 2>&1 && etcd=$((etcd + 1)) && log "event: etcd restarted"
+        fi ;;
+      4) # a hung replica (issue 19, item 4): SIGSTOP one live expert, SIGCONT it a while later;
+         # its lease lapses and the router retries its steps elsewhere
+        local hline hpid
+        hline=$(awk '$1 ~ /^(high|low)-/ {print $1, $2}' "$state/procs" | while read -r nm p; do
+          alive "$p" && echo "$nm $p"; done | shuf -n 1)
+        hpid=${hline#* }
+        if [ -n "$hline" ] && kill -STOP "$hpid" 2> /dev/null; then
+          hung=$((hung + 1))
+          log "event: SIGSTOP ${hline%% *} replica pid $hpid"
+          ( sleep "$(echo "$pause * 4" | bc)"; kill -CONT "$hpid" 2> /dev/null ) &
         fi ;;
       3) # decoder replaced: graceful stop (deregister, drain) or kill -9, then a fresh one
         local dpid sig=TERM; dpid=$(awk '$1 ~ /^decoder-/ {print $2}' "$state/procs" | while read -r p; do
@@ -108,9 +133,9 @@ chaos_loop() {
         "$LC" add "$role" > /dev/null 2>&1 || log "event: could not start a new $role replica"
         ;;
     esac
-    echo "$kills $etcd $dec" > "$W/counts"
+    echo "$kills $etcd $dec $hung" > "$W/counts"
   done
-  echo "$kills $etcd $dec" > "$W/counts"
+  echo "$kills $etcd $dec $hung" > "$W/counts"
 }
 chaos_loop &
 chaos_pid=$!
@@ -135,7 +160,7 @@ touch "$W/stop"
 wait "$chaos_pid" 2>/dev/null
 chaos_pid=""
 secs=$(( $(date +%s) - t0 ))
-read -r kills etcd dec < "$W/counts"
+read -r kills etcd dec hung < "$W/counts"
 ok=$(grep -lx ok "$W"/out/*.res 2>/dev/null | wc -l)
 failed=$(grep -lx failed "$W"/out/*.res 2>/dev/null | wc -l)
 mism=$(grep -lx mismatch "$W"/out/*.res 2>/dev/null | wc -l)
@@ -143,5 +168,5 @@ for f in $(grep -lx failed "$W"/out/*.res 2>/dev/null); do
   log "failed request $(basename "$f" .res): $(tail -n 1 "${f%.res}.err")"
 done
 retries=$(grep -c "retrying on another replica\|trying another" "$state/logs/router.log" 2>/dev/null)
-log "requests $requests ok $ok failed $failed mismatched $mism kills $kills etcd-restarts $etcd decoder-restarts $dec (router retries ${retries:-0}) in ${secs} s"
+log "requests $requests ok $ok failed $failed mismatched $mism kills $kills etcd-restarts $etcd decoder-restarts $dec hung $hung (router retries ${retries:-0}) in ${secs} s"
 [ "$ok" -eq "$requests" ] && [ "$failed" -eq 0 ] && [ "$mism" -eq 0 ] && [ $((kills + etcd + dec)) -gt 0 ]

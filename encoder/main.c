@@ -44,13 +44,12 @@ int main(int argc, char **argv) {
   enc_opts eo = {.image = -1};
   svc_opts so;
   ws_err err = {0};
-  if (svc_parse(argc, argv, "encoder", &so, extra_flag, &eo, &err) < 0) {
-    fprintf(stderr, "wan-encoder: %s\n", err.msg);
-    fprintf(stderr, "usage: wan-encoder --model DIR [--listen H:P] [--advertise H:P] [--etcd EPS] "
-                    "[--version V] [--id ID] [--addr-file F] [--text-len N] [--cache-entries N] "
-                    "[--threads N] [--no-image|--require-image]\n");
-    return 2;
-  }
+  int status;
+  if (svc_parse_main(argc, argv, "encoder",
+                     "wan-encoder --model DIR [--text-len N] [--cache-entries N] [--threads N] "
+                     "[--no-image|--require-image] [common flags]",
+                     &so, extra_flag, &eo, &status))
+    return status;
   /* signals blocked before any thread exists (the CPU backend and gRPC create threads) */
   svc_block_signals();
   eo.model = so.model;

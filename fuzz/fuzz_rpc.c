@@ -78,7 +78,9 @@ static void denoise(const uint8_t *d, size_t n, int i2v) {
   repack(&q->base);
   ws_tensor x, y, c, ng;
   ws_err err = {0};
-  if (expert_check_request(&g_cfg[i2v], g_text_dim[i2v], q, &x, &y, &c, &ng, &err) == 0) {
+  gp_limits lim = {0};
+  gp_limits_default(&lim);
+  if (expert_check_request(&g_cfg[i2v], g_text_dim[i2v], &lim, q, &x, &y, &c, &ng, &err) == 0) {
     /* the batcher reads numel floats of x (and y): they must be backed by the request */
     if ((size_t)ws_tensor_nbytes(&x) != q->x_t->data.len) abort();
     volatile float s = 0;

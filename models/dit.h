@@ -76,6 +76,12 @@ typedef struct dit_inputs {
   void *tap_ud;
   const dit_adapter *const *adapters; /* [B] unmerged adapter per sample (NULL, or NULL = none) */
   const float *adapter_strength;      /* [B] each sample's adapter multiplier (NULL = 1) */
+  /* Optional: asked before every block; non-zero stops the forward there with WS_ECANCELLED
+   * (out is then undefined). A service passes "every caller of this batch has left", so work
+   * nobody waits for ends within one block. NULL in model-parallel forwards: every rank must
+   * run every block. */
+  int (*cancelled)(void *ud);
+  void *cancel_ud;
 } dit_inputs;
 
 /* Validates the inputs against the config (every problem a WS_EINVAL naming it), runs the

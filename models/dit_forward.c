@@ -304,6 +304,9 @@ static int forward_body(dit_model *m, const dit_inputs *in, float *out, ws_err *
   WS_TRY(dit_text_path(m, ws, in, err));
   float *mb = e0 + B * 6 * D; /* [B, 6D] block modulation, then [B, 2D] head modulation */
   for (int i = 0; i < c->num_layers; i++) {
+    if (in->cancelled && in->cancelled(in->cancel_ud))
+      return ws_fail(err, WS_ECANCELLED, "forward stopped before block %d of %d: its callers left",
+                     i, c->num_layers);
     WS_TRY(
         dit_block_forward(m, ws, &m->blocks[i], B, L, m->rope_cos, m->rope_sin, e0, mb, NULL, err));
     if (in->tap) {

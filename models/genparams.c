@@ -107,6 +107,18 @@ int gp_sampler_init(const gen_params *p, sampler_state *s, const float *noise, w
   return sampler_init(s, p->solver, p->steps, p->shift, noise, gp_latent_numel(p), err);
 }
 
+void gp_limits_default(gp_limits *l) {
+  if (l->max_width <= 0) l->max_width = 1280;
+  if (l->max_height <= 0) l->max_height = 1280;
+  if (l->max_frames <= 0) l->max_frames = 241;
+  if (l->max_steps <= 0) l->max_steps = 200;
+}
+
+int gp_latent_fits(const gp_limits *l, int64_t f, int64_t h, int64_t w) {
+  return f >= 1 && h >= 1 && w >= 1 && f <= (l->max_frames - 1) / 4 + 1 &&
+         h * w * 64 <= (int64_t)l->max_width * l->max_height;
+}
+
 void gp_set_latent(gen_params *p) {
   p->lat_t = (p->frames - 1) / 4 + 1;
   p->lat_h = p->height / 8;

@@ -16,6 +16,13 @@ typedef struct gp_limits {
 } gp_limits;
 
 #define GP_MAX_STEP_LIST 64
+/* Fields <= 0 take the cluster's default limits (1280, 1280, 241, 200): the router's request
+ * checks and the experts' (which must refuse what the router would, issue 19 item 2). */
+void gp_limits_default(gp_limits *l);
+/* A latent [16, F, H, W] (H, W in latent pixels, 1/8 of the image) fits `l`: F from at most
+ * max_frames frames and an area of at most max_width x max_height pixels (not each side: an
+ * I2V latent follows its image's aspect within the requested area, models/i2v.h). */
+int gp_latent_fits(const gp_limits *l, int64_t f, int64_t h, int64_t w);
 
 typedef struct gen_params {
   gp_task task;

@@ -16,7 +16,13 @@ struct router {
   int inflight; /* guarded by mu */
   pthread_mutex_t mu;
   rstats *stats; /* shadow differences, pool sizing, auto rollout (router/stats.h) */
-  metric *m_req, *m_req_s, *m_inflight, *m_step_s, *m_retries, *m_errors;
+  metric *m_req, *m_req_s, *m_inflight, *m_step_s, *m_retries, *m_errors, *m_ejections;
+  /* shadows still comparing after their request ended (router/shadow.c); guarded by mu */
+  int shadows_live;
+  double step_ms[2];        /* moving average of successful Denoise calls per role ([0] high): the
+                             * per-step timeout follows it (router/calls.c); guarded by mu */
+  volatile int shadow_stop; /* router_free: end them */
+  pthread_cond_t shadows_cv;
 };
 
 #define GEN_MAX_SENT 64
@@ -42,7 +48,11 @@ typedef struct gen {
   reg_rollout rollout[2];    /* shadow rollout per role ([0] high, [1] low) when shadow_on */
   int shadow_on[2];
   gen_shadow *shadow; /* router/shadow.c; NULL until a step is mirrored */
-  int64_t budget;     /* bytes reserved from the memory budget (rpc/service.h) */
+  /* non-NULL: calls made for g end when it returns non-zero (the shadow copy's; else the
+   * client's call decides) */
+  int (*cancel_fn)(const void *ud);
+  const void *cancel_ud;
+  int64_t budget; /* bytes reserved from the memory budget (rpc/service.h) */
 } gen;
 
 /* The outcome of one step. */
@@ -58,6 +68,11 @@ int gen_encode_image(gen *g, ws_err *err);
 /* One Denoise of `role` ("expert-high"/"expert-low") at timestep t; pred is [latent numel]. */
 int gen_denoise(gen *g, const char *role, const float *x, float t, float guide, float *pred,
                 step_result *sr, ws_err *err);
+/* Checks once per registration that replica `in` is what etcd says (Expert.Info: role, version,
+ * model digest) before it gets work; the verdict is kept in the pool. WS_OK when it matches;
+ * WS_EUNSUPPORTED when it contradicts its registration (marked bad, never chosen again); the
+ * call's error when Info cannot be asked (a fault: no verdict, the replica is asked again). */
+int gen_verify_expert(gen *g, const reg_instance *in, ws_err *err);
 /* One Denoise call on replica `in` (no retry); resends the contexts once on a cache miss. */
 int gen_denoise_on(gen *g, const reg_instance *in, const float *x, float t, float guide,
                    float *pred, ws_err *err);
@@ -69,6 +84,9 @@ void shadow_prepare(gen *g);
 void *shadow_begin(gen *g, const char *role, const float *x, float t, float guide);
 void shadow_end(gen *g, void *item, const float *pred, const char *stable_version);
 void shadow_finish(gen *g);
+/* router_free: ends the shadows still comparing after their requests (their canary calls are
+ * abandoned) and waits until they are gone. */
+void shadow_stop_all(router *r);
 /* Decoder stream: calls on_chunk for every MP4 chunk, exactly once per byte even when a decoder
  * fails mid-stream and another one finishes the video (router/router.h). */
 typedef int (*gen_chunk_fn)(gen *g, const uint8_t *data, size_t len, ws_err *err);

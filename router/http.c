@@ -10,6 +10,8 @@
 #include <sys/socket.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
+#include "core/utf8.h"
 #include "router/http_jobs.h"
 #include "router/web.h"
 #include "rpc/codec.h"
@@ -63,8 +65,14 @@ static int http_status_of(int grpc_code) {
   }
 }
 
+/* the gateway's own metrics (issue 19, item 9; process-wide, set up by http_start) */
+static metric *m_responses, *m_sse;
+
 static enum MHD_Result queue(struct MHD_Connection *c, unsigned status, struct MHD_Response *r) {
   if (!r) return MHD_NO;
+  char code[16];
+  snprintf(code, sizeof code, "%u", status);
+  metrics_add(m_responses, ML(code), 1);
   enum MHD_Result rc = MHD_queue_response(c, status, r);
   MHD_destroy_response(r);
   return rc;
@@ -87,9 +95,12 @@ static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, char
 /* {"error": {"code": NAME, "message": msg}}; status 0 = from the gRPC code. */
 static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, int grpc_code,
                                   const char *msg) {
+  /* messages may quote the client's bytes ("size: '...'"): never echo malformed UTF-8 raw */
+  char safe[2048];
+  utf8_escape(msg, strlen(msg), safe, sizeof safe);
   cJSON *o = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(o, "error");
   cJSON_AddStringToObject(e, "code", codec_status_name(grpc_code));
-  cJSON_AddStringToObject(e, "message", msg);
+  cJSON_AddStringToObject(e, "message", safe);
   char *s = cJSON_PrintUnformatted(o);
   cJSON_Delete(o);
   return send_json(c, status ? status : (unsigned)http_status_of(grpc_code), s);
@@ -344,6 +355,7 @@ static ssize_t read_sse(void *cls, uint64_t pos, char *out, size_t max) {
 
 static void free_sse(void *cls) {
   sse *s = cls;
+  metrics_add(m_sse, NULL, -1);
   jobs_unref(s->g->js, s->j);
   free(s->buf);
   free(s);
@@ -358,6 +370,7 @@ static enum MHD_Result serve_events(http_gw *g, struct MHD_Connection *c, job *j
   }
   s->g = g;
   s->j = j;
+  metrics_add(m_sse, NULL, 1); /* free_sse takes it back */
   /* a reconnecting EventSource resumes after the last event it saw */
   const char *last = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");
   if (last && *last) {
@@ -710,6 +723,10 @@ int http_start(const http_opts *o, const char *router_addr, reg_watch *view, rpc
   g->o = *o;
   g->view = view;
   g->max_body = (size_t)(o->max_body_mb > 0 ? o->max_body_mb : 32) << 20;
+  m_responses = metrics_counter("wanserve_http_responses_total",
+                                "HTTP gateway responses, by status code.", "code");
+  m_sse = metrics_gauge("wanserve_http_sse_clients", "Open Server-Sent Events streams.", "");
+  metrics_add(m_sse, NULL, 0); /* the series exists before the first stream */
   jobs_opts jo = {.target = router_addr,
                   .max_jobs = o->max_jobs,
                   .keep_s = o->keep_s,
@@ -732,11 +749,12 @@ int http_start(const http_opts *o, const char *router_addr, reg_watch *view, rpc
   struct MHD_OptionItem tls[] = {{MHD_OPTION_HTTPS_MEM_CERT, 0, g->tls.cert},
                                  {MHD_OPTION_HTTPS_MEM_KEY, 0, g->tls.key},
                                  {MHD_OPTION_END, 0, NULL}};
-  g->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, g, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
-                          g, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED,
-                          request_done, g, MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
-                          MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_ARRAY,
-                          g->tls.cert ? tls : tls + 2, MHD_OPTION_END);
+  g->d = MHD_start_daemon(
+      flags, 0, NULL, NULL, on_request, g, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, g,
+      MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, request_done, g,
+      MHD_OPTION_CONNECTION_LIMIT, (unsigned)256, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+      (unsigned)(o->max_conns_per_ip > 0 ? o->max_conns_per_ip : 32), MHD_OPTION_CONNECTION_TIMEOUT,
+      (unsigned)120, MHD_OPTION_ARRAY, g->tls.cert ? tls : tls + 2, MHD_OPTION_END);
   freeaddrinfo(ai);
   if (!g->d) {
     http_free(g);

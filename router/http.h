@@ -31,7 +31,9 @@
  *
  * Server: libmicrohttpd, one thread per connection (SSE readers block on the jobs' condition
  * variable, up to 10 s between keep-alive comments). Request bodies are bounded
- * (--http-max-body-mb), as are connections (256) and jobs (--http-max-jobs).
+ * (--http-max-body-mb), as are connections (256 in all, --http-max-conns-per-ip per client
+ * address, default 32: 300 slow-loris connections from one host leave the page to the others;
+ * issue 19, item 5) and jobs (--http-max-jobs).
  *
  * Flags (parsed by http_flag, for svc_parse): --http-listen HOST:PORT (port 0 = any free one),
  * --http-addr-file PATH (HOST:PORT written once listening), --http-keep-s N (finished jobs kept,
@@ -53,6 +55,7 @@ typedef struct http_opts {
   const char *const *tokens; /* --auth-tokens (borrowed, outlive the gateway); NULL = open */
   int ntokens;
   int keep_s, keep_mb, max_jobs, max_body_mb; /* 0 = defaults */
+  int max_conns_per_ip; /* --http-max-conns-per-ip (default 32): one client cannot take all 256 */
 } http_opts;
 
 /* svc_flag_fn-style parser of the flags above: 2 when argv[i] is one of them (value consumed),

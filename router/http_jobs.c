@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "rpc/client.h"
 #include "rpc/codec.h"
 #include "rpc/server.h"
@@ -321,6 +322,19 @@ static void *job_thread(void *arg) {
 
 /* ---------- the table ---------- */
 
+/* wanserve_http_jobs{state}: read at scrape time (issue 19, item 9) */
+static metric *m_jobs; /* made in jobs_create, before any render */
+static void jobs_collect(void *user) {
+  jobs *js = user;
+  int n[5] = {0};
+  pthread_mutex_lock(&js->mu);
+  for (int i = 0; i < js->n; i++)
+    n[js->tab[i]->state]++;
+  pthread_mutex_unlock(&js->mu);
+  for (int k = 0; k < 5; k++)
+    metrics_set(m_jobs, ML(state_name[k]), n[k]);
+}
+
 int jobs_create(const jobs_opts *o, jobs **out, ws_err *err) {
   *out = NULL;
   jobs *js = calloc(1, sizeof *js);
@@ -339,6 +353,11 @@ int jobs_create(const jobs_opts *o, jobs **out, ws_err *err) {
   }
   pthread_mutex_init(&js->mu, NULL);
   pthread_cond_init(&js->cv, NULL);
+  ws_err merr = {0};
+  m_jobs =
+      metrics_gauge("wanserve_http_jobs", "Video jobs held by the gateway, by state.", "state");
+  if (metrics_on_collect(jobs_collect, js, &merr) < 0)
+    WS_WARN("http: no job metrics: %s", merr.msg);
   *out = js;
   return WS_OK;
 }
@@ -353,6 +372,7 @@ void jobs_shutdown(jobs *js) {
 
 void jobs_free(jobs *js) {
   if (!js) return;
+  metrics_remove_collect(jobs_collect, js);
   jobs_shutdown(js);
   pthread_mutex_lock(&js->mu);
   while (js->threads > 0)

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/utf8.h"
 #include "router/http.h"
 
 /* One value being read: from JSON (jv) or from a form field (text, or bin for a file part). */
@@ -30,14 +31,16 @@ static int get_str(const val *v, char **out, ws_err *err) {
   return *out ? WS_OK : ws_fail(err, WS_ENOMEM, "out of memory");
 }
 
-/* A number from JSON (a number, or a string holding one: OpenAI clients send "seconds": "4")
- * or from form text. */
-static int get_num(const val *v, double lo, double hi, double *out, ws_err *err) {
+/* A number from JSON or from form text. JSON types are strict ("frames": "9" is refused as
+ * "prompt": 5 is) except where the OpenAI API itself sends a string: text_ok lets a JSON string
+ * holding a number through ("seconds": "4"). */
+static int get_num_text(const val *v, int text_ok, double lo, double hi, double *out, ws_err *err) {
   double x;
   if (v->jv && cJSON_IsNumber(v->jv)) {
     x = v->jv->valuedouble;
   } else {
-    const char *s = v->jv ? (cJSON_IsString(v->jv) ? v->jv->valuestring : NULL) : v->text;
+    const char *s =
+        v->jv ? (cJSON_IsString(v->jv) && text_ok ? v->jv->valuestring : NULL) : v->text;
     if (!s) return ws_fail(err, WS_EINVAL, "%s: must be a number", v->name);
     char *end;
     errno = 0;
@@ -51,6 +54,10 @@ static int get_num(const val *v, double lo, double hi, double *out, ws_err *err)
     return ws_fail(err, WS_EINVAL, "%s: %g is outside %g..%g", v->name, x, lo, hi);
   *out = x;
   return WS_OK;
+}
+
+static int get_num(const val *v, double lo, double hi, double *out, ws_err *err) {
+  return get_num_text(v, 0, lo, hi, out, err);
 }
 
 static int get_int(const val *v, double lo, double hi, int64_t *out, ws_err *err) {
@@ -217,7 +224,7 @@ static int set_field(job_params *p, extra *x, const val *v, ws_err *err) {
   }
   if (!strcmp(n, "seconds")) {
     x->has_seconds = 1;
-    return get_num(v, 0.001, 3600, &x->seconds, err);
+    return get_num_text(v, 1, 0.001, 3600, &x->seconds, err);
   }
   if (!strcmp(n, "frames")) {
     x->has_frames = 1;
@@ -299,9 +306,29 @@ static int finish(job_params *p, extra *x, ws_err *err) {
   return rc;
 }
 
+/* JSON text must be UTF-8 (RFC 8259), and no string may hold NUL: cJSON hands out C strings, so
+ * "a red\u0000 fox" would silently become the prompt "a red". */
+static int check_json_text(const char *b, size_t n, ws_err *err) {
+  size_t bad = 0;
+  if (memchr(b, 0, n)) return ws_fail(err, WS_EINVAL, "body: holds a NUL byte");
+  if (!utf8_check(b, n, &bad))
+    return ws_fail(err, WS_EINVAL, "body: not valid UTF-8 (byte %zu)", bad);
+  for (size_t i = 0, in_str = 0; i < n; i++) {
+    if (b[i] == '"') {
+      in_str = !in_str;
+    } else if (in_str && b[i] == '\\' && i + 1 < n) {
+      if (b[i + 1] == 'u' && n - i >= 6 && !memcmp(b + i + 2, "0000", 4))
+        return ws_fail(err, WS_EINVAL, "body: a string holds \\u0000 (NUL) at byte %zu", i);
+      i++; /* the escaped character, so \" does not end the string */
+    }
+  }
+  return WS_OK;
+}
+
 int job_params_from_json(const char *body, size_t len, job_params *p, ws_err *err) {
   memset(p, 0, sizeof *p);
   p->seed = -1;
+  WS_TRY(check_json_text(body, len, err));
   const char *end = NULL;
   cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
   if (!root) {
@@ -340,7 +367,11 @@ int job_params_from_form(const http_field *f, size_t n, job_params *p, ws_err *e
       }
       memcpy(text, f[i].data, f[i].len);
       text[f[i].len] = 0;
-      if (strlen(text) != f[i].len) rc = ws_fail(err, WS_EINVAL, "%s: contains NUL", f[i].name);
+      size_t bad = 0;
+      if (strlen(text) != f[i].len)
+        rc = ws_fail(err, WS_EINVAL, "%s: contains NUL", f[i].name);
+      else if (!utf8_check(text, f[i].len, &bad))
+        rc = ws_fail(err, WS_EINVAL, "%s: not valid UTF-8 (byte %zu)", f[i].name, bad);
     }
     val v = {.name = f[i].name, .text = text};
     if (f[i].is_file) {
@@ -396,7 +427,8 @@ int http_flag(http_opts *o, int argc, char **argv, int i, ws_err *err) {
   } ints[] = {{"--http-keep-s", &o->keep_s, 1, 30 * 86400},
               {"--http-keep-mb", &o->keep_mb, 1, 1 << 20},
               {"--http-max-jobs", &o->max_jobs, 1, 100000},
-              {"--http-max-body-mb", &o->max_body_mb, 1, 2047}};
+              {"--http-max-body-mb", &o->max_body_mb, 1, 2047},
+              {"--http-max-conns-per-ip", &o->max_conns_per_ip, 1, 256}};
   for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++) {
     if (strcmp(f, ints[k].name)) continue;
     char *end;

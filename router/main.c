@@ -1,6 +1,7 @@
 /* wan-router: the front door of a wanserve cluster.
  *   wan-router --etcd ENDPOINTS [--max-inflight N] [--max-queued N] [--step-timeout-ms N]
- *              [--max-width N] [--max-height N] [--max-frames N] [--max-steps N] [common flags]
+ *              [--max-width N] [--max-height N] [--max-frames N] [--max-steps N]
+ *              [--max-attempts N] [--replica-wait-ms N] [--eject-ms N] [common flags]
  *              [--http-listen HOST:PORT [--http-addr-file PATH] [--http-keep-s N]
  *               [--http-keep-mb N] [--http-max-jobs N] [--http-max-body-mb N]]
  *              [--auth-tokens PATH]  (Generate needs "authorization: Bearer <token>", one token
@@ -20,6 +21,8 @@
 typedef struct flags {
   router_opts ro;
   int max_queued;
+  int eject_ms; /* --eject-ms: how long a faulty replica is left alone at first (router/pool.h) */
+  int send_stall_ms; /* --send-stall-ms: a Generate client that reads nothing this long is cut */
   http_opts http;
   char auth_tokens[1024]; /* token file; "" = Generate is open */
 } flags;
@@ -58,6 +61,8 @@ static int extra_flag(void *user, int argc, char **argv, int i, ws_err *err) {
               {"--step-timeout-ms", &f->ro.step_timeout_ms, 1, 86400000},
               {"--max-attempts", &f->ro.max_attempts, 1, 100},
               {"--replica-wait-ms", &f->ro.replica_wait_ms, 1, 600000},
+              {"--eject-ms", &f->eject_ms, 1, 3600000},
+              {"--send-stall-ms", &f->send_stall_ms, 100, 3600000},
               {"--max-width", &f->ro.max_width, 16, 8192},
               {"--max-height", &f->ro.max_height, 16, 8192},
               {"--max-frames", &f->ro.max_frames, 1, 10001},
@@ -81,14 +86,20 @@ int main(int argc, char **argv) {
   flags f = {.max_queued = 16};
   svc_opts o;
   ws_err err = {0};
-  if (svc_parse(argc, argv, "router", &o, extra_flag, &f, &err) < 0) {
-    fprintf(stderr, "wan-router: %s\n", err.msg);
-    return 2;
-  }
-  if (!o.etcd[0]) {
-    fprintf(stderr, "wan-router: --etcd is required (replicas are discovered there)\n");
-    return 2;
-  }
+  int status;
+  static const char usage[] =
+      "wan-router --etcd ENDPOINTS [--max-inflight N] [--max-queued N] [--step-timeout-ms N]\n"
+      "  [--max-attempts N] [--replica-wait-ms N] [--eject-ms N] [--send-stall-ms N]\n"
+      "  [--max-width N] [--max-height N]\n"
+      "  [--max-frames N] [--max-steps N] [--auth-tokens PATH] [--auto-rollback X]\n"
+      "  [--auto-promote X] [--shadow-min-samples N] [--stats-interval-ms N]\n"
+      "  [--http-listen HOST:PORT [--http-addr-file PATH] [--http-keep-s N] [--http-keep-mb N]\n"
+      "   [--http-max-jobs N] [--http-max-body-mb N] [--http-max-conns-per-ip N]\n"
+      "   [--http-tls-cert PEM --http-tls-key PEM]]\n"
+      "  [common flags]";
+  if (svc_parse_main(argc, argv, "router", usage, &o, extra_flag, &f, &status)) return status;
+  if (!o.etcd[0])
+    return svc_usage_error(usage, "--etcd is required (replicas are discovered there)");
   etcd_client *etcd = NULL;
   reg_watch *view = NULL;
   pool *pl = NULL;
@@ -106,7 +117,7 @@ int main(int argc, char **argv) {
                   .key_pem = tls.key};
   if (rc == WS_OK) rc = etcd_open(&eo, &etcd, &err);
   if (rc == WS_OK) rc = reg_watch_start(etcd, &view, &err);
-  if (rc == WS_OK) rc = pool_create(view, &pl, &err);
+  if (rc == WS_OK) rc = pool_create(view, f.eject_ms, &pl, &err);
   rpc_client_opts co = {.max_recv_bytes = o.max_recv_mb << 20,
                         .ca_pem = tls.ca,
                         .cert_pem = tls.cert,
@@ -119,6 +130,7 @@ int main(int argc, char **argv) {
   rpc_server_opts so = {.addr = o.listen,
                         .workers = inflight,
                         .queue_max = f.max_queued,
+                        .send_stall_ms = f.send_stall_ms,
                         .max_recv_bytes = o.max_recv_mb << 20};
   if (rc == WS_OK) rc = rpc_server_create(&so, &server, &err);
   if (rc == WS_OK) rc = router_register(r, server, &err);

@@ -7,9 +7,15 @@
 
 #include "core/log.h"
 
+/* What the pool knows of one instance id: its outstanding calls, and the health of its
+ * current registration (sig: a hash of what the registration says; a new one resets health). */
 typedef struct load {
   char id[128];
   int outstanding;
+  uint32_t sig;
+  int faults;           /* consecutive faults */
+  double ejected_until; /* monotonic ms; 0 = not ejected */
+  int verdict;          /* pool_verdict */
 } load;
 
 typedef struct stable_mem {
@@ -23,12 +29,14 @@ struct pool {
   load *loads;
   int nloads, cap;
   uint64_t rng;
+  int eject_ms;
 };
 
-int pool_create(reg_watch *view, pool **out, ws_err *err) {
+int pool_create(reg_watch *view, int eject_ms, pool **out, ws_err *err) {
   pool *p = calloc(1, sizeof *p);
   if (!p) return ws_fail(err, WS_ENOMEM, "out of memory");
   p->view = view;
+  p->eject_ms = eject_ms > 0 ? eject_ms : 5000;
   p->rng = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull + 1;
   pthread_mutex_init(&p->mu, NULL);
   *out = p;
@@ -61,8 +69,34 @@ static load *load_of(pool *p, const char *id) {
     p->cap = nc;
   }
   load *l = &p->loads[p->nloads++];
+  memset(l, 0, sizeof *l);
   snprintf(l->id, sizeof l->id, "%s", id);
-  l->outstanding = 0;
+  return l;
+}
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static uint32_t reg_sig(const reg_instance *in) {
+  char b[700];
+  snprintf(b, sizeof b, "%s|%s|%s|%s|%lld", in->addr, in->role, in->version, in->model_digest,
+           (long long)in->started);
+  return pool_hash(b);
+}
+
+/* mu held: the load of `in`, its health reset when the registration changed. */
+static load *load_for(pool *p, const reg_instance *in) {
+  load *l = load_of(p, in->id);
+  uint32_t sig = reg_sig(in);
+  if (l && l->sig != sig) {
+    l->sig = sig;
+    l->faults = 0;
+    l->ejected_until = 0;
+    l->verdict = 0;
+  }
   return l;
 }
 
@@ -81,36 +115,43 @@ static int excluded(const char *id, const char *const *ex, int nx) {
 
 int pool_acquire(pool *p, const char *role, const char *version, const char *const *exclude, int nx,
                  int wait_ms, reg_instance *out, ws_err *err) {
-  struct timespec t0;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  double t0 = now_ms();
   for (;;) {
     reg_instance *all = NULL;
     size_t n = 0;
     uint64_t gen = reg_watch_generation(p->view);
     WS_TRY(reg_watch_instances(p->view, role, &all, &n, err));
-    int *cand = malloc(sizeof(int) * (n ? n : 1)), nc = 0;
-    for (size_t i = 0; cand && i < n; i++)
-      if ((!version || !version[0] || !strcmp(all[i].version, version)) &&
-          !excluded(all[i].id, exclude, nx))
+    /* healthy candidates first in cand[0..nh), ejected ones after them up to nc */
+    int *cand = malloc(sizeof(int) * (n ? n : 1)), nc = 0, nh = 0, pick = -1;
+    pthread_mutex_lock(&p->mu);
+    double now = now_ms();
+    for (size_t i = 0; cand && i < n; i++) {
+      if ((version && version[0] && strcmp(all[i].version, version)) ||
+          excluded(all[i].id, exclude, nx))
+        continue;
+      load *l = load_for(p, &all[i]);
+      if (l && l->verdict < 0) continue;
+      if (l && l->ejected_until > now) {
         cand[nc++] = (int)i;
-    if (nc > 0) {
-      pthread_mutex_lock(&p->mu);
-      int a = cand[next_rand(p) % (uint64_t)nc], b = cand[next_rand(p) % (uint64_t)nc];
+      } else { /* keep healthy ones in front */
+        cand[nc++] = cand[nh];
+        cand[nh++] = (int)i;
+      }
+    }
+    int pool_n = nh ? nh : nc; /* only ejected ones left: better them than failing */
+    if (pool_n > 0) {
+      int a = cand[next_rand(p) % (uint64_t)pool_n], b = cand[next_rand(p) % (uint64_t)pool_n];
       load *la = load_of(p, all[a].id), *lb = load_of(p, all[b].id);
-      int pick = (la && lb && lb->outstanding < la->outstanding) ? b : a;
+      pick = (la && lb && lb->outstanding < la->outstanding) ? b : a;
       load *lp = pick == a ? la : lb;
       if (lp) lp->outstanding++;
-      pthread_mutex_unlock(&p->mu);
-      *out = all[pick];
-      free(cand);
-      free(all);
-      return WS_OK;
     }
+    pthread_mutex_unlock(&p->mu);
+    if (pick >= 0) *out = all[pick];
     free(cand);
     free(all);
-    struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    long waited = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    if (pick >= 0) return WS_OK;
+    long waited = (long)(now_ms() - t0);
     if (waited >= wait_ms)
       return ws_fail(err, WS_EUNAVAIL, "no live %s replica%s%s%s", role,
                      version && version[0] ? " of version " : "", version ? version : "",
@@ -134,13 +175,71 @@ int pool_outstanding(pool *p, const char *id) {
   return n;
 }
 
+int pool_report(pool *p, const reg_instance *in, int fault) {
+  pthread_mutex_lock(&p->mu);
+  load *l = load_for(p, in);
+  int ejected = 0;
+  if (l && fault) {
+    int k = l->faults < 5 ? l->faults : 5;
+    l->faults++;
+    l->ejected_until = now_ms() + (double)p->eject_ms * (double)(1 << k);
+    ejected = 1;
+  } else if (l) {
+    l->faults = 0;
+    l->ejected_until = 0;
+  }
+  pthread_mutex_unlock(&p->mu);
+  return ejected;
+}
+
+int pool_registered(pool *p, const reg_instance *in) {
+  if (!reg_watch_connected(p->view)) return 1;
+  reg_instance *all = NULL;
+  size_t n = 0;
+  int found = 0;
+  if (reg_watch_instances(p->view, in->role, &all, &n, NULL) < 0) return 1;
+  for (size_t i = 0; i < n && !found; i++)
+    found = !strcmp(all[i].id, in->id) && !strcmp(all[i].addr, in->addr);
+  free(all);
+  return found;
+}
+
+int pool_ejected(pool *p, const reg_instance *in) {
+  pthread_mutex_lock(&p->mu);
+  load *l = load_for(p, in);
+  int e = l && l->ejected_until > now_ms();
+  pthread_mutex_unlock(&p->mu);
+  return e;
+}
+
+int pool_verdict(pool *p, const reg_instance *in) {
+  pthread_mutex_lock(&p->mu);
+  load *l = load_for(p, in);
+  int v = l ? l->verdict : 0;
+  pthread_mutex_unlock(&p->mu);
+  return v;
+}
+
+void pool_set_verdict(pool *p, const reg_instance *in, int verdict) {
+  pthread_mutex_lock(&p->mu);
+  load *l = load_for(p, in);
+  if (l) l->verdict = verdict;
+  pthread_mutex_unlock(&p->mu);
+}
+
 static int live_count(pool *p, const char *role, const char *version) {
   reg_instance *all = NULL;
   size_t ni = 0, live = 0;
   ws_err err = {0};
-  if (reg_watch_instances(p->view, role, &all, &ni, &err) == WS_OK)
-    for (size_t i = 0; i < ni; i++)
-      live += !strcmp(all[i].version, version);
+  if (reg_watch_instances(p->view, role, &all, &ni, &err) == WS_OK) {
+    pthread_mutex_lock(&p->mu);
+    for (size_t i = 0; i < ni; i++) { /* a replica that is not what it claims does not count */
+      if (strcmp(all[i].version, version)) continue;
+      load *l = load_for(p, &all[i]);
+      live += !l || l->verdict >= 0;
+    }
+    pthread_mutex_unlock(&p->mu);
+  }
   free(all);
   return (int)live;
 }
@@ -183,6 +282,13 @@ void pool_choose_version(pool *p, const char *role, const char *request_id, char
       WS_WARN("canary %s of %s has no live replica: serving stable", r.canary, role);
       canary = 0;
     }
+  }
+  if (!canary && r.stable[0] && !live_count(p, role, r.stable)) {
+    /* a rollout to a version nobody runs (issue 19, item 7): as for a missing canary, serve
+     * what runs rather than failing every request; the request pins the first version it meets
+     * (router/calls.c) */
+    WS_WARN("stable %s of %s has no live replica: serving any live version", r.stable, role);
+    return;
   }
   snprintf(out, n, "%s", canary ? r.canary : r.stable);
 }

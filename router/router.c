@@ -39,6 +39,7 @@ static int check_adapter(const char *name, float s, const char *field, ws_err *e
     return ws_fail(err, WS_EINVAL, "%s_strength: %g outside [-100, 100]", field, s);
   return WS_OK;
 }
+#define REQUEST_ID_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-"
 
 static int params_from_request(const Wanserve__V1__GenerateRequest *q, const router_opts *o,
                                gen_params *p, ws_err *err) {
@@ -76,6 +77,14 @@ static int params_from_request(const Wanserve__V1__GenerateRequest *q, const rou
   if (q->deadline_ms < 0) return ws_fail(err, WS_EINVAL, "deadline_ms: negative");
   WS_TRY(check_adapter(q->adapter_high, q->adapter_high_strength, "adapter_high", err));
   WS_TRY(check_adapter(q->adapter_low, q->adapter_low_strength, "adapter_low", err));
+  /* the id goes into logs, etcd keys and the experts' context cache: a restricted alphabet, so
+   * a client cannot forge log lines or keys with it (issue 19, item 8) */
+  size_t idn = q->request_id ? strlen(q->request_id) : 0, idmax = sizeof((gen *)0)->id - 1;
+  if (idn > idmax) return ws_fail(err, WS_EINVAL, "request_id: longer than %zu bytes", idmax);
+  if (q->request_id && strspn(q->request_id, REQUEST_ID_CHARS) != idn)
+    return ws_fail(err, WS_EINVAL,
+                   "request_id: only letters, digits and . _ : - are allowed (byte %zu)",
+                   strspn(q->request_id, REQUEST_ID_CHARS));
   gp_limits lim = {o->max_width, o->max_height, o->max_frames, o->max_steps};
   return gp_fill_and_validate(p, &lim, err);
 }
@@ -160,6 +169,9 @@ static int generate_inner(gen *g, const Wanserve__V1__GenerateRequest *q, ws_err
   pool_choose_version(r->pool, "expert-high", g->id, g->version[0], sizeof g->version[0]);
   pool_choose_version(r->pool, "expert-low", g->id, g->version[1], sizeof g->version[1]);
   shadow_prepare(g); /* shadow rollouts: stable answers (version above), the canary is mirrored */
+  /* I2V: the image is encoded before the request is accepted, so an image that does not decode
+   * is refused like any other bad input (the HTTP API answers 400, not a failed job) */
+  if (g->p.task == GP_I2V) WS_TRY(gen_encode_image(g, err));
   Wanserve__V1__Accepted acc = WANSERVE__V1__ACCEPTED__INIT;
   acc.request_id = g->id;
   acc.total_steps = g->p.steps;
@@ -172,7 +184,6 @@ static int generate_inner(gen *g, const Wanserve__V1__GenerateRequest *q, ws_err
   need = (int64_t)(ws_tensor_nbytes(&g->ctx) + ws_tensor_nbytes(&g->neg)) * 2;
   WS_TRY(svc_budget_reserve(need, "Generate contexts", err));
   g->budget += need;
-  if (g->p.task == GP_I2V) WS_TRY(gen_encode_image(g, err));
   sampler_state s;
   float *noise = malloc(sizeof(float) * (size_t)gp_latent_numel(&g->p));
   if (!noise) return ws_fail(err, WS_ENOMEM, "out of memory");
@@ -215,13 +226,9 @@ static int generate(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws
   g->r = r;
   g->call = call;
   g->t0_ms = gen_now_ms();
-  if (q->request_id && q->request_id[0]) {
-    if (strlen(q->request_id) >= sizeof g->id) {
-      free(g);
-      leave(r);
-      return ws_fail(err, WS_EINVAL, "request_id: longer than %zu bytes", sizeof g->id - 1);
-    }
-    snprintf(g->id, sizeof g->id, "%s", q->request_id);
+  if (q->request_id && q->request_id[0] && strlen(q->request_id) < sizeof g->id &&
+      strspn(q->request_id, REQUEST_ID_CHARS) == strlen(q->request_id)) {
+    snprintf(g->id, sizeof g->id, "%s", q->request_id); /* else params_from_request refuses it */
   } else {
     static unsigned long counter;
     struct timespec ts;
@@ -258,10 +265,12 @@ int router_create(const router_opts *o, reg_watch *view, pool *p, rpc_client *cl
   if (r->o.step_timeout_ms <= 0) r->o.step_timeout_ms = 120000;
   if (r->o.max_attempts <= 0) r->o.max_attempts = 4;
   if (r->o.replica_wait_ms <= 0) r->o.replica_wait_ms = 5000;
-  if (r->o.max_width <= 0) r->o.max_width = 1280;
-  if (r->o.max_height <= 0) r->o.max_height = 1280;
-  if (r->o.max_frames <= 0) r->o.max_frames = 241;
-  if (r->o.max_steps <= 0) r->o.max_steps = 200;
+  gp_limits lim = {r->o.max_width, r->o.max_height, r->o.max_frames, r->o.max_steps};
+  gp_limits_default(&lim);
+  r->o.max_width = lim.max_width;
+  r->o.max_height = lim.max_height;
+  r->o.max_frames = lim.max_frames;
+  r->o.max_steps = lim.max_steps;
   r->view = view;
   r->pool = p;
   r->client = client;
@@ -288,7 +297,12 @@ int router_create(const router_opts *o, reg_watch *view, pool *p, rpc_client *cl
                                  "Denoise calls retried on another replica.", "role");
   r->m_errors = metrics_counter("wanserve_router_call_errors_total",
                                 "Failed Denoise calls by gRPC status code.", "role,code");
+  r->m_ejections = metrics_counter("wanserve_router_replica_ejections_total",
+                                   "Replicas ejected after a fault, or found not to be what "
+                                   "their registration says (Expert.Info).",
+                                   "role");
   pthread_mutex_init(&r->mu, NULL);
+  pthread_cond_init(&r->shadows_cv, NULL);
   *out = r;
   return WS_OK;
 }
@@ -300,7 +314,9 @@ int router_register(router *r, rpc_server *s, ws_err *err) {
 
 void router_free(router *r) {
   if (!r) return;
+  shadow_stop_all(r); /* they use the stats and the pool */
   rstats_free(r->stats);
+  pthread_cond_destroy(&r->shadows_cv);
   pthread_mutex_destroy(&r->mu);
   free(r);
 }

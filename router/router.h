@@ -18,7 +18,17 @@
  * step-time share, writes them to etcd for `wanctl rollout status` / `wanctl status`, and
  * applies --auto-rollback / --auto-promote. Metrics (core/metrics.h): wanserve_router_requests_
  * total{task,code}, _request_seconds{task}, _inflight, _step_seconds{role,version},
- * _step_retries_total{role}, _call_errors_total{role,code}, plus those of router/stats.h.
+ * _step_retries_total{role}, _call_errors_total{role,code}, _replica_ejections_total{role},
+ * plus those of router/stats.h.
+ *
+ * Bad replicas (issue 19, item 3): a connect failure, UNIMPLEMENTED, a bad reply, a step
+ * timeout — and for the calls the router builds itself (Denoise, Decode) INVALID_ARGUMENT too —
+ * is the replica's fault: the call goes to another replica and the pool ejects the faulty one
+ * for a while (router/pool.h). A call tries max_attempts replicas and then every other live one
+ * not tried yet before it fails. Before an expert replica's first step the router asks its
+ * Expert.Info and compares role, version and model digest with its registration; a replica
+ * that contradicts it never gets work (a key under expert-low pointing at a high-noise expert
+ * would make wrong videos).
  */
 #ifndef WS_ROUTER_H
 #define WS_ROUTER_H
@@ -35,6 +45,7 @@ typedef struct router_opts {
   int step_timeout_ms; /* one Denoise call (default 120000) */
   int max_attempts;    /* Denoise calls per step before failing (default 4) */
   int replica_wait_ms; /* wait for a replica of a role to appear (default 5000) */
+  /* ejection of faulty replicas lives in the pool (pool_create's eject_ms, --eject-ms) */
   int max_width, max_height, max_frames, max_steps; /* limits (1280, 1280, 241, 200) */
   int model_text_len;                               /* unused by the router; informational */
   /* stats and automatic rollout (router/stats.h); etcd NULL = nothing written, no actions */

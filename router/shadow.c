@@ -13,7 +13,12 @@
  * private copy of the gen), one attempt, no retries: shadow traffic is best effort.
  *
  * The thread is started on the first mirrored step and joined by shadow_finish at the end of the
- * request (the result has been sent by then; at most one canary step is still running).
+ * request (the result has been sent by then). The stable path never waits for the canary (issue
+ * 19, item 6): a canary replica is taken only if one is live now (no waiting for one to appear),
+ * and shadow_finish does not wait for the mirrored steps still at the canary: the shadow owns
+ * copies of everything it reads (contexts, y), so its thread finishes them in the background
+ * and frees itself. At most 2 x max_inflight such shadows linger; beyond that shadow_finish ends
+ * one at once (its canary call abandoned, its steps "dropped"). router_free ends them all.
  */
 #include <math.h>
 #include <pthread.h>
@@ -29,6 +34,9 @@
  * copied), at least 2, at most 64 */
 #define SHADOW_PENDING_BYTES (64ll << 20)
 
+/* the copy's cancel_fn: the request's shadow or the whole router is ending */
+static int shadow_stopped(const void *ud);
+
 typedef struct shadow_item {
   char role[32], stable_version[64];
   float t, guide;
@@ -39,12 +47,36 @@ typedef struct shadow_item {
 
 struct gen_shadow {
   pthread_t th;
-  int started, closing, pending;
+  int started, closing, pending, detached;
   pthread_mutex_t mu;
   pthread_cond_t cv;
+  volatile int stop; /* abandon the running canary call and drop the rest */
   shadow_item *head, *tail;
-  gen copy; /* the request as the canary sees it: own context-cache list */
+  gen copy; /* the request as the canary sees it: own context-cache list, own ctx/neg/y copies
+             * (the thread may outlive the request), no client call */
 };
+
+static int shadow_stopped(const void *ud) {
+  const gen_shadow *sh = ud;
+  return sh->stop || sh->copy.r->shadow_stop;
+}
+
+static int clone_tensor(const ws_tensor *src, ws_tensor *dst) {
+  memset(dst, 0, sizeof *dst);
+  if (!src->data) return WS_OK;
+  WS_TRY(ws_tensor_alloc(dst, src->dtype, src->shape, src->ndim, NULL));
+  memcpy(dst->data, src->data, ws_tensor_nbytes(src));
+  return WS_OK;
+}
+
+static void shadow_free(gen_shadow *sh) {
+  ws_tensor_free(&sh->copy.ctx);
+  ws_tensor_free(&sh->copy.neg);
+  ws_tensor_free(&sh->copy.y);
+  pthread_mutex_destroy(&sh->mu);
+  pthread_cond_destroy(&sh->cv);
+  free(sh);
+}
 
 static int role_index(const char *role) { return strcmp(role, "expert-high") ? 1 : 0; }
 
@@ -77,24 +109,25 @@ static double rel_l2(const float *a, const float *b, int64_t n) {
 }
 
 static void *shadow_main(void *arg) {
-  gen *g = arg;
-  gen_shadow *sh = g->shadow;
+  gen_shadow *sh = arg;
+  gen *g = &sh->copy; /* never the request's own gen: that one may be gone */
   int64_t n = gp_latent_numel(&g->p);
   float *pred = malloc(sizeof(float) * (size_t)n);
   pthread_mutex_lock(&sh->mu);
   for (;;) {
     while (!sh->head && !sh->closing)
       pthread_cond_wait(&sh->cv, &sh->mu);
-    if (!sh->head) break;
+    if (!sh->head || sh->stop || g->r->shadow_stop) break; /* stop: the rest is dropped below */
     shadow_item *it = sh->head;
     pthread_mutex_unlock(&sh->mu);
     const reg_rollout *ro = &g->rollout[role_index(it->role)];
     reg_instance in;
     ws_err err = {0};
-    int rc = pred ? pool_acquire(g->r->pool, it->role, ro->canary, NULL, 0, 1000, &in, &err)
+    int rc = pred ? pool_acquire(g->r->pool, it->role, ro->canary, NULL, 0, 0, &in, &err)
                   : ws_fail(&err, WS_ENOMEM, "out of memory");
     if (rc == WS_OK) {
-      rc = gen_denoise_on(&sh->copy, &in, it->x, it->t, it->guide, pred, &err);
+      rc = gen_verify_expert(g, &in, &err);
+      if (rc == WS_OK) rc = gen_denoise_on(g, &in, it->x, it->t, it->guide, pred, &err);
       pool_release(g->r->pool, in.id);
     }
     pthread_mutex_lock(&sh->mu);
@@ -111,13 +144,32 @@ static void *shadow_main(void *arg) {
       rstats_shadow_sample(g->r->stats, it->role, ro->stable, ro->canary, d);
     } else if (rc < 0) {
       WS_DEBUG("%s: shadow step on canary %s failed: %s", g->id, ro->canary, err.msg);
-      rstats_shadow_miss(g->r->stats, it->role, ro->stable, ro->canary, "error");
+      rstats_shadow_miss(g->r->stats, it->role, ro->stable, ro->canary,
+                         shadow_stopped(sh) ? "dropped" : "error"); /* abandoned, not failed */
     }
     item_free(it);
     pthread_mutex_lock(&sh->mu);
   }
+  while (sh->head) { /* stopped: steps not mirrored yet are dropped, not run */
+    shadow_item *it = sh->head;
+    sh->head = it->next;
+    sh->pending--;
+    const reg_rollout *ro = &g->rollout[role_index(it->role)];
+    rstats_shadow_miss(g->r->stats, it->role, ro->stable, ro->canary, "dropped");
+    item_free(it);
+  }
+  sh->tail = NULL;
+  int detached = sh->detached;
   pthread_mutex_unlock(&sh->mu);
   free(pred);
+  if (detached) { /* shadow_finish has left: this thread owns the shadow now */
+    router *r = g->r;
+    shadow_free(sh);
+    pthread_mutex_lock(&r->mu);
+    r->shadows_live--;
+    pthread_cond_broadcast(&r->shadows_cv);
+    pthread_mutex_unlock(&r->mu);
+  }
   return NULL;
 }
 
@@ -135,11 +187,20 @@ void *shadow_begin(gen *g, const char *role, const float *x, float t, float guid
     pthread_cond_init(&sh->cv, NULL);
     sh->copy = *g;
     sh->copy.nsent = 0;
+    sh->copy.call = NULL;
+    sh->copy.shadow = NULL;
+    sh->copy.cancel_fn = shadow_stopped;
+    sh->copy.cancel_ud = sh;
+    if (clone_tensor(&g->ctx, &sh->copy.ctx) < 0 || clone_tensor(&g->neg, &sh->copy.neg) < 0 ||
+        clone_tensor(&g->y, &sh->copy.y) < 0) {
+      shadow_free(sh);
+      return NULL;
+    }
     g->shadow = sh;
   }
   gen_shadow *sh = g->shadow;
   if (!sh->started) {
-    if (pthread_create(&sh->th, NULL, shadow_main, g) != 0) return NULL;
+    if (pthread_create(&sh->th, NULL, shadow_main, sh) != 0) return NULL;
     sh->started = 1;
   }
   int64_t n = gp_latent_numel(&g->p), lim = SHADOW_PENDING_BYTES / (8 * (n > 0 ? n : 1));
@@ -193,15 +254,34 @@ void shadow_end(gen *g, void *item, const float *pred, const char *stable_versio
 void shadow_finish(gen *g) {
   gen_shadow *sh = g->shadow;
   if (!sh) return;
-  if (sh->started) {
-    pthread_mutex_lock(&sh->mu);
-    sh->closing = 1;
-    pthread_cond_broadcast(&sh->cv);
-    pthread_mutex_unlock(&sh->mu);
-    pthread_join(sh->th, NULL);
-  }
-  pthread_mutex_destroy(&sh->mu);
-  pthread_cond_destroy(&sh->cv);
-  free(sh);
   g->shadow = NULL;
+  if (!sh->started) {
+    shadow_free(sh);
+    return;
+  }
+  router *r = g->r;
+  pthread_mutex_lock(&r->mu);
+  int linger = r->shadows_live < 2 * r->o.max_inflight;
+  if (linger) r->shadows_live++;
+  pthread_mutex_unlock(&r->mu);
+  pthread_mutex_lock(&sh->mu);
+  sh->closing = 1;
+  sh->detached = linger;
+  if (!linger) sh->stop = 1; /* too many lingering already: end this one now */
+  pthread_cond_broadcast(&sh->cv);
+  pthread_mutex_unlock(&sh->mu);
+  if (linger) { /* the thread finishes the mirrored steps and frees the shadow */
+    pthread_detach(sh->th);
+    return;
+  }
+  pthread_join(sh->th, NULL);
+  shadow_free(sh);
+}
+
+void shadow_stop_all(router *r) {
+  pthread_mutex_lock(&r->mu);
+  r->shadow_stop = 1;
+  while (r->shadows_live > 0)
+    pthread_cond_wait(&r->shadows_cv, &r->mu);
+  pthread_mutex_unlock(&r->mu);
 }

@@ -274,18 +274,20 @@ static int status_result(const char *method, grpc_status_code code, grpc_slice d
   return ws_fail(err, codec_ws_from_status(code), "%s: %s: %s", method, codec_status_name(code), d);
 }
 
-/* Plucks `tag`, waking every 50 ms to honour *cancel. */
+/* Plucks `tag`, waking every 50 ms to honour o->cancel and o->cancel_fn. */
 static grpc_event pluck_cancellable(grpc_completion_queue *cq, grpc_call *call, void *tag,
-                                    const volatile int *cancel) {
+                                    const rpc_call_opts *o) {
+  const volatile int *cancel = o ? o->cancel : NULL;
+  int (*fn)(const void *) = o ? o->cancel_fn : NULL;
   int cancelled = 0;
   for (;;) {
     gpr_timespec until =
-        (cancel && !cancelled)
+        ((cancel || fn) && !cancelled)
             ? gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(50, GPR_TIMESPAN))
             : gpr_inf_future(GPR_CLOCK_REALTIME);
     grpc_event ev = grpc_completion_queue_pluck(cq, tag, until, NULL);
     if (ev.type != GRPC_QUEUE_TIMEOUT) return ev;
-    if (cancel && *cancel && !cancelled) {
+    if (!cancelled && ((cancel && *cancel) || (fn && fn(o->cancel_ud)))) {
       grpc_call_cancel_with_status(call, GRPC_STATUS_CANCELLED, "cancelled by caller", NULL);
       cancelled = 1;
     }
@@ -341,7 +343,7 @@ int rpc_client_unary(rpc_client *c, const char *target, const char *method,
   } else {
     /* RECV_STATUS_ON_CLIENT makes the batch succeed; the status says what happened, and the
      * call's deadline bounds this wait. */
-    pluck_cancellable(cq, call, &tag_unary, o ? o->cancel : NULL);
+    pluck_cancellable(cq, call, &tag_unary, o);
     rc = status_result(method, code, details, error_string, st, err);
     if (rc == 0) {
       if (!recv)

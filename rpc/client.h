@@ -58,6 +58,11 @@ typedef struct rpc_call_opts {
   const rpc_md *md;   /* request metadata, n_md entries */
   size_t n_md;
   const volatile int *cancel; /* unary: set non-zero from another thread to abandon the call */
+  /* unary: polled every 50 ms while the call runs; non-zero abandons it (e.g. a server handler
+   * passing rpc_call_cancelled of its own call, so work for a caller that left stops downstream
+   * too) */
+  int (*cancel_fn)(const void *cancel_ud);
+  const void *cancel_ud;
 } rpc_call_opts;
 
 /* grpc_init with wanserve's process-wide gRPC settings (a 200 ms backup poll interval so

@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include "core/utf8.h"
+
 /* The wire enum starts at DTYPE_UNSPECIFIED = 0 so that a sender who forgot the dtype is caught;
  * ws_dtype starts at WS_F32 = 0. Tables keep the two independent of each other's numbering. */
 static const struct {
@@ -160,4 +162,85 @@ const char *codec_status_name(grpc_status_code code) {
                                 "UNAUTHENTICATED"};
   if ((int)code < 0 || (size_t)code >= sizeof names / sizeof names[0]) return "UNKNOWN_STATUS";
   return names[code];
+}
+
+/* ---- wire checks (see codec.h, 3.) ---- */
+
+static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+  uint64_t x = 0;
+  for (int shift = 0; shift < 70 && *p < end; shift += 7) {
+    uint8_t b = *(*p)++;
+    x |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80)) {
+      *v = x;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static int check_enum(const ProtobufCFieldDescriptor *f, const char *path, uint64_t v,
+                      ws_err *err) {
+  const ProtobufCEnumDescriptor *ed = f->descriptor;
+  if (protobuf_c_enum_descriptor_get_value(ed, (int)(int32_t)v)) return WS_OK;
+  return ws_fail(err, WS_EINVAL, "%s%s: %d is not a %s value", path, f->name, (int)(int32_t)v,
+                 ed->name);
+}
+
+static int check_msg(const ProtobufCMessageDescriptor *d, const uint8_t *p, const uint8_t *end,
+                     const char *path, int depth, ws_err *err) {
+  if (depth > 16) return ws_fail(err, WS_EFORMAT, "%smessage nested too deeply", path);
+  while (p < end) {
+    uint64_t tag, v;
+    if (!read_varint(&p, end, &tag)) return ws_fail(err, WS_EFORMAT, "%sbad tag", path);
+    const ProtobufCFieldDescriptor *f =
+        tag >> 3 <= 536870911u ? protobuf_c_message_descriptor_get_field(d, (unsigned)(tag >> 3))
+                               : NULL;
+    switch (tag & 7) {
+    case 0:
+      if (!read_varint(&p, end, &v)) return ws_fail(err, WS_EFORMAT, "%sbad varint", path);
+      if (f && f->type == PROTOBUF_C_TYPE_ENUM) WS_TRY(check_enum(f, path, v, err));
+      break;
+    case 1:
+    case 5: {
+      size_t k = (tag & 7) == 1 ? 8 : 4;
+      if ((size_t)(end - p) < k) return ws_fail(err, WS_EFORMAT, "%struncated field", path);
+      p += k;
+      break;
+    }
+    case 2: {
+      if (!read_varint(&p, end, &v) || v > (uint64_t)(end - p))
+        return ws_fail(err, WS_EFORMAT, "%struncated field", path);
+      const uint8_t *q = p, *qend = p + v;
+      p = qend;
+      if (!f) break;
+      size_t bad = 0;
+      if (f->type == PROTOBUF_C_TYPE_STRING) {
+        const void *nul = memchr(q, 0, (size_t)v);
+        if (nul)
+          return ws_fail(err, WS_EINVAL, "%s%s: holds a NUL byte at offset %zu", path, f->name,
+                         (size_t)((const uint8_t *)nul - q));
+        if (!utf8_check(q, (size_t)v, &bad))
+          return ws_fail(err, WS_EINVAL, "%s%s: not valid UTF-8 (byte %zu)", path, f->name, bad);
+      } else if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
+        char sub[256];
+        snprintf(sub, sizeof sub, "%s%s.", path, f->name);
+        WS_TRY(check_msg(f->descriptor, q, qend, sub, depth + 1, err));
+      } else if (f->type == PROTOBUF_C_TYPE_ENUM) { /* packed repeated */
+        while (q < qend) {
+          if (!read_varint(&q, qend, &v)) return ws_fail(err, WS_EFORMAT, "%sbad varint", path);
+          WS_TRY(check_enum(f, path, v, err));
+        }
+      }
+      break;
+    }
+    default: return ws_fail(err, WS_EFORMAT, "%sunsupported wire type %d", path, (int)(tag & 7));
+    }
+  }
+  return WS_OK;
+}
+
+int codec_check_wire(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t n,
+                     ws_err *err) {
+  return check_msg(d, buf, buf + n, "", 0, err);
 }

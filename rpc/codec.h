@@ -10,6 +10,11 @@
  * 2. Project error codes (core/error.h) <-> gRPC status codes. Services return ws codes; only
  *    rpc/server.c and rpc/client.c call these.
  *
+ * 3. What protobuf-c does not check on the wire (issue 19, item 8): string fields must be
+ *    well-formed UTF-8 (proto3 requires it) without NUL (a C string would end there: "a red\0
+ *    fox" would be the prompt "a red"), and enum fields must hold a value the enum defines (an
+ *    unknown solver must not silently run the default). rpc/server.c runs it on every request.
+ *
  * Not here: dtype conversion (core/tensor.h), shape rules of a particular model (services).
  */
 #ifndef WS_RPC_CODEC_H
@@ -50,5 +55,13 @@ int codec_ws_from_status(grpc_status_code code);
 
 /* "INVALID_ARGUMENT" etc.; "UNKNOWN_STATUS" for out-of-range values. Never NULL. */
 const char *codec_status_name(grpc_status_code code);
+
+/* Walks the serialized message buf[0..n) of type d (and its sub-messages) on the wire: every
+ * string field well-formed UTF-8 without NUL, every enum field (packed or not) a defined value.
+ * WS_EINVAL naming the field ("prompt: holds a NUL byte at offset 5", "solver: 9 is not a
+ * wanserve.v1.Solver value"); WS_EFORMAT for bytes that are not protobuf at all (unpacking
+ * would fail too). Fields the descriptor does not know are skipped, as protobuf-c skips them. */
+int codec_check_wire(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t n,
+                     ws_err *err);
 
 #endif

@@ -15,6 +15,7 @@
 #include "rpc/server.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -32,6 +33,7 @@
 #include "core/log.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "rpc/client.h"
+#include "core/metrics.h"
 #include "rpc/codec.h"
 
 #define MAX_METHODS 64
@@ -85,6 +87,7 @@ struct rpc_server {
   grpc_completion_queue *cq;
   method methods[MAX_METHODS];
   int n_methods;
+  metric *m_calls, *m_call_s; /* wanserve_rpc_requests_total, _request_seconds (registry-wide) */
   pthread_t pollers[MAX_POLLERS], workers[MAX_WORKERS];
   int n_pollers, n_workers;
   int started, stopped;
@@ -171,14 +174,23 @@ static grpc_byte_buffer *pack(const ProtobufCMessage *msg) {
   return bb;
 }
 
+/* The request message, or NULL with *bad set: 1 when it does not unpack, 2 when it unpacks but
+ * breaks a wire rule protobuf-c does not check (err filled: codec_check_wire). */
 static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb,
-                                size_t *len) {
+                                size_t *len, int *bad, ws_err *err) {
   grpc_byte_buffer_reader r;
+  *bad = 1;
+  *len = 0;
   if (!grpc_byte_buffer_reader_init(&r, bb)) return NULL;
   grpc_slice all = grpc_byte_buffer_reader_readall(&r);
   grpc_byte_buffer_reader_destroy(&r);
   *len = GRPC_SLICE_LENGTH(all);
   ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, *len, GRPC_SLICE_START_PTR(all));
+  if (m && codec_check_wire(d, GRPC_SLICE_START_PTR(all), *len, err) < 0) {
+    protobuf_c_message_free_unpacked(m, NULL);
+    m = NULL;
+    *bad = 2;
+  }
   grpc_slice_unref(all);
   return m;
 }
@@ -195,19 +207,34 @@ static void run_handler(rpc_call *c) {
     return;
   }
   size_t len = 0;
-  ProtobufCMessage *req = unpack(m->req_desc, c->recv_bb, &len);
+  int bad = 0;
+  ws_err err = {0};
+  ProtobufCMessage *req = unpack(m->req_desc, c->recv_bb, &len, &bad, &err);
   grpc_byte_buffer_destroy(c->recv_bb);
   c->recv_bb = NULL;
   if (!req) {
-    char msg[256];
-    snprintf(msg, sizeof msg, "malformed %s message (%zu bytes) for %s", m->req_desc->name, len,
-             m->path);
+    char msg[700];
+    if (bad == 2)
+      snprintf(msg, sizeof msg, "%s", err.msg);
+    else
+      snprintf(msg, sizeof msg, "malformed %s message (%zu bytes) for %s", m->req_desc->name, len,
+               m->path);
     call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, msg);
     return;
   }
-  ws_err err = {0};
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
   int rc = m->fn(c, req, m->user, &err);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
   protobuf_c_message_free_unpacked(req, NULL);
+  /* every service's calls, counted in one place (issue 19, item 9: the encoder and decoder had
+   * none of their own); deadline overruns count as DEADLINE_EXCEEDED as they are answered */
+  grpc_status_code code = rc < 0 && rpc_call_remaining_ms(c) <= 0 ? GRPC_STATUS_DEADLINE_EXCEEDED
+                                                                  : codec_status_from_ws(rc);
+  metrics_add(c->srv->m_calls, ML(c->path, codec_status_name(code)), 1);
+  if (rc == 0)
+    metrics_observe(c->srv->m_call_s, ML(c->path),
+                    (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
   if (rc < 0 && rpc_call_remaining_ms(c) <= 0) {
     /* Whatever the handler says, the client's deadline passed: report it as such, not as the
      * CANCELLED or UNAVAILABLE a handler that noticed rpc_call_cancelled() may return. */
@@ -314,12 +341,31 @@ int rpc_call_send(rpc_call *c, const ProtobufCMessage *msg, ws_err *err) {
     grpc_byte_buffer_destroy(bb);
     return ws_fail(err, WS_EINTERNAL, "%s: send batch: %s", c->path, grpc_call_error_to_string(e));
   }
+  int stall_ms = c->srv->o.send_stall_ms, stalled = 0;
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += stall_ms / 1000;
+  until.tv_nsec += (long)(stall_ms % 1000) * 1000000L;
+  if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
   pthread_mutex_lock(&c->mu);
-  while (c->send_pending)
-    pthread_cond_wait(&c->cv, &c->mu);
+  while (c->send_pending) {
+    if (stall_ms < 0 || stalled) {
+      pthread_cond_wait(&c->cv, &c->mu);
+    } else if (pthread_cond_timedwait(&c->cv, &c->mu, &until) == ETIMEDOUT && c->send_pending) {
+      /* the client stopped reading: end the call; the send then completes (failed) at once */
+      stalled = 1;
+      pthread_mutex_unlock(&c->mu); /* the poller that completes the send takes mu */
+      grpc_call_cancel_with_status(c->gcall, GRPC_STATUS_DEADLINE_EXCEEDED,
+                                   "the client stopped reading the stream", NULL);
+      pthread_mutex_lock(&c->mu);
+    }
+  }
   int ok = c->send_ok;
   pthread_mutex_unlock(&c->mu);
   grpc_byte_buffer_destroy(bb);
+  if (stalled)
+    return ws_fail(err, WS_ETIMEOUT, "%s: the client took no message for %d ms; call ended",
+                   c->path, stall_ms);
   if (!ok) return ws_fail(err, WS_ECANCELLED, "%s: client gone (send failed)", c->path);
   return 0;
 }
@@ -639,6 +685,13 @@ int rpc_server_create(const rpc_server_opts *opts, rpc_server **out, ws_err *err
   if (s->o.queue_max <= 0) s->o.queue_max = 64;
   if (s->o.max_recv_bytes == 0) s->o.max_recv_bytes = 4 << 20;
   if (s->o.max_send_bytes == 0) s->o.max_send_bytes = -1;
+  if (s->o.send_stall_ms == 0) s->o.send_stall_ms = 30000;
+  s->m_calls =
+      metrics_counter("wanserve_rpc_requests_total",
+                      "gRPC calls handled, by method and final status code.", "method,code");
+  s->m_call_s =
+      metrics_histogram("wanserve_rpc_request_seconds",
+                        "Handler time of successful gRPC calls, seconds.", "method", NULL, 0);
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->cv, NULL);
   pthread_cond_init(&s->q_cv, NULL);

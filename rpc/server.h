@@ -6,7 +6,8 @@
  *    unpack messages: ready calls go to a bounded queue served by `workers` threads;
  *  - methods are registered by path ("/wanserve.v1.Expert/Denoise") with their kind (unary or
  *    server streaming) and request descriptor; the framework unpacks the request (malformed ->
- *    INVALID_ARGUMENT, the server stays up), unknown paths answer UNIMPLEMENTED, a full queue
+ *    INVALID_ARGUMENT, the server stays up; so are strings with NUL or invalid UTF-8 and unknown
+ *    enum values, codec_check_wire), unknown paths answer UNIMPLEMENTED, a full queue
  *    answers RESOURCE_EXHAUSTED;
  *  - client cancellation and deadlines are noticed early: RECV_CLOSE_ON_SERVER is issued as its
  *    own batch as soon as a call arrives, a call already cancelled when a worker picks it up
@@ -30,6 +31,10 @@
  *
  * TLS / mutual TLS through the opts' PEM paths; bearer tokens per method
  * (rpc_server_require_token).
+ *
+ * Metrics (core/metrics.h, process-wide): wanserve_rpc_requests_total{method,code} for every
+ * call a handler ran (health checks included), wanserve_rpc_request_seconds{method} for the
+ * successful ones — so every service exports its request count, latency and errors.
  *
  * Not here: client streaming / bidi handlers (none of our services need them), per-method
  * limits.
@@ -56,6 +61,11 @@ typedef struct rpc_server_opts {
   int queue_max;      /* calls waiting for a worker before RESOURCE_EXHAUSTED; default 64 */
   int max_recv_bytes; /* max request message, default 4 MiB */
   int max_send_bytes; /* max reply message, default -1 (unlimited) */
+  /* streaming: a message the client does not take within this many ms (it stopped reading;
+   * flow control holds the send) ends the call with DEADLINE_EXCEEDED and rpc_call_send returns
+   * WS_ETIMEOUT, so a silent client cannot hold a worker forever (issue 19, item 5). Default
+   * 30000; < 0 = wait forever */
+  int send_stall_ms;
   int keepalive_time_ms; /* server pings; 0 = gRPC default (off) */
   /* TLS (issue 9): PEM file paths; tls_cert + tls_key set = TLS, else plaintext. tls_client_ca
    * set = mutual TLS: clients must present a certificate signed by it (verified). */
@@ -129,7 +139,8 @@ int rpc_server_live_calls(rpc_server *s);
 
 /* Sends one reply message (packed immediately; `msg` stays the caller's). Unary: at most once.
  * Streaming: blocks until written or the call fails; WS_ECANCELLED when the client is gone or
- * the deadline passed. */
+ * the deadline passed, WS_ETIMEOUT (the call ended) when the client did not take the message
+ * within send_stall_ms. */
 int rpc_call_send(rpc_call *call, const ProtobufCMessage *msg, ws_err *err);
 
 /* 1 once the client cancelled, the deadline expired or the server is cancelling calls. */

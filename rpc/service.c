@@ -24,6 +24,10 @@ struct svc {
 };
 
 const char *svc_advertised(const svc *s) { return s->advertised; }
+
+void svc_model_digest(const svc_opts *o, char *out, size_t n) {
+  snprintf(out, n, "%.150s", o->model);
+}
 const char *svc_id(const svc *s) { return s->o.id; }
 etcd_client *svc_etcd(svc *s) { return s->etcd; }
 
@@ -57,6 +61,10 @@ int svc_parse(int argc, char **argv, const char *role, svc_opts *o, svc_flag_fn 
   snprintf(o->id, sizeof o->id, "%s-%s-%d", role, host, (int)getpid());
   for (int i = 1; i < argc; i++) {
     const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+      o->help = 1;
+      return WS_OK;
+    }
     struct {
       const char *flag;
       char *dst;
@@ -128,6 +136,43 @@ int svc_device(const svc_opts *o) {
 int svc_backend(const svc_opts *o, int threads, ws_backend **out, ws_err *err) {
   if (!strcmp(o->backend, "cpu")) return ws_backend_cpu_create(threads, out, err);
   return ws_backend_create_on(o->backend, svc_device(o), out, err);
+}
+
+static const char common_usage[] =
+    "common flags:\n"
+    "  --listen HOST:PORT      (default 127.0.0.1:0, any free port)  --advertise HOST:PORT\n"
+    "  --etcd ENDPOINTS        comma-separated; empty = run unregistered\n"
+    "  --model DIR|random:NAME  --version V (default v1)  --backend cpu|cuda  --device N\n"
+    "  --id ID  --workers N\n"
+    "  --log-level debug|info|warn|error  --addr-file PATH  --drain-ms N (default 10000)\n"
+    "  --max-message-mb N  --metrics-listen HOST:PORT  --memory-budget-mb N\n"
+    "  --tls-cert PEM --tls-key PEM [--tls-ca PEM]   TLS, mutual with --tls-ca\n"
+    "  --help, -h              this text\n";
+
+/* "wan-encoder" out of "wan-encoder --model DIR ..." */
+static void prog_name(const char *usage, char *out, size_t n) {
+  size_t k = strcspn(usage, " ");
+  snprintf(out, n, "%.*s", (int)(k < n ? k : n - 1), usage);
+}
+
+int svc_usage_error(const char *usage, const char *msg) {
+  char prog[64];
+  prog_name(usage, prog, sizeof prog);
+  fprintf(stderr, "%s: %s\nusage: %s\n%s", prog, msg, usage, common_usage);
+  return 2;
+}
+
+int svc_parse_main(int argc, char **argv, const char *role, const char *usage, svc_opts *o,
+                   svc_flag_fn extra, void *user, int *status) {
+  ws_err err = {0};
+  if (svc_parse(argc, argv, role, o, extra, user, &err) < 0) {
+    *status = svc_usage_error(usage, err.msg);
+    return 1;
+  }
+  if (!o->help) return 0;
+  printf("usage: %s\n%s", usage, common_usage);
+  *status = 0;
+  return 1;
 }
 
 void svc_block_signals(void) {
@@ -315,7 +360,7 @@ int svc_start(const svc_opts *o, const char *role, rpc_server *server, int max_b
     snprintf(in.version, sizeof in.version, "%s", o->version);
     snprintf(in.backend, sizeof in.backend, "%s", o->backend);
     snprintf(in.devices, sizeof in.devices, "%s", devices ? devices : "");
-    snprintf(in.model_digest, sizeof in.model_digest, "%.150s", o->model);
+    svc_model_digest(o, in.model_digest, sizeof in.model_digest);
     in.max_batch = max_batch;
     in.started = (int64_t)time(NULL);
     if ((rc = reg_register(s->etcd, &in, 5, &s->reg, err)) < 0) {

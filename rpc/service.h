@@ -37,15 +37,27 @@ typedef struct svc_opts {
   int workers, drain_ms, max_recv_mb;
   int id_given; /* 1 when --id was passed */
   int device;   /* --device N: the GPU for --backend cuda; -1 = $WANSERVE_CUDA_DEVICE or 0 */
+  int help;     /* 1 when --help or -h was passed (parsing stopped there) */
 } svc_opts;
 
 /* Service-specific flag handler: returns the number of argv entries consumed at argv[i] (1 or
  * 2), 0 if the flag is not its own, or a negative code with err filled. */
 typedef int (*svc_flag_fn)(void *user, int argc, char **argv, int i, ws_err *err);
 
-/* Fills defaults, parses argv (program name at argv[0]); unknown flags are WS_EINVAL. */
+/* Fills defaults, parses argv (program name at argv[0]); unknown flags are WS_EINVAL. --help or
+ * -h sets o->help and stops. */
 int svc_parse(int argc, char **argv, const char *role, svc_opts *o, svc_flag_fn extra, void *user,
               ws_err *err);
+/* svc_parse for a service's main, with the command-line conventions of every wanserve binary
+ * (issue 19, item 11): --help prints "usage: <usage>" and the common flags on stdout, a bad flag
+ * prints the error and the same on stderr. Returns 0 when main should go on, else 1 with
+ * *status the exit status main returns (0 after --help, 2 for a usage error). `usage` starts
+ * with the program name ("wan-encoder --model DIR ..."). */
+int svc_parse_main(int argc, char **argv, const char *role, const char *usage, svc_opts *o,
+                   svc_flag_fn extra, void *user, int *status);
+/* A usage error found after parsing (a missing flag): the message and the usage on stderr;
+ * returns 2, the exit status. */
+int svc_usage_error(const char *usage, const char *msg);
 
 /* The GPU index --device (or its default) names. */
 int svc_device(const svc_opts *o);
@@ -74,6 +86,10 @@ etcd_client *svc_etcd(svc *s);
  * (rpc_client_opts ca_pem / cert_pem / key_pem). All NULL when --tls-ca is unset. Free with
  * rpc_pems_free. */
 int svc_tls_load(const svc_opts *o, rpc_pems *t, ws_err *err);
+
+/* The model_digest this process registers (the --model path, cut to fit the registry field);
+ * an expert reports the same in Expert.Info so the router can match the two. */
+void svc_model_digest(const svc_opts *o, char *out, size_t n);
 
 /* Writes "addr\n" to path atomically (a temporary file renamed over it), so a launcher polling
  * for the file never reads half an address. */

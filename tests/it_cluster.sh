@@ -139,6 +139,8 @@ bad bad_empty_prompt prompt --prompt "" --size 64x64 --frames 9
 echo "not an image" > "$T/notimg.png"
 bad bad_i2v_not_an_image image --task i2v --image "$T/notimg.png" --prompt x --size 64x64 --frames 9
 bad bad_image_for_t2v image --task t2v --image "$T/notimg.png" --prompt x --size 64x64 --frames 9
+bad bad_request_id_with_newline request_id --prompt x --size 64x64 --frames 9 \
+  --request-id "$(printf 'r1\n00:00:00.000 INFO  forged')"
 pids=()
 # 10 requests of 40 slow steps (>= 1.2 s each) against 4 in flight + 1 queued: even when the
 # clients start slowly on a loaded machine, more than 5 overlap

@@ -205,12 +205,47 @@ def main():
                                           "image": png}, "INVALID_ARGUMENT", "image")
     bad("http_body_too_large_413", b'{"prompt": "' + b"x" * (1 << 20) + b'"}', "RESOURCE_EXHAUSTED",
         "max-body", status=413)
-    # a broken image passes the router's checks and fails in the encoder: the job fails with the code
+    # input hygiene (issue 19, item 8): JSON types are strict, NUL and malformed UTF-8 are refused
+    bad("http_number_as_string_400", {"prompt": "x", "frames": "9"}, "INVALID_ARGUMENT", "frames")
+    bad("http_nul_in_prompt_400", b'{"prompt": "a red\\u0000 fox"}', "INVALID_ARGUMENT", "NUL")
+    st, hd, raw = req("POST", "/v1/videos", b'{"prompt": "x", "size": "\xff\xfe64"}')
+    try:
+        raw.decode("utf-8")
+        utf8_reply = True
+    except UnicodeDecodeError:
+        utf8_reply = False
+    check("http_invalid_utf8_400_not_echoed", st == 400 and utf8_reply and b"UTF-8" in raw, (st, raw))
+    # a broken image is refused when the job is submitted (the encoder decodes it before the
+    # router accepts the request), not reported later as a failed job
+    bad("http_corrupt_image_400", {"prompt": "x", "size": "64x64", "frames": 9, "steps": 4,
+                                   "image": "data:image/png;base64," + png}, "INVALID_ARGUMENT",
+        "image")
+    # a failed job reports its gRPC code: a real image for a T2V cluster passes the encoder, and
+    # every T2V expert refuses the condition
+    def tiny_png():
+        import struct, zlib
+        def chunk(t, d):
+            return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+        rows = b"".join(b"\x00" + b"\x80\x40\x20" * 16 for _ in range(16))
+        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    good = base64.b64encode(tiny_png()).decode()
     st, ij = jreq("POST", "/v1/videos", {"prompt": "x", "size": "64x64", "frames": 9, "steps": 4,
-                                          "image": "data:image/png;base64," + png})
+                                          "image": good})
     ij = wait_status(ij.get("id", "x"), ("completed", "failed", "cancelled")) if st == 200 else ij
     check("http_failed_job_reports_grpc_code", ij.get("status") == "failed" and ij.get("task") == "i2v"
           and ij.get("error", {}).get("code") == "INVALID_ARGUMENT" and ij["error"]["message"], ij)
+
+    # the gateway's metrics (issue 19, item 9), on the router's Prometheus endpoint
+    raw = open(os.path.join(os.environ["WANSERVE_HOME"], "local-cluster", "router.addr.metrics")).read().strip()
+    m = urllib.request.urlopen("http://%s/metrics" % raw, timeout=10).read().decode()
+    def metric(series):
+        return sum(float(l.rsplit(" ", 1)[1]) for l in m.splitlines() if l.startswith(series))
+    check("http_metrics_responses_by_code", metric('wanserve_http_responses_total{code="200"}') >= 3
+          and metric('wanserve_http_responses_total{code="400"}') >= 5, m[:0])
+    check("http_metrics_jobs_by_state", metric('wanserve_http_jobs{state="failed"}') >= 1 and
+          'wanserve_http_jobs{state="completed"}' in m, [l for l in m.splitlines() if "http_jobs" in l])
+    check("http_metrics_sse_clients", "wanserve_http_sse_clients " in m)
 
     st, e = jreq("GET", "/v1/videos/video_0000")
     check("http_unknown_video_404", st == 404 and e["error"]["code"] == "NOT_FOUND", (st, e))

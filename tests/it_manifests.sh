@@ -85,6 +85,21 @@ canaries = [d for d in deps.values()
 check('k8s_canary_expert_deployment', len(canaries) == 1 and
       canaries[0]['spec']['template']['metadata']['labels'].get('component', '').startswith('expert-'))
 
+# issue 19, item 10: the canary is not started by default (its weights may not exist), every
+# role and etcd have a PodDisruptionBudget, etcd's liveness survives quorum loss, and a
+# NetworkPolicy limits who reaches the pods
+check('k8s_canary_scaled_to_zero_by_default', canaries and canaries[0]['spec'].get('replicas') == 0)
+pdbs = [d for d in docs if d['kind'] == 'PodDisruptionBudget']
+covered = {d['spec']['selector']['matchLabels'].get('component') or
+           d['spec']['selector']['matchLabels'].get('app') for d in pdbs}
+check('k8s_pdb_for_every_role_and_etcd', set(roles) | {'etcd'} <= covered, covered)
+etcd_c = by.get(('StatefulSet', 'etcd'), {}).get('spec', {}).get('template', {}).get('spec', {}) \
+    .get('containers', [{}])[0]
+live = etcd_c.get('livenessProbe', {})
+check('k8s_etcd_liveness_not_quorum_health', 'tcpSocket' in live or
+      live.get('httpGet', {}).get('path') not in ('/health', None), live)
+check('k8s_network_policy', any(d['kind'] == 'NetworkPolicy' for d in docs))
+
 def arg(args, flag):
     return args[args.index(flag) + 1] if flag in args else None
 

@@ -128,5 +128,15 @@ for role in ('high', 'low'):
           get(e, 'wanserve_expert_context_cache_total', result='hit') == n - 2,
           get(e, 'wanserve_expert_context_cache_total'))
     check('metrics_expert_%s_queue_empty' % role, get(e, 'wanserve_expert_queue_depth') == 0)
+# every service counts its gRPC calls (issue 19, item 9): the encoder and decoder had nothing
+enc, dec = scraped.get('encoder-0', ({}, {}))[1], scraped.get('decoder-0', ({}, {}))[1]
+check('metrics_encoder_requests', get(enc, 'wanserve_rpc_requests_total',
+      method='/wanserve.v1.Encoder/EncodeText', code='OK') == 2, get(enc, 'wanserve_rpc_requests_total'))
+check('metrics_encoder_latency', get(enc, 'wanserve_rpc_request_seconds_count',
+      method='/wanserve.v1.Encoder/EncodeText') == 2)
+check('metrics_decoder_requests', get(dec, 'wanserve_rpc_requests_total',
+      method='/wanserve.v1.Decoder/Decode', code='OK') == 2, get(dec, 'wanserve_rpc_requests_total'))
+check('metrics_decoder_latency', get(dec, 'wanserve_rpc_request_seconds_count',
+      method='/wanserve.v1.Decoder/Decode') == 2)
 sys.exit(0 if ok else 1)
 PY

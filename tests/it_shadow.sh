@@ -76,6 +76,17 @@ G --latent-out "$T/after.st" --out "$T/after.mp4" > /dev/null 2> "$T/after.err"
 check shadow_after_rollback_same_result cmp -s "$T/base.st" "$T/after.st"
 check shadow_after_rollback_no_canary_version \
   test -z "$(grep "expert-low" "$T/after.err" | grep "version=v3")"
+# --- a shadow canary that nobody runs (issue 19, item 6): the stable path never waits for it
+secs() { local t0; t0=$(date +%s.%N); "$@" > /dev/null 2>&1; echo "$(date +%s.%N) - $t0" | bc; }
+t_base=$(secs G --out "$T/nb.mp4")
+"$bin/wanctl" rollout set expert-low --stable v2 --canary v9 --percent 100 --mode shadow \
+  > /dev/null 2>&1
+sleep 0.3
+t_shadow=$(secs G --latent-out "$T/absent.st" --out "$T/absent.mp4")
+echo "  24 steps: ${t_base} s without a shadow, ${t_shadow} s with a shadow canary nobody runs"
+check shadow_absent_canary_result_unchanged cmp -s "$T/base.st" "$T/absent.st"
+check shadow_absent_canary_does_not_delay test "$(echo "$t_shadow < $t_base + 2" | bc)" = 1
+"$bin/wanctl" rollout clear expert-low > /dev/null
 if [ -n "$(grep -l "FAIL\|rolled back" "$T"/rs*.out 2>/dev/null)" ] && [ -n "${VERBOSE:-}" ]; then
   cat "$T"/rs*.out
 fi

@@ -24,14 +24,11 @@
  * within bf16 tolerance of the unbatched ones (rel-L2 <= 1e-2; the max is printed), and the
  * in-process comparison (a CPU model) is skipped.
  */
-#include <arpa/inet.h>
 #include <grpc/status.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -74,65 +71,14 @@ static int start_expert(const char *name, test_proc *p, const char *const *extra
 
 /* ------------------------------------------------------------------ metrics scraping */
 
-/* GET http://maddr/metrics into a malloc'd string (NULL on failure). */
-static char *scrape(const char *maddr) {
-  char host[128];
-  snprintf(host, sizeof host, "%s", maddr);
-  char *colon = strrchr(host, ':');
-  if (!colon) return NULL;
-  *colon = 0;
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-  if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) return NULL;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return NULL;
-  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-    close(fd);
-    return NULL;
-  }
-  static const char req[] = "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n";
-  if (write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1)) {
-    close(fd);
-    return NULL;
-  }
-  size_t n = 0, cap = 1 << 16;
-  char *b = malloc(cap);
-  ssize_t k;
-  while (b && (k = read(fd, b + n, cap - n - 1)) > 0) {
-    n += (size_t)k;
-    if (n + 1 == cap) {
-      char *nb = realloc(b, cap *= 2);
-      if (!nb) free(b);
-      b = nb;
-    }
-  }
-  close(fd);
-  if (!b) return NULL;
-  b[n] = 0;
-  char *body = strstr(b, "\r\n\r\n");
-  if (!strstr(b, " 200 ") || !body) {
-    free(b);
-    return NULL;
-  }
-  memmove(b, body + 4, strlen(body + 4) + 1);
-  return b;
-}
-
-/* The value of the sample line that starts with `series` followed by a space; -1 if absent. */
-static double sample(const char *text, const char *series) {
-  size_t n = strlen(series);
-  for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
-    if (!strncmp(p, series, n) && p[n] == ' ') return atof(p + n + 1);
-  return -1;
-}
-
 #define LBL "role=\"expert-high\",version=\"v1\""
 
 /* Batches of 2+ requests seen so far: all forwards minus those in the le="1" bucket. */
 static double multi_batches(const char *maddr) {
-  char *m = scrape(maddr);
+  char *m = test_proc_scrape(maddr);
   if (!m) return -1;
-  double all = sample(m, "wanserve_expert_batch_size_count{" LBL "}"),
-         one = sample(m, "wanserve_expert_batch_size_bucket{" LBL ",le=\"1\"}");
+  double all = test_metric(m, "wanserve_expert_batch_size_count{" LBL "}"),
+         one = test_metric(m, "wanserve_expert_batch_size_bucket{" LBL ",le=\"1\"}");
   free(m);
   return all < 0 ? 0 : all - one; /* no series yet: no forward ran */
 }
@@ -324,15 +270,15 @@ static void test_batched_equals_unbatched_exactly(void) {
 }
 
 static void test_metrics_cache_and_status_counters(void) {
-  char *m0 = scrape(g_bat.maddr);
+  char *m0 = test_proc_scrape(g_bat.maddr);
   CHECK(m0 != NULL);
   if (!m0) return;
   const char *hit = "wanserve_expert_context_cache_total{" LBL ",result=\"hit\"}",
              *miss = "wanserve_expert_context_cache_total{" LBL ",result=\"miss\"}",
              *pre = "wanserve_expert_requests_total{" LBL ",code=\"FAILED_PRECONDITION\"}",
              *ok = "wanserve_expert_requests_total{" LBL ",code=\"OK\"}";
-  double h0 = fmax(sample(m0, hit), 0), m_0 = fmax(sample(m0, miss), 0),
-         p0 = fmax(sample(m0, pre), 0), ok0 = sample(m0, ok);
+  double h0 = fmax(test_metric(m0, hit), 0), m_0 = fmax(test_metric(m0, miss), 0),
+         p0 = fmax(test_metric(m0, pre), 0), ok0 = test_metric(m0, ok);
   free(m0);
   CHECK(ok0 >= NJOBS); /* the batched round(s) */
   jobdef *d = &g_jobs[0];
@@ -345,15 +291,15 @@ static void test_metrics_cache_and_status_counters(void) {
   CHECK(denoise(g_bat.addr, d, "ctx-unknown", 0, out, &st, &err) < 0); /* miss */
   CHECK_EQ_INT(st.code, GRPC_STATUS_FAILED_PRECONDITION);
   free(out);
-  char *m1 = scrape(g_bat.maddr);
+  char *m1 = test_proc_scrape(g_bat.maddr);
   CHECK(m1 != NULL);
   if (!m1) return;
-  CHECK_NEAR(sample(m1, hit) - h0, 1, 0);
-  CHECK_NEAR(sample(m1, miss) - m_0, 1, 0);
-  CHECK_NEAR(sample(m1, pre) - p0, 1, 0);
-  CHECK_NEAR(sample(m1, ok) - ok0, 2, 0);
-  CHECK(sample(m1, "wanserve_expert_queue_depth{" LBL "}") == 0);
-  CHECK(sample(m1, "wanserve_expert_queue_wait_seconds_count{" LBL "}") >= NJOBS);
+  CHECK_NEAR(test_metric(m1, hit) - h0, 1, 0);
+  CHECK_NEAR(test_metric(m1, miss) - m_0, 1, 0);
+  CHECK_NEAR(test_metric(m1, pre) - p0, 1, 0);
+  CHECK_NEAR(test_metric(m1, ok) - ok0, 2, 0);
+  CHECK(test_metric(m1, "wanserve_expert_queue_depth{" LBL "}") == 0);
+  CHECK(test_metric(m1, "wanserve_expert_queue_wait_seconds_count{" LBL "}") >= NJOBS);
   free(m1);
 }
 
@@ -366,8 +312,8 @@ static void test_guide1_runs_one_sample(void) {
   float *out = malloc(sizeof(float) * (size_t)n), *out2 = malloc(sizeof(float) * (size_t)n);
   ws_err err = {0};
   rpc_status st = {0};
-  char *m0 = scrape(g_ref.maddr);
-  double r0 = m0 ? fmax(sample(m0, rows), 0) : -1;
+  char *m0 = test_proc_scrape(g_ref.maddr);
+  double r0 = m0 ? fmax(test_metric(m0, rows), 0) : -1;
   free(m0);
   d.g = 1.0f;
   d.neg = NULL;
@@ -378,9 +324,9 @@ static void test_guide1_runs_one_sample(void) {
   d.g = 2.5f;
   CHECK_OK(denoise(g_ref.addr, &d, NULL, 1, out2, &st, &err), err);
   CHECK(memcmp(out, out2, sizeof(float) * (size_t)n)); /* guidance does something */
-  char *m1 = scrape(g_ref.maddr);
+  char *m1 = test_proc_scrape(g_ref.maddr);
   CHECK(m1 != NULL);
-  if (m1) CHECK_NEAR(sample(m1, rows) - r0, 1 + 1 + 2, 0);
+  if (m1) CHECK_NEAR(test_metric(m1, rows) - r0, 1 + 1 + 2, 0);
   free(m1);
   d.neg = NULL;
   CHECK(denoise(g_ref.addr, &d, NULL, 1, out2, &st, &err) < 0);

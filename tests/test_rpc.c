@@ -16,6 +16,7 @@
 #include "tests/testlib.h"
 #include "wanserve/v1/decoder.pb-c.h"
 #include "wanserve/v1/expert.pb-c.h"
+#include "wanserve/v1/router.pb-c.h"
 
 #define DENOISE "/wanserve.v1.Expert/Denoise"
 #define INFO "/wanserve.v1.Expert/Info"
@@ -85,8 +86,20 @@ static int h_denoise(rpc_call *call, const ProtobufCMessage *reqm, void *user, w
 }
 
 /* Streams `fps` chunks holding their index; format "forever" streams until cancelled. */
+static atomic_int stalls_seen;
 static int h_decode(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws_err *err) {
   const Wanserve__V1__DecodeRequest *req = (const void *)reqm;
+  if (!strcmp(req->format, "flood")) { /* 64 KiB chunks as fast as flow control lets them go */
+    static uint8_t chunk[64 << 10];
+    Wanserve__V1__DecodeChunk c = WANSERVE__V1__DECODE_CHUNK__INIT;
+    c.data.len = sizeof chunk;
+    c.data.data = chunk;
+    for (;;) {
+      int rc = rpc_call_send(call, &c.base, err);
+      if (rc == WS_ETIMEOUT) atomic_fetch_add(&stalls_seen, 1);
+      if (rc < 0) return rc;
+    }
+  }
   int forever = !strcmp(req->format, "forever");
   for (int i = 0; forever || i < req->fps; i++) {
     uint32_t v = (uint32_t)i;
@@ -283,6 +296,21 @@ static void test_client_cancel_stream(void) {
   CHECK(wait_count(&cancels_seen, before + 1, 10000)); /* the streaming handler stopped */
 }
 
+/* A client that opens a stream and stops reading: the server's send stalls on flow control, and
+ * after send_stall_ms (1 s here) the call ends, freeing the worker (issue 19, item 5). */
+static void test_silent_client_released(void) {
+  ws_err err = {0};
+  int before = atomic_load(&stalls_seen);
+  Wanserve__V1__DecodeRequest req = WANSERVE__V1__DECODE_REQUEST__INIT;
+  req.format = "flood";
+  rpc_call_opts o = {.timeout_ms = 0};
+  rpc_stream *s = NULL;
+  CHECK_OK(rpc_client_stream_open(cli, target, DECODE, &req.base, &o, &s, &err), err);
+  if (!s) return;
+  CHECK(wait_count(&stalls_seen, before + 1, 10000)); /* never reading: the handler gave up */
+  rpc_stream_finish(s, NULL, &err);
+}
+
 static void test_oversize_rejected(void) {
   ws_err err = {0};
   rpc_status st = {0};
@@ -319,6 +347,15 @@ static void test_malformed_and_unknown(void) {
                              &wanserve__v1__denoise_response__descriptor, &m, &o, &st, &err),
             WS_EUNSUPPORTED, err, "unknown method /wanserve.v1.Expert/Nope");
   CHECK_EQ_INT(st.code, GRPC_STATUS_UNIMPLEMENTED);
+  /* A ResultChunk's bytes field 1 is DenoiseRequest's string request_id: with a NUL in it
+   * protobuf-c would unpack "a" silently; the server refuses it before the handler runs. */
+  Wanserve__V1__ResultChunk nul = WANSERVE__V1__RESULT_CHUNK__INIT;
+  nul.data.data = (uint8_t *)"a\0b";
+  nul.data.len = 3;
+  CHECK_ERR(rpc_client_unary(cli, target, DENOISE, &nul.base,
+                             &wanserve__v1__denoise_response__descriptor, &m, &o, &st, &err),
+            WS_EINVAL, err, "request_id: holds a NUL byte at offset 1");
+  CHECK_EQ_INT(st.code, GRPC_STATUS_INVALID_ARGUMENT);
   CHECK_OK(call_denoise(cli, target, "still-up", 16, 10000, NULL, NULL, &err, NULL), err);
 }
 
@@ -493,7 +530,7 @@ static void test_graceful_shutdown(void) {
 
 int main(void) {
   ws_err err = {0};
-  rpc_server_opts so = {.max_recv_bytes = 1 << 20, .workers = 4};
+  rpc_server_opts so = {.max_recv_bytes = 1 << 20, .workers = 4, .send_stall_ms = 1000};
   rpc_client_opts co = {.max_recv_bytes = 8 << 20};
   if (start_server(&srv, &so, target, sizeof target) < 0 ||
       rpc_client_create(&co, &cli, &err) < 0) {
@@ -506,6 +543,7 @@ int main(void) {
   TEST_RUN(test_deadline_exceeded);
   TEST_RUN(test_client_cancel_unary);
   TEST_RUN(test_client_cancel_stream);
+  TEST_RUN(test_silent_client_released);
   TEST_RUN(test_oversize_rejected);
   TEST_RUN(test_malformed_and_unknown);
   TEST_RUN(test_health);

@@ -1,11 +1,15 @@
-/* test_rpc_codec — white-box tests of rpc/codec: tensor <-> protobuf with validation, and the
- * ws error <-> gRPC status mapping. */
+/* test_rpc_codec — white-box tests of rpc/codec: tensor <-> protobuf with validation, the
+ * ws error <-> gRPC status mapping, the wire checks protobuf-c leaves out (strings with NUL or
+ * malformed UTF-8, unknown enum values: issue 19, item 8), and core/utf8 under them. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/utf8.h"
 #include "rpc/codec.h"
 #include "tests/testlib.h"
+#include "wanserve/v1/expert.pb-c.h"
+#include "wanserve/v1/router.pb-c.h"
 
 static void test_roundtrip_all_dtypes(void) {
   for (int dt = 0; dt < WS_DTYPE_COUNT; dt++) {
@@ -168,6 +172,78 @@ static void test_dtype_tables(void) {
   CHECK_EQ_INT(codec_dtype_to_pb(WS_DTYPE_COUNT), -1);
 }
 
+static void test_utf8(void) {
+  size_t bad = 99;
+  CHECK(utf8_check("plain \xc3\xa9\xe2\x82\xac\xf0\x9f\x8e\xa5", 15, &bad));
+  static const struct {
+    const char *s;
+    size_t n, bad;
+  } no[] = {{"ab\xff", 3, 2},
+            {"\xc0\xaf", 2, 0} /* overlong '/' */,
+            {"x\xed\xa0\x80", 4, 1} /* surrogate */,
+            {"\xf4\x90\x80\x80", 4, 0} /* > U+10FFFF */,
+            {"ok\xe2\x82", 4, 2} /* cut short */};
+  for (size_t i = 0; i < sizeof no / sizeof no[0]; i++) {
+    CHECK(!utf8_check(no[i].s, no[i].n, &bad));
+    CHECK_EQ_INT(bad, no[i].bad);
+  }
+  char out[64];
+  CHECK_EQ_INT(utf8_escape("id\nFAKE \xff \xc3\xa9", 12, out, sizeof out), 18);
+  CHECK(!strcmp(out, "id\\x0aFAKE \\xff \xc3\xa9"));
+  CHECK_EQ_INT(utf8_escape("abc\n", 4, out, 5), 3); /* the escape does not fit: cut before it */
+  CHECK(!strcmp(out, "abc"));
+}
+
+/* GenerateRequest bytes: a valid request with `prompt` (n < 128 bytes, may hold NUL) in field 3;
+ * buf holds 256 bytes. */
+static size_t generate_bytes(const char *prompt, size_t n, int solver, uint8_t *buf) {
+  Wanserve__V1__GenerateRequest q = WANSERVE__V1__GENERATE_REQUEST__INIT;
+  q.request_id = "r1";
+  q.task = WANSERVE__V1__TASK__T2V;
+  q.solver = (Wanserve__V1__Solver)solver;
+  q.width = 64;
+  size_t k = protobuf_c_message_pack(&q.base, buf);
+  buf[k++] = 3 << 3 | 2; /* prompt, length-delimited */
+  buf[k++] = (uint8_t)n;
+  memcpy(buf + k, prompt, n);
+  return k + n;
+}
+
+static void test_wire_checks(void) {
+  const ProtobufCMessageDescriptor *d = &wanserve__v1__generate_request__descriptor;
+  uint8_t buf[256];
+  ws_err err = {0};
+  size_t n = generate_bytes("a red fox", 9, 1, buf);
+  CHECK_OK(codec_check_wire(d, buf, n, &err), err);
+  n = generate_bytes("a red\0 fox", 10, 1, buf);
+  CHECK_ERR(codec_check_wire(d, buf, n, &err), WS_EINVAL, err,
+            "prompt: holds a NUL byte at offset 5");
+  /* and protobuf-c alone would have let it through as "a red" */
+  Wanserve__V1__GenerateRequest *q = wanserve__v1__generate_request__unpack(NULL, n, buf);
+  CHECK(q && !strcmp(q->prompt, "a red"));
+  if (q) wanserve__v1__generate_request__free_unpacked(q, NULL);
+  n = generate_bytes("caf\xe9", 4, 1, buf);
+  CHECK_ERR(codec_check_wire(d, buf, n, &err), WS_EINVAL, err, "prompt: not valid UTF-8 (byte 3)");
+  n = generate_bytes("x", 1, 9, buf);
+  CHECK_ERR(codec_check_wire(d, buf, n, &err), WS_EINVAL, err,
+            "solver: 9 is not a wanserve.v1.Solver value");
+  n = generate_bytes("x", 1, -1, buf); /* a negative enum: a 10-byte varint */
+  CHECK_ERR(codec_check_wire(d, buf, n, &err), WS_EINVAL, err, "solver: -1 is not");
+  /* nested: a Tensor's dtype inside a DenoiseRequest */
+  Wanserve__V1__Tensor t = WANSERVE__V1__TENSOR__INIT;
+  t.dtype = (Wanserve__V1__DType)77;
+  Wanserve__V1__DenoiseRequest dr = WANSERVE__V1__DENOISE_REQUEST__INIT;
+  dr.x_t = &t;
+  n = protobuf_c_message_pack(&dr.base, buf);
+  CHECK_ERR(codec_check_wire(&wanserve__v1__denoise_request__descriptor, buf, n, &err), WS_EINVAL,
+            err, "x_t.dtype: 77 is not");
+  CHECK_ERR(codec_check_wire(d,
+                             (const uint8_t *)"\x1a\x05"
+                                              "ab",
+                             4, &err),
+            WS_EFORMAT, err, "truncated");
+}
+
 int main(void) {
   TEST_RUN(test_roundtrip_all_dtypes);
   TEST_RUN(test_scalar_and_empty);
@@ -175,5 +251,7 @@ int main(void) {
   TEST_RUN(test_to_pb_rejects);
   TEST_RUN(test_status_mapping);
   TEST_RUN(test_dtype_tables);
+  TEST_RUN(test_utf8);
+  TEST_RUN(test_wire_checks);
   return test_summary();
 }

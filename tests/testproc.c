@@ -1,11 +1,14 @@
 #include "tests/testproc.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -139,5 +142,54 @@ int test_proc_stop(test_proc *p, int timeout_s, int *status) {
   waitpid(p->pid, NULL, 0);
   forget(p->pid);
   p->pid = 0;
+  return -1;
+}
+
+char *test_proc_scrape(const char *maddr) {
+  char host[128];
+  snprintf(host, sizeof host, "%s", maddr);
+  char *colon = strrchr(host, ':');
+  if (!colon) return NULL;
+  *colon = 0;
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+  if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) return NULL;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return NULL;
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    close(fd);
+    return NULL;
+  }
+  static const char req[] = "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n";
+  if (write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1)) {
+    close(fd);
+    return NULL;
+  }
+  size_t n = 0, cap = 1 << 16;
+  char *b = malloc(cap);
+  ssize_t k;
+  while (b && (k = read(fd, b + n, cap - n - 1)) > 0) {
+    n += (size_t)k;
+    if (n + 1 == cap) {
+      char *nb = realloc(b, cap *= 2);
+      if (!nb) free(b);
+      b = nb;
+    }
+  }
+  close(fd);
+  if (!b) return NULL;
+  b[n] = 0;
+  char *body = strstr(b, "\r\n\r\n");
+  if (!strstr(b, " 200 ") || !body) {
+    free(b);
+    return NULL;
+  }
+  memmove(b, body + 4, strlen(body + 4) + 1);
+  return b;
+}
+
+double test_metric(const char *text, const char *series) {
+  size_t n = strlen(series);
+  for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+    if (!strncmp(p, series, n) && p[n] == ' ') return atof(p + n + 1);
   return -1;
 }

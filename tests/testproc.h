@@ -32,4 +32,10 @@ void test_proc_guard(const char *test_name, int watchdog_s);
 /* Kills (SIGKILL) and reaps every child still running. */
 void test_proc_kill_all(void);
 
+/* GET http://maddr/metrics (a child's p->maddr) into a malloc'd string (NULL on failure). */
+char *test_proc_scrape(const char *maddr);
+/* The value of the sample line in `text` that starts with `series` followed by a space; -1 if
+ * absent. */
+double test_metric(const char *text, const char *series);
+
 #endif

@@ -53,14 +53,12 @@ int main(int argc, char **argv) {
   flags fl = {.o = {.crf = -1}};
   svc_opts so;
   ws_err err = {0};
-  if (svc_parse(argc, argv, "decoder", &so, extra_flag, &fl, &err) < 0) {
-    fprintf(stderr, "wan-decoder: %s\n", err.msg);
-    fprintf(stderr, "usage: wan-decoder --model DIR [--listen H:P] [--advertise H:P] [--etcd EPS] "
-                    "[--version V] [--id ID] [--addr-file F] [--threads N] [--x264-threads N] "
-                    "[--preset P] "
-                    "[--crf N]\n");
-    return 2;
-  }
+  int status;
+  if (svc_parse_main(argc, argv, "decoder",
+                     "wan-decoder --model DIR [--threads N] [--x264-threads N] [--preset P] "
+                     "[--crf N] [common flags]",
+                     &so, extra_flag, &fl, &status))
+    return status;
   svc_block_signals(); /* before any thread exists */
   const char *env_threads = getenv("WANSERVE_THREADS");
   if (!fl.threads && env_threads) fl.threads = atoi(env_threads);

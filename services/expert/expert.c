@@ -38,13 +38,14 @@ typedef struct job {
   double compute_ms;
   double enq_ms; /* when it entered the queue (queue-wait metric) */
   ws_err err;
+  rpc_call *call; /* the caller's call: a job whose caller left is dropped (issue 19, item 2) */
   struct job *next;
 } job;
 
 /* Prometheus families (core/metrics.h), labelled role and version. */
 typedef struct expert_metrics {
   metric *requests, *request_s, *queue_depth, *queue_wait_s, *inflight, *batch_size, *batch_s,
-      *cache, *batches, *forward_rows;
+      *cache, *batches, *forward_rows, *abandoned;
 } expert_metrics;
 
 struct expert {
@@ -66,6 +67,46 @@ struct expert {
 static void set_depth(expert *e) { /* mu held */
   metrics_set(e->m.queue_depth, ML(e->o.role, e->o.version), e->queued);
   metrics_set(e->m.inflight, ML(e->o.role, e->o.version), e->queued + e->running);
+}
+
+/* Drops every queued job whose caller has left (deadline passed, cancelled): its reply would
+ * reach nobody, and the work would hold up everything queued behind it. mu held. */
+static void drop_abandoned(expert *e) {
+  int dropped = 0;
+  job **link = &e->head, *prev = NULL;
+  while (*link) {
+    job *j = *link;
+    if (!j->call || !rpc_call_cancelled(j->call)) {
+      prev = j;
+      link = &j->next;
+      continue;
+    }
+    *link = j->next;
+    if (e->tail == j) e->tail = prev;
+    e->queued--;
+    j->rc = ws_fail(&j->err, rpc_call_remaining_ms(j->call) <= 0 ? WS_ETIMEOUT : WS_ECANCELLED,
+                    "expert: the caller left while the step was queued");
+    j->done = 1;
+    dropped++;
+  }
+  if (!dropped) return;
+  metrics_add(e->m.abandoned, ML(e->o.role, e->o.version, "queue"), dropped);
+  set_depth(e);
+  pthread_cond_broadcast(&e->cv_done);
+}
+
+/* dit_inputs.cancelled of one batch: stop when every caller of the batch has left (a job whose
+ * caller waits keeps the forward going for all). */
+typedef struct batch_ref {
+  job **jobs;
+  int n;
+} batch_ref;
+
+static int batch_abandoned(void *ud) {
+  const batch_ref *b = ud;
+  for (int i = 0; i < b->n; i++)
+    if (!b->jobs[i]->call || !rpc_call_cancelled(b->jobs[i]->call)) return 0;
+  return 1;
 }
 
 static int same_shape(const ws_tensor *a, const ws_tensor *b) {
@@ -127,6 +168,11 @@ static int run_batch(expert *e, job **jobs, int n, ws_err *err) {
                    .ctx_dim = dit_text_dim(e->model),
                    .adapters = any_ad ? ads : NULL,
                    .adapter_strength = ad_s};
+  batch_ref ref = {jobs, n};
+  if (!e->o.forward) { /* a model-parallel forward cannot stop alone: its ranks run in step */
+    in.cancelled = batch_abandoned;
+    in.cancel_ud = &ref;
+  }
   rc = e->o.forward ? e->o.forward(e->o.forward_ud, e->model, &in, v, err)
                     : dit_forward(e->model, &in, v, err);
   if (rc == WS_OK) {
@@ -155,6 +201,15 @@ static double now_ms(void) {
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* CLOCK_REALTIME `ns` (< 1 s) from now, for pthread_cond_timedwait. */
+static struct timespec realtime_in(long ns) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_nsec += ns;
+  if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+  return ts;
+}
+
 /* Takes the head job and every queued job of the same shape and condition kind, up to
  * max_batch, waiting up to max_delay_ms for more to arrive. Called with mu held. */
 static int take_batch(expert *e, job **out) {
@@ -167,11 +222,7 @@ static int take_batch(expert *e, job **out) {
   int64_t rows = 2 * hx->shape[1] * (hx->shape[2] / 2) * (hx->shape[3] / 2);
   int max_batch = rows < e->min_batch_rows ? 1 : e->o.max_batch;
   while (e->queued < max_batch && !e->stopping && now_ms() < deadline) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    long add = 1000000L; /* re-check every 1 ms */
-    ts.tv_nsec += add;
-    if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    struct timespec ts = realtime_in(1000000L); /* re-check every 1 ms */
     pthread_cond_timedwait(&e->cv_work, &e->mu, &ts);
   }
   int n = 0;
@@ -201,6 +252,8 @@ static void *batcher_main(void *arg) {
     while (!e->head && !e->stopping)
       pthread_cond_wait(&e->cv_work, &e->mu);
     if (e->stopping) break;
+    drop_abandoned(e);
+    if (!e->head) continue;
     int n = take_batch(e, batch);
     e->running = n;
     set_depth(e);
@@ -217,7 +270,12 @@ static void *batcher_main(void *arg) {
     pthread_mutex_lock(&e->mu);
     double ms = now_ms() - t0;
     metrics_observe(e->m.batch_s, ML(e->o.role, e->o.version), ms / 1e3);
-    metrics_add(e->m.batches, ML(e->o.role, e->o.version, rc < 0 ? "error" : "ok"), 1);
+    const char *result = rc == WS_ECANCELLED ? "cancelled" : rc < 0 ? "error" : "ok";
+    metrics_add(e->m.batches, ML(e->o.role, e->o.version, result), 1);
+    if (rc == WS_ECANCELLED) {
+      metrics_add(e->m.abandoned, ML(e->o.role, e->o.version, "forward"), n);
+      WS_INFO("expert: a batch of %d stopped early: %s", n, err.msg);
+    }
     e->running = 0;
     set_depth(e);
     for (int i = 0; i < n; i++) {
@@ -284,7 +342,7 @@ static int check_ctx(const dit_config *cfg, int text_dim, const ws_tensor *c, co
   return WS_OK;
 }
 
-int expert_check_request(const dit_config *cfg, int text_dim,
+int expert_check_request(const dit_config *cfg, int text_dim, const gp_limits *lim,
                          const Wanserve__V1__DenoiseRequest *req, ws_tensor *x, ws_tensor *y,
                          ws_tensor *ctx, ws_tensor *neg, ws_err *err) {
   memset(y, 0, sizeof *y);
@@ -293,6 +351,14 @@ int expert_check_request(const dit_config *cfg, int text_dim,
   WS_TRY(codec_tensor_from_pb(req->x_t, "x_t", 0, x, err));
   if (x->dtype != WS_F32 || x->ndim != 4 || x->shape[0] != cfg->out_dim)
     return ws_fail(err, WS_EINVAL, "x_t: must be F32 [%d, F, H, W]", cfg->out_dim);
+  /* the router's size limits, so a latent sent straight here cannot hold the expert for minutes
+   * (issue 19, item 2) */
+  if (lim && !gp_latent_fits(lim, x->shape[1], x->shape[2], x->shape[3]))
+    return ws_fail(err, WS_EINVAL,
+                   "x_t: a latent of [%lld, %lld, %lld] is beyond this expert's limits (%d "
+                   "frames, %dx%d pixels; --max-frames, --max-width, --max-height)",
+                   (long long)x->shape[1], (long long)x->shape[2], (long long)x->shape[3],
+                   lim->max_frames, lim->max_width, lim->max_height);
   if (req->y) {
     WS_TRY(codec_tensor_from_pb(req->y, "y", 0, y, err));
     if (y->dtype != WS_F32 || y->ndim != 4 || y->shape[1] != x->shape[1] ||
@@ -341,7 +407,8 @@ static int denoise_inner(rpc_call *call, const ProtobufCMessage *reqm, void *use
   job jb;
   memset(&jb, 0, sizeof jb);
   ws_tensor ctx = {0}, neg = {0};
-  WS_TRY(expert_check_request(cfg, dit_text_dim(e->model), req, &jb.x, &jb.y, &ctx, &neg, err));
+  WS_TRY(expert_check_request(cfg, dit_text_dim(e->model), &e->o.limits, req, &jb.x, &jb.y, &ctx,
+                              &neg, err));
   int have_ctx = req->context != NULL;
   int64_t per = ws_tensor_numel(&jb.x);
   /* memory budget (rpc/service.h): this job's share of a batch, estimated before any work */
@@ -374,6 +441,7 @@ static int denoise_inner(rpc_call *call, const ProtobufCMessage *reqm, void *use
                      req->adapter_strength);
     }
   }
+  jb.call = call;
   ctx_entry *entry = NULL;
   int rc = WS_OK;
   pthread_mutex_lock(&e->mu);
@@ -413,8 +481,11 @@ static int denoise_inner(rpc_call *call, const ProtobufCMessage *reqm, void *use
     jb.enq_ms = now_ms();
     set_depth(e);
     pthread_cond_signal(&e->cv_work);
-    while (!jb.done)
-      pthread_cond_wait(&e->cv_done, &e->mu);
+    while (!jb.done) { /* wake now and then: a caller behind a long forward may leave */
+      struct timespec ts = realtime_in(50000000L);
+      pthread_cond_timedwait(&e->cv_done, &e->mu, &ts);
+      if (!jb.done) drop_abandoned(e);
+    }
     if (entry) entry->refs--;
     rc = jb.rc;
     if (rc < 0) *err = jb.err;
@@ -459,6 +530,7 @@ static int info(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws_err
   resp.max_batch = e->o.max_batch;
   char names[4096];
   resp.adapters = (char *)expert_catalog_names(e->o.catalog, names, sizeof names);
+  resp.model_digest = (char *)(e->o.model_digest ? e->o.model_digest : "");
   return rpc_call_send(call, &resp.base, err);
 }
 
@@ -479,6 +551,7 @@ int expert_create(dit_model *model, const expert_opts *o, expert **out, ws_err *
   if (e->o.max_delay_ms < 0) e->o.max_delay_ms = 0;
   if (e->o.queue_max <= 0) e->o.queue_max = 64;
   if (e->o.cache_entries <= 0) e->o.cache_entries = 64;
+  gp_limits_default(&e->o.limits);
   e->config_json = o->config_json ? strdup(o->config_json) : NULL;
   /* on the CPU: see take_batch (GPU kernels are bf16-tolerance anyway) */
   e->min_batch_rows = !o->backend || !strcmp(o->backend, "cpu") ? 32 : 0;
@@ -508,6 +581,10 @@ int expert_create(dit_model *model, const expert_opts *o, expert **out, ws_err *
       "wanserve_expert_forward_samples_total",
       "DiT samples run: 2 per request with guidance (cond + uncond), 1 at guide scale 1.",
       "role,version");
+  e->m.abandoned = metrics_counter("wanserve_expert_abandoned_total",
+                                   "Steps whose caller left: dropped from the queue, or their "
+                                   "forward stopped at a block boundary.",
+                                   "role,version,stage");
   e->m.cache =
       metrics_counter("wanserve_expert_context_cache_total",
                       "Context cache lookups (hit, miss) and stores.", "role,version,result");

@@ -1,5 +1,7 @@
 /* wan-expert: serves one expert role (high- or low-noise DiT) of a Wan2.2 checkpoint.
  *   wan-expert --role high|low --model DIR [--max-batch N] [--max-delay-ms N] [common flags]
+ *   --max-width N --max-height N --max-frames N: the largest latent served (default: the
+ *   router's limits, 1280, 1280, 241); larger ones are INVALID_ARGUMENT before any work.
  *   --step-delay-ms N adds N ms to every batch: a drill aid that makes tiny-model steps long
  *   enough to kill a replica or stop etcd in the middle of a request (tests, chaos drills).
  *   --world N --rank R --group NAME | --world N --threads-comm: one expert over N ranks
@@ -57,6 +59,7 @@ typedef struct flags {
   int nloras;
   const char *catalog;
   int max_batch, max_delay_ms, step_delay_ms;
+  gp_limits limits; /* --max-width/--max-height/--max-frames: as the router's */
   expert_sp_opts sp;
 } flags;
 
@@ -76,26 +79,32 @@ static int extra_flag(void *user, int argc, char **argv, int i, ws_err *err) {
     f->loras[f->nloras++] = v;
     return 2;
   }
-  if (strcmp(argv[i], "--role") && strcmp(argv[i], "--max-batch") &&
-      strcmp(argv[i], "--max-delay-ms") && strcmp(argv[i], "--step-delay-ms"))
-    return 0;
+  struct {
+    const char *name;
+    int *dst, lo, hi;
+  } ints[] = {{"--max-batch", &f->max_batch, 1, 60000},
+              {"--max-delay-ms", &f->max_delay_ms, 0, 60000},
+              {"--step-delay-ms", &f->step_delay_ms, 0, 60000},
+              {"--max-width", &f->limits.max_width, 16, 8192},
+              {"--max-height", &f->limits.max_height, 16, 8192},
+              {"--max-frames", &f->limits.max_frames, 1, 10001}};
+  int k = 0, nk = (int)(sizeof ints / sizeof ints[0]);
+  while (k < nk && strcmp(argv[i], ints[k].name))
+    k++;
+  if (k == nk && strcmp(argv[i], "--role")) return 0;
   if (!v) return ws_fail(err, WS_EINVAL, "%s needs a value", argv[i]);
-  if (!strcmp(argv[i], "--role")) {
+  if (k == nk) {
     if (strcmp(v, "high") && strcmp(v, "low"))
       return ws_fail(err, WS_EINVAL, "--role: '%s' (high|low)", v);
     snprintf(f->role, sizeof f->role, "%s", v);
-  } else {
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (*end || x < (strcmp(argv[i], "--max-batch") ? 0 : 1) || x > 60000)
-      return ws_fail(err, WS_EINVAL, "%s: '%s' is not a valid number", argv[i], v);
-    if (!strcmp(argv[i], "--max-batch"))
-      f->max_batch = (int)x;
-    else if (!strcmp(argv[i], "--step-delay-ms"))
-      f->step_delay_ms = (int)x;
-    else
-      f->max_delay_ms = (int)x;
+    return 2;
   }
+  char *end;
+  long x = strtol(v, &end, 10);
+  if (!*v || *end || x < ints[k].lo || x > ints[k].hi)
+    return ws_fail(err, WS_EINVAL, "%s: '%s' is not a number in %d..%d", argv[i], v, ints[k].lo,
+                   ints[k].hi);
+  *ints[k].dst = (int)x;
   return 2;
 }
 
@@ -122,24 +131,17 @@ int main(int argc, char **argv) {
   expert_sp_opts_init(&f.sp);
   svc_opts o;
   ws_err err = {0};
-  if (svc_parse(argc, argv, "expert", &o, extra_flag, &f, &err) < 0 ||
-      expert_sp_check(&f.sp, &o, &err) < 0) {
-    fprintf(stderr,
-            "wan-expert: %s\nusage: wan-expert --role high|low --model DIR "
-            "[--max-batch N] [--max-delay-ms N] [--lora FILE[:STRENGTH]]... [--lora-catalog DIR] "
-            "[--listen ADDR] "
-            "[--etcd ENDPOINTS] ...\n",
-            err.msg);
-    return 2;
-  }
-  if (f.catalog && f.sp.world > 1) {
-    fprintf(stderr, "wan-expert: --lora-catalog does not work with --world > 1 yet\n");
-    return 2;
-  }
-  if (!f.role[0] || !o.model[0]) {
-    fprintf(stderr, "wan-expert: --role and --model are required\n");
-    return 2;
-  }
+  int status;
+  static const char usage[] =
+      "wan-expert --role high|low --model DIR|random:NAME [--max-batch N] [--max-delay-ms N]\n"
+      "  [--max-width N] [--max-height N] [--max-frames N] [--step-delay-ms N]\n"
+      "  [--lora FILE[:STRENGTH]]... [--lora-catalog DIR]\n"
+      "  [--world N --rank R --group NAME | --world N --threads-comm] [common flags]";
+  if (svc_parse_main(argc, argv, "expert", usage, &o, extra_flag, &f, &status)) return status;
+  if (expert_sp_check(&f.sp, &o, &err) < 0) return svc_usage_error(usage, err.msg);
+  if (f.catalog && f.sp.world > 1)
+    return svc_usage_error(usage, "--lora-catalog does not work with --world > 1 yet");
+  if (!f.role[0] || !o.model[0]) return svc_usage_error(usage, "--role and --model are required");
   char role[32], dir[4096], cfgpath[4200 + 16];
   snprintf(role, sizeof role, "expert-%s", f.role);
   if (!o.id_given) { /* default id: put the role in it */
@@ -182,11 +184,12 @@ int main(int argc, char **argv) {
   expert_sp *sp = NULL; /* rank 0 of a group: form it before registering */
   if (rc == WS_OK && f.sp.world > 1) rc = expert_sp_start(model, &o, &f.sp, &sp, &err);
   /* Expert.Info hands out the checkpoint's config.json (none for a random: source) */
-  char *cfg = NULL;
+  char *cfg = NULL, digest[sizeof((reg_instance *)0)->model_digest];
   if (ckpt_expert_dir(o.model, !strcmp(f.role, "high"), dir, sizeof dir, NULL) == WS_OK) {
     snprintf(cfgpath, sizeof cfgpath, "%s/config.json", dir);
     cfg = read_text(cfgpath);
   }
+  svc_model_digest(&o, digest, sizeof digest);
   expert_opts eo = {.role = role,
                     .version = o.version,
                     .replica = o.id,
@@ -195,6 +198,8 @@ int main(int argc, char **argv) {
                     .max_delay_ms = f.max_delay_ms,
                     .step_delay_ms = f.step_delay_ms,
                     .config_json = cfg,
+                    .model_digest = digest,
+                    .limits = f.limits,
                     .forward = sp ? expert_sp_forward : NULL,
                     .forward_ud = sp,
                     .catalog = catalog};

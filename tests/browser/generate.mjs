@@ -11,6 +11,15 @@ const browser = await launch();
 try {
   const { page, errors } = await openPage(browser, base);
   check('browser_page_loads', (await page.title()).includes('wanserve'));
+  // before any video the player is not shown (a `display` rule must not beat `hidden`), and the
+  // form's defaults are small enough for the CPU tiny cluster (issue 19, item 11)
+  check('browser_no_empty_player_before_a_video',
+    await page.$eval('#video', (v) => getComputedStyle(v).display) === 'none');
+  const defaults = await page.evaluate(() => ['size', 'frames', 'steps'].map(
+    (id) => document.getElementById(id).value));
+  const [dw, dh] = defaults[0].split('x').map(Number);
+  check('browser_defaults_small', dw * dh <= 320 * 192 && Number(defaults[1]) <= 17 &&
+    Number(defaults[2]) <= 12, JSON.stringify(defaults));
   await page.waitForFunction(() => document.getElementById('cluster').textContent.includes('high'),
     null, { timeout: 15000 }).catch(() => {});
   check('browser_shows_cluster_replicas',
