@@ -19,6 +19,10 @@
 #include "rpc/service.h"
 
 #define SUBMIT_WAIT_MS 5000 /* POST waits this long for the router to accept or refuse */
+/* A connection may idle HTTP_HEADER_IDLE_S while its request headers come in (slow-loris ones
+ * go soon), HTTP_IDLE_S once they are complete (bodies, SSE between keep-alives, keep-alive). */
+#define HTTP_HEADER_IDLE_S 10
+#define HTTP_IDLE_S 120
 #define CANCEL_WAIT_MS 5000 /* DELETE waits this long for the job to stop */
 #define SSE_KEEPALIVE_MS 10000
 #define MAX_FORM_FIELDS 64
@@ -628,6 +632,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     q = calloc(1, sizeof *q);
     if (!q) return MHD_NO;
     *con_cls = q;
+    /* the headers are in: from now on the connection may idle as long as a request needs */
+    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)HTTP_IDLE_S);
     if (!strcmp(method, "POST")) {
       /* A body over the limit is still read (and dropped) before the 413: answering early makes
        * MHD close the socket while the client is sending, and most clients then see a broken
@@ -754,7 +760,7 @@ int http_start(const http_opts *o, const char *router_addr, reg_watch *view, rpc
       MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, request_done, g,
       MHD_OPTION_CONNECTION_LIMIT, (unsigned)256, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
       (unsigned)(o->max_conns_per_ip > 0 ? o->max_conns_per_ip : 32), MHD_OPTION_CONNECTION_TIMEOUT,
-      (unsigned)120, MHD_OPTION_ARRAY, g->tls.cert ? tls : tls + 2, MHD_OPTION_END);
+      (unsigned)HTTP_HEADER_IDLE_S, MHD_OPTION_ARRAY, g->tls.cert ? tls : tls + 2, MHD_OPTION_END);
   freeaddrinfo(ai);
   if (!g->d) {
     http_free(g);

@@ -33,7 +33,8 @@
  * variable, up to 10 s between keep-alive comments). Request bodies are bounded
  * (--http-max-body-mb), as are connections (256 in all, --http-max-conns-per-ip per client
  * address, default 32: 300 slow-loris connections from one host leave the page to the others;
- * issue 19, item 5) and jobs (--http-max-jobs).
+ * issue 19, item 5) and jobs (--http-max-jobs); a connection may idle 10 s while its headers
+ * come in, 120 s once they are complete.
  *
  * Flags (parsed by http_flag, for svc_parse): --http-listen HOST:PORT (port 0 = any free one),
  * --http-addr-file PATH (HOST:PORT written once listening), --http-keep-s N (finished jobs kept,

@@ -5,7 +5,8 @@
 #    fit the HTTP/2 window) must not hold both slots: the router ends them once its send has
 #    stalled for 2 s, and a third request gets served;
 #  - 300 slow-loris connections (headers never finished) from 127.0.0.2 must not lock the page
-#    out for others: the gateway caps connections per client address (--http-max-conns-per-ip).
+#    out for others: the gateway caps connections per client address (--http-max-conns-per-ip),
+#    and a connection whose headers stop coming is closed after 10 s idle.
 # Prints PASS/FAIL per check.
 . "$(dirname "$0")/itlib.sh"
 py=/usr/bin/python3
@@ -52,7 +53,7 @@ check slow_clients_stall_logged grep -q "took no message for 2000 ms" \
 
 # --- slow loris from another loopback address; the page must still answer 127.0.0.1
 "$py" - "$H" << 'EOF'
-import socket, sys, urllib.request
+import socket, sys, time, urllib.request
 host, port = sys.argv[1].rsplit(":", 1)
 held = []
 for _ in range(300):
@@ -74,4 +75,15 @@ except Exception as e:
 print(("PASS" if ok else "FAIL") + " slow_clients_page_served_during_slow_loris")
 for s in held:
     s.close()
+# a connection whose headers stop coming is closed after ~10 s idle (not the 120 s of a request)
+s = socket.create_connection((host, int(port)), timeout=30)
+s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+t0 = time.time()
+try:
+    closed = s.recv(1) == b""
+except OSError:
+    closed = True
+dt = time.time() - t0
+print(("PASS" if closed and dt < 20 else "FAIL") +
+      " slow_clients_unfinished_headers_closed (after %.1f s)" % dt)
 EOF
