@@ -56,13 +56,14 @@ int ws_backend_create(const char *name, ws_backend **out, ws_err *err) {
 }
 
 /* Offsets of the optional ops, by member name, for ws_backend_require. */
-#define OP(n) {#n, offsetof(ws_backend, n)}
+#define OP(n)                                                                                      \
+  { #n, offsetof(ws_backend, n) }
 static const struct {
   const char *name;
   size_t off;
-} optional_ops[] = {OP(mul),         OP(clamp),        OP(copy2d), OP(conv3d),
-                    OP(rms_norm_ch), OP(upsample2x),   OP(attention_cf),
-                    OP(attention_t5), OP(embed),       OP(fill_uniform)};
+} optional_ops[] = {OP(mul),         OP(clamp),       OP(copy2d),       OP(conv3d),
+                    OP(rms_norm_ch), OP(upsample2x),  OP(attention_cf), OP(attention_t5),
+                    OP(embed),       OP(fill_uniform)};
 #undef OP
 
 int ws_backend_require(const ws_backend *be, const char *who, const char *const *ops, ws_err *err) {
@@ -74,8 +75,7 @@ int ws_backend_require(const ws_backend *be, const char *who, const char *const 
     void *fn;
     memcpy(&fn, (const char *)be + optional_ops[i].off, sizeof fn);
     if (!fn)
-      return ws_fail(err, WS_EUNSUPPORTED, "%s: the %s backend has no %s op", who, be->name,
-                     *ops);
+      return ws_fail(err, WS_EUNSUPPORTED, "%s: the %s backend has no %s op", who, be->name, *ops);
   }
   return WS_OK;
 }

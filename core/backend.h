@@ -92,8 +92,8 @@ struct ws_backend {
   /* Strided copy of `rows` rows of `width` floats: dst[r*dpitch + i] = src[r*spitch + i]
    * (pitches in floats; the regions must not overlap). Serves time concatenation, the causal
    * caches and time interleaving. */
-  int (*copy2d)(const ws_backend *be, float *dst, int64_t dpitch, const float *src,
-                int64_t spitch, int64_t width, int64_t rows, ws_err *err);
+  int (*copy2d)(const ws_backend *be, float *dst, int64_t dpitch, const float *src, int64_t spitch,
+                int64_t width, int64_t rows, ws_err *err);
   /* y = conv3d(x) + bias, the PyTorch Conv3d (Conv2d: kt = 1) over one [cin, tin, h, w]
    * input: time "valid" (tout = (tin - kt) / st + 1, the caller prepends cache frames), space
    * zero-padded by g->ph0 rows on top and g->pw0 columns on the left, as much at the
@@ -104,12 +104,12 @@ struct ws_backend {
    * backend's policy (the VAE encoder: bf16 encodes visibly degrade I2V conditioning); fp32
    * arithmetic may use TF32 tensor cores as the release does, unless the policy is strict fp32. */
   int (*conv3d)(const ws_backend *be, const ws_conv3d_geom *g, const float *x, int tin, int h,
-                int w, const float *wt, const float *bias, float *y, int ho, int wo,
-                int accurate, ws_err *err);
+                int w, const float *wt, const float *bias, float *y, int ho, int wo, int accurate,
+                ws_err *err);
   /* Channel RMS norm (the release's F.normalize over channels, times sqrt(C) * gamma):
    * y[c,p] = x[c,p] / max(||x[:,p]||_2, 1e-12) * sqrt(C) * gamma[c]. x, y: [C, n]; y may == x. */
-  int (*rms_norm_ch)(const ws_backend *be, const float *x, int64_t C, int64_t n,
-                     const float *gamma, float *y, ws_err *err);
+  int (*rms_norm_ch)(const ws_backend *be, const float *x, int64_t C, int64_t n, const float *gamma,
+                     float *y, ws_err *err);
   /* Nearest 2x upsampling of `planes` [h, w] planes: y [planes, 2h, 2w]. */
   int (*upsample2x)(const ws_backend *be, const float *x, int64_t planes, int64_t h, int64_t w,
                     float *y, ws_err *err);
@@ -124,8 +124,8 @@ struct ws_backend {
    * q, k, v, out: [L, H*d]; bucket: [L, L] int32 (device memory); pos: [num_buckets, H] F32.
    * Keys j >= n_keys are padding (weight 0). */
   int (*attention_t5)(const ws_backend *be, const float *q, const float *k, const float *v,
-                      const int32_t *bucket, const float *pos, int64_t L, int64_t n_keys,
-                      int64_t H, int64_t d, float *out, ws_err *err);
+                      const int32_t *bucket, const float *pos, int64_t L, int64_t n_keys, int64_t H,
+                      int64_t d, float *out, ws_err *err);
   /* out[i, :] = table[ids[i], :] widened to F32; table [rows, D] F32 or BF16; ids [n] int32 in
    * [0, rows) (device memory; checked by the caller). */
   int (*embed)(const ws_backend *be, const void *table, ws_dtype dt, int64_t rows, int64_t D,

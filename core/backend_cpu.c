@@ -55,8 +55,7 @@ static int cpu_linear(const ws_backend *be, const float *x, int64_t M, int64_t K
   } else if (wdt != WS_F32) {
     return ws_fail(err, WS_EUNSUPPORTED, "cpu linear: weight dtype %s", ws_dtype_name(wdt));
   }
-  if (M > 0 && N > 0)
-    cpu_gemm(0, 1, M, N, K, 1.0f, x, K, wf, K, 0.0f, y, N);
+  if (M > 0 && N > 0) cpu_gemm(0, 1, M, N, K, 1.0f, x, K, wf, K, 0.0f, y, N);
   if (bias) {
 #pragma omp parallel for
     for (int64_t i = 0; i < M; i++)

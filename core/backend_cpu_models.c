@@ -37,8 +37,8 @@ static int cpu_copy2d(const ws_backend *be, float *dst, int64_t dpitch, const fl
   return WS_OK;
 }
 
-static int cpu_conv3d(const ws_backend *be, const ws_conv3d_geom *g, const float *x, int tin,
-                      int h, int w, const float *wt, const float *bias, float *y, int ho, int wo,
+static int cpu_conv3d(const ws_backend *be, const ws_conv3d_geom *g, const float *x, int tin, int h,
+                      int w, const float *wt, const float *bias, float *y, int ho, int wo,
                       int accurate, ws_err *err) {
   (void)accurate; /* the CPU is always float32 */
   return vop_conv3d(g, x, tin, h, w, wt, bias, y, ho, wo, err);

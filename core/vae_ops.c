@@ -169,4 +169,3 @@ int vop_attention(const float *q, const float *k, const float *v, int64_t ld, in
   free(s);
   return 0;
 }
-

@@ -6,8 +6,9 @@
  *    cudnn_graph.h and runs where cuDNN is absent (attention then takes path 2). Q, K, V go in
  *    as bf16 — the bf16 shadows of the fp32 inputs (cuda_internal.cuh), converted only when
  *    not already valid — in the model layout [B, L, H, D] expressed through strides; O comes
- *    out bf16 into the output's shadow and is widened to fp32. One plan per (B, Lq, Lk, H, D), built on first use and kept with
- *    its descriptors until the backend is destroyed; workspace from a buffer grown rarely.
+ *    out bf16 into the output's shadow and is widened to fp32. One plan per (B, Lq, Lk, H, D),
+ * built on first use and kept with its descriptors until the backend is destroyed; workspace from a
+ * buffer grown rarely.
  * 2. An exact fp32 kernel: one warp per (batch, query, head), online softmax in fp32 over all
  *    keys. Slow at model scale; it serves tests, golden cases and d outside cuDNN's range.
  *

@@ -448,9 +448,8 @@ static void nc_destroy(comm *c) {
   free(n);
 }
 
-static int nccl_create(ws_backend *be, int world, int rank,
-                       const unsigned char id[COMM_ID_BYTES], int timeout_ms,
-                                comm **out, ws_err *err) {
+static int nccl_create(ws_backend *be, int world, int rank, const unsigned char id[COMM_ID_BYTES],
+                       int timeout_ms, comm **out, ws_err *err) {
   *out = nullptr;
   if (!be || strcmp(be->name, "cuda"))
     return ws_fail(err, WS_EINVAL, "NCCL communicator needs the cuda backend, not '%s'",

@@ -43,7 +43,7 @@ enum { CONV_AUTO = 0, CONV_CUDNN = 1, CONV_IM2COL = 2 };
 typedef struct conv_wentry {
   const float *key; /* the caller's [cout, cin, kt, kh, kw] weight (NULL: free slot) */
   int cout, cin, kt, kh, kw, bf;
-  void *buf; /* [cout, kt, kh, kw, cin], bf16 when bf, else fp32 */
+  void *buf;        /* [cout, kt, kh, kw, cin], bf16 when bf, else fp32 */
   size_t bytes;     /* of buf */
   size_t key_bytes; /* of the caller's fp32 weight at key */
   uint64_t used;
@@ -342,8 +342,8 @@ static int conv_im2col(cuda_ctx *c, const ws_conv3d_geom *g, const float *x, int
 #ifdef WS_HAVE_CUDNN_CONV
 /* The cached [g->cout, kt, kh, kw, cin] copy of wt, bf16 when bf (converted on first use); rows
  * from cout_real to g->cout (the padding of a narrow output) are zero. */
-static int weights_get(cuda_ctx *c, const ws_conv3d_geom *g, int cout_real, const float *wt,
-                       int bf, const void **out, ws_err *err) {
+static int weights_get(cuda_ctx *c, const ws_conv3d_geom *g, int cout_real, const float *wt, int bf,
+                       const void **out, ws_err *err) {
   cu_conv_state *s = c->conv;
   conv_wentry *e = nullptr, *lru = nullptr;
   for (int i = 0; i < CONV_MAX_W && !e; i++) {

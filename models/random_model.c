@@ -87,6 +87,6 @@ int rm_vae(const rm_spec *s, unsigned parts, const ws_backend *be, vae_model **o
 }
 
 int rm_tokenizer(tok_model **out, ws_err *err) {
-  return tok_load_bytes(tiny_spiece_model, tiny_spiece_model_len, "random:(tiny spiece.model)",
-                        out, err);
+  return tok_load_bytes(tiny_spiece_model, tiny_spiece_model_len, "random:(tiny spiece.model)", out,
+                        err);
 }

@@ -197,7 +197,7 @@ typedef struct t5_src {
 static int random_w(t5_src *s, const int64_t *shape, int ndim, int bf16, t5_w *out, ws_err *err) {
   WS_TRY(ws_tensor_alloc_on(&out->t, s->be, bf16 ? WS_BF16 : WS_F32, shape, ndim, err));
   int64_t n = ws_tensor_numel(&out->t);
-  float lo = 0.9f, hi = 1.1f; /* norms */
+  float lo = 0.9f, hi = 1.1f;                    /* norms */
   if (ndim == 2 && !bf16) lo = -0.1f, hi = 0.1f; /* position bias [buckets, heads] */
   if (ndim == 2 && bf16) hi = sqrtf(3.0f / (float)shape[1]), lo = -hi;
   WS_TRY(s->be->fill_uniform(s->be, out->t.data, out->t.dtype, n, s->seed, s->offset, lo, hi, err));
@@ -393,8 +393,7 @@ static int bufs_alloc(const t5_model *m, int L, t5_bufs *b, ws_err *err) {
 }
 
 /* Token ids and the relative-position buckets, computed on the host, to the device. */
-static int upload_positions(const t5_model *m, const int32_t *ids, int L, t5_bufs *b,
-                            ws_err *err) {
+static int upload_positions(const t5_model *m, const int32_t *ids, int L, t5_bufs *b, ws_err *err) {
   const ws_backend *be = m->be;
   int32_t *bucket = malloc(sizeof(int32_t) * (size_t)L * (size_t)L);
   if (!bucket) return ws_fail(err, WS_ENOMEM, "t5: bucket matrix for %d positions", L);

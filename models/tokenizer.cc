@@ -56,8 +56,7 @@ extern "C" int tok_load_bytes(const void *data, size_t n, const char *name, tok_
   *out = nullptr;
   try {
     tok_model *m = new tok_model();
-    auto st = m->sp.LoadFromSerializedProto(
-        std::string_view(static_cast<const char *>(data), n));
+    auto st = m->sp.LoadFromSerializedProto(std::string_view(static_cast<const char *>(data), n));
     return finish(m, st.ok(), st.ToString(), name, out, err);
   } catch (const std::bad_alloc &) {
     return ws_fail(err, WS_ENOMEM, "%s: out of memory loading the tokenizer", name);

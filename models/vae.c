@@ -187,8 +187,8 @@ typedef struct loader {
 
 /* A random weight on the backend: convolution weights uniform in +-sqrt(3/fan_in), biases
  * small, gammas near 1 — activations stay O(1) through the stages. */
-static int random_tensor(loader *L, const char *name, const int64_t *shape, int ndim,
-                         ws_tensor *t, ws_err *err) {
+static int random_tensor(loader *L, const char *name, const int64_t *shape, int ndim, ws_tensor *t,
+                         ws_err *err) {
   const ws_backend *be = L->m->be;
   WS_TRY(ws_tensor_alloc_on(t, be, WS_F32, shape, ndim, err));
   int64_t n = ws_tensor_numel(t), fan_in = ndim > 1 ? n / shape[0] : 1;
@@ -437,8 +437,8 @@ static int build(const vae_config *cfg, const wt_source *w, uint64_t seed, unsig
   return 0;
 }
 
-int vae_load_with(const vae_config *cfg, const char *weights, unsigned parts,
-                  const ws_backend *be, vae_model **out, ws_err *err) {
+int vae_load_with(const vae_config *cfg, const char *weights, unsigned parts, const ws_backend *be,
+                  vae_model **out, ws_err *err) {
   *out = NULL;
   WS_TRY(cfg_check(cfg, weights, err));
   wt_source *w = NULL;
@@ -455,8 +455,7 @@ int vae_init_random(const vae_config *cfg, uint64_t seed, unsigned parts, const 
   return build(cfg, NULL, seed, parts, be, out, err);
 }
 
-int vae_load(const char *path, unsigned parts, const ws_backend *be, vae_model **out,
-             ws_err *err) {
+int vae_load(const char *path, unsigned parts, const ws_backend *be, vae_model **out, ws_err *err) {
   struct stat sb;
   if (stat(path, &sb) != 0) return ws_fail(err, WS_ENOTFOUND, "vae_load: %s does not exist", path);
   char cfgp[4096];
@@ -495,4 +494,3 @@ int vae_latent_frames(const vae_model *m, int F) {
 int vae_video_frames(const vae_model *m, int T) {
   return 1 + vae_temporal_factor(&m->cfg) * (T - 1);
 }
-

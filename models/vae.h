@@ -18,9 +18,9 @@
  *
  * Not here: sampling from the posterior (only the mean is returned), the Wan2.2 (TI2V-5B) VAE.
  *
- * Tensors handed in and out are host F32, channel-first, batch 1: video [3, F, H, W] in [-1, 1], latent
- * [z_dim, T, h, w] with F = 1 + tf*(T-1), H = sf*h, W = sf*w (tf = 4, sf = 8 for the release).
- * A loaded model is read-only: several threads may encode/decode with one model at once.
+ * Tensors handed in and out are host F32, channel-first, batch 1: video [3, F, H, W] in [-1, 1],
+ * latent [z_dim, T, h, w] with F = 1 + tf*(T-1), H = sf*h, W = sf*w (tf = 4, sf = 8 for the
+ * release). A loaded model is read-only: several threads may encode/decode with one model at once.
  */
 #ifndef WS_VAE_H
 #define WS_VAE_H
@@ -74,11 +74,10 @@ enum { VAE_ENCODER = 1, VAE_DECODER = 2, VAE_BOTH = 3 };
  * present). Every missing or mis-shaped weight is an error naming it. The model runs on `be`
  * (borrowed: it must outlive the model), or on a CPU backend of its own when be is NULL.
  * *out is owned by the caller (vae_free). */
-int vae_load(const char *path, unsigned parts, const ws_backend *be, vae_model **out,
-             ws_err *err);
+int vae_load(const char *path, unsigned parts, const ws_backend *be, vae_model **out, ws_err *err);
 /* The same with an explicit config and weight path (file or folder, as wt_open takes it). */
-int vae_load_with(const vae_config *cfg, const char *weights, unsigned parts,
-                  const ws_backend *be, vae_model **out, ws_err *err);
+int vae_load_with(const vae_config *cfg, const char *weights, unsigned parts, const ws_backend *be,
+                  vae_model **out, ws_err *err);
 /* A model with random weights made directly on `be` (NULL = an own CPU backend), deterministic
  * in seed: the real-size path without a checkpoint. */
 int vae_init_random(const vae_config *cfg, uint64_t seed, unsigned parts, const ws_backend *be,

@@ -13,8 +13,8 @@
 #include "models/vae_internal.h"
 
 /* The backend ops this file calls beyond the DiT's mandatory ones. */
-static const char *const vae_ops[] = {"copy2d", "conv3d", "rms_norm_ch", "upsample2x",
-                                      "attention_cf", NULL};
+static const char *const vae_ops[] = {"copy2d",     "conv3d",       "rms_norm_ch",
+                                      "upsample2x", "attention_cf", NULL};
 
 typedef struct act {
   float *d; /* owned, [c, t, h, w] on the backend */
@@ -91,8 +91,8 @@ static int conv_new(vrun *r, const vae_conv *cv, const act *x, act *y, int accur
     return ws_fail(err, WS_EINVAL, "vae: input [%d, %d, %d, %d] too small for a %dx%dx%d conv",
                    x->c, x->t, x->h, x->w, g->kt, g->kh, g->kw);
   WS_TRY(act_alloc(r, y, g->cout, to, ho, wo, err));
-  int rc = r->be->conv3d(r->be, g, x->d, x->t, x->h, x->w, cv->w, cv->b, y->d, ho, wo, accurate,
-                         err);
+  int rc =
+      r->be->conv3d(r->be, g, x->d, x->t, x->h, x->w, cv->w, cv->b, y->d, ho, wo, accurate, err);
   if (rc < 0) act_free(r, y);
   return rc;
 }
@@ -205,8 +205,8 @@ done:
 static int interleave_time(vrun *r, const float *x, int C, int T, int64_t P, float *y,
                            ws_err *err) {
   for (int s = 0; s < 2; s++)
-    WS_TRY(r->be->copy2d(r->be, y + s * P, 2 * P, x + (int64_t)s * C * T * P, P, P,
-                         (int64_t)C * T, err));
+    WS_TRY(r->be->copy2d(r->be, y + s * P, 2 * P, x + (int64_t)s * C * T * P, P, P, (int64_t)C * T,
+                         err));
   return WS_OK;
 }
 

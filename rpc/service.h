@@ -5,7 +5,8 @@
  * Common flags: --listen HOST:PORT (default 127.0.0.1:0 = any free port), --advertise
  * HOST:PORT (what others dial; default the listen host with the bound port), --etcd ENDPOINTS
  * (comma-separated; empty = run unregistered), --model DIR, --version V (default v1),
- * --backend cpu|cuda, --device N (the GPU; default $WANSERVE_CUDA_DEVICE, else 0), --log-level debug|info|warn|error, --id ID (default <role>-<host>-<pid>),
+ * --backend cpu|cuda, --device N (the GPU; default $WANSERVE_CUDA_DEVICE, else 0), --log-level
+ * debug|info|warn|error, --id ID (default <role>-<host>-<pid>),
  * --workers N, --addr-file PATH (the advertised address is written there once serving, for
  * launchers), --drain-ms N (default 10000), --metrics-listen HOST:PORT (Prometheus text endpoint
  * GET /metrics, core/metrics.h; empty = none; port 0 = any free port, which is logged and, with

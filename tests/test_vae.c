@@ -1,7 +1,8 @@
-/* Tests of models/vae (on the CPU backend, core/vae_ops) and models/i2v: bad inputs and weights give clear errors,
- * a small non-release config (built here, random weights) decodes/encodes to the right shapes,
- * the I2V size rule and resize, and every golden case of kinds vae_decode / vae_encode /
- * i2v_condition under ../shared/golden (else tests/golden), with rel_l2 computed here. */
+/* Tests of models/vae (on the CPU backend, core/vae_ops) and models/i2v: bad inputs and weights
+ * give clear errors, a small non-release config (built here, random weights) decodes/encodes to the
+ * right shapes, the I2V size rule and resize, and every golden case of kinds vae_decode /
+ * vae_encode / i2v_condition under ../shared/golden (else tests/golden), with rel_l2 computed here.
+ */
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <math.h>
@@ -311,8 +312,8 @@ static void test_bad_weights(void) {
   CHECK_ERR(rc, WS_EFORMAT, err, "encoder.downsamples.2.shortcut.weight");
   vae_config c;
   vae_config_default(&c);
-  CHECK_ERR(vae_load_with(&c, "/nonexistent/vae.safetensors", VAE_BOTH, NULL, &m, &err), err.code, err,
-            "vae");
+  CHECK_ERR(vae_load_with(&c, "/nonexistent/vae.safetensors", VAE_BOTH, NULL, &m, &err), err.code,
+            err, "vae");
   CHECK(m == NULL);
   /* a config.json with a bad field */
   char p[600];
