@@ -79,8 +79,15 @@ static int read_comfy_quant(const fp8_reader *r, const st_info *qi, const st_inf
     rc = ws_fail(err, WS_ENOMEM, "out of memory");
     goto done;
   }
-  for (int64_t i = 0; i < n; i++)
-    js[i] = (char)(unsigned char)((float *)t.data)[i];
+  for (int64_t i = 0; i < n && rc == WS_OK; i++) {
+    float v = ((float *)t.data)[i];
+    if (!(v >= 0.f && v <= 255.f)) /* I32/I64 storage: each element must still be one byte */
+      rc = ws_fail(err, WS_EFORMAT, "%s: '%s' element %lld is not a byte", r->path, qi->name,
+                   (long long)i);
+    else
+      js[i] = (char)(unsigned char)v;
+  }
+  if (rc < 0) goto done;
   js[n] = 0;
   cJSON *j = cJSON_Parse(js);
   const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, "format");
@@ -207,8 +214,10 @@ static int check_orphans(const fp8_reader *r, const cJSON *layers, int i, ws_err
                      "%s: tensor '%s' belongs to a quantization scheme wanserve does not read "
                      "(only fp8 with scale_weight / weight_scale)",
                      r->path, in->name);
+  /* input_scale / scale_input are activation scales for FP8 GEMMs: ignored by the dequantized
+   * path, but they too must sit next to an FP8 weight. */
   static const char *const own[] = {".scale_weight", ".weight_scale", ".comfy_quant",
-                                    ".input_scale"};
+                                    ".input_scale", ".scale_input"};
   for (size_t k = 0; k < sizeof own / sizeof *own; k++) {
     int len = strip(in->name, own[k]);
     if (len < 0) continue;
@@ -226,9 +235,11 @@ int fp8_check(const fp8_reader *r, int *n_fp8, ws_err *err) {
   if (n_fp8) *n_fp8 = 0;
   int n = r->count(r->src), any_scaling = 0, count = 0;
   const st_info *mk = r->find(r->src, FP8_MARKER);
-  if (mk && !fp8_is_fp8(mk->dtype))
-    return ws_fail(err, WS_EFORMAT, "%s: marker '%s' has dtype %s, expected F8_E4M3 or F8_E5M2",
-                   r->path, FP8_MARKER, ws_dtype_name(mk->dtype));
+  /* ComfyUI reads an F32 marker as e4m3fn; its dtype names the compute type, not the storage. */
+  if (mk && !fp8_is_fp8(mk->dtype) && mk->dtype != WS_F32)
+    return ws_fail(err, WS_EFORMAT,
+                   "%s: marker '%s' has dtype %s, expected F8_E4M3, F8_E5M2 or F32", r->path,
+                   FP8_MARKER, ws_dtype_name(mk->dtype));
   cJSON *qm = NULL;
   const cJSON *layers = NULL;
   WS_TRY(parse_layers(r, &qm, &layers, err));

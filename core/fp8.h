@@ -2,7 +2,8 @@
  *
  * A weight `<module>.weight` stored as F8_E4M3 or F8_E5M2 is dequantized to float32 as
  *   scaled fp8 (Kijai / ComfyUI "scaled fp8"): `<module>.scale_weight` F32 [1] (or []), plus the
- *     top-level marker tensor `scaled_fp8` (any F8 dtype, usually [2]):   W = fp8(W) * s
+ *     top-level marker tensor `scaled_fp8` (F8 or F32, usually [2]), and an ignored activation
+ *     `<module>.scale_input`:                                             W = fp8(W) * s
  *   ComfyUI's current layout: `<module>.weight_scale` F32 [1] / [], optionally
  * `<module>.comfy_quant` (U8 bytes of JSON {"format": "float8_e4m3fn" | "float8_e5m2", ...}) or the
  * header entry

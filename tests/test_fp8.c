@@ -164,7 +164,15 @@ static void test_layouts(void) {
   add_weight(&c, WS_F8_E4M3);
   add_f32(&c, "blocks.0.ffn.0.scale_weight", k_one, 1, s1);
   add_marker(&c);
+  add_f32(&c, "blocks.0.ffn.0.scale_input", k_one, 1, s1);
   expect_dequant(&c, "scaled.safetensors", s1, 0);
+  /* ComfyUI also writes the marker as F32 (meaning e4m3fn compute) */
+  float mk[2] = {0, 0};
+  int64_t s2[1] = {2};
+  add_weight(&c, WS_F8_E4M3);
+  add_f32(&c, "blocks.0.ffn.0.scale_weight", k_one, 1, s1);
+  add_f32(&c, "scaled_fp8", s2, 1, mk);
+  expect_dequant(&c, "scaled_f32marker.safetensors", s1, 0);
   /* ComfyUI weight_scale (scalar) with comfy_quant */
   add_weight(&c, WS_F8_E4M3);
   add_f32(&c, "blocks.0.ffn.0.weight_scale", NULL, 0, s1);
@@ -252,9 +260,10 @@ static void test_malformed(void) {
   /* FP8 where only weights may be FP8; a marker of the wrong dtype */
   add(&c, "blocks.0.ffn.0.bias", WS_F8_E4M3, s2, 1, k_w43);
   expect_err(&c, "fp8bias.safetensors", "'blocks.0.ffn.0.bias' is F8_E4M3 but not");
+  int32_t mk[2] = {0, 0};
   add_weight(&c, WS_F8_E4M3);
-  add_f32(&c, "scaled_fp8", s2, 1, s3);
-  expect_err(&c, "markerdt.safetensors", "marker 'scaled_fp8' has dtype F32");
+  add(&c, "scaled_fp8", WS_I32, s2, 1, mk);
+  expect_err(&c, "markerdt.safetensors", "marker 'scaled_fp8' has dtype I32");
 }
 
 /* ComfyUI's header form: a U8 container weight whose format only __metadata__ names. */
