@@ -157,8 +157,8 @@ int status_main(int argc, char **argv) {
   int nhigh = 0, nlow = 0;
   int rc = etcd_range(c, REG_INSTANCES, 1, &kvs, &err);
   if (rc == WS_OK) {
-    printf("%-12s %-40s %-8s %-22s %-7s %-9s %s\n", "ROLE", "ID", "VERSION", "ADDRESS", "BACKEND",
-           "MAX_BATCH", "UP");
+    printf("%-12s %-40s %-8s %-22s %-7s %-9s %-9s %s\n", "ROLE", "ID", "VERSION", "ADDRESS",
+           "BACKEND", "PRECISION", "MAX_BATCH", "UP");
     for (size_t i = 0; i < kvs.n; i++) {
       reg_instance in;
       ws_err e2 = {0};
@@ -169,8 +169,12 @@ int status_main(int argc, char **argv) {
       nhigh += !strcmp(in.role, "expert-high");
       nlow += !strcmp(in.role, "expert-low");
       const char *slash = strrchr(kvs.kv[i].key, '/');
-      printf("%-12s %-40s %-8s %-22s %-7s %-9d %lds\n", in.role, slash ? slash + 1 : in.id,
-             in.version, in.addr, in.backend, in.max_batch, (long)(time(NULL) - in.started));
+      /* experts registered before the precision field ran bf16; other roles have none */
+      const char *prec = in.precision[0]                 ? in.precision
+                         : strncmp(in.role, "expert", 6) ? "-"
+                                                         : "bf16";
+      printf("%-12s %-40s %-8s %-22s %-7s %-9s %-9d %lds\n", in.role, slash ? slash + 1 : in.id,
+             in.version, in.addr, in.backend, prec, in.max_batch, (long)(time(NULL) - in.started));
     }
     etcd_kvs_free(&kvs);
     kvs = (etcd_kvs){0};

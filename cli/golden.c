@@ -24,6 +24,7 @@ static const struct {
 } k_kinds[] = {
     {"dit", golden_run_dit},
     {"dit_lora", golden_run_dit_lora},
+    {"dit_fp8", golden_run_dit_fp8},
     {"sampler_moe", golden_run_sampler_moe},
     {"sampler_distill", golden_run_sampler_distill},
     {"vae_decode", golden_run_vae_decode},

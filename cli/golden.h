@@ -37,6 +37,7 @@ typedef int (*golden_run_fn)(const golden_ctx *c, golden_out *out, ws_err *err);
 /* Kind runners (each in its own file). */
 int golden_run_dit(const golden_ctx *c, golden_out *out, ws_err *err);
 int golden_run_dit_lora(const golden_ctx *c, golden_out *out, ws_err *err);
+int golden_run_dit_fp8(const golden_ctx *c, golden_out *out, ws_err *err);
 int golden_run_sampler_moe(const golden_ctx *c, golden_out *out, ws_err *err);
 int golden_run_sampler_distill(const golden_ctx *c, golden_out *out, ws_err *err);
 int golden_run_vae_decode(const golden_ctx *c, golden_out *out, ws_err *err);

@@ -1,9 +1,12 @@
-/* Golden runners for kinds "dit" (one forward of the model in <case>/model on the case inputs)
- * and "dit_lora" (the same with the adapters of params.adapters merged at load). */
+/* Golden runners for kinds "dit" (one forward of the model in <case>/model on the case inputs),
+ * "dit_lora" (the same with the adapters of params.adapters merged at load) and "dit_fp8" (the
+ * same from an FP8 checkpoint, dequantized at load by core/fp8.h). */
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/golden.h"
+#include "core/fp8.h"
+#include "core/weights.h"
 #include "models/dit.h"
 #include "models/lora.h"
 
@@ -125,4 +128,41 @@ int golden_run_dit_lora(const golden_ctx *c, golden_out *out, ws_err *err) {
   if (rc == WS_OK) rc = check_skipped(s, adapters, err);
   lora_set_free(s);
   return rc;
+}
+
+/* The checkpoint must be read as the layout the case declares, with exactly
+ * params.quantized_tensors FP8 weights: a loader that fell back to another reading (or skipped
+ * a scale) fails here even when `out` happens to be close. The loader finds the layout from the
+ * tensors themselves, so a layout name this runner does not know only skips the scale check. */
+static int check_fp8_layout(const golden_ctx *c, ws_err *err) {
+  const cJSON *layout = cJSON_GetObjectItemCaseSensitive(c->params, "layout");
+  const cJSON *nq = cJSON_GetObjectItemCaseSensitive(c->params, "quantized_tensors");
+  const char *scale_sfx = NULL;
+  if (cJSON_IsString(layout) && !strcmp(layout->valuestring, "scaled_fp8"))
+    scale_sfx = ".scale_weight";
+  else if (cJSON_IsString(layout) && !strcmp(layout->valuestring, "channel"))
+    scale_sfx = ".weight_scale";
+  char mdir[4200];
+  wt_source *w = NULL;
+  WS_TRY(wt_open(golden_path(c, "model", mdir, sizeof mdir), &w, err));
+  int rc = WS_OK, n = wt_fp8_count(w);
+  if (cJSON_IsNumber(nq) && n != nq->valueint)
+    rc = ws_fail(err, WS_EFORMAT, "the loader found %d FP8 weights, the case %d", n, nq->valueint);
+  for (int i = 0; rc == WS_OK && scale_sfx && i < wt_count(w); i++) {
+    const st_info *in = wt_info_at(w, i);
+    size_t l = strlen(in->name);
+    if (l < 7 || strcmp(in->name + l - 7, ".weight") || !fp8_is_fp8(in->dtype)) continue;
+    char nm[1024];
+    snprintf(nm, sizeof nm, "%.*s%s", (int)(l - 7), in->name, scale_sfx);
+    if (!wt_find(w, nm))
+      rc = ws_fail(err, WS_EFORMAT, "layout %s: '%s' has no '%s'", layout->valuestring, in->name,
+                   nm);
+  }
+  wt_close(w);
+  return rc;
+}
+
+int golden_run_dit_fp8(const golden_ctx *c, golden_out *out, ws_err *err) {
+  WS_TRY(check_fp8_layout(c, err));
+  return run_dit(c, NULL, out, err);
 }

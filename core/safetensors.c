@@ -22,6 +22,7 @@ struct st_file {
   uint64_t data_len;
   st_info *infos;
   int n;
+  cJSON *meta; /* copy of "__metadata__" (NULL when absent or not an object) */
 };
 
 const char *st_path(const st_file *f) { return f->path; }
@@ -109,7 +110,10 @@ static int parse_header(st_file *f, const char *json, size_t len, ws_err *err) {
   }
   const cJSON *e;
   cJSON_ArrayForEach(e, root) {
-    if (!strcmp(e->string, "__metadata__")) continue;
+    if (!strcmp(e->string, "__metadata__")) {
+      if (cJSON_IsObject(e) && !f->meta) f->meta = cJSON_Duplicate(e, 1);
+      continue;
+    }
     for (int i = 0; i < f->n; i++)
       if (!strcmp(f->infos[i].name, e->string)) {
         rc = ws_fail(err, WS_EFORMAT, "%s: tensor '%s' appears twice", f->path, e->string);
@@ -201,8 +205,14 @@ void st_close(st_file *f) {
   for (int i = 0; i < f->n; i++)
     free(f->infos[i].name);
   free(f->infos);
+  cJSON_Delete(f->meta);
   free(f->path);
   free(f);
+}
+
+const char *st_metadata(const st_file *f, const char *key) {
+  const cJSON *v = f->meta ? cJSON_GetObjectItemCaseSensitive(f->meta, key) : NULL;
+  return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
 const st_info *st_find(const st_file *f, const char *name) {
@@ -467,6 +477,14 @@ int st_set_get_f32(const st_set *s, const char *name, ws_tensor *out, ws_err *er
   ws_tensor v;
   WS_TRY(st_set_get(s, name, &v, err));
   return ws_tensor_to_f32(out, &v, err);
+}
+
+const char *st_set_metadata(const st_set *s, const char *key) {
+  for (int i = 0; i < s->nfiles; i++) {
+    const char *v = st_metadata(s->files[i], key);
+    if (v) return v;
+  }
+  return NULL;
 }
 
 int st_set_count(const st_set *s) { return s->n; }

@@ -11,8 +11,9 @@ static const struct {
   const char *name;
   size_t size;
 } k_dtypes[WS_DTYPE_COUNT] = {
-    [WS_F32] = {"F32", 4}, [WS_BF16] = {"BF16", 2}, [WS_F16] = {"F16", 2},
-    [WS_I32] = {"I32", 4}, [WS_I64] = {"I64", 8},   [WS_U8] = {"U8", 1},
+    [WS_F32] = {"F32", 4},         [WS_BF16] = {"BF16", 2},       [WS_F16] = {"F16", 2},
+    [WS_I32] = {"I32", 4},         [WS_I64] = {"I64", 8},         [WS_U8] = {"U8", 1},
+    [WS_F8_E4M3] = {"F8_E4M3", 1}, [WS_F8_E5M2] = {"F8_E5M2", 1},
 };
 
 size_t ws_dtype_size(ws_dtype dt) { return (unsigned)dt < WS_DTYPE_COUNT ? k_dtypes[dt].size : 0; }
@@ -176,6 +177,23 @@ uint16_t ws_f32_to_f16(float f) {
   return (uint16_t)h;
 }
 
+/* e4m3fn spends the all-ones exponent on normal numbers (up to 448) and keeps only S.1111.111 as
+ * NaN; subnormals are m * 2^-9. */
+float ws_f8e4m3_to_f32(uint8_t b) {
+  int e = (b >> 3) & 0xf, m = b & 7;
+  float v;
+  if (e == 15 && m == 7)
+    v = NAN;
+  else if (e == 0)
+    v = ldexpf((float)m, -9);
+  else
+    v = ldexpf((float)(8 + m), e - 10);
+  return (b & 0x80) ? -v : v;
+}
+
+/* e5m2 is the top byte of an IEEE half: infinities at exponent 31, NaN with a nonzero mantissa. */
+float ws_f8e5m2_to_f32(uint8_t b) { return ws_f16_to_f32((uint16_t)(b << 8)); }
+
 int ws_convert_to_f32(float *dst, const void *src, ws_dtype dt, size_t n, ws_err *err) {
   switch (dt) {
   case WS_F32: memcpy(dst, src, n * 4); break;
@@ -210,6 +228,14 @@ int ws_convert_to_f32(float *dst, const void *src, ws_dtype dt, size_t n, ws_err
   case WS_U8:
     for (size_t i = 0; i < n; i++)
       dst[i] = ((const uint8_t *)src)[i];
+    break;
+  case WS_F8_E4M3:
+    for (size_t i = 0; i < n; i++)
+      dst[i] = ws_f8e4m3_to_f32(((const uint8_t *)src)[i]);
+    break;
+  case WS_F8_E5M2:
+    for (size_t i = 0; i < n; i++)
+      dst[i] = ws_f8e5m2_to_f32(((const uint8_t *)src)[i]);
     break;
   default: return ws_fail(err, WS_EINVAL, "cannot convert dtype %d to F32", dt);
   }

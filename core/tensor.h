@@ -16,7 +16,20 @@
 
 #define WS_MAX_DIMS 5
 
-typedef enum { WS_F32 = 0, WS_BF16, WS_F16, WS_I32, WS_I64, WS_U8, WS_DTYPE_COUNT } ws_dtype;
+/* F8_E4M3 is float8 e4m3fn (bias 7, no infinities, 0x7f/0xff NaN, max 448); F8_E5M2 is IEEE-like
+ * (bias 15, infinities, max 57344). Both appear only in checkpoints: they are widened (and scaled,
+ * core/fp8.h) at load, never computed in. */
+typedef enum {
+  WS_F32 = 0,
+  WS_BF16,
+  WS_F16,
+  WS_I32,
+  WS_I64,
+  WS_U8,
+  WS_F8_E4M3,
+  WS_F8_E5M2,
+  WS_DTYPE_COUNT
+} ws_dtype;
 
 struct ws_backend;
 
@@ -61,8 +74,12 @@ float ws_bf16_to_f32(uint16_t h);
 uint16_t ws_f32_to_bf16(float f);
 float ws_f16_to_f32(uint16_t h);
 uint16_t ws_f32_to_f16(float f);
+/* Exact widening of one float8 code (every fp8 value is a float32 value). */
+float ws_f8e4m3_to_f32(uint8_t b);
+float ws_f8e5m2_to_f32(uint8_t b);
 
-/* Converts n host elements of dtype `dt` at src to float32 at dst (F32/BF16/F16/I32/I64/U8). */
+/* Converts n host elements of dtype `dt` at src to float32 at dst (F32/BF16/F16/I32/I64/U8/F8_*;
+ * fp8 codes are widened raw, without any checkpoint scale). */
 int ws_convert_to_f32(float *dst, const void *src, ws_dtype dt, size_t n, ws_err *err);
 
 /* Makes an owned F32 host copy of any host tensor (widening BF16/F16 exactly). */

@@ -88,6 +88,7 @@ int reg_instance_to_json(const reg_instance *in, char **json, ws_err *err) {
   cJSON_AddStringToObject(o, "devices", in->devices);
   cJSON_AddNumberToObject(o, "max_batch", in->max_batch);
   cJSON_AddStringToObject(o, "model_digest", in->model_digest);
+  if (in->precision[0]) cJSON_AddStringToObject(o, "precision", in->precision);
   cJSON_AddNumberToObject(o, "started", (double)in->started);
   *json = cJSON_PrintUnformatted(o);
   cJSON_Delete(o);
@@ -110,6 +111,7 @@ int reg_instance_parse(const char *json, size_t len, reg_instance *out, ws_err *
       (rc = get_str(o, what, "backend", 0, out->backend, sizeof out->backend, err)) < 0 ||
       (rc = get_str(o, what, "model_digest", 0, out->model_digest, sizeof out->model_digest, err)) <
           0 ||
+      (rc = get_str(o, what, "precision", 0, out->precision, sizeof out->precision, err)) < 0 ||
       (rc = get_int(o, what, "max_batch", 0, 1 << 20, 1, &mb, err)) < 0 ||
       (rc = get_int(o, what, "started", 0, INT64_C(1) << 52, 0, &started, err)) < 0)
     goto done;

@@ -44,6 +44,9 @@ typedef struct reg_instance {
   char devices[128]; /* e.g. "0,1" (JSON string, or an array joined with ',') */
   int max_batch;
   char model_digest[160];
+  /* expert precision policy (issue 20): "bf16" | "fp8" | "fp8+attn8"; "" for other roles and
+   * replicas older than the field (read as bf16). Omitted from the JSON when "". */
+  char precision[16];
   int64_t started; /* unix seconds */
 } reg_instance;
 

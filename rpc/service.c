@@ -361,6 +361,7 @@ int svc_start(const svc_opts *o, const char *role, rpc_server *server, int max_b
     snprintf(in.backend, sizeof in.backend, "%s", o->backend);
     snprintf(in.devices, sizeof in.devices, "%s", devices ? devices : "");
     svc_model_digest(o, in.model_digest, sizeof in.model_digest);
+    snprintf(in.precision, sizeof in.precision, "%s", o->precision);
     in.max_batch = max_batch;
     in.started = (int64_t)time(NULL);
     if ((rc = reg_register(s->etcd, &in, 5, &s->reg, err)) < 0) {

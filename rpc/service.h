@@ -36,9 +36,10 @@ typedef struct svc_opts {
   char tls_cert[1024], tls_key[1024], tls_ca[1024]; /* PEM paths; "" = plaintext (issue 9) */
   int memory_budget_mb; /* --memory-budget-mb; 0 = unbounded (issue 9) */
   int workers, drain_ms, max_recv_mb;
-  int id_given; /* 1 when --id was passed */
-  int device;   /* --device N: the GPU for --backend cuda; -1 = $WANSERVE_CUDA_DEVICE or 0 */
-  int help;     /* 1 when --help or -h was passed (parsing stopped there) */
+  int id_given;       /* 1 when --id was passed */
+  int device;         /* --device N: the GPU for --backend cuda; -1 = $WANSERVE_CUDA_DEVICE or 0 */
+  int help;           /* 1 when --help or -h was passed (parsing stopped there) */
+  char precision[16]; /* registered as reg_instance.precision; set by wan-expert, else "" */
 } svc_opts;
 
 /* Service-specific flag handler: returns the number of argv entries consumed at argv[i] (1 or

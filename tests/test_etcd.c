@@ -347,6 +347,20 @@ static void test_rollout_parse(void) {
   memset(&in, 0, sizeof in);
   CHECK_OK(reg_instance_parse(ij, strlen(ij), &in, &err), err);
   CHECK(!strcmp(in.devices, "0,1,cuda:2") && in.max_batch == 2);
+  CHECK(in.precision[0] == 0); /* absent: an older replica */
+  /* the precision policy round-trips, and stays out of the JSON when unset */
+  snprintf(in.precision, sizeof in.precision, "fp8+attn8");
+  char *pj = NULL;
+  CHECK_OK(reg_instance_to_json(&in, &pj, &err), err);
+  reg_instance back;
+  memset(&back, 0, sizeof back);
+  if (pj) CHECK_OK(reg_instance_parse(pj, strlen(pj), &back, &err), err);
+  CHECK(!strcmp(back.precision, "fp8+attn8"));
+  free(pj);
+  in.precision[0] = 0;
+  CHECK_OK(reg_instance_to_json(&in, &pj, &err), err);
+  CHECK(pj && !strstr(pj, "precision"));
+  free(pj);
   const char *bj = "{\"addr\":\"h:1\",\"role\":\"painter\"}";
   CHECK_ERR(reg_instance_parse(bj, strlen(bj), &in, &err), WS_EINVAL, err,
             "unknown role \"painter\"");
