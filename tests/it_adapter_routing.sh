@@ -5,8 +5,9 @@
 # 0.7 runs every low step on the merged replica (and, sent without the adapter field, makes the
 # latent of `wanctl generate --local` merging the same file, bit for bit), one naming B or A at
 # another strength goes to the catalog replica, the same holds under a rollout policy (stable
-# v1), and an adapter nobody holds is INVALID_ARGUMENT naming it and the role. The merged and
-# the unmerged A agree within float rounding only (docs/rollout.md, "Adapters").
+# v1), and an adapter nobody holds is INVALID_ARGUMENT naming it and the role (over HTTP a 400
+# before any step runs). The merged and the unmerged A agree within float rounding only
+# (docs/rollout.md, "Adapters: merged replicas first").
 # Prints PASS/FAIL per check.
 . "$(dirname "$0")/itlib.sh"
 
@@ -33,7 +34,8 @@ PY
 [ -f "$T/cat/B.safetensors" ] || { fail write_adapters; exit 1; }
 
 # low-0: the catalog; low-1 (added with its own flags): A merged at 0.7, no catalog
-if ! "$LC" up --model "$T/m" --low-flags "--lora-catalog $T/cat" > "$T/up.log" 2>&1 ||
+if ! "$LC" up --model "$T/m" --low-flags "--lora-catalog $T/cat" \
+  --router-flags "--http-listen 127.0.0.1:0" > "$T/up.log" 2>&1 ||
   ! "$LC" add low --flags "--lora $T/merged/A.safetensors:0.7" > "$T/add.log" 2>&1; then
   fail cluster_up "$(tail -n 5 "$T/up.log" "$T/add.log")"
   exit 1
@@ -76,3 +78,9 @@ $bin/wanctl rollout clear expert-low > /dev/null 2>&1
 $G --adapter-low nosuch --quiet --out "$T/x.mp4" > /dev/null 2> "$T/x.err"
 check unknown_adapter_invalid_argument_naming_it_and_the_role \
   grep -q "INVALID_ARGUMENT.*expert-low.*nosuch" "$T/x.err"
+# refused before it is accepted, so over HTTP it is a 400 naming it, not a failed job
+H=$("$LC" status | sed -n 's/^http: //p')
+code=$(curl -s -o "$T/x.json" -w '%{http_code}' -X POST "http://$H/v1/videos" \
+  -H 'Content-Type: application/json' \
+  -d '{"prompt": "a-fox", "size": "64x64", "frames": 9, "adapter_low": "nosuch"}')
+check http_unknown_adapter_is_400_naming_it bash -c "[ '$code' = 400 ] && grep -q nosuch '$T/x.json'"
