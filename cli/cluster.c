@@ -76,6 +76,19 @@ static double jnum(const cJSON *o, const char *k) {
   return cJSON_IsNumber(v) ? v->valuedouble : 0;
 }
 
+/* An expert's adapters under its row (issue 16): what it merged (name:strength, in merge order,
+ * and the version a request naming the last one must be on to be sent here) and its catalog. */
+static void print_adapters(const reg_instance *in) {
+  if (in->nmerged > 0) {
+    printf("%-12s   merged:", "");
+    for (int k = 0; k < in->nmerged && k < REG_MAX_MERGED; k++)
+      printf("%s%s:%g", k ? "," : " ", in->merged[k].name, (double)in->merged[k].strength);
+    printf(" (serves requests naming %s on version %s)\n", in->merged[in->nmerged - 1].name,
+           in->merged_base);
+  }
+  if (in->catalog[0]) printf("%-12s   catalog: %s\n", "", in->catalog);
+}
+
 /* Prints each pool's share of step time over every fresh router report and the replica split it
  * recommends for `nhigh + nlow` expert replicas. */
 static int print_pool_sizing(etcd_client *c, int nhigh, int nlow, ws_err *err) {
@@ -175,6 +188,7 @@ int status_main(int argc, char **argv) {
                                                          : "bf16";
       printf("%-12s %-40s %-8s %-22s %-7s %-9s %-9d %lds\n", in.role, slash ? slash + 1 : in.id,
              in.version, in.addr, in.backend, prec, in.max_batch, (long)(time(NULL) - in.started));
+      print_adapters(&in);
     }
     etcd_kvs_free(&kvs);
     kvs = (etcd_kvs){0};

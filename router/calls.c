@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "core/log.h"
+#include "router/adroute.h"
 #include "router/gen.h"
 #include "rpc/codec.h"
 #include "wanserve/v1/decoder.pb-c.h"
@@ -100,19 +101,32 @@ static void tried_add(tried *t, const char *id) {
  * WS_EUNAVAIL with err filled. Beyond max_attempts: only ones not tried yet, at once, so every
  * live replica gets its chance before the call fails (a pool with many dead registrations must
  * not exhaust the attempts); none returns last_rc and leaves err (the last failure) alone. */
-static int next_replica(gen *g, const char *role, const char *version, const tried *tr, int attempt,
+/* Which replicas qualify: those of `version` (NULL or "" = any), or when `ad` is set those the
+ * adapter routing ranks (router/adroute.h). */
+typedef struct want {
+  const char *version;
+  const adroute *ad;
+} want;
+
+static int acquire(gen *g, const char *role, const want *w, const char *const *ex, int nx,
+                   int wait_ms, reg_instance *in, ws_err *err) {
+  pool *p = g->r->pool;
+  return w->ad ? pool_acquire_tier(p, role, adroute_tier, w->ad, ex, nx, wait_ms, in, err)
+               : pool_acquire(p, role, w->version, ex, nx, wait_ms, in, err);
+}
+
+static int next_replica(gen *g, const char *role, const want *w, const tried *tr, int attempt,
                         int last_rc, reg_instance *in, ws_err *err) {
   router *r = g->r;
   if (attempt >= r->o.max_attempts) {
     ws_err ignored = {0};
-    int rc = attempt < GEN_MAX_TRIED
-                 ? pool_acquire(r->pool, role, version, tr->excl, tr->n, 0, in, &ignored)
-                 : WS_EUNAVAIL;
+    int rc = attempt < GEN_MAX_TRIED ? acquire(g, role, w, tr->excl, tr->n, 0, in, &ignored)
+                                     : WS_EUNAVAIL;
     return rc < 0 ? last_rc : WS_OK;
   }
-  int rc = pool_acquire(r->pool, role, version, tr->excl, tr->n, r->o.replica_wait_ms, in, err);
+  int rc = acquire(g, role, w, tr->excl, tr->n, r->o.replica_wait_ms, in, err);
   if (rc == WS_EUNAVAIL && tr->n > 0) /* everyone failed once: give them another chance */
-    rc = pool_acquire(r->pool, role, version, NULL, 0, r->o.replica_wait_ms, in, err);
+    rc = acquire(g, role, w, NULL, 0, r->o.replica_wait_ms, in, err);
   return rc;
 }
 
@@ -126,7 +140,8 @@ static int call_role(gen *g, const char *role, const char *method, const Protobu
   for (int attempt = 0;; attempt++) {
     WS_TRY(check_deadline(g, err));
     reg_instance in;
-    WS_TRY(next_replica(g, role, NULL, &tr, attempt, rc, &in, err));
+    want any = {NULL, NULL};
+    WS_TRY(next_replica(g, role, &any, &tr, attempt, rc, &in, err));
     rpc_call_opts co = call_opts(g, timeout_ms);
     rpc_status st;
     rc = rpc_client_unary(r->client, in.addr, method, req, desc, resp, &co, &st, err);
@@ -255,6 +270,10 @@ int gen_denoise_on(gen *g, const reg_instance *in, const float *x, float t, floa
   int low = strcmp(in->role, "expert-high") != 0; /* the adapter of this replica's role */
   req.adapter = (char *)(g->adapter[low] ? g->adapter[low] : "");
   req.adapter_strength = g->adapter_s[low];
+  if (req.adapter[0] && adroute_merged(in, req.adapter, req.adapter_strength)) {
+    req.adapter = (char *)""; /* already in this replica's weights: applying it again doubles it */
+    req.adapter_strength = 0;
+  }
   if (g->y.data) {
     WS_TRY(codec_tensor_to_pb(&g->y, &y, err));
     req.y = &y;
@@ -337,6 +356,14 @@ int gen_denoise(gen *g, const char *role, const float *x, float t, float guide, 
   char *version = g->version[ri];
   tried tr = {.n = 0};
   int rc = WS_EUNAVAIL;
+  /* a per-request adapter: replicas that merged it first, then those with it in the catalog */
+  const char *ad = g->adapter[ri] && g->adapter[ri][0] ? g->adapter[ri] : NULL;
+  adroute ar = {ad, g->adapter_s[ri], version};
+  want w = {version, ad ? &ar : NULL};
+  if (ad) { /* a version the request pinned by itself may go: any then qualifies (below) */
+    adroute chk = {ad, ar.strength, g->version_auto[ri] ? "" : version};
+    WS_TRY(adroute_check(r->view, role, ri ? "adapter_low" : "adapter_high", &chk, err));
+  }
   /* shadow rollout: the canary starts on a copy of x now; it never touches pred */
   void *mirror = shadow_begin(g, role, x, t, guide);
   for (int attempt = 0;; attempt++) {
@@ -346,7 +373,7 @@ int gen_denoise(gen *g, const char *role, const float *x, float t, float guide, 
       break;
     }
     reg_instance in;
-    int arc = next_replica(g, role, version, &tr, attempt, rc, &in, err);
+    int arc = next_replica(g, role, &w, &tr, attempt, rc, &in, err);
     if (arc == WS_EUNAVAIL && g->version_auto[ri] && attempt < r->o.max_attempts) {
       /* the version this request picked by itself is gone: any live one will do */
       WS_WARN("%s: no live %s replica of version %s left; continuing on any version", g->id, role,
@@ -354,13 +381,14 @@ int gen_denoise(gen *g, const char *role, const float *x, float t, float guide, 
       version[0] = 0;
       g->version_auto[ri] = 0;
       tr.n = 0;
-      arc = next_replica(g, role, version, &tr, attempt, rc, &in, err);
+      arc = next_replica(g, role, &w, &tr, attempt, rc, &in, err);
     }
     if ((rc = arc) < 0) break;
     if (!version[0]) {
       /* no rollout policy named a version: stick to the first replica's version for every
        * later step of this role, so one request never mixes model versions */
-      snprintf(version, sizeof g->version[ri], "%s", in.version);
+      snprintf(version, sizeof g->version[ri], "%s",
+               ad ? adroute_version(&in, ad, ar.strength) : in.version);
       g->version_auto[ri] = 1;
     }
     sr->attempts = attempt + 1;
@@ -455,7 +483,8 @@ int gen_decode(gen *g, const float *latent, gen_chunk_fn on_chunk, ws_err *err) 
   for (int attempt = 0;; attempt++) {
     WS_TRY(check_deadline(g, err));
     reg_instance in;
-    WS_TRY(next_replica(g, "decoder", NULL, &tr, attempt, rc, &in, err));
+    want any = {NULL, NULL};
+    WS_TRY(next_replica(g, "decoder", &any, &tr, attempt, rc, &in, err));
     rpc_call_opts co = call_opts(g, 600000);
     rpc_stream *s = NULL;
     size_t pos = 0;

@@ -113,34 +113,49 @@ static int excluded(const char *id, const char *const *ex, int nx) {
   return 0;
 }
 
+/* The tier of a plain pool_acquire: every instance of the version (or of any version). */
+static int version_tier(const reg_instance *in, const void *ud) {
+  const char *version = ud;
+  return !version || !version[0] || !strcmp(in->version, version);
+}
+
 int pool_acquire(pool *p, const char *role, const char *version, const char *const *exclude, int nx,
                  int wait_ms, reg_instance *out, ws_err *err) {
+  int rc = pool_acquire_tier(p, role, version_tier, version, exclude, nx, wait_ms, out, err);
+  if (rc == WS_EUNAVAIL)
+    ws_fail(err, WS_EUNAVAIL, "no live %s replica%s%s%s", role,
+            version && version[0] ? " of version " : "", version ? version : "",
+            nx ? " (others failed this step)" : "");
+  return rc;
+}
+
+int pool_acquire_tier(pool *p, const char *role, pool_tier_fn tier, const void *ud,
+                      const char *const *exclude, int nx, int wait_ms, reg_instance *out,
+                      ws_err *err) {
   double t0 = now_ms();
   for (;;) {
     reg_instance *all = NULL;
     size_t n = 0;
     uint64_t gen = reg_watch_generation(p->view);
     WS_TRY(reg_watch_instances(p->view, role, &all, &n, err));
-    /* healthy candidates first in cand[0..nh), ejected ones after them up to nc */
-    int *cand = malloc(sizeof(int) * (n ? n : 1)), nc = 0, nh = 0, pick = -1;
+    /* candidates of the best (health, tier) seen so far: healthy beats ejected, then the lower
+     * tier; a better one found restarts the list */
+    int *cand = malloc(sizeof(int) * (n ? n : 1)), nc = 0, pick = -1, best = 0;
     pthread_mutex_lock(&p->mu);
     double now = now_ms();
     for (size_t i = 0; cand && i < n; i++) {
-      if ((version && version[0] && strcmp(all[i].version, version)) ||
-          excluded(all[i].id, exclude, nx))
-        continue;
+      int t = excluded(all[i].id, exclude, nx) ? 0 : tier(&all[i], ud);
+      if (t <= 0) continue;
       load *l = load_for(p, &all[i]);
       if (l && l->verdict < 0) continue;
-      if (l && l->ejected_until > now) {
-        cand[nc++] = (int)i;
-      } else { /* keep healthy ones in front */
-        cand[nc++] = cand[nh];
-        cand[nh++] = (int)i;
-      }
+      int key = (l && l->ejected_until > now ? 1 << 20 : 0) + t; /* ejected: after every tier */
+      if (best && key > best) continue;
+      if (key != best) nc = 0;
+      best = key;
+      cand[nc++] = (int)i;
     }
-    int pool_n = nh ? nh : nc; /* only ejected ones left: better them than failing */
-    if (pool_n > 0) {
-      int a = cand[next_rand(p) % (uint64_t)pool_n], b = cand[next_rand(p) % (uint64_t)pool_n];
+    if (nc > 0) {
+      int a = cand[next_rand(p) % (uint64_t)nc], b = cand[next_rand(p) % (uint64_t)nc];
       load *la = load_of(p, all[a].id), *lb = load_of(p, all[b].id);
       pick = (la && lb && lb->outstanding < la->outstanding) ? b : a;
       load *lp = pick == a ? la : lb;
@@ -153,8 +168,7 @@ int pool_acquire(pool *p, const char *role, const char *version, const char *con
     if (pick >= 0) return WS_OK;
     long waited = (long)(now_ms() - t0);
     if (waited >= wait_ms)
-      return ws_fail(err, WS_EUNAVAIL, "no live %s replica%s%s%s", role,
-                     version && version[0] ? " of version " : "", version ? version : "",
+      return ws_fail(err, WS_EUNAVAIL, "no live %s replica qualifies%s", role,
                      nx ? " (others failed this step)" : "");
     reg_watch_wait(p->view, gen, (int)(wait_ms - waited < 200 ? wait_ms - waited : 200));
   }

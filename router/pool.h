@@ -31,6 +31,14 @@ void pool_free(pool *p);
  * at once). WS_EUNAVAIL naming the role when none is live. */
 int pool_acquire(pool *p, const char *role, const char *version, const char *const *exclude, int nx,
                  int wait_ms, reg_instance *out, ws_err *err);
+/* pool_acquire with a caller's choice instead of a version: tier(in, ud) is 0 for an instance
+ * that does not qualify, else its tier (1 preferred, 2 next, ...). The lowest tier among the
+ * healthy candidates is chosen from (power of two choices within it); only when no candidate
+ * is healthy, the lowest tier among the ejected ones. WS_EUNAVAIL when none qualifies. */
+typedef int (*pool_tier_fn)(const reg_instance *in, const void *ud);
+int pool_acquire_tier(pool *p, const char *role, pool_tier_fn tier, const void *ud,
+                      const char *const *exclude, int nx, int wait_ms, reg_instance *out,
+                      ws_err *err);
 void pool_release(pool *p, const char *id);
 /* Outstanding calls on an instance (for status and tests). */
 int pool_outstanding(pool *p, const char *id);

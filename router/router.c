@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "core/log.h"
+#include "router/adroute.h"
 #include "router/gen.h"
 #include "rpc/codec.h"
 #include "rpc/service.h"
@@ -169,6 +170,15 @@ static int generate_inner(gen *g, const Wanserve__V1__GenerateRequest *q, ws_err
   pool_choose_version(r->pool, "expert-high", g->id, g->version[0], sizeof g->version[0]);
   pool_choose_version(r->pool, "expert-low", g->id, g->version[1], sizeof g->version[1]);
   shadow_prepare(g); /* shadow rollouts: stable answers (version above), the canary is mirrored */
+  /* an adapter no live replica of its role holds is refused before the request is accepted,
+   * like any other bad input (HTTP: 400, not a failed job); each step checks again
+   * (router/calls.c), as replicas come and go */
+  for (int ri = 0; ri < 2; ri++)
+    if (g->adapter[ri][0]) {
+      adroute a = {g->adapter[ri], g->adapter_s[ri], g->version[ri]};
+      WS_TRY(adroute_check(r->view, ri ? "expert-low" : "expert-high",
+                           ri ? "adapter_low" : "adapter_high", &a, err));
+    }
   /* I2V: the image is encoded before the request is accepted, so an image that does not decode
    * is refused like any other bad input (the HTTP API answers 400, not a failed job) */
   if (g->p.task == GP_I2V) WS_TRY(gen_encode_image(g, err));

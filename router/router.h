@@ -21,6 +21,9 @@
  * _step_retries_total{role}, _call_errors_total{role,code}, _replica_ejections_total{role},
  * plus those of router/stats.h.
  *
+ * Per-request adapters (router/adroute.h): a step naming one goes to a replica that merged it
+ * at that strength (sent without the adapter field), else to one whose catalog holds it.
+ *
  * Bad replicas (issue 19, item 3): a connect failure, UNIMPLEMENTED, a bad reply, a step
  * timeout — and for the calls the router builds itself (Denoise, Decode) INVALID_ARGUMENT too —
  * is the replica's fault: the call goes to another replica and the pool ejects the faulty one

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "router/adroute.h"
 #include "router/gen.h"
 #include "router/stats.h"
 
@@ -54,6 +55,7 @@ struct gen_shadow {
   shadow_item *head, *tail;
   gen copy; /* the request as the canary sees it: own context-cache list, own ctx/neg/y copies
              * (the thread may outlive the request), no client call */
+  char adapter[2][64]; /* copy.adapter points here: the request's strings go with it */
 };
 
 static int shadow_stopped(const void *ud) {
@@ -123,8 +125,14 @@ static void *shadow_main(void *arg) {
     const reg_rollout *ro = &g->rollout[role_index(it->role)];
     reg_instance in;
     ws_err err = {0};
-    int rc = pred ? pool_acquire(g->r->pool, it->role, ro->canary, NULL, 0, 0, &in, &err)
-                  : ws_fail(&err, WS_ENOMEM, "out of memory");
+    /* a request naming an adapter: a canary replica that merged it, else one holding it in its
+     * catalog (router/adroute.h), as for the stable steps */
+    int ri = role_index(it->role);
+    adroute ar = {g->adapter[ri], g->adapter_s[ri], ro->canary};
+    int rc = !pred ? ws_fail(&err, WS_ENOMEM, "out of memory")
+             : ar.name[0]
+                 ? pool_acquire_tier(g->r->pool, it->role, adroute_tier, &ar, NULL, 0, 0, &in, &err)
+                 : pool_acquire(g->r->pool, it->role, ro->canary, NULL, 0, 0, &in, &err);
     if (rc == WS_OK) {
       rc = gen_verify_expert(g, &in, &err);
       if (rc == WS_OK) rc = gen_denoise_on(g, &in, it->x, it->t, it->guide, pred, &err);
@@ -191,6 +199,10 @@ void *shadow_begin(gen *g, const char *role, const float *x, float t, float guid
     sh->copy.shadow = NULL;
     sh->copy.cancel_fn = shadow_stopped;
     sh->copy.cancel_ud = sh;
+    for (int i = 0; i < 2; i++) { /* names were checked: 1..63 bytes, or none */
+      snprintf(sh->adapter[i], sizeof sh->adapter[i], "%s", g->adapter[i] ? g->adapter[i] : "");
+      sh->copy.adapter[i] = sh->adapter[i];
+    }
     if (clone_tensor(&g->ctx, &sh->copy.ctx) < 0 || clone_tensor(&g->neg, &sh->copy.neg) < 0 ||
         clone_tensor(&g->y, &sh->copy.y) < 0) {
       shadow_free(sh);

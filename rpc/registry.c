@@ -77,6 +77,83 @@ static int get_int(const cJSON *o, const char *what, const char *name, int64_t l
   return 0;
 }
 
+/* The adapter fields of an expert (absent when it has none, so other services' records and
+ * those of older experts look as before). Names are kept as given; -1 when out of memory. */
+static int add_adapters(cJSON *o, const reg_instance *in) {
+  if (in->nmerged > 0) {
+    cJSON *a = cJSON_AddArrayToObject(o, "adapters_merged");
+    if (!a) return -1;
+    for (int i = 0; i < in->nmerged && i < REG_MAX_MERGED; i++) {
+      cJSON *e = cJSON_CreateObject();
+      if (!e || !cJSON_AddItemToArray(a, e)) {
+        cJSON_Delete(e);
+        return -1;
+      }
+      if (!cJSON_AddStringToObject(e, "name", in->merged[i].name) ||
+          !cJSON_AddNumberToObject(e, "strength", in->merged[i].strength))
+        return -1;
+    }
+    if (!cJSON_AddStringToObject(o, "merged_base", in->merged_base)) return -1;
+  }
+  if (in->catalog[0]) {
+    cJSON *a = cJSON_AddArrayToObject(o, "adapters_catalog");
+    if (!a) return -1;
+    for (const char *p = in->catalog; *p;) {
+      size_t k = strcspn(p, ",");
+      char buf[REG_CATALOG_BYTES];
+      snprintf(buf, sizeof buf, "%.*s", (int)k, p);
+      cJSON *e = cJSON_CreateString(buf);
+      if (!e || !cJSON_AddItemToArray(a, e)) {
+        cJSON_Delete(e);
+        return -1;
+      }
+      p += k + (p[k] == ',');
+    }
+  }
+  return 0;
+}
+
+/* Reads what add_adapters wrote; a field of the wrong type is WS_EINVAL naming it. */
+static int get_adapters(const cJSON *o, reg_instance *out, ws_err *err) {
+  const cJSON *m = cJSON_GetObjectItemCaseSensitive(o, "adapters_merged"), *e;
+  if (m && !cJSON_IsNull(m)) {
+    if (!cJSON_IsArray(m) || cJSON_GetArraySize(m) > REG_MAX_MERGED)
+      return ws_fail(err, WS_EINVAL,
+                     "instance: \"adapters_merged\" must be an array of at most %d entries",
+                     REG_MAX_MERGED);
+    cJSON_ArrayForEach(e, m) {
+      const cJSON *n = cJSON_GetObjectItemCaseSensitive(e, "name");
+      const cJSON *s = cJSON_GetObjectItemCaseSensitive(e, "strength");
+      reg_adapter *a = &out->merged[out->nmerged];
+      if (!cJSON_IsString(n) || strlen(n->valuestring) >= sizeof a->name || !cJSON_IsNumber(s))
+        return ws_fail(err, WS_EINVAL,
+                       "instance: \"adapters_merged\" entries need a \"name\" (string) and a "
+                       "\"strength\" (number)");
+      memcpy(a->name, n->valuestring, strlen(n->valuestring) + 1);
+      a->strength = (float)s->valuedouble;
+      out->nmerged++;
+    }
+  }
+  WS_TRY(get_str(o, "instance", "merged_base", 0, out->merged_base, sizeof out->merged_base, err));
+  const cJSON *c = cJSON_GetObjectItemCaseSensitive(o, "adapters_catalog");
+  if (!c || cJSON_IsNull(c)) return WS_OK;
+  if (!cJSON_IsArray(c))
+    return ws_fail(err, WS_EINVAL, "instance: \"adapters_catalog\" must be an array of names");
+  size_t used = 0;
+  cJSON_ArrayForEach(e, c) {
+    /* a comma would split a name in the joined form: such a name was never servable */
+    if (!cJSON_IsString(e) || !e->valuestring[0] || strchr(e->valuestring, ','))
+      return ws_fail(err, WS_EINVAL, "instance: \"adapters_catalog\" entries must be names");
+    int k = snprintf(out->catalog + used, sizeof out->catalog - used, "%s%s", used ? "," : "",
+                     e->valuestring);
+    if (k < 0 || (size_t)k >= sizeof out->catalog - used)
+      return ws_fail(err, WS_EINVAL, "instance: \"adapters_catalog\" longer than %d bytes",
+                     REG_CATALOG_BYTES - 1);
+    used += (size_t)k;
+  }
+  return WS_OK;
+}
+
 int reg_instance_to_json(const reg_instance *in, char **json, ws_err *err) {
   *json = NULL;
   cJSON *o = cJSON_CreateObject();
@@ -90,6 +167,10 @@ int reg_instance_to_json(const reg_instance *in, char **json, ws_err *err) {
   cJSON_AddStringToObject(o, "model_digest", in->model_digest);
   if (in->precision[0]) cJSON_AddStringToObject(o, "precision", in->precision);
   cJSON_AddNumberToObject(o, "started", (double)in->started);
+  if (add_adapters(o, in) < 0) {
+    cJSON_Delete(o);
+    return ws_fail(err, WS_ENOMEM, "registry: out of memory");
+  }
   *json = cJSON_PrintUnformatted(o);
   cJSON_Delete(o);
   return *json ? 0 : ws_fail(err, WS_ENOMEM, "registry: out of memory");
@@ -113,7 +194,8 @@ int reg_instance_parse(const char *json, size_t len, reg_instance *out, ws_err *
           0 ||
       (rc = get_str(o, what, "precision", 0, out->precision, sizeof out->precision, err)) < 0 ||
       (rc = get_int(o, what, "max_batch", 0, 1 << 20, 1, &mb, err)) < 0 ||
-      (rc = get_int(o, what, "started", 0, INT64_C(1) << 52, 0, &started, err)) < 0)
+      (rc = get_int(o, what, "started", 0, INT64_C(1) << 52, 0, &started, err)) < 0 ||
+      (rc = get_adapters(o, out, err)) < 0)
     goto done;
   out->max_batch = (int)mb;
   out->started = started;

@@ -2,7 +2,9 @@
  *
  * Keys (all under /wanserve/v1/):
  *   instances/<role>/<id> = {"addr","role","version","backend","devices","max_batch",
- *                            "model_digest","started"}   on a lease (~5 s) kept alive
+ *                            "model_digest","started", experts also "adapters_merged":
+ *                            [{"name","strength"}...] (in merge order), "merged_base" and
+ *                            "adapters_catalog": ["name"...]}   on a lease (~5 s) kept alive
  *   rollout/<role>        = {"stable":"v1","canary":"v2","percent":5,"mode":"split"|"shadow"}
  *   nccl/<group>          = raw ncclUniqueId bytes, on the rank-0 process's lease
  * Roles: encoder, expert-high, expert-low, decoder, router.
@@ -35,6 +37,15 @@
 #define REG_ROLLOUT REG_ROOT "rollout/"
 #define REG_NCCL REG_ROOT "nccl/"
 
+/* One adapter an expert merged at load (wan-expert --lora FILE[:S]): its name is the file's
+ * stem (the name a request would give it), strength as merged. */
+#define REG_MAX_MERGED 16
+#define REG_CATALOG_BYTES 4096
+typedef struct reg_adapter {
+  char name[128];
+  float strength;
+} reg_adapter;
+
 typedef struct reg_instance {
   char id[128]; /* from the key, not the JSON */
   char role[32];
@@ -48,6 +59,15 @@ typedef struct reg_instance {
    * replicas older than the field (read as bf16). Omitted from the JSON when "". */
   char precision[16];
   int64_t started; /* unix seconds */
+  /* Experts' adapters (issue 16): what is merged, in merge order, and merged_base, the version
+   * this replica equals when its last merged adapter is applied per request instead (the
+   * version of the same flags without that --lora; "" when nothing is merged), so the router
+   * can send a request naming that adapter here rather than to a replica of merged_base that
+   * holds it in its catalog. catalog: the --lora-catalog names, comma-separated. */
+  reg_adapter merged[REG_MAX_MERGED];
+  int nmerged;
+  char merged_base[64];
+  char catalog[REG_CATALOG_BYTES];
 } reg_instance;
 
 typedef enum { REG_MODE_SPLIT = 0, REG_MODE_SHADOW = 1 } reg_mode;

@@ -364,6 +364,12 @@ int svc_start(const svc_opts *o, const char *role, rpc_server *server, int max_b
     snprintf(in.precision, sizeof in.precision, "%s", o->precision);
     in.max_batch = max_batch;
     in.started = (int64_t)time(NULL);
+    if (o->adapters) {
+      in.nmerged = o->adapters->nmerged;
+      memcpy(in.merged, o->adapters->merged, sizeof in.merged);
+      memcpy(in.merged_base, o->adapters->merged_base, sizeof in.merged_base);
+      memcpy(in.catalog, o->adapters->catalog, sizeof in.catalog);
+    }
     if ((rc = reg_register(s->etcd, &in, 5, &s->reg, err)) < 0) {
       ws_wrap(err, "registering %s in etcd at %s", o->id, o->etcd);
       goto fail;

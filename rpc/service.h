@@ -40,6 +40,9 @@ typedef struct svc_opts {
   int device;         /* --device N: the GPU for --backend cuda; -1 = $WANSERVE_CUDA_DEVICE or 0 */
   int help;           /* 1 when --help or -h was passed (parsing stopped there) */
   char precision[16]; /* registered as reg_instance.precision; set by wan-expert, else "" */
+  /* Experts: the adapter fields of the registration (nmerged, merged, merged_base, catalog of
+   * this record go into it; the rest is ignored). Borrowed, NULL = none; not a flag. */
+  const reg_instance *adapters;
 } svc_opts;
 
 /* Service-specific flag handler: returns the number of argv entries consumed at argv[i] (1 or

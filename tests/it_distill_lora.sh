@@ -13,20 +13,12 @@
 $bin/wanctl make-tiny-model "$T/m" > /dev/null || { fail make_tiny_model; exit 1; }
 # two adapters in the published layout, sized from the model's own config (pure Python, no
 # numpy): a rank-4 pair with int64 alpha on a self-attention q, a pair on an FFN and a .diff
-python3 - "$T/m/high_noise_model/config.json" "$T" <<'PY'
-import json, struct, sys
+PYTHONPATH="$root/tests/tools" PYTHONDONTWRITEBYTECODE=1 \
+  python3 - "$T/m/high_noise_model/config.json" "$T" <<'PY'
+import json, sys
+from lora_files import ramp, write
 cfg = json.load(open(sys.argv[1]))
 D, Fd = cfg["dim"], cfg["ffn_dim"]
-def write(path, tensors):
-    hdr, blobs, off = {}, [], 0
-    for name, (dt, shape, vals) in tensors.items():
-        b = struct.pack("<%d%s" % (len(vals), "q" if dt == "I64" else "f"), *vals)
-        hdr[name] = {"dtype": dt, "shape": shape, "data_offsets": [off, off + len(b)]}
-        blobs.append(b); off += len(b)
-    h = json.dumps(hdr).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    open(path, "wb").write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-ramp = lambda n, k: [0.05 * (((i * k) % 17) - 8) / 8 for i in range(n)]
 p = "diffusion_model.blocks.0."
 write(sys.argv[2] + "/high.safetensors", {
     p + "self_attn.q.lora_down.weight": ("F32", [4, D], ramp(4 * D, 7)),

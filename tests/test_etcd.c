@@ -368,6 +368,61 @@ static void test_rollout_parse(void) {
   CHECK_ERR(reg_instance_parse(nj, strlen(nj), &in, &err), WS_EINVAL, err, "\"addr\" is missing");
 }
 
+/* Experts' adapter fields (issue 16): merged adapters in order with strengths, merged_base
+ * and the catalog survive a round trip; records without them parse as before; wrong types are
+ * WS_EINVAL naming the field. */
+#define CHECK_STR(a, b)                                                                            \
+  do {                                                                                             \
+    if (strcmp((a), (b))) {                                                                        \
+      fprintf(stderr, "  check failed: %s == \"%s\" (got \"%s\") (%s:%d)\n", #a, (b), (a),         \
+              __FILE__, __LINE__);                                                                 \
+      test_failed_checks++;                                                                        \
+    }                                                                                              \
+  } while (0)
+
+static void test_instance_adapters(void) {
+  ws_err err = {0};
+  static reg_instance in, out;
+  memset(&in, 0, sizeof in);
+  snprintf(in.addr, sizeof in.addr, "h:1");
+  snprintf(in.role, sizeof in.role, "expert-low");
+  snprintf(in.version, sizeof in.version, "v1+lora-0123456789abcdef");
+  in.nmerged = 2;
+  snprintf(in.merged[0].name, sizeof in.merged[0].name, "distill");
+  in.merged[0].strength = 1.0f;
+  snprintf(in.merged[1].name, sizeof in.merged[1].name, "style.v2");
+  in.merged[1].strength = 0.7f;
+  snprintf(in.merged_base, sizeof in.merged_base, "v1+lora-fedcba9876543210");
+  snprintf(in.catalog, sizeof in.catalog, "a,b-c,d_e");
+  char *json = NULL;
+  CHECK_OK(reg_instance_to_json(&in, &json, &err), err);
+  CHECK(strstr(json, "\"adapters_merged\":[{\"name\":\"distill\"") != NULL);
+  CHECK(strstr(json, "\"adapters_catalog\":[\"a\",\"b-c\",\"d_e\"]") != NULL);
+  memset(&out, 0, sizeof out);
+  CHECK_OK(reg_instance_parse(json, strlen(json), &out, &err), err);
+  free(json);
+  CHECK_EQ_INT(out.nmerged, 2);
+  CHECK_STR(out.merged[1].name, "style.v2");
+  CHECK(out.merged[1].strength == 0.7f && out.merged[0].strength == 1.0f);
+  CHECK_STR(out.merged_base, "v1+lora-fedcba9876543210");
+  CHECK_STR(out.catalog, "a,b-c,d_e");
+  const char *plain = "{\"addr\":\"h:1\",\"role\":\"expert-high\"}";
+  CHECK_OK(reg_instance_parse(plain, strlen(plain), &out, &err), err);
+  CHECK(out.nmerged == 0 && !out.catalog[0] && !out.merged_base[0]);
+  const char *bad[][2] = {
+      {"{\"addr\":\"h:1\",\"role\":\"expert-low\",\"adapters_merged\":{}}", "adapters_merged"},
+      {"{\"addr\":\"h:1\",\"role\":\"expert-low\",\"adapters_merged\":[{\"name\":3}]}",
+       "adapters_merged"},
+      {"{\"addr\":\"h:1\",\"role\":\"expert-low\",\"adapters_catalog\":\"a,b\"}",
+       "adapters_catalog"},
+      {"{\"addr\":\"h:1\",\"role\":\"expert-low\",\"adapters_catalog\":[\"a,b\"]}",
+       "adapters_catalog"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    CHECK_ERR(reg_instance_parse(bad[i][0], strlen(bad[i][0]), &out, &err), WS_EINVAL, err,
+              bad[i][1]);
+}
+
 static int wait_rollout(reg_watch *w, const char *role, int want_rc, int want_pct, int timeout_ms) {
   double end = now_ms() + timeout_ms;
   for (;;) {
@@ -585,6 +640,7 @@ int main(int argc, char **argv) {
   RUN(test_registry_join_leave);
   RUN(test_registry_kill9_expires);
   RUN(test_rollout_parse);
+  RUN(test_instance_adapters);
   RUN(test_rollout_watch);
   RUN(test_nccl_rendezvous);
   RUN(test_etcd_restart_resync);

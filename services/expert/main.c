@@ -11,6 +11,9 @@
  *   adapter set is a version of its own for canary and shadow rollouts (docs/rollout.md).
  *   --lora-catalog DIR: adapters requests name (DenoiseRequest.adapter), applied unmerged
  *   (services/expert/catalog.h); not with --world > 1.
+ *   The registration lists both (rpc/registry.h: adapters_merged by file stem and strength,
+ *   merged_base, adapters_catalog), so the router can send a request naming the last merged
+ *   adapter here without the adapter field (router/adroute.h).
  *   --precision bf16|fp8|fp8+attn8 (issue 20): the precision policy, registered in etcd and shown
  *   by `wanctl status`. The CPU backend computes the float32 reference (FP8 checkpoints
  *   dequantized at load) under every policy; on CUDA only bf16 exists yet (FP8 GEMMs and 8-bit
@@ -120,6 +123,46 @@ static int extra_flag(void *user, int argc, char **argv, int i, ws_err *err) {
   return 2;
 }
 
+/* What the registration says about adapters (rpc/registry.h): each --lora by its file stem and
+ * strength, merged_base (the version of the same flags without the last --lora: a request that
+ * names that adapter on merged_base gets the same model here, merged instead of per request),
+ * and the catalog's names. A catalog whose names do not fit the record is an error: a router
+ * that saw part of it would refuse requests for the rest. */
+static int describe_adapters(const flags *f, const char *base_version,
+                             const expert_catalog *catalog, reg_instance *ad, ws_err *err) {
+  memset(ad, 0, sizeof *ad);
+  if (f->nloras > REG_MAX_MERGED)
+    return ws_fail(err, WS_EINVAL, "--lora: at most %d can be advertised", REG_MAX_MERGED);
+  for (int i = 0; i < f->nloras; i++) {
+    char path[4096];
+    float s = 1.0f;
+    WS_TRY(lora_spec_parse(f->loras[i], path, sizeof path, &s, err));
+    const char *slash = strrchr(path, '/'), *stem = slash ? slash + 1 : path;
+    const char *dot = strrchr(stem, '.');
+    size_t n = dot && dot != stem ? (size_t)(dot - stem) : strlen(stem);
+    snprintf(ad->merged[i].name, sizeof ad->merged[i].name, "%.*s", (int)n, stem);
+    ad->merged[i].strength = s;
+  }
+  ad->nmerged = f->nloras;
+  if (f->nloras == 1) snprintf(ad->merged_base, sizeof ad->merged_base, "%s", base_version);
+  if (f->nloras > 1) { /* the digest of all but the last, as main names its own version */
+    lora_set *pre = NULL;
+    WS_TRY(lora_set_from_specs(f->loras, f->nloras - 1, &pre, err));
+    snprintf(ad->merged_base, sizeof ad->merged_base, "%.40s+lora-%s", base_version,
+             lora_set_digest(pre));
+    lora_set_free(pre);
+  }
+  if (catalog) {
+    expert_catalog_names(catalog, ad->catalog, sizeof ad->catalog);
+    if (strlen(ad->catalog) + 1 >= sizeof ad->catalog)
+      return ws_fail(err, WS_EINVAL,
+                     "--lora-catalog: the names of its %d adapters exceed the %d bytes a "
+                     "registration holds",
+                     expert_catalog_count(catalog), REG_CATALOG_BYTES - 2);
+  }
+  return WS_OK;
+}
+
 static char *read_text(const char *path) {
   FILE *fp = fopen(path, "rb");
   if (!fp) return NULL;
@@ -173,6 +216,8 @@ int main(int argc, char **argv) {
   svc *s = NULL;
   int rc = expert_sp_backend(&o, &f.sp, &be, &err);
   lora_set *loras = NULL;
+  char base_version[sizeof o.version];
+  memcpy(base_version, o.version, sizeof base_version);
   if (rc == WS_OK) rc = lora_set_from_specs(f.loras, f.nloras, &loras, &err);
   if (rc == WS_OK && loras) { /* the adapter set is part of what this instance serves */
     char v[sizeof o.version];
@@ -198,6 +243,9 @@ int main(int argc, char **argv) {
     WS_INFO("%d per-request adapter(s): %s", expert_catalog_count(catalog),
             expert_catalog_names(catalog, names, sizeof names));
   }
+  reg_instance adapters; /* read by svc_start */
+  if (rc == WS_OK) rc = describe_adapters(&f, base_version, catalog, &adapters, &err);
+  if (rc == WS_OK) o.adapters = &adapters;
   expert_sp *sp = NULL; /* rank 0 of a group: form it before registering */
   if (rc == WS_OK && f.sp.world > 1) rc = expert_sp_start(model, &o, &f.sp, &sp, &err);
   /* Expert.Info hands out the checkpoint's config.json (none for a random: source) */
