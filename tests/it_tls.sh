@@ -209,6 +209,34 @@ if timeout 30 "$bin/wanctl" status --etcd "127.0.0.1:$cp" --tls-ca "$P/ca.pem" >
   fail wanctl_status_without_cert_refused "it listed $(wc -l < "$T/status2.out") lines"
 else pass wanctl_status_without_cert_refused; fi
 
+# the health port follows the drain: SIGTERM to the router while a Generate is in flight turns
+# its plaintext health check NOT_SERVING (what takes the pod out of its Service) until it exits
+"${G[@]}" "${MC[@]}" --token "$TOKEN" --size 256x256 --frames 17 --steps 20 --out "$T/drain.mp4" \
+  > /dev/null 2>&1 &
+gen_pid=$!
+rh=$(cat "$T/router.addr.health") # read now: the router removes it as it exits
+sleep 2
+kill -TERM "${pids[5]}"
+/usr/bin/python3 - "$rh" << 'EOF'
+import sys, time, grpc
+ch = grpc.insecure_channel(sys.argv[1])
+seen, t0 = [], time.time()
+while time.time() - t0 < 5:
+    try:
+        seen.append(ch.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=2))
+    except grpc.RpcError as e:
+        seen.append(str(e.code()))
+    if seen[-1] == b"\x08\x02":
+        break
+    time.sleep(0.1)
+ok = seen and seen[-1] == b"\x08\x02"
+print(("PASS" if ok else "FAIL") + " health_port_not_serving_while_draining" +
+      ("" if ok else ": %r" % sorted(set(map(str, seen)))))
+EOF
+wait "$gen_pid" 2> /dev/null
+# then it exits by itself once the call is done (waited for here, so the stop below is in order)
+for _ in $(seq 300); do kill -0 "${pids[5]}" 2> /dev/null || break; sleep 0.1; done
+
 # graceful stop of every service: exit status 0 and no sanitizer report (under `make asan`)
 svc_pids=("${pids[@]:1}")
 for p in "${svc_pids[@]}"; do kill -TERM "$p" 2> /dev/null; done
