@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/utf8.h"
+#include "router/http_guard.h"
 #include "router/http_jobs.h"
 #include "router/web.h"
 #include "rpc/codec.h"
@@ -19,8 +20,9 @@
 #include "rpc/service.h"
 
 #define SUBMIT_WAIT_MS 5000 /* POST waits this long for the router to accept or refuse */
-/* A connection may idle HTTP_HEADER_IDLE_S while its request headers come in (slow-loris ones
- * go soon), HTTP_IDLE_S once they are complete (bodies, SSE between keep-alives, keep-alive). */
+/* A connection may idle HTTP_HEADER_IDLE_S while its request headers come in, and must have
+ * them all in within --http-header-timeout-ms (router/http_guard.h: slow loris), then may idle
+ * HTTP_IDLE_S once they are complete (bodies, SSE between keep-alives). */
 #define HTTP_HEADER_IDLE_S 10
 #define HTTP_IDLE_S 120
 #define CANCEL_WAIT_MS 5000 /* DELETE waits this long for the job to stop */
@@ -33,7 +35,8 @@ struct http_gw {
   reg_watch *view;
   struct MHD_Daemon *d;
   size_t max_body;
-  rpc_pems tls; /* owned PEM text (cert, key); tls.cert NULL = plain HTTP */
+  rpc_pems tls;  /* owned PEM text (cert, key); tls.cert NULL = plain HTTP */
+  hguard *guard; /* the header deadline of every connection */
 };
 
 /* Per-request state (MHD's con_cls): the body, or the form fields of a multipart upload. */
@@ -610,7 +613,11 @@ static void parse_form(struct MHD_Connection *c, hreq *q) {
 
 static void request_done(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
-  (void)cls, (void)c, (void)toe;
+  http_gw *g = cls;
+  (void)toe;
+  /* a keep-alive connection's next request gets the header deadline (and idle limit) anew */
+  hguard_request_done(g->guard, c);
+  MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)HTTP_HEADER_IDLE_S);
   hreq *q = *con_cls;
   if (!q) return;
   for (size_t i = 0; i < q->nf; i++) {
@@ -633,6 +640,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (!q) return MHD_NO;
     *con_cls = q;
     /* the headers are in: from now on the connection may idle as long as a request needs */
+    hguard_headers_in(g->guard, c);
     MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)HTTP_IDLE_S);
     if (!strcmp(method, "POST")) {
       /* A body over the limit is still read (and dropped) before the 413: answering early makes
@@ -687,6 +695,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
 
 /* Frees what http_start allocated besides the daemon (which must be stopped or never started). */
 static void http_free(http_gw *g) {
+  hguard_free(g->guard);
   jobs_free(g->js);
   rpc_pems_free(&g->tls);
   free(g);
@@ -744,7 +753,8 @@ int http_start(const http_opts *o, const char *router_addr, reg_watch *view, rpc
     free(g);
     return rc;
   }
-  if ((rc = load_tls(g, err)) < 0) {
+  int hdr_ms = o->header_timeout_ms > 0 ? o->header_timeout_ms : 10000;
+  if ((rc = load_tls(g, err)) < 0 || (rc = hguard_create(hdr_ms, &g->guard, err)) < 0) {
     freeaddrinfo(ai);
     http_free(g);
     return rc;
@@ -758,7 +768,8 @@ int http_start(const http_opts *o, const char *router_addr, reg_watch *view, rpc
   g->d = MHD_start_daemon(
       flags, 0, NULL, NULL, on_request, g, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, g,
       MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, request_done, g,
-      MHD_OPTION_CONNECTION_LIMIT, (unsigned)256, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+      MHD_OPTION_NOTIFY_CONNECTION, hguard_on_connection, g->guard, MHD_OPTION_CONNECTION_LIMIT,
+      (unsigned)256, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
       (unsigned)(o->max_conns_per_ip > 0 ? o->max_conns_per_ip : 32), MHD_OPTION_CONNECTION_TIMEOUT,
       (unsigned)HTTP_HEADER_IDLE_S, MHD_OPTION_ARRAY, g->tls.cert ? tls : tls + 2, MHD_OPTION_END);
   freeaddrinfo(ai);

@@ -34,13 +34,16 @@
  * (--http-max-body-mb), as are connections (256 in all, --http-max-conns-per-ip per client
  * address, default 32: 300 slow-loris connections from one host leave the page to the others;
  * issue 19, item 5) and jobs (--http-max-jobs); a connection may idle 10 s while its headers
- * come in, 120 s once they are complete.
+ * come in and must have them all in within --http-header-timeout-ms (default 10 s from accept,
+ * or from the end of the previous request on a keep-alive connection; router/http_guard.h), so a
+ * client dribbling a byte every few seconds loses its connection too; 120 s once they are in.
  *
  * Flags (parsed by http_flag, for svc_parse): --http-listen HOST:PORT (port 0 = any free one),
  * --http-addr-file PATH (HOST:PORT written once listening), --http-keep-s N (finished jobs kept,
  * default 3600), --http-keep-mb N (video budget, default 1024), --http-max-jobs N (default 64),
- * --http-max-body-mb N (default 32), --http-tls-cert PEM --http-tls-key PEM (serve HTTPS: a
- * bearer token must not cross the network in clear; both or neither).
+ * --http-max-body-mb N (default 32), --http-max-conns-per-ip N (default 32),
+ * --http-header-timeout-ms N (default 10000), --http-tls-cert PEM --http-tls-key PEM (serve HTTPS:
+ * a bearer token must not cross the network in clear; both or neither).
  */
 #ifndef WS_ROUTER_HTTP_H
 #define WS_ROUTER_HTTP_H
@@ -57,6 +60,9 @@ typedef struct http_opts {
   int ntokens;
   int keep_s, keep_mb, max_jobs, max_body_mb; /* 0 = defaults */
   int max_conns_per_ip; /* --http-max-conns-per-ip (default 32): one client cannot take all 256 */
+  /* --http-header-timeout-ms (default 10000): a connection's request headers must be complete
+   * this long after it was accepted (or its previous request finished), else it is closed */
+  int header_timeout_ms;
 } http_opts;
 
 /* svc_flag_fn-style parser of the flags above: 2 when argv[i] is one of them (value consumed),

@@ -95,6 +95,7 @@ int main(int argc, char **argv) {
       "  [--auto-promote X] [--shadow-min-samples N] [--stats-interval-ms N]\n"
       "  [--http-listen HOST:PORT [--http-addr-file PATH] [--http-keep-s N] [--http-keep-mb N]\n"
       "   [--http-max-jobs N] [--http-max-body-mb N] [--http-max-conns-per-ip N]\n"
+      "   [--http-header-timeout-ms N]\n"
       "   [--http-tls-cert PEM --http-tls-key PEM]]\n"
       "  [common flags]";
   if (svc_parse_main(argc, argv, "router", usage, &o, extra_flag, &f, &status)) return status;

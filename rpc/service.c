@@ -16,11 +16,13 @@ struct svc {
   svc_opts o;
   char role[32], advertised[256];
   rpc_server *server;
+  rpc_server *health; /* --health-listen: plaintext, health only; NULL when not asked for */
   etcd_client *etcd;
   reg_registration *reg;
   rpc_pems tls; /* client-side TLS material (etcd) */
   metrics_http *metrics;
   char metrics_file[2100]; /* <addr-file>.metrics, "" when not written */
+  char health_file[2100];  /* <addr-file>.health, "" when not written */
 };
 
 const char *svc_advertised(const svc *s) { return s->advertised; }
@@ -78,6 +80,7 @@ int svc_parse(int argc, char **argv, const char *role, svc_opts *o, svc_flag_fn 
                 {"--id", o->id, sizeof o->id},
                 {"--addr-file", o->addr_file, sizeof o->addr_file},
                 {"--metrics-listen", o->metrics_listen, sizeof o->metrics_listen},
+                {"--health-listen", o->health_listen, sizeof o->health_listen},
                 {"--tls-cert", o->tls_cert, sizeof o->tls_cert},
                 {"--tls-key", o->tls_key, sizeof o->tls_key},
                 {"--tls-ca", o->tls_ca, sizeof o->tls_ca}};
@@ -146,6 +149,7 @@ static const char common_usage[] =
     "  --id ID  --workers N\n"
     "  --log-level debug|info|warn|error  --addr-file PATH  --drain-ms N (default 10000)\n"
     "  --max-message-mb N  --metrics-listen HOST:PORT  --memory-budget-mb N\n"
+    "  --health-listen HOST:PORT   plaintext port answering only grpc.health.v1 (probes)\n"
     "  --tls-cert PEM --tls-key PEM [--tls-ca PEM]   TLS, mutual with --tls-ca\n"
     "  --help, -h              this text\n";
 
@@ -228,6 +232,24 @@ static void process_metrics(void *user) {
   fclose(fp);
 }
 
+/* Logs where a side listener (metrics, health) on `listen` ended up, bound to `port` (listen
+ * may say port 0): the listen host, loopback for a wildcard one. With --addr-file the address
+ * also goes to <addr-file><suffix> (`file`, n bytes, remembered so svc_stop removes it). */
+static int publish_addr(svc *s, const char *listen, int port, const char *what, const char *suffix,
+                        char *file, size_t n, ws_err *err) {
+  char host[200], addr[256];
+  snprintf(host, sizeof host, "%.199s", listen);
+  char *colon = strrchr(host, ':');
+  if (colon) *colon = 0;
+  if (!strcmp(host, "0.0.0.0") || !strcmp(host, "[::]") || !host[0])
+    snprintf(host, sizeof host, "127.0.0.1");
+  snprintf(addr, sizeof addr, "%s:%d", host, port);
+  WS_INFO("%s %s: %s on %s", s->role, s->o.id, what, addr);
+  if (!s->o.addr_file[0]) return WS_OK;
+  snprintf(file, n, "%.2000s%s", s->o.addr_file, suffix);
+  return svc_write_addr_file(file, addr, err);
+}
+
 /* Starts the --metrics-listen endpoint with the service's identity gauge and process metrics. */
 static int start_metrics(svc *s, ws_err *err) {
   int port = 0;
@@ -238,20 +260,8 @@ static int start_metrics(svc *s, ws_err *err) {
   metric *start = metrics_gauge("process_start_time_seconds", "Start time (unix seconds).", NULL);
   metrics_set(start, NULL, (double)time(NULL));
   metrics_on_collect(process_metrics, NULL, NULL);
-  char host[200];
-  snprintf(host, sizeof host, "%.199s", s->o.metrics_listen);
-  char *colon = strrchr(host, ':');
-  if (colon) *colon = 0;
-  if (!strcmp(host, "0.0.0.0") || !strcmp(host, "[::]") || !host[0])
-    snprintf(host, sizeof host, "127.0.0.1");
-  char addr[256];
-  snprintf(addr, sizeof addr, "%s:%d", host, port);
-  WS_INFO("%s %s: metrics on http://%s/metrics", s->role, s->o.id, addr);
-  if (s->o.addr_file[0]) {
-    snprintf(s->metrics_file, sizeof s->metrics_file, "%.2000s.metrics", s->o.addr_file);
-    WS_TRY(svc_write_addr_file(s->metrics_file, addr, err));
-  }
-  return WS_OK;
+  return publish_addr(s, s->o.metrics_listen, port, "metrics (GET /metrics)", ".metrics",
+                      s->metrics_file, sizeof s->metrics_file, err);
 }
 
 /* ---- memory budget ---- */
@@ -307,6 +317,26 @@ int svc_tls_load(const svc_opts *o, rpc_pems *t, ws_err *err) {
   memset(t, 0, sizeof *t);
   if (!o->tls_ca[0]) return WS_OK;
   return rpc_pems_load(o->tls_ca, o->tls_cert, o->tls_key, t, err);
+}
+
+/* The --health-listen server: no methods, so it answers only the health check every rpc_server
+ * answers, and never TLS (its whole point is a probe without the pod's certificates). With
+ * --addr-file its HOST:PORT goes to <addr-file>.health, as the metrics one does (tests, port 0). */
+static int start_health(svc *s, ws_err *err) {
+  rpc_server_opts ho = {.addr = s->o.health_listen,
+                        .pollers = 2,
+                        .workers = 1,
+                        .queue_max = 16,
+                        .max_recv_bytes = 64 * 1024};
+  int port = 0;
+  WS_TRY(rpc_server_create(&ho, &s->health, err));
+  int rc = rpc_server_start(s->health, &port, err);
+  if (rc < 0) {
+    ws_wrap(err, "--health-listen %s", s->o.health_listen);
+    return rc;
+  }
+  return publish_addr(s, s->o.health_listen, port, "plaintext health checks", ".health",
+                      s->health_file, sizeof s->health_file, err);
 }
 
 int svc_start(const svc_opts *o, const char *role, rpc_server *server, int max_batch,
@@ -376,6 +406,7 @@ int svc_start(const svc_opts *o, const char *role, rpc_server *server, int max_b
     }
   }
   if (o->metrics_listen[0] && (rc = start_metrics(s, err)) < 0) goto fail;
+  if (o->health_listen[0] && (rc = start_health(s, err)) < 0) goto fail;
   if (o->addr_file[0] && (rc = svc_write_addr_file(o->addr_file, s->advertised, err)) < 0)
     goto fail;
   WS_INFO("%s %s serving on %s (version %s, backend %s%s%s)", role, o->id, s->advertised,
@@ -384,6 +415,7 @@ int svc_start(const svc_opts *o, const char *role, rpc_server *server, int max_b
   *out = s;
   return WS_OK;
 fail:
+  rpc_server_free(s->health);
   metrics_http_stop(s->metrics);
   if (s->reg) reg_unregister(s->reg, NULL);
   if (s->etcd) etcd_close(s->etcd);
@@ -399,11 +431,14 @@ void svc_stop(svc *s) {
   if (s->reg && reg_unregister(s->reg, &err) < 0) WS_WARN("deregistering: %s", err.msg);
   s->reg = NULL;
   rpc_server_set_serving(s->server, 0);
+  if (s->health) rpc_server_set_serving(s->health, 0); /* probes see the drain too */
   rpc_server_stop(s->server, s->o.drain_ms);
+  rpc_server_free(s->health);
   if (s->etcd) etcd_close(s->etcd);
   metrics_http_stop(s->metrics);
   metrics_remove_collect(process_metrics, NULL);
   if (s->metrics_file[0]) unlink(s->metrics_file);
+  if (s->health_file[0]) unlink(s->health_file);
   if (s->o.addr_file[0]) unlink(s->o.addr_file);
   WS_INFO("%s %s stopped", s->role, s->o.id);
   rpc_pems_free(&s->tls);

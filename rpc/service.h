@@ -16,6 +16,11 @@
  * trusts as a client (router -> services, every service -> etcd, which then also gets the
  * certificate and key as its client identity).
  * --memory-budget-mb N (issue 9): the process's memory budget; see svc_budget_reserve.
+ * --health-listen HOST:PORT (issue 19, item 10): a second, always plaintext gRPC server that
+ * answers only grpc.health.v1.Health/Check (everything else UNIMPLEMENTED), SERVING while the
+ * service serves and NOT_SERVING from the start of its graceful stop — for probes that cannot
+ * speak (mutual) TLS, such as the kubelet's gRPC probe, while the service port requires it.
+ * It tells nothing but up/down; bind it to the pod's address or loopback, not a public one.
  */
 #ifndef WS_RPC_SERVICE_H
 #define WS_RPC_SERVICE_H
@@ -32,7 +37,8 @@
 typedef struct svc_opts {
   char listen[256], advertise[256], etcd[1024], model[2048], version[64], backend[16];
   char id[128], addr_file[2048];
-  char metrics_listen[256];                         /* "" = no metrics endpoint */
+  char metrics_listen[256]; /* "" = no metrics endpoint */
+  char health_listen[256];  /* "" = no separate plaintext health port (issue 19, item 10) */
   char tls_cert[1024], tls_key[1024], tls_ca[1024]; /* PEM paths; "" = plaintext (issue 9) */
   int memory_budget_mb; /* --memory-budget-mb; 0 = unbounded (issue 9) */
   int workers, drain_ms, max_recv_mb;

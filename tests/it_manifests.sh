@@ -3,7 +3,10 @@
 # and has what a wanserve cluster needs — an etcd StatefulSet whose member names match the etcd
 # endpoints every service is given; a Deployment per role (encoder, router, expert-high,
 # expert-low, decoder) plus a canary expert Deployment of another version; gRPC health probes on
-# each service's gRPC port; nvidia.com/gpu requests exactly on the experts; one image; a metrics
+# each service's plaintext --health-listen port (its gRPC port speaks mutual TLS); the TLS
+# certificates and the router's tokens from mounted Secrets (wanserve-tls, wanserve-tokens);
+# etcd's clients over mutual TLS, its /health plaintext for the readiness probe; the README's
+# kubectl commands for both Secrets; nvidia.com/gpu requests exactly on the experts; one image; a metrics
 # port matching --metrics-listen; Services that select existing pods; kustomization listing
 # every file. The systemd units in deploy/systemd are checked for their ExecStart, stop signal
 # and stop timeout. Finally every service command line (k8s args with $(VAR)s expanded, systemd
@@ -100,6 +103,27 @@ check('k8s_etcd_liveness_not_quorum_health', 'tcpSocket' in live or
       live.get('httpGet', {}).get('path') not in ('/health', None), live)
 check('k8s_network_policy', any(d['kind'] == 'NetworkPolicy' for d in docs))
 
+# issue 19, item 10: the services' --tls-ca makes them reach etcd over mutual TLS, so etcd
+# serves its clients that way (certificates from the same Secret) and keeps /health plaintext
+# on its metrics port for the readiness probe; the README says how to create both Secrets
+ecmd = [str(a) for a in etcd_c.get('command', [])]
+eflag = lambda k: next((a.split('=', 1)[1] for a in ecmd if a.startswith(k + '=')), '')
+emounts = {m['mountPath'].rstrip('/'): m['name'] for m in etcd_c.get('volumeMounts', [])}
+evols = {v['name']: v.get('secret', {}).get('secretName')
+         for v in sts['spec']['template']['spec'].get('volumes', [])} if sts else {}
+check('k8s_etcd_client_mtls', eflag('--listen-client-urls').startswith('https://') and
+      eflag('--advertise-client-urls').startswith('https://') and '--client-cert-auth' in ecmd and
+      all(evols.get(emounts.get(os.path.dirname(eflag(k)))) == 'wanserve-tls'
+          for k in ('--cert-file', '--key-file', '--trusted-ca-file')), ecmd)
+ready = etcd_c.get('readinessProbe', {}).get('httpGet', {})
+check('k8s_etcd_readiness_on_plaintext_metrics_port',
+      eflag('--listen-metrics-urls').startswith('http://') and ready.get('path') == '/health' and
+      str(ready.get('port')) == eflag('--listen-metrics-urls').rsplit(':', 1)[-1], ready)
+readme = open(os.path.join(root, 'README.md')).read()
+check('k8s_readme_creates_secrets', all(w in readme for w in (
+    'create secret generic wanserve-tls', '--from-file=tls.crt=', '--from-file=tls.key=',
+    '--from-file=ca.crt=', 'create secret generic wanserve-tokens', '--from-file=tokens=')))
+
 def arg(args, flag):
     return args[args.index(flag) + 1] if flag in args else None
 
@@ -116,9 +140,27 @@ for name, d in sorted(deps.items()):
     ports = {p['name']: p['containerPort'] for p in c.get('ports', [])}
     grpc_port = int(arg(args, '--listen').rsplit(':', 1)[1])
     check('k8s_%s_grpc_port' % name, ports.get('grpc') == grpc_port)
-    for probe in ('readinessProbe', 'livenessProbe'):
+    # issue 19, item 10: the service port speaks mutual TLS, so the kubelet's gRPC probes go to
+    # the plaintext --health-listen port (named "health"), never to the TLS one
+    hl = arg(args, '--health-listen')
+    health_port = int(hl.rsplit(':', 1)[1]) if hl else None
+    check('k8s_%s_health_listen_port' % name, hl is not None and ports.get('health') == health_port
+          and health_port != grpc_port, hl)
+    for probe in ('readinessProbe', 'livenessProbe', 'startupProbe'):
         p = c.get(probe, {})
-        check('k8s_%s_%s_grpc' % (name, probe), p.get('grpc', {}).get('port') == grpc_port, p)
+        check('k8s_%s_%s_grpc_health_port' % (name, probe),
+              p.get('grpc', {}).get('port') == health_port and health_port is not None, p)
+    # TLS and tokens from Secrets: every path a flag names lies in a mounted Secret volume
+    mounts = {m['mountPath'].rstrip('/'): m['name'] for m in c.get('volumeMounts', [])}
+    vols = {v['name']: v.get('secret', {}).get('secretName') for v in pod.get('volumes', [])}
+    def secret_of(path):
+        return vols.get(mounts.get(os.path.dirname(path or '')))
+    for flag in ('--tls-cert', '--tls-key', '--tls-ca'):
+        check('k8s_%s_%s_from_secret' % (name, flag.lstrip('-')),
+              secret_of(arg(args, flag)) == 'wanserve-tls', arg(args, flag))
+    if binary == 'wan-router':
+        check('k8s_%s_auth_tokens_from_secret' % name,
+              secret_of(arg(args, '--auth-tokens')) == 'wanserve-tokens', arg(args, '--auth-tokens'))
     check('k8s_%s_metrics_port' % name,
           ports.get('metrics') == int(arg(args, '--metrics-listen').rsplit(':', 1)[1]))
     check('k8s_%s_etcd_from_config' % name, arg(args, '--etcd') == '$(ETCD_ENDPOINTS)' and

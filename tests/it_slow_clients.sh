@@ -6,7 +6,13 @@
 #    stalled for 2 s, and a third request gets served;
 #  - 300 slow-loris connections (headers never finished) from 127.0.0.2 must not lock the page
 #    out for others: the gateway caps connections per client address (--http-max-conns-per-ip),
-#    and a connection whose headers stop coming is closed after 10 s idle.
+#    and a connection whose headers stop coming is closed after 10 s idle;
+#  - a client dribbling one header byte per second (never idle 10 s) is cut when the header
+#    deadline (--http-header-timeout-ms, default 10 s from accept) passes;
+#  - 300 such dribbling connections from one address (127.0.0.2) leave the page to 127.0.0.1 at
+#    once and to 127.0.0.2 itself after the deadline; 300 spread over 30 loopback addresses (10
+#    each, under the per-address cap, more than the 256 slots) lock the page out only until the
+#    deadline cuts them.
 # Prints PASS/FAIL per check.
 . "$(dirname "$0")/itlib.sh"
 py=/usr/bin/python3
@@ -86,4 +92,99 @@ except OSError:
 dt = time.time() - t0
 print(("PASS" if closed and dt < 20 else "FAIL") +
       " slow_clients_unfinished_headers_closed (after %.1f s)" % dt)
+EOF
+
+# --- dribbling clients: one header byte per second, so the 10 s idle limit never fires
+"$py" - "$H" << 'EOF'
+import socket, sys, threading, time
+host, port = sys.argv[1].rsplit(":", 1)
+LINE = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 4000
+
+def page(src, timeout):
+    """Seconds until GET / from source address src answered 200 (retrying), or None."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            s = socket.create_connection((host, int(port)), timeout=5, source_address=(src, 0))
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            if s.recv(64).startswith(b"HTTP/1.1 200"):
+                s.close()
+                return time.time() - t0
+            s.close()
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return None
+
+class Dribblers:
+    """n connections from the given source addresses, each sent one more byte every second."""
+    def __init__(self, srcs, n):
+        self.socks, self.cut, self.stop = [], [], False
+        for i in range(n):
+            s = socket.socket()
+            s.settimeout(5)
+            try:
+                s.bind((srcs[i % len(srcs)], 0))
+                s.connect((host, int(port)))
+                s.sendall(LINE[:1])
+                self.socks.append([s, 1, time.time()])
+            except OSError:
+                s.close()
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+    def run(self):
+        while not self.stop:
+            time.sleep(1)
+            for e in self.socks:
+                s, k, t0 = e
+                if s is None:
+                    continue
+                try:
+                    s.sendall(LINE[k:k + 1])
+                    e[1] = k + 1
+                except OSError:
+                    self.cut.append(time.time() - t0)
+                    s.close()
+                    e[0] = None
+    def close(self):
+        self.stop = True
+        self.t.join()
+        for s, _, _ in self.socks:
+            if s is not None:
+                s.close()
+
+def secs(t):
+    return "%.1f s" % t if t is not None else "never (30 s)"
+
+def report(ok, name, detail):
+    print(("PASS " if ok else "FAIL ") + name + " (" + detail + ")", flush=True)
+
+# one dribbler: cut at the deadline (10 s), not left alone for the 30 s we wait
+d = Dribblers(["127.0.0.1"], 1)
+t0 = time.time()
+while not d.cut and time.time() - t0 < 30:
+    time.sleep(0.2)
+d.close()
+report(bool(d.cut) and 8 <= d.cut[0] <= 14, "slow_clients_dribbling_headers_cut_at_deadline",
+       "cut after %.1f s" % d.cut[0] if d.cut else "still open after 30 s, %d bytes sent" %
+       d.socks[0][1])
+
+# 300 from one address: the per-address cap keeps 127.0.0.1's page; 127.0.0.2's own come back
+# once the deadline has cut its 32 dribblers
+d = Dribblers(["127.0.0.2"], 300)
+other = page("127.0.0.1", 10)
+same = page("127.0.0.2", 30)
+d.close()
+report(other is not None, "slow_clients_page_served_during_dribble_one_host",
+       "127.0.0.1 after %s" % secs(other))
+report(same is not None and len(d.cut) >= 1, "slow_clients_dribbling_host_served_after_deadline",
+       "127.0.0.2 after %s, %d of its connections cut" % (secs(same), len(d.cut)))
+
+# 300 from 30 addresses (10 each: no address reaches its cap, together they take all 256 slots)
+d = Dribblers(["127.0.1.%d" % i for i in range(1, 31)], 300)
+held = sum(1 for e in d.socks if e[0] is not None)
+t = page("127.0.0.1", 30)
+d.close()
+report(t is not None and t < 20, "slow_clients_page_served_after_dribble_many_hosts",
+       "%d connections opened, page after %s, %d cut" % (held, secs(t), len(d.cut)))
 EOF

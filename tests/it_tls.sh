@@ -6,7 +6,10 @@
 #     plaintext client are refused; etcd refuses a TLS client without a certificate;
 #   - Generate without a token or with a wrong one is UNAUTHENTICATED; tokens never reach logs;
 #   - the HTTP gateway over HTTPS (--http-tls-*): a job with the token completes with the same
-#     latent as the gRPC call; no token is 401; plain HTTP and a client trusting another CA fail.
+#     latent as the gRPC call; no token is 401; plain HTTP and a client trusting another CA fail;
+#   - every service's --health-listen port (issue 19, item 10: what the k8s probes use while the
+#     service port requires mutual TLS) answers a plaintext grpc.health.v1 Check with SERVING and
+#     nothing else (UNIMPLEMENTED).
 # Processes are started here directly (not deploy/local-cluster) so every flag is visible.
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -58,7 +61,7 @@ TLS=(--tls-cert "$P/server.pem" --tls-key "$P/server.key" --tls-ca "$P/ca.pem")
 S=(--etcd "127.0.0.1:$cp" --model "$T/model" "${TLS[@]}")
 start() { # NAME BINARY ARGS...
   local name=$1; shift
-  "$@" --addr-file "$T/$name.addr" > "$T/$name.log" 2>&1 < /dev/null &
+  "$@" --addr-file "$T/$name.addr" --health-listen 127.0.0.1:0 > "$T/$name.log" 2>&1 < /dev/null &
   pids+=($!)
 }
 start encoder "$bin/wan-encoder" "${S[@]}"
@@ -98,6 +101,29 @@ refused() { # NAME EXPECT_REGEX ARGS... : the call must fail, stderr matching EX
 refused token_missing_unauthenticated UNAUTHENTICATED "${MC[@]}"
 refused token_wrong_unauthenticated UNAUTHENTICATED "${MC[@]}" --token "x$TOKEN"
 refused token_prefix_unauthenticated UNAUTHENTICATED "${MC[@]}" --token "${TOKEN%?}"
+
+# plaintext health ports beside the mTLS service ports (a client with no certificate at all)
+for n in encoder decoder high low router; do
+  if [ ! -s "$T/$n.addr.health" ]; then fail "health_port_${n}_plaintext_serving" "no $n.addr.health"; continue; fi
+  /usr/bin/python3 - "$(cat "$T/$n.addr.health")" "$n" << 'EOF'
+import sys, grpc
+addr, name = sys.argv[1:3]
+ch = grpc.insecure_channel(addr)
+try:
+    r = ch.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=10)
+    print(("PASS" if r == b"\x08\x01" else "FAIL") + " health_port_%s_plaintext_serving" % name +
+          ("" if r == b"\x08\x01" else ": %r" % r))
+except grpc.RpcError as e:
+    print("FAIL health_port_%s_plaintext_serving: %s" % (name, e.code()))
+try:
+    ch.unary_unary("/wanserve.v1.Router/Generate")(b"", timeout=10)
+    print("FAIL health_port_%s_only_health: Generate answered" % name)
+except grpc.RpcError as e:
+    ok = e.code() == grpc.StatusCode.UNIMPLEMENTED
+    print(("PASS" if ok else "FAIL") + " health_port_%s_only_health" % name +
+          ("" if ok else ": %s" % e.code()))
+EOF
+done
 refused mtls_wrong_ca_cert_refused UNAVAILABLE --tls-ca "$P/ca.pem" --tls-cert "$P/rogue.pem" --tls-key "$P/rogue.key" --token "$TOKEN"
 refused mtls_no_client_cert_refused UNAVAILABLE --tls-ca "$P/ca.pem" --token "$TOKEN"
 refused plaintext_client_refused UNAVAILABLE --token "$TOKEN"
@@ -182,6 +208,34 @@ else fail wanctl_status_over_mtls_etcd "$(tail -n 2 "$T/status.out")"; fi
 if timeout 30 "$bin/wanctl" status --etcd "127.0.0.1:$cp" --tls-ca "$P/ca.pem" > "$T/status2.out" 2>&1; then
   fail wanctl_status_without_cert_refused "it listed $(wc -l < "$T/status2.out") lines"
 else pass wanctl_status_without_cert_refused; fi
+
+# the health port follows the drain: SIGTERM to the router while a Generate is in flight turns
+# its plaintext health check NOT_SERVING (what takes the pod out of its Service) until it exits
+"${G[@]}" "${MC[@]}" --token "$TOKEN" --size 256x256 --frames 17 --steps 20 --out "$T/drain.mp4" \
+  > /dev/null 2>&1 &
+gen_pid=$!
+rh=$(cat "$T/router.addr.health") # read now: the router removes it as it exits
+sleep 2
+kill -TERM "${pids[5]}"
+/usr/bin/python3 - "$rh" << 'EOF'
+import sys, time, grpc
+ch = grpc.insecure_channel(sys.argv[1])
+seen, t0 = [], time.time()
+while time.time() - t0 < 5:
+    try:
+        seen.append(ch.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=2))
+    except grpc.RpcError as e:
+        seen.append(str(e.code()))
+    if seen[-1] == b"\x08\x02":
+        break
+    time.sleep(0.1)
+ok = seen and seen[-1] == b"\x08\x02"
+print(("PASS" if ok else "FAIL") + " health_port_not_serving_while_draining" +
+      ("" if ok else ": %r" % sorted(set(map(str, seen)))))
+EOF
+wait "$gen_pid" 2> /dev/null
+# then it exits by itself once the call is done (waited for here, so the stop below is in order)
+for _ in $(seq 300); do kill -0 "${pids[5]}" 2> /dev/null || break; sleep 0.1; done
 
 # graceful stop of every service: exit status 0 and no sanitizer report (under `make asan`)
 svc_pids=("${pids[@]:1}")
