@@ -58,8 +58,14 @@ static int rec_put(const rec *r, golden_out *out, const sampler_state *s, const 
   return golden_out_put_f32(out, "debug.latents", r->lats, sl, 5, err);
 }
 
-int golden_run_sampler_moe(const golden_ctx *c, golden_out *out, ws_err *err) {
+/* The case's two experts (model/high_noise_model, model/low_noise_model) on its backend. */
+static int load_experts(const golden_ctx *c, dit_model **hi, dit_model **lo, ws_err *err) {
   char dir[4200];
+  WS_TRY(dit_load(golden_path(c, "model/high_noise_model", dir, sizeof dir), c->be, NULL, hi, err));
+  return dit_load(golden_path(c, "model/low_noise_model", dir, sizeof dir), c->be, NULL, lo, err);
+}
+
+int golden_run_sampler_moe(const golden_ctx *c, golden_out *out, ws_err *err) {
   dit_model *hi = NULL, *lo = NULL;
   ws_tensor noise = {0}, ctx = {0}, ctxn = {0};
   sampler_state s = {0};
@@ -75,10 +81,7 @@ int golden_run_sampler_moe(const golden_ctx *c, golden_out *out, ws_err *err) {
   WS_TRY(golden_param_num(c, "boundary", &boundary, err));
   WS_TRY(golden_param_num(c, "guide_scale_high_noise", &gh, err));
   WS_TRY(golden_param_num(c, "guide_scale_low_noise", &gl, err));
-  if ((rc = dit_load(golden_path(c, "model/high_noise_model", dir, sizeof dir), c->be, NULL, &hi,
-                     err)) < 0 ||
-      (rc = dit_load(golden_path(c, "model/low_noise_model", dir, sizeof dir), c->be, NULL, &lo,
-                     err)) < 0 ||
+  if ((rc = load_experts(c, &hi, &lo, err)) < 0 ||
       (rc = st_get_f32(c->inputs, "noise", &noise, err)) < 0 ||
       (rc = st_get_f32(c->inputs, "context", &ctx, err)) < 0 ||
       (rc = st_get_f32(c->inputs, "context_null", &ctxn, err)) < 0)
@@ -132,7 +135,6 @@ static int read_step_list(const golden_ctx *c, int *list, int max, ws_err *err) 
 }
 
 int golden_run_sampler_distill(const golden_ctx *c, golden_out *out, ws_err *err) {
-  char dir[4200];
   dit_model *hi = NULL, *lo = NULL;
   ws_tensor noise = {0}, ctx = {0}, ctxn = {0}, y = {0};
   sampler_state s = {0};
@@ -144,10 +146,7 @@ int golden_run_sampler_distill(const golden_ctx *c, golden_out *out, ws_err *err
   WS_TRY(golden_param_num(c, "shift", &shift, err));
   WS_TRY(golden_param_num(c, "boundary_step_index", &bstep, err));
   WS_TRY(golden_param_num(c, "guide_scale", &guide, err));
-  if ((rc = dit_load(golden_path(c, "model/high_noise_model", dir, sizeof dir), c->be, NULL, &hi,
-                     err)) < 0 ||
-      (rc = dit_load(golden_path(c, "model/low_noise_model", dir, sizeof dir), c->be, NULL, &lo,
-                     err)) < 0 ||
+  if ((rc = load_experts(c, &hi, &lo, err)) < 0 ||
       (rc = st_get_f32(c->inputs, "noise", &noise, err)) < 0 ||
       (rc = st_get_f32(c->inputs, "context", &ctx, err)) < 0)
     goto done;

@@ -34,8 +34,6 @@ static ws_backend_ctor find_ctor(const char *name) {
   return NULL;
 }
 
-int ws_backend_available(const char *name) { return find_ctor(name) != NULL; }
-
 int ws_backend_create_on(const char *name, int device, ws_backend **out, ws_err *err) {
   *out = NULL;
   ws_backend_ctor c = find_ctor(name);
@@ -116,6 +114,15 @@ int ws_tensor_upload(ws_tensor *dst, const ws_backend *be, const ws_tensor *src,
     memcpy(dst->data, from->data, ws_tensor_nbytes(from));
   if (rc < 0) ws_tensor_free(dst);
   ws_tensor_free(&tmp);
+  return rc;
+}
+
+int ws_tensor_place(ws_tensor *t, const ws_backend *be, int keep_bf16, ws_err *err) {
+  if (!strcmp(be->name, "cpu")) return WS_OK;
+  ws_tensor dev = {0};
+  int rc = ws_tensor_upload(&dev, be, t, keep_bf16, err);
+  ws_tensor_free(t);
+  *t = dev;
   return rc;
 }
 

@@ -152,8 +152,6 @@ int ws_backend_cpu_create(int threads, ws_backend **out, ws_err *err);
 typedef int (*ws_backend_ctor)(int device, ws_backend **out, ws_err *err);
 /* Adds or replaces `name` (a string literal or otherwise immortal). At most 8 backends. */
 void ws_backend_register(const char *name, ws_backend_ctor ctor);
-/* 1 when a backend of that name is registered. */
-int ws_backend_available(const char *name);
 
 /* Creates a backend by name on device `device` (0 for the first GPU); WS_EUNSUPPORTED for a
  * name that this build does not have (the message says which it has), and whatever the
@@ -173,5 +171,9 @@ int ws_tensor_alloc_on(ws_tensor *t, const ws_backend *be, ws_dtype dt, const in
  * keep_bf16 is 0). */
 int ws_tensor_upload(ws_tensor *dst, const ws_backend *be, const ws_tensor *src, int keep_bf16,
                      ws_err *err);
+/* Moves the owned host tensor *t to `be` in place (ws_tensor_upload, then the host copy is
+ * freed); nothing happens on the CPU backend, whose memory is the host's. On failure *t is
+ * freed. */
+int ws_tensor_place(ws_tensor *t, const ws_backend *be, int keep_bf16, ws_err *err);
 
 #endif

@@ -259,7 +259,6 @@ int ws_backend_cpu_create(int threads, ws_backend **out, ws_err *err) {
     free(ctx);
     return ws_fail(err, WS_ENOMEM, "out of memory");
   }
-  cpu_gemm_init();
   ctx->threads = threads > 0 ? threads : omp_get_max_threads();
   be->name = "cpu";
   be->gemm_per_sample = 1;

@@ -175,16 +175,6 @@ static int load_w(const wt_source *src, const char *name, const int64_t *shape, 
   return 0;
 }
 
-/* Moves a loaded host weight to the backend (the CPU backend computes on host memory). */
-static int place_w(const ws_backend *be, t5_w *w, ws_err *err) {
-  if (!strcmp(be->name, "cpu")) return WS_OK;
-  ws_tensor dev = {0};
-  int rc = ws_tensor_upload(&dev, be, &w->t, 1, err);
-  ws_tensor_free(&w->t);
-  w->t = dev;
-  return rc;
-}
-
 /* Where weights come from: a checkpoint (w), or random values made on the backend (w NULL). */
 typedef struct t5_src {
   const wt_source *w;
@@ -209,7 +199,7 @@ static int get_w(t5_src *s, const char *name, const int64_t *shape, int ndim, in
                  ws_err *err) {
   if (!s->w) return random_w(s, shape, ndim, bf16, out, err);
   WS_TRY(load_w(s->w, name, shape, ndim, bf16, out, err));
-  return place_w(s->be, out, err);
+  return ws_tensor_place(&out->t, s->be, 1, err);
 }
 
 /* Weight names: Wan (hf = 0) or HF UMT5EncoderModel (hf = 1). */

@@ -225,18 +225,12 @@ get(loader *L, const float **out, const int64_t *shape, int ndim, ws_err *err, c
   }
   ws_tensor *t = &m->tensors[m->ntensors];
   memset(t, 0, sizeof *t);
-  ws_tensor host = {0};
-  int rc = L->w ? wt_get_f32_shape(L->w, name, shape, ndim, &host, err)
-                : random_tensor(L, name, shape, ndim, t, err);
-  if (rc < 0) return ws_wrap(err, "vae");
   if (!L->w) {
-    /* made in place */
-  } else if (!strcmp(m->be->name, "cpu")) { /* host memory: the host copy is the weight */
-    *t = host;
+    /* made on the backend */
+    if (random_tensor(L, name, shape, ndim, t, err) < 0) return ws_wrap(err, "vae");
   } else {
-    rc = ws_tensor_upload(t, m->be, &host, 0, err);
-    ws_tensor_free(&host);
-    if (rc < 0) return ws_wrap(err, "vae: uploading %s", name);
+    if (wt_get_f32_shape(L->w, name, shape, ndim, t, err) < 0) return ws_wrap(err, "vae");
+    if (ws_tensor_place(t, m->be, 0, err) < 0) return ws_wrap(err, "vae: uploading %s", name);
   }
   m->ntensors++;
   *out = t->data;
