@@ -20,9 +20,9 @@
 struct decoder {
   dec_opts o;
   char model[4096], preset[32];
-  vae_model *vae;          /* decoder part; read-only, shared by every call */
-  int gpu;                 /* the backend is a device: one call decodes at a time */
-  pthread_mutex_t *gpu_mu; /* owned; the device backend has one stream and shared scratch */
+  vae_model *vae;         /* decoder part; read-only, shared by every call */
+  int gpu;                /* the backend is a device: one call decodes at a time */
+  pthread_mutex_t gpu_mu; /* taken when gpu: the device backend has one stream and shared scratch */
   int z_dim, sf, tf;
 };
 
@@ -38,15 +38,10 @@ int dec_open(const dec_opts *o, decoder **out, ws_err *err) {
   d->o.preset = d->preset;
   if (d->o.x264_threads <= 0) d->o.x264_threads = MP4_DEFAULT_THREADS;
   d->gpu = o->be && strcmp(o->be->name, "cpu");
-  if (d->gpu && !(d->gpu_mu = malloc(sizeof *d->gpu_mu))) {
-    free(d);
-    return ws_fail(err, WS_ENOMEM, "decoder: out of memory");
-  }
-  if (d->gpu) pthread_mutex_init(d->gpu_mu, NULL);
+  pthread_mutex_init(&d->gpu_mu, NULL);
   int rc = assets_load_vae(d->model, VAE_DECODER, o->be, &d->vae, err);
   if (rc < 0) {
-    if (d->gpu) pthread_mutex_destroy(d->gpu_mu);
-    free(d->gpu_mu);
+    pthread_mutex_destroy(&d->gpu_mu);
     free(d);
     return rc;
   }
@@ -63,8 +58,7 @@ int dec_open(const dec_opts *o, decoder **out, ws_err *err) {
 void dec_free(decoder *d) {
   if (!d) return;
   vae_free(d->vae);
-  if (d->gpu) pthread_mutex_destroy(d->gpu_mu);
-  free(d->gpu_mu);
+  pthread_mutex_destroy(&d->gpu_mu);
   free(d);
 }
 
@@ -159,13 +153,13 @@ static int on_frames(void *user, const float *frames, int first, int n, int H, i
 }
 
 /* The VAE decode of chunk k+1 overlaps x264 and streaming of chunk k (fpipe's thread). */
-static int decode_overlapped(const decoder *d, const ws_tensor *z, stream_ctx *s, ws_err *err) {
+static int decode_overlapped(decoder *d, const ws_tensor *z, stream_ctx *s, ws_err *err) {
   fpipe *fp = NULL;
   size_t max_floats = (size_t)3 * (size_t)d->tf * (size_t)s->height * (size_t)s->width;
   WS_TRY(fpipe_start(on_frames, s, max_floats, &fp, err));
-  if (d->gpu) pthread_mutex_lock(d->gpu_mu);
+  if (d->gpu) pthread_mutex_lock(&d->gpu_mu);
   int rc = vae_decode_stream(d->vae, z, fpipe_push, fp, err);
-  if (d->gpu) pthread_mutex_unlock(d->gpu_mu);
+  if (d->gpu) pthread_mutex_unlock(&d->gpu_mu);
   ws_err e2 = {0};
   int rc2 = fpipe_finish(fp, &e2);
   if (rc == 0 && rc2 < 0) {
@@ -176,7 +170,7 @@ static int decode_overlapped(const decoder *d, const ws_tensor *z, stream_ctx *s
 }
 
 static int h_decode(rpc_call *call, const ProtobufCMessage *m, void *user, ws_err *err) {
-  const decoder *d = user;
+  decoder *d = user; /* the model is read-only; only gpu_mu is taken */
   const Wanserve__V1__DecodeRequest *r = (const void *)m;
   const char *fmt = r->format && r->format[0] ? r->format : "mp4";
   int raw = !strcmp(fmt, "raw");
