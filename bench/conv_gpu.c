@@ -1,8 +1,9 @@
 /* bench/conv_gpu: conv3d of the CUDA backend timed at the Wan2.1 VAE's heaviest shapes (one
  * decoder chunk of one latent frame: 4 output frames at full resolution, causal caches of 2
  * frames in front), so the precision of the decoder's convolutions can be chosen by measured
- * speed: TF32 (default), bf16 storage (WANSERVE_CUDA_CONV_DTYPE=bf16), fp32 (`accurate`, the
- * encoder's mode) and the im2col + cuBLAS fallback (TF32). Inputs and weights are made on the
+ * speed: TF32 with time taps folded into channels (default), TF32 3-D (WANSERVE_CUDA_CONV_FOLD=0),
+ * bf16 and fp16 storage (WANSERVE_CUDA_CONV_DTYPE), fp32 (WANSERVE_CUDA_PRECISION=fp32) and the
+ * im2col + cuBLAS fallback (TF32). Inputs and weights are made on the
  * device with fill_uniform; each time is the median of --reps calls after one warm-up call
  * (which also builds the plan and converts the weights), a sync around every call.
  * Usage: conv_gpu [--res 480|720] [--reps N] [--md FILE]  (Markdown table to FILE as well) */
@@ -27,6 +28,8 @@ static const shape k_shapes[] = {
     {"up1 384 3x3x3", {384, 384, 3, 3, 3, 1, 1, 1, 1, 1}, 4, 4},
     {"up2 192 3x3x3", {192, 192, 3, 3, 3, 1, 1, 1, 1, 1}, 6, 2},
     {"up3 96 3x3x3 (full res)", {96, 96, 3, 3, 3, 1, 1, 1, 1, 1}, 6, 1},
+    {"up3 96 3x3x3, one frame", {96, 96, 3, 3, 3, 1, 1, 1, 1, 1}, 3, 1},
+    {"up time conv 384->768 3x1x1", {384, 768, 3, 1, 1, 1, 1, 1, 0, 0}, 4, 4},
     {"resample 384->192 1x3x3", {384, 192, 1, 3, 3, 1, 1, 1, 1, 1}, 4, 2},
     {"head 96->3 3x3x3", {96, 3, 3, 3, 3, 1, 1, 1, 1, 1}, 6, 1},
     {"enc conv1 3->96 3x3x3", {3, 96, 3, 3, 3, 1, 1, 1, 1, 1}, 3, 1},
@@ -34,21 +37,34 @@ static const shape k_shapes[] = {
 };
 
 typedef struct mode {
-  const char *name, *dtype, *conv;
-  int accurate;
+  const char *name, *dtype, *conv, *fold, *prec;
 } mode;
 
-static const mode k_modes[] = {{"tf32", NULL, NULL, 0},
-                               {"bf16", "bf16", NULL, 0},
-                               {"fp32", NULL, NULL, 1},
-                               {"im2col tf32", NULL, "im2col", 0}};
+static const mode k_modes[] = {{"tf32", NULL, NULL, NULL, NULL},
+                               {"tf32 3-D", NULL, NULL, "0", NULL},
+                               {"bf16", "bf16", NULL, NULL, NULL},
+                               {"fp16", "fp16", NULL, NULL, NULL},
+                               {"fp32", NULL, NULL, NULL, "fp32"},
+                               {"im2col tf32", NULL, "im2col", NULL, NULL}};
+#define N_MODES ((int)(sizeof k_modes / sizeof k_modes[0]))
+
+static void set_or_unset(const char *name, const char *v) {
+  if (v)
+    setenv(name, v, 1);
+  else
+    unsetenv(name);
+}
 
 static int make(const mode *m, ws_backend **out, ws_err *err) {
-  if (m->dtype) setenv("WANSERVE_CUDA_CONV_DTYPE", m->dtype, 1);
-  if (m->conv) setenv("WANSERVE_CUDA_CONV", m->conv, 1);
+  set_or_unset("WANSERVE_CUDA_CONV_DTYPE", m->dtype);
+  set_or_unset("WANSERVE_CUDA_CONV", m->conv);
+  set_or_unset("WANSERVE_CUDA_CONV_FOLD", m->fold);
+  set_or_unset("WANSERVE_CUDA_PRECISION", m->prec);
   int rc = ws_backend_create("cuda", out, err);
   unsetenv("WANSERVE_CUDA_CONV_DTYPE");
   unsetenv("WANSERVE_CUDA_CONV");
+  unsetenv("WANSERVE_CUDA_CONV_FOLD");
+  unsetenv("WANSERVE_CUDA_PRECISION");
   return rc;
 }
 
@@ -108,8 +124,8 @@ int main(int argc, char **argv) {
   int H = res == 720 ? 720 : 480, W = res == 720 ? 1280 : 832;
   FILE *mf = md ? fopen(md, "a") : NULL;
   ws_err err = {0};
-  ws_backend *be[4] = {NULL};
-  for (int m = 0; m < 4; m++)
+  ws_backend *be[N_MODES] = {NULL};
+  for (int m = 0; m < N_MODES; m++)
     if (make(&k_modes[m], &be[m], &err) < 0) {
       fprintf(stderr, "conv_gpu: %s\n", err.msg);
       return 1;
@@ -117,12 +133,15 @@ int main(int argc, char **argv) {
   char desc[1024];
   if (ws_cuda_describe(be[0], desc, sizeof desc, &err) == 0) printf("# %s\n", desc);
   printf("# conv3d at %dx%d, median of %d; ms (TFLOP/s)\n", W, H, reps);
-  printf("| shape | GFLOP | tf32 | bf16 | fp32 | im2col tf32 |\n|---|---|---|---|---|---|\n");
-  if (mf)
-    fprintf(mf,
-            "\n%dx%d, median of %d: ms (TFLOP/s)\n\n| shape | GFLOP | tf32 | bf16 | fp32 | im2col "
-            "tf32 |\n|---|---|---|---|---|---|\n",
-            W, H, reps);
+  char head[512];
+  int hn = snprintf(head, sizeof head, "| shape | GFLOP |");
+  for (int m = 0; m < N_MODES; m++)
+    hn += snprintf(head + hn, sizeof head - (size_t)hn, " %s |", k_modes[m].name);
+  hn += snprintf(head + hn, sizeof head - (size_t)hn, "\n|---|---|");
+  for (int m = 0; m < N_MODES; m++)
+    hn += snprintf(head + hn, sizeof head - (size_t)hn, "---|");
+  printf("%s\n", head);
+  if (mf) fprintf(mf, "\n%dx%d, median of %d: ms (TFLOP/s)\n\n%s\n", W, H, reps, head);
   int bad = 0;
   for (size_t si = 0; si < sizeof k_shapes / sizeof k_shapes[0]; si++) {
     const shape *s = &k_shapes[si];
@@ -135,9 +154,9 @@ int main(int argc, char **argv) {
     char row[512];
     int n = snprintf(row, sizeof row, "| %s, %d frames %dx%d | %.1f |", s->what, s->tin, w, h,
                      fl / 1e9);
-    for (int m = 0; m < 4; m++) {
+    for (int m = 0; m < N_MODES; m++) {
       double ms = 0;
-      if (time_shape(be[m], s, H, W, k_modes[m].accurate, reps, &ms, &err) < 0) {
+      if (time_shape(be[m], s, H, W, 0, reps, &ms, &err) < 0) {
         n += snprintf(row + n, sizeof row - (size_t)n, " error |");
         fprintf(stderr, "conv_gpu %s %s: %s\n", s->what, k_modes[m].name, err.msg);
         bad = 1;
@@ -149,7 +168,7 @@ int main(int argc, char **argv) {
     printf("%s\n", row);
     if (mf) fprintf(mf, "%s\n", row);
   }
-  for (int m = 0; m < 4; m++) {
+  for (int m = 0; m < N_MODES; m++) {
     if (ws_cuda_describe(be[m], desc, sizeof desc, &err) == 0)
       printf("# %s: %s\n", k_modes[m].name, desc);
     be[m]->destroy(be[m]);

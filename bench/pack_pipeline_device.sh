@@ -43,7 +43,13 @@ printf 'print-ldlibs:\n\t@echo $(LDLIBS)\n' > "$chk/p.mk"
 libs=$(make -s -f Makefile -f "$chk/p.mk" BUILD="$BUILD" print-ldlibs | tail -n 1)
 arch="-Wl,--whole-archive $BUILD/libwanserve_cuda.a -Wl,--no-whole-archive $BUILD/libwanserve.a"
 tcommon=$(ls tests/*.c | grep -v '/test_' | sed "s|^|$BUILD/obj/|; s|\.c$|.o|")
-printf 'int golden_main(int argc, char **argv);\nint main(int argc, char **argv) { return golden_main(argc - 1, argv + 1); }\n' > "$chk/g.c"
+# golden_cuda: check-golden alone (cli/golden.c prints its usage through wanctl's)
+cat > "$chk/g.c" <<'EOF2'
+#include <stdio.h>
+int golden_main(int argc, char **argv);
+void wanctl_usage(const char *cmd, FILE *fp) { fprintf(fp, "usage: golden_cuda [check-golden options] DIR...\n"); (void)cmd; }
+int main(int argc, char **argv) { return golden_main(argc - 1, argv + 1); }
+EOF2
 cc -c "$chk/g.c" -o "$chk/g.o"
 link() { cc -o "$chk/bin/$1" "${@:2}" $arch -Wl,--as-needed $libs; }
 link test_cuda_ops $BUILD/obj/tests/test_cuda_ops.o $tcommon

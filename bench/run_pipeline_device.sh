@@ -7,6 +7,9 @@
 #   check     (on its own: .dev/pipe-check.tar.xz) the op tests (test_cuda_ops, test_cuda_vae_ops),
 #             the golden cases on --backend cuda (fp32 mode at the case tolerance, bf16 at 1e-2),
 #             and bench/pipeline_gpu (umT5 512 tokens, I2V encode, VAE decode at 480p and 720p)
+#   sweep     (on its own: .dev/pipe-check.tar.xz) the VAE's convolution modes compared: the op
+#             tests, conv_gpu per shape, then per mode (TF32 folded / 3-D, bf16, fp16) the golden
+#             cases in bf16 and pipeline_gpu's decode (480p, 720p) and encode (480p)
 #   cluster   a local cluster with every service on the GPU serving `random:t2v-a14b` (the real
 #             shapes, random weights): one 832x480, 81-frame, STEPS-step (default 40) T2V request,
 #             times per stage and peak GPU memory per process
@@ -57,6 +60,29 @@ check)
     echo "== lora_gpu (A14B, rank 64, 480p)"
     timeout 120 $bin/lora_gpu --backend cuda --reps 2 2>&1 | tee "$OUT/lora_gpu.log"
   fi
+  ;;
+sweep)
+  mkdir -p /tmp/chk && unpack .dev/pipe-check.tar.xz /tmp/chk
+  export LD_LIBRARY_PATH="/tmp/chk/lib:$(pylib nvidia.cudnn):$(pylib nvidia.cublas):/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  bin=/tmp/chk/bin
+  { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; date -u; } 2>&1 | tee "$OUT/device.txt"
+  for t in test_cuda_vae_ops ${EXTRA_TESTS:-}; do
+    echo "== $t"
+    timeout 120 "$bin/$t" > "$OUT/$t.log" 2>&1; echo "rc=$?" >> "$OUT/$t.log"
+    grep -E "^(PASS|FAIL|SKIP)|rc=|check failed" "$OUT/$t.log" | head -n 40
+  done
+  echo "== conv_gpu 480p"
+  timeout 90 $bin/conv_gpu --res 480 --reps 3 2>&1 | tee "$OUT/conv_gpu.log"
+  for mode in "tf32:1" "tf32:0" "bf16:1" "fp16:1"; do
+    dt=${mode%:*} fold=${mode#*:}
+    echo "== mode dtype=$dt fold=$fold"
+    export WANSERVE_CUDA_CONV_DTYPE=$dt WANSERVE_CUDA_CONV_FOLD=$fold
+    WANSERVE_CUDA_PRECISION=bf16 timeout 50 $bin/golden_cuda --backend cuda --implemented-only --tolerance-floor 1e-2 tests/golden 2>&1 | grep -E "vae|i2v_cond|t5_tiny " | grep -v "^ "
+    timeout 100 $bin/pipeline_gpu --backend cuda --what decode --res 480,720 --reps 1 --md "$OUT/pipeline_$dt$fold.md" 2>&1 | tee "$OUT/decode_$dt$fold.log" | grep -v "^#"
+    timeout 60 $bin/pipeline_gpu --backend cuda --what encode --res 480 --reps 1 2>&1 | grep -v "^#" | tail -n 3
+  done
+  unset WANSERVE_CUDA_CONV_DTYPE WANSERVE_CUDA_CONV_FOLD
+  timeout 100 $bin/pipeline_gpu --backend cuda --what decode --res 480 --reps 1 --profile 2>&1 | tail -n 30 > "$OUT/profile.log"
   ;;
 cluster)
   unpack .dev/pipe-libs2.tar.xz /tmp/wl

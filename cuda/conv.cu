@@ -11,6 +11,11 @@
  *     one 5-D NDHWC volume), and a second kernel transposes [t, ho, wo, cout] back into the
  *     channel-first output adding the bias. Weights are converted once to [cout, kt, kh, kw,
  *     cin] and cached by their pointer until free_mem of their block (conv_forget) or destroy.
+ *     Time folding (the default; WANSERVE_CUDA_CONV_FOLD=0 turns it off): a kernel with kt > 1
+ *     taps is packed as [tout, hp, wp, kt*cin] (output frame t's channel block z holds input
+ *     frame t*st + z) and convolved as one 2-D NHWC convolution of kt*cin channels with weights
+ *     [cout, kh, kw, kt, cin]: cuDNN's 2-D kernels are its fast ones (its 3-D NDHWC kernels ran
+ *     the VAE's 3x3x3 convs at 100-190 TFLOP/s), and a 3x1x1 time conv becomes a GEMM.
  *     Output frames go in chunks so the packed input + output stay below 1 GiB (at least one
  *     frame; WANSERVE_CUDA_CONV_SCRATCH_MB changes the bound); plans (descriptors + algorithm) are
  * cached per chunk shape.
@@ -21,13 +26,16 @@
  *
  * Precision: TF32 tensor cores (cuDNN CUDNN_DEFAULT_MATH on fp32 data, cuBLAS
  * CUBLAS_COMPUTE_32F_FAST_TF32) under every policy but fp32, as PyTorch runs the release's fp32
- * VAE. WANSERVE_CUDA_CONV_DTYPE=bf16 makes path 2 store the packed input, weights and output as
- * bf16 (fp32 accumulation) for calls that are not `accurate` (the VAE encoder's are). Under
+ * VAE. WANSERVE_CUDA_CONV_DTYPE=bf16 (or fp16) makes path 2 store the packed input, weights and
+ * output as bf16 (fp16) with fp32 accumulation, for calls that are not `accurate` (the VAE
+ * encoder's are); fp16 keeps TF32's 10-bit mantissa but overflows past 65504. Under
  * WANSERVE_CUDA_PRECISION=fp32, pure fp32: cuDNN CUDNN_FMA_MATH restricted to the GEMM-like
  * algorithms (no FFT or Winograd), cuBLAS CUBLAS_COMPUTE_32F.
  */
 #include <stdlib.h>
 #include <string.h>
+
+#include <cuda_fp16.h>
 
 #include "cuda/cuda_internal.cuh"
 #include "cuda/cudnn_load.cuh"
@@ -39,11 +47,13 @@
 #define CONV_MAX_PLANS 64
 
 enum { CONV_AUTO = 0, CONV_CUDNN = 1, CONV_IM2COL = 2 };
+/* storage type of path 2 (the arithmetic is fp32 or TF32 either way) */
+enum { CV_F32 = 0, CV_BF16 = 1, CV_F16 = 2 };
 
 typedef struct conv_wentry {
   const float *key; /* the caller's [cout, cin, kt, kh, kw] weight (NULL: free slot) */
-  int cout, cin, kt, kh, kw, bf;
-  void *buf;        /* [cout, kt, kh, kw, cin], bf16 when bf, else fp32 */
+  int cout, cin, kt, kh, kw, bf, fold;
+  void *buf;        /* [cout, kt, kh, kw, cin] ([cout, kh, kw, kt, cin] when fold), type bf */
   size_t bytes;     /* of buf */
   size_t key_bytes; /* of the caller's fp32 weight at key */
   uint64_t used;
@@ -65,7 +75,8 @@ typedef struct conv_plan {
 
 struct cu_conv_state {
   int mode;
-  int bf16;           /* path 2 in bf16 storage when the call is not accurate */
+  int dtype;          /* CV_*: path 2's storage when the call is not accurate */
+  int fold;           /* fold time taps into channels (2-D convolutions) */
   size_t scratch_max; /* bytes: packed input + channels-last output of one chunk */
   int dnn_tried, dnn_ok;
   char why[256];
@@ -98,11 +109,15 @@ int conv_init(cuda_ctx *c, ws_err *err) {
   if (v < 1) return ws_fail(err, WS_EINVAL, "WANSERVE_CUDA_CONV_SCRATCH_MB=%s: expected >= 1", mb);
   s->scratch_max = (size_t)v << 20;
   const char *dt = getenv("WANSERVE_CUDA_CONV_DTYPE");
-  if (dt && *dt && strcmp(dt, "tf32") && strcmp(dt, "bf16"))
-    return ws_fail(err, WS_EINVAL, "WANSERVE_CUDA_CONV_DTYPE=%s: expected tf32 or bf16", dt);
-  /* bf16 storage only when asked for: measured on an H200 it decoded 480p x 81 frames in 13.7 s
-   * against 3.5 s in TF32, and missed the 1e-2 golden bound (2.4e-2) */
-  s->bf16 = dt && !strcmp(dt, "bf16");
+  if (dt && *dt && strcmp(dt, "tf32") && strcmp(dt, "bf16") && strcmp(dt, "fp16"))
+    return ws_fail(err, WS_EINVAL, "WANSERVE_CUDA_CONV_DTYPE=%s: expected tf32, bf16 or fp16", dt);
+  /* 16-bit storage only when asked for: bf16 3-D convolutions decoded 480p x 81 frames in 13.7 s
+   * against 3.5 s in TF32 on an H200, and missed the 1e-2 golden bound (2.4e-2) */
+  s->dtype = !dt ? CV_F32 : !strcmp(dt, "bf16") ? CV_BF16 : !strcmp(dt, "fp16") ? CV_F16 : CV_F32;
+  const char *fo = getenv("WANSERVE_CUDA_CONV_FOLD");
+  if (fo && *fo && strcmp(fo, "0") && strcmp(fo, "1"))
+    return ws_fail(err, WS_EINVAL, "WANSERVE_CUDA_CONV_FOLD=%s: expected 0 or 1", fo);
+  s->fold = !(fo && !strcmp(fo, "0"));
   snprintf(s->why, sizeof s->why, "not loaded yet");
   WS_CK(err, cublasCreate(&s->blas));
   WS_CK(err, cublasSetStream(s->blas, c->stream));
@@ -184,9 +199,10 @@ int conv_describe(const cuda_ctx *c, char *buf, size_t n) {
     return snprintf(buf, n, "im2col + cuBLAS (WANSERVE_CUDA_CONV=im2col)");
   if (conv_dnn_ready((cuda_ctx *)c))
     return snprintf(buf, n,
-                    "cuDNN NHWC (%s; fp32 when accurate), calls: %lld cuDNN, %lld im2col, %lld "
-                    "1x1 GEMM%s%s",
-                    s->bf16 ? "bf16" : "TF32", (long long)s->n_dnn, (long long)s->n_im2col,
+                    "cuDNN NHWC (%s%s; fp32 when accurate), calls: %lld cuDNN, %lld im2col, "
+                    "%lld 1x1 GEMM%s%s",
+                    s->dtype == CV_BF16 ? "bf16" : s->dtype == CV_F16 ? "fp16" : "TF32",
+                    s->fold ? ", time taps folded" : "", (long long)s->n_dnn, (long long)s->n_im2col,
                     (long long)s->n_gemm, s->plan_why[0] ? "; last plan refused: " : "",
                     s->plan_why);
   return snprintf(buf, n, "im2col + cuBLAS (cuDNN: %s)", s->why);
@@ -200,34 +216,37 @@ int conv_describe(const cuda_ctx *c, char *buf, size_t n) {
 template <typename T> __device__ inline T cv_store(float v);
 template <> __device__ inline float cv_store<float>(float v) { return v; }
 template <> __device__ inline bf16 cv_store<bf16>(float v) { return __float2bfloat16_rn(v); }
+template <> __device__ inline __half cv_store<__half>(float v) { return __float2half_rn(v); }
 __device__ inline float cv_load(float v) { return v; }
 __device__ inline float cv_load(bf16 v) { return __bfloat162float(v); }
+__device__ inline float cv_load(__half v) { return __half2float(v); }
 
-/* x [cin, tin, h, w] frames t_first .. t_first + nt - 1 -> xp [nt, hp, wp, cin], zero outside
- * the image (row iy = yy - ph0, column ix = xx - pw0). 32x32 tiles through shared memory:
- * reads run along positions, writes along channels. grid (positions/32, cin/32, nt). */
+/* Packs x [cin, tin, h, w] into xp [nt, hp, wp, taps*cin]: output frame t's channel block z is
+ * input frame t_first + t*tstep + z, zero outside the image (row iy = yy - ph0, column ix = xx -
+ * pw0). taps = 1, tstep = 1 is the plain frame-by-frame copy. 32x32 tiles through shared memory:
+ * reads run along positions, writes along channels. grid (positions/32, cin/32, nt*taps). */
 template <typename T>
 __global__ void k_pack_nhwc(const float *__restrict__ x, int64_t cin, int64_t tin, int64_t h,
-                            int64_t w, int64_t t_first, int64_t hp, int64_t wp, int ph0, int pw0,
-                            T *__restrict__ xp) {
+                            int64_t w, int64_t t_first, int64_t tstep, int64_t taps, int64_t hp,
+                            int64_t wp, int ph0, int pw0, T *__restrict__ xp) {
   __shared__ float tile[T_DIM][T_DIM + 1];
   int64_t P = hp * wp, p0 = (int64_t)blockIdx.x * T_DIM, c0 = (int64_t)blockIdx.y * T_DIM;
-  int64_t t = blockIdx.z;
+  int64_t t = blockIdx.z / taps, z = blockIdx.z - t * taps, src = t_first + t * tstep + z;
+  int64_t ldc = taps * cin;
   int tx = threadIdx.x, ty = threadIdx.y;
   for (int j = ty; j < T_DIM; j += T_ROWS) {
     int64_t ch = c0 + j, p = p0 + tx;
     float v = 0.0f;
     if (ch < cin && p < P) {
       int64_t yy = p / wp, xx = p - yy * wp, iy = yy - ph0, ix = xx - pw0;
-      if (iy >= 0 && iy < h && ix >= 0 && ix < w)
-        v = x[((ch * tin + t_first + t) * h + iy) * w + ix];
+      if (iy >= 0 && iy < h && ix >= 0 && ix < w) v = x[((ch * tin + src) * h + iy) * w + ix];
     }
     tile[j][tx] = v;
   }
   __syncthreads();
   for (int j = ty; j < T_DIM; j += T_ROWS) {
     int64_t p = p0 + j, ch = c0 + tx;
-    if (p < P && ch < cin) xp[(t * P + p) * cin + ch] = cv_store<T>(tile[tx][j]);
+    if (p < P && ch < cin) xp[(t * P + p) * ldc + z * cin + ch] = cv_store<T>(tile[tx][j]);
   }
 }
 
@@ -252,15 +271,21 @@ __global__ void k_unpack_nchw(const T *__restrict__ yp, int64_t cout, int64_t ld
   }
 }
 
-/* w [cout, cin, kt, kh, kw] -> wc [cout, kt, kh, kw, cin] (one thread per output element). */
+/* w [cout, cin, kt, khw] -> wc [cout, kt, khw, cin], or [cout, khw, kt, cin] when fold (one
+ * thread per output element; khw = kh*kw). */
 template <typename T>
-__global__ void k_weight_khwc(const float *__restrict__ w, int64_t cout, int64_t cin, int64_t taps,
-                              T *__restrict__ wc) {
-  int64_t n = cout * cin * taps;
+__global__ void k_weight_khwc(const float *__restrict__ w, int64_t cout, int64_t cin, int64_t kt,
+                              int64_t khw, int fold, T *__restrict__ wc) {
+  int64_t n = cout * cin * kt * khw;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x) {
-    int64_t ci = i % cin, tap = (i / cin) % taps, co = i / (cin * taps);
-    wc[i] = cv_store<T>(w[(co * cin + ci) * taps + tap]);
+    int64_t ci = i % cin, r = i / cin, z, sp;
+    if (fold)
+      z = r % kt, sp = (r / kt) % khw;
+    else
+      sp = r % khw, z = (r / khw) % kt;
+    int64_t co = i / (cin * kt * khw);
+    wc[i] = cv_store<T>(w[((co * cin + ci) * kt + z) * khw + sp]);
   }
 }
 
@@ -340,16 +365,27 @@ static int conv_im2col(cuda_ctx *c, const ws_conv3d_geom *g, const float *x, int
 /* ---- path 2: cuDNN ---- */
 
 #ifdef WS_HAVE_CUDNN_CONV
-/* The cached [g->cout, kt, kh, kw, cin] copy of wt, bf16 when bf (converted on first use); rows
- * from cout_real to g->cout (the padding of a narrow output) are zero. */
+static size_t cv_size(int dt) { return dt == CV_F32 ? sizeof(float) : sizeof(bf16); }
+
+template <typename T>
+static void launch_weights(const float *wt, const ws_conv3d_geom *g, int cout_real, int fold,
+                           void *buf, cudaStream_t st) {
+  int64_t n = (int64_t)cout_real * g->cin * g->kt * g->kh * g->kw;
+  k_weight_khwc<<<cv_blocks(n), 256, 0, st>>>(wt, cout_real, g->cin, g->kt, (int64_t)g->kh * g->kw,
+                                              fold, (T *)buf);
+}
+
+/* The cached [g->cout, kt, kh, kw, cin] (fold: [g->cout, kh, kw, kt, cin]) copy of wt in storage
+ * type bf (CV_*), converted on first use; rows from cout_real to g->cout (the padding of a
+ * narrow output) are zero. */
 static int weights_get(cuda_ctx *c, const ws_conv3d_geom *g, int cout_real, const float *wt, int bf,
-                       const void **out, ws_err *err) {
+                       int fold, const void **out, ws_err *err) {
   cu_conv_state *s = c->conv;
   conv_wentry *e = nullptr, *lru = nullptr;
   for (int i = 0; i < CONV_MAX_W && !e; i++) {
     conv_wentry *t = &s->w[i];
     if (t->key == wt && t->cout == g->cout && t->cin == g->cin && t->kt == g->kt &&
-        t->kh == g->kh && t->kw == g->kw && t->bf == bf)
+        t->kh == g->kh && t->kw == g->kw && t->bf == bf && t->fold == fold)
       e = t;
   }
   if (!e) {
@@ -361,21 +397,22 @@ static int weights_get(cuda_ctx *c, const ws_conv3d_geom *g, int cout_real, cons
     if (e->buf) cu_internal_free(c, e->buf, e->bytes);
     memset(e, 0, sizeof *e);
     int64_t taps = (int64_t)g->kt * g->kh * g->kw, n = (int64_t)g->cout * g->cin * taps;
-    size_t bytes = (bf ? sizeof(bf16) : sizeof(float)) * (size_t)n;
+    size_t bytes = cv_size(bf) * (size_t)n;
     WS_TRY(cu_internal_alloc(c, bytes, &e->buf, err));
     e->bytes = bytes;
     int64_t nreal = (int64_t)cout_real * g->cin * taps;
     e->key_bytes = sizeof(float) * (size_t)nreal;
     if (cout_real < g->cout) WS_CK(err, cudaMemsetAsync(e->buf, 0, bytes, c->stream));
-    if (bf)
-      k_weight_khwc<<<cv_blocks(nreal), 256, 0, c->stream>>>(wt, cout_real, g->cin, taps,
-                                                             (bf16 *)e->buf);
+    if (bf == CV_BF16)
+      launch_weights<bf16>(wt, g, cout_real, fold, e->buf, c->stream);
+    else if (bf == CV_F16)
+      launch_weights<__half>(wt, g, cout_real, fold, e->buf, c->stream);
     else
-      k_weight_khwc<<<cv_blocks(nreal), 256, 0, c->stream>>>(wt, cout_real, g->cin, taps,
-                                                             (float *)e->buf);
+      launch_weights<float>(wt, g, cout_real, fold, e->buf, c->stream);
     WS_CK_LAUNCH(err);
     e->key = wt;
     e->cout = g->cout, e->cin = g->cin, e->kt = g->kt, e->kh = g->kh, e->kw = g->kw, e->bf = bf;
+    e->fold = fold;
   }
   e->used = ++s->clock;
   *out = e->buf;
@@ -412,8 +449,10 @@ static int plan_build(cu_conv_state *s, conv_plan *p, ws_err *err) {
   WS_CK(err, DNN(g_dnn.CreateTensorDescriptor(&p->yd)));
   WS_CK(err, DNN(g_dnn.CreateFilterDescriptor(&p->wd)));
   WS_CK(err, DNN(g_dnn.CreateConvolutionDescriptor(&p->cd)));
-  /* storage fp32 or bf16; the arithmetic (the convolution's compute type) fp32 either way */
-  cudnnDataType_t dt = p->bf ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+  /* storage fp32, bf16 or fp16; the arithmetic (the convolution's compute type) fp32 */
+  cudnnDataType_t dt = p->bf == CV_BF16  ? CUDNN_DATA_BFLOAT16
+                       : p->bf == CV_F16 ? CUDNN_DATA_HALF
+                                         : CUDNN_DATA_FLOAT;
   WS_CK(err, DNN(g_dnn.SetTensorNdDescriptorEx(p->xd, CUDNN_TENSOR_NHWC, dt, nd, xdim)));
   WS_CK(err, DNN(g_dnn.SetTensorNdDescriptorEx(p->yd, CUDNN_TENSOR_NHWC, dt, nd, ydim)));
   WS_CK(err, DNN(g_dnn.SetFilterNdDescriptor(p->wd, dt, CUDNN_TENSOR_NHWC, nd, wdim)));
@@ -489,51 +528,90 @@ static int plan_get(cu_conv_state *s, const ws_conv3d_geom *g, int tin, int hp, 
   return WS_OK;
 }
 
-/* Output frames per chunk so that packed input + channels-last output fit the scratch cap. */
-static int64_t chunk_frames(const ws_conv3d_geom *g, int64_t tout, int64_t hp, int64_t wp,
-                            int64_t ho, int64_t wo, size_t es, size_t cap) {
+/* Output frames per chunk so that packed input + channels-last output fit the scratch cap
+ * (fold: every output frame packs its own kt input frames). */
+static int64_t chunk_frames(const ws_conv3d_geom *g, int fold, int64_t tout, int64_t hp,
+                            int64_t wp, int64_t ho, int64_t wo, size_t es, size_t cap) {
   double in_f = (double)hp * wp * g->cin * es, out_f = (double)ho * wo * g->cout * es;
   int64_t nt = tout;
-  while (nt > 1 && ((double)((nt - 1) * g->st + g->kt) * in_f + nt * out_f) > (double)cap)
+  while (nt > 1) {
+    double in_frames = fold ? (double)nt * g->kt : (double)((nt - 1) * g->st + g->kt);
+    if (in_frames * in_f + nt * out_f <= (double)cap) break;
     nt--;
+  }
   return nt;
 }
 
+template <typename T>
+static void launch_pack(const float *x, const ws_conv3d_geom *g, int fold, int64_t n, int tin,
+                        int h, int w, int64_t t0, int64_t hp, int64_t wp, void *xp,
+                        cudaStream_t st) {
+  /* fold: n output frames of kt taps each; else the n's input frames one by one */
+  int64_t frames = fold ? n : (n - 1) * g->st + g->kt, taps = fold ? g->kt : 1;
+  int64_t tstep = fold ? g->st : 1;
+  dim3 blk(T_DIM, T_ROWS);
+  dim3 gp((unsigned)((hp * wp + T_DIM - 1) / T_DIM), (unsigned)((g->cin + T_DIM - 1) / T_DIM),
+          (unsigned)(frames * taps));
+  k_pack_nhwc<<<gp, blk, 0, st>>>(x, g->cin, tin, h, w, t0 * g->st, tstep, taps, hp, wp, g->ph0,
+                                  g->pw0, (T *)xp);
+}
+
+template <typename T>
+static void launch_unpack(const void *yp, int cout_real, int ldc, int64_t P, int64_t t0, int64_t n,
+                          int64_t tout, const float *bias, float *y, cudaStream_t st) {
+  dim3 blk(T_DIM, T_ROWS);
+  dim3 gu((unsigned)((P + T_DIM - 1) / T_DIM), (unsigned)((cout_real + T_DIM - 1) / T_DIM),
+          (unsigned)n);
+  k_unpack_nchw<<<gu, blk, 0, st>>>((const T *)yp, cout_real, ldc, P, t0, tout, bias, y);
+}
+
+/* The geometry cuDNN sees: with fold, a 2-D convolution of kt*cin channels over the output
+ * frames as the batch. */
+static ws_conv3d_geom dnn_geom(const ws_conv3d_geom *g, int fold) {
+  ws_conv3d_geom d = *g;
+  if (d.cout % 8) d.cout = (d.cout + 7) / 8 * 8;
+  if (fold) d.cin = g->cin * g->kt, d.kt = 1, d.st = 1;
+  return d;
+}
+
 /* Path 2; *fallback = 1 (nothing done) when cuDNN has no algorithm for a chunk shape. */
-static int conv_dnn(cuda_ctx *c, const ws_conv3d_geom *g, const float *x, int tin, int h, int w,
+static int conv_dnn(cuda_ctx *c, const ws_conv3d_geom *g0, const float *x, int tin, int h, int w,
                     const float *wt, const float *bias, float *y, int tout, int ho, int wo,
                     int accurate, int allow_bf, int *fallback, ws_err *err) {
   cu_conv_state *s = c->conv;
   *fallback = 0;
-  int64_t hp = (int64_t)(ho - 1) * g->sh + g->kh, wp = (int64_t)(wo - 1) * g->sw + g->kw;
+  int64_t hp = (int64_t)(ho - 1) * g0->sh + g0->kh, wp = (int64_t)(wo - 1) * g0->sw + g0->kw;
   if (hp * wp > 0x7fffffff / 2)
     return ws_fail(err, WS_EUNSUPPORTED, "cuda conv3d: %lld x %lld frame too large", (long long)hp,
                    (long long)wp);
-  const int bf = s->bf16 && allow_bf;
-  const size_t es = bf ? sizeof(bf16) : sizeof(float);
+  const int bf = allow_bf ? s->dtype : CV_F32;
+  const size_t es = cv_size(bf);
+  const int fold = s->fold && g0->kt > 1;
   /* a narrow output (the decoder's RGB head, cout 3) has no tensor-core algorithm and took ~1
    * TFLOP/s through im2col: cuDNN computes it padded to 8 channels with zero weights, and the
    * unpack keeps the real ones */
-  const int cout_real = g->cout;
-  ws_conv3d_geom gpad = *g;
-  if (gpad.cout % 8) gpad.cout = (gpad.cout + 7) / 8 * 8;
-  g = &gpad;
-  int64_t nt = chunk_frames(g, tout, hp, wp, ho, wo, es, s->scratch_max);
-  if ((nt - 1) * g->st + g->kt > 65535)
+  const int cout_real = g0->cout;
+  ws_conv3d_geom gpad = *g0;
+  gpad.cout = dnn_geom(g0, 0).cout;
+  const ws_conv3d_geom gd = dnn_geom(g0, fold);
+  const ws_conv3d_geom *g = &gpad;
+  int64_t nt = chunk_frames(g, fold, tout, hp, wp, ho, wo, es, s->scratch_max);
+  int64_t tin_a = fold ? nt : (nt - 1) * g->st + g->kt, rem = tout % nt;
+  if (tin_a > 65535)
     return ws_fail(err, WS_EUNSUPPORTED, "cuda conv3d: %lld frames in one chunk",
-                   (long long)((nt - 1) * g->st + g->kt));
+                   (long long)tin_a);
   /* both chunk shapes planned before any work is enqueued, so a fallback leaves y untouched */
   conv_plan *pa, *pb = nullptr;
-  int tin_a = (int)((nt - 1) * g->st + g->kt), rem = (int)(tout % nt);
-  plan_get(s, g, tin_a, (int)hp, (int)wp, accurate, bf, &pa);
-  if (rem) plan_get(s, g, (rem - 1) * g->st + g->kt, (int)hp, (int)wp, accurate, bf, &pb);
+  plan_get(s, &gd, (int)tin_a, (int)hp, (int)wp, accurate, bf, &pa);
+  if (rem) plan_get(s, &gd, (int)(fold ? rem : (rem - 1) * g->st + g->kt), (int)hp, (int)wp,
+                    accurate, bf, &pb);
   if (pa->im2col || (pb && pb->im2col)) {
     *fallback = 1;
     return WS_OK;
   }
   const void *wc = nullptr;
-  WS_TRY(weights_get(c, g, cout_real, wt, bf, &wc, err));
-  size_t in_bytes = es * (size_t)(tin_a * hp * wp * g->cin);
+  WS_TRY(weights_get(c, g, cout_real, wt, bf, fold, &wc, err));
+  size_t in_bytes = es * (size_t)(tin_a * (fold ? g->kt : 1) * hp * wp * g->cin);
   size_t out_bytes = es * (size_t)(nt * ho * wo * g->cout);
   size_t wsb = pa->ws_bytes;
   if (pb && pb->ws_bytes > wsb) wsb = pb->ws_bytes;
@@ -546,16 +624,12 @@ static int conv_dnn(cuda_ctx *c, const ws_conv3d_geom *g, const float *x, int ti
   for (int64_t t0 = 0; t0 < tout; t0 += nt) {
     int64_t n = tout - t0 < nt ? tout - t0 : nt;
     conv_plan *p = n == nt ? pa : pb;
-    int64_t tin_c = (n - 1) * g->st + g->kt;
-    dim3 blk(T_DIM, T_ROWS);
-    dim3 gp((unsigned)((hp * wp + T_DIM - 1) / T_DIM), (unsigned)((g->cin + T_DIM - 1) / T_DIM),
-            (unsigned)tin_c);
-    if (bf)
-      k_pack_nhwc<<<gp, blk, 0, c->stream>>>(x, g->cin, tin, h, w, t0 * g->st, hp, wp, g->ph0,
-                                             g->pw0, (bf16 *)xp);
+    if (bf == CV_BF16)
+      launch_pack<bf16>(x, g, fold, n, tin, h, w, t0, hp, wp, xp, c->stream);
+    else if (bf == CV_F16)
+      launch_pack<__half>(x, g, fold, n, tin, h, w, t0, hp, wp, xp, c->stream);
     else
-      k_pack_nhwc<<<gp, blk, 0, c->stream>>>(x, g->cin, tin, h, w, t0 * g->st, hp, wp, g->ph0,
-                                             g->pw0, (float *)xp);
+      launch_pack<float>(x, g, fold, n, tin, h, w, t0, hp, wp, xp, c->stream);
     WS_CK_LAUNCH(err);
     cudnnStatus_t st =
         g_dnn.ConvolutionForward((cudnnHandle_t)s->handle, &one, p->xd, xp, p->wd, wc, p->cd,
@@ -570,14 +644,12 @@ static int conv_dnn(cuda_ctx *c, const ws_conv3d_geom *g, const float *x, int ti
       return WS_OK;
     }
     WS_CK(err, DNN(st));
-    dim3 gu((unsigned)((P + T_DIM - 1) / T_DIM), (unsigned)((cout_real + T_DIM - 1) / T_DIM),
-            (unsigned)n);
-    if (bf)
-      k_unpack_nchw<<<gu, blk, 0, c->stream>>>((const bf16 *)yp, cout_real, g->cout, P, t0, tout,
-                                               bias, y);
+    if (bf == CV_BF16)
+      launch_unpack<bf16>(yp, cout_real, g->cout, P, t0, n, tout, bias, y, c->stream);
+    else if (bf == CV_F16)
+      launch_unpack<__half>(yp, cout_real, g->cout, P, t0, n, tout, bias, y, c->stream);
     else
-      k_unpack_nchw<<<gu, blk, 0, c->stream>>>((const float *)yp, cout_real, g->cout, P, t0, tout,
-                                               bias, y);
+      launch_unpack<float>(yp, cout_real, g->cout, P, t0, n, tout, bias, y, c->stream);
     WS_CK_LAUNCH(err);
   }
   s->n_dnn++;

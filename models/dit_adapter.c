@@ -131,14 +131,14 @@ int dit_adapter_begin(dit_model *m, workspace *w, const dit_inputs *in, ws_err *
   return WS_OK;
 }
 
-int dit_adapter_add(dit_model *m, workspace *w, int blk, int which, const float *x, int64_t B,
-                    int64_t M, int64_t K, int64_t N, float *y, ws_err *err) {
+int dit_adapter_add(dit_model *m, workspace *w, int blk, int which, int64_t b0, const float *x,
+                    int64_t B, int64_t M, int64_t K, int64_t N, float *y, ws_err *err) {
   if (!w->ad) return WS_OK;
   ws_backend *be = m->be;
   int64_t rows = M / B;
   for (int64_t b = 0; b < B; b++) {
-    const dit_adapter *a = w->ad[b];
-    float s = w->ad_s ? w->ad_s[b] : 1.0f;
+    const dit_adapter *a = w->ad[b0 + b];
+    float s = w->ad_s ? w->ad_s[b0 + b] : 1.0f;
     if (!a || s == 0.0f || blk >= a->layers || !a->lins[blk][which].A) continue;
     const ad_lin *al = &a->lins[blk][which];
     WS_TRY(grow(be, &w->lt, &w->lt_n, rows * al->r, err));
@@ -146,7 +146,7 @@ int dit_adapter_add(dit_model *m, workspace *w, int blk, int which, const float 
     WS_TRY(be->linear(be, x + b * rows * K, rows, K, al->A, WS_F32, al->r, NULL, w->lt, err));
     WS_TRY(be->linear(be, w->lt, rows, al->r, al->B, WS_F32, N, NULL, w->lu, err));
     WS_TRY(
-        be->gated_add(be, y + b * rows * N, w->lu, w->lg + b * w->lg_stride, 0, 1, rows, N, err));
+        be->gated_add(be, y + b * rows * N, w->lu, w->lg + (b0 + b) * w->lg_stride, 0, 1, rows, N, err));
   }
   return WS_OK;
 }

@@ -63,10 +63,10 @@ enum {
   DIT_F2,
   DIT_NLIN
 };
-/* y [M, N] += s_b (x_b A^T) B^T for every sample b of w->ad that has factors for linear `which`
- * of block `blk`; x [M, K] as given to dit_lin_apply (M/B rows per sample). */
-int dit_adapter_add(dit_model *m, workspace *w, int blk, int which, const float *x, int64_t B,
-                    int64_t M, int64_t K, int64_t N, float *y, ws_err *err);
+/* y [M, N] += s_b (x_b A^T) B^T for every sample b0 .. b0+B-1 of w->ad that has factors for
+ * linear `which` of block `blk`; x [M, K] as given to dit_lin_apply (M/B rows per sample). */
+int dit_adapter_add(dit_model *m, workspace *w, int blk, int which, int64_t b0, const float *x,
+                    int64_t B, int64_t M, int64_t K, int64_t N, float *y, ws_err *err);
 void dit_adapter_ws_free(const ws_backend *be, workspace *w);
 /* Takes in->adapters for this forward: uploads each sample's strength as a gate row. */
 int dit_adapter_begin(dit_model *m, workspace *w, const dit_inputs *in, ws_err *err);
@@ -103,9 +103,16 @@ typedef struct dit_attn_hook {
   void *ud;
 } dit_attn_hook;
 
-/* One block on w->x [B*L, D] in place; rope tables [L, head_dim/2]; self_attn NULL = backend. */
+/* Rows of the FFN hidden computed at a time (a multiple of the CPU GEMM's 256-row tile). */
+#define DIT_FFN_CHUNK 8192
+
+/* One block on w->x [B*L, D] in place, a sample at a time (self_attn is called with B = 1);
+ * rope tables [L, head_dim/2]; self_attn NULL = backend. */
 int dit_block_forward(dit_model *m, workspace *w, const dit_block *bl, int64_t B, int64_t L,
                       const float *rope_cos, const float *rope_sin, const float *e0, float *mb,
                       const dit_attn_hook *self_attn, ws_err *err);
+/* The head on w->x [B*L, D]: hm [B, 2D] <- head modulation + e, rows [B*L, 4*out_dim] into w->h. */
+int dit_head_forward(dit_model *m, workspace *w, int64_t B, int64_t L, const float *e, float *hm,
+                     ws_err *err);
 
 #endif

@@ -202,14 +202,7 @@ static int sp_forward(dit_sp *s, const dit_inputs *in0, float *out, ws_err *err)
     WS_TRY(dit_block_forward(m, ws, &m->blocks[i], B, Ls, s->rope_cos, s->rope_sin, e0, mb, &hook,
                              err));
   /* head (as dit_forward): shift = modulation[0] + e, scale = modulation[1] + e */
-  float *hm = mb + B * 6 * D;
-  const float *hmod = m->head_mod.data;
-  for (int64_t b = 0; b < B; b++) {
-    WS_TRY(be->add(be, hmod, e + b * D, D, hm + b * 2 * D, err));
-    WS_TRY(be->add(be, hmod + D, e + b * D, D, hm + b * 2 * D + D, err));
-  }
-  WS_TRY(be->ln_modulate(be, ws->x, B, Ls, D, (float)cfg->eps, hm, hm + D, 2 * D, ws->a, err));
-  WS_TRY(dit_lin_apply(m, ws->a, B, R, &m->head, ws->h, err));
+  WS_TRY(dit_head_forward(m, ws, B, Ls, e, mb + B * 6 * D, err));
   WS_TRY(c->all_gather(c, ws->h, R * hc, s->gath, err));
   WS_TRY(c->sync(c, err));
   if (out) {

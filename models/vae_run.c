@@ -237,26 +237,85 @@ out:
   return rc;
 }
 
+/* Step i of coder c on *x: -1 conv_in, 0 .. nl-1 the layers, nl the head (norm, SiLU, conv). */
+static int run_step(vrun *r, const vae_coder *c, int i, act *x, int acc, ws_err *err) {
+  act y = {0};
+  if (i < 0 || i == c->nl) {
+    if (i == c->nl) WS_TRY(norm_silu(r, x, c->head_g, x->d, err));
+    WS_TRY(causal_conv(r, i < 0 ? &c->conv_in : &c->head,
+                       &r->s[i < 0 ? c->slot_in : c->slot_head], x, &y, acc, err));
+    act_move(r, x, &y);
+    return WS_OK;
+  }
+  const vae_layer *l = &c->l[i];
+  switch (l->kind) {
+  case L_RES: return run_res(r, l, x, acc, err);
+  case L_ATTN: return run_attn(r, l, x, acc, err);
+  case L_DOWN2D:
+  case L_DOWN3D: return run_down(r, l, x, acc, err);
+  default: return run_up(r, l, x, acc, err);
+  }
+}
+
+/* The steps [*lo, *hi) that act on each frame alone (every op there is per frame or a causal
+ * conv with its cache): in a decoder those after its last time upsample, in an encoder those
+ * before its first time downsample. Running them a frame at a time gives the same values and
+ * bounds the full-resolution activations by one frame instead of a chunk's four (the 720p
+ * decode's peak memory). */
+static void frame_span(const vae_coder *c, int *lo, int *hi) {
+  int first = -1, last = -1, up = 0;
+  for (int i = 0; i < c->nl; i++)
+    if (c->l[i].kind == L_UP3D || c->l[i].kind == L_DOWN3D) {
+      if (first < 0) first = i;
+      last = i;
+      up |= c->l[i].kind == L_UP3D;
+    }
+  if (first < 0)
+    *lo = -1, *hi = c->nl + 1;
+  else if (up)
+    *lo = last + 1, *hi = c->nl + 1;
+  else
+    *lo = -1, *hi = first;
+}
+
+/* Steps [lo, hi) of c on each frame of *x in turn; *x is replaced by the frames' outputs. */
+static int run_frames(vrun *r, const vae_coder *c, int lo, int hi, act *x, int acc, ws_err *err) {
+  const int T = x->t;
+  const int64_t P = (int64_t)x->h * x->w;
+  act y = {0};
+  int rc = 0;
+  for (int f = 0; f < T && rc == 0; f++) {
+    act xf = {0};
+    if ((rc = act_alloc(r, &xf, x->c, 1, x->h, x->w, err)) < 0) break;
+    rc = r->be->copy2d(r->be, xf.d, P, x->d + f * P, T * P, P, x->c, err);
+    for (int i = lo; rc == 0 && i < hi; i++)
+      rc = run_step(r, c, i, &xf, acc, err);
+    if (rc == 0 && f == 0) rc = act_alloc(r, &y, xf.c, T, xf.h, xf.w, err);
+    if (rc == 0 && (xf.t != 1 || xf.c != y.c || xf.h != y.h || xf.w != y.w))
+      rc = ws_fail(err, WS_EINTERNAL, "vae: frame %d gave [%d, %d, %d, %d]", f, xf.c, xf.t, xf.h,
+                   xf.w);
+    const int64_t Po = (int64_t)y.h * y.w;
+    if (rc == 0) rc = r->be->copy2d(r->be, y.d + f * Po, T * Po, xf.d, Po, Po, y.c, err);
+    act_free(r, &xf);
+  }
+  if (rc == 0) act_move(r, x, &y);
+  act_free(r, &y);
+  return rc;
+}
+
 /* One chunk through conv_in, the body and the head; *x is replaced by the output. */
 static int run_coder(vrun *r, const vae_coder *c, act *x, int acc, ws_err *err) {
-  act y = {0};
-  WS_TRY(causal_conv(r, &c->conv_in, &r->s[c->slot_in], x, &y, acc, err));
-  act_move(r, x, &y);
-  for (int i = 0; i < c->nl; i++) {
-    const vae_layer *l = &c->l[i];
-    int rc;
-    switch (l->kind) {
-    case L_RES: rc = run_res(r, l, x, acc, err); break;
-    case L_ATTN: rc = run_attn(r, l, x, acc, err); break;
-    case L_DOWN2D:
-    case L_DOWN3D: rc = run_down(r, l, x, acc, err); break;
-    default: rc = run_up(r, l, x, acc, err); break;
+  int lo, hi;
+  frame_span(c, &lo, &hi);
+  for (int i = -1; i <= c->nl;) {
+    if (i == lo && x->t > 1 && hi > lo) {
+      WS_TRY(run_frames(r, c, lo, hi, x, acc, err));
+      i = hi;
+      continue;
     }
-    if (rc < 0) return rc;
+    WS_TRY(run_step(r, c, i, x, acc, err));
+    i++;
   }
-  WS_TRY(norm_silu(r, x, c->head_g, x->d, err));
-  WS_TRY(causal_conv(r, &c->head, &r->s[c->slot_head], x, &y, acc, err));
-  act_move(r, x, &y);
   return 0;
 }
 

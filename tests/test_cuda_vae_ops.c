@@ -10,7 +10,8 @@
  * (WANSERVE_CUDA_PRECISION=fp32: every conv accurate), "im2col" (WANSERVE_CUDA_CONV=im2col: the
  * cuBLAS fallback) and "chunk" (WANSERVE_CUDA_CONV_SCRATCH_MB=1: cuDNN in chunks of a few
  * output frames with a shorter last chunk), "bf16" (WANSERVE_CUDA_CONV_DTYPE=bf16: cuDNN on bf16
- * storage, 1e-2).
+ * storage, 1e-2), "fp16" (WANSERVE_CUDA_CONV_DTYPE=fp16, 1e-2) and "nofold"
+ * (WANSERVE_CUDA_CONV_FOLD=0: 3-D cuDNN convolutions instead of time taps folded into channels).
  * Without a GPU (or without CUDA in the build) it prints "SKIP cuda vae ops: <reason>" and
  * exits 0.
  */
@@ -31,8 +32,8 @@
 #define TOL32 1e-5
 #define TOLTF 1e-2
 
-static ws_backend *g_cpu, *g_auto, *g_fp32, *g_i2c, *g_chunk, *g_bf;
-#define N_GPUS 5
+static ws_backend *g_cpu, *g_auto, *g_fp32, *g_i2c, *g_chunk, *g_bf, *g_f16, *g_nofold;
+#define N_GPUS 7
 
 typedef struct named {
   ws_backend *be;
@@ -41,7 +42,8 @@ typedef struct named {
 
 static named gpus(int i) {
   named t[N_GPUS] = {
-      {g_auto, "auto"}, {g_fp32, "fp32"}, {g_i2c, "im2col"}, {g_chunk, "chunk"}, {g_bf, "bf16"}};
+      {g_auto, "auto"}, {g_fp32, "fp32"},  {g_i2c, "im2col"},    {g_chunk, "chunk"},
+      {g_bf, "bf16"},   {g_f16, "fp16"}, {g_nofold, "nofold"}};
   return t[i];
 }
 
@@ -389,12 +391,18 @@ static void test_errors(void) {
   g_auto->free_mem(g_auto, x);
 }
 
+static int make5(const char *prec, const char *conv, const char *scratch_mb, const char *dtype,
+                 const char *fold, ws_backend **out, ws_err *err) {
+  static const char *const names[] = {"WANSERVE_CUDA_PRECISION", "WANSERVE_CUDA_CONV",
+                                      "WANSERVE_CUDA_CONV_SCRATCH_MB", "WANSERVE_CUDA_CONV_DTYPE",
+                                      "WANSERVE_CUDA_CONV_FOLD"};
+  const char *values[] = {prec, conv, scratch_mb, dtype, fold};
+  return bt_make_cuda(5, names, values, out, err);
+}
+
 static int make(const char *prec, const char *conv, const char *scratch_mb, const char *dtype,
                 ws_backend **out, ws_err *err) {
-  static const char *const names[] = {"WANSERVE_CUDA_PRECISION", "WANSERVE_CUDA_CONV",
-                                      "WANSERVE_CUDA_CONV_SCRATCH_MB", "WANSERVE_CUDA_CONV_DTYPE"};
-  const char *values[] = {prec, conv, scratch_mb, dtype};
-  return bt_make_cuda(4, names, values, out, err);
+  return make5(prec, conv, scratch_mb, dtype, NULL, out, err);
 }
 
 #endif
@@ -413,7 +421,9 @@ int main(void) {
       make("fp32", NULL, NULL, NULL, &g_fp32, &err) < 0 ||
       make(NULL, "im2col", NULL, NULL, &g_i2c, &err) < 0 ||
       make(NULL, NULL, "1", NULL, &g_chunk, &err) < 0 ||
-      make(NULL, NULL, NULL, "bf16", &g_bf, &err) < 0) {
+      make(NULL, NULL, NULL, "bf16", &g_bf, &err) < 0 ||
+      make(NULL, NULL, NULL, "fp16", &g_f16, &err) < 0 ||
+      make5(NULL, NULL, NULL, NULL, "0", &g_nofold, &err) < 0) {
     printf("FAIL setup\n");
     fprintf(stderr, "%s\n", err.msg);
     return 1;
@@ -435,6 +445,8 @@ int main(void) {
     named n = gpus(i);
     if (ws_cuda_describe(n.be, d, sizeof d, &err) == WS_OK) fprintf(stderr, "%s: %s\n", n.name, d);
   }
+  g_nofold->destroy(g_nofold);
+  g_f16->destroy(g_f16);
   g_bf->destroy(g_bf);
   g_chunk->destroy(g_chunk);
   g_i2c->destroy(g_i2c);
