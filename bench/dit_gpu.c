@@ -9,7 +9,12 @@
  * Also: a cuBLASLt bf16 8192^3 GEMM rate, and peak GPU memory (tracked allocations of the
  * backend, and the whole device as cudaMemGetInfo sees it).
  *
- * usage: dit_gpu [--layers N] [--res 480,720] [--batch 1,2] [--reps R] [--no-profile]
+ * --fp8: the blocks' linears as FP8 E4M3 per output channel (models/dit.h dit_quantize_fp8, FP8
+ * GEMMs): the first shape's forward runs in bf16 first, then the weights are quantized and the
+ * same inputs run again (rel-L2 of the FP8 output against the bf16 one is printed); memory
+ * peaks restart after the quantization.
+ *
+ * usage: dit_gpu [--layers N] [--res 480,720] [--batch 1,2] [--reps R] [--no-profile] [--fp8]
  *                [--md FILE]   (appends the result table in Markdown)
  * Without a GPU it prints "SKIP dit_gpu: <reason>" and exits 0.
  */
@@ -30,13 +35,42 @@
 #include "cuda/backend_cuda.h"
 #endif
 
+#ifdef WS_HAVE_CUDA
+/* Quantizes m's blocks to FP8 and runs `in` again: prints the time, the weights' size and the
+ * rel-L2 of the FP8 output against `out` (the bf16 one, left holding the FP8 result). */
+static int fp8_switch(dit_model *m, ws_backend *be, const dit_inputs *in, float *out, int64_t n,
+                      ws_err *err) {
+  float *ref = malloc(sizeof(float) * (size_t)n);
+  if (!ref) return ws_fail(err, WS_ENOMEM, "out of host memory");
+  memcpy(ref, out, sizeof(float) * (size_t)n);
+  double t = bench_now();
+  int rc = dit_quantize_fp8(m, err);
+  ws_cuda_mem_stats ms;
+  if (rc == 0) rc = ws_cuda_mem_stats_get(be, &ms, err);
+  if (rc == 0) {
+    printf("  fp8: quantized in %.1f s, weights now %.2f GiB\n", bench_now() - t,
+           ms.backend_bytes / 1073741824.0);
+    rc = ws_cuda_mem_stats_reset_peak(be, err);
+  }
+  if (rc == 0) rc = dit_forward(m, in, out, err); /* warm-up of the FP8 path */
+  if (rc == 0) {
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++)
+      num += ((double)out[i] - ref[i]) * ((double)out[i] - ref[i]), den += (double)ref[i] * ref[i];
+    printf("  fp8 vs bf16, same inputs: rel-L2 %.3e\n", sqrt(num / (den > 0 ? den : 1)));
+  }
+  free(ref);
+  return rc;
+}
+#endif
+
 int main(int argc, char **argv) {
 #ifndef WS_HAVE_CUDA
   (void)argc, (void)argv;
   printf("SKIP dit_gpu: this build has no CUDA backend\n");
   return 0;
 #else
-  int layers = 40, reps = 2, profile = 1;
+  int layers = 40, reps = 2, profile = 1, fp8 = 0;
   int res_list[4] = {480, 720}, nres = 2, bat_list[4] = {1, 2}, nbat = 2;
   const char *md = NULL;
   for (int i = 1; i < argc; i++) {
@@ -46,6 +80,8 @@ int main(int argc, char **argv) {
       reps = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--no-profile"))
       profile = 0;
+    else if (!strcmp(argv[i], "--fp8"))
+      fp8 = 1;
     else if (!strcmp(argv[i], "--md") && i + 1 < argc)
       md = argv[++i];
     else if ((!strcmp(argv[i], "--res") || !strcmp(argv[i], "--batch")) && i + 1 < argc) {
@@ -59,7 +95,7 @@ int main(int argc, char **argv) {
       *(argv[i - 1][2] == 'r' ? &nres : &nbat) = n;
     } else {
       fprintf(stderr, "usage: dit_gpu [--layers N] [--res 480,720] [--batch 1,2] [--reps R] "
-                      "[--no-profile] [--md FILE]\n");
+                      "[--no-profile] [--fp8] [--md FILE]\n");
       return 2;
     }
   }
@@ -155,6 +191,13 @@ int main(int argc, char **argv) {
         break;
       }
       printf("  warm-up %.3f s\n", bench_now() - tw);
+      if (fp8 == 1) { /* quantize once, after a bf16 forward of this shape to compare with */
+        if ((rc = fp8_switch(m, be, &in, out, B * 16 * plane, &err)) < 0) {
+          fprintf(stderr, "fp8: %s\n", err.msg);
+          break;
+        }
+        fp8 = 2;
+      }
       double asum = 0;
       int nonfinite = 0;
       for (int64_t i = 0; i < B * 16 * plane; i++) {

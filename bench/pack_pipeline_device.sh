@@ -54,7 +54,7 @@ cc -c "$chk/g.c" -o "$chk/g.o"
 link() { cc -o "$chk/bin/$1" "${@:2}" $arch -Wl,--as-needed $libs; }
 link test_cuda_ops $BUILD/obj/tests/test_cuda_ops.o $tcommon
 [ -f $BUILD/obj/tests/test_cuda_vae_ops.o ] && link test_cuda_vae_ops $BUILD/obj/tests/test_cuda_vae_ops.o $tcommon
-for b in pipeline_gpu conv_gpu lora_gpu; do
+for b in pipeline_gpu conv_gpu lora_gpu dit_gpu; do
   [ -f $BUILD/obj/bench/$b.o ] && link $b $BUILD/obj/bench/$b.o $BUILD/obj/bench/benchlib.o
 done
 link golden_cuda "$chk/g.o" $BUILD/obj/cli/golden*.o

@@ -10,9 +10,14 @@
 #   sweep     (on its own: .dev/pipe-check.tar.xz) the VAE's convolution modes compared: the op
 #             tests, conv_gpu per shape, then per mode (TF32 folded / 3-D, bf16, fp16) the golden
 #             cases in bf16 and pipeline_gpu's decode (480p, 720p) and encode (480p)
+#   check2    (on its own: .dev/pipe-check.tar.xz) the op tests, conv_gpu, pipeline_gpu at 480p
+#             and 720p (default, then decode in fp16/bf16 storage), the goldens, and dit_gpu
+#             --fp8 (FP8 GEMMs at A14B shapes); at most 8 files back
 #   cluster   a local cluster with every service on the GPU serving `random:t2v-a14b` (the real
 #             shapes, random weights): one 832x480, 81-frame, STEPS-step (default 40) T2V request,
-#             times per stage and peak GPU memory per process
+#             times per stage and peak GPU memory per process; TASK=i2v serves `random:i2v-a14b`
+#             and sends deploy/assets/demo.png as the first frame; PRECISION=fp8 runs the experts
+#             with FP8 weights
 # Everything goes to $OUT.
 set -u
 OUT=${OUT:-/tmp/out}
@@ -77,12 +82,46 @@ sweep)
     dt=${mode%:*} fold=${mode#*:}
     echo "== mode dtype=$dt fold=$fold"
     export WANSERVE_CUDA_CONV_DTYPE=$dt WANSERVE_CUDA_CONV_FOLD=$fold
-    WANSERVE_CUDA_PRECISION=bf16 timeout 50 $bin/golden_cuda --backend cuda --implemented-only --tolerance-floor 1e-2 tests/golden 2>&1 | grep -E "vae|i2v_cond|t5_tiny " | grep -v "^ "
-    timeout 100 $bin/pipeline_gpu --backend cuda --what decode --res 480,720 --reps 1 --md "$OUT/pipeline_$dt$fold.md" 2>&1 | tee "$OUT/decode_$dt$fold.log" | grep -v "^#"
-    timeout 60 $bin/pipeline_gpu --backend cuda --what encode --res 480 --reps 1 2>&1 | grep -v "^#" | tail -n 3
+    WANSERVE_CUDA_PRECISION=bf16 timeout 50 $bin/golden_cuda --backend cuda --implemented-only --tolerance-floor 1e-2 tests/golden 2>&1 | grep -E "vae|i2v_cond" | grep -v "^ "
+    timeout 100 $bin/pipeline_gpu --backend cuda --what encode,decode --res 480 --reps 1 2>&1 | tee "$OUT/pipe_$dt$fold.log" | grep -v "^#"
   done
   unset WANSERVE_CUDA_CONV_DTYPE WANSERVE_CUDA_CONV_FOLD
-  timeout 100 $bin/pipeline_gpu --backend cuda --what decode --res 480 --reps 1 --profile 2>&1 | tail -n 30 > "$OUT/profile.log"
+  echo "== default: decode and encode at 720p, the golden cases (bf16, fp32 mode)"
+  timeout 100 $bin/pipeline_gpu --backend cuda --what encode,decode --res 720 --reps 1 --md "$OUT/pipeline.md" 2>&1 | grep -v "^#"
+  WANSERVE_CUDA_PRECISION=bf16 timeout 50 $bin/golden_cuda --backend cuda --implemented-only --tolerance-floor 1e-2 tests/golden 2>&1 | tee "$OUT/golden_bf16.log" | grep -v "^ "
+  WANSERVE_CUDA_PRECISION=fp32 timeout 50 $bin/golden_cuda --backend cuda --implemented-only tests/golden 2>&1 | tee "$OUT/golden_fp32.log" | grep -v "^ " | tail -n 4
+  if [ -x $bin/dit_gpu ]; then
+    echo "== dit_gpu (A14B, per-sample blocks, chunked FFN)"
+    timeout 200 $bin/dit_gpu --res 480,720 --batch 1,2 --reps 1 --no-profile --md "$OUT/dit.md" 2>&1 | tee "$OUT/dit_gpu.log" | grep -v "^#" | tail -n 20
+  fi
+  timeout 60 $bin/pipeline_gpu --backend cuda --what decode --res 480 --reps 1 --profile 2>&1 | tail -n 30 > "$OUT/profile.log"
+  ;;
+check2)
+  mkdir -p /tmp/chk && unpack .dev/pipe-check.tar.xz /tmp/chk
+  export LD_LIBRARY_PATH="/tmp/chk/lib:$(pylib nvidia.cudnn):$(pylib nvidia.cublas):/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  bin=/tmp/chk/bin
+  { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; date -u; } 2>&1 | tee "$OUT/device.txt"
+  for t in test_cuda_ops test_cuda_vae_ops; do
+    echo "== $t"
+    timeout 120 "$bin/$t" >> "$OUT/ops.log" 2>&1; echo "rc=$?" >> "$OUT/ops.log"
+  done
+  grep -E "^(PASS|FAIL|SKIP)|rc=|check failed|fp8" "$OUT/ops.log" | head -n 60
+  echo "== conv_gpu 480p"
+  timeout 90 $bin/conv_gpu --res 480 --reps 3 --md "$OUT/pipe.md" 2>&1 | grep -v "^# [a-z0-9 ]*:"
+  echo "== pipeline_gpu, default (TF32 folded), 480p and 720p"
+  timeout 120 $bin/pipeline_gpu --backend cuda --what t5,encode,decode --res 480,720 --reps 1 --md "$OUT/pipe.md" 2>&1 | grep -v "^#"
+  for dt in fp16 bf16; do
+    echo "== decode 480p, WANSERVE_CUDA_CONV_DTYPE=$dt"
+    WANSERVE_CUDA_CONV_DTYPE=$dt timeout 60 $bin/pipeline_gpu --backend cuda --what decode --res 480 --reps 1 2>&1 | grep -v "^#" | head -n 2
+    WANSERVE_CUDA_CONV_DTYPE=$dt WANSERVE_CUDA_PRECISION=bf16 timeout 50 $bin/golden_cuda --backend cuda --implemented-only --tolerance-floor 1e-2 tests/golden 2>&1 | grep -E "^vae_decode_tiny "
+  done
+  echo "== golden bf16 / fp32"
+  WANSERVE_CUDA_PRECISION=bf16 timeout 50 $bin/golden_cuda --backend cuda --implemented-only --tolerance-floor 1e-2 tests/golden > "$OUT/golden.log" 2>&1; tail -n 1 "$OUT/golden.log"
+  WANSERVE_CUDA_PRECISION=fp32 timeout 50 $bin/golden_cuda --backend cuda --implemented-only tests/golden >> "$OUT/golden.log" 2>&1; tail -n 1 "$OUT/golden.log"
+  grep -E " FAIL" "$OUT/golden.log"
+  timeout 60 $bin/pipeline_gpu --backend cuda --what decode --res 480 --reps 1 --profile > "$OUT/profile.log" 2>&1; grep -A14 -i "share\|op " "$OUT/profile.log" | head -n 24
+  echo "== dit_gpu --fp8"
+  timeout ${DIT_TIMEOUT:-260} $bin/dit_gpu --fp8 --res 480,720 --batch 1,2 --reps 1 --no-profile --md "$OUT/dit.md" 2>&1 | tee "$OUT/dit_gpu.log" | grep -v "^#" | tail -n 24
   ;;
 cluster)
   unpack .dev/pipe-libs2.tar.xz /tmp/wl
@@ -100,14 +139,17 @@ cluster)
   [ -z "${SKIP_PRE:-}" ] && timeout 80 $bin/pipeline_gpu --backend cuda --what decode --res 480,720 --reps 1 --md "$OUT/pipeline.md" 2>&1 | tee "$OUT/decode.txt"
   [ -z "${SKIP_PRE:-}" ] && timeout 60 $bin/pipeline_gpu --backend cuda --what encode --res 480,720 --reps 1 --md "$OUT/pipeline.md" 2>&1 | tee "$OUT/encode.txt"
   t0=$(date +%s%N)
-  deploy/local-cluster up --model random:t2v-a14b --backend cuda --high 1 --low 1 > "$OUT/up.txt" 2>&1
+  TASK=${TASK:-t2v}
+  xflags=(); [ -n "${PRECISION:-}" ] && xflags=(--expert-flags "--precision $PRECISION")
+  deploy/local-cluster up --model random:$TASK-a14b --backend cuda --high 1 --low 1 "${xflags[@]}" > "$OUT/up.txt" 2>&1
   echo "cluster up rc=$? in $((($(date +%s%N) - t0) / 1000000)) ms" | tee -a "$OUT/up.txt"
   "$bin/wanctl" status 2>&1 | tee "$OUT/status.txt"
   ( while sleep 2; do nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader; done ) > "$OUT/gpumem.txt" 2>&1 &
   mon=$!
   t0=$(date +%s%N)
-  timeout 560 "$bin/wanctl" generate --size 832x480 --frames 81 --steps "$STEPS" --seed 1 \
-    --prompt "A red fox walks through deep snow at dawn" --out "$OUT/t2v_480p.mp4" > "$OUT/generate.txt" 2>&1
+  gargs=""; [ "$TASK" = i2v ] && gargs="--task i2v --image deploy/assets/demo.png"
+  timeout 560 "$bin/wanctl" generate --size 832x480 --frames 81 --steps "$STEPS" --seed 1 $gargs \
+    --prompt "A red fox walks through deep snow at dawn" --out "$OUT/${TASK}_480p.mp4" > "$OUT/generate.txt" 2>&1
   echo "generate rc=$? end to end $((($(date +%s%N) - t0) / 1000000)) ms" | tee -a "$OUT/generate.txt"
   kill $mon 2>/dev/null
   grep -E "step (1|2|$((STEPS / 2)) |$((STEPS / 2 + 1))|$STEPS)/|wrote" "$OUT/generate.txt" | head
@@ -117,7 +159,7 @@ cluster)
   sort -t, -k2 -n "$OUT/gpumem.txt" | tail -n 8
   deploy/local-cluster down > /dev/null 2>&1
   tar -czf "$OUT/logs.tgz" -C /tmp/wshome/local-cluster logs 2> /dev/null
-  rm -f "$OUT/t2v_480p.mp4.part"
+  rm -f "$OUT/${TASK}_480p.mp4.part"
   ;;
 *) echo "unknown phase $phase"; exit 2 ;;
 esac

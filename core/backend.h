@@ -47,7 +47,8 @@ struct ws_backend {
   int (*memset0)(const ws_backend *be, void *dst, size_t n, ws_err *err);
   int (*sync)(const ws_backend *be, ws_err *err);
 
-  /* y[M,N] = x[M,K] · W[N,K]^T (+ bias[N]); W is F32 or BF16. */
+  /* y[M,N] = x[M,K] · W[N,K]^T (+ bias[N]); W is F32, BF16 or F8_E4M3 (the packed codes and
+   * per-output-channel scales of core/fp8w.h; the CPU dequantizes, the GPU runs FP8 GEMMs). */
   int (*linear)(const ws_backend *be, const float *x, int64_t M, int64_t K, const void *w,
                 ws_dtype wdt, int64_t N, const float *bias, float *y, ws_err *err);
   /* y = LayerNorm(x) over D per row (biased var), then *gamma + beta if non-NULL. y may == x. */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/backend.h"
+#include "core/fp8w.h"
 #include "core/backend_cpu_models.h"
 #include "core/cpu_gemm.h"
 
@@ -51,6 +52,11 @@ static int cpu_linear(const ws_backend *be, const float *x, int64_t M, int64_t K
   if (wdt == WS_BF16) {
     tmp = widen_bf16(w, N * K);
     if (!tmp) return ws_fail(err, WS_ENOMEM, "cpu linear: out of memory");
+    wf = tmp;
+  } else if (wdt == WS_F8_E4M3) { /* packed codes + per-channel scales (core/fp8w.h) */
+    tmp = malloc(sizeof(float) * (size_t)(N * K));
+    if (!tmp) return ws_fail(err, WS_ENOMEM, "cpu linear: out of memory");
+    fp8w_dequantize(w, N, K, tmp);
     wf = tmp;
   } else if (wdt != WS_F32) {
     return ws_fail(err, WS_EUNSUPPORTED, "cpu linear: weight dtype %s", ws_dtype_name(wdt));

@@ -227,6 +227,10 @@ static int cu_linear(const ws_backend *be, const float *x, int64_t M, int64_t K,
     shadow_invalidate(c, y, sizeof(float) * (size_t)(M * N));
     return gemm_linear(c, xb, M, K, w, 1, N, bias, y, err);
   }
+  if (wdt == WS_F8_E4M3) {
+    shadow_invalidate(c, y, sizeof(float) * (size_t)(M * N));
+    return gemm_fp8_linear(c, x, M, K, w, N, bias, y, err);
+  }
   if (wdt != WS_F32)
     return ws_fail(err, WS_EUNSUPPORTED, "cuda linear: weight dtype %s", ws_dtype_name(wdt));
   shadow_invalidate(c, y, sizeof(float) * (size_t)(M * N));
@@ -326,6 +330,7 @@ static void cu_destroy(ws_backend *be) {
   if (c) {
     if (c->stream) cudaStreamSynchronize(c->stream);
     conv_free(c);
+    gemm_fp8_free(c);
     vt_free(c);
     attn_free(c);
     gemm_free(c);
@@ -452,14 +457,24 @@ extern "C" int ws_cuda_mem_stats_get(const ws_backend *be, ws_cuda_mem_stats *st
   return WS_OK;
 }
 
+extern "C" int ws_cuda_mem_stats_reset_peak(const ws_backend *be, ws_err *err) {
+  WS_TRY(is_cuda(be, err));
+  cuda_ctx *c = cu_ctx(be);
+  c->bytes_peak = c->bytes_now;
+  c->total_peak = c->bytes_now + c->internal_now;
+  return WS_OK;
+}
+
 extern "C" int ws_cuda_describe(const ws_backend *be, char *buf, size_t n, ws_err *err) {
   WS_TRY(is_cuda(be, err));
   cuda_ctx *c = cu_ctx(be);
-  char a[300], cv[300];
+  char a[300], cv[400], f8[200];
   attn_describe(c, a, sizeof a);
   conv_describe(c, cv, sizeof cv);
+  gemm_fp8_describe(c, f8, sizeof f8);
   static const char *const pn[] = {"auto", "fp32", "bf16"};
-  snprintf(buf, n, "%s; precision %s; attention: %s; conv3d: %s", c->name, pn[c->prec], a, cv);
+  snprintf(buf, n, "%s; precision %s; attention: %s; conv3d: %s; %s", c->name, pn[c->prec], a, cv,
+           f8);
   return WS_OK;
 }
 

@@ -49,6 +49,9 @@ typedef struct ws_cuda_mem_stats {
 } ws_cuda_mem_stats;
 
 int ws_cuda_mem_stats_get(const ws_backend *be, ws_cuda_mem_stats *st, ws_err *err);
+/* Restarts both high-water marks from what is allocated now (a benchmark that changes the
+ * weights' storage measures the new peak only). */
+int ws_cuda_mem_stats_reset_peak(const ws_backend *be, ws_err *err);
 /* Device name and "attention: cudnn 9.19.0 | fp32 kernel" style summary into buf. */
 int ws_cuda_describe(const ws_backend *be, char *buf, size_t n, ws_err *err);
 /* Times a bf16 x bf16 -> fp32-accumulate GEMM (M = N = K = n, output bf16) through cuBLASLt on

@@ -19,6 +19,10 @@
  *     Output frames go in chunks so the packed input + output stay below 1 GiB (at least one
  *     frame; WANSERVE_CUDA_CONV_SCRATCH_MB changes the bound); plans (descriptors + algorithm) are
  * cached per chunk shape.
+ *  2b. A narrow output (cout <= 4: the decoder's RGB head) whose weights fit in shared memory:
+ *     a direct fp32 kernel, one thread per output position computing every output channel.
+ *     cuDNN ran the head (96 -> 3, padded to 8) at ~1 TFLOP/s, 28 ms a 480p chunk, a fifth of
+ *     the decode; this is plain fp32 arithmetic, so it serves every precision policy.
  *  3. im2col + cuBLAS GEMM (when cuDNN is missing, cannot do a shape, or WANSERVE_CUDA_CONV=
  *     im2col): per output frame and row tile, the [cin*kt*kh*kw, rows*wo] column matrix
  *     (bounded by CONV_COL_FLOATS) times W[cout, K], accumulated onto the bias — the CPU
@@ -87,7 +91,7 @@ struct cu_conv_state {
   conv_plan plans[CONV_MAX_PLANS];
   int nplans;
   uint64_t clock;
-  int64_t n_dnn, n_im2col, n_gemm; /* calls per path, for describe */
+  int64_t n_dnn, n_im2col, n_gemm, n_narrow; /* calls per path, for describe */
   cu_scratch xin, yout, ws, col;
 };
 
@@ -200,10 +204,10 @@ int conv_describe(const cuda_ctx *c, char *buf, size_t n) {
   if (conv_dnn_ready((cuda_ctx *)c))
     return snprintf(buf, n,
                     "cuDNN NHWC (%s%s; fp32 when accurate), calls: %lld cuDNN, %lld im2col, "
-                    "%lld 1x1 GEMM%s%s",
+                    "%lld 1x1 GEMM, %lld narrow%s%s",
                     s->dtype == CV_BF16 ? "bf16" : s->dtype == CV_F16 ? "fp16" : "TF32",
                     s->fold ? ", time taps folded" : "", (long long)s->n_dnn, (long long)s->n_im2col,
-                    (long long)s->n_gemm, s->plan_why[0] ? "; last plan refused: " : "",
+                    (long long)s->n_gemm, (long long)s->n_narrow, s->plan_why[0] ? "; last plan refused: " : "",
                     s->plan_why);
   return snprintf(buf, n, "im2col + cuBLAS (cuDNN: %s)", s->why);
 }
@@ -312,6 +316,87 @@ __global__ void k_im2col(const float *__restrict__ x, ws_conv3d_geom g, int64_t 
     col[e] =
         (iy >= 0 && iy < h && ix >= 0 && ix < w) ? x[((ci * tin + it) * h + iy) * w + ix] : 0.0f;
   }
+}
+
+#define NARROW_MAX_COUT 4
+#define NARROW_MAX_SMEM (48 << 10)
+#define NARROW_THREADS 256
+
+/* y [CO, tout, ho, wo] = conv(x [cin, tin, h, w], w [CO, cin, kt, kh, kw]) + bias; weights in
+ * shared memory (every thread of a block reads the same one at a time: a broadcast). grid
+ * (positions / NARROW_THREADS, tout). */
+template <int CO>
+__global__ void k_conv_narrow(const float *__restrict__ x, const float *__restrict__ wt,
+                              const float *__restrict__ bias, ws_conv3d_geom g, int tin, int h,
+                              int w, int ho, int wo, int tout, float *__restrict__ y) {
+  extern __shared__ float sw[];
+  const int taps = g.kt * g.kh * g.kw, nw = CO * g.cin * taps;
+  for (int i = threadIdx.x; i < nw; i += blockDim.x)
+    sw[i] = wt[i];
+  __syncthreads();
+  const int64_t P = (int64_t)ho * wo, p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  const int to = blockIdx.y;
+  if (p >= P) return;
+  const int yo = (int)(p / wo), xo = (int)(p - (int64_t)yo * wo);
+  float acc[CO];
+#pragma unroll
+  for (int co = 0; co < CO; co++)
+    acc[co] = bias ? bias[co] : 0.0f;
+  for (int ci = 0; ci < g.cin; ci++)
+    for (int kz = 0; kz < g.kt; kz++) {
+      const float *xf = x + ((int64_t)ci * tin + (int64_t)to * g.st + kz) * h * w;
+      for (int ky = 0; ky < g.kh; ky++) {
+        const int iy = yo * g.sh - g.ph0 + ky;
+        if (iy < 0 || iy >= h) continue;
+        for (int kx = 0; kx < g.kw; kx++) {
+          const int ix = xo * g.sw - g.pw0 + kx;
+          if (ix < 0 || ix >= w) continue;
+          const float v = xf[(int64_t)iy * w + ix];
+          const int tap = (kz * g.kh + ky) * g.kw + kx;
+#pragma unroll
+          for (int co = 0; co < CO; co++)
+            acc[co] = fmaf(v, sw[(co * g.cin + ci) * taps + tap], acc[co]);
+        }
+      }
+    }
+#pragma unroll
+  for (int co = 0; co < CO; co++)
+    y[((int64_t)co * tout + to) * P + p] = acc[co];
+}
+
+/* Bytes of shared memory the narrow kernel needs for g, 0 when it does not apply. */
+static size_t narrow_smem(const ws_conv3d_geom *g) {
+  size_t b = sizeof(float) * (size_t)g->cout * g->cin * g->kt * g->kh * g->kw;
+  return g->cout <= NARROW_MAX_COUT && b <= NARROW_MAX_SMEM ? b : 0;
+}
+
+static int conv_narrow(cuda_ctx *c, const ws_conv3d_geom *g, const float *x, int tin, int h, int w,
+                       const float *wt, const float *bias, float *y, int tout, int ho, int wo,
+                       ws_err *err) {
+  const int64_t P = (int64_t)ho * wo;
+  dim3 grid((unsigned)((P + NARROW_THREADS - 1) / NARROW_THREADS), (unsigned)tout);
+  size_t smem = narrow_smem(g);
+  switch (g->cout) {
+  case 1:
+    k_conv_narrow<1><<<grid, NARROW_THREADS, smem, c->stream>>>(x, wt, bias, *g, tin, h, w, ho, wo,
+                                                                tout, y);
+    break;
+  case 2:
+    k_conv_narrow<2><<<grid, NARROW_THREADS, smem, c->stream>>>(x, wt, bias, *g, tin, h, w, ho, wo,
+                                                                tout, y);
+    break;
+  case 3:
+    k_conv_narrow<3><<<grid, NARROW_THREADS, smem, c->stream>>>(x, wt, bias, *g, tin, h, w, ho, wo,
+                                                                tout, y);
+    break;
+  default:
+    k_conv_narrow<4><<<grid, NARROW_THREADS, smem, c->stream>>>(x, wt, bias, *g, tin, h, w, ho, wo,
+                                                                tout, y);
+    break;
+  }
+  WS_CK_LAUNCH(err);
+  c->conv->n_narrow++;
+  return WS_OK;
 }
 
 static unsigned cv_blocks(int64_t n) {
@@ -458,7 +543,11 @@ static int plan_build(cu_conv_state *s, conv_plan *p, ws_err *err) {
   WS_CK(err, DNN(g_dnn.SetFilterNdDescriptor(p->wd, dt, CUDNN_TENSOR_NHWC, nd, wdim)));
   WS_CK(err, DNN(g_dnn.SetConvolutionNdDescriptor(p->cd, nd - 2, pad, str, dil,
                                                   CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT)));
-  cudnnMathType_t want = p->accurate ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH;
+  /* 16-bit storage asks for tensor-core math outright: under CUDNN_DEFAULT_MATH the heuristic
+   * ranked FMA kernels first for bf16 NHWC (measured 16-29 TFLOP/s on an H200, as slow as fp32) */
+  cudnnMathType_t want = p->accurate ? CUDNN_FMA_MATH
+                         : p->bf     ? CUDNN_TENSOR_OP_MATH
+                                     : CUDNN_DEFAULT_MATH;
   WS_CK(err, DNN(g_dnn.SetConvolutionMathType(p->cd, want)));
   cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
   int got = 0;
@@ -476,6 +565,7 @@ static int plan_build(cu_conv_state *s, conv_plan *p, ws_err *err) {
       continue;
     /* TF32 mode: never ALLOW_CONVERSION (fp16 inputs: range and precision below TF32's) */
     if (!p->accurate && !p->bf && r->mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue;
+    if (p->bf && r->mathType != CUDNN_TENSOR_OP_MATH) continue;
     /* the math type the heuristic ranked this algorithm with (TF32 mode) */
     WS_CK(err,
           DNN(g_dnn.SetConvolutionMathType(p->cd, p->accurate ? CUDNN_FMA_MATH : r->mathType)));
@@ -690,6 +780,8 @@ int cu_conv3d(const ws_backend *be, const ws_conv3d_geom *g, const float *x, int
     s->n_gemm++;
     return WS_OK;
   }
+  if (s->mode != CONV_IM2COL && tout <= 65535 && narrow_smem(g))
+    return conv_narrow(c, g, x, tin, h, w, wt, bias, y, tout, ho, wo, err);
   if (s->mode != CONV_IM2COL && conv_dnn_ready(c)) {
 #ifdef WS_HAVE_CUDNN_CONV
     int fallback = 0;

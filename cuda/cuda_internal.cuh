@@ -52,6 +52,7 @@ struct cu_gemm_cache; /* gemm.cu */
 struct cu_attn_state; /* attention.cu */
 struct cu_vt_state;   /* attention_vt.cu */
 struct cu_conv_state; /* conv.cu */
+struct cu_fp8_state;  /* gemm_fp8.cu */
 
 /* A grow-only device buffer (internal bytes): reused across calls, reallocated only when a
  * larger request comes (cudaFree waits for the work still using the old one). */
@@ -79,6 +80,7 @@ typedef struct cuda_ctx {
   struct cu_attn_state *attn;
   struct cu_vt_state *vt;
   struct cu_conv_state *conv;
+  struct cu_fp8_state *fp8; /* made on the first FP8 linear */
 } cuda_ctx;
 
 /* Every entry point starts here: it also makes the backend's GPU current on the calling thread,
@@ -137,6 +139,14 @@ void gemm_free(cuda_ctx *c);
 int gemm_linear(cuda_ctx *c, const void *x, int64_t M, int64_t K, const void *w, int bf16_in,
                 int64_t N, const float *bias, float *y, ws_err *err);
 int gemm_peak(cuda_ctx *c, int n, int reps, double *tflops, ws_err *err);
+
+/* ---- gemm_fp8.cu ---- */
+/* y[M,N] (fp32) = x[M,K] (fp32, quantized per row here) * W^T + bias, W packed F8_E4M3
+ * (core/fp8w.h). */
+int gemm_fp8_linear(cuda_ctx *c, const float *x, int64_t M, int64_t K, const void *w, int64_t N,
+                    const float *bias, float *y, ws_err *err);
+void gemm_fp8_free(cuda_ctx *c);
+int gemm_fp8_describe(const cuda_ctx *c, char *buf, size_t n);
 
 /* ---- attention.cu ---- */
 int attn_init(cuda_ctx *c, ws_err *err);

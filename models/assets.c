@@ -185,7 +185,16 @@ int assets_load_expert(const char *root, int high, ws_backend *be, const dit_loa
   if (rnd > 0 && lo && lo->loras) /* random weights have no checkpoint to merge into */
     return ws_fail(err, WS_EUNSUPPORTED, "%s: LoRA adapters need a checkpoint, not random weights",
                    root);
-  if (rnd) return rnd < 0 ? rnd : rm_expert(&rs, high, be, out, err);
+  if (rnd < 0) return rnd;
+  if (rnd) {
+    WS_TRY(rm_expert(&rs, high, be, out, err));
+    int rc = lo && lo->fp8_weights ? dit_quantize_fp8(*out, err) : WS_OK;
+    if (rc < 0) {
+      dit_free(*out);
+      *out = NULL;
+    }
+    return rc;
+  }
   char dir[4096];
   WS_TRY(ckpt_expert_dir(root, high, dir, sizeof dir, err));
   return dit_load(dir, be, lo, out, err);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/fp8w.h"
 #include "core/log.h"
 #include "core/weights.h"
 #include "models/dit_internal.h"
@@ -48,6 +49,9 @@ static void diffusers_name(const char *release, char *out, size_t n) {
   }
 }
 
+
+enum { LD_F32 = 0, LD_BF16 = 1, LD_FP8 = 2 };
+
 static void weight_name(const dit_model *m, const char *release, char *out, size_t n) {
   if (m->cfg.diffusers_names)
     diffusers_name(release, out, n);
@@ -65,9 +69,10 @@ static int merge_lora(dit_model *m, const char *release, ws_tensor *host, ws_err
   return lora_apply(m->lora, m->be, names, 2, host, NULL, err);
 }
 
-/* Loads `name` (release spelling) with the expected shape; reshape to `as` dims if given. */
+/* Loads `name` (release spelling) with the expected shape, stored as `as`: LD_F32, LD_BF16 or
+ * LD_FP8 (2-D weights only: packed per-channel FP8, core/fp8w.h). */
 static int load_tensor(dit_model *m, const wt_source *w, const char *name, const int64_t *shape,
-                       int ndim, int as_bf16, ws_tensor *dst, ws_err *err) {
+                       int ndim, int as, ws_tensor *dst, ws_err *err) {
   char nm[256];
   weight_name(m, name, nm, sizeof nm);
   ws_tensor host = {0};
@@ -83,7 +88,9 @@ static int load_tensor(dit_model *m, const wt_source *w, const char *name, const
       return ws_fail(err, WS_EFORMAT, "%s: weight '%s' holds NaN or Inf%s", wt_path(w), nm,
                      m->lora ? " (after merging the LoRA adapters)" : "");
     }
-  if (as_bf16) {
+  if (as == LD_FP8) {
+    rc = fp8w_upload(&host, m->be, dst, err);
+  } else if (as == LD_BF16) {
     ws_tensor bf = {0};
     rc = ws_tensor_alloc(&bf, WS_BF16, host.shape, host.ndim, err);
     if (rc >= 0) {
@@ -101,12 +108,12 @@ static int load_tensor(dit_model *m, const wt_source *w, const char *name, const
 }
 
 static int load_lin(dit_model *m, const wt_source *w, const char *prefix, int64_t N, int64_t K,
-                    int bf16, lin *l, ws_err *err) {
+                    int as, lin *l, ws_err *err) {
   char n1[200], n2[200];
   snprintf(n1, sizeof n1, "%s.weight", prefix);
   snprintf(n2, sizeof n2, "%s.bias", prefix);
   int64_t ws_[2] = {N, K}, bs[1] = {N};
-  WS_TRY(load_tensor(m, w, n1, ws_, 2, bf16, &l->w, err));
+  WS_TRY(load_tensor(m, w, n1, ws_, 2, as, &l->w, err));
   return load_tensor(m, w, n2, bs, 1, 0, &l->b, err);
 }
 
@@ -139,7 +146,7 @@ static int load_block(dit_model *m, const wt_source *w, int i, int bf, dit_block
   char p[128];
   for (size_t j = 0; j < sizeof lins / sizeof lins[0]; j++) {
     snprintf(p, sizeof p, "blocks.%d.%s", i, lins[j].name);
-    WS_TRY(load_lin(m, w, p, lins[j].n, lins[j].k, bf, lins[j].l, err));
+    WS_TRY(load_lin(m, w, p, lins[j].n, lins[j].k, bf, lins[j].l, err)); /* LD_FP8 here only */
   }
   for (size_t j = 0; j < sizeof vecs / sizeof vecs[0]; j++) {
     snprintf(p, sizeof p, "blocks.%d.%s", i, vecs[j].name);
@@ -150,8 +157,11 @@ static int load_block(dit_model *m, const wt_source *w, int i, int bf, dit_block
   return load_tensor(m, w, p, ms, 3, 0, &b->modulation, err);
 }
 
-static int load_all(dit_model *m, const wt_source *w, int bf, ws_err *err) {
+/* blk: how the blocks' linears are stored (LD_*); the patch embedding and text MLP in bf16 when
+ * blk is not LD_F32, everything else F32. */
+static int load_all(dit_model *m, const wt_source *w, int blk, ws_err *err) {
   const dit_config *c = &m->cfg;
+  const int bf = blk == LD_F32 ? LD_F32 : LD_BF16;
   int64_t D = c->dim;
   char nm[256];
   weight_name(m, "text_embedding.0.weight", nm, sizeof nm);
@@ -178,7 +188,7 @@ static int load_all(dit_model *m, const wt_source *w, int bf, ws_err *err) {
   m->blocks = calloc((size_t)c->num_layers, sizeof *m->blocks);
   if (!m->blocks) return ws_fail(err, WS_ENOMEM, "out of memory");
   for (int i = 0; i < c->num_layers; i++)
-    WS_TRY(load_block(m, w, i, bf, &m->blocks[i], err));
+    WS_TRY(load_block(m, w, i, blk, &m->blocks[i], err));
   return WS_OK;
 }
 
@@ -204,7 +214,8 @@ int dit_load(const char *expert_dir, ws_backend *be, const dit_load_opts *opts, 
   if (rc >= 0) {
     m->head_dim = m->cfg.dim / m->cfg.num_heads;
     m->lora = opts ? opts->loras : NULL;
-    rc = load_all(m, w, opts && opts->bf16_weights, err);
+    int blk = !opts ? LD_F32 : opts->fp8_weights ? LD_FP8 : opts->bf16_weights ? LD_BF16 : LD_F32;
+    rc = load_all(m, w, blk, err);
     if (rc >= 0 && m->lora) report_unused(m->lora, expert_dir);
     m->lora = NULL; /* only needed while loading; the caller owns it */
   }
@@ -220,6 +231,41 @@ int dit_load(const char *expert_dir, ws_backend *be, const dit_load_opts *opts, 
 static void lin_free(lin *l) {
   ws_tensor_free(&l->w);
   ws_tensor_free(&l->b);
+}
+
+/* One backend weight [N, K] (F32 or BF16) re-stored as packed FP8 through a host copy. */
+static int lin_to_fp8(dit_model *m, lin *l, ws_err *err) {
+  if (l->w.dtype == WS_F8_E4M3) return WS_OK;
+  if (l->w.dtype != WS_F32 && l->w.dtype != WS_BF16)
+    return ws_fail(err, WS_EINVAL, "dit: cannot quantize a %s weight", ws_dtype_name(l->w.dtype));
+  const int64_t N = l->w.shape[0], K = l->w.shape[1];
+  ws_tensor host = {0}, q = {0};
+  int64_t shape[2] = {N, K};
+  WS_TRY(ws_tensor_alloc(&host, WS_F32, shape, 2, err));
+  size_t raw = ws_dtype_size(l->w.dtype) * (size_t)(N * K);
+  int rc = m->be->to_host(m->be, host.data, l->w.data, raw, err);
+  if (rc == 0 && l->w.dtype == WS_BF16) { /* widen in place, from the end backwards */
+    const uint16_t *h = host.data;
+    float *f = host.data;
+    for (int64_t i = N * K - 1; i >= 0; i--)
+      f[i] = ws_bf16_to_f32(h[i]);
+  }
+  if (rc == 0) rc = fp8w_upload(&host, m->be, &q, err);
+  ws_tensor_free(&host);
+  if (rc < 0) return rc;
+  ws_tensor_free(&l->w);
+  l->w = q;
+  return WS_OK;
+}
+
+int dit_quantize_fp8(dit_model *m, ws_err *err) {
+  for (int i = 0; i < m->cfg.num_layers; i++) {
+    dit_block *b = &m->blocks[i];
+    lin *ls[] = {&b->sq, &b->sk, &b->sv, &b->so, &b->cq, &b->ck, &b->cv, &b->co, &b->f0, &b->f2};
+    for (size_t j = 0; j < sizeof ls / sizeof ls[0]; j++)
+      WS_TRY(lin_to_fp8(m, ls[j], err));
+  }
+  return m->be->sync(m->be, err);
 }
 
 void dit_ws_release(dit_model *m) { dit_ws_free(m->be, &m->ws); }

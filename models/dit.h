@@ -26,6 +26,10 @@ struct lora_set;
 
 typedef struct dit_load_opts {
   int bf16_weights; /* store linear weights as BF16 on the backend (CUDA serving path) */
+  /* store the blocks' linear weights as FP8 E4M3 with per-output-channel scales (core/fp8w.h),
+   * quantized from float32 at load (`--precision fp8`); the patch embedding and text MLP as
+   * bf16_weights says */
+  int fp8_weights;
   /* LoRA adapters (models/lora.h) merged into the weights as they load, in fp32 before the
    * BF16 rounding; keys of modules the model lacks are logged as skipped. Borrowed; NULL =
    * none. */
@@ -36,6 +40,10 @@ typedef struct dit_load_opts {
  * an expert folder. text_dim is read from the text-embedding weight. */
 int dit_load(const char *expert_dir, ws_backend *be, const dit_load_opts *opts, dit_model **out,
              ws_err *err);
+/* Re-stores the blocks' linear weights (already on the backend, F32 or BF16) as packed FP8
+ * E4M3 per output channel (core/fp8w.h), through the host; for models made without a
+ * checkpoint (random weights), which cannot be quantized from float32 at load. */
+int dit_quantize_fp8(dit_model *m, ws_err *err);
 void dit_free(dit_model *m);
 const dit_config *dit_get_config(const dit_model *m);
 int dit_text_dim(const dit_model *m);

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "core/backend.h"
+#include "core/fp8w.h"
 #include "core/rng.h"
 #include "tests/backend_testlib.h"
 #include "tests/testlib.h"
@@ -94,6 +95,54 @@ static void test_linear_bf16(void) {
   linear_case(g_auto, "auto", 37, 96, 50, 1, 1, TOLBF);
   linear_case(g_auto, "auto", 1024, 640, 1536, 1, 1, TOLBF);
   linear_case(g_auto, "auto", 2, 256, 384, 1, 0, TOLBF);
+}
+
+/* FP8 weights (core/fp8w.h): the GPU quantizes x per row to e4m3 and runs an FP8 GEMM. Two
+ * references: the CPU linear of the same packed weight on x quantized the same way on the host
+ * (fp8w_quantize applies the GPU's rule: scale = row max / 448, round to nearest even), which
+ * the GPU must match to fp32-accumulation error; and the CPU linear on x itself, off by e4m3's
+ * rounding of the activations (a few percent). Shapes with K or N not a multiple of 16 take the
+ * bf16 fallback and are compared with the second reference only. */
+static void linear_fp8_case(int64_t M, int64_t K, int64_t N, int with_bias) {
+  ws_err err = {0};
+  float *x = bt_rnd(M * K, 1, 0), *w = bt_rnd(N * K, 0.1f, 0),
+        *b = with_bias ? bt_rnd(N, 1, 0) : NULL;
+  void *pw = malloc(fp8w_bytes(N, K)), *px = malloc(fp8w_bytes(M, K));
+  float *xq = malloc(sizeof(float) * (size_t)(M * K));
+  fp8w_quantize(w, N, K, pw);
+  fp8w_quantize(x, M, K, px);
+  fp8w_dequantize(px, M, K, xq);
+  float *want_q = malloc(sizeof(float) * (size_t)(M * N)), *want = malloc(sizeof(float) * (size_t)(M * N));
+  CHECK_OK(g_cpu->linear(g_cpu, xq, M, K, pw, WS_F8_E4M3, N, b, want_q, &err), err);
+  CHECK_OK(g_cpu->linear(g_cpu, x, M, K, pw, WS_F8_E4M3, N, b, want, &err), err);
+  float *dx = bt_up(g_auto, x, sizeof(float) * M * K);
+  float *db = b ? bt_up(g_auto, b, sizeof(float) * N) : NULL;
+  void *dw = bt_up(g_auto, pw, fp8w_bytes(N, K));
+  float *dy = bt_poisoned(g_auto, M * N);
+  for (int rep = 0; rep < 2; rep++) { /* the second call runs on the cached plan */
+    CHECK_OK(g_auto->linear(g_auto, dx, M, K, dw, WS_F8_E4M3, N, db, dy, &err), err);
+    float *got = bt_down(g_auto, dy, M * N);
+    char what[128];
+    int fast = K % 16 == 0 && N % 16 == 0;
+    snprintf(what, sizeof what, "linear fp8 %lldx%lldx%lld%s%s", (long long)M, (long long)K,
+             (long long)N, with_bias ? "+bias" : "", fast ? "" : " (bf16 fallback)");
+    if (fast) bt_expect_close(what, "vs same quantized x", got, want_q, M * N, 1e-3);
+    bt_expect_close(what, "vs unquantized x", got, want, M * N, 8e-2);
+    free(got);
+  }
+  g_auto->free_mem(g_auto, dx);
+  g_auto->free_mem(g_auto, db);
+  g_auto->free_mem(g_auto, dw);
+  g_auto->free_mem(g_auto, dy);
+  free(x), free(w), free(b), free(pw), free(px), free(xq), free(want_q), free(want);
+}
+
+static void test_linear_fp8(void) {
+  linear_fp8_case(64, 128, 256, 1);
+  linear_fp8_case(300, 512, 1024, 0);
+  linear_fp8_case(1000, 5120, 1536, 1); /* an A14B-wide input */
+  linear_fp8_case(1, 256, 64, 1);       /* one row */
+  linear_fp8_case(37, 96, 50, 1);       /* N % 16 != 0: the bf16 fallback */
 }
 
 /* ---- norms ---- */
@@ -417,6 +466,7 @@ int main(void) {
   TEST_RUN(test_memory);
   TEST_RUN(test_linear_f32);
   TEST_RUN(test_linear_bf16);
+  TEST_RUN(test_linear_fp8);
   TEST_RUN(test_layernorm);
   TEST_RUN(test_ln_modulate);
   TEST_RUN(test_rmsnorm);
