@@ -53,7 +53,8 @@ static void local_free(local *l) {
 static int load_expert(local *l, const gen_opts *o, int high, dit_model **out, ws_err *err) {
   lora_set *loras = NULL;
   WS_TRY(lora_set_from_specs(o->lora[!high], o->nlora[!high], &loras, err));
-  dit_load_opts lo = {.bf16_weights = !strcmp(o->backend, "cuda"), .loras = loras};
+  dit_load_opts lo = {
+      .bf16_weights = !strcmp(o->backend, "cuda"), .fp8_weights = o->fp8, .loras = loras};
   int rc = assets_load_expert(o->model, high, l->be, &lo, out, err);
   lora_set_free(loras);
   return rc;

@@ -23,6 +23,8 @@ void genopts_usage(FILE *fp) {
       "  --negative-prompt TEXT (default: the release's negative prompt)\n"
       "  --out FILE.mp4        (default out.mp4)      --latent-out FILE.safetensors\n"
       "  --backend cpu|cuda    (local: every stage on it) --device N (local: the GPU, default 0)\n"
+      "  --precision bf16|fp8  (local) the experts' weights: bf16 (float32 on the CPU) or FP8\n"
+      "                        E4M3 per output channel (a cluster: wan-expert --precision)\n"
       "  --request-id ID --deadline-ms N\n"
       "  --token T             bearer token for the router (default $WANSERVE_TOKEN)\n"
       "  --tls-ca PEM [--tls-cert PEM --tls-key PEM]   TLS (mutual with a cert) to the router\n"
@@ -112,6 +114,11 @@ int genopts_parse(int argc, char **argv, gen_opts *o, ws_err *err) {
       o->router = v;
     else if (!strcmp(f, "--backend"))
       o->backend = v;
+    else if (!strcmp(f, "--precision")) {
+      if (strcmp(v, "bf16") && strcmp(v, "fp8"))
+        return ws_fail(err, WS_EINVAL, "--precision: '%s' (bf16|fp8)", v);
+      o->fp8 = !strcmp(v, "fp8");
+    }
     else if (!strcmp(f, "--token"))
       o->token = v;
     else if (!strcmp(f, "--tls-ca"))
@@ -213,6 +220,10 @@ int genopts_parse(int argc, char **argv, gen_opts *o, ws_err *err) {
     return ws_fail(err, WS_EINVAL,
                    "--adapter-high/--adapter-low name a cluster's catalog adapters; with --local "
                    "merge the files: --lora-high/--lora-low");
+  if (!o->local && o->fp8)
+    return ws_fail(err, WS_EINVAL,
+                   "--precision fp8 needs --local; in a cluster the experts choose theirs "
+                   "(wan-expert --precision fp8)");
   if (!o->local && (o->nlora[0] || o->nlora[1]))
     return ws_fail(err, WS_EINVAL,
                    "--lora-high/--lora-low need --local; in a cluster the experts merge adapters "

@@ -16,6 +16,7 @@ typedef struct gen_opts {
   const char *tls_ca, *tls_cert, *tls_key; /* --tls-*: TLS / mutual TLS to the router (PEM paths) */
   int local, quiet;
   int device;  /* --device: the GPU of --local --backend cuda (default 0) */
+  int fp8;     /* --precision fp8 (--local): the experts' block linears in FP8 (core/fp8w.h) */
   int retries; /* --retries: whole-request retries when the router is unavailable (default 2) */
   int64_t deadline_ms;
   /* --lora-high / --lora-low FILE[:STRENGTH] (repeatable, --local only): adapters merged into
