@@ -14,8 +14,11 @@
  * same inputs run again (rel-L2 of the FP8 output against the bf16 one is printed); memory
  * peaks restart after the quantization.
  *
+ * --offload N: N blocks' weights in pinned host memory, streamed in one offloaded block ahead
+ * (models/dit_offload.h); with --fp8 the weights are quantized first (no bf16 comparison).
+ *
  * usage: dit_gpu [--layers N] [--res 480,720] [--batch 1,2] [--reps R] [--no-profile] [--fp8]
- *                [--md FILE]   (appends the result table in Markdown)
+ *                [--offload N] [--md FILE]   (appends the result table in Markdown)
  * Without a GPU it prints "SKIP dit_gpu: <reason>" and exits 0.
  */
 #include <math.h>
@@ -30,6 +33,7 @@
 #include "core/rng.h"
 #include "models/dit.h"
 #include "models/dit_internal.h"
+#include "models/dit_offload.h"
 #include "models/dit_random.h"
 #ifdef WS_HAVE_CUDA
 #include "cuda/backend_cuda.h"
@@ -70,7 +74,7 @@ int main(int argc, char **argv) {
   printf("SKIP dit_gpu: this build has no CUDA backend\n");
   return 0;
 #else
-  int layers = 40, reps = 2, profile = 1, fp8 = 0;
+  int layers = 40, reps = 2, profile = 1, fp8 = 0, offload = 0;
   int res_list[4] = {480, 720}, nres = 2, bat_list[4] = {1, 2}, nbat = 2;
   const char *md = NULL;
   for (int i = 1; i < argc; i++) {
@@ -82,6 +86,8 @@ int main(int argc, char **argv) {
       profile = 0;
     else if (!strcmp(argv[i], "--fp8"))
       fp8 = 1;
+    else if (!strcmp(argv[i], "--offload") && i + 1 < argc)
+      offload = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--md") && i + 1 < argc)
       md = argv[++i];
     else if ((!strcmp(argv[i], "--res") || !strcmp(argv[i], "--batch")) && i + 1 < argc) {
@@ -95,7 +101,7 @@ int main(int argc, char **argv) {
       *(argv[i - 1][2] == 'r' ? &nres : &nbat) = n;
     } else {
       fprintf(stderr, "usage: dit_gpu [--layers N] [--res 480,720] [--batch 1,2] [--reps R] "
-                      "[--no-profile] [--fp8] [--md FILE]\n");
+                      "[--no-profile] [--fp8] [--offload N] [--md FILE]\n");
       return 2;
     }
   }
@@ -130,6 +136,24 @@ int main(int argc, char **argv) {
   printf("model: %d layers, weights %.2f GiB on the device, built in %.1f s\n", layers,
          ms.backend_bytes / 1073741824.0, bench_now() - t0);
   fflush(stdout);
+  if (offload > 0) {
+    double tq = bench_now();
+    int orc = fp8 ? dit_quantize_fp8(m, &err) : WS_OK;
+    if (orc == 0) orc = dit_offload(m, offload, &err);
+    if (orc == 0) orc = ws_cuda_mem_stats_reset_peak(be, &err);
+    if (orc == 0) orc = ws_cuda_mem_stats_get(be, &ms, &err);
+    if (orc < 0) {
+      fprintf(stderr, "offload: %s\n", err.msg);
+      return 1;
+    }
+    size_t hb = 0;
+    dit_offload_blocks(m, &hb);
+    printf("offload: %d blocks%s in %.2f GiB of pinned host memory (%.1f s); on the device now "
+           "%.2f GiB\n",
+           offload, fp8 ? " (fp8)" : "", hb / 1073741824.0, bench_now() - tq,
+           ms.backend_bytes / 1073741824.0);
+    fp8 = fp8 ? 2 : 0;
+  }
   if (profile && ws_backend_prof_wrap(be, &prof, &err) < 0) {
     fprintf(stderr, "%s\n", err.msg);
     return 1;

@@ -17,7 +17,7 @@
 #             shapes, random weights): one 832x480, 81-frame, STEPS-step (default 40) T2V request,
 #             times per stage and peak GPU memory per process; TASK=i2v serves `random:i2v-a14b`
 #             and sends deploy/assets/demo.png as the first frame; PRECISION=fp8 runs the experts
-#             with FP8 weights
+#             with FP8 weights; GEN_ARGS adds wanctl generate flags
 # Everything goes to $OUT.
 set -u
 OUT=${OUT:-/tmp/out}
@@ -148,6 +148,7 @@ cluster)
   mon=$!
   t0=$(date +%s%N)
   gargs=""; [ "$TASK" = i2v ] && gargs="--task i2v --image deploy/assets/demo.png"
+  gargs="$gargs ${GEN_ARGS:-}" # e.g. the 4-step distilled schedule: --solver euler_distill --guide-high 1 --guide-low 1
   timeout 560 "$bin/wanctl" generate --size 832x480 --frames 81 --steps "$STEPS" --seed 1 $gargs \
     --prompt "A red fox walks through deep snow at dawn" --out "$OUT/${TASK}_480p.mp4" > "$OUT/generate.txt" 2>&1
   echo "generate rc=$? end to end $((($(date +%s%N) - t0) / 1000000)) ms" | tee -a "$OUT/generate.txt"

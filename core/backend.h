@@ -107,6 +107,12 @@ struct ws_backend {
   int (*conv3d)(const ws_backend *be, const ws_conv3d_geom *g, const float *x, int tin, int h,
                 int w, const float *wt, const float *bias, float *y, int ho, int wo, int accurate,
                 ws_err *err);
+  /* conv3d over the time concatenation [pre (tpre frames), x (tin frames)] of two [cin, t, h, w]
+   * inputs, without making it (the VAE's causal cache in front of a chunk); y must alias
+   * neither. Optional (NULL: the caller concatenates and calls conv3d). */
+  int (*conv3d_pre)(const ws_backend *be, const ws_conv3d_geom *g, const float *pre, int tpre,
+                    const float *x, int tin, int h, int w, const float *wt, const float *bias,
+                    float *y, int ho, int wo, int accurate, ws_err *err);
   /* Channel RMS norm (the release's F.normalize over channels, times sqrt(C) * gamma):
    * y[c,p] = x[c,p] / max(||x[:,p]||_2, 1e-12) * sqrt(C) * gamma[c]. x, y: [C, n]; y may == x. */
   int (*rms_norm_ch)(const ws_backend *be, const float *x, int64_t C, int64_t n, const float *gamma,
@@ -136,7 +142,20 @@ struct ws_backend {
    * Builds random-weight models directly in device memory. */
   int (*fill_uniform)(const ws_backend *be, void *dst, ws_dtype dt, int64_t n, uint64_t seed,
                       uint64_t offset, float lo, float hi, ws_err *err);
+
+  /* Streaming weights in (block offload; optional, all four or none). host_alloc: host memory
+   * the backend can copy from asynchronously (pinned on a GPU); stream_in: dst (alloc_mem) <-
+   * src (host_alloc) on a copy queue that first waits for every op enqueued so far (so dst's
+   * previous users are done), then marks `slot` (0 .. WS_STREAM_SLOTS-1) done; stream_wait:
+   * ops enqueued after it wait for slot's last stream_in. */
+  int (*host_alloc)(const ws_backend *be, size_t bytes, void **out, ws_err *err);
+  void (*host_free)(const ws_backend *be, void *p);
+  int (*stream_in)(const ws_backend *be, void *dst, const void *src, size_t n, int slot,
+                   ws_err *err);
+  int (*stream_wait)(const ws_backend *be, int slot, ws_err *err);
 };
+
+#define WS_STREAM_SLOTS 4
 
 /* WS_OK when every op named in the NULL-terminated list is present in be's table, else
  * WS_EUNSUPPORTED naming the first missing one and `who` ("vae", "t5"). Names are the member

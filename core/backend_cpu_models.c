@@ -44,6 +44,51 @@ static int cpu_conv3d(const ws_backend *be, const ws_conv3d_geom *g, const float
   return vop_conv3d(g, x, tin, h, w, wt, bias, y, ho, wo, err);
 }
 
+/* The reference: the concatenation, then conv3d (the same arithmetic as the caller's concat). */
+static int cpu_conv3d_pre(const ws_backend *be, const ws_conv3d_geom *g, const float *pre,
+                          int tpre, const float *x, int tin, int h, int w, const float *wt,
+                          const float *bias, float *y, int ho, int wo, int accurate, ws_err *err) {
+  (void)be, (void)accurate;
+  if (tpre < 0 || tin < 0 || (tpre && !pre))
+    return ws_fail(err, WS_EINVAL, "cpu conv3d_pre: %d + %d frames", tpre, tin);
+  const int64_t hw = (int64_t)h * w, T = (int64_t)tpre + tin;
+  float *cat = malloc(sizeof(float) * (size_t)(g->cin * T * hw));
+  if (!cat) return ws_fail(err, WS_ENOMEM, "cpu conv3d_pre: %lld floats", (long long)(g->cin * T * hw));
+  for (int64_t c = 0; c < g->cin; c++) {
+    if (tpre) memcpy(cat + c * T * hw, pre + c * tpre * hw, sizeof(float) * (size_t)(tpre * hw));
+    memcpy(cat + (c * T + tpre) * hw, x + c * tin * hw, sizeof(float) * (size_t)(tin * hw));
+  }
+  int rc = vop_conv3d(g, cat, (int)T, h, w, wt, bias, y, ho, wo, err);
+  free(cat);
+  return rc;
+}
+
+/* Block offload on the CPU: host and "device" memory are one, so streaming in is a memcpy, done
+ * by the time it returns (the model's schedule still runs, for tests). */
+static int cpu_host_alloc(const ws_backend *be, size_t bytes, void **out, ws_err *err) {
+  (void)be;
+  *out = malloc(bytes ? bytes : 1);
+  return *out ? WS_OK : ws_fail(err, WS_ENOMEM, "cpu host_alloc: %zu bytes", bytes);
+}
+static void cpu_host_free(const ws_backend *be, void *p) {
+  (void)be;
+  free(p);
+}
+static int cpu_stream_in(const ws_backend *be, void *dst, const void *src, size_t n, int slot,
+                         ws_err *err) {
+  (void)be;
+  if (slot < 0 || slot >= WS_STREAM_SLOTS)
+    return ws_fail(err, WS_EINVAL, "cpu stream_in: slot %d", slot);
+  memcpy(dst, src, n);
+  return WS_OK;
+}
+static int cpu_stream_wait(const ws_backend *be, int slot, ws_err *err) {
+  (void)be;
+  if (slot < 0 || slot >= WS_STREAM_SLOTS)
+    return ws_fail(err, WS_EINVAL, "cpu stream_wait: slot %d", slot);
+  return WS_OK;
+}
+
 static int cpu_rms_norm_ch(const ws_backend *be, const float *x, int64_t C, int64_t n,
                            const float *gamma, float *y, ws_err *err) {
   vop_rms_norm_ch(x, (int)C, n, gamma, y);
@@ -171,10 +216,15 @@ void cpu_models_install(ws_backend *be) {
   be->clamp = cpu_clamp;
   be->copy2d = cpu_copy2d;
   be->conv3d = cpu_conv3d;
+  be->conv3d_pre = cpu_conv3d_pre;
   be->rms_norm_ch = cpu_rms_norm_ch;
   be->upsample2x = cpu_upsample2x;
   be->attention_cf = cpu_attention_cf;
   be->attention_t5 = cpu_attention_t5;
   be->embed = cpu_embed;
   be->fill_uniform = cpu_fill_uniform;
+  be->host_alloc = cpu_host_alloc;
+  be->host_free = cpu_host_free;
+  be->stream_in = cpu_stream_in;
+  be->stream_wait = cpu_stream_wait;
 }

@@ -111,6 +111,18 @@ static int p_gated(const ws_backend *be, float *x, const float *y, const float *
   TIMED(be, P_GATED, INNER(be)->gated_add(INNER(be), x, y, g, gs, B, L, D, err));
 }
 
+static int p_host_alloc(const ws_backend *be, size_t n, void **o, ws_err *err) {
+  return INNER(be)->host_alloc(INNER(be), n, o, err);
+}
+static void p_host_free(const ws_backend *be, void *p) { INNER(be)->host_free(INNER(be), p); }
+static int p_stream_in(const ws_backend *be, void *d, const void *s, size_t n, int slot,
+                       ws_err *err) {
+  return INNER(be)->stream_in(INNER(be), d, s, n, slot, err);
+}
+static int p_stream_wait(const ws_backend *be, int slot, ws_err *err) {
+  return INNER(be)->stream_wait(INNER(be), slot, err);
+}
+
 /* The optional ops (core/backend.h): wrapped only where the inner backend has them. */
 static int p_mul(const ws_backend *be, const float *a, const float *b, int64_t n, float *y,
                  ws_err *err) {
@@ -128,6 +140,12 @@ static int p_conv3d(const ws_backend *be, const ws_conv3d_geom *g, const float *
                     int w, const float *wt, const float *b, float *y, int ho, int wo, int acc,
                     ws_err *err) {
   TIMED(be, P_CONV3D, INNER(be)->conv3d(INNER(be), g, x, tin, h, w, wt, b, y, ho, wo, acc, err));
+}
+static int p_conv3d_pre(const ws_backend *be, const ws_conv3d_geom *g, const float *pre, int tpre,
+                        const float *x, int tin, int h, int w, const float *wt, const float *b,
+                        float *y, int ho, int wo, int acc, ws_err *err) {
+  TIMED(be, P_CONV3D,
+        INNER(be)->conv3d_pre(INNER(be), g, pre, tpre, x, tin, h, w, wt, b, y, ho, wo, acc, err));
 }
 static int p_rmsch(const ws_backend *be, const float *x, int64_t C, int64_t n, const float *g,
                    float *y, ws_err *err) {
@@ -161,6 +179,12 @@ static void wrap_optional(ws_backend *be, const ws_backend *in) {
   be->clamp = in->clamp ? p_clamp : NULL;
   be->copy2d = in->copy2d ? p_copy2d : NULL;
   be->conv3d = in->conv3d ? p_conv3d : NULL;
+  be->conv3d_pre = in->conv3d_pre ? p_conv3d_pre : NULL;
+  /* streaming ops pass through untimed: their cost shows in the ops that wait for them */
+  be->host_alloc = in->host_alloc ? p_host_alloc : NULL;
+  be->host_free = in->host_free ? p_host_free : NULL;
+  be->stream_in = in->stream_in ? p_stream_in : NULL;
+  be->stream_wait = in->stream_wait ? p_stream_wait : NULL;
   be->rms_norm_ch = in->rms_norm_ch ? p_rmsch : NULL;
   be->upsample2x = in->upsample2x ? p_up2x : NULL;
   be->attention_cf = in->attention_cf ? p_attncf : NULL;

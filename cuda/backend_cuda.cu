@@ -237,6 +237,52 @@ static int cu_linear(const ws_backend *be, const float *x, int64_t M, int64_t K,
   return gemm_linear(c, x, M, K, w, 0, N, bias, y, err);
 }
 
+/* ---- streaming weights in (block offload) ---- */
+
+static int cu_host_alloc(const ws_backend *be, size_t bytes, void **out, ws_err *err) {
+  cu_ctx(be);
+  *out = nullptr;
+  WS_CK(err, cudaHostAlloc(out, bytes ? bytes : 1, cudaHostAllocDefault));
+  return WS_OK;
+}
+
+static void cu_host_free(const ws_backend *be, void *p) {
+  cu_ctx(be);
+  if (p) cudaFreeHost(p);
+}
+
+static int copy_ready(cuda_ctx *c, ws_err *err) {
+  if (c->copy) return WS_OK;
+  WS_CK(err, cudaStreamCreateWithFlags(&c->copy, cudaStreamNonBlocking));
+  for (int i = 0; i < WS_STREAM_SLOTS; i++)
+    WS_CK(err, cudaEventCreateWithFlags(&c->ev_slot[i], cudaEventDisableTiming));
+  WS_CK(err, cudaEventCreateWithFlags(&c->ev_compute, cudaEventDisableTiming));
+  return WS_OK;
+}
+
+static int cu_stream_in(const ws_backend *be, void *dst, const void *src, size_t n, int slot,
+                        ws_err *err) {
+  cuda_ctx *c = cu_ctx(be);
+  if (slot < 0 || slot >= WS_STREAM_SLOTS)
+    return ws_fail(err, WS_EINVAL, "cuda stream_in: slot %d", slot);
+  WS_TRY(copy_ready(c, err));
+  /* dst's previous readers were enqueued on the compute stream: the copy waits for them */
+  WS_CK(err, cudaEventRecord(c->ev_compute, c->stream));
+  WS_CK(err, cudaStreamWaitEvent(c->copy, c->ev_compute, 0));
+  WS_CK(err, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, c->copy));
+  WS_CK(err, cudaEventRecord(c->ev_slot[slot], c->copy));
+  return WS_OK;
+}
+
+static int cu_stream_wait(const ws_backend *be, int slot, ws_err *err) {
+  cuda_ctx *c = cu_ctx(be);
+  if (slot < 0 || slot >= WS_STREAM_SLOTS)
+    return ws_fail(err, WS_EINVAL, "cuda stream_wait: slot %d", slot);
+  WS_TRY(copy_ready(c, err));
+  WS_CK(err, cudaStreamWaitEvent(c->stream, c->ev_slot[slot], 0));
+  return WS_OK;
+}
+
 static int ln_common(cuda_ctx *c, const float *x, int64_t rows, int64_t D, float eps,
                      const float *gamma, const float *beta, const float *shift, const float *scale,
                      int64_t L, int64_t mod_stride, float *y, ws_err *err) {
@@ -329,6 +375,13 @@ static void cu_destroy(ws_backend *be) {
   cuda_ctx *c = cu_ctx(be);
   if (c) {
     if (c->stream) cudaStreamSynchronize(c->stream);
+    if (c->copy) {
+      cudaStreamSynchronize(c->copy);
+      cudaStreamDestroy(c->copy);
+      for (int i = 0; i < WS_STREAM_SLOTS; i++)
+        cudaEventDestroy(c->ev_slot[i]);
+      cudaEventDestroy(c->ev_compute);
+    }
     conv_free(c);
     gemm_fp8_free(c);
     vt_free(c);
@@ -430,6 +483,10 @@ extern "C" int ws_backend_cuda_create(int device, ws_backend **out, ws_err *err)
   be->silu = cu_silu;
   be->add = cu_add;
   be->gated_add = cu_gated_add;
+  be->host_alloc = cu_host_alloc;
+  be->host_free = cu_host_free;
+  be->stream_in = cu_stream_in;
+  be->stream_wait = cu_stream_wait;
   vae_ops_install(be); /* the optional VAE/umT5 ops (vae_ops.cu) */
   *out = be;
   return WS_OK;

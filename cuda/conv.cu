@@ -92,7 +92,7 @@ struct cu_conv_state {
   int nplans;
   uint64_t clock;
   int64_t n_dnn, n_im2col, n_gemm, n_narrow; /* calls per path, for describe */
-  cu_scratch xin, yout, ws, col;
+  cu_scratch xin, yout, ws, col, cat;
 };
 
 int conv_init(cuda_ctx *c, ws_err *err) {
@@ -159,6 +159,7 @@ void conv_free(cuda_ctx *c) {
   cu_scratch_free(c, &s->yout);
   cu_scratch_free(c, &s->ws);
   cu_scratch_free(c, &s->col);
+  cu_scratch_free(c, &s->cat);
   free(s);
   c->conv = nullptr;
 }
@@ -225,14 +226,29 @@ __device__ inline float cv_load(float v) { return v; }
 __device__ inline float cv_load(bf16 v) { return __bfloat162float(v); }
 __device__ inline float cv_load(__half v) { return __half2float(v); }
 
-/* Packs x [cin, tin, h, w] into xp [nt, hp, wp, taps*cin]: output frame t's channel block z is
+/* A convolution's input in time: [pre (tpre frames), x (tin frames)], both [cin, t, h, w] (pre
+ * NULL, tpre 0: x alone). Kernels read frames through cv_frame, so the causal cache in front of
+ * a chunk is never copied next to it. */
+typedef struct cv_src {
+  const float *pre;
+  int64_t tpre;
+  const float *x;
+  int64_t tin;
+} cv_src;
+
+/* Frame f (of the concatenation) of channel ch: hw floats. */
+__device__ inline const float *cv_frame(const cv_src &s, int64_t ch, int64_t f, int64_t hw) {
+  return f < s.tpre ? s.pre + (ch * s.tpre + f) * hw : s.x + (ch * s.tin + f - s.tpre) * hw;
+}
+
+/* Packs x (cv_src) into xp [nt, hp, wp, taps*cin]: output frame t's channel block z is
  * input frame t_first + t*tstep + z, zero outside the image (row iy = yy - ph0, column ix = xx -
  * pw0). taps = 1, tstep = 1 is the plain frame-by-frame copy. 32x32 tiles through shared memory:
  * reads run along positions, writes along channels. grid (positions/32, cin/32, nt*taps). */
 template <typename T>
-__global__ void k_pack_nhwc(const float *__restrict__ x, int64_t cin, int64_t tin, int64_t h,
-                            int64_t w, int64_t t_first, int64_t tstep, int64_t taps, int64_t hp,
-                            int64_t wp, int ph0, int pw0, T *__restrict__ xp) {
+__global__ void k_pack_nhwc(cv_src x, int64_t cin, int64_t h, int64_t w, int64_t t_first,
+                            int64_t tstep, int64_t taps, int64_t hp, int64_t wp, int ph0, int pw0,
+                            T *__restrict__ xp) {
   __shared__ float tile[T_DIM][T_DIM + 1];
   int64_t P = hp * wp, p0 = (int64_t)blockIdx.x * T_DIM, c0 = (int64_t)blockIdx.y * T_DIM;
   int64_t t = blockIdx.z / taps, z = blockIdx.z - t * taps, src = t_first + t * tstep + z;
@@ -243,7 +259,7 @@ __global__ void k_pack_nhwc(const float *__restrict__ x, int64_t cin, int64_t ti
     float v = 0.0f;
     if (ch < cin && p < P) {
       int64_t yy = p / wp, xx = p - yy * wp, iy = yy - ph0, ix = xx - pw0;
-      if (iy >= 0 && iy < h && ix >= 0 && ix < w) v = x[((ch * tin + src) * h + iy) * w + ix];
+      if (iy >= 0 && iy < h && ix >= 0 && ix < w) v = cv_frame(x, ch, src, h * w)[iy * w + ix];
     }
     tile[j][tx] = v;
   }
@@ -326,9 +342,9 @@ __global__ void k_im2col(const float *__restrict__ x, ws_conv3d_geom g, int64_t 
  * shared memory (every thread of a block reads the same one at a time: a broadcast). grid
  * (positions / NARROW_THREADS, tout). */
 template <int CO>
-__global__ void k_conv_narrow(const float *__restrict__ x, const float *__restrict__ wt,
-                              const float *__restrict__ bias, ws_conv3d_geom g, int tin, int h,
-                              int w, int ho, int wo, int tout, float *__restrict__ y) {
+__global__ void k_conv_narrow(cv_src x, const float *__restrict__ wt,
+                              const float *__restrict__ bias, ws_conv3d_geom g, int h, int w,
+                              int ho, int wo, int tout, float *__restrict__ y) {
   extern __shared__ float sw[];
   const int taps = g.kt * g.kh * g.kw, nw = CO * g.cin * taps;
   for (int i = threadIdx.x; i < nw; i += blockDim.x)
@@ -344,7 +360,7 @@ __global__ void k_conv_narrow(const float *__restrict__ x, const float *__restri
     acc[co] = bias ? bias[co] : 0.0f;
   for (int ci = 0; ci < g.cin; ci++)
     for (int kz = 0; kz < g.kt; kz++) {
-      const float *xf = x + ((int64_t)ci * tin + (int64_t)to * g.st + kz) * h * w;
+      const float *xf = cv_frame(x, ci, (int64_t)to * g.st + kz, (int64_t)h * w);
       for (int ky = 0; ky < g.kh; ky++) {
         const int iy = yo * g.sh - g.ph0 + ky;
         if (iy < 0 || iy >= h) continue;
@@ -370,7 +386,7 @@ static size_t narrow_smem(const ws_conv3d_geom *g) {
   return g->cout <= NARROW_MAX_COUT && b <= NARROW_MAX_SMEM ? b : 0;
 }
 
-static int conv_narrow(cuda_ctx *c, const ws_conv3d_geom *g, const float *x, int tin, int h, int w,
+static int conv_narrow(cuda_ctx *c, const ws_conv3d_geom *g, cv_src x, int h, int w,
                        const float *wt, const float *bias, float *y, int tout, int ho, int wo,
                        ws_err *err) {
   const int64_t P = (int64_t)ho * wo;
@@ -378,20 +394,20 @@ static int conv_narrow(cuda_ctx *c, const ws_conv3d_geom *g, const float *x, int
   size_t smem = narrow_smem(g);
   switch (g->cout) {
   case 1:
-    k_conv_narrow<1><<<grid, NARROW_THREADS, smem, c->stream>>>(x, wt, bias, *g, tin, h, w, ho, wo,
-                                                                tout, y);
+    k_conv_narrow<1><<<grid, NARROW_THREADS, smem, c->stream>>>(x, wt, bias, *g, h, w, ho, wo, tout,
+                                                                y);
     break;
   case 2:
-    k_conv_narrow<2><<<grid, NARROW_THREADS, smem, c->stream>>>(x, wt, bias, *g, tin, h, w, ho, wo,
-                                                                tout, y);
+    k_conv_narrow<2><<<grid, NARROW_THREADS, smem, c->stream>>>(x, wt, bias, *g, h, w, ho, wo, tout,
+                                                                y);
     break;
   case 3:
-    k_conv_narrow<3><<<grid, NARROW_THREADS, smem, c->stream>>>(x, wt, bias, *g, tin, h, w, ho, wo,
-                                                                tout, y);
+    k_conv_narrow<3><<<grid, NARROW_THREADS, smem, c->stream>>>(x, wt, bias, *g, h, w, ho, wo, tout,
+                                                                y);
     break;
   default:
-    k_conv_narrow<4><<<grid, NARROW_THREADS, smem, c->stream>>>(x, wt, bias, *g, tin, h, w, ho, wo,
-                                                                tout, y);
+    k_conv_narrow<4><<<grid, NARROW_THREADS, smem, c->stream>>>(x, wt, bias, *g, h, w, ho, wo, tout,
+                                                                y);
     break;
   }
   WS_CK_LAUNCH(err);
@@ -633,16 +649,15 @@ static int64_t chunk_frames(const ws_conv3d_geom *g, int fold, int64_t tout, int
 }
 
 template <typename T>
-static void launch_pack(const float *x, const ws_conv3d_geom *g, int fold, int64_t n, int tin,
-                        int h, int w, int64_t t0, int64_t hp, int64_t wp, void *xp,
-                        cudaStream_t st) {
+static void launch_pack(cv_src x, const ws_conv3d_geom *g, int fold, int64_t n, int h, int w,
+                        int64_t t0, int64_t hp, int64_t wp, void *xp, cudaStream_t st) {
   /* fold: n output frames of kt taps each; else the n's input frames one by one */
   int64_t frames = fold ? n : (n - 1) * g->st + g->kt, taps = fold ? g->kt : 1;
   int64_t tstep = fold ? g->st : 1;
   dim3 blk(T_DIM, T_ROWS);
   dim3 gp((unsigned)((hp * wp + T_DIM - 1) / T_DIM), (unsigned)((g->cin + T_DIM - 1) / T_DIM),
           (unsigned)(frames * taps));
-  k_pack_nhwc<<<gp, blk, 0, st>>>(x, g->cin, tin, h, w, t0 * g->st, tstep, taps, hp, wp, g->ph0,
+  k_pack_nhwc<<<gp, blk, 0, st>>>(x, g->cin, h, w, t0 * g->st, tstep, taps, hp, wp, g->ph0,
                                   g->pw0, (T *)xp);
 }
 
@@ -665,7 +680,7 @@ static ws_conv3d_geom dnn_geom(const ws_conv3d_geom *g, int fold) {
 }
 
 /* Path 2; *fallback = 1 (nothing done) when cuDNN has no algorithm for a chunk shape. */
-static int conv_dnn(cuda_ctx *c, const ws_conv3d_geom *g0, const float *x, int tin, int h, int w,
+static int conv_dnn(cuda_ctx *c, const ws_conv3d_geom *g0, cv_src x, int h, int w,
                     const float *wt, const float *bias, float *y, int tout, int ho, int wo,
                     int accurate, int allow_bf, int *fallback, ws_err *err) {
   cu_conv_state *s = c->conv;
@@ -715,11 +730,11 @@ static int conv_dnn(cuda_ctx *c, const ws_conv3d_geom *g0, const float *x, int t
     int64_t n = tout - t0 < nt ? tout - t0 : nt;
     conv_plan *p = n == nt ? pa : pb;
     if (bf == CV_BF16)
-      launch_pack<bf16>(x, g, fold, n, tin, h, w, t0, hp, wp, xp, c->stream);
+      launch_pack<bf16>(x, g, fold, n, h, w, t0, hp, wp, xp, c->stream);
     else if (bf == CV_F16)
-      launch_pack<__half>(x, g, fold, n, tin, h, w, t0, hp, wp, xp, c->stream);
+      launch_pack<__half>(x, g, fold, n, h, w, t0, hp, wp, xp, c->stream);
     else
-      launch_pack<float>(x, g, fold, n, tin, h, w, t0, hp, wp, xp, c->stream);
+      launch_pack<float>(x, g, fold, n, h, w, t0, hp, wp, xp, c->stream);
     WS_CK_LAUNCH(err);
     cudnnStatus_t st =
         g_dnn.ConvolutionForward((cudnnHandle_t)s->handle, &one, p->xd, xp, p->wd, wc, p->cd,
@@ -749,18 +764,37 @@ static int conv_dnn(cuda_ctx *c, const ws_conv3d_geom *g0, const float *x, int t
 
 /* ---- entry point ---- */
 
-int cu_conv3d(const ws_backend *be, const ws_conv3d_geom *g, const float *x, int tin, int h, int w,
-              const float *wt, const float *bias, float *y, int ho, int wo, int accurate,
-              ws_err *err) {
+/* x = [pre, x] in time, made in the `cat` scratch: for the paths that read one buffer (the 1x1
+ * GEMM and im2col). */
+static int conv_concat(cuda_ctx *c, const ws_conv3d_geom *g, cv_src *x, int h, int w,
+                       ws_err *err) {
+  const size_t hw = (size_t)h * w, T = (size_t)(x->tpre + x->tin), f = sizeof(float);
+  void *cat;
+  WS_TRY(cu_scratch_get(c, &c->conv->cat, f * (size_t)g->cin * T * hw, &cat, err));
+  WS_CK(err, cudaMemcpy2DAsync(cat, f * T * hw, x->pre, f * (size_t)x->tpre * hw,
+                               f * (size_t)x->tpre * hw, (size_t)g->cin, cudaMemcpyDeviceToDevice,
+                               c->stream));
+  WS_CK(err, cudaMemcpy2DAsync((float *)cat + x->tpre * hw, f * T * hw, x->x,
+                               f * (size_t)x->tin * hw, f * (size_t)x->tin * hw, (size_t)g->cin,
+                               cudaMemcpyDeviceToDevice, c->stream));
+  x->x = (const float *)cat, x->tin = (int64_t)T, x->pre = nullptr, x->tpre = 0;
+  return WS_OK;
+}
+
+static int conv_run(const ws_backend *be, const ws_conv3d_geom *g, cv_src x, int h, int w,
+                    const float *wt, const float *bias, float *y, int ho, int wo, int accurate,
+                    ws_err *err) {
   cuda_ctx *c = cu_ctx(be);
   cu_conv_state *s = c->conv;
+  const int tin = (int)(x.tpre + x.tin);
   if (g->cin <= 0 || g->cout <= 0 || g->kt <= 0 || g->kh <= 0 || g->kw <= 0 || g->st <= 0 ||
       g->sh <= 0 || g->sw <= 0 || g->ph0 < 0 || g->pw0 < 0 || h <= 0 || w <= 0 || ho <= 0 ||
-      wo <= 0)
+      wo <= 0 || x.tpre < 0 || x.tin < 0 || (x.tpre && !x.pre))
     return ws_fail(err, WS_EINVAL, "cuda conv3d: non-positive size");
   if (tin < g->kt)
     return ws_fail(err, WS_EINVAL, "cuda conv3d: %d input frames for a kernel of %d", tin, g->kt);
-  if (x == y) return ws_fail(err, WS_EINVAL, "cuda conv3d: output aliases input");
+  if (x.x == y || (x.pre && x.pre == y))
+    return ws_fail(err, WS_EINVAL, "cuda conv3d: output aliases input");
   /* `accurate` (the VAE encoder: bf16 encodes visibly degrade I2V conditioning) keeps bf16
    * storage out; the arithmetic is TF32 then, as the release's fp32 encode runs it (PyTorch lets
    * cuDNN use TF32 for convolutions by default). Strict fp32 (no TF32) is the fp32 policy's. */
@@ -773,20 +807,20 @@ int cu_conv3d(const ws_backend *be, const ws_conv3d_geom *g, const float *x, int
   /* path 1: a pointwise convolution is a GEMM on the channel-first layout as it is */
   if (g->kt == 1 && g->kh == 1 && g->kw == 1 && g->st == 1 && g->sh == 1 && g->sw == 1 &&
       g->ph0 == 0 && g->pw0 == 0 && ho == h && wo == w) {
+    if (x.pre) WS_TRY(conv_concat(c, g, &x, h, w, err));
     int64_t P = (int64_t)tin * h * w;
     k_bias_fill<<<cv_blocks(g->cout * P), 256, 0, c->stream>>>(y, g->cout, P, bias);
     WS_CK_LAUNCH(err);
-    WS_TRY(gemm_acc(s, x, P, P, g->cin, wt, g->cout, y, P, accurate, err));
+    WS_TRY(gemm_acc(s, x.x, P, P, g->cin, wt, g->cout, y, P, accurate, err));
     s->n_gemm++;
     return WS_OK;
   }
   if (s->mode != CONV_IM2COL && tout <= 65535 && narrow_smem(g))
-    return conv_narrow(c, g, x, tin, h, w, wt, bias, y, tout, ho, wo, err);
+    return conv_narrow(c, g, x, h, w, wt, bias, y, tout, ho, wo, err);
   if (s->mode != CONV_IM2COL && conv_dnn_ready(c)) {
 #ifdef WS_HAVE_CUDNN_CONV
     int fallback = 0;
-    WS_TRY(conv_dnn(c, g, x, tin, h, w, wt, bias, y, tout, ho, wo, accurate, allow_bf, &fallback,
-                    err));
+    WS_TRY(conv_dnn(c, g, x, h, w, wt, bias, y, tout, ho, wo, accurate, allow_bf, &fallback, err));
     if (!fallback) return WS_OK;
     if (s->mode == CONV_CUDNN)
       return ws_fail(err, WS_EUNSUPPORTED,
@@ -798,8 +832,23 @@ int cu_conv3d(const ws_backend *be, const ws_conv3d_geom *g, const float *x, int
   } else if (s->mode == CONV_CUDNN) {
     return ws_fail(err, WS_EUNSUPPORTED, "cuda conv3d: WANSERVE_CUDA_CONV=cudnn but %s", s->why);
   }
+  if (x.pre) WS_TRY(conv_concat(c, g, &x, h, w, err));
   k_bias_fill<<<cv_blocks(g->cout * tout * howo), 256, 0, c->stream>>>(y, g->cout, tout * howo,
                                                                        bias);
   WS_CK_LAUNCH(err);
-  return conv_im2col(c, g, x, tin, h, w, wt, y, tout, ho, wo, accurate, err);
+  return conv_im2col(c, g, x.x, tin, h, w, wt, y, tout, ho, wo, accurate, err);
+}
+
+int cu_conv3d(const ws_backend *be, const ws_conv3d_geom *g, const float *x, int tin, int h, int w,
+              const float *wt, const float *bias, float *y, int ho, int wo, int accurate,
+              ws_err *err) {
+  cv_src src = {nullptr, 0, x, tin};
+  return conv_run(be, g, src, h, w, wt, bias, y, ho, wo, accurate, err);
+}
+
+int cu_conv3d_pre(const ws_backend *be, const ws_conv3d_geom *g, const float *pre, int tpre,
+                  const float *x, int tin, int h, int w, const float *wt, const float *bias,
+                  float *y, int ho, int wo, int accurate, ws_err *err) {
+  cv_src src = {tpre ? pre : nullptr, tpre, x, tin};
+  return conv_run(be, g, src, h, w, wt, bias, y, ho, wo, accurate, err);
 }

@@ -81,6 +81,9 @@ typedef struct cuda_ctx {
   struct cu_vt_state *vt;
   struct cu_conv_state *conv;
   struct cu_fp8_state *fp8; /* made on the first FP8 linear */
+  /* stream_in (block offload): a copy stream and its events, made on first use */
+  cudaStream_t copy;
+  cudaEvent_t ev_slot[WS_STREAM_SLOTS], ev_compute;
 } cuda_ctx;
 
 /* Every entry point starts here: it also makes the backend's GPU current on the calling thread,
@@ -176,5 +179,8 @@ int cu_attention_t5(const ws_backend *be, const float *q, const float *k, const 
 int cu_conv3d(const ws_backend *be, const ws_conv3d_geom *g, const float *x, int tin, int h, int w,
               const float *wt, const float *bias, float *y, int ho, int wo, int accurate,
               ws_err *err);
+int cu_conv3d_pre(const ws_backend *be, const ws_conv3d_geom *g, const float *pre, int tpre,
+                  const float *x, int tin, int h, int w, const float *wt, const float *bias,
+                  float *y, int ho, int wo, int accurate, ws_err *err);
 
 #endif

@@ -257,6 +257,7 @@ void vae_ops_install(ws_backend *be) {
   be->clamp = cu_clamp;
   be->copy2d = cu_copy2d;
   be->conv3d = cu_conv3d;
+  be->conv3d_pre = cu_conv3d_pre;
   be->rms_norm_ch = cu_rms_norm_ch;
   be->upsample2x = cu_upsample2x;
   be->attention_cf = cu_attention_cf;

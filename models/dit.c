@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "core/weights.h"
 #include "models/dit_internal.h"
+#include "models/dit_offload.h"
 #include "models/lora.h"
 
 const dit_config *dit_get_config(const dit_model *m) { return &m->cfg; }
@@ -259,6 +260,8 @@ static int lin_to_fp8(dit_model *m, lin *l, ws_err *err) {
 }
 
 int dit_quantize_fp8(dit_model *m, ws_err *err) {
+  if (m->off)
+    return ws_fail(err, WS_EINVAL, "dit_quantize_fp8: quantize before offloading blocks");
   for (int i = 0; i < m->cfg.num_layers; i++) {
     dit_block *b = &m->blocks[i];
     lin *ls[] = {&b->sq, &b->sk, &b->sv, &b->so, &b->cq, &b->ck, &b->cv, &b->co, &b->f0, &b->f2};
@@ -272,6 +275,7 @@ void dit_ws_release(dit_model *m) { dit_ws_free(m->be, &m->ws); }
 
 void dit_free(dit_model *m) {
   if (!m) return;
+  dit_offload_free(m);
   if (m->blocks)
     for (int i = 0; i < m->cfg.num_layers; i++) {
       dit_block *b = &m->blocks[i];

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "models/dit_internal.h"
+#include "models/dit_offload.h"
 
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
@@ -355,12 +356,15 @@ static int forward_body(dit_model *m, const dit_inputs *in, float *out, ws_err *
   WS_TRY(dit_time_path(m, ws, in, &e, &e0, err));
   WS_TRY(dit_text_path(m, ws, in, err));
   float *mb = e0 + B * 6 * D; /* [B, 6D] block modulation, then [B, 2D] head modulation */
+  WS_TRY(dit_offload_begin(m, err));
   for (int i = 0; i < c->num_layers; i++) {
     if (in->cancelled && in->cancelled(in->cancel_ud))
       return ws_fail(err, WS_ECANCELLED, "forward stopped before block %d of %d: its callers left",
                      i, c->num_layers);
+    WS_TRY(dit_offload_before(m, i, err));
     WS_TRY(
         dit_block_forward(m, ws, &m->blocks[i], B, L, m->rope_cos, m->rope_sin, e0, mb, NULL, err));
+    WS_TRY(dit_offload_after(m, i, err));
     if (in->tap) {
       char nm[32];
       snprintf(nm, sizeof nm, "block_%d", i);

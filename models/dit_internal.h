@@ -45,6 +45,7 @@ struct dit_model {
   int rope_f, rope_h, rope_w;
   float *rope_cos, *rope_sin;
   struct lora_set *lora; /* adapters being merged, set only during dit_load */
+  struct dit_offload *off; /* block offload (dit_offload.h), NULL = every block resident */
 };
 
 void dit_ws_release(dit_model *m);

@@ -34,6 +34,10 @@ static double now_s(void) {
 
 int dit_sp_create(dit_model *m, comm *c, dit_sp **out, ws_err *err) {
   *out = NULL;
+  if (m->off)
+    return ws_fail(err, WS_EUNSUPPORTED,
+                   "sequence parallelism with block offload: not supported (each rank holds every "
+                   "block)");
   const dit_config *cfg = &m->cfg;
   if (c->world < 1 || c->rank < 0 || c->rank >= c->world)
     return ws_fail(err, WS_EINVAL, "dit_sp: rank %d of world %d", c->rank, c->world);

@@ -97,8 +97,24 @@ static int conv_new(vrun *r, const vae_conv *cv, const act *x, act *y, int accur
   return rc;
 }
 
+/* Keeps the last ct frames of [cache, x] in the cache (x has nx >= 1 frames). */
+static int cache_update(vrun *r, float *cache, int ct, const act *x, ws_err *err) {
+  const int64_t hw = (int64_t)x->h * x->w;
+  if (x->t >= ct) /* the cache becomes x's last ct frames */
+    return r->be->copy2d(r->be, cache, ct * hw, x->d + (int64_t)(x->t - ct) * hw,
+                         (int64_t)x->t * hw, ct * hw, x->c, err);
+  /* keep the cache's last ct - nx frames (they move to its front: disjoint ranges while
+   * ct - nx <= nx, checked by the caller), then x after them */
+  const int keep = ct - x->t;
+  WS_TRY(r->be->copy2d(r->be, cache, ct * hw, cache + (int64_t)x->t * hw, ct * hw, keep * hw,
+                       x->c, err));
+  return r->be->copy2d(r->be, cache + keep * hw, ct * hw, x->d, (int64_t)x->t * hw,
+                       (int64_t)x->t * hw, x->c, err);
+}
+
 /* Causal convolution with the release's feature cache (slot s, created zeroed on first use):
- * y = conv([cache, x]) in time, then cache = the last kt-1 frames of [cache, x]. */
+ * y = conv([cache, x]) in time, then cache = the last kt-1 frames of [cache, x]. A backend with
+ * conv3d_pre reads the cache and x where they are; others get the concatenation. */
 static int causal_conv(vrun *r, const vae_conv *cv, vae_slot *s, const act *x, act *y, int acc,
                        ws_err *err) {
   const ws_conv3d_geom *g = &cv->g;
@@ -110,6 +126,16 @@ static int causal_conv(vrun *r, const vae_conv *cv, vae_slot *s, const act *x, a
   if (!s->buf) {
     WS_TRY(r->be->alloc_mem(r->be, sizeof(float) * (size_t)cache_n, (void **)&s->buf, err));
     WS_TRY(r->be->memset0(r->be, s->buf, sizeof(float) * (size_t)cache_n, err));
+  }
+  if (r->be->conv3d_pre && 2 * x->t >= ct) {
+    int ho = ws_conv_out(x->h, g->ph0, cv->ph1, g->kh, g->sh);
+    int wo = ws_conv_out(x->w, g->pw0, cv->pw1, g->kw, g->sw);
+    WS_TRY(act_alloc(r, y, g->cout, ct + x->t - g->kt + 1, ho, wo, err));
+    int rc = r->be->conv3d_pre(r->be, g, s->buf, ct, x->d, x->t, x->h, x->w, cv->w, cv->b, y->d,
+                               ho, wo, acc, err);
+    if (rc == 0) rc = cache_update(r, s->buf, ct, x, err);
+    if (rc < 0) act_free(r, y);
+    return rc;
   }
   act xin = {0};
   WS_TRY(act_alloc(r, &xin, x->c, ct + x->t, x->h, x->w, err));

@@ -197,6 +197,51 @@ static void test_conv3d(void) {
     conv_case_run(&cases[i]);
 }
 
+/* conv3d_pre (the cache read in place) against the CPU's concatenation + conv3d: every CUDA path
+ * (folded cuDNN, 3-D cuDNN, the narrow head kernel, the 1x1 GEMM and im2col, which concatenate
+ * first), tpre frames of cache in front of tin new ones. */
+static void conv_pre_case(const ws_conv3d_geom *g, int tpre, int tin, int h, int w) {
+  ws_err err = {0};
+  int ph1 = g->kh > 1 ? g->ph0 : 0, pw1 = g->kw > 1 ? g->pw0 : 0;
+  int ho = ws_conv_out(h, g->ph0, ph1, g->kh, g->sh), wo = ws_conv_out(w, g->pw0, pw1, g->kw, g->sw);
+  int tout = (tpre + tin - g->kt) / g->st + 1;
+  int64_t hw = (int64_t)h * w, np = (int64_t)g->cin * tpre * hw, nx = (int64_t)g->cin * tin * hw;
+  int64_t nw = (int64_t)g->cout * g->cin * g->kt * g->kh * g->kw;
+  int64_t ny = (int64_t)g->cout * tout * ho * wo;
+  float *p = bt_rnd(np, 1.0f, 0.1f), *x = bt_rnd(nx, 1.0f, 0.1f), *wt = bt_rnd(nw, 0.3f, 0.0f);
+  float *b = bt_rnd(g->cout, 1.0f, 0.f);
+  float *pc = bt_up(g_cpu, p, 4 * np), *xc = bt_up(g_cpu, x, 4 * nx), *wc = bt_up(g_cpu, wt, 4 * nw);
+  float *bc = bt_up(g_cpu, b, 4 * g->cout), *yc = bt_poisoned(g_cpu, ny);
+  CHECK_OK(g_cpu->conv3d_pre(g_cpu, g, pc, tpre, xc, tin, h, w, wc, bc, yc, ho, wo, 0, &err), err);
+  ws_backend *bes[] = {g_auto, g_nofold, g_i2c, g_fp32};
+  const char *names[] = {"auto", "nofold", "im2col", "fp32"};
+  for (int i = 0; i < 4; i++) {
+    ws_backend *be = bes[i];
+    float *pg = bt_up(be, p, 4 * np), *xg = bt_up(be, x, 4 * nx), *wg = bt_up(be, wt, 4 * nw);
+    float *bg = bt_up(be, b, 4 * g->cout), *yg = bt_poisoned(be, ny);
+    CHECK_OK(be->conv3d_pre(be, g, pg, tpre, xg, tin, h, w, wg, bg, yg, ho, wo, 0, &err), err);
+    char what[160];
+    snprintf(what, sizeof what, "conv3d_pre cin %d cout %d k %dx%dx%d, %d cache + %d frames %dx%d",
+             g->cin, g->cout, g->kt, g->kh, g->kw, tpre, tin, h, w);
+    cmp_out(what, names[i], yc, yg, be, ny, be == g_fp32 ? TOL32 : TOLTF);
+    be->free_mem(be, pg), be->free_mem(be, xg), be->free_mem(be, wg), be->free_mem(be, bg);
+    be->free_mem(be, yg);
+  }
+  g_cpu->free_mem(g_cpu, pc), g_cpu->free_mem(g_cpu, xc), g_cpu->free_mem(g_cpu, wc);
+  g_cpu->free_mem(g_cpu, bc), g_cpu->free_mem(g_cpu, yc);
+  free(p), free(x), free(wt), free(b);
+}
+
+static void test_conv3d_pre(void) {
+  const ws_conv3d_geom causal = {16, 24, 3, 3, 3, 1, 1, 1, 1, 1}, head = {32, 3, 3, 3, 3, 1, 1, 1, 1, 1};
+  const ws_conv3d_geom tconv = {8, 16, 3, 1, 1, 1, 1, 1, 0, 0}, pw = {12, 4, 1, 1, 1, 1, 1, 1, 0, 0};
+  conv_pre_case(&causal, 2, 1, 20, 28); /* one frame after a two-frame cache */
+  conv_pre_case(&causal, 2, 4, 17, 23);
+  conv_pre_case(&head, 2, 1, 16, 20); /* the narrow kernel */
+  conv_pre_case(&tconv, 2, 3, 6, 7);  /* 3x1x1: a GEMM once folded */
+  conv_pre_case(&pw, 1, 2, 5, 7);     /* 1x1x1: concatenated, then the GEMM */
+}
+
 static void test_rms_norm_ch(void) {
   ws_err err = {0};
   const int64_t shapes[][2] = {{96, 1001}, {3, 7}, {384, 257}, {1, 5}};
@@ -433,6 +478,7 @@ int main(void) {
   TEST_RUN(test_mul_clamp);
   TEST_RUN(test_copy2d);
   TEST_RUN(test_conv3d);
+  TEST_RUN(test_conv3d_pre);
   TEST_RUN(test_rms_norm_ch);
   TEST_RUN(test_upsample2x);
   TEST_RUN(test_attention_cf);

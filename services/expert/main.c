@@ -14,6 +14,9 @@
  *   The registration lists both (rpc/registry.h: adapters_merged by file stem and strength,
  *   merged_base, adapters_catalog), so the router can send a request naming the last merged
  *   adapter here without the adapter field (router/adroute.h).
+ *   --offload-blocks N (issue 20): N of the blocks' linear weights stay in host memory (pinned
+ *   on a GPU) and are streamed in one offloaded block ahead of use (models/dit_offload.h), so
+ *   the expert needs less device memory than its weights; not with --world > 1.
  *   --precision bf16|fp8|fp8+attn8 (issue 20): the precision policy, registered in etcd and shown
  *   by `wanctl status`. fp8: the blocks' linear weights are quantized at load to FP8 E4M3 per
  *   output channel (core/fp8w.h) — on CUDA they run as FP8 GEMMs with activations quantized
@@ -30,6 +33,7 @@
 #include "models/assets.h"
 #include "models/checkpoint.h"
 #include "models/dit.h"
+#include "models/dit_offload.h"
 #include "models/lora.h"
 #include "rpc/service.h"
 #include "services/expert/catalog.h"
@@ -69,6 +73,7 @@ typedef struct flags {
   const char *catalog;
   const char *precision; /* --precision; NULL = bf16 */
   int max_batch, max_delay_ms, step_delay_ms;
+  int offload; /* --offload-blocks N: blocks kept in host memory (models/dit_offload.h) */
   gp_limits limits; /* --max-width/--max-height/--max-frames: as the router's */
   expert_sp_opts sp;
 } flags;
@@ -101,6 +106,7 @@ static int extra_flag(void *user, int argc, char **argv, int i, ws_err *err) {
   } ints[] = {{"--max-batch", &f->max_batch, 1, 60000},
               {"--max-delay-ms", &f->max_delay_ms, 0, 60000},
               {"--step-delay-ms", &f->step_delay_ms, 0, 60000},
+              {"--offload-blocks", &f->offload, 0, 1000},
               {"--max-width", &f->limits.max_width, 16, 8192},
               {"--max-height", &f->limits.max_height, 16, 8192},
               {"--max-frames", &f->limits.max_frames, 1, 10001}};
@@ -192,6 +198,7 @@ int main(int argc, char **argv) {
       "wan-expert --role high|low --model DIR|random:NAME [--max-batch N] [--max-delay-ms N]\n"
       "  [--max-width N] [--max-height N] [--max-frames N] [--step-delay-ms N]\n"
       "  [--lora FILE[:STRENGTH]]... [--lora-catalog DIR] [--precision bf16|fp8|fp8+attn8]\n"
+      "  [--offload-blocks N]\n"
       "  [--world N --rank R --group NAME | --world N --threads-comm] [common flags]";
   if (svc_parse_main(argc, argv, "expert", usage, &o, extra_flag, &f, &status)) return status;
   if (expert_sp_check(&f.sp, &o, &err) < 0) return svc_usage_error(usage, err.msg);
@@ -230,6 +237,15 @@ int main(int argc, char **argv) {
   if (rc == WS_OK) rc = assets_load_expert(o.model, !strcmp(f.role, "high"), be, &lo, &model, &err);
   if (rc == WS_OK && loras)
     WS_INFO("%d LoRA adapter(s) merged; serving version %s", f.nloras, o.version);
+  if (rc == WS_OK && f.offload && f.sp.world > 1)
+    rc = ws_fail(&err, WS_EUNSUPPORTED, "--offload-blocks does not work with --world > 1");
+  if (rc == WS_OK && f.offload) {
+    rc = dit_offload(model, f.offload, &err);
+    size_t hb = 0;
+    if (rc == WS_OK && dit_offload_blocks(model, &hb))
+      WS_INFO("%d blocks offloaded to %.2f GiB of host memory, streamed in one block ahead",
+              f.offload, hb / 1073741824.0);
+  }
   lora_set_free(loras); /* merged: the files are not needed any more */
   if (f.sp.rank > 0) {  /* a model-parallel rank: no gRPC, no registration; rank 0 drives it */
     if (rc == WS_OK) rc = expert_sp_worker(model, &o, &f.sp, &err);
