@@ -2,6 +2,7 @@
 #include "core/fp8w.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,18 +15,23 @@ size_t fp8w_bytes(int64_t N, int64_t K) {
 }
 
 uint8_t fp8w_encode(float v) {
-  if (isnan(v)) return 0x7f;
-  uint8_t s = signbit(v) ? 0x80 : 0;
-  float a = fabsf(v);
-  if (a >= FP8W_E4M3_MAX) return s | 0x7e;
-  if (a < 0x1p-6f) /* subnormal: steps of 2^-9; q == 8 is 2^-6, the first normal code */
-    return s | (uint8_t)nearbyintf(a * 512.0f);
-  int E;
-  frexpf(a, &E); /* a = f * 2^E, f in [0.5, 1) */
-  int e = E - 1 + 7, q = (int)nearbyintf((ldexpf(a, -(E - 1)) - 1.0f) * 8.0f);
-  if (q == 8) q = 0, e++;
-  if (e > 15 || (e == 15 && q == 7)) return s | 0x7e; /* rounded past 448 */
-  return s | (uint8_t)(e << 3) | (uint8_t)q;
+  uint32_t u;
+  memcpy(&u, &v, sizeof u);
+  const uint8_t s = (uint8_t)((u >> 24) & 0x80);
+  u &= 0x7fffffffu;
+  if (u > 0x7f800000u) return 0x7f;                  /* NaN */
+  if (u >= 0x43e00000u) return s | 0x7e;             /* >= 448 (and Inf): saturate */
+  if (u < 0x3c800000u) {                             /* below 2^-6: subnormal, steps of 2^-9 */
+    float a;
+    memcpy(&a, &u, sizeof a);
+    return s | (uint8_t)nearbyintf(a * 512.0f);      /* 8 is 2^-6, the first normal code */
+  }
+  /* normal: keep 3 of the 23 mantissa bits, rounding to nearest even; a carry into the
+   * exponent is the next binade's code (codes are ordered like the values) */
+  const uint32_t lsb = (u >> 20) & 1u;
+  const uint32_t r = (u + 0x7ffffu + lsb) >> 20;     /* exponent and 3 mantissa bits */
+  const int code = (int)r - ((127 - 7) << 3);        /* rebias 127 -> 7 */
+  return s | (uint8_t)(code > 0x7e ? 0x7e : code);  /* rounding past 448 saturates */
 }
 
 void fp8w_quantize(const float *w, int64_t N, int64_t K, void *packed) {

@@ -243,15 +243,24 @@ static int lin_to_fp8(dit_model *m, lin *l, ws_err *err) {
   ws_tensor host = {0}, q = {0};
   int64_t shape[2] = {N, K};
   WS_TRY(ws_tensor_alloc(&host, WS_F32, shape, 2, err));
-  size_t raw = ws_dtype_size(l->w.dtype) * (size_t)(N * K);
-  int rc = m->be->to_host(m->be, host.data, l->w.data, raw, err);
-  if (rc == 0 && l->w.dtype == WS_BF16) { /* widen in place, from the end backwards */
-    const uint16_t *h = host.data;
+  uint16_t *raw = NULL;
+  int rc = WS_OK;
+  if (l->w.dtype == WS_BF16) {
+    raw = malloc(sizeof(uint16_t) * (size_t)(N * K));
+    rc = raw ? m->be->to_host(m->be, raw, l->w.data, sizeof(uint16_t) * (size_t)(N * K), err)
+             : ws_fail(err, WS_ENOMEM, "dit: host copy of a [%lld, %lld] weight", (long long)N,
+                       (long long)K);
     float *f = host.data;
-    for (int64_t i = N * K - 1; i >= 0; i--)
-      f[i] = ws_bf16_to_f32(h[i]);
+    if (rc == WS_OK) {
+#pragma omp parallel for
+      for (int64_t i = 0; i < N * K; i++)
+        f[i] = ws_bf16_to_f32(raw[i]);
+    }
+  } else {
+    rc = m->be->to_host(m->be, host.data, l->w.data, sizeof(float) * (size_t)(N * K), err);
   }
   if (rc == 0) rc = fp8w_upload(&host, m->be, &q, err);
+  free(raw);
   ws_tensor_free(&host);
   if (rc < 0) return rc;
   ws_tensor_free(&l->w);
