@@ -194,9 +194,18 @@ static void on_claimed(void *user, const jrec *r, int64_t rev) {
   if (rc < 0) settle_claim(js, r, rev, 1, e.msg);
 }
 
+static int holds(void *user, const char *id) {
+  jobs *js = user;
+  pthread_mutex_lock(&js->mu);
+  job *j = find_locked(js, id);
+  int h = j && !j->gone;
+  pthread_mutex_unlock(&js->mu);
+  return h;
+}
+
 jstore_cbs jobs_store_cbs(jobs *js) {
   return (jstore_cbs){.user = js, .on_cancel = on_cancel, .on_deleted = on_deleted,
-                      .on_claimed = on_claimed};
+                      .on_claimed = on_claimed, .holds = holds};
 }
 
 /* ---------- graceful stop ---------- */

@@ -386,9 +386,11 @@ static void scan_claims(jstore *s) {
   pthread_mutex_lock(&s->mu);
   cand *c = s->n ? calloc((size_t)s->n, sizeof *c) : NULL;
   int nc = 0;
+  int64_t mine = s->lease;
   for (int i = 0; c && i < s->n; i++) {
     const centry *e = &s->e[i];
-    if (!e->rev || jrec_finished(e->r.state) || !strcmp(e->r.owner, s->owner)) continue;
+    if (!e->rev || jrec_finished(e->r.state)) continue;
+    if (!strcmp(e->r.owner, s->owner) && e->r.lease == mine) continue;
     memcpy(c[nc].id, e->r.id, 40);
     c[nc].lease = e->r.lease;
     c[nc].free_now = !e->r.owner[0];
@@ -411,7 +413,7 @@ static void scan_claims(jstore *s) {
       if (is_dead && nd < 16) dead[nd++] = c[i].lease;
       if (!is_dead && na < 16) alive[na++] = c[i].lease;
     }
-    if (is_dead) claim(s, c[i].id);
+    if (is_dead && (!s->cb.holds || !s->cb.holds(s->cb.user, c[i].id))) claim(s, c[i].id);
   }
   free(c);
 }

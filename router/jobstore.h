@@ -42,6 +42,9 @@ typedef struct jstore_cbs {
   void (*on_deleted)(void *user, const char *id); /* a record went (DELETE, eviction) */
   /* this router won the claim of *r (mod revision rev): run it. r is borrowed. */
   void (*on_claimed)(void *user, const jrec *r, int64_t rev);
+  /* 1 while this process runs job `id`: a record naming this router's id (a restarted router
+   * with the same --id) but a dead lease is claimable only when it is not held here */
+  int (*holds)(void *user, const char *id);
 } jstore_cbs;
 
 typedef struct jstore_opts {
