@@ -37,6 +37,7 @@ struct http_gw {
   jobs *js;
   jstore *store; /* NULL without etcd: jobs live in this process only */
   char service_auth[RPC_AUTH_MAX + 1];
+  char self_http[300]; /* HOST:PORT this gateway serves on */
   reg_watch *view;
   struct MHD_Daemon *d;
   size_t max_body;
@@ -293,7 +294,7 @@ static enum MHD_Result remote_route(http_gw *g, struct MHD_Connection *c, const 
     return hresp_error(c, 0, GRPC_STATUS_NOT_FOUND, msg);
   }
   enum MHD_Result rc = !strcmp(sub, "events")    ? serve_events(g, c, NULL, &r)
-                       : !strcmp(sub, "content") ? hremote_content(c, g->o.results_dir, &r)
+                       : !strcmp(sub, "content") ? hremote_content(c, g->o.results_dir, &r, g->self_http, auth)
                        : !strcmp(method, "DELETE")
                            ? hremote_delete(c, g->store, &r, CANCEL_WAIT_MS)
                            : hremote_get(c, &r);
@@ -611,6 +612,7 @@ int http_start(const http_opts *o, const char *router_addr, reg_watch *view, rpc
     snprintf(host, sizeof host, "127.0.0.1");
   char addr[300];
   snprintf(addr, sizeof addr, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, bound);
+  snprintf(g->self_http, sizeof g->self_http, "%s", addr);
   if (o->etcd && (rc = start_store(g, addr, err)) < 0) {
     http_stop(g);
     return rc;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "router/http_proxy.h"
 #include "router/http_resp.h"
 #include "router/results.h"
 
@@ -33,7 +34,8 @@ enum MHD_Result hremote_get(struct MHD_Connection *c, const jrec *r) {
   return hresp_json(c, 200, print_free(jrec_api_json(r, -1)));
 }
 
-enum MHD_Result hremote_content(struct MHD_Connection *c, const char *results_dir, const jrec *r) {
+enum MHD_Result hremote_content(struct MHD_Connection *c, const char *results_dir, const jrec *r,
+                                const char *self_http, const char *auth) {
   char msg[1200];
   if (r->state != JR_COMPLETED) {
     if (jrec_finished(r->state))
@@ -47,7 +49,13 @@ enum MHD_Result hremote_content(struct MHD_Connection *c, const char *results_di
   int fd = -1;
   size_t len = 0;
   ws_err err = {0};
-  if (results_open(results_dir, r->id, "mp4", &fd, &len, &err) < 0) {
+  int rc = results_open(results_dir, r->id, "mp4", &fd, &len, &err);
+  if (rc == WS_ENOTFOUND && r->owner_http[0] && strcmp(r->owner_http, self_http) &&
+      !hproxy_is_relayed(c)) { /* no shared store: the owner has it in memory */
+    snprintf(msg, sizeof msg, "/v1/videos/%s/content", r->id);
+    return hproxy_get(c, r->owner_http, msg, auth);
+  }
+  if (rc < 0) {
     snprintf(msg, sizeof msg,
              "video %s is held by router %s (http %s), and this router cannot read it (%s)",
              r->id, r->owner[0] ? r->owner : "?", r->owner_http[0] ? r->owner_http : "?",

@@ -3,8 +3,8 @@
  * job made on any router can be read, streamed, downloaded and cancelled on every router.
  *
  *   GET     the record's JSON (no per-step timeline: the record holds the last progress only)
- *   content the MP4 from the result store; without one (or without the file) a 503 naming the
- *           router that holds the video
+ *   content the MP4 from the result store; without one (or without the file there) relayed
+ *           to the router that holds the video (router/http_proxy.h), with Range
  *   DELETE  finished: the record and its files go; running: a cancel key the owner watches,
  *           then up to wait_ms for the record to say it ended
  *   events  Server-Sent Events replayed from the record, then live as it changes: accepted
@@ -25,7 +25,9 @@
 int hremote_find(jstore *s, const char *id, const char *auth, jrec *out);
 
 enum MHD_Result hremote_get(struct MHD_Connection *c, const jrec *r);
-enum MHD_Result hremote_content(struct MHD_Connection *c, const char *results_dir, const jrec *r);
+/* self_http: this router's own HTTP address (never relayed to); auth: the caller's value */
+enum MHD_Result hremote_content(struct MHD_Connection *c, const char *results_dir, const jrec *r,
+                                const char *self_http, const char *auth);
 enum MHD_Result hremote_delete(struct MHD_Connection *c, jstore *s, const jrec *r, int wait_ms);
 
 typedef struct hremote_sse hremote_sse;

@@ -149,6 +149,33 @@ sys.exit(1 if failed else 0)
 EOF
 $py "$T/cross.py" "$A" "$B" "$T"
 
+# --- 1b. a router without the shared result store: B relays its videos (with Range)
+etcd=$("$LC" status | sed -n 's/^etcd: //p')
+setsid "$bin/wan-router" --etcd "$etcd" --id "router-nodir-$$" --addr-file "$T/nd.addr" \
+  --http-listen 127.0.0.1:0 --http-addr-file "$T/nd.http" > "$T/router-nodir.log" 2>&1 < /dev/null &
+ndpid=$!
+for _ in $(seq 300); do [ -s "$T/nd.http" ] && break; sleep 0.1; done
+cat > "$T/proxy.py" << 'EOF'
+import sys
+sys.path.insert(0, sys.argv[3])
+from lib import *
+D, B, T = sys.argv[1], sys.argv[2], sys.argv[3]
+st, j = jreq(D, "POST", "/v1/videos", {"prompt": "no shared dir", "size": "64x64", "frames": 5,
+                                       "steps": 4, "seed": 3})
+vid = j.get("id", "x")
+wait_status(B, vid, ["completed"])
+sd, vd = download(D, vid, T + "/nd_d.mp4")
+sb, vb = download(B, vid, T + "/nd_b.mp4")
+check("http_jobs_no_shared_dir_content_relayed", sd == sb == 200 and vd == vb and len(vb) > 1000,
+      (sd, sb, len(vd), len(vb), vb[:200]))
+st, part = req(B, "GET", "/v1/videos/%s/content" % vid, headers={"Range": "bytes=10-59"})
+check("http_jobs_no_shared_dir_range_relayed", st == 206 and part == vd[10:60], (st, len(part)))
+sys.exit(1 if failed else 0)
+EOF
+$py "$T/proxy.py" "$(cat "$T/nd.http")" "$B" "$T"
+kill -TERM "$ndpid"
+wait "$ndpid"
+
 # --- 2. kill -9 of A holding a finished, a running and two queued jobs
 cat > "$T/kill.py" << 'EOF'
 import json, os, signal, sys, threading, time
@@ -204,6 +231,17 @@ sys.exit(1 if failed else 0)
 EOF
 apid=$(awk '$1 == "router" {print $2}' "$state/procs")
 $py "$T/kill.py" "$A" "$B" "$T" "$apid"
+
+# wanctl generate with the local cluster's first router gone: the resend goes to the next router
+# registered in etcd
+"$bin/wanctl" generate --size 64x64 --frames 5 --steps 3 --seed 9 --prompt "next router" \
+  --out "$T/wanctl.mp4" > "$T/wanctl.out" 2> "$T/wanctl.err"
+wrc=$?
+if [ $wrc -eq 0 ] && grep -q "sending the request again .* to " "$T/wanctl.err" && [ -s "$T/wanctl.mp4" ]; then
+  pass http_jobs_wanctl_tries_next_router
+else
+  fail http_jobs_wanctl_tries_next_router "rc $wrc: $(tail -n 2 "$T/wanctl.err")"
+fi
 
 # --- 3. SIGTERM of a router with running HTTP jobs: none fails
 "$LC" add router > "$T/add.log" 2>&1
