@@ -431,7 +431,7 @@ int http_flag(http_opts *o, int argc, char **argv, int i, ws_err *err) {
               {"--http-max-body-mb", &o->max_body_mb, 1, 2047},
               {"--http-max-conns-per-ip", &o->max_conns_per_ip, 1, 256},
               {"--http-header-timeout-ms", &o->header_timeout_ms, 100, 3600000},
-              {"--http-progress-ms", &o->progress_ms, 0, 3600000}};
+              {"--http-progress-ms", &o->progress_ms, 100, 3600000}};
   for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++) {
     if (strcmp(f, ints[k].name)) continue;
     char *end;
