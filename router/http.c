@@ -264,17 +264,7 @@ static enum MHD_Result create_video(http_gw *g, struct MHD_Connection *c, hreq *
   char loc[96];
   snprintf(loc, sizeof loc, "/v1/videos/%s", jobs_id(j));
   jobs_unref(g->js, j);
-  if (!json) return MHD_NO;
-  struct MHD_Response *r =
-      MHD_create_response_from_buffer(strlen(json), json, MHD_RESPMEM_MUST_FREE);
-  if (!r) {
-    free(json);
-    return MHD_NO;
-  }
-  MHD_add_response_header(r, "Content-Type", "application/json");
-  MHD_add_response_header(r, "Cache-Control", "no-store");
-  MHD_add_response_header(r, "Location", loc);
-  return hresp_queue(c, 200, r);
+  return hresp_json_at(c, 200, json, loc);
 }
 
 static int valid_id(const char *s, size_t n) {

@@ -342,17 +342,23 @@ void jobs_shutdown(jobs *js) {
   pthread_mutex_unlock(&js->mu);
 }
 
-void jobs_free(jobs *js) {
-  if (!js) return;
-  metrics_remove_collect(jobs_collect, js);
-  jobs_shutdown(js);
+void ji_join_threads(jobs *js) {
   pthread_mutex_lock(&js->mu);
+  js->stopping = 1; /* the job threads cancel their streams */
+  pthread_cond_broadcast(&js->cv);
   while (js->threads > 0)
     pthread_cond_wait(&js->cv, &js->mu);
   js->sync_stop = 1;
   pthread_cond_broadcast(&js->cv);
   pthread_mutex_unlock(&js->mu);
   if (js->sync_started) pthread_join(js->sync_th, NULL);
+  js->sync_started = 0;
+}
+
+void jobs_free(jobs *js) {
+  if (!js) return;
+  metrics_remove_collect(jobs_collect, js);
+  ji_join_threads(js);
   pthread_mutex_lock(&js->mu);
   while (js->n > 0)
     ji_remove_at(js, js->n - 1);
@@ -376,19 +382,6 @@ static void new_id(char *out, size_t n) {
   int k = snprintf(out, n, "video_");
   for (size_t i = 0; i < sizeof r && k + 2 < (int)n; i++)
     k += snprintf(out + k, n - k, "%02x", r[i]);
-}
-
-/* CLOCK_REALTIME ms from now, for pthread_cond_timedwait. */
-struct timespec ji_abs_in(int ms) {
-  struct timespec t;
-  clock_gettime(CLOCK_REALTIME, &t);
-  t.tv_sec += ms / 1000;
-  t.tv_nsec += (long)(ms % 1000) * 1000000L;
-  if (t.tv_nsec >= 1000000000L) {
-    t.tv_sec++;
-    t.tv_nsec -= 1000000000L;
-  }
-  return t;
 }
 
 /* Puts j in the table and starts its thread (js->mu held). On failure j is freed. */
@@ -481,7 +474,7 @@ int jobs_submit(jobs *js, job_params *p, const char *auth, int wait_ms, job **ou
     return rc;
   }
   /* Wait for accepted or a refusal, so bad values and admission answer POST directly. */
-  struct timespec until = ji_abs_in(wait_ms);
+  struct timespec until = jstore_deadline(wait_ms);
   while (j->state == J_QUEUED && pthread_cond_timedwait(&js->cv, &js->mu, &until) == 0) {
   }
   if (j->state == J_FAILED && !j->accepted) {
@@ -534,7 +527,7 @@ int jobs_cancel_or_delete(jobs *js, job *j, int wait_ms) {
   }
   double until = ji_now_ms() + wait_ms;
   while (!ji_finished(j) && !j->gone && ji_now_ms() < until) {
-    struct timespec ts = ji_abs_in(50);
+    struct timespec ts = jstore_deadline(50);
     pthread_cond_timedwait(&js->cv, &js->mu, &ts);
   }
   pthread_mutex_unlock(&js->mu);
@@ -562,14 +555,8 @@ int jobs_content(jobs *js, job *j, jobs_blob **out, jobs_err *e) {
 /* ---------- JSON ---------- */
 
 static cJSON *step_json(const job *j, const jstep *s) {
-  cJSON *o = cJSON_CreateObject();
-  cJSON_AddNumberToObject(o, "step", s->step);
-  cJSON_AddNumberToObject(o, "total", s->total);
-  cJSON_AddNumberToObject(o, "progress", s->total > 0 ? (99 * s->step) / s->total : 0);
+  cJSON *o = jrec_progress_json(s->step, s->total, s->role, s->replica, s->version);
   cJSON_AddNumberToObject(o, "timestep", s->timestep);
-  cJSON_AddStringToObject(o, "role", s->role);
-  cJSON_AddStringToObject(o, "replica", s->replica);
-  cJSON_AddStringToObject(o, "version", s->version);
   cJSON_AddNumberToObject(o, "elapsed_ms", (double)s->elapsed_ms);
   cJSON_AddNumberToObject(o, "attempts", s->attempts);
   (void)j;
@@ -667,17 +654,14 @@ char *jobs_list_json(jobs *js, const char *auth, int limit) {
 int jobs_next_event(jobs *js, job *j, jobs_cursor *c, int timeout_ms, const char **name,
                     char **data, int *seq) {
   *data = NULL;
-  struct timespec until = ji_abs_in(timeout_ms);
+  struct timespec until = jstore_deadline(timeout_ms);
   cJSON *o = NULL;
   int rc = 0;
   pthread_mutex_lock(&js->mu);
   for (;;) {
     if (!c->accepted && j->accepted) {
       c->accepted = 1;
-      o = cJSON_CreateObject();
-      cJSON_AddStringToObject(o, "id", j->id);
-      cJSON_AddStringToObject(o, "request_id", j->request_id);
-      cJSON_AddNumberToObject(o, "total", j->total);
+      o = jrec_accepted_json(j->id, j->request_id, j->total);
       *name = "accepted";
       *seq = 0;
     } else if (c->steps < j->nsteps) {

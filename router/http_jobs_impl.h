@@ -81,8 +81,8 @@ void ji_evict_locked(jobs *js);
 void ji_fill_rec_locked(const job *j, jrec *r);
 /* puts j in the table and starts its thread; j is freed on failure */
 int ji_start_locked(jobs *js, job *j, int caller_ref, jobs_err *e);
-/* CLOCK_REALTIME ms from now, for pthread_cond_timedwait */
-struct timespec ji_abs_in(int ms);
+/* stops the job threads (their streams cancelled) and the record writer, and waits for them */
+void ji_join_threads(jobs *js);
 /* writes j's record when it changed (progress at most every progress_ms unless force) */
 void ji_persist(jobs *js, job *j, int force);
 

@@ -85,7 +85,7 @@ static void *sync_thread(void *arg) {
   jobs *js = arg;
   pthread_mutex_lock(&js->mu);
   while (!js->sync_stop) {
-    struct timespec t = ji_abs_in(SYNC_TICK_MS);
+    struct timespec t = jstore_deadline(SYNC_TICK_MS);
     pthread_cond_timedwait(&js->cv, &js->mu, &t);
     pthread_mutex_unlock(&js->mu);
     persist_all(js, 0);
@@ -248,19 +248,10 @@ void jobs_drain(jobs *js, int drain_ms) {
     for (int i = 0; i < js->n; i++)
       running += !ji_finished(js->tab[i]) && !js->tab[i]->gone;
     if (!running || ji_now_ms() >= until) break;
-    struct timespec t = ji_abs_in(50);
+    struct timespec t = jstore_deadline(50);
     pthread_cond_timedwait(&js->cv, &js->mu, &t);
   }
   pthread_mutex_unlock(&js->mu);
   if (js->store) hand_over(js, 0); /* what --drain-ms did not see finish runs elsewhere */
-  pthread_mutex_lock(&js->mu);
-  js->stopping = 1;
-  pthread_cond_broadcast(&js->cv);
-  while (js->threads > 0)
-    pthread_cond_wait(&js->cv, &js->mu);
-  js->sync_stop = 1;
-  pthread_cond_broadcast(&js->cv);
-  pthread_mutex_unlock(&js->mu);
-  if (js->sync_started) pthread_join(js->sync_th, NULL);
-  js->sync_started = 0;
+  ji_join_threads(js);
 }

@@ -123,10 +123,7 @@ int hremote_events_open(jstore *s, const jrec *r, long last, hremote_sse **out) 
 static cJSON *next_of(hremote_sse *x, const jrec *r, const char **name, int *seq) {
   if (!x->accepted && r->state != JR_QUEUED) {
     x->accepted = 1;
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "id", r->id);
-    cJSON_AddStringToObject(o, "request_id", r->request_id);
-    cJSON_AddNumberToObject(o, "total", r->total);
+    cJSON *o = jrec_accepted_json(r->id, r->request_id, r->total);
     *name = "accepted";
     *seq = 0;
     return o;
@@ -137,13 +134,7 @@ static cJSON *next_of(hremote_sse *x, const jrec *r, const char **name, int *seq
   }
   if (!jrec_finished(r->state) && r->role[0] && r->step > x->step) {
     x->step = r->step;
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "step", r->step);
-    cJSON_AddNumberToObject(o, "total", r->total);
-    cJSON_AddNumberToObject(o, "progress", r->total > 0 ? (99 * r->step) / r->total : 0);
-    cJSON_AddStringToObject(o, "role", r->role);
-    cJSON_AddStringToObject(o, "replica", r->replica);
-    cJSON_AddStringToObject(o, "version", r->version);
+    cJSON *o = jrec_progress_json(r->step, r->total, r->role, r->replica, r->version);
     if (r->runs > 1) cJSON_AddNumberToObject(o, "runs", r->runs);
     *name = "progress";
     *seq = r->step;

@@ -46,6 +46,11 @@ enum MHD_Result hresp_queue(struct MHD_Connection *c, unsigned status, struct MH
 
 /* Takes ownership of `json` (malloc'd text; NULL = out of memory). */
 enum MHD_Result hresp_json(struct MHD_Connection *c, unsigned status, char *json) {
+  return hresp_json_at(c, status, json, NULL);
+}
+
+enum MHD_Result hresp_json_at(struct MHD_Connection *c, unsigned status, char *json,
+                              const char *location) {
   if (!json) return MHD_NO;
   struct MHD_Response *r =
       MHD_create_response_from_buffer(strlen(json), json, MHD_RESPMEM_MUST_FREE);
@@ -55,6 +60,7 @@ enum MHD_Result hresp_json(struct MHD_Connection *c, unsigned status, char *json
   }
   MHD_add_response_header(r, "Content-Type", "application/json");
   MHD_add_response_header(r, "Cache-Control", "no-store");
+  if (location) MHD_add_response_header(r, "Location", location);
   return hresp_queue(c, status, r);
 }
 

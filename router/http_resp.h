@@ -23,6 +23,9 @@ int hresp_status_of(int grpc_code);
 enum MHD_Result hresp_queue(struct MHD_Connection *c, unsigned status, struct MHD_Response *r);
 /* Takes ownership of `json` (malloc'd text; NULL = out of memory). */
 enum MHD_Result hresp_json(struct MHD_Connection *c, unsigned status, char *json);
+/* The same with a Location header (NULL = none). */
+enum MHD_Result hresp_json_at(struct MHD_Connection *c, unsigned status, char *json,
+                              const char *location);
 /* status 0 = from the gRPC code. Malformed UTF-8 in msg is escaped, never echoed raw. */
 enum MHD_Result hresp_error(struct MHD_Connection *c, unsigned status, int grpc_code,
                             const char *msg);

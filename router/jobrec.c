@@ -117,13 +117,13 @@ int jrec_to_json(const jrec *r, char **out, ws_err *err) {
   return WS_OK;
 }
 
-static void get_str(const cJSON *o, const char *k, char *dst, size_t n) {
+static void rec_str(const cJSON *o, const char *k, char *dst, size_t n) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
   snprintf(dst, n, "%s", cJSON_IsString(v) ? v->valuestring : "");
 }
 
 /* Numbers up to 2^53 (seeds, times, sizes) are exact as doubles; larger ones are strings. */
-static int64_t get_int(const cJSON *o, const char *k) {
+static int64_t rec_int(const cJSON *o, const char *k) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
   if (cJSON_IsString(v)) return strtoll(v->valuestring, NULL, 10);
   return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0;
@@ -136,32 +136,32 @@ int jrec_parse(const char *json, size_t len, jrec *r, ws_err *err) {
     cJSON_Delete(o);
     return ws_fail(err, WS_EFORMAT, "job record: not a JSON object");
   }
-  get_str(o, "id", r->id, sizeof r->id);
+  rec_str(o, "id", r->id, sizeof r->id);
   char st[32];
-  get_str(o, "state", st, sizeof st);
+  rec_str(o, "state", st, sizeof st);
   for (int k = JR_QUEUED; k <= JR_CANCELLED; k++)
     if (!strcmp(st, state_names[k])) r->state = (jrec_state)k;
-  get_str(o, "owner", r->owner, sizeof r->owner);
-  get_str(o, "owner_http", r->owner_http, sizeof r->owner_http);
-  get_str(o, "auth", r->auth, sizeof r->auth);
-  get_str(o, "request_id", r->request_id, sizeof r->request_id);
-  get_str(o, "role", r->role, sizeof r->role);
-  get_str(o, "replica", r->replica, sizeof r->replica);
-  get_str(o, "version", r->version, sizeof r->version);
-  r->lease = get_int(o, "lease");
-  r->image_bytes = (size_t)get_int(o, "image_bytes");
-  r->seed = get_int(o, "seed");
-  r->created_at = get_int(o, "created_at");
-  r->updated_at = get_int(o, "updated_at");
-  r->finished_at = get_int(o, "finished_at");
-  r->step = (int)get_int(o, "step");
-  r->total = (int)get_int(o, "total");
-  r->runs = (int)get_int(o, "runs");
-  r->bytes = get_int(o, "bytes");
+  rec_str(o, "owner", r->owner, sizeof r->owner);
+  rec_str(o, "owner_http", r->owner_http, sizeof r->owner_http);
+  rec_str(o, "auth", r->auth, sizeof r->auth);
+  rec_str(o, "request_id", r->request_id, sizeof r->request_id);
+  rec_str(o, "role", r->role, sizeof r->role);
+  rec_str(o, "replica", r->replica, sizeof r->replica);
+  rec_str(o, "version", r->version, sizeof r->version);
+  r->lease = rec_int(o, "lease");
+  r->image_bytes = (size_t)rec_int(o, "image_bytes");
+  r->seed = rec_int(o, "seed");
+  r->created_at = rec_int(o, "created_at");
+  r->updated_at = rec_int(o, "updated_at");
+  r->finished_at = rec_int(o, "finished_at");
+  r->step = (int)rec_int(o, "step");
+  r->total = (int)rec_int(o, "total");
+  r->runs = (int)rec_int(o, "runs");
+  r->bytes = rec_int(o, "bytes");
   const cJSON *e = cJSON_GetObjectItemCaseSensitive(o, "error");
   if (cJSON_IsObject(e)) {
-    r->err_code = (int)get_int(e, "code");
-    get_str(e, "message", r->err_msg, sizeof r->err_msg);
+    r->err_code = (int)rec_int(e, "code");
+    rec_str(e, "message", r->err_msg, sizeof r->err_msg);
   }
   const cJSON *p = cJSON_GetObjectItemCaseSensitive(o, "params");
   char *ps = cJSON_IsObject(p) ? cJSON_PrintUnformatted(p) : NULL;
@@ -171,6 +171,12 @@ int jrec_parse(const char *json, size_t len, jrec *r, ws_err *err) {
   else if ((rc = job_params_from_json(ps, strlen(ps), &r->p, err)) < 0)
     ws_wrap(err, "job record %s: params", r->id);
   free(ps);
+  /* cJSON prints numbers with 15 digits: the round trip above blurs seeds and deadlines past
+   * 10^15, so they come from the parsed values themselves (exact below 2^53) */
+  if (rc == WS_OK) {
+    r->p.seed = r->seed;
+    r->p.deadline_ms = rec_int(p, "deadline_ms");
+  }
   cJSON_Delete(o);
   if (rc == WS_OK && !r->id[0]) rc = ws_fail(err, WS_EFORMAT, "job record: no id");
   return rc;
@@ -272,5 +278,25 @@ cJSON *jrec_api_json(const jrec *r, int64_t elapsed_ms) {
     cJSON_AddStringToObject(e, "code", codec_status_name(r->err_code));
     cJSON_AddStringToObject(e, "message", r->err_msg);
   }
+  return o;
+}
+
+cJSON *jrec_accepted_json(const char *id, const char *request_id, int total) {
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddStringToObject(o, "id", id);
+  cJSON_AddStringToObject(o, "request_id", request_id);
+  cJSON_AddNumberToObject(o, "total", total);
+  return o;
+}
+
+cJSON *jrec_progress_json(int step, int total, const char *role, const char *replica,
+                          const char *version) {
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddNumberToObject(o, "step", step);
+  cJSON_AddNumberToObject(o, "total", total);
+  cJSON_AddNumberToObject(o, "progress", total > 0 ? (99 * step) / total : 0);
+  cJSON_AddStringToObject(o, "role", role);
+  cJSON_AddStringToObject(o, "replica", replica);
+  cJSON_AddStringToObject(o, "version", version);
   return o;
 }

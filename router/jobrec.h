@@ -62,5 +62,10 @@ int jrec_copy_params(job_params *dst, const job_params *src, ws_err *err);
 /* The job as GET /v1/videos/{id} shows it (cJSON object; the caller adds local extras such as a
  * timeline). elapsed_ms < 0 = unknown (not shown). */
 struct cJSON *jrec_api_json(const jrec *r, int64_t elapsed_ms);
+/* The data of the SSE "progress" event (callers add what they know more). */
+struct cJSON *jrec_progress_json(int step, int total, const char *role, const char *replica,
+                                 const char *version);
+/* The data of the SSE "accepted" event. */
+struct cJSON *jrec_accepted_json(const char *id, const char *request_id, int total);
 
 #endif

@@ -301,15 +301,20 @@ uint64_t jstore_generation(jstore *s) {
   return g;
 }
 
-int jstore_wait(jstore *s, uint64_t gen, int timeout_ms) {
-  struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += timeout_ms / 1000;
-  until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-  if (until.tv_nsec >= 1000000000L) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000L;
+struct timespec jstore_deadline(int ms) {
+  struct timespec t;
+  clock_gettime(CLOCK_REALTIME, &t);
+  t.tv_sec += ms / 1000;
+  t.tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (t.tv_nsec >= 1000000000L) {
+    t.tv_sec++;
+    t.tv_nsec -= 1000000000L;
   }
+  return t;
+}
+
+int jstore_wait(jstore *s, uint64_t gen, int timeout_ms) {
+  struct timespec until = jstore_deadline(timeout_ms);
   pthread_mutex_lock(&s->mu);
   while (s->gen <= gen && !s->closing && pthread_cond_timedwait(&s->cv, &s->mu, &until) == 0) {
   }
@@ -336,18 +341,19 @@ int jstore_closing(jstore *s) {
 
 typedef struct cand {
   char id[40];
-  int64_t lease;
+  int64_t lease, rev; /* as the record was when its owner was judged */
   int free_now; /* owner "" */
 } cand;
 
-/* Claims one record: a transaction on its revision, so of all routers trying one wins. */
-static void claim(jstore *s, const char *id) {
+/* Claims one record: a transaction on the revision at which its owner was judged gone, so of
+ * all routers trying one wins, and a record that changed since (claimed already) is left. */
+static void claim(jstore *s, const char *id, int64_t judged_rev) {
   jrec r;
   int cancel = 0;
   if (jstore_get(s, id, &r, &cancel) < 0) return;
   pthread_mutex_lock(&s->mu);
   int i = find_locked(s, id);
-  int64_t rev = i >= 0 ? s->e[i].rev : 0;
+  int64_t rev = i >= 0 && s->e[i].rev == judged_rev ? judged_rev : 0;
   pthread_mutex_unlock(&s->mu);
   char was[128];
   snprintf(was, sizeof was, "%s", r.owner[0] ? r.owner : "(handed over)");
@@ -393,6 +399,7 @@ static void scan_claims(jstore *s) {
     if (!strcmp(e->r.owner, s->owner) && e->r.lease == mine) continue;
     memcpy(c[nc].id, e->r.id, 40);
     c[nc].lease = e->r.lease;
+    c[nc].rev = e->rev;
     c[nc].free_now = !e->r.owner[0];
     nc++;
   }
@@ -413,7 +420,7 @@ static void scan_claims(jstore *s) {
       if (is_dead && nd < 16) dead[nd++] = c[i].lease;
       if (!is_dead && na < 16) alive[na++] = c[i].lease;
     }
-    if (is_dead && (!s->cb.holds || !s->cb.holds(s->cb.user, c[i].id))) claim(s, c[i].id);
+    if (is_dead && (!s->cb.holds || !s->cb.holds(s->cb.user, c[i].id))) claim(s, c[i].id, c[i].rev);
   }
   free(c);
 }
@@ -464,14 +471,7 @@ static void *scan_thread(void *arg) {
   int64_t since_evict = 0;
   pthread_mutex_lock(&s->mu);
   while (!s->stop) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += s->o.scan_ms / 1000;
-    ts.tv_nsec += (long)(s->o.scan_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-      ts.tv_sec++;
-      ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = jstore_deadline(s->o.scan_ms);
     pthread_cond_timedwait(&s->cv, &s->mu, &ts);
     if (s->stop) break;
     pthread_mutex_unlock(&s->mu);
