@@ -425,6 +425,7 @@ int ji_start_locked(jobs *js, job *j, int caller_ref, jobs_err *e) {
  * makes the same video), a record that fits, the I2V image in the result store. */
 static int prepare_durable(jobs *js, job *j, jobs_err *e) {
   if (j->p.seed < 0) j->p.seed = gp_random_seed();
+  if (!js->store) return WS_OK;
   jrec r;
   ji_fill_rec_locked(j, &r);
   char *json = NULL;
@@ -433,7 +434,7 @@ static int prepare_durable(jobs *js, job *j, jobs_err *e) {
     return ji_jfail(e, err.code == WS_ERANGE ? GRPC_STATUS_INVALID_ARGUMENT : GRPC_STATUS_INTERNAL,
                  "%s", err.msg);
   free(json);
-  if (js->store && j->p.image && js->results_dir[0] &&
+  if (j->p.image && js->results_dir[0] &&
       results_put(js->results_dir, j->id, "image", j->p.image, j->p.image_len, &err) < 0)
     WS_WARN("http: %s: its image is not kept, so no other router can run it: %s", j->id,
             err.msg);
