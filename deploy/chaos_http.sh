@@ -133,7 +133,9 @@ def run_job(seed, h=None, secs=300):
     video = None
     if j.get("status") == "completed":
         st, video = call("GET", "/v1/videos/%s/content" % vid)
-        video = video if st == 200 else None
+        if st != 200:
+            j["content_error"] = "%d %s" % (st, video[:200].decode(errors="replace"))
+            video = None
     return j, video
 
 def writes_total():
@@ -199,7 +201,8 @@ def worker(idx):
         j, v = run_job(i % nseeds)
         same = v is not None and ref.get(i % nseeds) is not None and frames(v) == ref[i % nseeds]
         with lock:
-            results.append((i, j.get("status"), same, j.get("runs", 1), j.get("error")))
+            results.append((i, j.get("status"), same, j.get("runs", 1),
+                            j.get("error") or j.get("content_error")))
 
 r0 = etcd_rev()
 todo = list(range(njobs))

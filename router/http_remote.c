@@ -36,6 +36,13 @@ enum MHD_Result hremote_get(struct MHD_Connection *c, const jrec *r) {
 
 enum MHD_Result hremote_content(struct MHD_Connection *c, const char *results_dir, const jrec *r,
                                 const char *self_http, const char *auth) {
+  /* The file first: it is written just before the owner's record says completed, so it can be
+   * there while this router's view still shows the job running (the watch lags by ms). */
+  int fd = -1;
+  size_t len = 0;
+  ws_err err = {0};
+  int rc = results_open(results_dir, r->id, "mp4", &fd, &len, &err);
+  if (rc == WS_OK) return hresp_video(c, NULL, fd, len, r->id);
   char msg[1200];
   if (r->state != JR_COMPLETED) {
     if (jrec_finished(r->state))
@@ -46,23 +53,15 @@ enum MHD_Result hremote_content(struct MHD_Connection *c, const char *results_di
                jrec_state_name(r->state), r->step, r->total);
     return hresp_error(c, 0, GRPC_STATUS_FAILED_PRECONDITION, msg);
   }
-  int fd = -1;
-  size_t len = 0;
-  ws_err err = {0};
-  int rc = results_open(results_dir, r->id, "mp4", &fd, &len, &err);
   if (rc == WS_ENOTFOUND && r->owner_http[0] && strcmp(r->owner_http, self_http) &&
       !hproxy_is_relayed(c)) { /* no shared store: the owner has it in memory */
     snprintf(msg, sizeof msg, "/v1/videos/%s/content", r->id);
     return hproxy_get(c, r->owner_http, msg, auth);
   }
-  if (rc < 0) {
-    snprintf(msg, sizeof msg,
-             "video %s is held by router %s (http %s), and this router cannot read it (%s)",
-             r->id, r->owner[0] ? r->owner : "?", r->owner_http[0] ? r->owner_http : "?",
-             err.msg);
-    return hresp_error(c, 0, GRPC_STATUS_UNAVAILABLE, msg);
-  }
-  return hresp_video(c, NULL, fd, len, r->id);
+  snprintf(msg, sizeof msg,
+           "video %s is held by router %s (http %s), and this router cannot read it (%s)", r->id,
+           r->owner[0] ? r->owner : "?", r->owner_http[0] ? r->owner_http : "?", err.msg);
+  return hresp_error(c, 0, GRPC_STATUS_UNAVAILABLE, msg);
 }
 
 enum MHD_Result hremote_delete(struct MHD_Connection *c, jstore *s, const jrec *r, int wait_ms) {

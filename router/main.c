@@ -3,7 +3,8 @@
  *              [--max-width N] [--max-height N] [--max-frames N] [--max-steps N]
  *              [--max-attempts N] [--replica-wait-ms N] [--eject-ms N] [common flags]
  *              [--http-listen HOST:PORT [--http-addr-file PATH] [--http-keep-s N]
- *               [--http-keep-mb N] [--http-max-jobs N] [--http-max-body-mb N]]
+ *               [--http-keep-mb N] [--http-max-jobs N] [--http-max-body-mb N]
+ *               [--results-dir DIR] [--http-progress-ms N]]  (jobs durable in etcd: http.h)
  *              [--auth-tokens PATH]  (Generate needs "authorization: Bearer <token>", one token
  *                                     per line in PATH; rpc/server.h rpc_server_require_token)
  *              [--auto-rollback X] [--auto-promote X] [--shadow-min-samples N]
