@@ -4,7 +4,8 @@
 # downloaded and cancelled through router B; A killed with -9 while it holds a finished, a
 # running and two queued jobs: every one completes or stays available through B, with frames
 # (ffmpeg -f framemd5) identical to undisturbed runs; SIGTERM of a router with running jobs fails
-# none; etcd restarted mid-job: the job goes on; a full restart of the routers keeps the records.
+# none; etcd restarted mid-job: the job goes on; a full restart of the routers keeps the records;
+# an I2V job (its image kept in the result store) survives the kill of its router too.
 . "$(dirname "$0")/itlib.sh"
 py=/usr/bin/python3
 [ -x "$py" ] || py=python3
@@ -325,3 +326,42 @@ check http_jobs_record_survives_full_restart test "$code" = 200 -a \
   -n "$(grep -o '"status":"completed"' "$T/after.json")"
 curl -sS -o "$T/after.mp4" "http://$B2/v1/videos/$fid/content"
 check http_jobs_video_survives_full_restart cmp -s "$T/after.mp4" "$T/got_finished.mp4"
+
+# --- 6. I2V: the input image waits in the result store, so the job survives its router too
+"$LC" down > /dev/null
+"$bin/wanctl" make-tiny-model "$T/i2v-model" --i2v > /dev/null
+ffmpeg -v error -f lavfi -i testsrc=size=80x48 -frames:v 1 "$T/img.png"
+if ! "$LC" up --routers 2 --model "$T/i2v-model" --expert-flags "--step-delay-ms 150" \
+    --router-flags "--http-listen 127.0.0.1:0" > "$T/up-i2v.log" 2>&1; then
+  fail http_jobs_i2v_cluster_up "$(tail -n 5 "$T/up-i2v.log")"
+  exit 1
+fi
+mapfile -t HS < <("$LC" status | sed -n 's/^http: //p')
+cat > "$T/i2v.py" << 'EOF'
+import base64, os, signal, sys, time
+sys.path.insert(0, sys.argv[3])
+from lib import *
+A, B, T, apid = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+img = base64.b64encode(open(T + "/img.png", "rb").read()).decode()
+job = {"prompt": "it moves", "image": img, "size": "64x48", "frames": 5, "steps": 30, "seed": 17}
+st, j = jreq(A, "POST", "/v1/videos", job)
+vid = j.get("id", "x")
+for _ in range(100):
+    st, jj = jreq(B, "GET", "/v1/videos/" + vid)
+    if jj.get("step", 0) >= 2:
+        break
+    time.sleep(0.1)
+os.kill(apid, signal.SIGKILL)
+f = wait_status(B, vid, ["completed", "failed", "cancelled"], 120)
+check("http_jobs_i2v_taken_over_completes", f.get("status") == "completed" and
+      f.get("runs", 1) >= 2 and f.get("task") == "i2v", (f.get("status"), f.get("runs"),
+      f.get("error")))
+st, j = jreq(B, "POST", "/v1/videos", job)
+ref = wait_status(B, j.get("id", "x"), ["completed"])
+download(B, vid, T + "/i2v_got.mp4")
+download(B, ref.get("id", "x"), T + "/i2v_ref.mp4")
+fa, fb = frames(T + "/i2v_ref.mp4"), frames(T + "/i2v_got.mp4")
+check("http_jobs_i2v_same_frames_as_undisturbed", len(fa) == 5 and fa == fb, (len(fa), len(fb)))
+sys.exit(1 if failed else 0)
+EOF
+$py "$T/i2v.py" "${HS[0]}" "${HS[1]}" "$T" "$(awk '$1 == "router" {print $2}' "$state/procs")"
