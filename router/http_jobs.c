@@ -481,11 +481,13 @@ int jobs_submit(jobs *js, job_params *p, const char *auth, int wait_ms, job **ou
   if (j->state == J_FAILED && !j->accepted) {
     e->code = j->err_code;
     snprintf(e->msg, sizeof e->msg, "%s", j->err_msg);
+    char id[sizeof j->id]; /* the job may be freed below */
+    memcpy(id, j->id, sizeof id);
     for (int i = 0; i < js->n; i++)
       if (js->tab[i] == j) ji_remove_at(js, i);
     ji_unref_locked(j);
     pthread_mutex_unlock(&js->mu);
-    results_remove(js->results_dir, j->id);
+    results_remove(js->results_dir, id); /* a refused I2V job's image */
     return codec_ws_from_status(e->code) ? codec_ws_from_status(e->code) : WS_EINTERNAL;
   }
   j->durable = js->store != NULL;
