@@ -1,5 +1,7 @@
 /* `wanctl generate` through a router: streams progress, collects the MP4 (and, with
- * --latent-out, the final latent). */
+ * --latent-out, the final latent). Without --router it knows every router registered in the
+ * local cluster's etcd (or $WANSERVE_ETCD's): a resend after UNAVAILABLE goes to the next one,
+ * so a fleet of routers survives the loss of the one it was talking to. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +12,8 @@
 #include "core/safetensors.h"
 #include "rpc/client.h"
 #include "rpc/codec.h"
+#include "rpc/etcd.h"
+#include "rpc/registry.h"
 #include "rpc/server.h"
 #include "wanserve/v1/router.pb-c.h"
 
@@ -108,9 +112,50 @@ static int generate_once(const gen_opts *o, rpc_client *c, const char *target,
   return rc;
 }
 
+#define MAX_ROUTERS 16
+
+/* The routers to try, in turn: --router alone, else the local cluster's first router, then
+ * every router registered in etcd (an etcd that cannot be read leaves the list as it is). */
+static int router_list(const gen_opts *o, const char *ca, const char *cert, const char *key,
+                       char (*out)[256]) {
+  char buf[512];
+  int n = 0;
+  const char *first = o->router ? o->router : genopts_default_router(buf, sizeof buf);
+  if (first) snprintf(out[n++], 256, "%s", first);
+  if (o->router) return n;
+  const char *ep = getenv("WANSERVE_ETCD");
+  char eb[512];
+  if (!ep || !*ep) ep = genopts_state_value("etcd.addr", eb, sizeof eb);
+  etcd_client *c = NULL;
+  etcd_opts eo = {.endpoints = ep, .timeout_ms = 2000};
+  rpc_pems pem = {0};
+  etcd_kvs kvs = {0};
+  ws_err e = {0};
+  if (!ep || rpc_pems_load(ca, cert, key, &pem, &e) < 0) return n;
+  eo.ca_pem = pem.ca, eo.cert_pem = pem.cert, eo.key_pem = pem.key;
+  if (etcd_open(&eo, &c, &e) == WS_OK && etcd_range(c, REG_INSTANCES "router/", 1, &kvs, &e) == 0) {
+    for (size_t i = 0; i < kvs.n && n < MAX_ROUTERS; i++) {
+      reg_instance in;
+      if (reg_instance_parse(kvs.kv[i].value, kvs.kv[i].value_len, &in, &e) < 0) continue;
+      int dup = 0;
+      for (int k = 0; k < n; k++)
+        dup |= !strcmp(out[k], in.addr);
+      if (!dup) snprintf(out[n++], 256, "%s", in.addr);
+    }
+    etcd_kvs_free(&kvs);
+  }
+  etcd_close(c);
+  rpc_pems_free(&pem);
+  return n;
+}
+
 int generate_remote(const gen_opts *o, ws_err *err) {
-  char rbuf[512];
-  const char *target = o->router ? o->router : genopts_default_router(rbuf, sizeof rbuf);
+  char targets[MAX_ROUTERS][256];
+  const char *ca = o->tls_ca, *cert = o->tls_cert, *key = o->tls_key;
+  if (!o->router && !ca) /* the local cluster's own router: its TLS, if it has one */
+    genopts_local_tls(&ca, &cert, &key);
+  int ntargets = router_list(o, ca, cert, key, targets);
+  const char *target = ntargets ? targets[0] : NULL;
   if (!target)
     return ws_fail(err, WS_EUNAVAIL,
                    "no router: pass --router ADDR, --local, or start deploy/local-cluster up");
@@ -154,9 +199,6 @@ int generate_remote(const gen_opts *o, ws_err *err) {
   progress_init(&pr, o->quiet);
   int done = 0;
   rpc_client_opts co = {.max_recv_bytes = 256 << 20};
-  const char *ca = o->tls_ca, *cert = o->tls_cert, *key = o->tls_key;
-  if (!o->router && !ca) /* the local cluster's own router: its TLS, if it has one */
-    genopts_local_tls(&ca, &cert, &key);
   rpc_pems pem;
   int rc = rpc_pems_load(ca, cert, key, &pem, err);
   co.ca_pem = pem.ca;
@@ -183,12 +225,14 @@ int generate_remote(const gen_opts *o, ws_err *err) {
   for (int attempt = 0; rc == WS_OK; attempt++) {
     video.len = 0;
     done = 0;
+    target = targets[attempt % ntargets];
     rc = generate_once(o, c, target, &q, &callo, &pr, &video, &done, err);
     /* UNAVAILABLE: the router (or the whole path behind it) was not there; nothing it did is
      * kept, and generation is deterministic, so the request is simply sent again */
     if (rc != WS_EUNAVAIL || attempt >= o->retries) break;
-    fprintf(stderr, "wanctl generate: %s; sending the request again in %d s (%d of %d)\n", err->msg,
-            attempt + 1, attempt + 1, o->retries);
+    fprintf(stderr, "wanctl generate: %s; sending the request again in %d s (%d of %d)%s%s\n",
+            err->msg, attempt + 1, attempt + 1, o->retries, ntargets > 1 ? " to " : "",
+            ntargets > 1 ? targets[(attempt + 1) % ntargets] : "");
     sleep((unsigned)(attempt + 1));
     rc = WS_OK;
   }

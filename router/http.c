@@ -13,6 +13,9 @@
 #include "core/metrics.h"
 #include "core/utf8.h"
 #include "router/http_guard.h"
+#include "router/http_remote.h"
+#include "router/http_resp.h"
+#include "router/results.h"
 #include "router/http_jobs.h"
 #include "router/web.h"
 #include "rpc/codec.h"
@@ -32,6 +35,9 @@
 struct http_gw {
   http_opts o;
   jobs *js;
+  jstore *store; /* NULL without etcd: jobs live in this process only */
+  char service_auth[RPC_AUTH_MAX + 1];
+  char self_http[300]; /* HOST:PORT this gateway serves on */
   reg_watch *view;
   struct MHD_Daemon *d;
   size_t max_body;
@@ -52,86 +58,6 @@ typedef struct hreq {
 
 /* ---------- responses ---------- */
 
-static int http_status_of(int grpc_code) {
-  switch (grpc_code) {
-  case GRPC_STATUS_OK: return 200;
-  case GRPC_STATUS_CANCELLED: return 499; /* "client closed request", as nginx names it */
-  case GRPC_STATUS_INVALID_ARGUMENT:
-  case GRPC_STATUS_OUT_OF_RANGE: return 400;
-  case GRPC_STATUS_DEADLINE_EXCEEDED: return 504;
-  case GRPC_STATUS_NOT_FOUND: return 404;
-  case GRPC_STATUS_ALREADY_EXISTS:
-  case GRPC_STATUS_FAILED_PRECONDITION:
-  case GRPC_STATUS_ABORTED: return 409;
-  case GRPC_STATUS_PERMISSION_DENIED: return 403;
-  case GRPC_STATUS_UNAUTHENTICATED: return 401;
-  case GRPC_STATUS_RESOURCE_EXHAUSTED: return 429;
-  case GRPC_STATUS_UNIMPLEMENTED: return 501;
-  case GRPC_STATUS_UNAVAILABLE: return 503;
-  default: return 500;
-  }
-}
-
-/* the gateway's own metrics (issue 19, item 9; process-wide, set up by http_start) */
-static metric *m_responses, *m_sse;
-
-static enum MHD_Result queue(struct MHD_Connection *c, unsigned status, struct MHD_Response *r) {
-  if (!r) return MHD_NO;
-  char code[16];
-  snprintf(code, sizeof code, "%u", status);
-  metrics_add(m_responses, ML(code), 1);
-  enum MHD_Result rc = MHD_queue_response(c, status, r);
-  MHD_destroy_response(r);
-  return rc;
-}
-
-/* Takes ownership of `json` (malloc'd text; NULL = out of memory). */
-static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, char *json) {
-  if (!json) return MHD_NO;
-  struct MHD_Response *r =
-      MHD_create_response_from_buffer(strlen(json), json, MHD_RESPMEM_MUST_FREE);
-  if (!r) {
-    free(json);
-    return MHD_NO;
-  }
-  MHD_add_response_header(r, "Content-Type", "application/json");
-  MHD_add_response_header(r, "Cache-Control", "no-store");
-  return queue(c, status, r);
-}
-
-/* {"error": {"code": NAME, "message": msg}}; status 0 = from the gRPC code. */
-static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, int grpc_code,
-                                  const char *msg) {
-  /* messages may quote the client's bytes ("size: '...'"): never echo malformed UTF-8 raw */
-  char safe[2048];
-  utf8_escape(msg, strlen(msg), safe, sizeof safe);
-  cJSON *o = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(o, "error");
-  cJSON_AddStringToObject(e, "code", codec_status_name(grpc_code));
-  cJSON_AddStringToObject(e, "message", safe);
-  char *s = cJSON_PrintUnformatted(o);
-  cJSON_Delete(o);
-  return send_json(c, status ? status : (unsigned)http_status_of(grpc_code), s);
-}
-
-static enum MHD_Result method_not_allowed(struct MHD_Connection *c, const char *allow) {
-  char msg[128];
-  snprintf(msg, sizeof msg, "method not allowed here (allowed: %s)", allow);
-  cJSON *o = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(o, "error");
-  cJSON_AddStringToObject(e, "code", "UNIMPLEMENTED");
-  cJSON_AddStringToObject(e, "message", msg);
-  char *s = cJSON_PrintUnformatted(o);
-  cJSON_Delete(o);
-  if (!s) return MHD_NO;
-  struct MHD_Response *r = MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE);
-  if (!r) {
-    free(s);
-    return MHD_NO;
-  }
-  MHD_add_response_header(r, "Content-Type", "application/json");
-  MHD_add_response_header(r, "Allow", allow);
-  return queue(c, 405, r);
-}
-
 /* ---------- the page ---------- */
 
 static enum MHD_Result serve_asset(struct MHD_Connection *c, const char *url) {
@@ -143,9 +69,9 @@ static enum MHD_Result serve_asset(struct MHD_Connection *c, const char *url) {
     if (!r) return MHD_NO;
     MHD_add_response_header(r, "Content-Type", web_assets[i].type);
     MHD_add_response_header(r, "Cache-Control", "no-cache");
-    return queue(c, 200, r);
+    return hresp_queue(c, 200, r);
   }
-  return send_error(c, 0, GRPC_STATUS_NOT_FOUND, "no such page");
+  return hresp_error(c, 0, GRPC_STATUS_NOT_FOUND, "no such page");
 }
 
 /* ---------- /v1/models ---------- */
@@ -161,7 +87,7 @@ static enum MHD_Result serve_models(http_gw *g, struct MHD_Connection *c) {
     ws_err err = {0};
     if (reg_watch_instances(g->view, roles[k], &in, &n, &err) < 0) {
       cJSON_Delete(o);
-      return send_error(c, 0, codec_status_from_ws(err.code), err.msg);
+      return hresp_error(c, 0, codec_status_from_ws(err.code), err.msg);
     }
     cJSON *r = cJSON_CreateObject();
     cJSON_AddItemToArray(data, r);
@@ -207,124 +133,17 @@ static enum MHD_Result serve_models(http_gw *g, struct MHD_Connection *c) {
   cJSON_AddNumberToObject(j, "kept_bytes", (double)kept);
   char *s = cJSON_PrintUnformatted(o);
   cJSON_Delete(o);
-  return send_json(c, 200, s);
+  return hresp_json(c, 200, s);
 }
 
 /* ---------- /v1/videos/{id}/content ---------- */
-
-typedef struct blob_reader {
-  jobs_blob *b;
-  size_t start, len;
-} blob_reader;
-
-static ssize_t read_blob(void *cls, uint64_t pos, char *buf, size_t max) {
-  blob_reader *r = cls;
-  if (pos >= r->len) return MHD_CONTENT_READER_END_OF_STREAM;
-  size_t n = r->len - (size_t)pos < max ? r->len - (size_t)pos : max;
-  memcpy(buf, r->b->data + r->start + pos, n);
-  return (ssize_t)n;
-}
-
-static void free_blob_reader(void *cls) {
-  blob_reader *r = cls;
-  jobs_blob_unref(r->b);
-  free(r);
-}
-
-/* One byte range of `len` bytes (RFC 9110 14.1.2): "bytes=A-B", "bytes=A-", "bytes=-N".
- * 1 = satisfiable (*start, *end inclusive), 0 = ignore the header (unparsable or several
- * ranges: serving the whole body is allowed), -1 = unsatisfiable (416). */
-static int parse_range(const char *h, size_t len, size_t *start, size_t *end) {
-  if (strncasecmp(h, "bytes=", 6)) return 0;
-  h += 6;
-  while (*h == ' ')
-    h++;
-  if (strchr(h, ',')) return 0;
-  char *e;
-  if (*h == '-') {
-    unsigned long long n = strtoull(h + 1, &e, 10);
-    if (e == h + 1 || *e) return 0;
-    if (n == 0 || len == 0) return -1;
-    *start = n >= len ? 0 : len - (size_t)n;
-    *end = len - 1;
-    return 1;
-  }
-  if (*h < '0' || *h > '9') return 0;
-  unsigned long long a = strtoull(h, &e, 10), b = len ? len - 1 : 0;
-  if (*e != '-') return 0;
-  const char *p = e + 1;
-  if (*p) {
-    if (*p < '0' || *p > '9') return 0;
-    b = strtoull(p, &e, 10);
-    if (*e || b < a) return 0;
-  }
-  if (a >= len) return -1;
-  *start = (size_t)a;
-  *end = b >= len ? len - 1 : (size_t)b;
-  return 1;
-}
-
-static enum MHD_Result serve_content(http_gw *g, struct MHD_Connection *c, job *j, const char *id) {
-  jobs_blob *b = NULL;
-  jobs_err e = {0};
-  if (jobs_content(g->js, j, &b, &e) < 0) return send_error(c, 0, e.code, e.msg);
-  size_t start = 0, end = b->len ? b->len - 1 : 0;
-  const char *range = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_RANGE);
-  int partial = range ? parse_range(range, b->len, &start, &end) : 0;
-  char cr[96];
-  if (partial < 0) {
-    size_t total = b->len;
-    jobs_blob_unref(b);
-    snprintf(cr, sizeof cr, "bytes */%zu", total);
-    char msg[160];
-    snprintf(msg, sizeof msg, "range '%.60s' is outside the video (%zu bytes)", range, total);
-    cJSON *o = cJSON_CreateObject(), *eo = cJSON_AddObjectToObject(o, "error");
-    cJSON_AddStringToObject(eo, "code", "OUT_OF_RANGE");
-    cJSON_AddStringToObject(eo, "message", msg);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    struct MHD_Response *r =
-        s ? MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE) : NULL;
-    if (!r) {
-      free(s);
-      return MHD_NO;
-    }
-    MHD_add_response_header(r, "Content-Type", "application/json");
-    MHD_add_response_header(r, "Content-Range", cr);
-    return queue(c, MHD_HTTP_RANGE_NOT_SATISFIABLE, r);
-  }
-  blob_reader *br = malloc(sizeof *br);
-  if (!br) {
-    jobs_blob_unref(b);
-    return MHD_NO;
-  }
-  br->b = b;
-  br->start = start;
-  br->len = b->len ? end - start + 1 : 0;
-  struct MHD_Response *r =
-      MHD_create_response_from_callback(br->len, 64 * 1024, read_blob, br, free_blob_reader);
-  if (!r) {
-    free_blob_reader(br);
-    return MHD_NO;
-  }
-  char disp[96];
-  snprintf(disp, sizeof disp, "inline; filename=\"%s.mp4\"", id);
-  MHD_add_response_header(r, "Content-Type", "video/mp4");
-  MHD_add_response_header(r, "Accept-Ranges", "bytes");
-  MHD_add_response_header(r, "Content-Disposition", disp);
-  MHD_add_response_header(r, "Cache-Control", "private, max-age=3600");
-  if (partial) {
-    snprintf(cr, sizeof cr, "bytes %zu-%zu/%zu", start, end, b->len);
-    MHD_add_response_header(r, "Content-Range", cr);
-  }
-  return queue(c, partial ? MHD_HTTP_PARTIAL_CONTENT : MHD_HTTP_OK, r);
-}
 
 /* ---------- /v1/videos/{id}/events (Server-Sent Events) ---------- */
 
 typedef struct sse {
   http_gw *g;
-  job *j;
+  job *j;            /* a job of this router's, or */
+  hremote_sse *rs;   /* one read from its record */
   jobs_cursor cur;
   char *buf;
   size_t len, off;
@@ -343,7 +162,8 @@ static ssize_t read_sse(void *cls, uint64_t pos, char *out, size_t max) {
     const char *name = NULL;
     char *data = NULL;
     int seq = 0;
-    int rc = jobs_next_event(s->g->js, s->j, &s->cur, SSE_KEEPALIVE_MS, &name, &data, &seq);
+    int rc = s->j ? jobs_next_event(s->g->js, s->j, &s->cur, SSE_KEEPALIVE_MS, &name, &data, &seq)
+                  : hremote_events_next(s->rs, SSE_KEEPALIVE_MS, &name, &data, &seq);
     if (rc < 0) return MHD_CONTENT_READER_END_OF_STREAM;
     int n = rc == 0 ? asprintf(&s->buf, ": keep-alive\n\n")
                     : asprintf(&s->buf, "id: %d\nevent: %s\ndata: %s\n\n", seq, name, data);
@@ -362,34 +182,40 @@ static ssize_t read_sse(void *cls, uint64_t pos, char *out, size_t max) {
 
 static void free_sse(void *cls) {
   sse *s = cls;
-  metrics_add(m_sse, NULL, -1);
-  jobs_unref(s->g->js, s->j);
+  hresp_sse_add(-1);
+  if (s->j) jobs_unref(s->g->js, s->j);
+  hremote_events_free(s->rs);
   free(s->buf);
   free(s);
 }
 
-/* Takes over the caller's reference to j. */
-static enum MHD_Result serve_events(http_gw *g, struct MHD_Connection *c, job *j) {
+/* Last-Event-ID: the id of the last event a reconnecting EventSource saw; -1 = none. */
+static long last_event_id(struct MHD_Connection *c) {
+  const char *last = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");
+  char *e;
+  long id = last && *last ? strtol(last, &e, 10) : -1;
+  return id >= 0 && !*e ? id : -1;
+}
+
+/* Takes over the caller's reference to j; with j NULL, streams record r of another router. */
+static enum MHD_Result serve_events(http_gw *g, struct MHD_Connection *c, job *j,
+                                    const jrec *rec) {
   sse *s = calloc(1, sizeof *s);
-  if (!s) {
-    jobs_unref(g->js, j);
+  long last = last_event_id(c);
+  if (!s || (!j && hremote_events_open(g->store, rec, last, &s->rs) < 0)) {
+    if (j) jobs_unref(g->js, j);
+    free(s);
     return MHD_NO;
   }
   s->g = g;
   s->j = j;
-  metrics_add(m_sse, NULL, 1); /* free_sse takes it back */
-  /* a reconnecting EventSource resumes after the last event it saw */
-  const char *last = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");
-  if (last && *last) {
-    char *e;
-    long id = strtol(last, &e, 10);
-    if (!*e && id >= 0) {
-      s->cur.accepted = 1;
-      if (id >= 1000000)
-        s->cur.final = 1;
-      else
-        s->cur.steps = (int)id;
-    }
+  hresp_sse_add(1); /* free_sse takes it back */
+  if (last >= 0) { /* a reconnecting EventSource resumes after the last event it saw */
+    s->cur.accepted = 1;
+    if (last >= 1000000)
+      s->cur.final = 1;
+    else
+      s->cur.steps = (int)last;
   }
   /* retry: how soon a dropped EventSource reconnects; the comment flushes the headers now */
   s->buf = strdup("retry: 1000\n: stream of video job events\n\n");
@@ -403,80 +229,42 @@ static enum MHD_Result serve_events(http_gw *g, struct MHD_Connection *c, job *j
   MHD_add_response_header(r, "Content-Type", "text/event-stream");
   MHD_add_response_header(r, "Cache-Control", "no-store");
   MHD_add_response_header(r, "X-Accel-Buffering", "no");
-  return queue(c, 200, r);
+  return hresp_queue(c, 200, r);
 }
 
 /* ---------- /v1/videos ---------- */
-
-/* The caller's credentials as gRPC "authorization" metadata: the Authorization header as sent,
- * or "Bearer " + ?access_token= (RFC 6750 2.3) for clients that cannot set headers. "" = none. */
-typedef struct auth_buf {
-  char v[RPC_AUTH_MAX + 1];
-} auth_buf;
-
-/* Returns 0, or -1 when the credentials are longer than RPC_AUTH_MAX: never cut them, or a
- * prefix of a long token would be compared instead of the token. */
-static int get_auth(struct MHD_Connection *c, auth_buf *out) {
-  const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-  const char *t = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "access_token");
-  int n = 0;
-  if (h && *h)
-    n = snprintf(out->v, sizeof out->v, "%s", h);
-  else if (t && *t)
-    n = snprintf(out->v, sizeof out->v, "Bearer %s", t);
-  else
-    out->v[0] = 0;
-  return n < 0 || (size_t)n >= sizeof out->v ? -1 : 0;
-}
-
-static enum MHD_Result auth_too_long(struct MHD_Connection *c) {
-  char msg[96];
-  snprintf(msg, sizeof msg, "authorization: longer than %d bytes (tokens of up to %d bytes)",
-           RPC_AUTH_MAX, RPC_TOKEN_MAX);
-  return send_error(c, 0, GRPC_STATUS_UNAUTHENTICATED, msg);
-}
 
 static enum MHD_Result create_video(http_gw *g, struct MHD_Connection *c, hreq *q) {
   if (q->too_big) {
     char msg[128];
     snprintf(msg, sizeof msg, "request body larger than %zu bytes (--http-max-body-mb)",
              g->max_body);
-    return send_error(c, 413, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+    return hresp_error(c, 413, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
   }
   if (q->bad_form)
-    return send_error(c, 0, GRPC_STATUS_INVALID_ARGUMENT, "body: malformed form data");
+    return hresp_error(c, 0, GRPC_STATUS_INVALID_ARGUMENT, "body: malformed form data");
   job_params p;
   ws_err err = {0};
   int rc = q->form ? job_params_from_form(q->f, q->nf, &p, &err)
                    : job_params_from_json(q->body ? q->body : "", q->len, &p, &err);
   if (rc < 0) {
     job_params_free(&p);
-    return send_error(c, 0, codec_status_from_ws(rc), err.msg);
+    return hresp_error(c, 0, codec_status_from_ws(rc), err.msg);
   }
   job *j = NULL;
   jobs_err e = {0};
-  auth_buf auth;
-  if (get_auth(c, &auth) < 0) {
+  hresp_auth auth;
+  if (hresp_get_auth(c, &auth) < 0) {
     job_params_free(&p);
-    return auth_too_long(c);
+    return hresp_auth_too_long(c);
   }
   if (jobs_submit(g->js, &p, auth.v, SUBMIT_WAIT_MS, &j, &e) < 0)
-    return send_error(c, 0, e.code, e.msg);
+    return hresp_error(c, 0, e.code, e.msg);
   char *json = jobs_job_json(g->js, j);
   char loc[96];
   snprintf(loc, sizeof loc, "/v1/videos/%s", jobs_id(j));
   jobs_unref(g->js, j);
-  if (!json) return MHD_NO;
-  struct MHD_Response *r =
-      MHD_create_response_from_buffer(strlen(json), json, MHD_RESPMEM_MUST_FREE);
-  if (!r) {
-    free(json);
-    return MHD_NO;
-  }
-  MHD_add_response_header(r, "Content-Type", "application/json");
-  MHD_add_response_header(r, "Cache-Control", "no-store");
-  MHD_add_response_header(r, "Location", loc);
-  return queue(c, 200, r);
+  return hresp_json_at(c, 200, json, loc);
 }
 
 static int valid_id(const char *s, size_t n) {
@@ -486,6 +274,24 @@ static int valid_id(const char *s, size_t n) {
   return 1;
 }
 
+/* A job this router does not hold: from its record, when some router made it. */
+static enum MHD_Result remote_route(http_gw *g, struct MHD_Connection *c, const char *id,
+                                    const char *sub, const char *method, const char *auth) {
+  jrec r;
+  if (hremote_find(g->store, id, auth, &r) < 0) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "no video %s (never made, deleted or expired)", id);
+    return hresp_error(c, 0, GRPC_STATUS_NOT_FOUND, msg);
+  }
+  enum MHD_Result rc = !strcmp(sub, "events")    ? serve_events(g, c, NULL, &r)
+                       : !strcmp(sub, "content") ? hremote_content(c, g->o.results_dir, &r, g->self_http, auth)
+                       : !strcmp(method, "DELETE")
+                           ? hremote_delete(c, g->store, &r, CANCEL_WAIT_MS)
+                           : hremote_get(c, &r);
+  jrec_free(&r);
+  return rc;
+}
+
 /* /v1/videos/{id}[/content|/events] */
 static enum MHD_Result video_route(http_gw *g, struct MHD_Connection *c, const char *rest,
                                    const char *method) {
@@ -493,40 +299,31 @@ static enum MHD_Result video_route(http_gw *g, struct MHD_Connection *c, const c
   size_t idn = slash ? (size_t)(slash - rest) : strlen(rest);
   const char *sub = slash ? slash + 1 : "";
   char id[40];
-  if (!valid_id(rest, idn)) return send_error(c, 0, GRPC_STATUS_NOT_FOUND, "no such video");
+  if (!valid_id(rest, idn)) return hresp_error(c, 0, GRPC_STATUS_NOT_FOUND, "no such video");
   memcpy(id, rest, idn);
   id[idn] = 0;
   int get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
   if (*sub && strcmp(sub, "content") && strcmp(sub, "events"))
-    return send_error(c, 0, GRPC_STATUS_NOT_FOUND, "no such resource");
-  if (*sub && !get) return method_not_allowed(c, "GET, HEAD");
-  if (!*sub && !get && strcmp(method, "DELETE")) return method_not_allowed(c, "GET, DELETE");
+    return hresp_error(c, 0, GRPC_STATUS_NOT_FOUND, "no such resource");
+  if (*sub && !get) return hresp_not_allowed(c, "GET, HEAD");
+  if (!*sub && !get && strcmp(method, "DELETE")) return hresp_not_allowed(c, "GET, DELETE");
   job *j = NULL;
-  auth_buf auth;
-  if (get_auth(c, &auth) < 0) return auth_too_long(c);
-  if (jobs_get(g->js, id, auth.v, &j) < 0) {
-    char msg[96];
-    snprintf(msg, sizeof msg, "no video %s (never made, deleted or expired)", id);
-    return send_error(c, 0, GRPC_STATUS_NOT_FOUND, msg);
-  }
+  hresp_auth auth;
+  if (hresp_get_auth(c, &auth) < 0) return hresp_auth_too_long(c);
+  if (jobs_get(g->js, id, auth.v, &j) < 0) return remote_route(g, c, id, sub, method, auth.v);
   enum MHD_Result rc;
-  if (!strcmp(sub, "events")) return serve_events(g, c, j); /* takes the reference */
+  if (!strcmp(sub, "events")) return serve_events(g, c, j, NULL); /* takes the reference */
   if (!strcmp(sub, "content")) {
-    rc = serve_content(g, c, j, id);
+    jobs_blob *b = NULL;
+    jobs_err e = {0};
+    rc = jobs_content(g->js, j, &b, &e) < 0 ? hresp_error(c, 0, e.code, e.msg)
+                                            : hresp_video(c, b, -1, 0, id);
   } else if (!strcmp(method, "DELETE")) {
-    if (jobs_cancel_or_delete(g->js, j, CANCEL_WAIT_MS)) {
-      rc = send_json(c, 200, jobs_job_json(g->js, j));
-    } else {
-      cJSON *o = cJSON_CreateObject();
-      cJSON_AddStringToObject(o, "id", id);
-      cJSON_AddStringToObject(o, "object", "video.deleted");
-      cJSON_AddBoolToObject(o, "deleted", 1);
-      char *s = cJSON_PrintUnformatted(o);
-      cJSON_Delete(o);
-      rc = send_json(c, 200, s);
-    }
+    rc = jobs_cancel_or_delete(g->js, j, CANCEL_WAIT_MS)
+             ? hresp_json(c, 200, jobs_job_json(g->js, j))
+             : hresp_deleted(c, id);
   } else {
-    rc = send_json(c, 200, jobs_job_json(g->js, j));
+    rc = hresp_json(c, 200, jobs_job_json(g->js, j));
   }
   jobs_unref(g->js, j);
   return rc;
@@ -537,27 +334,27 @@ static enum MHD_Result route(http_gw *g, struct MHD_Connection *c, const char *u
   int get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
   if (!strcmp(url, "/v1/videos") || !strcmp(url, "/v1/videos/")) {
     if (!strcmp(method, "POST")) return create_video(g, c, q);
-    if (!get) return method_not_allowed(c, "GET, POST");
+    if (!get) return hresp_not_allowed(c, "GET, POST");
     const char *ls = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
     int limit = ls ? atoi(ls) : 20;
     if (limit <= 0 || limit > 1000) limit = 20;
-    auth_buf auth;
-    if (get_auth(c, &auth) < 0) return auth_too_long(c);
-    return send_json(c, 200, jobs_list_json(g->js, auth.v, limit));
+    hresp_auth auth;
+    if (hresp_get_auth(c, &auth) < 0) return hresp_auth_too_long(c);
+    return hresp_json(c, 200, jobs_list_json(g->js, auth.v, limit));
   }
   if (!strncmp(url, "/v1/videos/", 11)) return video_route(g, c, url + 11, method);
   if (!strcmp(url, "/v1/models")) {
-    if (!get) return method_not_allowed(c, "GET");
-    auth_buf auth;
-    if (get_auth(c, &auth) < 0) return auth_too_long(c);
+    if (!get) return hresp_not_allowed(c, "GET");
+    hresp_auth auth;
+    if (hresp_get_auth(c, &auth) < 0) return hresp_auth_too_long(c);
     if (g->o.ntokens > 0 && !rpc_bearer_ok(auth.v, g->o.tokens, g->o.ntokens))
-      return send_error(c, 0, GRPC_STATUS_UNAUTHENTICATED,
+      return hresp_error(c, 0, GRPC_STATUS_UNAUTHENTICATED,
                         "/v1/models: this router requires a bearer token");
     return serve_models(g, c);
   }
-  if (!strcmp(url, "/healthz")) return send_json(c, 200, strdup("{\"status\":\"ok\"}"));
-  if (!strncmp(url, "/v1/", 4)) return send_error(c, 0, GRPC_STATUS_NOT_FOUND, "no such endpoint");
-  if (!get) return method_not_allowed(c, "GET");
+  if (!strcmp(url, "/healthz")) return hresp_json(c, 200, strdup("{\"status\":\"ok\"}"));
+  if (!strncmp(url, "/v1/", 4)) return hresp_error(c, 0, GRPC_STATUS_NOT_FOUND, "no such endpoint");
+  if (!get) return hresp_not_allowed(c, "GET");
   return serve_asset(c, url);
 }
 
@@ -696,6 +493,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
 /* Frees what http_start allocated besides the daemon (which must be stopped or never started). */
 static void http_free(http_gw *g) {
   hguard_free(g->guard);
+  jstore_stop(g->store); /* its callbacks act on the table: stopped first */
   jobs_free(g->js);
   rpc_pems_free(&g->tls);
   free(g);
@@ -709,6 +507,23 @@ static int load_tls(http_gw *g, ws_err *err) {
   if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
     return ws_fail(err, WS_EUNSUPPORTED, "--http-tls-*: this libmicrohttpd has no TLS support");
   return rpc_pems_load(NULL, g->o.tls_cert, g->o.tls_key, &g->tls, err);
+}
+
+/* The jobs' records in etcd and the result store (issue 18). */
+static int start_store(http_gw *g, const char *addr, ws_err *err) {
+  if (g->o.results_dir[0]) WS_TRY(results_init(g->o.results_dir, err));
+  jstore_opts so = {.etcd = g->o.etcd,
+                    .owner = g->o.router_id,
+                    .owner_http = addr,
+                    .results_dir = g->o.results_dir,
+                    .keep_s = g->o.keep_s > 0 ? g->o.keep_s : 3600,
+                    .keep_bytes = (int64_t)(g->o.keep_mb > 0 ? g->o.keep_mb : 1024) << 20};
+  jstore_cbs cb = jobs_store_cbs(g->js);
+  WS_TRY(jstore_start(&so, &cb, &g->store, err));
+  jobs_set_store(g->js, g->store);
+  WS_INFO("http: jobs durable in etcd%s%s", g->o.results_dir[0] ? ", videos in " : "",
+          g->o.results_dir);
+  return WS_OK;
 }
 
 int http_start(const http_opts *o, const char *router_addr, reg_watch *view, rpc_client *client,
@@ -738,15 +553,17 @@ int http_start(const http_opts *o, const char *router_addr, reg_watch *view, rpc
   g->o = *o;
   g->view = view;
   g->max_body = (size_t)(o->max_body_mb > 0 ? o->max_body_mb : 32) << 20;
-  m_responses = metrics_counter("wanserve_http_responses_total",
-                                "HTTP gateway responses, by status code.", "code");
-  m_sse = metrics_gauge("wanserve_http_sse_clients", "Open Server-Sent Events streams.", "");
-  metrics_add(m_sse, NULL, 0); /* the series exists before the first stream */
+  hresp_metrics_init();
+  if (o->ntokens > 0) /* taken-over jobs call Generate with one of the router's own tokens */
+    snprintf(g->service_auth, sizeof g->service_auth, "Bearer %s", o->tokens[0]);
   jobs_opts jo = {.target = router_addr,
                   .max_jobs = o->max_jobs,
                   .keep_s = o->keep_s,
                   .keep_bytes = (int64_t)(o->keep_mb > 0 ? o->keep_mb : 1024) << 20,
-                  .client = client};
+                  .client = client,
+                  .results_dir = o->results_dir,
+                  .progress_ms = o->progress_ms,
+                  .service_auth = g->service_auth};
   int rc = jobs_create(&jo, &g->js, err);
   if (rc < 0) {
     freeaddrinfo(ai);
@@ -785,6 +602,11 @@ int http_start(const http_opts *o, const char *router_addr, reg_watch *view, rpc
     snprintf(host, sizeof host, "127.0.0.1");
   char addr[300];
   snprintf(addr, sizeof addr, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, bound);
+  snprintf(g->self_http, sizeof g->self_http, "%s", addr);
+  if (o->etcd && (rc = start_store(g, addr, err)) < 0) {
+    http_stop(g);
+    return rc;
+  }
   if (o->addr_file[0] && (rc = svc_write_addr_file(o->addr_file, addr, err)) < 0) {
     http_stop(g);
     return rc;
@@ -797,7 +619,9 @@ int http_start(const http_opts *o, const char *router_addr, reg_watch *view, rpc
 
 void http_stop(http_gw *g) {
   if (!g) return;
-  jobs_shutdown(g->js); /* SSE readers return, job threads cancel their streams */
+  jobs_drain(g->js, g->o.drain_ms); /* GETs still answered meanwhile; POSTs refused */
+  jobs_shutdown(g->js);             /* SSE readers return */
+  if (g->store) jstore_close_waiters(g->store);
   MHD_stop_daemon(g->d);
   if (g->o.addr_file[0]) remove(g->o.addr_file);
   http_free(g);

@@ -43,7 +43,15 @@
  * default 3600), --http-keep-mb N (video budget, default 1024), --http-max-jobs N (default 64),
  * --http-max-body-mb N (default 32), --http-max-conns-per-ip N (default 32),
  * --http-header-timeout-ms N (default 10000), --http-tls-cert PEM --http-tls-key PEM (serve HTTPS:
- * a bearer token must not cross the network in clear; both or neither).
+ * a bearer token must not cross the network in clear; both or neither), --results-dir DIR,
+ * --http-progress-ms N.
+ *
+ * Durability (issue 18): with etcd, every job has a record there (router/jobstore.h) and its
+ * video (and I2V image) goes to --results-dir, a directory shared by the routers; a job this
+ * router does not hold is served from its record (router/http_remote.h), so every router
+ * answers every job, and a router that goes has its unfinished jobs run again by another. A
+ * graceful stop hands queued jobs over at once, lets running ones finish for up to --drain-ms,
+ * then hands over the rest.
  */
 #ifndef WS_ROUTER_HTTP_H
 #define WS_ROUTER_HTTP_H
@@ -63,6 +71,14 @@ typedef struct http_opts {
   /* --http-header-timeout-ms (default 10000): a connection's request headers must be complete
    * this long after it was accepted (or its previous request finished), else it is closed */
   int header_timeout_ms;
+  /* durable jobs (issue 18): --results-dir (shared result store, "" = none), --http-progress-ms
+   * (least ms between two progress writes of one job's record; default 1000); set by main, not
+   * flags: etcd (NULL = jobs in this process only), router_id, drain_ms (--drain-ms) */
+  char results_dir[2048];
+  int progress_ms;
+  etcd_client *etcd;
+  char router_id[128];
+  int drain_ms;
 } http_opts;
 
 /* svc_flag_fn-style parser of the flags above: 2 when argv[i] is one of them (value consumed),
@@ -76,7 +92,8 @@ typedef struct http_gw http_gw;
  * client are borrowed and must outlive the gateway. */
 int http_start(const http_opts *o, const char *router_addr, reg_watch *view, rpc_client *client,
                http_gw **out, ws_err *err);
-/* Ends SSE streams, cancels running jobs, stops the server, frees everything. NULL is a no-op. */
+/* Drains the jobs (http_jobs.h jobs_drain: --drain-ms, hand-over), ends SSE streams, stops the
+ * server, frees everything. NULL is a no-op. */
 void http_stop(http_gw *g);
 
 #endif

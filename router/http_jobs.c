@@ -1,4 +1,5 @@
 #include "router/http_jobs.h"
+#include "router/http_jobs_impl.h"
 
 #include <cjson/cJSON.h>
 #include <pthread.h>
@@ -10,6 +11,8 @@
 
 #include "core/log.h"
 #include "core/metrics.h"
+#include "models/genparams.h"
+#include "router/results.h"
 #include "rpc/client.h"
 #include "rpc/codec.h"
 #include "rpc/server.h"
@@ -18,59 +21,15 @@
 #define GENERATE_METHOD "/wanserve.v1.Router/Generate"
 #define FINAL_SEQ 1000000 /* SSE id of the done/error event (after every step id) */
 
-typedef enum { J_QUEUED, J_RUNNING, J_COMPLETED, J_FAILED, J_CANCELLED } jstate;
-static const char *const state_name[] = {"queued", "in_progress", "completed", "failed",
-                                         "cancelled"};
-
-typedef struct jstep {
-  int step, total, attempts;
-  float timestep;
-  int64_t elapsed_ms;
-  char role[16], replica[128], version[64];
-} jstep;
-
-struct job {
-  jobs *js;
-  int refs; /* guarded by js->mu, like every field below that changes */
-  char id[40];
-  job_params p; /* immutable after submit, but p.image, which the thread frees once sent */
-  size_t image_len;
-  int64_t created_at, finished_at; /* unix seconds */
-  double t0_ms, finished_ms;       /* monotonic */
-  jstate state;
-  int accepted, in_table, cancel, cancel_step;
-  int64_t seed_used; /* from Accepted: the seed the router used (p.seed may be -1) */
-  char request_id[128];
-  char auth[RPC_AUTH_MAX + 1]; /* "authorization" metadata of the creator; never logged */
-  int total;
-  jstep *steps;
-  int nsteps, capsteps;
-  size_t received; /* MP4 bytes so far */
-  jobs_blob *video;
-  int err_code;
-  char err_msg[512];
-};
-
-struct jobs {
-  jobs_opts o;
-  char target[256];
-  pthread_mutex_t mu;
-  pthread_cond_t cv; /* broadcast on every change of any job, and when stopping */
-  job **tab;         /* creation order, oldest first */
-  int n, threads, stopping;
-  int64_t kept; /* bytes of the videos in the table */
-};
-
-static double now_ms(void) {
+double ji_now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-static int finished(const job *j) { return j->state >= J_COMPLETED; }
+int ji_finished(const job *j) { return j->state >= J_COMPLETED; }
 
-static int jfail(jobs_err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int jfail(jobs_err *e, int code, const char *fmt, ...) {
+int ji_jfail(jobs_err *e, int code, const char *fmt, ...) {
   e->code = code;
   va_list ap;
   va_start(ap, fmt);
@@ -91,36 +50,36 @@ static void job_free(job *j) {
 }
 
 /* Drops one reference with js->mu held. */
-static void unref_locked(job *j) {
+void ji_unref_locked(job *j) {
   if (--j->refs == 0) job_free(j);
 }
 
 void jobs_unref(jobs *js, job *j) {
   if (!j) return;
   pthread_mutex_lock(&js->mu);
-  unref_locked(j);
+  ji_unref_locked(j);
   pthread_mutex_unlock(&js->mu);
 }
 
 const char *jobs_id(const job *j) { return j->id; }
 
-static void remove_at(jobs *js, int i) {
+void ji_remove_at(jobs *js, int i) {
   job *j = js->tab[i];
   memmove(js->tab + i, js->tab + i + 1, sizeof *js->tab * (size_t)(js->n - i - 1));
   js->n--;
   j->in_table = 0;
   if (j->video) js->kept -= (int64_t)j->video->len;
-  unref_locked(j);
+  ji_unref_locked(j);
 }
 
 /* Finished jobs past keep_s go; then the oldest finished ones until the videos fit keep_bytes. */
-static void evict_locked(jobs *js) {
-  double now = now_ms();
+void ji_evict_locked(jobs *js) {
+  double now = ji_now_ms();
   for (int i = 0; i < js->n;) {
     job *j = js->tab[i];
-    if (finished(j) && now - j->finished_ms > js->o.keep_s * 1e3) {
+    if (ji_finished(j) && now - j->finished_ms > js->o.keep_s * 1e3) {
       WS_DEBUG("http: %s evicted (kept %d s)", j->id, js->o.keep_s);
-      remove_at(js, i);
+      ji_remove_at(js, i);
     } else {
       i++;
     }
@@ -129,7 +88,7 @@ static void evict_locked(jobs *js) {
     if (js->tab[i]->video) {
       WS_INFO("http: %s evicted (videos over %lld bytes)", js->tab[i]->id,
               (long long)js->o.keep_bytes);
-      remove_at(js, i);
+      ji_remove_at(js, i);
     } else {
       i++;
     }
@@ -161,7 +120,7 @@ static int on_event(job *j, const Wanserve__V1__GenerateEvent *ev, jobs_blob **b
       jstep *ns = realloc(j->steps, sizeof *ns * (size_t)cap2);
       if (!ns) {
         pthread_mutex_unlock(&js->mu);
-        return jfail(e, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return ji_jfail(e, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
       }
       j->steps = ns;
       j->capsteps = cap2;
@@ -184,13 +143,13 @@ static int on_event(job *j, const Wanserve__V1__GenerateEvent *ev, jobs_blob **b
     const Wanserve__V1__ResultChunk *c = ev->result;
     size_t have = *buf ? (*buf)->len : 0, need = have + c->data.len;
     if ((int64_t)need > js->o.keep_bytes)
-      return jfail(e, GRPC_STATUS_RESOURCE_EXHAUSTED,
+      return ji_jfail(e, GRPC_STATUS_RESOURCE_EXHAUSTED,
                    "video larger than the gateway keeps (--http-keep-mb, %lld bytes)",
                    (long long)js->o.keep_bytes);
     if (!*buf || need > *cap) {
       size_t cap2 = need * 2 > 65536 ? need * 2 : 65536;
       jobs_blob *nb = realloc(*buf, sizeof *nb + cap2);
-      if (!nb) return jfail(e, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+      if (!nb) return ji_jfail(e, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
       if (!*buf) nb->len = 0;
       *buf = nb;
       *cap = cap2;
@@ -252,7 +211,7 @@ static void *job_thread(void *arg) {
   rpc_call_opts co = {.md = &md, .n_md = j->auth[0] ? 1 : 0};
   int rc =
       rpc_client_stream_open(js->o.client, js->target, GENERATE_METHOD, &q.base, &co, &s, &err);
-  if (rc < 0) jfail(&e, codec_status_from_ws(rc), "%s", err.msg);
+  if (rc < 0) ji_jfail(&e, codec_status_from_ws(rc), "%s", err.msg);
   free(j->p.image); /* sent (or never will be): only this thread reads it */
   j->p.image = NULL;
   jobs_blob *buf = NULL;
@@ -260,7 +219,7 @@ static void *job_thread(void *arg) {
   int got_last = 0, cancel_sent = 0;
   while (rc == WS_OK) {
     pthread_mutex_lock(&js->mu);
-    int want_cancel = j->cancel || js->stopping;
+    int want_cancel = j->cancel || js->stopping || j->gone;
     pthread_mutex_unlock(&js->mu);
     if (want_cancel && !cancel_sent) { /* the router sees it at its next step boundary */
       rpc_stream_cancel(s);
@@ -271,7 +230,7 @@ static void *job_thread(void *arg) {
     if (got == WS_ETIMEOUT) continue;
     if (got == 1) break;
     if (got < 0) {
-      rc = jfail(&e, codec_status_from_ws(got), "%s", err.msg);
+      rc = ji_jfail(&e, codec_status_from_ws(got), "%s", err.msg);
       break;
     }
     rc = on_event(j, (const Wanserve__V1__GenerateEvent *)m, &buf, &cap, &got_last, &e);
@@ -280,8 +239,14 @@ static void *job_thread(void *arg) {
   rpc_status st = {0};
   ws_err e2 = {0};
   int frc = s ? rpc_stream_finish(s, &st, &e2) : WS_OK;
+  if (rc == WS_OK && frc == WS_OK && got_last && js->results_dir[0] &&
+      results_put(js->results_dir, j->id, "mp4", buf->data, buf->len, &e2) < 0)
+    WS_WARN("http: %s: the video stays in this router only: %s", j->id, e2.msg);
   pthread_mutex_lock(&js->mu);
-  if (rc == WS_OK && frc == WS_OK && got_last) {
+  if (j->gone) {
+    WS_INFO("http: %s left this router (%s)", j->id,
+            j->handover ? "handed over" : "another router owns it now");
+  } else if (rc == WS_OK && frc == WS_OK && got_last) {
     j->state = J_COMPLETED;
     j->video = buf;
     j->video->refs = 1; /* the job's; downloads add theirs */
@@ -295,26 +260,29 @@ static void *job_thread(void *arg) {
   } else {
     j->state = J_FAILED;
     if (js->stopping && rc == WS_OK)
-      jfail(&e, GRPC_STATUS_UNAVAILABLE, "the router is shutting down");
+      ji_jfail(&e, GRPC_STATUS_UNAVAILABLE, "the router is shutting down");
     else if (rc == WS_OK && frc < 0)
-      jfail(&e, st.code ? st.code : GRPC_STATUS_INTERNAL, "%s", st.msg[0] ? st.msg : e2.msg);
+      ji_jfail(&e, st.code ? st.code : GRPC_STATUS_INTERNAL, "%s", st.msg[0] ? st.msg : e2.msg);
     else if (rc == WS_OK)
-      jfail(&e, GRPC_STATUS_INTERNAL, "the router ended the stream without a video");
+      ji_jfail(&e, GRPC_STATUS_INTERNAL, "the router ended the stream without a video");
     j->err_code = e.code;
     snprintf(j->err_msg, sizeof j->err_msg, "%s", e.msg);
   }
-  j->finished_ms = now_ms();
+  j->finished_ms = ji_now_ms();
   j->finished_at = (int64_t)time(NULL);
-  if (j->state == J_COMPLETED)
+  if (j->gone) {
+    for (int i = 0; i < js->n; i++)
+      if (js->tab[i] == j) ji_remove_at(js, i);
+  } else if (j->state == J_COMPLETED)
     WS_INFO("http: %s completed in %.0f ms (%zu bytes)", j->id, j->finished_ms - j->t0_ms,
             j->video->len);
   else
-    WS_INFO("http: %s %s: %s: %s", j->id, state_name[j->state], codec_status_name(j->err_code),
+    WS_INFO("http: %s %s: %s: %s", j->id, state_name(j->state), codec_status_name(j->err_code),
             j->err_msg);
-  if (j->in_table) evict_locked(js);
+  if (j->in_table) ji_evict_locked(js);
   js->threads--;
   pthread_cond_broadcast(&js->cv);
-  unref_locked(j);
+  ji_unref_locked(j);
   pthread_mutex_unlock(&js->mu);
   free(buf);
   return NULL;
@@ -332,7 +300,7 @@ static void jobs_collect(void *user) {
     n[js->tab[i]->state]++;
   pthread_mutex_unlock(&js->mu);
   for (int k = 0; k < 5; k++)
-    metrics_set(m_jobs, ML(state_name[k]), n[k]);
+    metrics_set(m_jobs, ML(state_name(k)), n[k]);
 }
 
 int jobs_create(const jobs_opts *o, jobs **out, ws_err *err) {
@@ -351,7 +319,11 @@ int jobs_create(const jobs_opts *o, jobs **out, ws_err *err) {
     free(js);
     return ws_fail(err, o->client ? WS_ENOMEM : WS_EINVAL, "jobs_create: no memory or no client");
   }
+  if (js->o.progress_ms <= 0) js->o.progress_ms = 1000;
+  snprintf(js->results_dir, sizeof js->results_dir, "%s", o->results_dir ? o->results_dir : "");
+  snprintf(js->service_auth, sizeof js->service_auth, "%s", o->service_auth ? o->service_auth : "");
   pthread_mutex_init(&js->mu, NULL);
+  pthread_mutex_init(&js->wmu, NULL);
   pthread_cond_init(&js->cv, NULL);
   ws_err merr = {0};
   m_jobs =
@@ -370,17 +342,29 @@ void jobs_shutdown(jobs *js) {
   pthread_mutex_unlock(&js->mu);
 }
 
+void ji_join_threads(jobs *js) {
+  pthread_mutex_lock(&js->mu);
+  js->stopping = 1; /* the job threads cancel their streams */
+  pthread_cond_broadcast(&js->cv);
+  while (js->threads > 0)
+    pthread_cond_wait(&js->cv, &js->mu);
+  js->sync_stop = 1;
+  pthread_cond_broadcast(&js->cv);
+  pthread_mutex_unlock(&js->mu);
+  if (js->sync_started) pthread_join(js->sync_th, NULL);
+  js->sync_started = 0;
+}
+
 void jobs_free(jobs *js) {
   if (!js) return;
   metrics_remove_collect(jobs_collect, js);
-  jobs_shutdown(js);
+  ji_join_threads(js);
   pthread_mutex_lock(&js->mu);
-  while (js->threads > 0)
-    pthread_cond_wait(&js->cv, &js->mu);
   while (js->n > 0)
-    remove_at(js, js->n - 1);
+    ji_remove_at(js, js->n - 1);
   pthread_mutex_unlock(&js->mu);
   pthread_cond_destroy(&js->cv);
+  pthread_mutex_destroy(&js->wmu);
   pthread_mutex_destroy(&js->mu);
   free(js->tab);
   free(js);
@@ -391,7 +375,7 @@ static void new_id(char *out, size_t n) {
   if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) { /* never in practice; still unique */
     static unsigned long counter;
     unsigned long c = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
-    uint64_t t = (uint64_t)(now_ms() * 1000);
+    uint64_t t = (uint64_t)(ji_now_ms() * 1000);
     memcpy(r, &t, 8);
     memcpy(r + 8, &c, 4);
   }
@@ -400,45 +384,25 @@ static void new_id(char *out, size_t n) {
     k += snprintf(out + k, n - k, "%02x", r[i]);
 }
 
-int jobs_submit(jobs *js, job_params *p, const char *auth, int wait_ms, job **out, jobs_err *e) {
-  *out = NULL;
-  if (auth && strlen(auth) >= sizeof((job *)0)->auth) {
-    job_params_free(p);
-    return jfail(e, GRPC_STATUS_UNAUTHENTICATED, "authorization: longer than %zu bytes",
-                 sizeof((job *)0)->auth - 1);
-  }
-  job *j = calloc(1, sizeof *j);
-  if (!j) {
-    job_params_free(p);
-    return jfail(e, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-  }
-  j->js = js;
-  j->p = *p;
-  memset(p, 0, sizeof *p);
-  j->image_len = j->p.image_len;
-  snprintf(j->auth, sizeof j->auth, "%s", auth ? auth : "");
-  new_id(j->id, sizeof j->id);
-  j->created_at = (int64_t)time(NULL);
-  j->t0_ms = now_ms();
-  pthread_mutex_lock(&js->mu);
-  evict_locked(js);
+/* Puts j in the table and starts its thread (js->mu held). On failure j is freed. */
+int ji_start_locked(jobs *js, job *j, int caller_ref, jobs_err *e) {
+  ji_evict_locked(js);
   for (int i = 0; i < js->n && js->n >= js->o.max_jobs;) /* make room: oldest finished go */
-    if (finished(js->tab[i]))
-      remove_at(js, i);
+    if (ji_finished(js->tab[i]))
+      ji_remove_at(js, i);
     else
       i++;
   int rc = WS_OK;
-  if (js->stopping)
-    rc = jfail(e, GRPC_STATUS_UNAVAILABLE, "the router is shutting down");
+  if (js->stopping || js->draining)
+    rc = ji_jfail(e, GRPC_STATUS_UNAVAILABLE, "the router is shutting down");
   else if (js->n >= js->o.max_jobs)
-    rc = jfail(e, GRPC_STATUS_RESOURCE_EXHAUSTED,
+    rc = ji_jfail(e, GRPC_STATUS_RESOURCE_EXHAUSTED,
                "too many video jobs running (%d, --http-max-jobs); try again later", js->n);
   if (rc < 0) {
-    pthread_mutex_unlock(&js->mu);
     job_free(j);
     return rc;
   }
-  j->refs = 3; /* table, thread, caller */
+  j->refs = 2 + caller_ref; /* table, thread, caller */
   j->in_table = 1;
   js->tab[js->n++] = j;
   js->threads++;
@@ -446,57 +410,101 @@ int jobs_submit(jobs *js, job_params *p, const char *auth, int wait_ms, job **ou
   pthread_attr_init(&at);
   pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
   pthread_t th;
-  if (pthread_create(&th, &at, job_thread, j) != 0) {
-    js->threads--;
-    j->refs--;
-    remove_at(js, js->n - 1);
-    unref_locked(j);
-    pthread_mutex_unlock(&js->mu);
-    pthread_attr_destroy(&at);
-    return jfail(e, GRPC_STATUS_RESOURCE_EXHAUSTED, "cannot start a job thread");
-  }
+  rc = pthread_create(&th, &at, job_thread, j);
   pthread_attr_destroy(&at);
-  /* Wait for accepted or a refusal, so bad values and admission answer POST directly. */
-  struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += wait_ms / 1000;
-  until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-  if (until.tv_nsec >= 1000000000L) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000L;
+  if (rc != 0) {
+    js->threads--;
+    j->refs = 1;
+    ji_remove_at(js, js->n - 1);
+    return ji_jfail(e, GRPC_STATUS_RESOURCE_EXHAUSTED, "cannot start a job thread");
   }
+  return WS_OK;
+}
+
+/* A new job's durable parts before it starts: the seed (drawn here when random, so a re-run
+ * makes the same video), a record that fits, the I2V image in the result store. */
+static int prepare_durable(jobs *js, job *j, jobs_err *e) {
+  if (j->p.seed < 0) j->p.seed = gp_random_seed();
+  if (!js->store) return WS_OK;
+  jrec r;
+  ji_fill_rec_locked(j, &r);
+  char *json = NULL;
+  ws_err err = {0};
+  if (jrec_to_json(&r, &json, &err) < 0)
+    return ji_jfail(e, err.code == WS_ERANGE ? GRPC_STATUS_INVALID_ARGUMENT : GRPC_STATUS_INTERNAL,
+                 "%s", err.msg);
+  free(json);
+  if (j->p.image && js->results_dir[0] &&
+      results_put(js->results_dir, j->id, "image", j->p.image, j->p.image_len, &err) < 0)
+    WS_WARN("http: %s: its image is not kept, so no other router can run it: %s", j->id,
+            err.msg);
+  return WS_OK;
+}
+
+int jobs_submit(jobs *js, job_params *p, const char *auth, int wait_ms, job **out, jobs_err *e) {
+  *out = NULL;
+  if (auth && strlen(auth) >= sizeof((job *)0)->auth) {
+    job_params_free(p);
+    return ji_jfail(e, GRPC_STATUS_UNAUTHENTICATED, "authorization: longer than %zu bytes",
+                 sizeof((job *)0)->auth - 1);
+  }
+  job *j = calloc(1, sizeof *j);
+  if (!j) {
+    job_params_free(p);
+    return ji_jfail(e, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+  }
+  j->js = js;
+  j->p = *p;
+  memset(p, 0, sizeof *p);
+  j->image_len = j->p.image_len;
+  snprintf(j->auth, sizeof j->auth, "%s", auth ? auth : "");
+  jrec_auth_hash(j->auth, j->auth_hash);
+  new_id(j->id, sizeof j->id);
+  j->created_at = (int64_t)time(NULL);
+  j->t0_ms = ji_now_ms();
+  j->runs = 1;
+  j->wrote_state = j->wrote_step = -1;
+  int rc = prepare_durable(js, j, e);
+  if (rc < 0) {
+    job_free(j);
+    return rc;
+  }
+  pthread_mutex_lock(&js->mu);
+  if ((rc = ji_start_locked(js, j, 1, e)) < 0) {
+    pthread_mutex_unlock(&js->mu);
+    return rc;
+  }
+  /* Wait for accepted or a refusal, so bad values and admission answer POST directly. */
+  struct timespec until = jstore_deadline(wait_ms);
   while (j->state == J_QUEUED && pthread_cond_timedwait(&js->cv, &js->mu, &until) == 0) {
   }
   if (j->state == J_FAILED && !j->accepted) {
     e->code = j->err_code;
     snprintf(e->msg, sizeof e->msg, "%s", j->err_msg);
+    char id[sizeof j->id]; /* the job may be freed below */
+    memcpy(id, j->id, sizeof id);
     for (int i = 0; i < js->n; i++)
-      if (js->tab[i] == j) remove_at(js, i);
-    unref_locked(j);
+      if (js->tab[i] == j) ji_remove_at(js, i);
+    ji_unref_locked(j);
     pthread_mutex_unlock(&js->mu);
+    results_remove(js->results_dir, id); /* a refused I2V job's image */
     return codec_ws_from_status(e->code) ? codec_ws_from_status(e->code) : WS_EINTERNAL;
   }
+  j->durable = js->store != NULL;
   pthread_mutex_unlock(&js->mu);
+  ji_persist(js, j, 1); /* in etcd before POST answers: any router can show it from now on */
   *out = j;
   return WS_OK;
 }
 
-/* Constant-time equality of the creator's authorization and the caller's. */
-static int same_auth(const job *j, const char *auth) {
-  size_t n = strlen(auth);
-  if (n != strlen(j->auth)) return 0;
-  unsigned char d = 0;
-  for (size_t i = 0; i < n; i++)
-    d |= (unsigned char)(j->auth[i] ^ auth[i]);
-  return d == 0;
-}
-
 int jobs_get(jobs *js, const char *id, const char *auth, job **out) {
   *out = NULL;
+  char h[65];
+  jrec_auth_hash(auth, h);
   pthread_mutex_lock(&js->mu);
-  evict_locked(js);
+  ji_evict_locked(js);
   for (int i = 0; i < js->n; i++)
-    if (!strcmp(js->tab[i]->id, id) && same_auth(js->tab[i], auth ? auth : "")) {
+    if (!strcmp(js->tab[i]->id, id) && !strcmp(js->tab[i]->auth_hash, h)) {
       *out = js->tab[i];
       (*out)->refs++;
       break;
@@ -507,25 +515,22 @@ int jobs_get(jobs *js, const char *id, const char *auth, job **out) {
 
 int jobs_cancel_or_delete(jobs *js, job *j, int wait_ms) {
   pthread_mutex_lock(&js->mu);
-  if (finished(j)) {
+  if (ji_finished(j)) {
     for (int i = 0; i < js->n; i++)
-      if (js->tab[i] == j) remove_at(js, i);
+      if (js->tab[i] == j) ji_remove_at(js, i);
     pthread_mutex_unlock(&js->mu);
+    ws_err err = {0};
+    if (js->store && jstore_delete(js->store, j->id, &err) < 0)
+      WS_WARN("http: deleting the record of %s: %s", j->id, err.msg);
     return 0;
   }
   if (!j->cancel) {
     j->cancel = 1;
     j->cancel_step = j->nsteps ? j->steps[j->nsteps - 1].step : 0;
   }
-  double until = now_ms() + wait_ms;
-  while (!finished(j) && now_ms() < until) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 50 * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-      ts.tv_sec++;
-      ts.tv_nsec -= 1000000000L;
-    }
+  double until = ji_now_ms() + wait_ms;
+  while (!ji_finished(j) && !j->gone && ji_now_ms() < until) {
+    struct timespec ts = jstore_deadline(50);
     pthread_cond_timedwait(&js->cv, &js->mu, &ts);
   }
   pthread_mutex_unlock(&js->mu);
@@ -540,11 +545,11 @@ int jobs_content(jobs *js, job *j, jobs_blob **out, jobs_err *e) {
     *out = j->video;
     __atomic_add_fetch(&j->video->refs, 1, __ATOMIC_ACQ_REL);
   } else if (j->state == J_FAILED || j->state == J_CANCELLED) {
-    rc = jfail(e, GRPC_STATUS_FAILED_PRECONDITION, "video %s is %s: %s", j->id,
-               state_name[j->state], j->err_msg);
+    rc = ji_jfail(e, GRPC_STATUS_FAILED_PRECONDITION, "video %s is %s: %s", j->id,
+               state_name(j->state), j->err_msg);
   } else {
-    rc = jfail(e, GRPC_STATUS_FAILED_PRECONDITION, "video %s is %s (step %d of %d)", j->id,
-               state_name[j->state], j->nsteps, j->total);
+    rc = ji_jfail(e, GRPC_STATUS_FAILED_PRECONDITION, "video %s is %s (step %d of %d)", j->id,
+               state_name(j->state), j->nsteps, j->total);
   }
   pthread_mutex_unlock(&js->mu);
   return rc;
@@ -553,92 +558,53 @@ int jobs_content(jobs *js, job *j, jobs_blob **out, jobs_err *e) {
 /* ---------- JSON ---------- */
 
 static cJSON *step_json(const job *j, const jstep *s) {
-  cJSON *o = cJSON_CreateObject();
-  cJSON_AddNumberToObject(o, "step", s->step);
-  cJSON_AddNumberToObject(o, "total", s->total);
-  cJSON_AddNumberToObject(o, "progress", s->total > 0 ? (99 * s->step) / s->total : 0);
+  cJSON *o = jrec_progress_json(s->step, s->total, s->role, s->replica, s->version);
   cJSON_AddNumberToObject(o, "timestep", s->timestep);
-  cJSON_AddStringToObject(o, "role", s->role);
-  cJSON_AddStringToObject(o, "replica", s->replica);
-  cJSON_AddStringToObject(o, "version", s->version);
   cJSON_AddNumberToObject(o, "elapsed_ms", (double)s->elapsed_ms);
   cJSON_AddNumberToObject(o, "attempts", s->attempts);
   (void)j;
   return o;
 }
 
+/* The job's record as it stands (js->mu held). The params are the job's own (shallow: never
+ * jrec_free this copy); the record never holds the image. */
+void ji_fill_rec_locked(const job *j, jrec *r) {
+  memset(r, 0, sizeof *r);
+  snprintf(r->id, sizeof r->id, "%s", j->id);
+  r->state = (jrec_state)j->state;
+  memcpy(r->auth, j->auth_hash, sizeof r->auth);
+  r->p = j->p;
+  r->p.image = NULL;
+  r->p.image_len = 0;
+  r->image_bytes = j->image_len;
+  r->seed = j->p.seed;
+  r->created_at = j->created_at;
+  r->finished_at = ji_finished(j) ? j->finished_at : 0;
+  snprintf(r->request_id, sizeof r->request_id, "%s", j->request_id);
+  const jstep *last = j->nsteps ? &j->steps[j->nsteps - 1] : NULL;
+  r->total = j->total;
+  if (last) {
+    r->step = last->step;
+    if (last->total) r->total = last->total;
+    snprintf(r->role, sizeof r->role, "%s", last->role[0] ? last->role : "-");
+    snprintf(r->replica, sizeof r->replica, "%s", last->replica);
+    snprintf(r->version, sizeof r->version, "%s", last->version);
+  }
+  r->runs = j->runs;
+  r->bytes = j->video ? (int64_t)j->video->len : 0;
+  if (j->state == J_FAILED || j->state == J_CANCELLED) {
+    r->err_code = j->err_code;
+    snprintf(r->err_msg, sizeof r->err_msg, "%s", j->err_msg);
+  }
+}
+
 /* The job as the API shows it (js->mu held). timeline: include every step record. */
 static cJSON *job_json_locked(const job *j, int timeline) {
-  const job_params *p = &j->p;
-  cJSON *o = cJSON_CreateObject();
-  cJSON_AddStringToObject(o, "id", j->id);
-  cJSON_AddStringToObject(o, "object", "video");
-  cJSON_AddStringToObject(o, "status", state_name[j->state]);
-  cJSON_AddNumberToObject(o, "created_at", (double)j->created_at);
-  if (finished(j)) cJSON_AddNumberToObject(o, "completed_at", (double)j->finished_at);
-  cJSON_AddStringToObject(o, "model", p->model ? p->model : "wan2.2");
-  cJSON_AddStringToObject(o, "task", p->task == 2 ? "i2v" : "t2v");
-  cJSON_AddStringToObject(o, "prompt", p->prompt ? p->prompt : "");
-  if (p->width && p->height) {
-    char size[32];
-    snprintf(size, sizeof size, "%dx%d", p->width, p->height);
-    cJSON_AddStringToObject(o, "size", size);
-  }
-  if (p->frames) cJSON_AddNumberToObject(o, "frames", p->frames);
-  if (p->fps) cJSON_AddNumberToObject(o, "fps", p->fps);
-  if (p->seed >= 0 || j->accepted) { /* a random seed as the router drew it */
-    char seed[32];                   /* digits, never 7.1e+15: cJSON prints doubles that way */
-    snprintf(seed, sizeof seed, "%lld", (long long)(p->seed >= 0 ? p->seed : j->seed_used));
-    cJSON_AddRawToObject(o, "seed", seed);
-  }
-  if (p->solver)
-    cJSON_AddStringToObject(o, "solver",
-                            p->solver == 3   ? "euler_distill"
-                            : p->solver == 2 ? "dpmpp"
-                                             : "unipc");
-  if (p->n_step_list)
-    cJSON_AddItemToObject(o, "denoising_step_list",
-                          cJSON_CreateIntArray(p->step_list, p->n_step_list));
-  if (p->boundary_step) cJSON_AddNumberToObject(o, "boundary_step_index", p->boundary_step);
-  for (int r = 0; r < 2; r++) /* per-request adapters as asked (strength 0 = 1) */
-    if (p->adapter[r] && p->adapter[r][0]) {
-      cJSON_AddStringToObject(o, r ? "adapter_low" : "adapter_high", p->adapter[r]);
-      cJSON_AddNumberToObject(o, r ? "adapter_low_strength" : "adapter_high_strength",
-                              p->adapter_s[r] == 0.0f ? 1.0 : p->adapter_s[r]);
-    }
-  if (j->image_len) cJSON_AddNumberToObject(o, "image_bytes", (double)j->image_len);
-  if (j->request_id[0]) cJSON_AddStringToObject(o, "request_id", j->request_id);
-  const jstep *last = j->nsteps ? &j->steps[j->nsteps - 1] : NULL;
-  int total = j->total ? j->total : p->steps;
-  int progress = j->state == J_COMPLETED ? 100 : last && total ? (99 * last->step) / total : 0;
-  cJSON_AddNumberToObject(o, "progress", progress);
-  const char *phase = j->state == J_QUEUED       ? "queued"
-                      : finished(j)              ? "done"
-                      : !last                    ? "encoding"
-                      : last->step < last->total ? "denoising"
-                                                 : "decoding";
-  cJSON_AddStringToObject(o, "phase", phase);
-  cJSON_AddNumberToObject(o, "step", last ? last->step : 0);
-  if (total) cJSON_AddNumberToObject(o, "total", total);
-  if (last) {
-    cJSON_AddStringToObject(o, "role", last->role);
-    cJSON_AddStringToObject(o, "replica", last->replica);
-    cJSON_AddStringToObject(o, "version", last->version);
-  }
-  double end = finished(j) ? j->finished_ms : now_ms();
-  cJSON_AddNumberToObject(o, "elapsed_ms", (double)(int64_t)(end - j->t0_ms));
-  if (j->state == J_COMPLETED) {
-    char url[96];
-    snprintf(url, sizeof url, "/v1/videos/%s/content", j->id);
-    cJSON_AddStringToObject(o, "content_url", url);
-    cJSON_AddNumberToObject(o, "bytes", (double)j->video->len);
-  }
-  if (j->state == J_FAILED || j->state == J_CANCELLED) {
-    cJSON *e = cJSON_AddObjectToObject(o, "error");
-    cJSON_AddStringToObject(e, "code", codec_status_name(j->err_code));
-    cJSON_AddStringToObject(e, "message", j->err_msg);
-  }
-  if (!finished(j) && j->cancel) cJSON_AddBoolToObject(o, "cancel_requested", 1);
+  jrec r;
+  ji_fill_rec_locked(j, &r);
+  double end = ji_finished(j) ? j->finished_ms : ji_now_ms();
+  cJSON *o = jrec_api_json(&r, (int64_t)(end - j->t0_ms));
+  if (!ji_finished(j) && j->cancel) cJSON_AddBoolToObject(o, "cancel_requested", 1);
   if (timeline) {
     cJSON *tl = cJSON_AddArrayToObject(o, "timeline");
     for (int i = 0; i < j->nsteps; i++)
@@ -661,13 +627,26 @@ char *jobs_job_json(jobs *js, job *j) {
 }
 
 char *jobs_list_json(jobs *js, const char *auth, int limit) {
+  char h[65];
+  jrec_auth_hash(auth, h);
   cJSON *o = cJSON_CreateObject();
   cJSON_AddStringToObject(o, "object", "list");
   cJSON *arr = cJSON_AddArrayToObject(o, "data");
+  jrec *v = NULL;
+  int n = 0;
+  ws_err err = {0};
+  if (js->store && jstore_list(js->store, h, limit, &v, &n, &err) == WS_OK) {
+    for (int i = 0; i < n; i++) {
+      cJSON_AddItemToArray(arr, jrec_api_json(&v[i], -1));
+      jrec_free(&v[i]);
+    }
+    free(v);
+    return print_free(o);
+  }
   pthread_mutex_lock(&js->mu);
-  evict_locked(js);
+  ji_evict_locked(js);
   for (int i = js->n - 1, k = 0; i >= 0 && k < limit; i--)
-    if (same_auth(js->tab[i], auth ? auth : "")) {
+    if (!strcmp(js->tab[i]->auth_hash, h)) {
       cJSON_AddItemToArray(arr, job_json_locked(js->tab[i], 0));
       k++;
     }
@@ -678,37 +657,27 @@ char *jobs_list_json(jobs *js, const char *auth, int limit) {
 int jobs_next_event(jobs *js, job *j, jobs_cursor *c, int timeout_ms, const char **name,
                     char **data, int *seq) {
   *data = NULL;
-  struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += timeout_ms / 1000;
-  until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-  if (until.tv_nsec >= 1000000000L) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000L;
-  }
+  struct timespec until = jstore_deadline(timeout_ms);
   cJSON *o = NULL;
   int rc = 0;
   pthread_mutex_lock(&js->mu);
   for (;;) {
     if (!c->accepted && j->accepted) {
       c->accepted = 1;
-      o = cJSON_CreateObject();
-      cJSON_AddStringToObject(o, "id", j->id);
-      cJSON_AddStringToObject(o, "request_id", j->request_id);
-      cJSON_AddNumberToObject(o, "total", j->total);
+      o = jrec_accepted_json(j->id, j->request_id, j->total);
       *name = "accepted";
       *seq = 0;
     } else if (c->steps < j->nsteps) {
       o = step_json(j, &j->steps[c->steps++]);
       *name = "progress";
       *seq = c->steps;
-    } else if (finished(j) && !c->final) {
+    } else if (ji_finished(j) && !c->final) {
       c->final = 1;
       o = job_json_locked(j, 0);
       *name = j->state == J_COMPLETED ? "done" : "error";
       *seq = FINAL_SEQ;
-    } else if (c->final || js->stopping) {
-      rc = -1;
+    } else if (c->final || js->stopping || j->gone) {
+      rc = -1; /* gone: no final event here; the client finds the job on its new router */
       break;
     } else if (pthread_cond_timedwait(&js->cv, &js->mu, &until) != 0) {
       break; /* timeout: rc 0 */
@@ -727,7 +696,7 @@ void jobs_counts(jobs *js, int *total, int *running, int64_t *kept_bytes) {
   pthread_mutex_lock(&js->mu);
   int r = 0;
   for (int i = 0; i < js->n; i++)
-    r += !finished(js->tab[i]);
+    r += !ji_finished(js->tab[i]);
   *total = js->n;
   *running = r;
   *kept_bytes = js->kept;

@@ -19,6 +19,15 @@
  * own count, so a download in progress survives eviction. Thread-safe; one mutex for the table,
  * one condition variable signalled on every change (SSE readers and waiters sleep on it).
  *
+ * Durability (issue 18; with a store, router/jobstore.h): a job accepted or queued by POST is
+ * written to etcd before POST answers, with its seed resolved (a random one drawn here), so any
+ * router can show it and, when this one dies, run it again into the same video. Changes are
+ * written by one thread: state changes at once, progress at most once per progress_ms per job.
+ * A completed job's MP4 goes to the result store (results_dir) before the record says
+ * completed. A job whose record changed hands (taken over while this router was cut off) or
+ * was handed over (jobs_drain) leaves this table quietly: its SSE streams end without a final
+ * event, so a reconnecting client finds it on its new router.
+ *
  * Errors given to callers carry a gRPC status code (grpc/status.h) so the HTTP layer maps both
  * its own and the router's failures the same way.
  */
@@ -29,6 +38,7 @@
 #include <stdint.h>
 
 #include "router/http_params.h"
+#include "router/jobstore.h"
 #include "rpc/client.h"
 
 typedef struct jobs jobs;
@@ -40,6 +50,11 @@ typedef struct jobs_opts {
   int max_jobs;       /* jobs held at once, running and finished (default 64) */
   int keep_s;         /* finished jobs kept this long (default 3600) */
   int64_t keep_bytes; /* budget for kept videos (default 1 GiB) */
+  const char *results_dir; /* shared result store ("" = none: videos only in this process) */
+  int progress_ms;         /* least time between two progress writes of one job (default 1000) */
+  /* "authorization" value for jobs taken over from another router, whose creator's token is
+   * not known here (only its hash): one of this router's own tokens; "" = open router */
+  const char *service_auth;
 } jobs_opts;
 
 /* A failure for the HTTP layer: gRPC status code and message. */
@@ -60,6 +75,15 @@ typedef struct jobs_cursor {
 } jobs_cursor;
 
 int jobs_create(const jobs_opts *o, jobs **out, ws_err *err);
+/* The store callbacks (cancel, deleted, claimed) that act on this table. */
+jstore_cbs jobs_store_cbs(jobs *js);
+/* Makes the table durable from now on (once, before the first submit; the store must outlive
+ * the table's use of it: jobs_drain, then jstore_stop, then jobs_free). */
+void jobs_set_store(jobs *js, jstore *store);
+/* Graceful stop: refuses new jobs, hands queued ones (not yet accepted) to the other routers,
+ * waits up to drain_ms for the running ones to finish, hands over what still runs, and waits
+ * for the last record writes. Without a store it only waits. */
+void jobs_drain(jobs *js, int drain_ms);
 /* Cancels every running job, waits for their threads, frees the table. NULL is a no-op. */
 void jobs_free(jobs *js);
 /* Wakes every waiter (SSE readers end their streams); used before the HTTP server stops. */
@@ -81,12 +105,14 @@ void jobs_unref(jobs *js, job *j);
 /* The job's id ("video_" + 24 hex digits); immutable, valid while a reference is held. */
 const char *jobs_id(const job *j);
 
-/* JSON texts (malloc'd; free()). */
+/* JSON texts (malloc'd; free()). The list comes from the store when there is one (every
+ * router's jobs), else from this table. */
 char *jobs_job_json(jobs *js, job *j);
 char *jobs_list_json(jobs *js, const char *auth, int limit);
 
 /* Running: asks for cancellation and waits up to wait_ms for the job to end; returns 1.
- * Finished: removes it from the table and returns 0. */
+ * Finished: removes it from the table (and its record and files from the store) and returns 0.
+ */
 int jobs_cancel_or_delete(jobs *js, job *j, int wait_ms);
 
 /* The MP4 of a completed job as a new blob reference (release with jobs_blob_unref), or an

@@ -404,7 +404,7 @@ void job_params_free(job_params *p) {
 
 int http_flag(http_opts *o, int argc, char **argv, int i, ws_err *err) {
   const char *f = argv[i];
-  if (strncmp(f, "--http-", 7)) return 0;
+  if (strncmp(f, "--http-", 7) && strcmp(f, "--results-dir")) return 0;
   if (i + 1 >= argc) return ws_fail(err, WS_EINVAL, "%s needs a value", f);
   const char *v = argv[i + 1];
   struct {
@@ -414,7 +414,8 @@ int http_flag(http_opts *o, int argc, char **argv, int i, ws_err *err) {
   } strs[] = {{"--http-listen", o->listen, sizeof o->listen},
               {"--http-addr-file", o->addr_file, sizeof o->addr_file},
               {"--http-tls-cert", o->tls_cert, sizeof o->tls_cert},
-              {"--http-tls-key", o->tls_key, sizeof o->tls_key}};
+              {"--http-tls-key", o->tls_key, sizeof o->tls_key},
+              {"--results-dir", o->results_dir, sizeof o->results_dir}};
   for (size_t k = 0; k < sizeof strs / sizeof strs[0]; k++) {
     if (strcmp(f, strs[k].name)) continue;
     if (strlen(v) >= strs[k].n) return ws_fail(err, WS_EINVAL, "%s: value too long", f);
@@ -429,7 +430,8 @@ int http_flag(http_opts *o, int argc, char **argv, int i, ws_err *err) {
               {"--http-max-jobs", &o->max_jobs, 1, 100000},
               {"--http-max-body-mb", &o->max_body_mb, 1, 2047},
               {"--http-max-conns-per-ip", &o->max_conns_per_ip, 1, 256},
-              {"--http-header-timeout-ms", &o->header_timeout_ms, 100, 3600000}};
+              {"--http-header-timeout-ms", &o->header_timeout_ms, 100, 3600000},
+              {"--http-progress-ms", &o->progress_ms, 100, 3600000}};
   for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++) {
     if (strcmp(f, ints[k].name)) continue;
     char *end;

@@ -3,7 +3,8 @@
  *              [--max-width N] [--max-height N] [--max-frames N] [--max-steps N]
  *              [--max-attempts N] [--replica-wait-ms N] [--eject-ms N] [common flags]
  *              [--http-listen HOST:PORT [--http-addr-file PATH] [--http-keep-s N]
- *               [--http-keep-mb N] [--http-max-jobs N] [--http-max-body-mb N]]
+ *               [--http-keep-mb N] [--http-max-jobs N] [--http-max-body-mb N]
+ *               [--results-dir DIR] [--http-progress-ms N]]  (jobs durable in etcd: http.h)
  *              [--auth-tokens PATH]  (Generate needs "authorization: Bearer <token>", one token
  *                                     per line in PATH; rpc/server.h rpc_server_require_token)
  *              [--auto-rollback X] [--auto-promote X] [--shadow-min-samples N]
@@ -95,7 +96,7 @@ int main(int argc, char **argv) {
       "  [--auto-promote X] [--shadow-min-samples N] [--stats-interval-ms N]\n"
       "  [--http-listen HOST:PORT [--http-addr-file PATH] [--http-keep-s N] [--http-keep-mb N]\n"
       "   [--http-max-jobs N] [--http-max-body-mb N] [--http-max-conns-per-ip N]\n"
-      "   [--http-header-timeout-ms N]\n"
+      "   [--http-header-timeout-ms N] [--results-dir DIR] [--http-progress-ms N]\n"
       "   [--http-tls-cert PEM --http-tls-key PEM]]\n"
       "  [common flags]";
   if (svc_parse_main(argc, argv, "router", usage, &o, extra_flag, &f, &status)) return status;
@@ -148,6 +149,9 @@ int main(int argc, char **argv) {
   }
   if (rc == WS_OK) rc = svc_start(&o, "router", server, inflight, "", &s, &err);
   /* the gateway's jobs are Generate calls to this router's own advertised address */
+  f.http.etcd = etcd; /* durable jobs (issue 18) */
+  f.http.drain_ms = o.drain_ms;
+  if (s) snprintf(f.http.router_id, sizeof f.http.router_id, "%s", svc_id(s));
   if (rc == WS_OK && f.http.listen[0])
     rc = http_start(&f.http, svc_advertised(s), view, client, &gw, &err);
   if (rc == WS_OK) {

@@ -364,6 +364,11 @@ int etcd_delete(etcd_client *c, const char *key, int prefix, int64_t *deleted, w
 
 int etcd_cas(etcd_client *c, const char *key, int64_t expect_mod_rev, const void *value, size_t len,
              int64_t lease, int *swapped, ws_err *err) {
+  return etcd_cas_rev(c, key, expect_mod_rev, value, len, lease, swapped, NULL, err);
+}
+
+int etcd_cas_rev(etcd_client *c, const char *key, int64_t expect_mod_rev, const void *value,
+                 size_t len, int64_t lease, int *swapped, int64_t *revision, ws_err *err) {
   Etcdserverpb__Compare cmp = ETCDSERVERPB__COMPARE__INIT;
   cmp.key = bin(key, strlen(key));
   cmp.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
@@ -392,7 +397,9 @@ int etcd_cas(etcd_client *c, const char *key, int64_t expect_mod_rev, const void
   rq.success = ops;
   ProtobufCMessage *m = NULL;
   WS_TRY(ecall(c, M_TXN, &rq.base, &etcdserverpb__txn_response__descriptor, &m, err));
-  if (swapped) *swapped = ((Etcdserverpb__TxnResponse *)m)->succeeded;
+  Etcdserverpb__TxnResponse *rs = (Etcdserverpb__TxnResponse *)m;
+  if (swapped) *swapped = rs->succeeded;
+  if (revision) *revision = rs->header ? rs->header->revision : 0;
   protobuf_c_message_free_unpacked(m, NULL);
   return 0;
 }

@@ -90,6 +90,10 @@ int etcd_delete(etcd_client *c, const char *key, int prefix, int64_t *deleted, w
  * does not exist). *swapped = 1 when the put happened. */
 int etcd_cas(etcd_client *c, const char *key, int64_t expect_mod_rev, const void *value, size_t len,
              int64_t lease, int *swapped, ws_err *err);
+/* etcd_cas that also gives the store revision of the transaction (*revision, may be NULL): when
+ * the put happened, that is the key's new mod revision, the one to compare the next write on. */
+int etcd_cas_rev(etcd_client *c, const char *key, int64_t expect_mod_rev, const void *value,
+                 size_t len, int64_t lease, int *swapped, int64_t *revision, ws_err *err);
 
 /* Grants a lease of ttl_s seconds (etcd's minimum is 2 s). *granted_ttl may be NULL. */
 int etcd_lease_grant(etcd_client *c, int64_t ttl_s, int64_t *id, int64_t *granted_ttl, ws_err *err);

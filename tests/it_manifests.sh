@@ -161,6 +161,21 @@ for name, d in sorted(deps.items()):
     if binary == 'wan-router':
         check('k8s_%s_auth_tokens_from_secret' % name,
               secret_of(arg(args, '--auth-tokens')) == 'wanserve-tokens', arg(args, '--auth-tokens'))
+        # durable HTTP jobs (issue 18): the API port exposed by the pod and the Service, and the
+        # result store on a shared (ReadWriteMany) claim
+        hport = (arg(args, '--http-listen') or ':').rsplit(':', 1)[1]
+        check('k8s_%s_http_port' % name, hport.isdigit() and ports.get('http') == int(hport),
+              (hport, ports))
+        svc_ports = [p.get('targetPort') for d in docs if d.get('kind') == 'Service' and
+                     d['metadata']['name'] == 'router' for p in d['spec'].get('ports', [])]
+        check('k8s_%s_http_in_service' % name, 'http' in svc_ports, svc_ports)
+        claims = {v['name']: v.get('persistentVolumeClaim', {}).get('claimName')
+                  for v in pod.get('volumes', [])}
+        rclaim = claims.get(mounts.get((arg(args, '--results-dir') or '').rstrip('/')))
+        pvcs = {d['metadata']['name']: d['spec'].get('accessModes', []) for d in docs
+                if d.get('kind') == 'PersistentVolumeClaim'}
+        check('k8s_%s_results_on_shared_volume' % name,
+              rclaim is not None and 'ReadWriteMany' in pvcs.get(rclaim, []), (rclaim, pvcs))
     check('k8s_%s_metrics_port' % name,
           ports.get('metrics') == int(arg(args, '--metrics-listen').rsplit(':', 1)[1]))
     check('k8s_%s_etcd_from_config' % name, arg(args, '--etcd') == '$(ETCD_ENDPOINTS)' and

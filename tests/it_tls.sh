@@ -247,7 +247,9 @@ for p in "${svc_pids[@]}"; do
 done
 if grep -lE "ERROR: (AddressSanitizer|LeakSanitizer)|runtime error" "$T"/*.log > /dev/null 2>&1; then clean=0; fi
 if [ $clean -eq 1 ]; then pass tls_services_stop_cleanly; else fail tls_services_stop_cleanly "$(grep -lE 'Sanitizer|runtime error' "$T"/*.log)"; fi
-left=$("${EC[@]}" get --prefix /wanserve/v1/ --keys-only 2>&1 | grep -v '^$')
+# every leased key goes with its service; HTTP job records outlive their router by design
+# (issue 18: another router serves them), so they are not counted
+left=$("${EC[@]}" get --prefix /wanserve/v1/ --keys-only 2>&1 | grep -v '^$' | grep -v '^/wanserve/v1/jobs/')
 if [ -z "$left" ]; then pass no_keys_left_after_graceful_stop
 else fail no_keys_left_after_graceful_stop "$(echo "$left" | head -n 3 | tr '\n' ' ')"; fi
 pids=("${pids[0]}")
