@@ -13,6 +13,9 @@
 #   check2    (on its own: .dev/pipe-check.tar.xz) the op tests, conv_gpu, pipeline_gpu at 480p
 #             and 720p (default, then decode in fp16/bf16 storage), the goldens, and dit_gpu
 #             --fp8 (FP8 GEMMs at A14B shapes); at most 8 files back
+#   check3    (on its own: .dev/pipe-check.tar.xz) the op tests, pipeline_gpu (480p, 720p, the
+#             decode profile), the goldens, and dit_gpu with block offload (FP8 + 20 blocks,
+#             bf16 + 30 blocks) at 480p; at most 8 files back
 #   cluster   a local cluster with every service on the GPU serving `random:t2v-a14b` (the real
 #             shapes, random weights): one 832x480, 81-frame, STEPS-step (default 40) T2V request,
 #             times per stage and peak GPU memory per process; TASK=i2v serves `random:i2v-a14b`
@@ -122,6 +125,23 @@ check2)
   timeout 60 $bin/pipeline_gpu --backend cuda --what decode --res 480 --reps 1 --profile > "$OUT/profile.log" 2>&1; grep -A14 -i "share\|op " "$OUT/profile.log" | head -n 24
   echo "== dit_gpu --fp8"
   timeout ${DIT_TIMEOUT:-260} $bin/dit_gpu --fp8 --res 480,720 --batch 1,2 --reps 1 --no-profile --md "$OUT/dit.md" 2>&1 | tee "$OUT/dit_gpu.log" | grep -v "^#" | tail -n 24
+  ;;
+check3)
+  mkdir -p /tmp/chk && unpack .dev/pipe-check.tar.xz /tmp/chk
+  export LD_LIBRARY_PATH="/tmp/chk/lib:$(pylib nvidia.cudnn):$(pylib nvidia.cublas):/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  bin=/tmp/chk/bin
+  { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; date -u; } 2>&1 | tee "$OUT/device.txt"
+  for t in test_cuda_vae_ops test_cuda_ops; do
+    timeout 120 "$bin/$t" >> "$OUT/ops.log" 2>&1; echo "rc=$?" >> "$OUT/ops.log"
+  done
+  grep -E "^(PASS|FAIL|SKIP)|rc=|check failed" "$OUT/ops.log" | tr '\n' ' '; echo
+  timeout 120 $bin/pipeline_gpu --backend cuda --what encode,decode --res 480,720 --reps 1 --md "$OUT/pipe.md" 2>&1 | grep -v "^#"
+  timeout 60 $bin/pipeline_gpu --backend cuda --what encode,decode --res 480 --reps 1 --profile > "$OUT/profile.log" 2>&1; grep -E "^  [a-z_0-9]+ +[0-9]+ calls" "$OUT/profile.log" | head -n 20
+  WANSERVE_CUDA_PRECISION=bf16 timeout 50 $bin/golden_cuda --backend cuda --implemented-only --tolerance-floor 1e-2 tests/golden > "$OUT/golden.log" 2>&1; tail -n 1 "$OUT/golden.log"; grep " FAIL" "$OUT/golden.log"
+  echo "== dit_gpu --fp8 --offload 20"
+  timeout 200 $bin/dit_gpu --fp8 --offload 20 --res 480 --batch 1,2 --reps 2 --no-profile 2>&1 | tee "$OUT/dit.log" | grep -E "^(offload|RESULT|model)|forward [0-9]"
+  echo "== dit_gpu --offload 30 (bf16)"
+  timeout 150 $bin/dit_gpu --offload 30 --res 480 --batch 1 --reps 2 --no-profile 2>&1 | tee -a "$OUT/dit.log" | grep -E "^(offload|RESULT|model)|forward [0-9]"
   ;;
 cluster)
   unpack .dev/pipe-libs2.tar.xz /tmp/wl
