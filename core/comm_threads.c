@@ -282,7 +282,7 @@ int comm_threads_join(comm_threads_group *g, int rank, comm **out, ws_err *err) 
   }
   t->g = g;
   comm *c = &t->c;
-  c->name = "threads";
+  c->name = COMM_THREADS;
   c->rank = rank;
   c->world = g->world;
   c->timeout_ms = g->timeout_ms;

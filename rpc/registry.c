@@ -635,7 +635,7 @@ int reg_watch_connected(reg_watch *w) { return atomic_load(&w->connected); }
 int reg_rendezvous_put(etcd_client *c, const char *group, const void *blob, size_t n, int64_t lease,
                        ws_err *err) {
   char key[256];
-  snprintf(key, sizeof key, REG_NCCL "%s", group);
+  snprintf(key, sizeof key, REG_COMM_ID "%s", group);
   return etcd_put(c, key, blob, n, lease, NULL, err);
 }
 
@@ -661,7 +661,7 @@ static void rdv_event(void *user, const etcd_event *ev) {
 int reg_rendezvous_wait(etcd_client *c, const char *group, void *buf, size_t cap, size_t *n,
                         int timeout_ms, ws_err *err) {
   char key[256];
-  snprintf(key, sizeof key, REG_NCCL "%s", group);
+  snprintf(key, sizeof key, REG_COMM_ID "%s", group);
   rdv r = {.val = NULL};
   pthread_mutex_init(&r.mu, NULL);
   pthread_cond_init(&r.cv, NULL);
