@@ -445,7 +445,10 @@ static int encode_staged(mp4_writer *w, ws_err *err) {
   if (ar < 0) return av_fail(err, WS_ENOMEM, ar, "mp4: av_frame_make_writable");
   const uint8_t *src[4] = {w->stage, NULL, NULL, NULL};
   const int sstride[4] = {w->stride, 0, 0, 0};
-  sws_scale(w->sws, src, sstride, 0, w->eh, w->frame->data, w->frame->linesize);
+  int rows = sws_scale(w->sws, src, sstride, 0, w->eh, w->frame->data, w->frame->linesize);
+  if (rows != w->eh) /* a negative AVERROR, or a short conversion: never encode stale pixels */
+    return av_fail(err, WS_EBACKEND, rows < 0 ? rows : AVERROR_BUG,
+                   "mp4: sws_scale converted %d of %d rows", rows, w->eh);
   w->frame->pts = w->next_pts++;
   if ((ar = avcodec_send_frame(w->enc, w->frame)) < 0)
     return av_fail(err, WS_EBACKEND, ar, "mp4: avcodec_send_frame (frame %lld)",
@@ -654,8 +657,13 @@ static int frame_to_rgb(const AVFrame *fr, uint8_t **rgb, ws_err *err) {
                  av_get_pix_fmt_name(fr->format));
     goto done;
   }
-  sws_scale(sws, (const uint8_t *const *)fr->data, fr->linesize, 0, fr->height, dst->data,
-            dst->linesize);
+  int rows = sws_scale(sws, (const uint8_t *const *)fr->data, fr->linesize, 0, fr->height,
+                       dst->data, dst->linesize);
+  if (rows != fr->height) {
+    rc = av_fail(err, WS_EBACKEND, rows < 0 ? rows : AVERROR_BUG,
+                 "mp4 probe: sws_scale converted %d of %d rows", rows, fr->height);
+    goto done;
+  }
   for (int y = 0; y < fr->height; y++)
     memcpy(tight + (size_t)y * fr->width * 3, dst->data[0] + (size_t)y * dst->linesize[0],
            (size_t)fr->width * 3);
