@@ -1,5 +1,6 @@
 #include "cli/genopts.h"
 
+#include "core/clock.h"
 #include "models/lora.h"
 
 #include <errno.h>
@@ -225,11 +226,7 @@ int genopts_parse(int argc, char **argv, gen_opts *o, ws_err *err) {
   return WS_OK;
 }
 
-double progress_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+double progress_now(void) { return ws_now_s(); }
 
 void progress_init(progress *pr, int quiet) {
   pr->tty = isatty(2);

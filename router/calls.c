@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "router/adroute.h"
 #include "router/gen.h"
@@ -12,15 +13,9 @@
 #include "wanserve/v1/encoder.pb-c.h"
 #include "wanserve/v1/expert.pb-c.h"
 
-double gen_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 static int64_t call_timeout(const gen *g, int64_t want) {
   if (g->deadline_ms <= 0) return want;
-  int64_t left = (int64_t)(g->deadline_ms - gen_now_ms());
+  int64_t left = (int64_t)(g->deadline_ms - ws_now_ms());
   return left < want ? (left > 1 ? left : 1) : want;
 }
 
@@ -42,7 +37,7 @@ static rpc_call_opts call_opts(const gen *g, int64_t want) {
 }
 
 static int check_deadline(const gen *g, ws_err *err) {
-  if (g->deadline_ms > 0 && gen_now_ms() > g->deadline_ms)
+  if (g->deadline_ms > 0 && ws_now_ms() > g->deadline_ms)
     return ws_fail(err, WS_ETIMEOUT, "request %s passed its deadline", g->id);
   if (rpc_call_cancelled(g->call))
     return ws_fail(err, WS_ECANCELLED, "request %s was cancelled by the client", g->id);
@@ -57,7 +52,7 @@ static int check_deadline(const gen *g, ws_err *err) {
  * encoder they judge the client's prompt or image and go back to the client. A timeout cut
  * short by the request's own deadline is not the replica's fault. */
 static int replica_fault(const gen *g, int rc, int router_made) {
-  if (rc == WS_ETIMEOUT) return !(g->deadline_ms > 0 && gen_now_ms() >= g->deadline_ms);
+  if (rc == WS_ETIMEOUT) return !(g->deadline_ms > 0 && ws_now_ms() >= g->deadline_ms);
   if (rc == WS_EINVAL || rc == WS_ERANGE || rc == WS_EPRECOND) return router_made;
   return rc == WS_EUNAVAIL || rc == WS_EUNSUPPORTED || rc == WS_EINTERNAL || rc == WS_EIO ||
          rc == WS_EFORMAT || rc == WS_ENOTFOUND || rc == WS_EBACKEND;
@@ -392,11 +387,11 @@ int gen_denoise(gen *g, const char *role, const float *x, float t, float guide, 
       g->version_auto[ri] = 1;
     }
     sr->attempts = attempt + 1;
-    double t0 = gen_now_ms();
+    double t0 = ws_now_ms();
     rstats_call_begin(r->stats, role, in.id);
     rc = gen_verify_expert(g, &in, err);
     if (rc == WS_OK) rc = gen_denoise_on(g, &in, x, t, guide, pred, err);
-    double ms = gen_now_ms() - t0;
+    double ms = ws_now_ms() - t0;
     rstats_call_end(r->stats, role, in.id, ms, rc == WS_OK);
     pool_release(r->pool, in.id);
     int again = outcome(g, role, &in, rc, 1, err);

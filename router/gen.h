@@ -61,7 +61,6 @@ typedef struct step_result {
   int attempts;
 } step_result;
 
-double gen_now_ms(void);
 /* Encoder calls (retried on other encoder replicas). */
 int gen_encode_text(gen *g, ws_err *err);
 int gen_encode_image(gen *g, ws_err *err);

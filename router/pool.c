@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 
 /* What the pool knows of one instance id: its outstanding calls, and the health of its
@@ -74,12 +75,6 @@ static load *load_of(pool *p, const char *id) {
   return l;
 }
 
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 static uint32_t reg_sig(const reg_instance *in) {
   char b[700];
   snprintf(b, sizeof b, "%s|%s|%s|%s|%lld", in->addr, in->role, in->version, in->model_digest,
@@ -132,7 +127,7 @@ int pool_acquire(pool *p, const char *role, const char *version, const char *con
 int pool_acquire_tier(pool *p, const char *role, pool_tier_fn tier, const void *ud,
                       const char *const *exclude, int nx, int wait_ms, reg_instance *out,
                       ws_err *err) {
-  double t0 = now_ms();
+  double t0 = ws_now_ms();
   for (;;) {
     reg_instance *all = NULL;
     size_t n = 0;
@@ -142,7 +137,7 @@ int pool_acquire_tier(pool *p, const char *role, pool_tier_fn tier, const void *
      * tier; a better one found restarts the list */
     int *cand = malloc(sizeof(int) * (n ? n : 1)), nc = 0, pick = -1, best = 0;
     pthread_mutex_lock(&p->mu);
-    double now = now_ms();
+    double now = ws_now_ms();
     for (size_t i = 0; cand && i < n; i++) {
       int t = excluded(all[i].id, exclude, nx) ? 0 : tier(&all[i], ud);
       if (t <= 0) continue;
@@ -166,7 +161,7 @@ int pool_acquire_tier(pool *p, const char *role, pool_tier_fn tier, const void *
     free(cand);
     free(all);
     if (pick >= 0) return WS_OK;
-    long waited = (long)(now_ms() - t0);
+    long waited = (long)(ws_now_ms() - t0);
     if (waited >= wait_ms)
       return ws_fail(err, WS_EUNAVAIL, "no live %s replica qualifies%s", role,
                      nx ? " (others failed this step)" : "");
@@ -196,7 +191,7 @@ int pool_report(pool *p, const reg_instance *in, int fault) {
   if (l && fault) {
     int k = l->faults < 5 ? l->faults : 5;
     l->faults++;
-    l->ejected_until = now_ms() + (double)p->eject_ms * (double)(1 << k);
+    l->ejected_until = ws_now_ms() + (double)p->eject_ms * (double)(1 << k);
     ejected = 1;
   } else if (l) {
     l->faults = 0;
@@ -221,7 +216,7 @@ int pool_registered(pool *p, const reg_instance *in) {
 int pool_ejected(pool *p, const reg_instance *in) {
   pthread_mutex_lock(&p->mu);
   load *l = load_for(p, in);
-  int e = l && l->ejected_until > now_ms();
+  int e = l && l->ejected_until > ws_now_ms();
   pthread_mutex_unlock(&p->mu);
   return e;
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "router/adroute.h"
 #include "router/gen.h"
@@ -135,7 +136,7 @@ static int run_steps(gen *g, sampler_state *s, ws_err *err) {
     pr.role = (char *)role;
     pr.replica = sr.replica;
     pr.version = sr.version;
-    pr.elapsed_ms = (int64_t)(gen_now_ms() - g->t0_ms);
+    pr.elapsed_ms = (int64_t)(ws_now_ms() - g->t0_ms);
     pr.attempts = sr.attempts;
     Wanserve__V1__GenerateEvent ev = WANSERVE__V1__GENERATE_EVENT__INIT;
     ev.event_case = WANSERVE__V1__GENERATE_EVENT__EVENT_PROGRESS;
@@ -235,7 +236,7 @@ static int generate(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws
   }
   g->r = r;
   g->call = call;
-  g->t0_ms = gen_now_ms();
+  g->t0_ms = ws_now_ms();
   if (q->request_id && q->request_id[0] && strlen(q->request_id) < sizeof g->id &&
       strspn(q->request_id, REQUEST_ID_CHARS) == strlen(q->request_id)) {
     snprintf(g->id, sizeof g->id, "%s", q->request_id); /* else params_from_request refuses it */
@@ -248,7 +249,7 @@ static int generate(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws
   }
   int rc = generate_inner(g, q, err);
   shadow_finish(g); /* mirrored steps still at the canary (the result is already sent) */
-  double ms = gen_now_ms() - g->t0_ms;
+  double ms = ws_now_ms() - g->t0_ms;
   const char *task = q->task == WANSERVE__V1__TASK__I2V ? "i2v" : "t2v";
   metrics_add(r->m_req, ML(task, codec_status_name(codec_status_from_ws(rc < 0 ? rc : 0))), 1);
   if (rc == WS_OK) metrics_observe(r->m_req_s, ML(task), ms / 1e3);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
 
@@ -54,12 +55,6 @@ struct rstats {
   etcd_keepalive *ka; /* the lease our keys live on; NULL until the first write */
   metric *m_rel, *m_shadow_steps, *m_role_s, *m_share, *m_util, *m_actions;
 };
-
-static double mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 /* mu held */
 static shadow_series *series_of(rstats *s, const char *role, const char *stable,
@@ -147,7 +142,7 @@ void rstats_call_begin(rstats *s, const char *role, const char *replica) {
   if (!s) return;
   pthread_mutex_lock(&s->mu);
   replica_use *r = replica_of(s, role, replica);
-  if (r && r->outstanding++ == 0) r->busy_since = mono_ms();
+  if (r && r->outstanding++ == 0) r->busy_since = ws_now_ms();
   pthread_mutex_unlock(&s->mu);
 }
 
@@ -156,7 +151,7 @@ void rstats_call_end(rstats *s, const char *role, const char *replica, double ms
   if (ok) metrics_add(s->m_role_s, ML(role), ms / 1e3);
   pthread_mutex_lock(&s->mu);
   replica_use *r = replica_of(s, role, replica);
-  if (r && r->outstanding > 0 && --r->outstanding == 0) r->busy_ms += mono_ms() - r->busy_since;
+  if (r && r->outstanding > 0 && --r->outstanding == 0) r->busy_ms += ws_now_ms() - r->busy_since;
   if (ok) {
     role_use *u = NULL;
     for (int i = 0; i < s->nroles && !u; i++)
@@ -325,7 +320,7 @@ static int64_t stats_lease(rstats *s) {
 }
 
 static void flush(rstats *s) {
-  double now = mono_ms();
+  double now = ws_now_ms();
   shadow_series copy[MAX_SERIES];
   int todo[MAX_SERIES], nt = 0;
   pthread_mutex_lock(&s->mu);
@@ -373,11 +368,7 @@ static void *flusher(void *arg) {
   rstats *s = arg;
   pthread_mutex_lock(&s->mu);
   while (!s->stopping) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    long ns = ts.tv_nsec + (long)(s->o.interval_ms % 1000) * 1000000L;
-    ts.tv_sec += s->o.interval_ms / 1000 + ns / 1000000000L;
-    ts.tv_nsec = ns % 1000000000L;
+    struct timespec ts = ws_deadline_in_ms(s->o.interval_ms);
     pthread_cond_timedwait(&s->cv, &s->mu, &ts);
     pthread_mutex_unlock(&s->mu);
     flush(s);

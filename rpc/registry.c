@@ -10,6 +10,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 
 static const char *const ROLES[] = {"encoder", "expert-high", "expert-low", "decoder", "router"};
@@ -599,19 +600,9 @@ uint64_t reg_watch_generation(reg_watch *w) {
   return g;
 }
 
-static void deadline_in(struct timespec *ts, int ms) {
-  clock_gettime(CLOCK_REALTIME, ts);
-  ts->tv_sec += ms / 1000;
-  ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-  if (ts->tv_nsec >= 1000000000L) {
-    ts->tv_sec++;
-    ts->tv_nsec -= 1000000000L;
-  }
-}
-
 int reg_watch_wait(reg_watch *w, uint64_t gen, int timeout_ms) {
   struct timespec ts;
-  deadline_in(&ts, timeout_ms);
+  ts = ws_deadline_in_ms(timeout_ms);
   pthread_mutex_lock(&w->mu);
   int rc = 0;
   while (w->gen <= gen && rc == 0)
@@ -680,7 +671,7 @@ int reg_rendezvous_wait(etcd_client *c, const char *group, void *buf, size_t cap
     rc = etcd_watch_start(c, key, 0, rev + 1, &cbs, &r, &w, err);
     if (rc == 0) {
       struct timespec ts;
-      deadline_in(&ts, timeout_ms);
+      ts = ws_deadline_in_ms(timeout_ms);
       pthread_mutex_lock(&r.mu);
       int trc = 0;
       while (!r.val && trc == 0)

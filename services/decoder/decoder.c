@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/mp4.h"
 #include "models/assets.h"
@@ -191,8 +192,7 @@ static int h_decode(rpc_call *call, const ProtobufCMessage *m, void *user, ws_er
     ws_tensor_free(&z);
     return rc;
   }
-  struct timespec t0, t1;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  double t0 = ws_now_s();
   stream_ctx s = {.d = d, .call = call, .raw = raw};
   s.frames = vae_video_frames(d->vae, (int)z.shape[1]);
   s.height = d->sf * (int)z.shape[2];
@@ -226,8 +226,7 @@ static int h_decode(rpc_call *call, const ProtobufCMessage *m, void *user, ws_er
   free(s.rgb);
   ws_tensor_free(&z);
   svc_budget_release(need);
-  clock_gettime(CLOCK_MONOTONIC, &t1);
-  double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+  double secs = ws_now_s() - t0;
   if (rc == 0)
     WS_INFO("Decode %s: %d frames %dx%d %s @%d fps, %lld bytes in %d messages, %.2f s",
             r->request_id ? r->request_id : "", s.frames, s.width, s.height, fmt, fps,

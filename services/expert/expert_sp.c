@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/comm.h"
 #include "core/log.h"
 #include "models/dit.h"
@@ -385,17 +386,11 @@ typedef struct watch_r0 {
   double last_ms;
 } watch_r0;
 
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 /* Keepalive of idle ranks: rank 0's key must still hold our group's id (checked once a second;
  * an unreachable etcd is not rank 0's death). */
 static int rank0_alive(void *ud, ws_err *err) {
   watch_r0 *w = ud;
-  double t = now_ms();
+  double t = ws_now_ms();
   if (t - w->last_ms < 1000) return WS_OK;
   w->last_ms = t;
   char *v = NULL;
