@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "router/http.h"
 #include "router/router.h"
+#include "rpc/methods.h"
 #include "rpc/service.h"
 
 typedef struct flags {
@@ -140,8 +141,8 @@ int main(int argc, char **argv) {
   if (rc == WS_OK && f.auth_tokens[0]) {
     rc = rpc_tokens_load(f.auth_tokens, &tok, &ntok, &err);
     if (rc == WS_OK)
-      rc = rpc_server_require_token(server, "/wanserve.v1.Router/Generate",
-                                    (const char *const *)tok, ntok, &err);
+      rc = rpc_server_require_token(server, RPC_METHOD_GENERATE, (const char *const *)tok, ntok,
+                                    &err);
     if (rc == WS_OK) WS_INFO("router: Generate requires one of %d bearer tokens", ntok);
     f.http.tokens = (const char *const *)tok;
     f.http.ntokens = ntok;

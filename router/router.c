@@ -10,7 +10,9 @@
 #include "core/log.h"
 #include "router/adroute.h"
 #include "router/gen.h"
+#include "router/shadow.h"
 #include "rpc/codec.h"
+#include "rpc/methods.h"
 #include "rpc/service.h"
 #include "wanserve/v1/router.pb-c.h"
 
@@ -115,6 +117,17 @@ static void leave(router *r) {
   pthread_mutex_unlock(&r->mu);
 }
 
+/* One step on the stable version, mirrored to a shadow canary when the rollout says so (the
+ * canary starts on a copy of x first and never touches pred). */
+static int step(gen *g, reg_role role, const float *x, float t, float guide, float *pred,
+                step_result *sr, ws_err *err) {
+  WS_TRY(gen_step_admit(g, role, err));
+  void *mirror = shadow_begin(g, role, x, t, guide);
+  int rc = gen_denoise(g, role, x, t, guide, pred, sr, err);
+  shadow_end(g, mirror, rc == WS_OK ? pred : NULL, rc == WS_OK ? sr->version : NULL);
+  return rc;
+}
+
 static int run_steps(gen *g, sampler_state *s, ws_err *err) {
   int64_t n = s->n;
   float *pred = malloc(sizeof(float) * (size_t)n);
@@ -123,17 +136,16 @@ static int run_steps(gen *g, sampler_state *s, ws_err *err) {
   while (rc == WS_OK && !sampler_done(s)) {
     float t = sampler_model_timestep(s);
     int high = sampler_next_high(s, g->p.boundary);
-    const char *role = high ? "expert-high" : "expert-low";
+    reg_role role = reg_expert_role(!high);
     step_result sr = {0};
-    rc =
-        gen_denoise(g, role, s->latent, t, high ? g->p.guide_high : g->p.guide_low, pred, &sr, err);
+    rc = step(g, role, s->latent, t, high ? g->p.guide_high : g->p.guide_low, pred, &sr, err);
     if (rc == WS_OK) rc = sampler_step(s, pred, err);
     if (rc < 0) break;
     Wanserve__V1__Progress pr = WANSERVE__V1__PROGRESS__INIT;
     pr.step = s->step;
     pr.total = s->steps;
     pr.timestep = t;
-    pr.role = (char *)role;
+    pr.role = (char *)reg_role_name(role);
     pr.replica = sr.replica;
     pr.version = sr.version;
     pr.elapsed_ms = (int64_t)(ws_now_ms() - g->t0_ms);
@@ -142,7 +154,7 @@ static int run_steps(gen *g, sampler_state *s, ws_err *err) {
     ev.event_case = WANSERVE__V1__GENERATE_EVENT__EVENT_PROGRESS;
     ev.progress = &pr;
     rc = send_event(g, &ev, err);
-    WS_DEBUG("%s: step %d/%d t=%g %s on %s (%s)", g->id, s->step, s->steps, t, role, sr.replica,
+    WS_DEBUG("%s: step %d/%d t=%g %s on %s (%s)", g->id, s->step, s->steps, t, pr.role, sr.replica,
              sr.version);
   }
   free(pred);
@@ -168,8 +180,9 @@ static int generate_inner(gen *g, const Wanserve__V1__GenerateRequest *q, ws_err
   g->image = q->image.data;
   g->image_len = q->image.len;
   if (q->deadline_ms > 0) g->deadline_ms = g->t0_ms + (double)q->deadline_ms;
-  pool_choose_version(r->pool, "expert-high", g->id, g->version[0], sizeof g->version[0]);
-  pool_choose_version(r->pool, "expert-low", g->id, g->version[1], sizeof g->version[1]);
+  for (int ri = 0; ri < 2; ri++)
+    pool_choose_version(r->pool, reg_role_name(reg_expert_role(ri)), g->id, g->version[ri],
+                        sizeof g->version[ri]);
   shadow_prepare(g); /* shadow rollouts: stable answers (version above), the canary is mirrored */
   /* an adapter no live replica of its role holds is refused before the request is accepted,
    * like any other bad input (HTTP: 400, not a failed job); each step checks again
@@ -177,7 +190,7 @@ static int generate_inner(gen *g, const Wanserve__V1__GenerateRequest *q, ws_err
   for (int ri = 0; ri < 2; ri++)
     if (g->adapter[ri][0]) {
       adroute a = {g->adapter[ri], g->adapter_s[ri], g->version[ri]};
-      WS_TRY(adroute_check(r->view, ri ? "expert-low" : "expert-high",
+      WS_TRY(adroute_check(r->view, reg_role_name(reg_expert_role(ri)),
                            ri ? "adapter_low" : "adapter_high", &a, err));
     }
   /* I2V: the image is encoded before the request is accepted, so an image that does not decode
@@ -319,7 +332,7 @@ int router_create(const router_opts *o, reg_watch *view, pool *p, rpc_client *cl
 }
 
 int router_register(router *r, rpc_server *s, ws_err *err) {
-  return rpc_server_add_method(s, "/wanserve.v1.Router/Generate", RPC_SERVER_STREAM,
+  return rpc_server_add_method(s, RPC_METHOD_GENERATE, RPC_SERVER_STREAM,
                                &wanserve__v1__generate_request__descriptor, generate, r, err);
 }
 

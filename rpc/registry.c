@@ -13,13 +13,25 @@
 #include "core/clock.h"
 #include "core/log.h"
 
-static const char *const ROLES[] = {"encoder", "expert-high", "expert-low", "decoder", "router"};
+static const char *const ROLE_NAMES[REG_NROLES] = {[REG_ROLE_ENCODER] = "encoder",
+                                                   [REG_ROLE_EXPERT_HIGH] = "expert-high",
+                                                   [REG_ROLE_EXPERT_LOW] = "expert-low",
+                                                   [REG_ROLE_DECODER] = "decoder",
+                                                   [REG_ROLE_ROUTER] = "router"};
 
-int reg_role_valid(const char *role) {
-  for (size_t i = 0; i < sizeof ROLES / sizeof ROLES[0]; i++)
-    if (role && !strcmp(role, ROLES[i])) return 1;
-  return 0;
+const char *reg_role_name(reg_role r) {
+  return (int)r >= 0 && r < REG_NROLES ? ROLE_NAMES[r] : "?";
 }
+
+int reg_role_of(const char *name) {
+  for (int i = 0; name && i < REG_NROLES; i++)
+    if (!strcmp(name, ROLE_NAMES[i])) return i;
+  return -1;
+}
+
+reg_role reg_expert_role(int low) { return low ? REG_ROLE_EXPERT_LOW : REG_ROLE_EXPERT_HIGH; }
+
+int reg_role_valid(const char *role) { return reg_role_of(role) >= 0; }
 
 /* ---------- JSON ---------- */
 

@@ -80,6 +80,22 @@ typedef struct reg_rollout {
   reg_mode mode;
 } reg_rollout;
 
+/* The roles, typed: a role's name (the etcd key segment, the services' --role words) comes from
+ * this one table, never a string spelled elsewhere. */
+typedef enum reg_role {
+  REG_ROLE_ENCODER,
+  REG_ROLE_EXPERT_HIGH,
+  REG_ROLE_EXPERT_LOW,
+  REG_ROLE_DECODER,
+  REG_ROLE_ROUTER,
+  REG_NROLES
+} reg_role;
+/* "encoder", "expert-high", "expert-low", "decoder", "router"; "?" outside the enum. */
+const char *reg_role_name(reg_role r);
+/* The role named `name`, or -1 (NULL or unknown). */
+int reg_role_of(const char *name);
+/* The expert role of one noise level: high (low == 0) or low. */
+reg_role reg_expert_role(int low);
 /* 1 for the five known roles. */
 int reg_role_valid(const char *role);
 

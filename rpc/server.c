@@ -37,11 +37,11 @@
 #include "rpc/client.h"
 #include "core/metrics.h"
 #include "rpc/codec.h"
+#include "rpc/methods.h"
 
 #define MAX_METHODS 64
 #define MAX_POLLERS 16
 #define MAX_WORKERS 64
-#define HEALTH_PATH "/grpc.health.v1.Health/Check"
 
 typedef struct method {
   char path[160];
@@ -685,7 +685,7 @@ int rpc_server_create(const rpc_server_opts *opts, rpc_server **out, ws_err *err
   pthread_cond_init(&s->q_cv, NULL);
   atomic_init(&s->serving, 1);
   rpc_grpc_init();
-  int rc = rpc_server_add_method(s, HEALTH_PATH, RPC_UNARY,
+  int rc = rpc_server_add_method(s, RPC_METHOD_HEALTH_CHECK, RPC_UNARY,
                                  &grpc__health__v1__health_check_request__descriptor, health_check,
                                  s, err);
   if (rc < 0) {

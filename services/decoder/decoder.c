@@ -14,6 +14,7 @@
 #include "models/assets.h"
 #include "models/vae.h"
 #include "rpc/codec.h"
+#include "rpc/methods.h"
 #include "rpc/service.h"
 #include "services/decoder/fpipe.h"
 #include "wanserve/v1/decoder.pb-c.h"
@@ -238,6 +239,6 @@ static int h_decode(rpc_call *call, const ProtobufCMessage *m, void *user, ws_er
 }
 
 int dec_add_methods(decoder *d, rpc_server *s, ws_err *err) {
-  return rpc_server_add_method(s, "/wanserve.v1.Decoder/Decode", RPC_SERVER_STREAM,
+  return rpc_server_add_method(s, RPC_METHOD_DECODE, RPC_SERVER_STREAM,
                                &wanserve__v1__decode_request__descriptor, h_decode, d, err);
 }

@@ -12,6 +12,7 @@
 #include "core/metrics.h"
 #include "models/sampler.h"
 #include "rpc/codec.h"
+#include "rpc/methods.h"
 #include "rpc/service.h"
 #include "services/expert/catalog.h"
 #include "wanserve/v1/expert.pb-c.h"
@@ -521,9 +522,9 @@ static int info(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws_err
 }
 
 int expert_register(expert *e, rpc_server *s, ws_err *err) {
-  WS_TRY(rpc_server_add_method(s, "/wanserve.v1.Expert/Denoise", RPC_UNARY,
+  WS_TRY(rpc_server_add_method(s, RPC_METHOD_DENOISE, RPC_UNARY,
                                &wanserve__v1__denoise_request__descriptor, denoise, e, err));
-  return rpc_server_add_method(s, "/wanserve.v1.Expert/Info", RPC_UNARY,
+  return rpc_server_add_method(s, RPC_METHOD_EXPERT_INFO, RPC_UNARY,
                                &wanserve__v1__info_request__descriptor, info, e, err);
 }
 

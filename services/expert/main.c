@@ -30,6 +30,7 @@
 #include "models/checkpoint.h"
 #include "models/dit.h"
 #include "models/lora.h"
+#include "rpc/registry.h"
 #include "rpc/service.h"
 #include "services/expert/catalog.h"
 #include "services/expert/expert.h"
@@ -199,11 +200,11 @@ int main(int argc, char **argv) {
     return svc_usage_error(usage, "--precision fp8 and fp8+attn8 need FP8 GEMMs on the GPU, not "
                                   "there yet (issue 20, items 2-3); the CPU backend runs them as "
                                   "the float32 reference");
-  char role[32], dir[4096], cfgpath[4200 + 16];
-  snprintf(role, sizeof role, "expert-%s", f.role);
+  char dir[4096], cfgpath[4200 + 16];
+  const char *role = reg_role_name(reg_expert_role(!strcmp(f.role, "low")));
   if (!o.id_given) { /* default id: put the role in it */
     char tmp[sizeof o.id];
-    snprintf(tmp, sizeof tmp, "expert-%s-%.100s", f.role, o.id + 7);
+    snprintf(tmp, sizeof tmp, "%s-%.100s", role, o.id + 7);
     memcpy(o.id, tmp, sizeof o.id);
   }
   ws_backend *be = NULL;
