@@ -47,7 +47,7 @@ LDLIBS := $(PKG_LIBS) -lstdc++ -lm -lpthread -fopenmp $(SAN)
 # this the first of them (a generated asset) would be the default goal (issue 19, item 11)
 .DEFAULT_GOAL := all
 
-LIB_C := $(wildcard core/*.c models/*.c rpc/*.c)
+LIB_C := $(wildcard core/*.c media/*.c models/*.c rpc/*.c runtime/*.c)
 LIB_CXX := $(wildcard models/*.cc)
 GEN_C :=
 -include mk/*.mk

@@ -6,8 +6,8 @@
 #include <string.h>
 
 #include "cli/genopts.h"
-#include "core/image.h"
-#include "core/mp4.h"
+#include "media/image.h"
+#include "media/mp4.h"
 #include "core/safetensors.h"
 #include "models/assets.h"
 #include "models/i2v.h"

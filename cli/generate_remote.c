@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include "cli/genopts.h"
-#include "core/mp4.h"
+#include "media/mp4.h"
 #include "core/safetensors.h"
 #include "rpc/client.h"
 #include "rpc/codec.h"

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "core/backend.h"
-#include "core/image.h"
+#include "media/image.h"
 #include "core/log.h"
 #include "models/assets.h"
 #include "models/checkpoint.h"

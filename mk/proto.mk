@@ -32,8 +32,8 @@ $(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c | $(PROTO_STAMP)
 	$(if $(Q),@echo "  CC    $<")
 	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 
-PROTO_USER_SRCS := $(wildcard core/*.c models/*.c rpc/*.c cli/*.c encoder/*.c router/*.c \
-  services/*/*.c tests/*.c tests/tools/*.c bench/*.c)
+PROTO_USER_SRCS := $(wildcard core/*.c media/*.c models/*.c rpc/*.c runtime/*.c cli/*.c \
+  encoder/*.c router/*.c services/*/*.c tests/*.c tests/tools/*.c bench/*.c)
 PROTO_USER_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(PROTO_USER_SRCS)) \
   $(patsubst %.cc,$(BUILD)/obj/%.o,$(wildcard models/*.cc))
 $(PROTO_USER_OBJS): | $(PROTO_STAMP)

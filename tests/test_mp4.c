@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/mp4.h"
+#include "media/mp4.h"
 #include "tests/testlib.h"
 
 enum { C = 3, F = 9, H = 64, W = 96 };

@@ -10,7 +10,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
-#include "core/mp4.h"
+#include "media/mp4.h"
 #include "models/assets.h"
 #include "models/vae.h"
 #include "rpc/codec.h"

@@ -2,7 +2,7 @@
  * pts set on every frame and rescaled to the stream time base after avformat_write_header,
  * custom AVIO with write+seek into memory (moov at the end) or write-only fragmented MP4,
  * padded swscale sources, and custom-IO buffers freed by hand (never avio_closep). */
-#include "core/mp4.h"
+#include "media/mp4.h"
 
 #include <errno.h>
 #include <math.h>
