@@ -23,6 +23,7 @@
 #include "media/mp4.h"
 #include "core/rng.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "media/mp4_probe.h"
 #include "models/assets.h"
 #include "models/genparams.h"
 #include "models/i2v.h"
