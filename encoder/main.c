@@ -14,6 +14,7 @@
 
 #include "core/log.h"
 #include "encoder/encoder.h"
+#include "rpc/registry.h"
 #include "rpc/service.h"
 #include "runtime/svc_main.h"
 
@@ -71,7 +72,7 @@ static void close_encoder(void *state, int clean) {
 
 int main(int argc, char **argv) {
   enc_opts eo = {.image = -1};
-  svc_app app = {.role = "encoder",
+  svc_app app = {.role = reg_role_name(REG_ROLE_ENCODER),
                  .usage = "wan-encoder --model DIR [--text-len N] [--cache-entries N] "
                           "[--threads N] [--no-image|--require-image] [common flags]",
                  .extra_flag = extra_flag,

@@ -17,6 +17,7 @@
 #include "router/http.h"
 #include "router/router.h"
 #include "rpc/methods.h"
+#include "rpc/registry.h"
 #include "rpc/service.h"
 
 typedef struct flags {
@@ -99,7 +100,9 @@ int main(int argc, char **argv) {
       "   [--http-header-timeout-ms N]\n"
       "   [--http-tls-cert PEM --http-tls-key PEM]]\n"
       "  [common flags]";
-  if (svc_parse_main(argc, argv, "router", usage, &o, extra_flag, &f, &status)) return status;
+  if (svc_parse_main(argc, argv, reg_role_name(REG_ROLE_ROUTER), usage, &o, extra_flag, &f,
+                     &status))
+    return status;
   if (!o.etcd[0])
     return svc_usage_error(usage, "--etcd is required (replicas are discovered there)");
   etcd_client *etcd = NULL;
@@ -147,7 +150,8 @@ int main(int argc, char **argv) {
     f.http.tokens = (const char *const *)tok;
     f.http.ntokens = ntok;
   }
-  if (rc == WS_OK) rc = svc_start(&o, "router", server, inflight, "", &s, &err);
+  if (rc == WS_OK)
+    rc = svc_start(&o, reg_role_name(REG_ROLE_ROUTER), server, inflight, "", &s, &err);
   /* the gateway's jobs are Generate calls to this router's own advertised address */
   if (rc == WS_OK && f.http.listen[0])
     rc = http_start(&f.http, svc_advertised(s), view, client, &gw, &err);

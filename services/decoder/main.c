@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "rpc/registry.h"
 #include "rpc/service.h"
 #include "runtime/svc_main.h"
 #include "services/decoder/decoder.h"
@@ -76,7 +77,7 @@ static void close_decoder(void *state, int clean) { dec_free(state); }
 
 int main(int argc, char **argv) {
   flags fl = {.o = {.crf = -1}};
-  svc_app app = {.role = "decoder",
+  svc_app app = {.role = reg_role_name(REG_ROLE_DECODER),
                  .usage = "wan-decoder --model DIR [--threads N] [--x264-threads N] [--preset P] "
                           "[--crf N] [common flags]",
                  .extra_flag = extra_flag,
