@@ -148,7 +148,7 @@ $(BUILD)/tests/test_fpipe: $(BUILD)/obj/services/decoder/fpipe.o
 # white-box tests of the router (tests/test_router_*.c) link its objects but main.c, and their
 # fixture (a private etcd, a registry view, a pool: tests/tools/router_fixture.c)
 ROUTER_TEST_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out router/main.c,$(wildcard router/*.c))) \
-  $(BUILD)/obj/tests/tools/router_fixture.o
+  $(BUILD)/obj/tests/tools/router_fixture.o $(BUILD)/obj/tests/tools/echo_expert.o
 $(filter $(BUILD)/tests/test_router_%,$(TEST_BINS)): $(ROUTER_TEST_OBJS)
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(patsubst %.c,$(BUILD)/obj/%.o,$(BENCH_COMMON)) $(LIB)

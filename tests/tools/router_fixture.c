@@ -78,10 +78,14 @@ static int wait_count(rfix *f, int role, size_t want) {
 }
 
 int rfix_add(rfix *f, reg_role role, const char *id, const char *version) {
+  return rfix_add_at(f, role, id, version, "127.0.0.1:1");
+}
+
+int rfix_add_at(rfix *f, reg_role role, const char *id, const char *version, const char *addr) {
   reg_instance in = {0};
   snprintf(in.id, sizeof in.id, "%s", id);
   snprintf(in.role, sizeof in.role, "%s", reg_role_name(role));
-  snprintf(in.addr, sizeof in.addr, "127.0.0.1:1");
+  snprintf(in.addr, sizeof in.addr, "%s", addr);
   snprintf(in.version, sizeof in.version, "%s", version);
   in.started = 1;
   char *json = NULL, key[512];

@@ -22,6 +22,8 @@ void rfix_stop(rfix *f);
 /* Puts instance `id` of `role` and `version` (address 127.0.0.1:1, never dialled) and waits
  * until the view shows it. 0 or -1. */
 int rfix_add(rfix *f, reg_role role, const char *id, const char *version);
+/* rfix_add with a real address (a replica the test serves). */
+int rfix_add_at(rfix *f, reg_role role, const char *id, const char *version, const char *addr);
 /* Deletes every instance and rollout key, waits for an empty view, forgets pool state. */
 int rfix_clear(rfix *f);
 /* Milliseconds to sleep. */
