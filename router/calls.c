@@ -268,11 +268,11 @@ static int step_attempt(gen *g, const reg_instance *in, int attempt, void *ud, w
   }
   s->sr->attempts = attempt + 1;
   double t0 = ws_now_ms();
-  rstats_call_begin(r->stats, role, in->id);
+  rstats_call_begin(r->stats, s->role, in->id);
   int rc = gen_verify_expert(g, in, err);
   if (rc == WS_OK) rc = gen_denoise_on(g, in, s->x, s->t, s->guide, s->pred, err);
   double ms = ws_now_ms() - t0;
-  rstats_call_end(r->stats, role, in->id, ms, rc == WS_OK);
+  rstats_call_end(r->stats, s->role, in->id, ms, rc == WS_OK);
   if (rc == WS_OK) {
     snprintf(s->sr->replica, sizeof s->sr->replica, "%s", in->id);
     snprintf(s->sr->version, sizeof s->sr->version, "%s", in->version);

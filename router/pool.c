@@ -114,25 +114,26 @@ static int version_tier(const reg_instance *in, const void *ud) {
   return !version || !version[0] || !strcmp(in->version, version);
 }
 
-int pool_acquire(pool *p, const char *role, const char *version, const char *const *exclude, int nx,
+int pool_acquire(pool *p, reg_role role, const char *version, const char *const *exclude, int nx,
                  int wait_ms, reg_instance *out, ws_err *err) {
   int rc = pool_acquire_tier(p, role, version_tier, version, exclude, nx, wait_ms, out, err);
   if (rc == WS_EUNAVAIL)
-    ws_fail(err, WS_EUNAVAIL, "no live %s replica%s%s%s", role,
+    ws_fail(err, WS_EUNAVAIL, "no live %s replica%s%s%s", reg_role_name(role),
             version && version[0] ? " of version " : "", version ? version : "",
             nx ? " (others failed this step)" : "");
   return rc;
 }
 
-int pool_acquire_tier(pool *p, const char *role, pool_tier_fn tier, const void *ud,
+int pool_acquire_tier(pool *p, reg_role role, pool_tier_fn tier, const void *ud,
                       const char *const *exclude, int nx, int wait_ms, reg_instance *out,
                       ws_err *err) {
+  const char *name = reg_role_name(role);
   double t0 = ws_now_ms();
   for (;;) {
     reg_instance *all = NULL;
     size_t n = 0;
     uint64_t gen = reg_watch_generation(p->view);
-    WS_TRY(reg_watch_instances(p->view, role, &all, &n, err));
+    WS_TRY(reg_watch_instances(p->view, name, &all, &n, err));
     /* candidates of the best (health, tier) seen so far: healthy beats ejected, then the lower
      * tier; a better one found restarts the list */
     int *cand = malloc(sizeof(int) * (n ? n : 1)), nc = 0, pick = -1, best = 0;
@@ -163,7 +164,7 @@ int pool_acquire_tier(pool *p, const char *role, pool_tier_fn tier, const void *
     if (pick >= 0) return WS_OK;
     long waited = (long)(ws_now_ms() - t0);
     if (waited >= wait_ms)
-      return ws_fail(err, WS_EUNAVAIL, "no live %s replica qualifies%s", role,
+      return ws_fail(err, WS_EUNAVAIL, "no live %s replica qualifies%s", name,
                      nx ? " (others failed this step)" : "");
     reg_watch_wait(p->view, gen, (int)(wait_ms - waited < 200 ? wait_ms - waited : 200));
   }
@@ -263,7 +264,8 @@ static stable_mem *stable_slot(pool *p, const char *role) {
   return &p->stable[7];
 }
 
-void pool_choose_version(pool *p, const char *role, const char *request_id, char *out, size_t n) {
+void pool_choose_version(pool *p, reg_role rl, const char *request_id, char *out, size_t n) {
+  const char *role = reg_role_name(rl);
   reg_rollout r;
   ws_err err = {0};
   out[0] = 0;

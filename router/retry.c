@@ -80,9 +80,8 @@ static void tried_add(tried *t, const char *id) {
 static int acquire(gen *g, reg_role role, const retry_want *w, const char *const *ex, int nx,
                    int wait_ms, reg_instance *in, ws_err *err) {
   pool *p = g->r->pool;
-  const char *name = reg_role_name(role);
-  return w->ad ? pool_acquire_tier(p, name, adroute_tier, w->ad, ex, nx, wait_ms, in, err)
-               : pool_acquire(p, name, w->version, ex, nx, wait_ms, in, err);
+  return w->ad ? pool_acquire_tier(p, role, adroute_tier, w->ad, ex, nx, wait_ms, in, err)
+               : pool_acquire(p, role, w->version, ex, nx, wait_ms, in, err);
 }
 
 /* The replica for attempt number `attempt` whose last attempt ended with last_rc (the rules in

@@ -181,8 +181,7 @@ static int generate_inner(gen *g, const Wanserve__V1__GenerateRequest *q, ws_err
   g->image_len = q->image.len;
   if (q->deadline_ms > 0) g->deadline_ms = g->t0_ms + (double)q->deadline_ms;
   for (int ri = 0; ri < 2; ri++)
-    pool_choose_version(r->pool, reg_role_name(reg_expert_role(ri)), g->id, g->version[ri],
-                        sizeof g->version[ri]);
+    pool_choose_version(r->pool, reg_expert_role(ri), g->id, g->version[ri], sizeof g->version[ri]);
   shadow_prepare(g); /* shadow rollouts: stable answers (version above), the canary is mirrored */
   /* an adapter no live replica of its role holds is refused before the request is accepted,
    * like any other bad input (HTTP: 400, not a failed job); each step checks again

@@ -129,11 +129,10 @@ static void *shadow_main(void *arg) {
      * catalog (router/adroute.h), as for the stable steps */
     int ri = gen_expert_slot(it->role);
     adroute ar = {g->adapter[ri], g->adapter_s[ri], ro->canary};
-    int rc = !pred        ? ws_fail(&err, WS_ENOMEM, "out of memory")
-             : ar.name[0] ? pool_acquire_tier(g->r->pool, reg_role_name(it->role), adroute_tier,
-                                              &ar, NULL, 0, 0, &in, &err)
-                          : pool_acquire(g->r->pool, reg_role_name(it->role), ro->canary, NULL, 0,
-                                         0, &in, &err);
+    int rc = !pred ? ws_fail(&err, WS_ENOMEM, "out of memory")
+             : ar.name[0]
+                 ? pool_acquire_tier(g->r->pool, it->role, adroute_tier, &ar, NULL, 0, 0, &in, &err)
+                 : pool_acquire(g->r->pool, it->role, ro->canary, NULL, 0, 0, &in, &err);
     if (rc == WS_OK) {
       rc = gen_verify_expert(g, &in, &err);
       if (rc == WS_OK) rc = gen_denoise_on(g, &in, it->x, it->t, it->guide, pred, &err);
@@ -150,10 +149,10 @@ static void *shadow_main(void *arg) {
       double d = rel_l2(pred, it->stable, n);
       WS_DEBUG("%s: shadow %s t=%g canary %s vs stable %s: rel-L2 %.3g", g->id,
                reg_role_name(it->role), it->t, ro->canary, it->stable_version, d);
-      rstats_shadow_sample(g->r->stats, reg_role_name(it->role), ro->stable, ro->canary, d);
+      rstats_shadow_sample(g->r->stats, it->role, ro->stable, ro->canary, d);
     } else if (rc < 0) {
       WS_DEBUG("%s: shadow step on canary %s failed: %s", g->id, ro->canary, err.msg);
-      rstats_shadow_miss(g->r->stats, reg_role_name(it->role), ro->stable, ro->canary,
+      rstats_shadow_miss(g->r->stats, it->role, ro->stable, ro->canary,
                          shadow_stopped(sh) ? "dropped" : "error"); /* abandoned, not failed */
     }
     item_free(it);
@@ -164,7 +163,7 @@ static void *shadow_main(void *arg) {
     sh->head = it->next;
     sh->pending--;
     const reg_rollout *ro = &g->rollout[gen_expert_slot(it->role)];
-    rstats_shadow_miss(g->r->stats, reg_role_name(it->role), ro->stable, ro->canary, "dropped");
+    rstats_shadow_miss(g->r->stats, it->role, ro->stable, ro->canary, "dropped");
     item_free(it);
   }
   sh->tail = NULL;
@@ -222,7 +221,7 @@ void *shadow_begin(gen *g, reg_role role, const float *x, float t, float guide) 
   int full = sh->pending >= lim;
   pthread_mutex_unlock(&sh->mu);
   if (full) {
-    rstats_shadow_miss(g->r->stats, reg_role_name(role), ro->stable, ro->canary, "dropped");
+    rstats_shadow_miss(g->r->stats, role, ro->stable, ro->canary, "dropped");
     return NULL;
   }
   shadow_item *it = calloc(1, sizeof *it);

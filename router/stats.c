@@ -84,9 +84,10 @@ static double quantile(const shadow_series *x, double q) {
   return x->max; /* beyond the last bucket */
 }
 
-void rstats_shadow_sample(rstats *s, const char *role, const char *stable, const char *canary,
+void rstats_shadow_sample(rstats *s, reg_role rl, const char *stable, const char *canary,
                           double rel) {
   if (!s) return;
+  const char *role = reg_role_name(rl);
   metrics_observe(s->m_rel, ML(role, stable, canary), rel);
   metrics_add(s->m_shadow_steps, ML(role, canary, "compared"), 1);
   pthread_mutex_lock(&s->mu);
@@ -110,9 +111,10 @@ void rstats_shadow_sample(rstats *s, const char *role, const char *stable, const
   pthread_mutex_unlock(&s->mu);
 }
 
-void rstats_shadow_miss(rstats *s, const char *role, const char *stable, const char *canary,
+void rstats_shadow_miss(rstats *s, reg_role rl, const char *stable, const char *canary,
                         const char *result) {
   if (!s) return;
+  const char *role = reg_role_name(rl);
   metrics_add(s->m_shadow_steps, ML(role, canary, result), 1);
   pthread_mutex_lock(&s->mu);
   shadow_series *x = series_of(s, role, stable, canary);
@@ -138,16 +140,18 @@ static replica_use *replica_of(rstats *s, const char *role, const char *id) {
   return r;
 }
 
-void rstats_call_begin(rstats *s, const char *role, const char *replica) {
+void rstats_call_begin(rstats *s, reg_role rl, const char *replica) {
   if (!s) return;
+  const char *role = reg_role_name(rl);
   pthread_mutex_lock(&s->mu);
   replica_use *r = replica_of(s, role, replica);
   if (r && r->outstanding++ == 0) r->busy_since = ws_now_ms();
   pthread_mutex_unlock(&s->mu);
 }
 
-void rstats_call_end(rstats *s, const char *role, const char *replica, double ms, int ok) {
+void rstats_call_end(rstats *s, reg_role rl, const char *replica, double ms, int ok) {
   if (!s) return;
+  const char *role = reg_role_name(rl);
   if (ok) metrics_add(s->m_role_s, ML(role), ms / 1e3);
   pthread_mutex_lock(&s->mu);
   replica_use *r = replica_of(s, role, replica);

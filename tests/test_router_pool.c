@@ -15,7 +15,7 @@ static const char *acquire_id(const char *version, const char *const *ex, int nx
                               size_t n) {
   reg_instance in;
   ws_err err = {0};
-  if (pool_acquire(F.r.pool, "expert-high", version, ex, nx, 0, &in, &err) < 0) return NULL;
+  if (pool_acquire(F.r.pool, REG_ROLE_EXPERT_HIGH, version, ex, nx, 0, &in, &err) < 0) return NULL;
   pool_release(F.r.pool, in.id);
   snprintf(id, n, "%s", in.id);
   return id;
@@ -45,8 +45,8 @@ static void test_pool_exclusion(void) {
   const char *all[] = {"a1", "a2", "b1"};
   reg_instance in;
   ws_err err = {0};
-  CHECK_ERR(pool_acquire(F.r.pool, "expert-high", NULL, all, 3, 0, &in, &err), WS_EUNAVAIL, err,
-            "others failed this step");
+  CHECK_ERR(pool_acquire(F.r.pool, REG_ROLE_EXPERT_HIGH, NULL, all, 3, 0, &in, &err), WS_EUNAVAIL,
+            err, "others failed this step");
 }
 
 /* two choices, the less loaded wins: with a1 busy, a2 is picked unless both draws hit a1
@@ -57,7 +57,7 @@ static void test_pool_prefers_less_loaded(void) {
   const char *ex[] = {"b1"};
   int held = 0;
   while (held < 5) { /* load a1 with 5 outstanding calls */
-    CHECK_OK(pool_acquire(F.r.pool, "expert-high", "v1", ex, 1, 0, &in, &err), err);
+    CHECK_OK(pool_acquire(F.r.pool, REG_ROLE_EXPERT_HIGH, "v1", ex, 1, 0, &in, &err), err);
     if (!strcmp(in.id, "a1"))
       busy[held++] = in;
     else
@@ -66,7 +66,7 @@ static void test_pool_prefers_less_loaded(void) {
   CHECK_EQ_INT(pool_outstanding(F.r.pool, "a1"), 5);
   int a2 = 0;
   for (int i = 0; i < 200; i++) {
-    CHECK_OK(pool_acquire(F.r.pool, "expert-high", "v1", NULL, 0, 0, &in, &err), err);
+    CHECK_OK(pool_acquire(F.r.pool, REG_ROLE_EXPERT_HIGH, "v1", NULL, 0, 0, &in, &err), err);
     a2 += !strcmp(in.id, "a2");
     pool_release(F.r.pool, in.id);
   }
@@ -82,7 +82,7 @@ static void test_pool_ejection(void) {
   ws_err err = {0};
   const char *ex[] = {"b1"};
   do { /* find a1's record */
-    CHECK_OK(pool_acquire(F.r.pool, "expert-high", "v1", ex, 1, 0, &in, &err), err);
+    CHECK_OK(pool_acquire(F.r.pool, REG_ROLE_EXPERT_HIGH, "v1", ex, 1, 0, &in, &err), err);
     pool_release(F.r.pool, in.id);
   } while (strcmp(in.id, "a1"));
   CHECK(pool_report(F.r.pool, &in, 1) == 1); /* a fault ejects */
@@ -103,19 +103,19 @@ static void test_pool_bad_verdict_never_chosen(void) {
   reg_instance in;
   ws_err err = {0};
   const char *ex[] = {"a1", "a2"};
-  CHECK_OK(pool_acquire(F.r.pool, "expert-high", NULL, ex, 2, 0, &in, &err), err);
+  CHECK_OK(pool_acquire(F.r.pool, REG_ROLE_EXPERT_HIGH, NULL, ex, 2, 0, &in, &err), err);
   pool_release(F.r.pool, in.id);
   CHECK(!strcmp(in.id, "b1"));
   pool_set_verdict(F.r.pool, &in, -1);
   CHECK(pool_verdict(F.r.pool, &in) < 0);
-  CHECK_ERR(pool_acquire(F.r.pool, "expert-high", "v2", NULL, 0, 0, &in, &err), WS_EUNAVAIL, err,
-            "no live expert-high replica of version v2");
+  CHECK_ERR(pool_acquire(F.r.pool, REG_ROLE_EXPERT_HIGH, "v2", NULL, 0, 0, &in, &err), WS_EUNAVAIL,
+            err, "no live expert-high replica of version v2");
 }
 
 static void test_pool_none_at_once(void) {
   reg_instance in;
   ws_err err = {0};
-  CHECK_ERR(pool_acquire(F.r.pool, "decoder", NULL, NULL, 0, 0, &in, &err), WS_EUNAVAIL, err,
+  CHECK_ERR(pool_acquire(F.r.pool, REG_ROLE_DECODER, NULL, NULL, 0, 0, &in, &err), WS_EUNAVAIL, err,
             "no live decoder replica");
 }
 

@@ -45,11 +45,11 @@ static int count_is(const cJSON *j, const void *ud) { return num(j, "count") == 
 
 static void test_stats_shadow_series(void) {
   for (int i = 0; i < 30; i++)
-    rstats_shadow_sample(S, "expert-high", "v1", "v5", 1e-3);
-  rstats_shadow_sample(S, "expert-high", "v1", "v5", 0);
-  rstats_shadow_miss(S, "expert-high", "v1", "v5", "error");
-  rstats_shadow_miss(S, "expert-high", "v1", "v5", "error");
-  rstats_shadow_miss(S, "expert-high", "v1", "v5", "dropped");
+    rstats_shadow_sample(S, REG_ROLE_EXPERT_HIGH, "v1", "v5", 1e-3);
+  rstats_shadow_sample(S, REG_ROLE_EXPERT_HIGH, "v1", "v5", 0);
+  rstats_shadow_miss(S, REG_ROLE_EXPERT_HIGH, "v1", "v5", "error");
+  rstats_shadow_miss(S, REG_ROLE_EXPERT_HIGH, "v1", "v5", "error");
+  rstats_shadow_miss(S, REG_ROLE_EXPERT_HIGH, "v1", "v5", "dropped");
   int want = 31;
   cJSON *j = wait_json(RSTATS_SHADOW "expert-high/v5/r-test", count_is, &want);
   CHECK(j != NULL);
@@ -91,14 +91,14 @@ static void put_shadow_rollout(const char *role, const char *stable, const char 
 static void test_stats_auto_rollback_after_min_samples(void) {
   put_shadow_rollout("expert-high", "v1", "v2");
   for (int i = 0; i < 4; i++) /* min_samples is 5: nothing yet */
-    rstats_shadow_sample(S, "expert-high", "v1", "v2", 0.5);
+    rstats_shadow_sample(S, REG_ROLE_EXPERT_HIGH, "v1", "v2", 0.5);
   int want = 4;
   cJSON *j = wait_json(RSTATS_SHADOW "expert-high/v2/r-test", count_is, &want);
   CHECK(j != NULL);
   cJSON_Delete(j);
   reg_rollout r;
   CHECK(reg_watch_rollout(F.view, "expert-high", &r, NULL) == WS_OK);
-  rstats_shadow_sample(S, "expert-high", "v1", "v2", 0.5);
+  rstats_shadow_sample(S, REG_ROLE_EXPERT_HIGH, "v1", "v2", 0.5);
   CHECK(rollout_gone("expert-high"));
 }
 
@@ -117,7 +117,7 @@ static int promoted(const char *role, const char *canary) {
 static void test_stats_auto_promote(void) {
   put_shadow_rollout("expert-low", "v1", "v3");
   for (int i = 0; i < 6; i++)
-    rstats_shadow_sample(S, "expert-low", "v1", "v3", 1e-6);
+    rstats_shadow_sample(S, REG_ROLE_EXPERT_LOW, "v1", "v3", 1e-6);
   CHECK(promoted("expert-low", "v3"));
 }
 
@@ -130,9 +130,9 @@ static int has_steps(const cJSON *j, const void *ud) {
 static void test_stats_pool_sizing(void) {
   CHECK(rfix_add(&F, REG_ROLE_EXPERT_HIGH, "h1", "v1") == 0);
   for (int i = 0; i < 3; i++) {
-    rstats_call_begin(S, "expert-high", "h1");
+    rstats_call_begin(S, REG_ROLE_EXPERT_HIGH, "h1");
     rfix_sleep_ms(20);
-    rstats_call_end(S, "expert-high", "h1", 20, 1);
+    rstats_call_end(S, REG_ROLE_EXPERT_HIGH, "h1", 20, 1);
   }
   int want = 3;
   cJSON *j = wait_json(RSTATS_ROUTER "r-test", has_steps, &want);
