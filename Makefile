@@ -47,7 +47,7 @@ LDLIBS := $(PKG_LIBS) -lstdc++ -lm -lpthread -fopenmp $(SAN)
 # this the first of them (a generated asset) would be the default goal (issue 19, item 11)
 .DEFAULT_GOAL := all
 
-LIB_C := $(wildcard core/*.c models/*.c rpc/*.c)
+LIB_C := $(wildcard core/*.c media/*.c models/*.c rpc/*.c runtime/*.c)
 LIB_CXX := $(wildcard models/*.cc)
 GEN_C :=
 -include mk/*.mk
@@ -145,6 +145,11 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_
 # white-box tests of cli/ modules link those objects (cli/ is not in the library)
 $(BUILD)/tests/test_genopts: $(BUILD)/obj/cli/genopts.o
 $(BUILD)/tests/test_fpipe: $(BUILD)/obj/services/decoder/fpipe.o
+# white-box tests of the router (tests/test_router_*.c) link its objects but main.c, and their
+# fixture (a private etcd, a registry view, a pool: tests/tools/router_fixture.c)
+ROUTER_TEST_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out router/main.c,$(wildcard router/*.c))) \
+  $(BUILD)/obj/tests/tools/router_fixture.o $(BUILD)/obj/tests/tools/echo_expert.o
+$(filter $(BUILD)/tests/test_router_%,$(TEST_BINS)): $(ROUTER_TEST_OBJS)
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(patsubst %.c,$(BUILD)/obj/%.o,$(BENCH_COMMON)) $(LIB)
 	@mkdir -p $(dir $@)

@@ -102,7 +102,6 @@ static int print_pool_sizing(etcd_client *c, int nhigh, int nlow, ws_err *err) {
   }
   double steps[2] = {0}, ms[2] = {0};
   int routers = 0;
-  static const char *roles[2] = {"expert-high", "expert-low"};
   for (size_t i = 0; i < kvs.n; i++) {
     cJSON *j = cJSON_ParseWithLength(kvs.kv[i].value, kvs.kv[i].value_len);
     if (!j) continue;
@@ -110,7 +109,7 @@ static int print_pool_sizing(etcd_client *c, int nhigh, int nlow, ws_err *err) {
       routers++;
       const cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "roles");
       for (int k = 0; k < 2; k++) {
-        const cJSON *r = cJSON_GetObjectItemCaseSensitive(rs, roles[k]);
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(rs, reg_role_name(reg_expert_role(k)));
         steps[k] += jnum(r, "steps");
         ms[k] += jnum(r, "step_ms");
       }
@@ -179,8 +178,8 @@ int status_main(int argc, char **argv) {
         printf("%-12s %s: unreadable record (%s)\n", "?", kvs.kv[i].key, e2.msg);
         continue;
       }
-      nhigh += !strcmp(in.role, "expert-high");
-      nlow += !strcmp(in.role, "expert-low");
+      nhigh += reg_role_of(in.role) == REG_ROLE_EXPERT_HIGH;
+      nlow += reg_role_of(in.role) == REG_ROLE_EXPERT_LOW;
       const char *slash = strrchr(kvs.kv[i].key, '/');
       /* experts registered before the precision field ran bf16; other roles have none */
       const char *prec = in.precision[0]                 ? in.precision

@@ -6,8 +6,8 @@
 #include <string.h>
 
 #include "cli/genopts.h"
-#include "core/image.h"
-#include "core/mp4.h"
+#include "media/image.h"
+#include "media/mp4.h"
 #include "core/safetensors.h"
 #include "models/assets.h"
 #include "models/i2v.h"
@@ -15,6 +15,7 @@
 #include "models/moe.h"
 #include "models/textenc.h"
 #include "models/vae.h"
+#include "rpc/registry.h"
 
 typedef struct local {
   ws_backend *be; /* every stage runs here: umT5, both experts, the VAE */
@@ -31,7 +32,7 @@ typedef struct local {
 static void on_step(void *ud, const moe_step_info *i) {
   local *l = ud;
   progress_step(&l->pr, i->step + 1, i->steps, (int)i->timestep,
-                i->high ? "expert-high" : "expert-low", "local", "-");
+                reg_role_name(reg_expert_role(!i->high)), "local", "-");
 }
 
 static void local_free(local *l) {

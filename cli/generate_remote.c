@@ -8,11 +8,12 @@
 #include <unistd.h>
 
 #include "cli/genopts.h"
-#include "core/mp4.h"
+#include "media/mp4.h"
 #include "core/safetensors.h"
 #include "rpc/client.h"
 #include "rpc/codec.h"
 #include "rpc/etcd.h"
+#include "rpc/methods.h"
 #include "rpc/registry.h"
 #include "rpc/server.h"
 #include "wanserve/v1/router.pb-c.h"
@@ -85,8 +86,7 @@ static int generate_once(const gen_opts *o, rpc_client *c, const char *target,
                          const Wanserve__V1__GenerateRequest *q, const rpc_call_opts *callo,
                          progress *pr, mp4_buf *video, int *done, ws_err *err) {
   rpc_stream *s = NULL;
-  int rc =
-      rpc_client_stream_open(c, target, "/wanserve.v1.Router/Generate", &q->base, callo, &s, err);
+  int rc = rpc_client_stream_open(c, target, RPC_METHOD_GENERATE, &q->base, callo, &s, err);
   while (rc == WS_OK) {
     ProtobufCMessage *m = NULL;
     int got = rpc_stream_recv(s, &wanserve__v1__generate_event__descriptor, &m, -1, err);

@@ -1,8 +1,10 @@
 #include "cli/genopts.h"
 
+#include "core/clock.h"
 #include "models/lora.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,140 +80,137 @@ static int num(const char *flag, const char *v, double lo, double hi, double *ou
   return WS_OK;
 }
 
-int genopts_parse(int argc, char **argv, gen_opts *o, ws_err *err) {
-  memset(o, 0, sizeof *o);
-  o->p.task = GP_T2V;
-  o->p.solver = SAMPLER_UNIPC;
-  o->out = "out.mp4";
-  o->backend = "cpu";
-  o->retries = 2;
-  for (int i = 0; i < argc; i++) {
-    const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    double x;
-    if (!strcmp(f, "--local")) {
-      o->local = 1;
-      continue;
+/* Flags whose value is kept as given. */
+static const struct {
+  const char *flag;
+  size_t off; /* of a const char * in gen_opts */
+} k_string_flags[] = {{"--prompt", offsetof(gen_opts, prompt)},
+                      {"--negative-prompt", offsetof(gen_opts, negative)},
+                      {"--image", offsetof(gen_opts, image_path)},
+                      {"--out", offsetof(gen_opts, out)},
+                      {"--latent-out", offsetof(gen_opts, latent_out)},
+                      {"--model", offsetof(gen_opts, model)},
+                      {"--router", offsetof(gen_opts, router)},
+                      {"--backend", offsetof(gen_opts, backend)},
+                      {"--token", offsetof(gen_opts, token)},
+                      {"--tls-ca", offsetof(gen_opts, tls_ca)},
+                      {"--tls-cert", offsetof(gen_opts, tls_cert)},
+                      {"--tls-key", offsetof(gen_opts, tls_key)},
+                      {"--request-id", offsetof(gen_opts, request_id)}};
+
+/* Flags whose value is a number in [lo, hi], stored as the field's type. */
+typedef enum { NUM_INT, NUM_I64, NUM_DOUBLE, NUM_FLOAT } num_kind;
+static const struct {
+  const char *flag;
+  double lo, hi;
+  num_kind kind;
+  size_t off;
+} k_number_flags[] = {{"--boundary-step", 1, 1000, NUM_INT, offsetof(gen_opts, p.boundary_step)},
+                      {"--frames", 1, 100001, NUM_INT, offsetof(gen_opts, p.frames)},
+                      {"--steps", 1, 1000, NUM_INT, offsetof(gen_opts, p.steps)},
+                      {"--fps", 1, 120, NUM_INT, offsetof(gen_opts, p.fps)},
+                      {"--device", 0, 255, NUM_INT, offsetof(gen_opts, device)},
+                      {"--retries", 0, 10, NUM_INT, offsetof(gen_opts, retries)},
+                      {"--shift", 1e-6, 100, NUM_DOUBLE, offsetof(gen_opts, p.shift)},
+                      {"--boundary", 1e-6, 1, NUM_DOUBLE, offsetof(gen_opts, p.boundary)},
+                      {"--guide-high", 0, 100, NUM_FLOAT, offsetof(gen_opts, p.guide_high)},
+                      {"--guide-low", 0, 100, NUM_FLOAT, offsetof(gen_opts, p.guide_low)},
+                      {"--deadline-ms", 0, 8.64e7, NUM_I64, offsetof(gen_opts, deadline_ms)}};
+
+/* 1 when f is a string or number flag (stored), 0 when it is neither, < 0 for a bad number. */
+static int table_flag(gen_opts *o, const char *f, const char *v, ws_err *err) {
+  char *base = (char *)o;
+  for (size_t k = 0; k < sizeof k_string_flags / sizeof k_string_flags[0]; k++)
+    if (!strcmp(f, k_string_flags[k].flag)) {
+      memcpy(base + k_string_flags[k].off, &v, sizeof v);
+      return 1;
     }
-    if (!strcmp(f, "--quiet")) {
-      o->quiet = 1;
-      continue;
+  for (size_t k = 0; k < sizeof k_number_flags / sizeof k_number_flags[0]; k++) {
+    if (strcmp(f, k_number_flags[k].flag)) continue;
+    double x = 0;
+    WS_TRY(num(f, v, k_number_flags[k].lo, k_number_flags[k].hi, &x, err));
+    void *p = base + k_number_flags[k].off;
+    switch (k_number_flags[k].kind) {
+    case NUM_INT: *(int *)p = (int)x; break;
+    case NUM_I64: *(int64_t *)p = (int64_t)x; break;
+    case NUM_DOUBLE: *(double *)p = x; break;
+    case NUM_FLOAT: *(float *)p = (float)x; break;
     }
-    if (!v) return ws_fail(err, WS_EINVAL, "%s needs a value (or is unknown)", f);
-    i++;
-    if (!strcmp(f, "--prompt"))
-      o->prompt = v;
-    else if (!strcmp(f, "--negative-prompt"))
-      o->negative = v;
-    else if (!strcmp(f, "--image"))
-      o->image_path = v;
-    else if (!strcmp(f, "--out"))
-      o->out = v;
-    else if (!strcmp(f, "--latent-out"))
-      o->latent_out = v;
-    else if (!strcmp(f, "--model"))
-      o->model = v;
-    else if (!strcmp(f, "--router"))
-      o->router = v;
-    else if (!strcmp(f, "--backend"))
-      o->backend = v;
-    else if (!strcmp(f, "--precision")) {
-      if (strcmp(v, "bf16") && strcmp(v, "fp8"))
-        return ws_fail(err, WS_EINVAL, "--precision: '%s' (bf16|fp8)", v);
-      o->fp8 = !strcmp(v, "fp8");
-    }
-    else if (!strcmp(f, "--token"))
-      o->token = v;
-    else if (!strcmp(f, "--tls-ca"))
-      o->tls_ca = v;
-    else if (!strcmp(f, "--tls-cert"))
-      o->tls_cert = v;
-    else if (!strcmp(f, "--tls-key"))
-      o->tls_key = v;
-    else if (!strcmp(f, "--request-id"))
-      o->request_id = v;
-    else if (!strcmp(f, "--adapter-high") || !strcmp(f, "--adapter-low")) {
-      int r = !strcmp(f, "--adapter-low");
-      WS_TRY(lora_spec_parse(v, o->adapter[r], sizeof o->adapter[r], &o->adapter_s[r], err));
-    } else if (!strcmp(f, "--lora-high") || !strcmp(f, "--lora-low")) {
-      int r = !strcmp(f, "--lora-low");
-      if (o->nlora[r] == GENOPTS_MAX_LORAS)
-        return ws_fail(err, WS_EINVAL, "%s: at most %d adapters", f, GENOPTS_MAX_LORAS);
-      o->lora[r][o->nlora[r]++] = v;
-    } else if (!strcmp(f, "--task")) {
-      if (!strcmp(v, "t2v"))
-        o->p.task = GP_T2V;
-      else if (!strcmp(v, "i2v"))
-        o->p.task = GP_I2V;
-      else
-        return ws_fail(err, WS_EINVAL, "--task: '%s' (t2v|i2v)", v);
-    } else if (!strcmp(f, "--solver")) {
-      WS_TRY(sampler_kind_parse(v, &o->p.solver, err));
-    } else if (!strcmp(f, "--step-list")) {
-      o->p.n_step_list = 0;
-      for (const char *c = v; *c;) {
-        char *end;
-        long x2 = strtol(c, &end, 10);
-        if (end == c || (*end && *end != ',') || x2 < 1 || x2 > 1000)
-          return ws_fail(err, WS_EINVAL,
-                         "--step-list: '%s' is not integers in 1..1000, comma "
-                         "separated",
-                         v);
-        if (o->p.n_step_list == GP_MAX_STEP_LIST)
-          return ws_fail(err, WS_EINVAL, "--step-list: at most %d steps", GP_MAX_STEP_LIST);
-        o->p.step_list[o->p.n_step_list++] = (int)x2;
-        c = *end ? end + 1 : end;
-      }
-      if (!o->p.n_step_list) return ws_fail(err, WS_EINVAL, "--step-list: empty");
-    } else if (!strcmp(f, "--boundary-step")) {
-      WS_TRY(num(f, v, 1, 1000, &x, err));
-      o->p.boundary_step = (int)x;
-    } else if (!strcmp(f, "--size")) {
-      int w, h;
-      char tail;
-      if (sscanf(v, "%dx%d%c", &w, &h, &tail) != 2)
-        return ws_fail(err, WS_EINVAL, "--size: '%s' is not WxH", v);
-      o->p.width = w;
-      o->p.height = h;
-    } else if (!strcmp(f, "--frames")) {
-      WS_TRY(num(f, v, 1, 100001, &x, err));
-      o->p.frames = (int)x;
-    } else if (!strcmp(f, "--steps")) {
-      WS_TRY(num(f, v, 1, 1000, &x, err));
-      o->p.steps = (int)x;
-    } else if (!strcmp(f, "--fps")) {
-      WS_TRY(num(f, v, 1, 120, &x, err));
-      o->p.fps = (int)x;
-    } else if (!strcmp(f, "--device")) {
-      WS_TRY(num(f, v, 0, 255, &x, err));
-      o->device = (int)x;
-    } else if (!strcmp(f, "--retries")) {
-      WS_TRY(num(f, v, 0, 10, &x, err));
-      o->retries = (int)x;
-    } else if (!strcmp(f, "--seed")) { /* an integer, not through double: seeds use 63 bits */
-      char *end;
-      errno = 0;
-      long long sd = strtoll(v, &end, 10);
-      if (end == v || *end || errno || sd < -1)
-        return ws_fail(err, WS_EINVAL, "--seed: '%s' is not an integer in [-1, 2^63)", v);
-      o->p.seed = (int64_t)sd;
-    } else if (!strcmp(f, "--shift")) {
-      WS_TRY(num(f, v, 1e-6, 100, &x, err));
-      o->p.shift = x;
-    } else if (!strcmp(f, "--boundary")) {
-      WS_TRY(num(f, v, 1e-6, 1, &x, err));
-      o->p.boundary = x;
-    } else if (!strcmp(f, "--guide-high")) {
-      WS_TRY(num(f, v, 0, 100, &x, err));
-      o->p.guide_high = (float)x;
-    } else if (!strcmp(f, "--guide-low")) {
-      WS_TRY(num(f, v, 0, 100, &x, err));
-      o->p.guide_low = (float)x;
-    } else if (!strcmp(f, "--deadline-ms")) {
-      WS_TRY(num(f, v, 0, 8.64e7, &x, err));
-      o->deadline_ms = (int64_t)x;
-    } else
-      return ws_fail(err, WS_EINVAL, "unknown flag '%s'", f);
+    return 1;
   }
+  return 0;
+}
+
+static int parse_step_list(gen_params *p, const char *v, ws_err *err) {
+  p->n_step_list = 0;
+  for (const char *c = v; *c;) {
+    char *end;
+    long x = strtol(c, &end, 10);
+    if (end == c || (*end && *end != ',') || x < 1 || x > 1000)
+      return ws_fail(err, WS_EINVAL,
+                     "--step-list: '%s' is not integers in 1..1000, comma separated", v);
+    if (p->n_step_list == GP_MAX_STEP_LIST)
+      return ws_fail(err, WS_EINVAL, "--step-list: at most %d steps", GP_MAX_STEP_LIST);
+    p->step_list[p->n_step_list++] = (int)x;
+    c = *end ? end + 1 : end;
+  }
+  if (!p->n_step_list) return ws_fail(err, WS_EINVAL, "--step-list: empty");
+  return WS_OK;
+}
+
+/* The flags with a syntax of their own. */
+static int special_flag(gen_opts *o, const char *f, const char *v, ws_err *err) {
+  if (!strcmp(f, "--adapter-high") || !strcmp(f, "--adapter-low")) {
+    int r = !strcmp(f, "--adapter-low");
+    return lora_spec_parse(v, o->adapter[r], sizeof o->adapter[r], &o->adapter_s[r], err);
+  }
+  if (!strcmp(f, "--lora-high") || !strcmp(f, "--lora-low")) {
+    int r = !strcmp(f, "--lora-low");
+    if (o->nlora[r] == GENOPTS_MAX_LORAS)
+      return ws_fail(err, WS_EINVAL, "%s: at most %d adapters", f, GENOPTS_MAX_LORAS);
+    o->lora[r][o->nlora[r]++] = v;
+    return WS_OK;
+  }
+  if (!strcmp(f, "--task")) {
+    if (!strcmp(v, "t2v"))
+      o->p.task = GP_T2V;
+    else if (!strcmp(v, "i2v"))
+      o->p.task = GP_I2V;
+    else
+      return ws_fail(err, WS_EINVAL, "--task: '%s' (t2v|i2v)", v);
+    return WS_OK;
+  }
+  if (!strcmp(f, "--precision")) {
+    if (strcmp(v, "bf16") && strcmp(v, "fp8"))
+      return ws_fail(err, WS_EINVAL, "--precision: '%s' (bf16|fp8)", v);
+    o->fp8 = !strcmp(v, "fp8");
+    return WS_OK;
+  }
+  if (!strcmp(f, "--solver")) return sampler_kind_parse(v, &o->p.solver, err);
+  if (!strcmp(f, "--step-list")) return parse_step_list(&o->p, v, err);
+  if (!strcmp(f, "--size")) {
+    int w, h;
+    char tail;
+    if (sscanf(v, "%dx%d%c", &w, &h, &tail) != 2)
+      return ws_fail(err, WS_EINVAL, "--size: '%s' is not WxH", v);
+    o->p.width = w;
+    o->p.height = h;
+    return WS_OK;
+  }
+  if (!strcmp(f, "--seed")) { /* an integer, not through double: seeds use 63 bits */
+    char *end;
+    errno = 0;
+    long long sd = strtoll(v, &end, 10);
+    if (end == v || *end || errno || sd < -1)
+      return ws_fail(err, WS_EINVAL, "--seed: '%s' is not an integer in [-1, 2^63)", v);
+    o->p.seed = (int64_t)sd;
+    return WS_OK;
+  }
+  return ws_fail(err, WS_EINVAL, "unknown flag '%s'", f);
+}
+
+/* What the flags must say together. */
+static int check_combination(gen_opts *o, ws_err *err) {
   if (!o->prompt) return ws_fail(err, WS_EINVAL, "--prompt is required");
   if (o->p.task == GP_I2V && !o->image_path)
     return ws_fail(err, WS_EINVAL, "--image is required for i2v");
@@ -236,11 +235,33 @@ int genopts_parse(int argc, char **argv, gen_opts *o, ws_err *err) {
   return WS_OK;
 }
 
-double progress_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
+int genopts_parse(int argc, char **argv, gen_opts *o, ws_err *err) {
+  memset(o, 0, sizeof *o);
+  o->p.task = GP_T2V;
+  o->p.solver = SAMPLER_UNIPC;
+  o->out = "out.mp4";
+  o->backend = "cpu";
+  o->retries = 2;
+  for (int i = 0; i < argc; i++) {
+    const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(f, "--local")) {
+      o->local = 1;
+      continue;
+    }
+    if (!strcmp(f, "--quiet")) {
+      o->quiet = 1;
+      continue;
+    }
+    if (!v) return ws_fail(err, WS_EINVAL, "%s needs a value (or is unknown)", f);
+    i++;
+    int rc = table_flag(o, f, v, err);
+    if (rc == 0) rc = special_flag(o, f, v, err);
+    if (rc < 0) return rc;
+  }
+  return check_combination(o, err);
 }
+
+double progress_now(void) { return ws_now_s(); }
 
 void progress_init(progress *pr, int quiet) {
   pr->tty = isatty(2);

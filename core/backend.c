@@ -13,24 +13,38 @@ static int cpu_ctor(int device, ws_backend **out, ws_err *err) {
 static struct {
   const char *name;
   ws_backend_ctor ctor;
-} reg[8] = {{"cpu", cpu_ctor}};
+  ws_backend_mem_fn mem; /* NULL: no device memory to report */
+} reg[8] = {{"cpu", cpu_ctor, NULL}};
 static int nreg = 1;
 
-void ws_backend_register(const char *name, ws_backend_ctor ctor) {
+/* The index of `name`, added when new; -1 when the table is full. */
+static int slot_of(const char *name) {
   for (int i = 0; i < nreg; i++)
-    if (!strcmp(reg[i].name, name)) {
-      reg[i].ctor = ctor;
-      return;
-    }
-  if (nreg < (int)(sizeof reg / sizeof reg[0])) {
-    reg[nreg].name = name;
-    reg[nreg++].ctor = ctor;
-  }
+    if (!strcmp(reg[i].name, name)) return i;
+  if (nreg == (int)(sizeof reg / sizeof reg[0])) return -1;
+  reg[nreg].name = name;
+  return nreg++;
+}
+
+void ws_backend_register(const char *name, ws_backend_ctor ctor) {
+  int i = slot_of(name);
+  if (i >= 0) reg[i].ctor = ctor;
+}
+
+void ws_backend_register_mem(const char *name, ws_backend_mem_fn fn) {
+  int i = slot_of(name);
+  if (i >= 0) reg[i].mem = fn;
+}
+
+int ws_backend_mem_get(const ws_backend *be, ws_backend_mem *st, ws_err *err) {
+  for (int i = 0; i < nreg; i++)
+    if (!strcmp(reg[i].name, be->name) && reg[i].mem) return reg[i].mem(be, st, err);
+  return ws_fail(err, WS_EUNSUPPORTED, "the %s backend reports no device memory", be->name);
 }
 
 static ws_backend_ctor find_ctor(const char *name) {
   for (int i = 0; i < nreg; i++)
-    if (!strcmp(reg[i].name, name)) return reg[i].ctor;
+    if (!strcmp(reg[i].name, name)) return reg[i].ctor; /* NULL: only a memory reader */
   return NULL;
 }
 
@@ -40,7 +54,8 @@ int ws_backend_create_on(const char *name, int device, ws_backend **out, ws_err 
   if (c) return c(device, out, err);
   char have[128] = "";
   for (int i = 0; i < nreg; i++)
-    snprintf(have + strlen(have), sizeof have - strlen(have), "%s%s", i ? ", " : "", reg[i].name);
+    if (reg[i].ctor)
+      snprintf(have + strlen(have), sizeof have - strlen(have), "%s%s", i ? ", " : "", reg[i].name);
   if (!strcmp(name, "cuda"))
     return ws_fail(err, WS_EUNSUPPORTED,
                    "this build has no CUDA backend (nvcc or the CUDA libraries were not found "

@@ -166,9 +166,9 @@ int ws_backend_require(const ws_backend *be, const char *who, const char *const 
  * WANSERVE_THREADS). Caller destroys it with be->destroy(be). */
 int ws_backend_cpu_create(int threads, ws_backend **out, ws_err *err);
 
-/* The backend registry. "cpu" is always there; other backends (cuda/) register themselves
- * from a constructor when their code is linked, so core/ names none of their symbols. A
- * constructor takes the device index (ignored by the CPU backend). */
+/* The backend registry. "cpu" is always there; other backends (the CUDA part) register
+ * themselves from a constructor when their code is linked, so core/ names none of their
+ * symbols. A constructor takes the device index (ignored by the CPU backend). */
 typedef int (*ws_backend_ctor)(int device, ws_backend **out, ws_err *err);
 /* Adds or replaces `name` (a string literal or otherwise immortal). At most 8 backends. */
 void ws_backend_register(const char *name, ws_backend_ctor ctor);
@@ -179,6 +179,21 @@ void ws_backend_register(const char *name, ws_backend_ctor ctor);
 int ws_backend_create_on(const char *name, int device, ws_backend **out, ws_err *err);
 /* ws_backend_create_on(name, 0, ...). */
 int ws_backend_create(const char *name, ws_backend **out, ws_err *err);
+
+/* Memory a device backend holds, for the services' gauges. A backend with device memory
+ * registers its reader by name beside its constructor; the CPU backend has none (its memory is
+ * the process's, which the process metrics already show). */
+typedef struct ws_backend_mem {
+  size_t backend_bytes;  /* allocated through alloc_mem now */
+  size_t internal_bytes; /* the backend's own workspaces, caches */
+  size_t device_used;    /* the whole device's memory in use (all processes, context) */
+  size_t device_total;
+} ws_backend_mem;
+typedef int (*ws_backend_mem_fn)(const ws_backend *be, ws_backend_mem *st, ws_err *err);
+/* Adds or replaces the memory reader of backend `name` (immortal string). At most 8. */
+void ws_backend_register_mem(const char *name, ws_backend_mem_fn fn);
+/* Reads be's memory; WS_EUNSUPPORTED when its backend registered no reader. */
+int ws_backend_mem_get(const ws_backend *be, ws_backend_mem *st, ws_err *err);
 
 /* Helpers over the table. */
 /* Output extent of a convolution along one axis: (n + pad_before + pad_after - k) / s + 1, or 0

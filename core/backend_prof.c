@@ -4,6 +4,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
+
 enum {
   P_LINEAR,
   P_LAYERNORM,
@@ -39,21 +41,15 @@ typedef struct prof_ctx {
   long calls[P_N];
 } prof_ctx;
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 #define INNER(be) (((prof_ctx *)(be)->ctx)->inner)
 /* Runs `call` on the inner backend and charges the time to op k (sync included). */
 #define TIMED(be, k, call)                                                                         \
   do {                                                                                             \
     prof_ctx *pc_ = (be)->ctx;                                                                     \
-    double t0_ = now();                                                                            \
+    double t0_ = ws_now_s();                                                                       \
     int rc_ = (call);                                                                              \
     if (rc_ == WS_OK) rc_ = pc_->inner->sync(pc_->inner, err);                                     \
-    pc_->sec[k] += now() - t0_;                                                                    \
+    pc_->sec[k] += ws_now_s() - t0_;                                                               \
     pc_->calls[k]++;                                                                               \
     return rc_;                                                                                    \
   } while (0)

@@ -34,3 +34,9 @@ const comm_transport *comm_transport_find(const char *name, ws_err *err) {
   ws_fail(err, WS_EUNSUPPORTED, "this build has no '%s' communicator (no CUDA)", name);
   return NULL;
 }
+
+const comm_transport *comm_transport_device(ws_err *err) {
+  if (g_ntr > 0) return g_tr[0];
+  ws_fail(err, WS_EUNSUPPORTED, "this build has no device communicator (no CUDA)");
+  return NULL;
+}

@@ -5,9 +5,10 @@
  *   comm_threads_*   ranks are threads of one process exchanging host memory (the CPU backend);
  *                    CI tests the sharding logic with it, the expert service uses it for
  *                    `--threads-comm`.
- *   "nccl"           a transport (below): NCCL (cuda/comm_nccl.cu, libnccl loaded with dlopen
- *                    at run time) on the CUDA backend's stream; one process per GPU, joined by
- *                    an id that rank 0 makes (unique_id) and hands out (etcd, rpc/registry.h).
+ *   NCCL             a transport (below) that the CUDA part registers (the NCCL library
+ *                    loaded with dlopen at run time) on the CUDA backend's stream; one
+ *                    process per GPU, joined by an id that rank 0 makes (unique_id) and
+ *                    hands out (etcd, rpc/registry.h).
  *
  * Buffers are memory of the backend the communicator was made for (device memory for NCCL,
  * host memory for threads); element type float32. Collectives are issued by every rank in the
@@ -42,8 +43,10 @@ typedef struct comm_layout {
 
 typedef struct comm comm;
 
+#define COMM_THREADS "threads" /* the name of the in-process communicator below */
+
 struct comm {
-  const char *name; /* "threads", "nccl" */
+  const char *name; /* COMM_THREADS or a registered transport's name */
   int rank, world;
   int timeout_ms; /* stall limit of every wait; <= 0: wait forever (keepalive still polled) */
   int (*keepalive)(void *ud, ws_err *err);
@@ -84,10 +87,10 @@ int comm_threads_join(comm_threads_group *g, int rank, comm **out, ws_err *err);
 /* Drops the creator's reference. */
 void comm_threads_group_release(comm_threads_group *g);
 
-/* ---- transports that other parts of the build bring (cuda/comm_nccl.cu registers "nccl" from
- * a constructor), found by name so core/ names none of their symbols ---- */
+/* ---- transports that other parts of the build bring (the CUDA part registers its NCCL
+ * communicator from a constructor), found by name so core/ names none of their symbols ---- */
 
-#define COMM_ID_BYTES 128 /* a group's rendezvous id (an ncclUniqueId for "nccl") */
+#define COMM_ID_BYTES 128 /* a group's rendezvous id (NCCL's unique id for the CUDA one) */
 
 typedef struct comm_transport {
   const char *name;
@@ -98,7 +101,7 @@ typedef struct comm_transport {
    * never arrives ends in WS_ETIMEOUT, the comm aborted. */
   int (*create)(ws_backend *be, int world, int rank, const unsigned char id[COMM_ID_BYTES],
                 int timeout_ms, comm **out, ws_err *err);
-  /* "NCCL 2.28.3 (libnccl.so.2)" or why it cannot be loaded. */
+  /* The library's name and version ("NCCL 2.28.3 ...") or why it cannot be loaded. */
   int (*describe)(char *buf, size_t n);
 } comm_transport;
 
@@ -106,5 +109,9 @@ typedef struct comm_transport {
 void comm_transport_register(const comm_transport *t);
 /* The transport of that name, or NULL with WS_EUNSUPPORTED in err (this build lacks it). */
 const comm_transport *comm_transport_find(const char *name, ws_err *err);
+/* The build's communicator over device memory (the first registered: the GPU part brings one),
+ * for callers that want "the GPU group" without naming a library; NULL with WS_EUNSUPPORTED in
+ * err when none is linked. */
+const comm_transport *comm_transport_device(ws_err *err);
 
 #endif

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/comm.h"
 
 typedef struct slot {
@@ -38,12 +39,6 @@ typedef struct th_comm {
 } th_comm;
 
 static comm_threads_group *grp(comm *c) { return ((th_comm *)c->ctx)->g; }
-
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 /* Marks the group failed (first reason wins) and wakes every waiter. mu held. */
 static void fail_locked(comm_threads_group *g, int code, const char *why) {
@@ -87,13 +82,10 @@ static int bar(comm *c, const char *what, ws_err *err) {
     pthread_mutex_unlock(&g->mu);
     return WS_OK;
   }
-  double start = now_ms();
+  double start = ws_now_ms();
   check_left_locked(g);
   while (g->gen == my && !g->failed) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 100 * 1000000L; /* wake every 100 ms for the keepalive and the deadline */
-    if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    struct timespec ts = ws_deadline_in_ms(100); /* wake for the keepalive and the deadline */
     pthread_cond_timedwait(&g->cv, &g->mu, &ts);
     if (g->gen != my || g->failed) break;
     check_left_locked(g);
@@ -109,7 +101,7 @@ static int bar(comm *c, const char *what, ws_err *err) {
         fail_locked(g, krc, why);
       }
     }
-    if (c->timeout_ms > 0 && g->gen == my && !g->failed && now_ms() - start > c->timeout_ms) {
+    if (c->timeout_ms > 0 && g->gen == my && !g->failed && ws_now_ms() - start > c->timeout_ms) {
       char why[400], *p = why;
       p += snprintf(why, sizeof why, "rank %d timed out after %d ms in %s waiting for rank(s)",
                     c->rank, c->timeout_ms, what);
@@ -282,7 +274,7 @@ int comm_threads_join(comm_threads_group *g, int rank, comm **out, ws_err *err) 
   }
   t->g = g;
   comm *c = &t->c;
-  c->name = "threads";
+  c->name = COMM_THREADS;
   c->rank = rank;
   c->world = g->world;
   c->timeout_ms = g->timeout_ms;

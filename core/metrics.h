@@ -1,5 +1,6 @@
 /* metrics — one process-wide Prometheus registry (counters, gauges, histograms with labels) and
- * its HTTP endpoint (libmicrohttpd), for the `--metrics-listen` flag of every service.
+ * its text rendering; no network here: the HTTP endpoint behind every service's
+ * `--metrics-listen` is runtime/metrics_http.h.
  *
  * Model: a *family* has a name, a help text, a kind and a fixed list of label names; a *series*
  * is one combination of label values. Families are registered once (registering the same name
@@ -72,13 +73,5 @@ void metrics_remove_collect(metrics_collect_fn fn, void *user);
 
 /* The whole registry in text format 0.0.4; *out is malloc'd (free()). */
 int metrics_render(char **out, size_t *len, ws_err *err);
-
-/* HTTP endpoint: GET /metrics answers metrics_render (Content-Type text/plain; version=0.0.4),
- * other paths 404, other methods 405. `listen` is HOST:PORT (IPv4, [IPv6] or a host name;
- * port 0 = any free port, reported in *port). Runs libmicrohttpd's own polling thread. */
-typedef struct metrics_http metrics_http;
-int metrics_http_start(const char *listen, metrics_http **out, int *port, ws_err *err);
-/* Stops the server and frees h; NULL is a no-op. */
-void metrics_http_stop(metrics_http *h);
 
 #endif

@@ -1,5 +1,5 @@
 /* philox — the Philox4x32-10 block function as an inline header, so that the CPU (core/rng.c)
- * and CUDA kernels (cuda/vae_ops.cu: fill_uniform) compile the same code and produce the same
+ * and CUDA kernels (the CUDA part's fill_uniform) compile the same code and produce the same
  * bits. Counter ctr[4] and key k[2] -> out[4]. */
 #ifndef WS_PHILOX_H
 #define WS_PHILOX_H

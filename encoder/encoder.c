@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "core/backend.h"
-#include "core/image.h"
+#include "media/image.h"
 #include "core/log.h"
 #include "models/assets.h"
 #include "models/checkpoint.h"
@@ -18,6 +18,7 @@
 #include "models/tokenizer.h"
 #include "models/vae.h"
 #include "rpc/codec.h"
+#include "rpc/methods.h"
 #include "rpc/service.h"
 #include "wanserve/v1/encoder.pb-c.h"
 
@@ -304,9 +305,9 @@ static int h_image(rpc_call *call, const ProtobufCMessage *m, void *user, ws_err
 }
 
 int enc_add_methods(encoder *e, rpc_server *s, ws_err *err) {
-  WS_TRY(rpc_server_add_method(s, "/wanserve.v1.Encoder/EncodeText", RPC_UNARY,
+  WS_TRY(rpc_server_add_method(s, RPC_METHOD_ENCODE_TEXT, RPC_UNARY,
                                &wanserve__v1__encode_text_request__descriptor, h_text, e, err));
-  return rpc_server_add_method(s, "/wanserve.v1.Encoder/EncodeImage", RPC_UNARY,
+  return rpc_server_add_method(s, RPC_METHOD_ENCODE_IMAGE, RPC_UNARY,
                                &wanserve__v1__encode_image_request__descriptor, h_image, e, err);
 }
 

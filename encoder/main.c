@@ -14,7 +14,9 @@
 
 #include "core/log.h"
 #include "encoder/encoder.h"
+#include "rpc/registry.h"
 #include "rpc/service.h"
+#include "runtime/svc_main.h"
 
 static int parse_num(const char *flag, const char *v, int lo, int hi, int *out, ws_err *err) {
   char *end = NULL;
@@ -40,49 +42,44 @@ static int extra_flag(void *user, int argc, char **argv, int i, ws_err *err) {
   return 0;
 }
 
+static int configure(void *user, const svc_opts *o) {
+  enc_opts *eo = user;
+  eo->model = o->model;
+  return eo->threads; /* umT5 and the VAE encoder run on the backend; the tokenizer on the host */
+}
+
+static int open_encoder(void *user, ws_backend *be, void **state, ws_err *err) {
+  enc_opts *eo = user;
+  eo->be = be;
+  encoder *x = NULL;
+  int rc = enc_open(eo, &x, err);
+  *state = x;
+  return rc;
+}
+
+static int add_methods(void *state, rpc_server *s, ws_err *err) {
+  return enc_add_methods(state, s, err);
+}
+
+static void close_encoder(void *state, int clean) {
+  if (clean) {
+    int64_t hits = 0, misses = 0;
+    enc_cache_stats(state, &hits, &misses, NULL);
+    WS_INFO("wan-encoder: text cache %lld hits, %lld misses", (long long)hits, (long long)misses);
+  }
+  enc_free(state);
+}
+
 int main(int argc, char **argv) {
   enc_opts eo = {.image = -1};
-  svc_opts so;
-  ws_err err = {0};
-  int status;
-  if (svc_parse_main(argc, argv, "encoder",
-                     "wan-encoder --model DIR [--text-len N] [--cache-entries N] [--threads N] "
-                     "[--no-image|--require-image] [common flags]",
-                     &so, extra_flag, &eo, &status))
-    return status;
-  /* signals blocked before any thread exists (the CPU backend and gRPC create threads) */
-  svc_block_signals();
-  eo.model = so.model;
-  encoder *e = NULL;
-  rpc_server *srv = NULL;
-  svc *s = NULL;
-  ws_backend *be = NULL; /* umT5 and the VAE encoder run here; the tokenizer on the host */
-  int rc = svc_backend(&so, eo.threads, &be, &err);
-  if (rc == 0) {
-    eo.be = be;
-    rc = enc_open(&eo, &e, &err);
-  }
-  if (rc == 0) {
-    rpc_server_opts ro = {
-        .addr = so.listen, .workers = so.workers, .max_recv_bytes = so.max_recv_mb * (1 << 20)};
-    rc = rpc_server_create(&ro, &srv, &err);
-  }
-  if (rc == 0) rc = enc_add_methods(e, srv, &err);
-  if (rc == 0) rc = svc_start(&so, "encoder", srv, 1, so.backend, &s, &err);
-  if (rc < 0) {
-    fprintf(stderr, "wan-encoder: %s\n", err.msg);
-    rpc_server_free(srv);
-    enc_free(e);
-    if (be) be->destroy(be);
-    return 1;
-  }
-  svc_wait_for_signal();
-  svc_stop(s);
-  rpc_server_free(srv);
-  int64_t hits = 0, misses = 0;
-  enc_cache_stats(e, &hits, &misses, NULL);
-  WS_INFO("wan-encoder: text cache %lld hits, %lld misses", (long long)hits, (long long)misses);
-  enc_free(e);
-  be->destroy(be);
-  return 0;
+  svc_app app = {.role = reg_role_name(REG_ROLE_ENCODER),
+                 .usage = "wan-encoder --model DIR [--text-len N] [--cache-entries N] "
+                          "[--threads N] [--no-image|--require-image] [common flags]",
+                 .extra_flag = extra_flag,
+                 .user = &eo,
+                 .configure = configure,
+                 .open = open_encoder,
+                 .add_methods = add_methods,
+                 .close = close_encoder};
+  return svc_main(argc, argv, &app);
 }

@@ -1,8 +1,8 @@
-/* fuzz_image — core/image.h img_decode (PNG and JPEG through libpng / libjpeg with the
+/* fuzz_image — media/image.h img_decode (PNG and JPEG through libpng / libjpeg with the
  * setjmp error paths) on arbitrary bytes; a decoded image is also normalised (img_to_f32_chw).
  * The pixel bound is 2048x2048 rather than the encoder's 8192x8192 so that header-only inputs
  * claiming huge sizes stay fast; the bound check itself is the same code either way. */
-#include "core/image.h"
+#include "media/image.h"
 #include "fuzz/fuzz_util.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {

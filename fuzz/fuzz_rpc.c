@@ -13,7 +13,7 @@
  *                        dec_check_latent with the tiny VAE
  * First input byte picks the message, the rest is its wire encoding. A packed message that the
  * framework accepted must also re-pack (protobuf-c round trip). */
-#include "core/image.h"
+#include "media/image.h"
 #include "encoder/encoder.h"
 #include "fuzz/fuzz_util.h"
 #include "models/tiny.h"

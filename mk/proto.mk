@@ -32,8 +32,8 @@ $(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c | $(PROTO_STAMP)
 	$(if $(Q),@echo "  CC    $<")
 	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 
-PROTO_USER_SRCS := $(wildcard core/*.c models/*.c rpc/*.c cli/*.c encoder/*.c router/*.c \
-  services/*/*.c tests/*.c tests/tools/*.c bench/*.c)
+PROTO_USER_SRCS := $(wildcard core/*.c media/*.c models/*.c rpc/*.c runtime/*.c cli/*.c \
+  encoder/*.c router/*.c services/*/*.c tests/*.c tests/tools/*.c bench/*.c)
 PROTO_USER_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(PROTO_USER_SRCS)) \
   $(patsubst %.cc,$(BUILD)/obj/%.o,$(wildcard models/*.cc))
 $(PROTO_USER_OBJS): | $(PROTO_STAMP)
@@ -42,7 +42,8 @@ $(PROTO_USER_OBJS): | $(PROTO_STAMP)
 # (tests/it_rpc_health.sh with Python's grpcio; tests/test_etcd kills it with SIGKILL while
 # registered). Order-only for test_etcd so it is not put on that binary's link line.
 RPC_TESTSRV := $(BUILD)/bin/rpc-testsrv
-$(RPC_TESTSRV): $(BUILD)/obj/tests/tools/rpc_testsrv.o $(BUILD)/libwanserve.a
+$(RPC_TESTSRV): $(BUILD)/obj/tests/tools/rpc_testsrv.o $(BUILD)/obj/tests/tools/echo_expert.o \
+  $(BUILD)/libwanserve.a
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  LD    $@")
 	$(Q)$(CC) -o $@ $^ $(LDLIBS)

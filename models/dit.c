@@ -13,6 +13,7 @@
 #include "models/lora.h"
 
 const dit_config *dit_get_config(const dit_model *m) { return &m->cfg; }
+ws_backend *dit_get_backend(const dit_model *m) { return m->be; }
 int dit_text_dim(const dit_model *m) { return m->text_dim; }
 
 /* ---- weight names ---- */

@@ -46,6 +46,8 @@ int dit_load(const char *expert_dir, ws_backend *be, const dit_load_opts *opts, 
 int dit_quantize_fp8(dit_model *m, ws_err *err);
 void dit_free(dit_model *m);
 const dit_config *dit_get_config(const dit_model *m);
+/* The backend the model's weights live on (the one given to dit_load; not owned). */
+ws_backend *dit_get_backend(const dit_model *m);
 int dit_text_dim(const dit_model *m);
 
 /* Optional debug taps: called with host copies of intermediates ("x_embed" [S,D], "time_e" [D],

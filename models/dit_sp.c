@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "models/dit_internal.h"
 
 struct dit_sp {
@@ -25,12 +26,6 @@ struct dit_sp {
   int timing;                 /* dit_sp_set_timing: sync around each all-to-all */
   double comm_s;
 };
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 int dit_sp_create(dit_model *m, comm *c, dit_sp **out, ws_err *err) {
   *out = NULL;
@@ -136,10 +131,10 @@ static int a2a(dit_sp *s, const float *send, comm_layout sl, float *recv, comm_l
   comm *c = s->c;
   ws_backend *be = s->m->be;
   if (s->timing) WS_TRY(be->sync(be, err));
-  double t0 = now_s();
+  double t0 = ws_now_s();
   WS_TRY(c->all_to_all(c, send, sl, recv, rl, err));
   if (s->timing) WS_TRY(c->sync(c, err));
-  s->comm_s += now_s() - t0;
+  s->comm_s += ws_now_s() - t0;
   return WS_OK;
 }
 

@@ -14,6 +14,7 @@
 #include "models/tiny_weights.h"
 #include "models/tokenizer.h"
 #include "models/vae.h"
+#include "models/vae_arch.h"
 
 /* ------------------------------------------------------------------ weight lists */
 
@@ -106,7 +107,8 @@ out:
 
 /* ------------------------------------------------------------------ Wan2.1 VAE */
 
-/* Mirrors models/vae.c's loader: every tensor it reads, with the same names and shapes. */
+/* Every tensor models/vae.c's loader reads, with the same names, shapes and order: both follow
+ * the one walk of models/vae_arch.h. */
 
 static int v_conv(tw_list *l, const char *prefix, int cin, int cout, int kt, int kh, int kw, int nd,
                   float gain, ws_err *err) {
@@ -166,79 +168,23 @@ static int v_resample(tw_list *l, const char *p, int kind, int C, ws_err *err) {
   return WS_OK;
 }
 
-static int v_has_attn(const vae_config *c, double scale) {
-  for (int i = 0; i < c->n_attn; i++)
-    if (c->attn_scales[i] == scale) return 1;
-  return 0;
+/* The walk's blocks as tensors of the list (ud). */
+static int vw_conv_in(void *ud, const char *name, int cin, int cout, ws_err *err) {
+  return v_conv(ud, name, cin, cout, 3, 3, 3, 5, 1.0f, err);
 }
-
-static int v_encoder(tw_list *l, const vae_config *cfg, ws_err *err) {
-  char p[128];
-  int dims[VAE_MAX_MULT + 1], nd = cfg->n_mult, li = 0;
-  dims[0] = cfg->dim;
-  for (int i = 0; i < nd; i++)
-    dims[i + 1] = cfg->dim * cfg->dim_mult[i];
-  WS_TRY(v_conv(l, "encoder.conv1", 3, dims[0], 3, 3, 3, 5, 1.0f, err));
-  double scale = 1.0;
-  int out = dims[0];
-  for (int i = 0; i < nd; i++) {
-    int in = dims[i];
-    out = dims[i + 1];
-    for (int r = 0; r < cfg->num_res_blocks; r++, in = out) {
-      snprintf(p, sizeof p, "encoder.downsamples.%d", li++);
-      WS_TRY(v_res(l, p, in, out, err));
-      if (v_has_attn(cfg, scale)) {
-        snprintf(p, sizeof p, "encoder.downsamples.%d", li++);
-        WS_TRY(v_attn(l, p, out, err));
-      }
-    }
-    if (i != nd - 1) {
-      snprintf(p, sizeof p, "encoder.downsamples.%d", li++);
-      WS_TRY(v_resample(l, p, cfg->temperal_downsample[i] ? 1 : 0, out, err));
-      scale /= 2.0;
-    }
-  }
-  WS_TRY(v_res(l, "encoder.middle.0", out, out, err));
-  WS_TRY(v_attn(l, "encoder.middle.1", out, err));
-  WS_TRY(v_res(l, "encoder.middle.2", out, out, err));
-  WS_TRY(v_gamma(l, "encoder.head.0", out, 4, err));
-  WS_TRY(v_conv(l, "encoder.head.2", out, 2 * cfg->z_dim, 3, 3, 3, 5, 1.0f, err));
-  return v_conv(l, "conv1", 2 * cfg->z_dim, 2 * cfg->z_dim, 1, 1, 1, 5, 1.0f, err);
+static int vw_res(void *ud, const char *p, int cin, int cout, ws_err *err) {
+  return v_res(ud, p, cin, cout, err);
 }
-
-static int v_decoder(tw_list *l, const vae_config *cfg, ws_err *err) {
-  char p[128];
-  int dims[VAE_MAX_MULT + 1], nd = cfg->n_mult, li = 0;
-  dims[0] = cfg->dim * cfg->dim_mult[nd - 1];
-  for (int i = 0; i < nd; i++)
-    dims[i + 1] = cfg->dim * cfg->dim_mult[nd - 1 - i];
-  WS_TRY(v_conv(l, "conv2", cfg->z_dim, cfg->z_dim, 1, 1, 1, 5, 1.0f, err));
-  WS_TRY(v_conv(l, "decoder.conv1", cfg->z_dim, dims[0], 3, 3, 3, 5, 1.0f, err));
-  WS_TRY(v_res(l, "decoder.middle.0", dims[0], dims[0], err));
-  WS_TRY(v_attn(l, "decoder.middle.1", dims[0], err));
-  WS_TRY(v_res(l, "decoder.middle.2", dims[0], dims[0], err));
-  double scale = 1.0 / (double)(1 << (nd - 1)) * 2.0;
-  int out = dims[0];
-  for (int i = 0; i < nd; i++) {
-    int in = i >= 1 ? dims[i] / 2 : dims[i];
-    out = dims[i + 1];
-    for (int r = 0; r < cfg->num_res_blocks + 1; r++, in = out) {
-      snprintf(p, sizeof p, "decoder.upsamples.%d", li++);
-      WS_TRY(v_res(l, p, in, out, err));
-      if (v_has_attn(cfg, scale)) {
-        snprintf(p, sizeof p, "decoder.upsamples.%d", li++);
-        WS_TRY(v_attn(l, p, out, err));
-      }
-    }
-    if (i != nd - 1) {
-      int t = cfg->temperal_downsample[nd - 2 - i];
-      snprintf(p, sizeof p, "decoder.upsamples.%d", li++);
-      WS_TRY(v_resample(l, p, t ? 3 : 2, out, err));
-      scale *= 2.0;
-    }
-  }
-  WS_TRY(v_gamma(l, "decoder.head.0", out, 4, err));
-  return v_conv(l, "decoder.head.2", out, 3, 3, 3, 3, 5, 1.0f, err);
+static int vw_attn(void *ud, const char *p, int C, ws_err *err) { return v_attn(ud, p, C, err); }
+static int vw_resample(void *ud, const char *p, int up, int temporal, int C, ws_err *err) {
+  return v_resample(ud, p, 2 * up + temporal, C, err);
+}
+static int vw_head(void *ud, const char *gamma, const char *conv, int cin, int cout, ws_err *err) {
+  WS_TRY(v_gamma(ud, gamma, cin, 4, err));
+  return v_conv(ud, conv, cin, cout, 3, 3, 3, 5, 1.0f, err);
+}
+static int vw_latent_conv(void *ud, const char *name, int C, ws_err *err) {
+  return v_conv(ud, name, C, C, 1, 1, 1, 5, 1.0f, err);
 }
 
 int tiny_write_vae(const char *root, uint64_t seed, ws_err *err) {
@@ -258,8 +204,9 @@ int tiny_write_vae(const char *root, uint64_t seed, ws_err *err) {
   snprintf(p, sizeof p, "%s/%s", root, ASSETS_VAE_CONFIG);
   WS_TRY(write_text(p, js, (size_t)k, err));
   tw_list l = {.seed = mix_seed(seed, 0x7AE)};
-  int rc = v_encoder(&l, &cfg, err);
-  if (rc >= 0) rc = v_decoder(&l, &cfg, err);
+  vae_visitor v = {&l, vw_conv_in, vw_res, vw_attn, vw_resample, vw_head, vw_latent_conv};
+  int rc = vae_walk_encoder(&cfg, &v, err);
+  if (rc >= 0) rc = vae_walk_decoder(&cfg, &v, err);
   if (rc >= 0) {
     snprintf(p, sizeof p, "%s/%s", root, ASSETS_VAE_ST);
     rc = tw_write(&l, p, err);

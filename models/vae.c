@@ -8,6 +8,7 @@
  * models/vae_run.c runs the chunks.
  */
 #include "models/vae.h"
+#include "models/vae_arch.h"
 #include "models/vae_internal.h"
 #include "models/vae_names.h"
 
@@ -180,6 +181,7 @@ out:
 
 typedef struct loader {
   vae_model *m;
+  vae_coder *c;          /* the coder being built */
   const wt_source *w;    /* NULL: random weights made on the backend */
   uint64_t seed, offset; /* random: the stream and its next unused index */
   int slots;             /* next free cache slot of the coder being built */
@@ -318,94 +320,45 @@ static int load_resample(loader *L, vae_coder *c, const char *p, int kind, int C
   return 0;
 }
 
-static int has_attn(const vae_config *c, double scale) {
-  for (int i = 0; i < c->n_attn; i++)
-    if (c->attn_scales[i] == scale) return 1;
-  return 0;
+/* The walk's blocks (models/vae_arch.h) as layers of the coder being built. */
+static int lv_conv_in(void *ud, const char *name, int cin, int cout, ws_err *err) {
+  loader *L = ud;
+  L->slots = 0;
+  L->c->slot_in = L->slots++;
+  return load_conv(L, &L->c->conv_in, name, cin, cout, 3, 3, 3, 5, err);
+}
+static int lv_res(void *ud, const char *p, int cin, int cout, ws_err *err) {
+  loader *L = ud;
+  return load_res(L, L->c, p, cin, cout, err);
+}
+static int lv_attn(void *ud, const char *p, int C, ws_err *err) {
+  loader *L = ud;
+  return load_attn(L, L->c, p, C, err);
+}
+static int lv_resample(void *ud, const char *p, int up, int temporal, int C, ws_err *err) {
+  loader *L = ud;
+  int kind = up ? (temporal ? L_UP3D : L_UP2D) : (temporal ? L_DOWN3D : L_DOWN2D);
+  return load_resample(L, L->c, p, kind, C, err);
+}
+static int lv_head(void *ud, const char *gamma, const char *conv, int cin, int cout, ws_err *err) {
+  loader *L = ud;
+  vae_coder *c = L->c;
+  WS_TRY(load_gamma(L, &c->head_g, cin, 4, err, gamma));
+  c->slot_head = L->slots++;
+  WS_TRY(load_conv(L, &c->head, conv, cin, cout, 3, 3, 3, 5, err));
+  c->nslots = L->slots;
+  return WS_OK;
+}
+static int lv_latent_conv(void *ud, const char *name, int C, ws_err *err) {
+  loader *L = ud;
+  vae_conv *cv = L->c == &L->m->enc ? &L->m->conv1 : &L->m->conv2;
+  return load_conv(L, cv, name, C, C, 1, 1, 1, 5, err);
 }
 
-static int load_encoder(loader *L, ws_err *err) {
-  const vae_config *cfg = &L->m->cfg;
-  vae_coder *c = &L->m->enc;
-  char p[128];
-  int dims[VAE_MAX_MULT + 1], nd = cfg->n_mult, li = 0;
-  dims[0] = cfg->dim;
-  for (int i = 0; i < nd; i++)
-    dims[i + 1] = cfg->dim * cfg->dim_mult[i];
-  L->slots = 0;
-  c->slot_in = L->slots++;
-  WS_TRY(load_conv(L, &c->conv_in, "encoder.conv1", 3, dims[0], 3, 3, 3, 5, err));
-  double scale = 1.0;
-  int out = dims[0];
-  for (int i = 0; i < nd; i++) {
-    int in = dims[i];
-    out = dims[i + 1];
-    for (int r = 0; r < cfg->num_res_blocks; r++, in = out) {
-      snprintf(p, sizeof p, "encoder.downsamples.%d", li++);
-      WS_TRY(load_res(L, c, p, in, out, err));
-      if (has_attn(cfg, scale)) {
-        snprintf(p, sizeof p, "encoder.downsamples.%d", li++);
-        WS_TRY(load_attn(L, c, p, out, err));
-      }
-    }
-    if (i != nd - 1) {
-      snprintf(p, sizeof p, "encoder.downsamples.%d", li++);
-      WS_TRY(load_resample(L, c, p, cfg->temperal_downsample[i] ? L_DOWN3D : L_DOWN2D, out, err));
-      scale /= 2.0;
-    }
-  }
-  WS_TRY(load_res(L, c, "encoder.middle.0", out, out, err));
-  WS_TRY(load_attn(L, c, "encoder.middle.1", out, err));
-  WS_TRY(load_res(L, c, "encoder.middle.2", out, out, err));
-  WS_TRY(load_gamma(L, &c->head_g, out, 4, err, "encoder.head.0"));
-  c->slot_head = L->slots++;
-  WS_TRY(load_conv(L, &c->head, "encoder.head.2", out, 2 * cfg->z_dim, 3, 3, 3, 5, err));
-  c->nslots = L->slots;
-  int z2 = 2 * cfg->z_dim;
-  return load_conv(L, &L->m->conv1, "conv1", z2, z2, 1, 1, 1, 5, err);
-}
-
-static int load_decoder(loader *L, ws_err *err) {
-  const vae_config *cfg = &L->m->cfg;
-  vae_coder *c = &L->m->dec;
-  char p[128];
-  int dims[VAE_MAX_MULT + 1], nd = cfg->n_mult, li = 0;
-  dims[0] = cfg->dim * cfg->dim_mult[nd - 1];
-  for (int i = 0; i < nd; i++)
-    dims[i + 1] = cfg->dim * cfg->dim_mult[nd - 1 - i];
-  WS_TRY(load_conv(L, &L->m->conv2, "conv2", cfg->z_dim, cfg->z_dim, 1, 1, 1, 5, err));
-  L->slots = 0;
-  c->slot_in = L->slots++;
-  WS_TRY(load_conv(L, &c->conv_in, "decoder.conv1", cfg->z_dim, dims[0], 3, 3, 3, 5, err));
-  WS_TRY(load_res(L, c, "decoder.middle.0", dims[0], dims[0], err));
-  WS_TRY(load_attn(L, c, "decoder.middle.1", dims[0], err));
-  WS_TRY(load_res(L, c, "decoder.middle.2", dims[0], dims[0], err));
-  double scale = 1.0 / (double)(1 << (nd - 1)) * 2.0; /* 1 / 2^(n-2) */
-  int out = dims[0];
-  for (int i = 0; i < nd; i++) {
-    int in = i >= 1 ? dims[i] / 2 : dims[i]; /* the previous upsample halved the channels */
-    out = dims[i + 1];
-    for (int r = 0; r < cfg->num_res_blocks + 1; r++, in = out) {
-      snprintf(p, sizeof p, "decoder.upsamples.%d", li++);
-      WS_TRY(load_res(L, c, p, in, out, err));
-      if (has_attn(cfg, scale)) {
-        snprintf(p, sizeof p, "decoder.upsamples.%d", li++);
-        WS_TRY(load_attn(L, c, p, out, err));
-      }
-    }
-    if (i != nd - 1) {
-      /* the decoder uses temperal_downsample reversed */
-      int t = cfg->temperal_downsample[nd - 2 - i];
-      snprintf(p, sizeof p, "decoder.upsamples.%d", li++);
-      WS_TRY(load_resample(L, c, p, t ? L_UP3D : L_UP2D, out, err));
-      scale *= 2.0;
-    }
-  }
-  WS_TRY(load_gamma(L, &c->head_g, out, 4, err, "decoder.head.0"));
-  c->slot_head = L->slots++;
-  WS_TRY(load_conv(L, &c->head, "decoder.head.2", out, 3, 3, 3, 3, 5, err));
-  c->nslots = L->slots;
-  return 0;
+static int load_coder(loader *L, int decoder, ws_err *err) {
+  vae_visitor v = {L, lv_conv_in, lv_res, lv_attn, lv_resample, lv_head, lv_latent_conv};
+  L->c = decoder ? &L->m->dec : &L->m->enc;
+  return decoder ? vae_walk_decoder(&L->m->cfg, &v, err) : vae_walk_encoder(&L->m->cfg, &v, err);
 }
 
 /* The model from a weight source, or random weights (w NULL) from seed. */
@@ -420,8 +373,8 @@ static int build(const vae_config *cfg, const wt_source *w, uint64_t seed, unsig
   int rc = be ? WS_OK : ws_backend_cpu_create(0, &m->own_be, err);
   m->be = be ? be : m->own_be;
   loader L = {.m = m, .w = w, .seed = seed};
-  if (rc == 0 && (parts & VAE_ENCODER)) rc = load_encoder(&L, err);
-  if (rc == 0 && (parts & VAE_DECODER)) rc = load_decoder(&L, err);
+  if (rc == 0 && (parts & VAE_ENCODER)) rc = load_coder(&L, 0, err);
+  if (rc == 0 && (parts & VAE_DECODER)) rc = load_coder(&L, 1, err);
   if (rc == 0) rc = m->be->sync(m->be, err);
   if (rc < 0) {
     vae_free(m);

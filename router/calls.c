@@ -1,155 +1,45 @@
-/* The router's calls to the other services, with replica choice and retries. */
+/* The router's calls to the other services: one attempt of each kind (Encode, Denoise,
+ * Decode); replica choice and retries are router/retry.c's. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "router/adroute.h"
 #include "router/gen.h"
+#include "router/retry.h"
 #include "rpc/codec.h"
+#include "rpc/methods.h"
 #include "wanserve/v1/decoder.pb-c.h"
 #include "wanserve/v1/encoder.pb-c.h"
 #include "wanserve/v1/expert.pb-c.h"
 
-double gen_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+/* ---- the encoder ---- */
+
+typedef struct unary_call {
+  const char *method;
+  const ProtobufCMessage *req;
+  const ProtobufCMessageDescriptor *desc;
+  ProtobufCMessage **resp;
+  int64_t timeout_ms;
+} unary_call;
+
+static int unary_attempt(gen *g, const reg_instance *in, int attempt, void *ud, ws_err *err) {
+  const unary_call *u = ud;
+  rpc_call_opts co = retry_call_opts(g, u->timeout_ms);
+  rpc_status st;
+  return rpc_client_unary(g->r->client, in->addr, u->method, u->req, u->desc, u->resp, &co, &st,
+                          err);
 }
 
-static int64_t call_timeout(const gen *g, int64_t want) {
-  if (g->deadline_ms <= 0) return want;
-  int64_t left = (int64_t)(g->deadline_ms - gen_now_ms());
-  return left < want ? (left > 1 ? left : 1) : want;
-}
-
-static int client_left(const void *call) { return rpc_call_cancelled(call); }
-
-/* Options of one call made for request g: its timeout (want, cut to the request's deadline),
- * and cancelled as soon as g's client leaves (deadline passed, cancelled, HTTP job deleted), so
- * a replica drops work nobody waits for (issue 19, item 2). */
-static rpc_call_opts call_opts(const gen *g, int64_t want) {
-  rpc_call_opts co = {.timeout_ms = call_timeout(g, want)};
-  if (g->cancel_fn) {
-    co.cancel_fn = g->cancel_fn;
-    co.cancel_ud = g->cancel_ud;
-  } else if (g->call) {
-    co.cancel_fn = client_left;
-    co.cancel_ud = g->call;
-  }
-  return co;
-}
-
-static int check_deadline(const gen *g, ws_err *err) {
-  if (g->deadline_ms > 0 && gen_now_ms() > g->deadline_ms)
-    return ws_fail(err, WS_ETIMEOUT, "request %s passed its deadline", g->id);
-  if (rpc_call_cancelled(g->call))
-    return ws_fail(err, WS_ECANCELLED, "request %s was cancelled by the client", g->id);
-  return WS_OK;
-}
-
-/* Replica faults (issue 19, item 3): errors that say the replica, not the request, is broken —
- * it cannot be reached, does not serve the method (a registration pointing at the wrong
- * process), answers garbage or hangs past the step timeout. `router_made`: the router built the
- * request from inputs it had validated (Denoise, Decode), so INVALID_ARGUMENT or
- * FAILED_PRECONDITION (with the contexts sent) is the replica's disagreement too; for the
- * encoder they judge the client's prompt or image and go back to the client. A timeout cut
- * short by the request's own deadline is not the replica's fault. */
-static int replica_fault(const gen *g, int rc, int router_made) {
-  if (rc == WS_ETIMEOUT) return !(g->deadline_ms > 0 && gen_now_ms() >= g->deadline_ms);
-  if (rc == WS_EINVAL || rc == WS_ERANGE || rc == WS_EPRECOND) return router_made;
-  return rc == WS_EUNAVAIL || rc == WS_EUNSUPPORTED || rc == WS_EINTERNAL || rc == WS_EIO ||
-         rc == WS_EFORMAT || rc == WS_ENOTFOUND || rc == WS_EBACKEND;
-}
-
-/* Records a call's outcome on `in` in the pool (a fault ejects it, a success clears it) and
- * says whether another replica should be tried: after a fault, or when this one is overloaded
- * (RESOURCE_EXHAUSTED) or shutting down (CANCELLED by the server). */
-static int outcome(gen *g, const char *role, const reg_instance *in, int rc, int router_made,
-                   const ws_err *err) {
-  router *r = g->r;
-  int fault = rc < 0 && replica_fault(g, rc, router_made);
-  if ((rc == WS_OK || fault) && pool_report(r->pool, in, fault)) {
-    metrics_add(r->m_ejections, ML(role), 1);
-    WS_WARN("%s: %s replica %s (%s) ejected for a while: %s", g->id, role, in->id, in->addr,
-            err->msg);
-  }
-  return rc < 0 && (fault || rc == WS_EEXHAUSTED || rc == WS_ECANCELLED);
-}
-
-/* The replicas one call has tried, so a retry goes elsewhere. */
-#define GEN_MAX_TRIED 64
-typedef struct tried {
-  const char *excl[GEN_MAX_TRIED];
-  char ids[GEN_MAX_TRIED][128];
-  int n;
-} tried;
-
-static void tried_add(tried *t, const char *id) {
-  for (int i = 0; i < t->n; i++)
-    if (!strcmp(t->ids[i], id)) return;
-  if (t->n == GEN_MAX_TRIED) return;
-  snprintf(t->ids[t->n], sizeof t->ids[0], "%s", id);
-  t->excl[t->n] = t->ids[t->n];
-  t->n++;
-}
-
-/* The replica for attempt number `attempt` of one call whose last attempt ended with last_rc.
- * Within max_attempts: one not tried yet (waiting up to replica_wait_ms for one to appear), or
- * when all were tried, any of them again (a replica may have failed for a moment); none is
- * WS_EUNAVAIL with err filled. Beyond max_attempts: only ones not tried yet, at once, so every
- * live replica gets its chance before the call fails (a pool with many dead registrations must
- * not exhaust the attempts); none returns last_rc and leaves err (the last failure) alone. */
-/* Which replicas qualify: those of `version` (NULL or "" = any), or when `ad` is set those the
- * adapter routing ranks (router/adroute.h). */
-typedef struct want {
-  const char *version;
-  const adroute *ad;
-} want;
-
-static int acquire(gen *g, const char *role, const want *w, const char *const *ex, int nx,
-                   int wait_ms, reg_instance *in, ws_err *err) {
-  pool *p = g->r->pool;
-  return w->ad ? pool_acquire_tier(p, role, adroute_tier, w->ad, ex, nx, wait_ms, in, err)
-               : pool_acquire(p, role, w->version, ex, nx, wait_ms, in, err);
-}
-
-static int next_replica(gen *g, const char *role, const want *w, const tried *tr, int attempt,
-                        int last_rc, reg_instance *in, ws_err *err) {
-  router *r = g->r;
-  if (attempt >= r->o.max_attempts) {
-    ws_err ignored = {0};
-    int rc = attempt < GEN_MAX_TRIED ? acquire(g, role, w, tr->excl, tr->n, 0, in, &ignored)
-                                     : WS_EUNAVAIL;
-    return rc < 0 ? last_rc : WS_OK;
-  }
-  int rc = acquire(g, role, w, tr->excl, tr->n, r->o.replica_wait_ms, in, err);
-  if (rc == WS_EUNAVAIL && tr->n > 0) /* everyone failed once: give them another chance */
-    rc = acquire(g, role, w, NULL, 0, r->o.replica_wait_ms, in, err);
-  return rc;
-}
-
-/* Unary call to some replica of `role` (any version), retried on others. */
-static int call_role(gen *g, const char *role, const char *method, const ProtobufCMessage *req,
-                     const ProtobufCMessageDescriptor *desc, ProtobufCMessage **resp,
-                     int64_t timeout_ms, ws_err *err) {
-  router *r = g->r;
-  tried tr = {.n = 0};
-  int rc = WS_EUNAVAIL;
-  for (int attempt = 0;; attempt++) {
-    WS_TRY(check_deadline(g, err));
-    reg_instance in;
-    want any = {NULL, NULL};
-    WS_TRY(next_replica(g, role, &any, &tr, attempt, rc, &in, err));
-    rpc_call_opts co = call_opts(g, timeout_ms);
-    rpc_status st;
-    rc = rpc_client_unary(r->client, in.addr, method, req, desc, resp, &co, &st, err);
-    pool_release(r->pool, in.id);
-    if (!outcome(g, role, &in, rc, 0, err)) return rc;
-    WS_WARN("%s: %s on %s failed (%s); trying another replica", g->id, method, in.id, err->msg);
-    tried_add(&tr, in.id);
-  }
+/* Unary call to some encoder replica (any version), retried on others. */
+static int call_encoder(gen *g, const char *method, const ProtobufCMessage *req,
+                        const ProtobufCMessageDescriptor *desc, ProtobufCMessage **resp,
+                        int64_t timeout_ms, ws_err *err) {
+  unary_call u = {method, req, desc, resp, timeout_ms};
+  retry_call c = {.role = REG_ROLE_ENCODER, .what = method, .attempt = unary_attempt, .ud = &u};
+  return retry_run(g, &c, err);
 }
 
 static int copy_tensor(const Wanserve__V1__Tensor *pb, const char *field, ws_tensor *out,
@@ -169,8 +59,8 @@ int gen_encode_text(gen *g, ws_err *err) {
   req.negative_prompt = (char *)g->negative;
   req.skip_negative = !gp_needs_negative(&g->p); /* no uncond pass on any step */
   ProtobufCMessage *m = NULL;
-  WS_TRY(call_role(g, "encoder", "/wanserve.v1.Encoder/EncodeText", &req.base,
-                   &wanserve__v1__encode_text_response__descriptor, &m, 120000, err));
+  WS_TRY(call_encoder(g, RPC_METHOD_ENCODE_TEXT, &req.base,
+                      &wanserve__v1__encode_text_response__descriptor, &m, 120000, err));
   Wanserve__V1__EncodeTextResponse *resp = (void *)m;
   int rc = copy_tensor(resp->context, "context", &g->ctx, err);
   if (rc == WS_OK && !req.skip_negative)
@@ -188,8 +78,8 @@ int gen_encode_image(gen *g, ws_err *err) {
   req.height = g->p.height;
   req.frames = g->p.frames;
   ProtobufCMessage *m = NULL;
-  WS_TRY(call_role(g, "encoder", "/wanserve.v1.Encoder/EncodeImage", &req.base,
-                   &wanserve__v1__encode_image_response__descriptor, &m, 300000, err));
+  WS_TRY(call_encoder(g, RPC_METHOD_ENCODE_IMAGE, &req.base,
+                      &wanserve__v1__encode_image_response__descriptor, &m, 300000, err));
   Wanserve__V1__EncodeImageResponse *resp = (void *)m;
   int rc = copy_tensor(resp->y, "y", &g->y, err);
   protobuf_c_message_free_unpacked(m, NULL);
@@ -201,6 +91,8 @@ int gen_encode_image(gen *g, ws_err *err) {
   }
   return rc;
 }
+
+/* ---- the experts ---- */
 
 static int sent_to(const gen *g, const char *id) {
   for (int i = 0; i < g->nsent; i++)
@@ -227,8 +119,7 @@ typedef struct step_watch {
 
 static int step_abandoned(const void *ud) {
   const step_watch *w = ud;
-  if (w->g->cancel_fn ? w->g->cancel_fn(w->g->cancel_ud) : w->g->call && client_left(w->g->call))
-    return 1;
+  if (retry_client_left(w->g)) return 1;
   return !pool_registered(w->g->r->pool, w->in);
 }
 
@@ -237,19 +128,19 @@ static int step_abandoned(const void *ud) {
  * 50 ms), with a floor of STEP_TIMEOUT_FLOOR_MS for cold starts and bursts. */
 #define STEP_TIMEOUT_X 10.0
 #define STEP_TIMEOUT_FLOOR_MS 10000.0
-static int64_t step_timeout(gen *g, const char *role) {
+static int64_t step_timeout(gen *g, reg_role role) {
   router *r = g->r;
   pthread_mutex_lock(&r->mu);
-  double avg = r->step_ms[strcmp(role, "expert-high") ? 1 : 0];
+  double avg = r->step_ms[gen_expert_slot(role)];
   pthread_mutex_unlock(&r->mu);
   double t = avg > 0 ? STEP_TIMEOUT_X * avg : (double)r->o.step_timeout_ms;
   if (t < STEP_TIMEOUT_FLOOR_MS) t = STEP_TIMEOUT_FLOOR_MS;
   return t < (double)r->o.step_timeout_ms ? (int64_t)t : r->o.step_timeout_ms;
 }
 
-static void step_observed(router *r, const char *role, double ms) {
+static void step_observed(router *r, reg_role role, double ms) {
   pthread_mutex_lock(&r->mu);
-  double *avg = &r->step_ms[strcmp(role, "expert-high") ? 1 : 0];
+  double *avg = &r->step_ms[gen_expert_slot(role)];
   *avg = *avg > 0 ? 0.9 * *avg + 0.1 * ms : ms;
   pthread_mutex_unlock(&r->mu);
 }
@@ -267,7 +158,9 @@ int gen_denoise_on(gen *g, const reg_instance *in, const float *x, float t, floa
   req.timestep = t;
   req.guide_scale = guide;
   req.context_id = g->id;
-  int low = strcmp(in->role, "expert-high") != 0; /* the adapter of this replica's role */
+  reg_role role =
+      reg_role_of(in->role) == REG_ROLE_EXPERT_HIGH ? REG_ROLE_EXPERT_HIGH : REG_ROLE_EXPERT_LOW;
+  int low = gen_expert_slot(role); /* the adapter of this replica's role */
   req.adapter = (char *)(g->adapter[low] ? g->adapter[low] : "");
   req.adapter_strength = g->adapter_s[low];
   if (req.adapter[0] && adroute_merged(in, req.adapter, req.adapter_strength)) {
@@ -289,12 +182,12 @@ int gen_denoise_on(gen *g, const reg_instance *in, const float *x, float t, floa
     } else {
       req.context = req.negative_context = NULL;
     }
-    rpc_call_opts co = call_opts(g, step_timeout(g, in->role));
+    rpc_call_opts co = retry_call_opts(g, step_timeout(g, role));
     step_watch w = {g, in};
     co.cancel_fn = step_abandoned;
     co.cancel_ud = &w;
     ProtobufCMessage *m = NULL;
-    rc = rpc_client_unary(g->r->client, in->addr, "/wanserve.v1.Expert/Denoise", &req.base,
+    rc = rpc_client_unary(g->r->client, in->addr, RPC_METHOD_DENOISE, &req.base,
                           &wanserve__v1__denoise_response__descriptor, &m, &co, NULL, err);
     if (rc == WS_EPRECOND && !with_ctx) { /* replica restarted or evicted: send them again */
       mark_sent(g, in->id, 0);
@@ -323,8 +216,8 @@ int gen_verify_expert(gen *g, const reg_instance *in, ws_err *err) {
     return ws_fail(err, WS_EUNSUPPORTED, "replica %s does not match its registration", in->id);
   Wanserve__V1__InfoRequest req = WANSERVE__V1__INFO_REQUEST__INIT;
   ProtobufCMessage *m = NULL;
-  rpc_call_opts co = call_opts(g, 2000); /* Info is trivial */
-  int rc = rpc_client_unary(r->client, in->addr, "/wanserve.v1.Expert/Info", &req.base,
+  rpc_call_opts co = retry_call_opts(g, 2000); /* Info is trivial */
+  int rc = rpc_client_unary(r->client, in->addr, RPC_METHOD_EXPERT_INFO, &req.base,
                             &wanserve__v1__info_response__descriptor, &m, &co, NULL, err);
   if (rc < 0 && rc != WS_EUNSUPPORTED) return rc; /* unreachable or slow: a fault, not a verdict */
   const Wanserve__V1__InfoResponse *info = (const void *)m;
@@ -349,75 +242,92 @@ int gen_verify_expert(gen *g, const reg_instance *in, ws_err *err) {
   return rc;
 }
 
-int gen_denoise(gen *g, const char *role, const float *x, float t, float guide, float *pred,
-                step_result *sr, ws_err *err) {
+/* One step's call: its inputs, where its answer goes, the version it is bound to. */
+typedef struct step_call {
+  reg_role role;
+  int ri;        /* gen_expert_slot(role) */
+  char *version; /* g->version[ri]: pinned by the first replica when no policy named one */
+  const char *adapter;
+  float adapter_s;
+  const float *x;
+  float t, guide;
+  float *pred;
+  step_result *sr;
+} step_call;
+
+static int step_attempt(gen *g, const reg_instance *in, int attempt, void *ud, ws_err *err) {
+  step_call *s = ud;
   router *r = g->r;
-  int ri = strcmp(role, "expert-high") ? 1 : 0;
-  char *version = g->version[ri];
-  tried tr = {.n = 0};
-  int rc = WS_EUNAVAIL;
+  const char *role = reg_role_name(s->role);
+  if (!s->version[0]) {
+    /* no rollout policy named a version: stick to the first replica's version for every later
+     * step of this role, so one request never mixes model versions */
+    snprintf(s->version, sizeof g->version[s->ri], "%s",
+             s->adapter ? adroute_version(in, s->adapter, s->adapter_s) : in->version);
+    g->version_auto[s->ri] = 1;
+  }
+  s->sr->attempts = attempt + 1;
+  double t0 = ws_now_ms();
+  rstats_call_begin(r->stats, s->role, in->id);
+  int rc = gen_verify_expert(g, in, err);
+  if (rc == WS_OK) rc = gen_denoise_on(g, in, s->x, s->t, s->guide, s->pred, err);
+  double ms = ws_now_ms() - t0;
+  rstats_call_end(r->stats, s->role, in->id, ms, rc == WS_OK);
+  if (rc == WS_OK) {
+    snprintf(s->sr->replica, sizeof s->sr->replica, "%s", in->id);
+    snprintf(s->sr->version, sizeof s->sr->version, "%s", in->version);
+    metrics_observe(r->m_step_s, ML(role, in->version), ms / 1e3);
+    step_observed(r, s->role, ms);
+    if (attempt > 0) metrics_add(r->m_retries, ML(role), attempt);
+    return WS_OK;
+  }
+  metrics_add(r->m_errors, ML(role, codec_status_name(codec_status_from_ws(rc))), 1);
+  mark_sent(g, in->id, 0); /* a retry goes elsewhere; this one may have lost the contexts */
+  return rc;
+}
+
+/* The version this request picked by itself is gone: any live one will do. */
+static int step_widen(gen *g, void *ud) {
+  step_call *s = ud;
+  if (!g->version_auto[s->ri]) return 0;
+  WS_WARN("%s: no live %s replica of version %s left; continuing on any version", g->id,
+          reg_role_name(s->role), s->version);
+  s->version[0] = 0;
+  g->version_auto[s->ri] = 0;
+  return 1;
+}
+
+static void step_note(gen *g, const reg_instance *in, const ws_err *err, void *ud) {
+  const step_call *s = ud;
+  WS_WARN("%s: step at t=%g on %s failed (%s); retrying on another replica", g->id, s->t, in->id,
+          err->msg);
+}
+
+int gen_step_admit(gen *g, reg_role role, ws_err *err) {
+  int ri = gen_expert_slot(role);
+  const char *ad = g->adapter[ri] && g->adapter[ri][0] ? g->adapter[ri] : NULL;
+  if (!ad) return WS_OK;
+  /* a version the request pinned by itself may go: any then qualifies (step_widen) */
+  adroute chk = {ad, g->adapter_s[ri], g->version_auto[ri] ? "" : g->version[ri]};
+  return adroute_check(g->r->view, reg_role_name(role), ri ? "adapter_low" : "adapter_high", &chk,
+                       err);
+}
+
+int gen_denoise(gen *g, reg_role role, const float *x, float t, float guide, float *pred,
+                step_result *sr, ws_err *err) {
+  int ri = gen_expert_slot(role);
   /* a per-request adapter: replicas that merged it first, then those with it in the catalog */
   const char *ad = g->adapter[ri] && g->adapter[ri][0] ? g->adapter[ri] : NULL;
-  adroute ar = {ad, g->adapter_s[ri], version};
-  want w = {version, ad ? &ar : NULL};
-  if (ad) { /* a version the request pinned by itself may go: any then qualifies (below) */
-    adroute chk = {ad, ar.strength, g->version_auto[ri] ? "" : version};
-    WS_TRY(adroute_check(r->view, role, ri ? "adapter_low" : "adapter_high", &chk, err));
-  }
-  /* shadow rollout: the canary starts on a copy of x now; it never touches pred */
-  void *mirror = shadow_begin(g, role, x, t, guide);
-  for (int attempt = 0;; attempt++) {
-    int drc = check_deadline(g, err);
-    if (drc < 0) {
-      rc = drc;
-      break;
-    }
-    reg_instance in;
-    int arc = next_replica(g, role, &w, &tr, attempt, rc, &in, err);
-    if (arc == WS_EUNAVAIL && g->version_auto[ri] && attempt < r->o.max_attempts) {
-      /* the version this request picked by itself is gone: any live one will do */
-      WS_WARN("%s: no live %s replica of version %s left; continuing on any version", g->id, role,
-              version);
-      version[0] = 0;
-      g->version_auto[ri] = 0;
-      tr.n = 0;
-      arc = next_replica(g, role, &w, &tr, attempt, rc, &in, err);
-    }
-    if ((rc = arc) < 0) break;
-    if (!version[0]) {
-      /* no rollout policy named a version: stick to the first replica's version for every
-       * later step of this role, so one request never mixes model versions */
-      snprintf(version, sizeof g->version[ri], "%s",
-               ad ? adroute_version(&in, ad, ar.strength) : in.version);
-      g->version_auto[ri] = 1;
-    }
-    sr->attempts = attempt + 1;
-    double t0 = gen_now_ms();
-    rstats_call_begin(r->stats, role, in.id);
-    rc = gen_verify_expert(g, &in, err);
-    if (rc == WS_OK) rc = gen_denoise_on(g, &in, x, t, guide, pred, err);
-    double ms = gen_now_ms() - t0;
-    rstats_call_end(r->stats, role, in.id, ms, rc == WS_OK);
-    pool_release(r->pool, in.id);
-    int again = outcome(g, role, &in, rc, 1, err);
-    if (rc == WS_OK) {
-      snprintf(sr->replica, sizeof sr->replica, "%s", in.id);
-      snprintf(sr->version, sizeof sr->version, "%s", in.version);
-      metrics_observe(r->m_step_s, ML(role, in.version), ms / 1e3);
-      step_observed(r, role, ms);
-      if (attempt > 0) metrics_add(r->m_retries, ML(role), attempt);
-      shadow_end(g, mirror, pred, in.version);
-      return WS_OK;
-    }
-    metrics_add(r->m_errors, ML(role, codec_status_name(codec_status_from_ws(rc))), 1);
-    if (!again) break;
-    WS_WARN("%s: step at t=%g on %s failed (%s); retrying on another replica", g->id, t, in.id,
-            err->msg);
-    mark_sent(g, in.id, 0);
-    tried_add(&tr, in.id);
-  }
-  shadow_end(g, mirror, NULL, NULL); /* stable failed: the mirrored step is not compared */
-  return rc;
+  step_call s = {role, ri, g->version[ri], ad, g->adapter_s[ri], x, t, guide, pred, sr};
+  adroute ar = {ad, s.adapter_s, s.version};
+  retry_call c = {.role = role,
+                  .router_made = 1,
+                  .want = {s.version, ad ? &ar : NULL},
+                  .attempt = step_attempt,
+                  .widen = step_widen,
+                  .note = step_note,
+                  .ud = &s};
+  return retry_run(g, &c, err);
 }
 
 /* FNV-1a, 64-bit: identifies the bytes already forwarded, so a retry's output can be checked to
@@ -462,13 +372,69 @@ static int decode_chunk(gen *g, decode_progress *dp, size_t *pos, uint64_t *h, c
   return WS_OK;
 }
 
+/* ---- the decoder ---- */
+
+typedef struct decode_call {
+  const Wanserve__V1__DecodeRequest *req;
+  decode_progress dp;
+  gen_chunk_fn on_chunk;
+  size_t pos; /* bytes of the last attempt (the retry log) */
+} decode_call;
+
+/* The chunks of one decoder's stream, until it ends. */
+static int decode_stream(gen *g, decode_call *d, rpc_stream *s, ws_err *err) {
+  uint64_t h = FNV_OFFSET;
+  for (;;) {
+    ProtobufCMessage *m = NULL;
+    int got = rpc_stream_recv(s, &wanserve__v1__decode_chunk__descriptor, &m, -1, err);
+    if (got == 1) {
+      if (d->pos < d->dp.fwd)
+        return ws_fail(err, WS_EINTERNAL,
+                       "decode retry: the new decoder sent %zu bytes, fewer than the %zu the "
+                       "client already has; cannot resume",
+                       d->pos, d->dp.fwd);
+      return WS_OK;
+    }
+    if (got < 0) return got;
+    Wanserve__V1__DecodeChunk *c = (void *)m;
+    int rc = decode_chunk(g, &d->dp, &d->pos, &h, c->data.data, c->data.len, d->on_chunk, err);
+    protobuf_c_message_free_unpacked(m, NULL);
+    if (rc < 0) return rc;
+  }
+}
+
+static int decode_attempt(gen *g, const reg_instance *in, int attempt, void *ud, ws_err *err) {
+  decode_call *d = ud;
+  rpc_call_opts co = retry_call_opts(g, 600000);
+  rpc_stream *s = NULL;
+  d->pos = 0;
+  int rc = rpc_client_stream_open(g->r->client, in->addr, RPC_METHOD_DECODE, &d->req->base, &co, &s,
+                                  err);
+  if (rc == WS_OK) rc = decode_stream(g, d, s, err);
+  if (s) {
+    ws_err e2 = {0};
+    int frc = rpc_stream_finish(s, NULL, &e2);
+    if (rc == WS_OK && frc < 0) {
+      rc = frc;
+      *err = e2;
+    }
+  }
+  return rc;
+}
+
+static int decode_final(void *ud) { return ((const decode_call *)ud)->dp.client_failed; }
+
+static void decode_note(gen *g, const reg_instance *in, const ws_err *err, void *ud) {
+  const decode_call *d = ud;
+  WS_WARN("%s: decode on %s failed after %zu bytes (%zu with the client: %s); trying another "
+          "decoder",
+          g->id, in->id, d->pos, d->dp.fwd, err->msg);
+}
+
 /* Decodes on one decoder after another until one finishes. A decoder that fails after bytes
  * reached the client is not fatal: decoding is deterministic for a given configuration, so the
  * next decoder's output is checked to begin with exactly those bytes and only the rest is sent. */
 int gen_decode(gen *g, const float *latent, gen_chunk_fn on_chunk, ws_err *err) {
-  router *r = g->r;
-  tried tr = {.n = 0};
-  int rc = WS_EUNAVAIL;
   int64_t shape[4] = {16, g->p.lat_t, g->p.lat_h, g->p.lat_w};
   ws_tensor lv;
   ws_tensor_view(&lv, WS_F32, shape, 4, (void *)latent);
@@ -479,50 +445,12 @@ int gen_decode(gen *g, const float *latent, gen_chunk_fn on_chunk, ws_err *err) 
   req.latent = &lt;
   req.fps = g->p.fps;
   req.format = (char *)"mp4";
-  decode_progress dp = {.fwd_hash = FNV_OFFSET};
-  for (int attempt = 0;; attempt++) {
-    WS_TRY(check_deadline(g, err));
-    reg_instance in;
-    want any = {NULL, NULL};
-    WS_TRY(next_replica(g, "decoder", &any, &tr, attempt, rc, &in, err));
-    rpc_call_opts co = call_opts(g, 600000);
-    rpc_stream *s = NULL;
-    size_t pos = 0;
-    uint64_t h = FNV_OFFSET;
-    rc = rpc_client_stream_open(r->client, in.addr, "/wanserve.v1.Decoder/Decode", &req.base, &co,
-                                &s, err);
-    while (rc == WS_OK) {
-      ProtobufCMessage *m = NULL;
-      int got = rpc_stream_recv(s, &wanserve__v1__decode_chunk__descriptor, &m, -1, err);
-      if (got == 1) {
-        if (pos < dp.fwd)
-          rc = ws_fail(err, WS_EINTERNAL,
-                       "decode retry: the new decoder sent %zu bytes, fewer than the %zu the "
-                       "client already has; cannot resume",
-                       pos, dp.fwd);
-        break;
-      }
-      if (got < 0) {
-        rc = got;
-        break;
-      }
-      Wanserve__V1__DecodeChunk *c = (void *)m;
-      rc = decode_chunk(g, &dp, &pos, &h, c->data.data, c->data.len, on_chunk, err);
-      protobuf_c_message_free_unpacked(m, NULL);
-    }
-    if (s) {
-      ws_err e2 = {0};
-      int frc = rpc_stream_finish(s, NULL, &e2);
-      if (rc == WS_OK && frc < 0) {
-        rc = frc;
-        *err = e2;
-      }
-    }
-    pool_release(r->pool, in.id);
-    if (dp.client_failed || !outcome(g, "decoder", &in, rc, 1, err)) return rc;
-    WS_WARN("%s: decode on %s failed after %zu bytes (%zu with the client: %s); trying another "
-            "decoder",
-            g->id, in.id, pos, dp.fwd, err->msg);
-    tried_add(&tr, in.id);
-  }
+  decode_call d = {.req = &req, .dp = {.fwd_hash = FNV_OFFSET}, .on_chunk = on_chunk};
+  retry_call c = {.role = REG_ROLE_DECODER,
+                  .router_made = 1,
+                  .attempt = decode_attempt,
+                  .final = decode_final,
+                  .note = decode_note,
+                  .ud = &d};
+  return retry_run(g, &c, err);
 }

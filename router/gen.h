@@ -61,12 +61,17 @@ typedef struct step_result {
   int attempts;
 } step_result;
 
-double gen_now_ms(void);
 /* Encoder calls (retried on other encoder replicas). */
 int gen_encode_text(gen *g, ws_err *err);
 int gen_encode_image(gen *g, ws_err *err);
-/* One Denoise of `role` ("expert-high"/"expert-low") at timestep t; pred is [latent numel]. */
-int gen_denoise(gen *g, const char *role, const float *x, float t, float guide, float *pred,
+/* The slot of an expert role in the gen's per-role arrays: [0] high, [1] low. */
+static inline int gen_expert_slot(reg_role role) { return role == REG_ROLE_EXPERT_LOW; }
+/* Before a step of `role`: a per-request adapter must still be held by a live replica of the
+ * version the step may use (router/adroute.h); replicas come and go between steps. */
+int gen_step_admit(gen *g, reg_role role, ws_err *err);
+/* One Denoise of an expert role at timestep t, retried on other replicas (router/retry.h);
+ * pred is [latent numel]. */
+int gen_denoise(gen *g, reg_role role, const float *x, float t, float guide, float *pred,
                 step_result *sr, ws_err *err);
 /* Checks once per registration that replica `in` is what etcd says (Expert.Info: role, version,
  * model digest) before it gets work; the verdict is kept in the pool. WS_OK when it matches;
@@ -76,17 +81,6 @@ int gen_verify_expert(gen *g, const reg_instance *in, ws_err *err);
 /* One Denoise call on replica `in` (no retry); resends the contexts once on a cache miss. */
 int gen_denoise_on(gen *g, const reg_instance *in, const float *x, float t, float guide,
                    float *pred, ws_err *err);
-/* Shadow mirroring (router/shadow.c): prepare snapshots the shadow rollouts at admission;
- * begin returns an item when this step is mirrored (its canary call starts at once), end hands
- * it the stable prediction (NULL: stable failed) — call it for every non-NULL item; finish
- * waits for the mirrored steps still running and frees. Never changes the stable result. */
-void shadow_prepare(gen *g);
-void *shadow_begin(gen *g, const char *role, const float *x, float t, float guide);
-void shadow_end(gen *g, void *item, const float *pred, const char *stable_version);
-void shadow_finish(gen *g);
-/* router_free: ends the shadows still comparing after their requests (their canary calls are
- * abandoned) and waits until they are gone. */
-void shadow_stop_all(router *r);
 /* Decoder stream: calls on_chunk for every MP4 chunk, exactly once per byte even when a decoder
  * fails mid-stream and another one finishes the video (router/router.h). */
 typedef int (*gen_chunk_fn)(gen *g, const uint8_t *data, size_t len, ws_err *err);

@@ -77,22 +77,21 @@ static enum MHD_Result serve_asset(struct MHD_Connection *c, const char *url) {
 /* ---------- /v1/models ---------- */
 
 static enum MHD_Result serve_models(http_gw *g, struct MHD_Connection *c) {
-  static const char *roles[] = {"encoder", "expert-high", "expert-low", "decoder", "router"};
   cJSON *o = cJSON_CreateObject();
   cJSON_AddStringToObject(o, "object", "list");
   cJSON *data = cJSON_AddArrayToObject(o, "data");
-  for (size_t k = 0; k < sizeof roles / sizeof roles[0]; k++) {
+  for (int k = 0; k < REG_NROLES; k++) {
     reg_instance *in = NULL;
     size_t n = 0;
     ws_err err = {0};
-    if (reg_watch_instances(g->view, roles[k], &in, &n, &err) < 0) {
+    if (reg_watch_instances(g->view, reg_role_name(k), &in, &n, &err) < 0) {
       cJSON_Delete(o);
       return hresp_error(c, 0, codec_status_from_ws(err.code), err.msg);
     }
     cJSON *r = cJSON_CreateObject();
     cJSON_AddItemToArray(data, r);
     cJSON_AddStringToObject(r, "object", "role");
-    cJSON_AddStringToObject(r, "id", roles[k]);
+    cJSON_AddStringToObject(r, "id", reg_role_name(k));
     cJSON_AddNumberToObject(r, "live", (double)n);
     cJSON *versions = cJSON_AddObjectToObject(r, "versions"); /* version -> live replicas */
     cJSON *reps = cJSON_AddArrayToObject(r, "replicas");
@@ -116,7 +115,7 @@ static enum MHD_Result serve_models(http_gw *g, struct MHD_Connection *c) {
     }
     free(in);
     reg_rollout ro;
-    if (reg_watch_rollout(g->view, roles[k], &ro, NULL) == WS_OK) {
+    if (reg_watch_rollout(g->view, reg_role_name(k), &ro, NULL) == WS_OK) {
       cJSON *x = cJSON_AddObjectToObject(r, "rollout");
       cJSON_AddStringToObject(x, "stable", ro.stable);
       cJSON_AddStringToObject(x, "canary", ro.canary);

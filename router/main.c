@@ -17,6 +17,8 @@
 #include "core/log.h"
 #include "router/http.h"
 #include "router/router.h"
+#include "rpc/methods.h"
+#include "rpc/registry.h"
 #include "rpc/service.h"
 
 typedef struct flags {
@@ -99,7 +101,9 @@ int main(int argc, char **argv) {
       "   [--http-header-timeout-ms N] [--results-dir DIR] [--http-progress-ms N]\n"
       "   [--http-tls-cert PEM --http-tls-key PEM]]\n"
       "  [common flags]";
-  if (svc_parse_main(argc, argv, "router", usage, &o, extra_flag, &f, &status)) return status;
+  if (svc_parse_main(argc, argv, reg_role_name(REG_ROLE_ROUTER), usage, &o, extra_flag, &f,
+                     &status))
+    return status;
   if (!o.etcd[0])
     return svc_usage_error(usage, "--etcd is required (replicas are discovered there)");
   etcd_client *etcd = NULL;
@@ -141,13 +145,14 @@ int main(int argc, char **argv) {
   if (rc == WS_OK && f.auth_tokens[0]) {
     rc = rpc_tokens_load(f.auth_tokens, &tok, &ntok, &err);
     if (rc == WS_OK)
-      rc = rpc_server_require_token(server, "/wanserve.v1.Router/Generate",
-                                    (const char *const *)tok, ntok, &err);
+      rc = rpc_server_require_token(server, RPC_METHOD_GENERATE, (const char *const *)tok, ntok,
+                                    &err);
     if (rc == WS_OK) WS_INFO("router: Generate requires one of %d bearer tokens", ntok);
     f.http.tokens = (const char *const *)tok;
     f.http.ntokens = ntok;
   }
-  if (rc == WS_OK) rc = svc_start(&o, "router", server, inflight, "", &s, &err);
+  if (rc == WS_OK)
+    rc = svc_start(&o, reg_role_name(REG_ROLE_ROUTER), server, inflight, "", &s, &err);
   /* the gateway's jobs are Generate calls to this router's own advertised address */
   f.http.etcd = etcd; /* durable jobs (issue 18) */
   f.http.drain_ms = o.drain_ms;

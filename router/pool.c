@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 
 /* What the pool knows of one instance id: its outstanding calls, and the health of its
@@ -74,12 +75,6 @@ static load *load_of(pool *p, const char *id) {
   return l;
 }
 
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 static uint32_t reg_sig(const reg_instance *in) {
   char b[700];
   snprintf(b, sizeof b, "%s|%s|%s|%s|%lld", in->addr, in->role, in->version, in->model_digest,
@@ -119,30 +114,31 @@ static int version_tier(const reg_instance *in, const void *ud) {
   return !version || !version[0] || !strcmp(in->version, version);
 }
 
-int pool_acquire(pool *p, const char *role, const char *version, const char *const *exclude, int nx,
+int pool_acquire(pool *p, reg_role role, const char *version, const char *const *exclude, int nx,
                  int wait_ms, reg_instance *out, ws_err *err) {
   int rc = pool_acquire_tier(p, role, version_tier, version, exclude, nx, wait_ms, out, err);
   if (rc == WS_EUNAVAIL)
-    ws_fail(err, WS_EUNAVAIL, "no live %s replica%s%s%s", role,
+    ws_fail(err, WS_EUNAVAIL, "no live %s replica%s%s%s", reg_role_name(role),
             version && version[0] ? " of version " : "", version ? version : "",
             nx ? " (others failed this step)" : "");
   return rc;
 }
 
-int pool_acquire_tier(pool *p, const char *role, pool_tier_fn tier, const void *ud,
+int pool_acquire_tier(pool *p, reg_role role, pool_tier_fn tier, const void *ud,
                       const char *const *exclude, int nx, int wait_ms, reg_instance *out,
                       ws_err *err) {
-  double t0 = now_ms();
+  const char *name = reg_role_name(role);
+  double t0 = ws_now_ms();
   for (;;) {
     reg_instance *all = NULL;
     size_t n = 0;
     uint64_t gen = reg_watch_generation(p->view);
-    WS_TRY(reg_watch_instances(p->view, role, &all, &n, err));
+    WS_TRY(reg_watch_instances(p->view, name, &all, &n, err));
     /* candidates of the best (health, tier) seen so far: healthy beats ejected, then the lower
      * tier; a better one found restarts the list */
     int *cand = malloc(sizeof(int) * (n ? n : 1)), nc = 0, pick = -1, best = 0;
     pthread_mutex_lock(&p->mu);
-    double now = now_ms();
+    double now = ws_now_ms();
     for (size_t i = 0; cand && i < n; i++) {
       int t = excluded(all[i].id, exclude, nx) ? 0 : tier(&all[i], ud);
       if (t <= 0) continue;
@@ -166,9 +162,9 @@ int pool_acquire_tier(pool *p, const char *role, pool_tier_fn tier, const void *
     free(cand);
     free(all);
     if (pick >= 0) return WS_OK;
-    long waited = (long)(now_ms() - t0);
+    long waited = (long)(ws_now_ms() - t0);
     if (waited >= wait_ms)
-      return ws_fail(err, WS_EUNAVAIL, "no live %s replica qualifies%s", role,
+      return ws_fail(err, WS_EUNAVAIL, "no live %s replica qualifies%s", name,
                      nx ? " (others failed this step)" : "");
     reg_watch_wait(p->view, gen, (int)(wait_ms - waited < 200 ? wait_ms - waited : 200));
   }
@@ -196,7 +192,7 @@ int pool_report(pool *p, const reg_instance *in, int fault) {
   if (l && fault) {
     int k = l->faults < 5 ? l->faults : 5;
     l->faults++;
-    l->ejected_until = now_ms() + (double)p->eject_ms * (double)(1 << k);
+    l->ejected_until = ws_now_ms() + (double)p->eject_ms * (double)(1 << k);
     ejected = 1;
   } else if (l) {
     l->faults = 0;
@@ -221,7 +217,7 @@ int pool_registered(pool *p, const reg_instance *in) {
 int pool_ejected(pool *p, const reg_instance *in) {
   pthread_mutex_lock(&p->mu);
   load *l = load_for(p, in);
-  int e = l && l->ejected_until > now_ms();
+  int e = l && l->ejected_until > ws_now_ms();
   pthread_mutex_unlock(&p->mu);
   return e;
 }
@@ -268,7 +264,8 @@ static stable_mem *stable_slot(pool *p, const char *role) {
   return &p->stable[7];
 }
 
-void pool_choose_version(pool *p, const char *role, const char *request_id, char *out, size_t n) {
+void pool_choose_version(pool *p, reg_role rl, const char *request_id, char *out, size_t n) {
+  const char *role = reg_role_name(rl);
   reg_rollout r;
   ws_err err = {0};
   out[0] = 0;

@@ -29,14 +29,14 @@ void pool_free(pool *p);
  * and not marked bad, preferring those not ejected, and counts one outstanding call on it
  * (release with pool_release). Waits up to wait_ms for one to appear in the view (0: answers
  * at once). WS_EUNAVAIL naming the role when none is live. */
-int pool_acquire(pool *p, const char *role, const char *version, const char *const *exclude, int nx,
+int pool_acquire(pool *p, reg_role role, const char *version, const char *const *exclude, int nx,
                  int wait_ms, reg_instance *out, ws_err *err);
 /* pool_acquire with a caller's choice instead of a version: tier(in, ud) is 0 for an instance
  * that does not qualify, else its tier (1 preferred, 2 next, ...). The lowest tier among the
  * healthy candidates is chosen from (power of two choices within it); only when no candidate
  * is healthy, the lowest tier among the ejected ones. WS_EUNAVAIL when none qualifies. */
 typedef int (*pool_tier_fn)(const reg_instance *in, const void *ud);
-int pool_acquire_tier(pool *p, const char *role, pool_tier_fn tier, const void *ud,
+int pool_acquire_tier(pool *p, reg_role role, pool_tier_fn tier, const void *ud,
                       const char *const *exclude, int nx, int wait_ms, reg_instance *out,
                       ws_err *err);
 void pool_release(pool *p, const char *id);
@@ -61,7 +61,7 @@ void pool_set_verdict(pool *p, const reg_instance *in, int verdict);
  * there is no (valid) rollout key. A canary with no live instance falls back to stable, and a
  * stable version with none to "" (any live version: a rollout to a version nobody runs must not
  * fail every request). */
-void pool_choose_version(pool *p, const char *role, const char *request_id, char *out, size_t n);
+void pool_choose_version(pool *p, reg_role role, const char *request_id, char *out, size_t n);
 
 /* FNV-1a of s, for the sticky split (exposed for tests). */
 uint32_t pool_hash(const char *s);

@@ -6,10 +6,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "router/adroute.h"
 #include "router/gen.h"
+#include "router/shadow.h"
 #include "rpc/codec.h"
+#include "rpc/methods.h"
 #include "rpc/service.h"
 #include "wanserve/v1/router.pb-c.h"
 
@@ -114,6 +117,17 @@ static void leave(router *r) {
   pthread_mutex_unlock(&r->mu);
 }
 
+/* One step on the stable version, mirrored to a shadow canary when the rollout says so (the
+ * canary starts on a copy of x first and never touches pred). */
+static int step(gen *g, reg_role role, const float *x, float t, float guide, float *pred,
+                step_result *sr, ws_err *err) {
+  WS_TRY(gen_step_admit(g, role, err));
+  void *mirror = shadow_begin(g, role, x, t, guide);
+  int rc = gen_denoise(g, role, x, t, guide, pred, sr, err);
+  shadow_end(g, mirror, rc == WS_OK ? pred : NULL, rc == WS_OK ? sr->version : NULL);
+  return rc;
+}
+
 static int run_steps(gen *g, sampler_state *s, ws_err *err) {
   int64_t n = s->n;
   float *pred = malloc(sizeof(float) * (size_t)n);
@@ -122,26 +136,25 @@ static int run_steps(gen *g, sampler_state *s, ws_err *err) {
   while (rc == WS_OK && !sampler_done(s)) {
     float t = sampler_model_timestep(s);
     int high = sampler_next_high(s, g->p.boundary);
-    const char *role = high ? "expert-high" : "expert-low";
+    reg_role role = reg_expert_role(!high);
     step_result sr = {0};
-    rc =
-        gen_denoise(g, role, s->latent, t, high ? g->p.guide_high : g->p.guide_low, pred, &sr, err);
+    rc = step(g, role, s->latent, t, high ? g->p.guide_high : g->p.guide_low, pred, &sr, err);
     if (rc == WS_OK) rc = sampler_step(s, pred, err);
     if (rc < 0) break;
     Wanserve__V1__Progress pr = WANSERVE__V1__PROGRESS__INIT;
     pr.step = s->step;
     pr.total = s->steps;
     pr.timestep = t;
-    pr.role = (char *)role;
+    pr.role = (char *)reg_role_name(role);
     pr.replica = sr.replica;
     pr.version = sr.version;
-    pr.elapsed_ms = (int64_t)(gen_now_ms() - g->t0_ms);
+    pr.elapsed_ms = (int64_t)(ws_now_ms() - g->t0_ms);
     pr.attempts = sr.attempts;
     Wanserve__V1__GenerateEvent ev = WANSERVE__V1__GENERATE_EVENT__INIT;
     ev.event_case = WANSERVE__V1__GENERATE_EVENT__EVENT_PROGRESS;
     ev.progress = &pr;
     rc = send_event(g, &ev, err);
-    WS_DEBUG("%s: step %d/%d t=%g %s on %s (%s)", g->id, s->step, s->steps, t, role, sr.replica,
+    WS_DEBUG("%s: step %d/%d t=%g %s on %s (%s)", g->id, s->step, s->steps, t, pr.role, sr.replica,
              sr.version);
   }
   free(pred);
@@ -167,8 +180,8 @@ static int generate_inner(gen *g, const Wanserve__V1__GenerateRequest *q, ws_err
   g->image = q->image.data;
   g->image_len = q->image.len;
   if (q->deadline_ms > 0) g->deadline_ms = g->t0_ms + (double)q->deadline_ms;
-  pool_choose_version(r->pool, "expert-high", g->id, g->version[0], sizeof g->version[0]);
-  pool_choose_version(r->pool, "expert-low", g->id, g->version[1], sizeof g->version[1]);
+  for (int ri = 0; ri < 2; ri++)
+    pool_choose_version(r->pool, reg_expert_role(ri), g->id, g->version[ri], sizeof g->version[ri]);
   shadow_prepare(g); /* shadow rollouts: stable answers (version above), the canary is mirrored */
   /* an adapter no live replica of its role holds is refused before the request is accepted,
    * like any other bad input (HTTP: 400, not a failed job); each step checks again
@@ -176,7 +189,7 @@ static int generate_inner(gen *g, const Wanserve__V1__GenerateRequest *q, ws_err
   for (int ri = 0; ri < 2; ri++)
     if (g->adapter[ri][0]) {
       adroute a = {g->adapter[ri], g->adapter_s[ri], g->version[ri]};
-      WS_TRY(adroute_check(r->view, ri ? "expert-low" : "expert-high",
+      WS_TRY(adroute_check(r->view, reg_role_name(reg_expert_role(ri)),
                            ri ? "adapter_low" : "adapter_high", &a, err));
     }
   /* I2V: the image is encoded before the request is accepted, so an image that does not decode
@@ -235,7 +248,7 @@ static int generate(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws
   }
   g->r = r;
   g->call = call;
-  g->t0_ms = gen_now_ms();
+  g->t0_ms = ws_now_ms();
   if (q->request_id && q->request_id[0] && strlen(q->request_id) < sizeof g->id &&
       strspn(q->request_id, REQUEST_ID_CHARS) == strlen(q->request_id)) {
     snprintf(g->id, sizeof g->id, "%s", q->request_id); /* else params_from_request refuses it */
@@ -248,7 +261,7 @@ static int generate(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws
   }
   int rc = generate_inner(g, q, err);
   shadow_finish(g); /* mirrored steps still at the canary (the result is already sent) */
-  double ms = gen_now_ms() - g->t0_ms;
+  double ms = ws_now_ms() - g->t0_ms;
   const char *task = q->task == WANSERVE__V1__TASK__I2V ? "i2v" : "t2v";
   metrics_add(r->m_req, ML(task, codec_status_name(codec_status_from_ws(rc < 0 ? rc : 0))), 1);
   if (rc == WS_OK) metrics_observe(r->m_req_s, ML(task), ms / 1e3);
@@ -318,7 +331,7 @@ int router_create(const router_opts *o, reg_watch *view, pool *p, rpc_client *cl
 }
 
 int router_register(router *r, rpc_server *s, ws_err *err) {
-  return rpc_server_add_method(s, "/wanserve.v1.Router/Generate", RPC_SERVER_STREAM,
+  return rpc_server_add_method(s, RPC_METHOD_GENERATE, RPC_SERVER_STREAM,
                                &wanserve__v1__generate_request__descriptor, generate, r, err);
 }
 

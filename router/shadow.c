@@ -3,10 +3,10 @@
  * The stable version answers every step, exactly as without a rollout: the mirrored call reads
  * copies of the step's inputs and writes into its own buffer, so nothing it does (or fails to
  * do) reaches the sampler. For a `percent` share of steps (by a hash of request id, role and
- * timestep, so a rerun mirrors the same steps) gen_denoise hands the step to this request's
- * shadow thread *before* calling stable; the thread calls a replica of the canary version in
- * parallel with the stable call, then waits for the stable prediction and records
- * rel-L2(canary, stable) in the router's stats (router/stats.h). The steps waiting for the
+ * timestep, so a rerun mirrors the same steps) the router's step (router/router.c) hands it to
+ * this request's shadow thread *before* calling stable (gen_denoise); the thread calls a replica of
+ * the canary version in parallel with the stable call, then waits for the stable prediction and
+ * records rel-L2(canary, stable) in the router's stats (router/stats.h). The steps waiting for the
  * canary are bounded (SHADOW_PENDING_BYTES of copies: 2 steps of a 720p latent, 64 of a tiny
  * one); beyond that a step is not mirrored (counted "dropped"), so a slow canary never holds up
  * the stable path. The canary uses its own context-cache bookkeeping (a
@@ -29,6 +29,7 @@
 #include "core/log.h"
 #include "router/adroute.h"
 #include "router/gen.h"
+#include "router/shadow.h"
 #include "router/stats.h"
 
 /* mirrored steps waiting for the canary: bounded by memory (x and the stable prediction are
@@ -39,7 +40,8 @@
 static int shadow_stopped(const void *ud);
 
 typedef struct shadow_item {
-  char role[32], stable_version[64];
+  reg_role role;
+  char stable_version[64];
   float t, guide;
   float *x, *stable; /* owned copies; stable NULL until the stable call ended */
   int state;         /* 0 waiting for stable, 1 stable ok, -1 stable failed */
@@ -80,15 +82,13 @@ static void shadow_free(gen_shadow *sh) {
   free(sh);
 }
 
-static int role_index(const char *role) { return strcmp(role, "expert-high") ? 1 : 0; }
-
 void shadow_prepare(gen *g) {
-  static const char *roles[2] = {"expert-high", "expert-low"};
   for (int i = 0; i < 2; i++) {
     reg_rollout r;
     ws_err err = {0};
-    g->shadow_on[i] = reg_watch_rollout(g->r->view, roles[i], &r, &err) == WS_OK &&
-                      r.mode == REG_MODE_SHADOW && r.canary[0] && r.percent > 0;
+    g->shadow_on[i] =
+        reg_watch_rollout(g->r->view, reg_role_name(reg_expert_role(i)), &r, &err) == WS_OK &&
+        r.mode == REG_MODE_SHADOW && r.canary[0] && r.percent > 0;
     if (g->shadow_on[i]) g->rollout[i] = r;
   }
 }
@@ -122,12 +122,12 @@ static void *shadow_main(void *arg) {
     if (!sh->head || sh->stop || g->r->shadow_stop) break; /* stop: the rest is dropped below */
     shadow_item *it = sh->head;
     pthread_mutex_unlock(&sh->mu);
-    const reg_rollout *ro = &g->rollout[role_index(it->role)];
+    const reg_rollout *ro = &g->rollout[gen_expert_slot(it->role)];
     reg_instance in;
     ws_err err = {0};
     /* a request naming an adapter: a canary replica that merged it, else one holding it in its
      * catalog (router/adroute.h), as for the stable steps */
-    int ri = role_index(it->role);
+    int ri = gen_expert_slot(it->role);
     adroute ar = {g->adapter[ri], g->adapter_s[ri], ro->canary};
     int rc = !pred ? ws_fail(&err, WS_ENOMEM, "out of memory")
              : ar.name[0]
@@ -147,8 +147,8 @@ static void *shadow_main(void *arg) {
     pthread_mutex_unlock(&sh->mu);
     if (it->state > 0 && rc == WS_OK) {
       double d = rel_l2(pred, it->stable, n);
-      WS_DEBUG("%s: shadow %s t=%g canary %s vs stable %s: rel-L2 %.3g", g->id, it->role, it->t,
-               ro->canary, it->stable_version, d);
+      WS_DEBUG("%s: shadow %s t=%g canary %s vs stable %s: rel-L2 %.3g", g->id,
+               reg_role_name(it->role), it->t, ro->canary, it->stable_version, d);
       rstats_shadow_sample(g->r->stats, it->role, ro->stable, ro->canary, d);
     } else if (rc < 0) {
       WS_DEBUG("%s: shadow step on canary %s failed: %s", g->id, ro->canary, err.msg);
@@ -162,7 +162,7 @@ static void *shadow_main(void *arg) {
     shadow_item *it = sh->head;
     sh->head = it->next;
     sh->pending--;
-    const reg_rollout *ro = &g->rollout[role_index(it->role)];
+    const reg_rollout *ro = &g->rollout[gen_expert_slot(it->role)];
     rstats_shadow_miss(g->r->stats, it->role, ro->stable, ro->canary, "dropped");
     item_free(it);
   }
@@ -181,12 +181,12 @@ static void *shadow_main(void *arg) {
   return NULL;
 }
 
-void *shadow_begin(gen *g, const char *role, const float *x, float t, float guide) {
-  int ri = role_index(role);
+void *shadow_begin(gen *g, reg_role role, const float *x, float t, float guide) {
+  int ri = gen_expert_slot(role);
   if (!g->shadow_on[ri]) return NULL;
   const reg_rollout *ro = &g->rollout[ri];
   char key[300];
-  snprintf(key, sizeof key, "%s/%s/%d", g->id, role, (int)t);
+  snprintf(key, sizeof key, "%s/%s/%d", g->id, reg_role_name(role), (int)t);
   if ((int)(pool_hash(key) % 100u) >= ro->percent) return NULL;
   if (!g->shadow) {
     gen_shadow *sh = calloc(1, sizeof *sh);
@@ -231,7 +231,7 @@ void *shadow_begin(gen *g, const char *role, const float *x, float t, float guid
     return NULL;
   }
   memcpy(it->x, x, sizeof(float) * (size_t)n);
-  snprintf(it->role, sizeof it->role, "%s", role);
+  it->role = role;
   it->t = t;
   it->guide = guide;
   pthread_mutex_lock(&sh->mu);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
 
@@ -55,12 +56,6 @@ struct rstats {
   metric *m_rel, *m_shadow_steps, *m_role_s, *m_share, *m_util, *m_actions;
 };
 
-static double mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 /* mu held */
 static shadow_series *series_of(rstats *s, const char *role, const char *stable,
                                 const char *canary) {
@@ -89,9 +84,10 @@ static double quantile(const shadow_series *x, double q) {
   return x->max; /* beyond the last bucket */
 }
 
-void rstats_shadow_sample(rstats *s, const char *role, const char *stable, const char *canary,
+void rstats_shadow_sample(rstats *s, reg_role rl, const char *stable, const char *canary,
                           double rel) {
   if (!s) return;
+  const char *role = reg_role_name(rl);
   metrics_observe(s->m_rel, ML(role, stable, canary), rel);
   metrics_add(s->m_shadow_steps, ML(role, canary, "compared"), 1);
   pthread_mutex_lock(&s->mu);
@@ -115,9 +111,10 @@ void rstats_shadow_sample(rstats *s, const char *role, const char *stable, const
   pthread_mutex_unlock(&s->mu);
 }
 
-void rstats_shadow_miss(rstats *s, const char *role, const char *stable, const char *canary,
+void rstats_shadow_miss(rstats *s, reg_role rl, const char *stable, const char *canary,
                         const char *result) {
   if (!s) return;
+  const char *role = reg_role_name(rl);
   metrics_add(s->m_shadow_steps, ML(role, canary, result), 1);
   pthread_mutex_lock(&s->mu);
   shadow_series *x = series_of(s, role, stable, canary);
@@ -143,20 +140,22 @@ static replica_use *replica_of(rstats *s, const char *role, const char *id) {
   return r;
 }
 
-void rstats_call_begin(rstats *s, const char *role, const char *replica) {
+void rstats_call_begin(rstats *s, reg_role rl, const char *replica) {
   if (!s) return;
+  const char *role = reg_role_name(rl);
   pthread_mutex_lock(&s->mu);
   replica_use *r = replica_of(s, role, replica);
-  if (r && r->outstanding++ == 0) r->busy_since = mono_ms();
+  if (r && r->outstanding++ == 0) r->busy_since = ws_now_ms();
   pthread_mutex_unlock(&s->mu);
 }
 
-void rstats_call_end(rstats *s, const char *role, const char *replica, double ms, int ok) {
+void rstats_call_end(rstats *s, reg_role rl, const char *replica, double ms, int ok) {
   if (!s) return;
+  const char *role = reg_role_name(rl);
   if (ok) metrics_add(s->m_role_s, ML(role), ms / 1e3);
   pthread_mutex_lock(&s->mu);
   replica_use *r = replica_of(s, role, replica);
-  if (r && r->outstanding > 0 && --r->outstanding == 0) r->busy_ms += mono_ms() - r->busy_since;
+  if (r && r->outstanding > 0 && --r->outstanding == 0) r->busy_ms += ws_now_ms() - r->busy_since;
   if (ok) {
     role_use *u = NULL;
     for (int i = 0; i < s->nroles && !u; i++)
@@ -325,7 +324,7 @@ static int64_t stats_lease(rstats *s) {
 }
 
 static void flush(rstats *s) {
-  double now = mono_ms();
+  double now = ws_now_ms();
   shadow_series copy[MAX_SERIES];
   int todo[MAX_SERIES], nt = 0;
   pthread_mutex_lock(&s->mu);
@@ -373,11 +372,7 @@ static void *flusher(void *arg) {
   rstats *s = arg;
   pthread_mutex_lock(&s->mu);
   while (!s->stopping) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    long ns = ts.tv_nsec + (long)(s->o.interval_ms % 1000) * 1000000L;
-    ts.tv_sec += s->o.interval_ms / 1000 + ns / 1000000000L;
-    ts.tv_nsec = ns % 1000000000L;
+    struct timespec ts = ws_deadline_in_ms(s->o.interval_ms);
     pthread_cond_timedwait(&s->cv, &s->mu, &ts);
     pthread_mutex_unlock(&s->mu);
     flush(s);

@@ -55,13 +55,13 @@ int rstats_create(const rstats_opts *o, etcd_client *etcd, reg_watch *view, rsta
 /* Stops the flusher (after a last flush) and frees. NULL is a no-op. */
 void rstats_free(rstats *s);
 
-void rstats_shadow_sample(rstats *s, const char *role, const char *stable, const char *canary,
+void rstats_shadow_sample(rstats *s, reg_role role, const char *stable, const char *canary,
                           double rel_l2);
 /* result: "error" (canary call failed) or "dropped" (canary too far behind). */
-void rstats_shadow_miss(rstats *s, const char *role, const char *stable, const char *canary,
+void rstats_shadow_miss(rstats *s, reg_role role, const char *stable, const char *canary,
                         const char *result);
 /* Around every Denoise call of the router. */
-void rstats_call_begin(rstats *s, const char *role, const char *replica);
-void rstats_call_end(rstats *s, const char *role, const char *replica, double ms, int ok);
+void rstats_call_begin(rstats *s, reg_role role, const char *replica);
+void rstats_call_end(rstats *s, reg_role role, const char *replica, double ms, int ok);
 
 #endif

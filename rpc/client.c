@@ -1,5 +1,6 @@
 /* client — unary, server-streaming and bidi calls on cached channels. See client.h. */
 #include "rpc/client.h"
+#include "rpc/bytebuf.h"
 #include "rpc/server.h" /* RPC_METADATA_MAX */
 
 #include <pthread.h>
@@ -225,25 +226,10 @@ static void free_md(grpc_metadata *md, size_t n) {
   free(md);
 }
 
-static grpc_byte_buffer *pack(const ProtobufCMessage *msg) {
-  size_t n = protobuf_c_message_get_packed_size(msg);
-  grpc_slice sl = grpc_slice_malloc(n);
-  protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(sl));
-  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&sl, 1);
-  grpc_slice_unref(sl);
-  return bb;
-}
-
 static int unpack(const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb, const char *method,
                   ProtobufCMessage **out, ws_err *err) {
-  grpc_byte_buffer_reader r;
-  if (!grpc_byte_buffer_reader_init(&r, bb))
-    return ws_fail(err, WS_EFORMAT, "%s: cannot read reply", method);
-  grpc_slice all = grpc_byte_buffer_reader_readall(&r);
-  grpc_byte_buffer_reader_destroy(&r);
-  size_t n = GRPC_SLICE_LENGTH(all);
-  *out = protobuf_c_message_unpack(d, NULL, n, GRPC_SLICE_START_PTR(all));
-  grpc_slice_unref(all);
+  size_t n;
+  *out = rpc_bb_unpack(d, bb, &n, NULL, NULL);
   if (!*out)
     return ws_fail(err, WS_EFORMAT, "%s: reply is not a valid %s (%zu bytes)", method, d->name, n);
   return 0;
@@ -311,7 +297,7 @@ int rpc_client_unary(rpc_client *c, const char *target, const char *method,
   }
   size_t n_md = 0;
   grpc_metadata *md = make_md(o, &n_md);
-  grpc_byte_buffer *send = pack(req), *recv = NULL;
+  grpc_byte_buffer *send = rpc_bb_pack(req), *recv = NULL;
   grpc_metadata_array init_md, trail_md;
   grpc_metadata_array_init(&init_md);
   grpc_metadata_array_init(&trail_md);
@@ -415,7 +401,7 @@ static int open_common(rpc_stream *s, const ProtobufCMessage *req, rpc_stream **
   ops[n++].data.send_initial_metadata.metadata = s->md;
   grpc_byte_buffer *bb = NULL;
   if (req) { /* server streaming: the one request, then half-close */
-    bb = pack(req);
+    bb = rpc_bb_pack(req);
     ops[n].op = GRPC_OP_SEND_MESSAGE;
     ops[n++].data.send_message.send_message = bb;
     ops[n++].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -493,7 +479,7 @@ int rpc_stream_recv(rpc_stream *s, const ProtobufCMessageDescriptor *desc, Proto
 
 int rpc_stream_send(rpc_stream *s, const ProtobufCMessage *msg, int timeout_ms, ws_err *err) {
   if (s->ended) return ws_fail(err, WS_EUNAVAIL, "%s: stream already ended", s->method);
-  grpc_byte_buffer *bb = pack(msg);
+  grpc_byte_buffer *bb = rpc_bb_pack(msg);
   grpc_op op;
   memset(&op, 0, sizeof op);
   op.op = GRPC_OP_SEND_MESSAGE;

@@ -10,15 +10,28 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 
-static const char *const ROLES[] = {"encoder", "expert-high", "expert-low", "decoder", "router"};
+static const char *const ROLE_NAMES[REG_NROLES] = {[REG_ROLE_ENCODER] = "encoder",
+                                                   [REG_ROLE_EXPERT_HIGH] = "expert-high",
+                                                   [REG_ROLE_EXPERT_LOW] = "expert-low",
+                                                   [REG_ROLE_DECODER] = "decoder",
+                                                   [REG_ROLE_ROUTER] = "router"};
 
-int reg_role_valid(const char *role) {
-  for (size_t i = 0; i < sizeof ROLES / sizeof ROLES[0]; i++)
-    if (role && !strcmp(role, ROLES[i])) return 1;
-  return 0;
+const char *reg_role_name(reg_role r) {
+  return (int)r >= 0 && r < REG_NROLES ? ROLE_NAMES[r] : "?";
 }
+
+int reg_role_of(const char *name) {
+  for (int i = 0; name && i < REG_NROLES; i++)
+    if (!strcmp(name, ROLE_NAMES[i])) return i;
+  return -1;
+}
+
+reg_role reg_expert_role(int low) { return low ? REG_ROLE_EXPERT_LOW : REG_ROLE_EXPERT_HIGH; }
+
+int reg_role_valid(const char *role) { return reg_role_of(role) >= 0; }
 
 /* ---------- JSON ---------- */
 
@@ -599,19 +612,9 @@ uint64_t reg_watch_generation(reg_watch *w) {
   return g;
 }
 
-static void deadline_in(struct timespec *ts, int ms) {
-  clock_gettime(CLOCK_REALTIME, ts);
-  ts->tv_sec += ms / 1000;
-  ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-  if (ts->tv_nsec >= 1000000000L) {
-    ts->tv_sec++;
-    ts->tv_nsec -= 1000000000L;
-  }
-}
-
 int reg_watch_wait(reg_watch *w, uint64_t gen, int timeout_ms) {
   struct timespec ts;
-  deadline_in(&ts, timeout_ms);
+  ts = ws_deadline_in_ms(timeout_ms);
   pthread_mutex_lock(&w->mu);
   int rc = 0;
   while (w->gen <= gen && rc == 0)
@@ -635,7 +638,7 @@ int reg_watch_connected(reg_watch *w) { return atomic_load(&w->connected); }
 int reg_rendezvous_put(etcd_client *c, const char *group, const void *blob, size_t n, int64_t lease,
                        ws_err *err) {
   char key[256];
-  snprintf(key, sizeof key, REG_NCCL "%s", group);
+  snprintf(key, sizeof key, REG_COMM_ID "%s", group);
   return etcd_put(c, key, blob, n, lease, NULL, err);
 }
 
@@ -661,7 +664,7 @@ static void rdv_event(void *user, const etcd_event *ev) {
 int reg_rendezvous_wait(etcd_client *c, const char *group, void *buf, size_t cap, size_t *n,
                         int timeout_ms, ws_err *err) {
   char key[256];
-  snprintf(key, sizeof key, REG_NCCL "%s", group);
+  snprintf(key, sizeof key, REG_COMM_ID "%s", group);
   rdv r = {.val = NULL};
   pthread_mutex_init(&r.mu, NULL);
   pthread_cond_init(&r.cv, NULL);
@@ -680,7 +683,7 @@ int reg_rendezvous_wait(etcd_client *c, const char *group, void *buf, size_t cap
     rc = etcd_watch_start(c, key, 0, rev + 1, &cbs, &r, &w, err);
     if (rc == 0) {
       struct timespec ts;
-      deadline_in(&ts, timeout_ms);
+      ts = ws_deadline_in_ms(timeout_ms);
       pthread_mutex_lock(&r.mu);
       int trc = 0;
       while (!r.val && trc == 0)

@@ -6,7 +6,8 @@
  *                            [{"name","strength"}...] (in merge order), "merged_base" and
  *                            "adapters_catalog": ["name"...]}   on a lease (~5 s) kept alive
  *   rollout/<role>        = {"stable":"v1","canary":"v2","percent":5,"mode":"split"|"shadow"}
- *   nccl/<group>          = raw ncclUniqueId bytes, on the rank-0 process's lease
+ *   comm/<group>          = raw communicator id bytes (NCCL's unique id), on the rank-0
+ *                           process's lease
  * Roles: encoder, expert-high, expert-low, decoder, router.
  *
  * Registration: reg_register grants a lease, puts the instance key on it and keeps the lease
@@ -35,7 +36,7 @@
 #define REG_ROOT "/wanserve/v1/"
 #define REG_INSTANCES REG_ROOT "instances/"
 #define REG_ROLLOUT REG_ROOT "rollout/"
-#define REG_NCCL REG_ROOT "nccl/"
+#define REG_COMM_ID REG_ROOT "comm/"
 
 /* One adapter an expert merged at load (wan-expert --lora FILE[:S]): its name is the file's
  * stem (the name a request would give it), strength as merged. */
@@ -79,6 +80,22 @@ typedef struct reg_rollout {
   reg_mode mode;
 } reg_rollout;
 
+/* The roles, typed: a role's name (the etcd key segment, the services' --role words) comes from
+ * this one table, never a string spelled elsewhere. */
+typedef enum reg_role {
+  REG_ROLE_ENCODER,
+  REG_ROLE_EXPERT_HIGH,
+  REG_ROLE_EXPERT_LOW,
+  REG_ROLE_DECODER,
+  REG_ROLE_ROUTER,
+  REG_NROLES
+} reg_role;
+/* "encoder", "expert-high", "expert-low", "decoder", "router"; "?" outside the enum. */
+const char *reg_role_name(reg_role r);
+/* The role named `name`, or -1 (NULL or unknown). */
+int reg_role_of(const char *name);
+/* The expert role of one noise level: high (low == 0) or low. */
+reg_role reg_expert_role(int low);
 /* 1 for the five known roles. */
 int reg_role_valid(const char *role);
 
@@ -128,9 +145,9 @@ int reg_watch_synced(reg_watch *w);
 /* 1 while a watch stream to etcd is established. */
 int reg_watch_connected(reg_watch *w);
 
-/* NCCL rendezvous: rank 0 puts its id blob at nccl/<group> on `lease` (e.g. its registration's);
- * other ranks wait for it (Range, then Watch from that revision) up to timeout_ms. *n receives
- * the blob size; a blob larger than cap is WS_ERANGE. */
+/* Communicator rendezvous: rank 0 puts its id blob at comm/<group> on `lease` (e.g. its
+ * registration's); other ranks wait for it (Range, then Watch from that revision) up to
+ * timeout_ms. *n receives the blob size; a blob larger than cap is WS_ERANGE. */
 int reg_rendezvous_put(etcd_client *c, const char *group, const void *blob, size_t n, int64_t lease,
                        ws_err *err);
 int reg_rendezvous_wait(etcd_client *c, const char *group, void *buf, size_t cap, size_t *n,

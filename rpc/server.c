@@ -30,16 +30,18 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "rpc/bytebuf.h"
 #include "rpc/client.h"
 #include "core/metrics.h"
 #include "rpc/codec.h"
+#include "rpc/methods.h"
 
 #define MAX_METHODS 64
 #define MAX_POLLERS 16
 #define MAX_WORKERS 64
-#define HEALTH_PATH "/grpc.health.v1.Health/Check"
 
 typedef struct method {
   char path[160];
@@ -165,33 +167,26 @@ static void request_next(rpc_server *s) {
 
 /* ---------- packing ---------- */
 
-static grpc_byte_buffer *pack(const ProtobufCMessage *msg) {
-  size_t n = protobuf_c_message_get_packed_size(msg);
-  grpc_slice sl = grpc_slice_malloc(n);
-  protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(sl));
-  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&sl, 1);
-  grpc_slice_unref(sl);
-  return bb;
+/* codec_check_wire on the raw bytes: the wire rules protobuf-c does not check. */
+typedef struct wire_check {
+  const ProtobufCMessageDescriptor *d;
+  ws_err *err;
+  int failed;
+} wire_check;
+
+static int check_wire(const uint8_t *p, size_t n, void *ud) {
+  wire_check *w = ud;
+  w->failed = codec_check_wire(w->d, p, n, w->err) < 0;
+  return w->failed;
 }
 
 /* The request message, or NULL with *bad set: 1 when it does not unpack, 2 when it unpacks but
  * breaks a wire rule protobuf-c does not check (err filled: codec_check_wire). */
-static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb,
-                                size_t *len, int *bad, ws_err *err) {
-  grpc_byte_buffer_reader r;
-  *bad = 1;
-  *len = 0;
-  if (!grpc_byte_buffer_reader_init(&r, bb)) return NULL;
-  grpc_slice all = grpc_byte_buffer_reader_readall(&r);
-  grpc_byte_buffer_reader_destroy(&r);
-  *len = GRPC_SLICE_LENGTH(all);
-  ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, *len, GRPC_SLICE_START_PTR(all));
-  if (m && codec_check_wire(d, GRPC_SLICE_START_PTR(all), *len, err) < 0) {
-    protobuf_c_message_free_unpacked(m, NULL);
-    m = NULL;
-    *bad = 2;
-  }
-  grpc_slice_unref(all);
+static ProtobufCMessage *unpack_request(const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb,
+                                        size_t *len, int *bad, ws_err *err) {
+  wire_check w = {d, err, 0};
+  ProtobufCMessage *m = rpc_bb_unpack(d, bb, len, check_wire, &w);
+  *bad = m ? 0 : w.failed ? 2 : 1;
   return m;
 }
 
@@ -209,7 +204,7 @@ static void run_handler(rpc_call *c) {
   size_t len = 0;
   int bad = 0;
   ws_err err = {0};
-  ProtobufCMessage *req = unpack(m->req_desc, c->recv_bb, &len, &bad, &err);
+  ProtobufCMessage *req = unpack_request(m->req_desc, c->recv_bb, &len, &bad, &err);
   grpc_byte_buffer_destroy(c->recv_bb);
   c->recv_bb = NULL;
   if (!req) {
@@ -222,19 +217,16 @@ static void run_handler(rpc_call *c) {
     call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, msg);
     return;
   }
-  struct timespec t0, t1;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  double t0 = ws_now_s();
   int rc = m->fn(c, req, m->user, &err);
-  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double t1 = ws_now_s();
   protobuf_c_message_free_unpacked(req, NULL);
   /* every service's calls, counted in one place (issue 19, item 9: the encoder and decoder had
    * none of their own); deadline overruns count as DEADLINE_EXCEEDED as they are answered */
   grpc_status_code code = rc < 0 && rpc_call_remaining_ms(c) <= 0 ? GRPC_STATUS_DEADLINE_EXCEEDED
                                                                   : codec_status_from_ws(rc);
   metrics_add(c->srv->m_calls, ML(c->path, codec_status_name(code)), 1);
-  if (rc == 0)
-    metrics_observe(c->srv->m_call_s, ML(c->path),
-                    (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
+  if (rc == 0) metrics_observe(c->srv->m_call_s, ML(c->path), t1 - t0);
   if (rc < 0 && rpc_call_remaining_ms(c) <= 0) {
     /* Whatever the handler says, the client's deadline passed: report it as such, not as the
      * CANCELLED or UNAVAILABLE a handler that noticed rpc_call_cancelled() may return. */
@@ -323,11 +315,11 @@ static void call_finish(rpc_call *c, grpc_status_code code, const char *msg) {
 int rpc_call_send(rpc_call *c, const ProtobufCMessage *msg, ws_err *err) {
   if (c->m->kind == RPC_UNARY) {
     if (c->unary_reply) return ws_fail(err, WS_EINTERNAL, "%s: unary reply sent twice", c->path);
-    c->unary_reply = pack(msg);
+    c->unary_reply = rpc_bb_pack(msg);
     return 0;
   }
   if (rpc_call_cancelled(c)) return ws_fail(err, WS_ECANCELLED, "%s: call cancelled", c->path);
-  grpc_byte_buffer *bb = pack(msg);
+  grpc_byte_buffer *bb = rpc_bb_pack(msg);
   grpc_op op;
   memset(&op, 0, sizeof op);
   op.op = GRPC_OP_SEND_MESSAGE;
@@ -342,11 +334,7 @@ int rpc_call_send(rpc_call *c, const ProtobufCMessage *msg, ws_err *err) {
     return ws_fail(err, WS_EINTERNAL, "%s: send batch: %s", c->path, grpc_call_error_to_string(e));
   }
   int stall_ms = c->srv->o.send_stall_ms, stalled = 0;
-  struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += stall_ms / 1000;
-  until.tv_nsec += (long)(stall_ms % 1000) * 1000000L;
-  if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+  struct timespec until = ws_deadline_in_ms(stall_ms > 0 ? stall_ms : 0);
   pthread_mutex_lock(&c->mu);
   while (c->send_pending) {
     if (stall_ms < 0 || stalled) {
@@ -410,27 +398,6 @@ static const method *find_method(rpc_server *s, grpc_slice path) {
 
 /* ---------- bearer tokens ---------- */
 
-/* Constant-time equality: the time depends only on the lengths, never on where bytes differ. */
-static int ct_equal(const char *a, size_t na, const char *b, size_t nb) {
-  unsigned char d = (unsigned char)(na != nb);
-  size_t n = na > nb ? na : nb;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char x = i < na ? (unsigned char)a[i] : 0, y = i < nb ? (unsigned char)b[i] : 0;
-    d |= (unsigned char)(x ^ y);
-  }
-  return d == 0;
-}
-
-int rpc_bearer_ok(const char *authorization, const char *const *tokens, int n) {
-  size_t len = authorization ? strlen(authorization) : 0;
-  if (len < 7 || strncasecmp(authorization, "Bearer ", 7) != 0) return 0;
-  const char *t = authorization + 7;
-  int ok = 0;
-  for (int i = 0; i < n; i++) /* every token, no early exit: timing says nothing about which */
-    ok |= ct_equal(t, len - 7, tokens[i], strlen(tokens[i]));
-  return ok;
-}
-
 /* 1 when the call's "authorization" metadata is "Bearer <t>" with t one of the method's tokens. */
 static int token_ok(const rpc_call *c) {
   char v[RPC_AUTH_MAX + 1];
@@ -468,76 +435,6 @@ int rpc_server_set_tls(rpc_server *s, const char *cert, const char *key, const c
   s->o.tls_key = key;
   s->o.tls_client_ca = client_ca;
   return 0;
-}
-
-void rpc_tokens_free(char **tokens, int n) {
-  if (!tokens) return;
-  for (int i = 0; i < n; i++)
-    if (tokens[i]) { /* wipe: a freed token should not linger in the heap */
-      memset(tokens[i], 0, strlen(tokens[i]));
-      free(tokens[i]);
-    }
-  free(tokens);
-}
-
-/* Checks one trimmed token line; n is its length as read (a NUL inside makes strlen shorter). */
-static int token_line_check(const char *path, int lineno, const char *b, size_t n, ws_err *err) {
-  if (strlen(b) != n)
-    return ws_fail(err, WS_EINVAL, "tokens: %s line %d holds a NUL byte", path, lineno);
-  if (n > RPC_TOKEN_MAX)
-    return ws_fail(err, WS_EINVAL, "tokens: %s line %d is a %zu-byte token (at most %d bytes)",
-                   path, lineno, n, RPC_TOKEN_MAX);
-  for (size_t i = 0; i < n; i++)
-    if ((unsigned char)b[i] <= ' ' || b[i] == 0x7f)
-      return ws_fail(err, WS_EINVAL,
-                     "tokens: %s line %d: a token may not hold whitespace or control characters",
-                     path, lineno);
-  return 0;
-}
-
-int rpc_tokens_load(const char *path, char ***tokens, int *n, ws_err *err) {
-  *tokens = NULL;
-  *n = 0;
-  FILE *f = fopen(path, "r");
-  if (!f) return ws_fail(err, WS_EIO, "tokens: cannot open %s", path);
-  char *line = NULL;
-  size_t linecap = 0;
-  ssize_t got;
-  int rc = 0, cap = 0, lineno = 0;
-  while (rc == 0 && (got = getline(&line, &linecap, f)) >= 0) {
-    lineno++;
-    char *b = line, *e = line + got;
-    while (b < e && isspace((unsigned char)*b))
-      b++;
-    while (e > b && isspace((unsigned char)e[-1]))
-      e--;
-    *e = 0;
-    if (b == e || *b == '#') continue;
-    if ((rc = token_line_check(path, lineno, b, (size_t)(e - b), err)) < 0) break;
-    if (*n == cap) {
-      char **nt = realloc(*tokens, sizeof *nt * (size_t)(cap = cap ? 2 * cap : 8));
-      if (!nt)
-        rc = ws_fail(err, WS_ENOMEM, "tokens: out of memory");
-      else
-        *tokens = nt;
-    }
-    if (rc == 0 && !((*tokens)[*n] = strdup(b)))
-      rc = ws_fail(err, WS_ENOMEM, "tokens: out of memory");
-    if (rc == 0) (*n)++;
-  }
-  if (rc == 0 && ferror(f)) rc = ws_fail(err, WS_EIO, "tokens: cannot read %s", path);
-  fclose(f);
-  if (rc == 0 && *n == 0) rc = ws_fail(err, WS_EINVAL, "tokens: %s holds no token", path);
-  if (line) {
-    memset(line, 0, linecap);
-    free(line);
-  }
-  if (rc < 0) {
-    rpc_tokens_free(*tokens, *n);
-    *tokens = NULL;
-    *n = 0;
-  }
-  return rc;
 }
 
 static void on_request(rpc_call *c, int ok) {
@@ -697,7 +594,7 @@ int rpc_server_create(const rpc_server_opts *opts, rpc_server **out, ws_err *err
   pthread_cond_init(&s->q_cv, NULL);
   atomic_init(&s->serving, 1);
   rpc_grpc_init();
-  int rc = rpc_server_add_method(s, HEALTH_PATH, RPC_UNARY,
+  int rc = rpc_server_add_method(s, RPC_METHOD_HEALTH_CHECK, RPC_UNARY,
                                  &grpc__health__v1__health_check_request__descriptor, health_check,
                                  s, err);
   if (rc < 0) {
@@ -825,14 +722,7 @@ int rpc_server_live_calls(rpc_server *s) {
 }
 
 static int wait_until(rpc_server *s, int (*cond)(rpc_server *), int timeout_ms) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_sec += timeout_ms / 1000;
-  ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-  if (ts.tv_nsec >= 1000000000L) {
-    ts.tv_sec++;
-    ts.tv_nsec -= 1000000000L;
-  }
+  struct timespec ts = ws_deadline_in_ms(timeout_ms);
   pthread_mutex_lock(&s->mu);
   int rc = 0;
   while (!cond(s) && rc == 0)

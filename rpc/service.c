@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "rpc/client.h"
+#include "runtime/metrics_http.h"
 
 struct svc {
   svc_opts o;

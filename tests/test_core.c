@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/backend.h"
+#include "core/comm.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
 #include "core/weights.h"
@@ -233,6 +235,38 @@ static void test_tiny_model_roundtrip(void) {
   CHECK_ERR(ckpt_detect(test_tmpdir(), &l, &err), WS_ENOTFOUND, err, "no Wan2.2 checkpoint");
 }
 
+/* The registries that keep core/ free of GPU names (issue 17, item 2): a backend's memory
+ * reader is found by the backend's name, the CPU backend has none; the device communicator is
+ * whatever transport the build registered. */
+static int fake_mem(const ws_backend *be, ws_backend_mem *st, ws_err *err) {
+  st->backend_bytes = 7;
+  st->internal_bytes = 1;
+  st->device_used = 100;
+  st->device_total = 1000;
+  return WS_OK;
+}
+
+static void test_backend_and_comm_registries(void) {
+  ws_backend *cpu = NULL;
+  ws_err err = {0};
+  CHECK_OK(ws_backend_cpu_create(1, &cpu, &err), err);
+  if (!cpu) return;
+  ws_backend_mem st = {0};
+  CHECK_ERR(ws_backend_mem_get(cpu, &st, &err), WS_EUNSUPPORTED, err, "no device memory");
+  ws_backend_register_mem("fake-gpu", fake_mem);
+  ws_backend fake = {.name = "fake-gpu"};
+  CHECK_OK(ws_backend_mem_get(&fake, &st, &err), err);
+  CHECK_EQ_INT(st.backend_bytes + st.internal_bytes, 8);
+  CHECK_EQ_INT(st.device_total, 1000);
+  ws_backend *none = NULL; /* a name with only a memory reader is no backend */
+  CHECK_ERR(ws_backend_create("fake-gpu", &none, &err), WS_EINVAL, err, "unknown backend");
+  CHECK(!strstr(err.msg, "fake-gpu,") && !strstr(err.msg, ", fake-gpu"));
+  cpu->destroy(cpu);
+  const comm_transport *dev = comm_transport_device(&err);
+  CHECK((dev != NULL) == (comm_transport_find("nccl", NULL) != NULL));
+  if (!dev) CHECK(strstr(err.msg, "no device communicator") != NULL);
+}
+
 static void test_config_errors(void) {
   ws_err err = {0};
   char d[1024], p[1100];
@@ -259,5 +293,6 @@ int main(void) {
   TEST_RUN(test_sharded_set);
   TEST_RUN(test_tiny_model_roundtrip);
   TEST_RUN(test_config_errors);
+  TEST_RUN(test_backend_and_comm_registries);
   return test_summary();
 }

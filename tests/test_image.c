@@ -9,7 +9,7 @@
 #include <jpeglib.h>
 #include <png.h>
 
-#include "core/image.h"
+#include "media/image.h"
 #include "tests/testlib.h"
 
 /* ---------------------------------------------------------------- helpers */

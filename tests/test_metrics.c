@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "core/metrics.h"
+#include "runtime/metrics_http.h"
 #include "tests/testlib.h"
 
 static char *render(void) {

@@ -4,14 +4,14 @@
  *
  * The frames are a tiny-model VAE decode (a plain noise video did not show the problem); each
  * encode runs with a different malloc perturb byte (mallopt M_PERTURB fills every allocation),
- * which is what made x264's AVX-512 code produce different bytes every time (core/mp4.c). */
+ * which is what made x264's AVX-512 code produce different bytes every time (media/mp4.c). */
 #include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/mp4.h"
+#include "media/mp4.h"
 #include "core/rng.h"
 #include "models/assets.h"
 #include "models/tiny.h"

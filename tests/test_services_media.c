@@ -19,10 +19,11 @@
 #include <unistd.h>
 
 #include "core/backend.h"
-#include "core/image.h"
-#include "core/mp4.h"
+#include "media/image.h"
+#include "media/mp4.h"
 #include "core/rng.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "media/mp4_probe.h"
 #include "models/assets.h"
 #include "models/genparams.h"
 #include "models/i2v.h"

@@ -8,11 +8,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/log.h"
-#include "core/mp4.h"
+#include "media/mp4.h"
 #include "models/assets.h"
 #include "models/vae.h"
 #include "rpc/codec.h"
+#include "rpc/methods.h"
 #include "rpc/service.h"
 #include "services/decoder/fpipe.h"
 #include "wanserve/v1/decoder.pb-c.h"
@@ -191,8 +193,7 @@ static int h_decode(rpc_call *call, const ProtobufCMessage *m, void *user, ws_er
     ws_tensor_free(&z);
     return rc;
   }
-  struct timespec t0, t1;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  double t0 = ws_now_s();
   stream_ctx s = {.d = d, .call = call, .raw = raw};
   s.frames = vae_video_frames(d->vae, (int)z.shape[1]);
   s.height = d->sf * (int)z.shape[2];
@@ -226,8 +227,7 @@ static int h_decode(rpc_call *call, const ProtobufCMessage *m, void *user, ws_er
   free(s.rgb);
   ws_tensor_free(&z);
   svc_budget_release(need);
-  clock_gettime(CLOCK_MONOTONIC, &t1);
-  double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+  double secs = ws_now_s() - t0;
   if (rc == 0)
     WS_INFO("Decode %s: %d frames %dx%d %s @%d fps, %lld bytes in %d messages, %.2f s",
             r->request_id ? r->request_id : "", s.frames, s.width, s.height, fmt, fps,
@@ -239,6 +239,6 @@ static int h_decode(rpc_call *call, const ProtobufCMessage *m, void *user, ws_er
 }
 
 int dec_add_methods(decoder *d, rpc_server *s, ws_err *err) {
-  return rpc_server_add_method(s, "/wanserve.v1.Decoder/Decode", RPC_SERVER_STREAM,
+  return rpc_server_add_method(s, RPC_METHOD_DECODE, RPC_SERVER_STREAM,
                                &wanserve__v1__decode_request__descriptor, h_decode, d, err);
 }

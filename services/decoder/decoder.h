@@ -2,7 +2,7 @@
  *
  * Decode(latent, fps, format) streams DecodeChunk messages while the VAE decodes (one latent
  * frame per VAE chunk, models/vae.h vae_decode_stream):
- *  - format "mp4" (default): a fragmented H.264 MP4 (core/mp4.h, fragments at keyframes, one
+ *  - format "mp4" (default): a fragmented H.264 MP4 (media/mp4.h, fragments at keyframes, one
  *    per second of video); each piece the muxer flushes goes out at once, split into messages
  *    of at most DEC_MAX_CHUNK bytes;
  *  - format "raw": uint8 RGB frames [F, H, W, 3] in order (the release's float -> u8 rule),
@@ -32,7 +32,7 @@ typedef struct dec_opts {
   const char *model;    /* checkpoint root (models/assets.h layouts) */
   int x264_threads;     /* > 0: fixed (same frames for the same input); 0 = MP4_DEFAULT_THREADS */
   const char *preset;   /* libx264 preset; NULL = "medium" */
-  int crf;              /* < 0: core/mp4.h default (10) */
+  int crf;              /* < 0: media/mp4.h default (10) */
   const ws_backend *be; /* borrowed backend of the VAE decode (outlives the decoder); NULL = a
                            CPU backend of the decoder's own */
 } dec_opts;

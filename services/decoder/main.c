@@ -17,7 +17,9 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "rpc/registry.h"
 #include "rpc/service.h"
+#include "runtime/svc_main.h"
 #include "services/decoder/decoder.h"
 
 typedef struct flags {
@@ -49,46 +51,40 @@ static int extra_flag(void *user, int argc, char **argv, int i, ws_err *err) {
   return 2;
 }
 
+static int configure(void *user, const svc_opts *o) {
+  flags *fl = user;
+  const char *env_threads = getenv("WANSERVE_THREADS");
+  if (!fl->threads && env_threads) fl->threads = atoi(env_threads);
+  if (fl->threads > 0) omp_set_num_threads(fl->threads);
+  fl->o.model = o->model;
+  return fl->threads; /* the VAE decode runs on the backend; x264 on CPU threads */
+}
+
+static int open_decoder(void *user, ws_backend *be, void **state, ws_err *err) {
+  flags *fl = user;
+  fl->o.be = be;
+  decoder *x = NULL;
+  int rc = dec_open(&fl->o, &x, err);
+  *state = x;
+  return rc;
+}
+
+static int add_methods(void *state, rpc_server *s, ws_err *err) {
+  return dec_add_methods(state, s, err);
+}
+
+static void close_decoder(void *state, int clean) { dec_free(state); }
+
 int main(int argc, char **argv) {
   flags fl = {.o = {.crf = -1}};
-  svc_opts so;
-  ws_err err = {0};
-  int status;
-  if (svc_parse_main(argc, argv, "decoder",
-                     "wan-decoder --model DIR [--threads N] [--x264-threads N] [--preset P] "
-                     "[--crf N] [common flags]",
-                     &so, extra_flag, &fl, &status))
-    return status;
-  svc_block_signals(); /* before any thread exists */
-  const char *env_threads = getenv("WANSERVE_THREADS");
-  if (!fl.threads && env_threads) fl.threads = atoi(env_threads);
-  if (fl.threads > 0) omp_set_num_threads(fl.threads);
-  fl.o.model = so.model;
-  decoder *d = NULL;
-  rpc_server *srv = NULL;
-  svc *s = NULL;
-  ws_backend *be = NULL; /* the VAE decode runs here; x264 on CPU threads */
-  int rc = svc_backend(&so, fl.threads, &be, &err);
-  fl.o.be = be;
-  if (rc == 0) rc = dec_open(&fl.o, &d, &err);
-  if (rc == 0) {
-    rpc_server_opts ro = {
-        .addr = so.listen, .workers = so.workers, .max_recv_bytes = so.max_recv_mb * (1 << 20)};
-    rc = rpc_server_create(&ro, &srv, &err);
-  }
-  if (rc == 0) rc = dec_add_methods(d, srv, &err);
-  if (rc == 0) rc = svc_start(&so, "decoder", srv, 1, so.backend, &s, &err);
-  if (rc < 0) {
-    fprintf(stderr, "wan-decoder: %s\n", err.msg);
-    rpc_server_free(srv);
-    dec_free(d);
-    if (be) be->destroy(be);
-    return 1;
-  }
-  svc_wait_for_signal();
-  svc_stop(s);
-  rpc_server_free(srv);
-  dec_free(d);
-  be->destroy(be);
-  return 0;
+  svc_app app = {.role = reg_role_name(REG_ROLE_DECODER),
+                 .usage = "wan-decoder --model DIR [--threads N] [--x264-threads N] [--preset P] "
+                          "[--crf N] [common flags]",
+                 .extra_flag = extra_flag,
+                 .user = &fl,
+                 .configure = configure,
+                 .open = open_decoder,
+                 .add_methods = add_methods,
+                 .close = close_decoder};
+  return svc_main(argc, argv, &app);
 }

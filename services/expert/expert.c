@@ -7,10 +7,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "models/sampler.h"
 #include "rpc/codec.h"
+#include "rpc/methods.h"
 #include "rpc/service.h"
 #include "services/expert/catalog.h"
 #include "wanserve/v1/expert.pb-c.h"
@@ -195,25 +197,10 @@ out:
   return rc;
 }
 
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-/* CLOCK_REALTIME `ns` (< 1 s) from now, for pthread_cond_timedwait. */
-static struct timespec realtime_in(long ns) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_nsec += ns;
-  if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
-  return ts;
-}
-
 /* Takes the head job and every queued job of the same shape and condition kind, up to
  * max_batch, waiting up to max_delay_ms for more to arrive. Called with mu held. */
 static int take_batch(expert *e, job **out) {
-  double deadline = now_ms() + e->o.max_delay_ms;
+  double deadline = ws_now_ms() + e->o.max_delay_ms;
   /* Batch only samples whose token GEMMs have enough rows: with fewer, BLAS libraries switch to
    * small-matrix kernels whose rounding depends on the row count, so a tiny latent's result
    * would depend on its companions (measured with OpenBLAS 0.3.21: M <= 18 rows differ, M >= 19
@@ -221,8 +208,8 @@ static int take_batch(expert *e, job **out) {
   const ws_tensor *hx = &e->head->x;
   int64_t rows = 2 * hx->shape[1] * (hx->shape[2] / 2) * (hx->shape[3] / 2);
   int max_batch = rows < e->min_batch_rows ? 1 : e->o.max_batch;
-  while (e->queued < max_batch && !e->stopping && now_ms() < deadline) {
-    struct timespec ts = realtime_in(1000000L); /* re-check every 1 ms */
+  while (e->queued < max_batch && !e->stopping && ws_now_ms() < deadline) {
+    struct timespec ts = ws_deadline_in_ms(1); /* re-check every 1 ms */
     pthread_cond_timedwait(&e->cv_work, &e->mu, &ts);
   }
   int n = 0;
@@ -259,16 +246,16 @@ static void *batcher_main(void *arg) {
     set_depth(e);
     pthread_mutex_unlock(&e->mu);
     ws_err err = {0};
-    double t0 = now_ms();
+    double t0 = ws_now_ms();
     for (int i = 0; i < n; i++)
       metrics_observe(e->m.queue_wait_s, ML(e->o.role, e->o.version),
                       (t0 - batch[i]->enq_ms) / 1e3);
     metrics_observe(e->m.batch_size, ML(e->o.role, e->o.version), n);
     int rc = n ? run_batch(e, batch, n, &err) : WS_OK;
     if (e->o.step_delay_ms > 0) usleep((useconds_t)e->o.step_delay_ms * 1000u);
-    WS_DEBUG("expert: batch of %d in %.1f ms", n, now_ms() - t0);
+    WS_DEBUG("expert: batch of %d in %.1f ms", n, ws_now_ms() - t0);
     pthread_mutex_lock(&e->mu);
-    double ms = now_ms() - t0;
+    double ms = ws_now_ms() - t0;
     metrics_observe(e->m.batch_s, ML(e->o.role, e->o.version), ms / 1e3);
     const char *result = rc == WS_ECANCELLED ? "cancelled" : rc < 0 ? "error" : "ok";
     metrics_add(e->m.batches, ML(e->o.role, e->o.version, result), 1);
@@ -478,11 +465,11 @@ static int denoise_inner(rpc_call *call, const ProtobufCMessage *reqm, void *use
       e->head = &jb;
     e->tail = &jb;
     e->queued++;
-    jb.enq_ms = now_ms();
+    jb.enq_ms = ws_now_ms();
     set_depth(e);
     pthread_cond_signal(&e->cv_work);
     while (!jb.done) { /* wake now and then: a caller behind a long forward may leave */
-      struct timespec ts = realtime_in(50000000L);
+      struct timespec ts = ws_deadline_in_ms(50);
       pthread_cond_timedwait(&e->cv_done, &e->mu, &ts);
       if (!jb.done) drop_abandoned(e);
     }
@@ -511,12 +498,12 @@ static int denoise_inner(rpc_call *call, const ProtobufCMessage *reqm, void *use
 /* Counts every Denoise by its gRPC status and times it (validation failures included). */
 static int denoise(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws_err *err) {
   expert *e = user;
-  double t0 = now_ms();
+  double t0 = ws_now_ms();
   int rc = denoise_inner(call, reqm, user, err);
   const char *code = codec_status_name(codec_status_from_ws(rc < 0 ? rc : WS_OK));
   metrics_add(e->m.requests, ML(e->o.role, e->o.version, code), 1);
   if (rc == WS_OK)
-    metrics_observe(e->m.request_s, ML(e->o.role, e->o.version), (now_ms() - t0) / 1e3);
+    metrics_observe(e->m.request_s, ML(e->o.role, e->o.version), (ws_now_ms() - t0) / 1e3);
   return rc;
 }
 
@@ -535,9 +522,9 @@ static int info(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws_err
 }
 
 int expert_register(expert *e, rpc_server *s, ws_err *err) {
-  WS_TRY(rpc_server_add_method(s, "/wanserve.v1.Expert/Denoise", RPC_UNARY,
+  WS_TRY(rpc_server_add_method(s, RPC_METHOD_DENOISE, RPC_UNARY,
                                &wanserve__v1__denoise_request__descriptor, denoise, e, err));
-  return rpc_server_add_method(s, "/wanserve.v1.Expert/Info", RPC_UNARY,
+  return rpc_server_add_method(s, RPC_METHOD_EXPERT_INFO, RPC_UNARY,
                                &wanserve__v1__info_request__descriptor, info, e, err);
 }
 

@@ -13,9 +13,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/comm.h"
 #include "core/log.h"
-#include "models/dit_internal.h" /* the model's backend */
+#include "models/dit.h"
 #include "models/dit_sp.h"
 #include "rpc/etcd.h"
 #include "rpc/registry.h"
@@ -34,7 +35,7 @@ typedef struct rank_state {
   dit_model *m;
   comm *c;
   dit_sp *dsp;
-  void *stage; /* backend buffer for NCCL broadcasts (NULL for threads) */
+  void *stage; /* backend buffer for a device communicator's broadcasts (NULL for threads) */
   size_t stage_n;
   float *host; /* payload */
   size_t host_n;
@@ -121,7 +122,7 @@ int expert_sp_backend(const svc_opts *o, const expert_sp_opts *so, ws_backend **
   return svc_backend(o, 0, out, err);
 }
 
-static ws_backend *mbe(dit_model *m) { return m->be; }
+static ws_backend *mbe(dit_model *m) { return dit_get_backend(m); }
 
 /* ---- the wire ---- */
 
@@ -136,7 +137,7 @@ static int grow(void **p, size_t *cap, size_t need, ws_err *err) {
 
 static int bcast(rank_state *rs, void *host, size_t bytes, ws_err *err) {
   ws_backend *be = mbe(rs->m);
-  if (!strcmp(rs->c->name, "nccl") && bytes > rs->stage_n) {
+  if (strcmp(rs->c->name, COMM_THREADS) && bytes > rs->stage_n) {
     if (rs->stage) be->free_mem(be, rs->stage);
     rs->stage = NULL;
     rs->stage_n = 0;
@@ -301,16 +302,16 @@ int expert_sp_start(dit_model *m, const svc_opts *o, const expert_sp_opts *so, e
   } else {
     unsigned char id[COMM_ID_BYTES];
     int64_t ttl = 0;
-    const comm_transport *nccl = comm_transport_find("nccl", err);
-    rc = nccl ? etcd_connect(o, &sp->etcd, err) : WS_EUNSUPPORTED;
+    const comm_transport *tr = comm_transport_device(err);
+    rc = tr ? etcd_connect(o, &sp->etcd, err) : WS_EUNSUPPORTED;
     if (rc == WS_OK) rc = etcd_lease_grant(sp->etcd, 5, &sp->lease, &ttl, err);
     if (rc == WS_OK) rc = etcd_keepalive_start(sp->etcd, sp->lease, ttl, NULL, NULL, &sp->ka, err);
-    if (rc == WS_OK) rc = nccl->unique_id(id, err);
+    if (rc == WS_OK) rc = tr->unique_id(id, err);
     if (rc == WS_OK) rc = reg_rendezvous_put(sp->etcd, so->group, id, sizeof id, sp->lease, err);
     if (rc == WS_OK) {
-      WS_INFO("expert sp: group %s: id at " REG_NCCL "%s; waiting up to %d ms for %d rank(s)",
+      WS_INFO("expert sp: group %s: id at " REG_COMM_ID "%s; waiting up to %d ms for %d rank(s)",
               so->group, so->group, so->timeout_ms, so->world - 1);
-      rc = nccl->create(mbe(m), so->world, 0, id, so->timeout_ms, &sp->r0.c, err);
+      rc = tr->create(mbe(m), so->world, 0, id, so->timeout_ms, &sp->r0.c, err);
     }
   }
   if (rc == WS_OK) rc = dit_sp_create(m, sp->r0.c, &sp->r0.dsp, err);
@@ -385,17 +386,11 @@ typedef struct watch_r0 {
   double last_ms;
 } watch_r0;
 
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 /* Keepalive of idle ranks: rank 0's key must still hold our group's id (checked once a second;
  * an unreachable etcd is not rank 0's death). */
 static int rank0_alive(void *ud, ws_err *err) {
   watch_r0 *w = ud;
-  double t = now_ms();
+  double t = ws_now_ms();
   if (t - w->last_ms < 1000) return WS_OK;
   w->last_ms = t;
   char *v = NULL;
@@ -412,11 +407,11 @@ static int rank0_alive(void *ud, ws_err *err) {
 }
 
 int expert_sp_worker(dit_model *m, const svc_opts *o, const expert_sp_opts *so, ws_err *err) {
-  const comm_transport *nccl = comm_transport_find("nccl", err);
-  if (!nccl) return ws_wrap(err, "use --threads-comm");
+  const comm_transport *tr = comm_transport_device(err);
+  if (!tr) return ws_wrap(err, "use --threads-comm");
   watch_r0 w;
   memset(&w, 0, sizeof w);
-  snprintf(w.key, sizeof w.key, REG_NCCL "%s", so->group);
+  snprintf(w.key, sizeof w.key, REG_COMM_ID "%s", so->group);
   rank_state rs = {.m = m};
   size_t n = 0;
   int rc = etcd_connect(o, &w.etcd, err);
@@ -425,8 +420,8 @@ int expert_sp_worker(dit_model *m, const svc_opts *o, const expert_sp_opts *so, 
     rc = reg_rendezvous_wait(w.etcd, so->group, w.id, sizeof w.id, &n, so->timeout_ms, err);
   }
   if (rc == WS_OK && n != sizeof w.id)
-    rc = ws_fail(err, WS_EFORMAT, "%s holds %zu bytes, not an ncclUniqueId", w.key, n);
-  if (rc == WS_OK) rc = nccl->create(mbe(m), so->world, so->rank, w.id, so->timeout_ms, &rs.c, err);
+    rc = ws_fail(err, WS_EFORMAT, "%s holds %zu bytes, not a communicator id", w.key, n);
+  if (rc == WS_OK) rc = tr->create(mbe(m), so->world, so->rank, w.id, so->timeout_ms, &rs.c, err);
   if (rc == WS_OK) rc = dit_sp_create(m, rs.c, &rs.dsp, err);
   if (rc == WS_OK) {
     WS_INFO("expert sp rank %d of %d: joined group %s", so->rank, so->world, so->group);

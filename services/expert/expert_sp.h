@@ -5,8 +5,8 @@
  *                                                                           one process per GPU)
  *   wan-expert ... --world N --threads-comm                                (CPU: N thread ranks)
  *
- * Rank 0 is the only rank that serves gRPC and registers. With NCCL it makes an ncclUniqueId,
- * puts it at /wanserve/v1/nccl/<NAME> on a lease of its own (kept alive while the group lives,
+ * Rank 0 is the only rank that serves gRPC and registers. With NCCL it makes NCCL's unique id,
+ * puts it at /wanserve/v1/comm/<NAME> on a lease of its own (kept alive while the group lives,
  * revoked at stop) and joins; ranks > 0 wait for that key (Range + Watch, rpc/registry.h), join,
  * and loop: receive a batch header and payload broadcast by rank 0, run the sharded forward,
  * until rank 0 broadcasts STOP. Rank 0 joins before it registers, so routers never see a

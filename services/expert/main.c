@@ -35,15 +35,14 @@
 #include "models/dit.h"
 #include "models/dit_offload.h"
 #include "models/lora.h"
+#include "rpc/registry.h"
 #include "rpc/service.h"
 #include "services/expert/catalog.h"
 #include "services/expert/expert.h"
 #include "services/expert/expert_sp.h"
 
-#ifdef WS_HAVE_CUDA
-#include "cuda/backend_cuda.h"
-
-/* GPU memory gauges, read at scrape time (cudaMemGetInfo through the backend's stats). */
+/* GPU memory gauges, read at scrape time from the backend's memory reader (core/backend.h);
+ * hooked only when the backend has one, so a CPU expert shows none. */
 static void gpu_metrics(void *user) {
   const ws_backend *be = user;
   static metric *used, *total, *backend;
@@ -56,13 +55,12 @@ static void gpu_metrics(void *user) {
                             "workspaces).",
                             "");
   }
-  ws_cuda_mem_stats st;
-  if (ws_cuda_mem_stats_get(be, &st, NULL) < 0) return;
+  ws_backend_mem st;
+  if (ws_backend_mem_get(be, &st, NULL) < 0) return;
   metrics_set(used, NULL, (double)st.device_used);
   metrics_set(total, NULL, (double)st.device_total);
   metrics_set(backend, NULL, (double)(st.backend_bytes + st.internal_bytes));
 }
-#endif
 
 #define MAX_LORAS 16
 
@@ -209,11 +207,11 @@ int main(int argc, char **argv) {
   if (!strcmp(o.precision, "fp8+attn8") && strcmp(o.backend, "cpu"))
     return svc_usage_error(usage, "--precision fp8+attn8 needs 8-bit attention on the GPU, not "
                                   "there yet (issue 20, item 3); --precision fp8 runs FP8 GEMMs");
-  char role[32], dir[4096], cfgpath[4200 + 16];
-  snprintf(role, sizeof role, "expert-%s", f.role);
+  char dir[4096], cfgpath[4200 + 16];
+  const char *role = reg_role_name(reg_expert_role(!strcmp(f.role, "low")));
   if (!o.id_given) { /* default id: put the role in it */
     char tmp[sizeof o.id];
-    snprintf(tmp, sizeof tmp, "expert-%s-%.100s", f.role, o.id + 7);
+    snprintf(tmp, sizeof tmp, "%s-%.100s", role, o.id + 7);
     memcpy(o.id, tmp, sizeof o.id);
   }
   ws_backend *be = NULL;
@@ -295,10 +293,9 @@ int main(int argc, char **argv) {
                         .queue_max = 256};
   if (rc == WS_OK) rc = rpc_server_create(&so, &server, &err);
   if (rc == WS_OK) rc = expert_register(ex, server, &err);
-#ifdef WS_HAVE_CUDA
-  int gpu_hook = rc == WS_OK && !strcmp(o.backend, "cuda") &&
+  ws_backend_mem probe;
+  int gpu_hook = rc == WS_OK && ws_backend_mem_get(be, &probe, NULL) == WS_OK &&
                  metrics_on_collect(gpu_metrics, be, NULL) == WS_OK;
-#endif
   if (rc == WS_OK) rc = svc_start(&o, role, server, f.max_batch, o.backend, &s, &err);
   if (rc == WS_OK) {
     svc_wait_for_signal();
@@ -306,9 +303,7 @@ int main(int argc, char **argv) {
   } else {
     fprintf(stderr, "wan-expert: %s\n", err.msg);
   }
-#ifdef WS_HAVE_CUDA
   if (gpu_hook) metrics_remove_collect(gpu_metrics, be);
-#endif
   rpc_server_free(server);
   ws_err sperr = {0};
   if (expert_sp_stop(sp, &sperr) < 0) { /* before the model goes: the ranks share it */

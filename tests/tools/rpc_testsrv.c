@@ -18,31 +18,9 @@
 #include "rpc/codec.h"
 #include "rpc/registry.h"
 #include "rpc/server.h"
+#include "tests/tools/echo_expert.h"
 #include "wanserve/v1/decoder.pb-c.h"
 #include "wanserve/v1/expert.pb-c.h"
-
-static int info(rpc_call *call, const ProtobufCMessage *req, void *user, ws_err *err) {
-  Wanserve__V1__InfoResponse r = WANSERVE__V1__INFO_RESPONSE__INIT;
-  r.role = "expert-high";
-  r.model_version = "test-v1";
-  r.config = "{}";
-  r.backend = "cpu";
-  r.max_batch = 4;
-  return rpc_call_send(call, &r.base, err);
-}
-
-static int denoise(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws_err *err) {
-  const Wanserve__V1__DenoiseRequest *req = (const void *)reqm;
-  ws_tensor x;
-  WS_TRY(codec_tensor_from_pb(req->x_t, "x_t", 0, &x, err));
-  Wanserve__V1__DenoiseResponse r = WANSERVE__V1__DENOISE_RESPONSE__INIT;
-  Wanserve__V1__Tensor pt;
-  WS_TRY(codec_tensor_to_pb(&x, &pt, err));
-  r.prediction = &pt;
-  r.model_version = "test-v1";
-  r.replica_id = (char *)user;
-  return rpc_call_send(call, &r.base, err);
-}
 
 static int decode(rpc_call *call, const ProtobufCMessage *reqm, void *user, ws_err *err) {
   const Wanserve__V1__DecodeRequest *req = (const void *)reqm;
@@ -98,12 +76,7 @@ int main(int argc, char **argv) {
   reg_registration *reg = NULL;
   int port = 0, rc;
   rpc_server_opts so = {.addr = addr};
-  if ((rc = rpc_server_create(&so, &srv, &err)) < 0 ||
-      (rc = rpc_server_add_method(srv, "/wanserve.v1.Expert/Info", RPC_UNARY,
-                                  &wanserve__v1__info_request__descriptor, info, NULL, &err)) < 0 ||
-      (rc = rpc_server_add_method(srv, "/wanserve.v1.Expert/Denoise", RPC_UNARY,
-                                  &wanserve__v1__denoise_request__descriptor, denoise, (void *)id,
-                                  &err)) < 0 ||
+  if ((rc = rpc_server_create(&so, &srv, &err)) < 0 || (rc = echo_expert_add(srv, id, &err)) < 0 ||
       (rc = rpc_server_add_method(srv, "/wanserve.v1.Decoder/Decode", RPC_SERVER_STREAM,
                                   &wanserve__v1__decode_request__descriptor, decode, NULL, &err)) <
           0 ||
@@ -115,7 +88,7 @@ int main(int argc, char **argv) {
     snprintf(in.id, sizeof in.id, "%s", id);
     snprintf(in.role, sizeof in.role, "%s", role);
     snprintf(in.addr, sizeof in.addr, "127.0.0.1:%d", port);
-    snprintf(in.version, sizeof in.version, "test-v1");
+    snprintf(in.version, sizeof in.version, ECHO_EXPERT_VERSION);
     snprintf(in.backend, sizeof in.backend, "cpu");
     in.max_batch = 1;
     if ((rc = etcd_open(&eo, &ec, &err)) < 0 || (rc = reg_register(ec, &in, ttl, &reg, &err)) < 0)

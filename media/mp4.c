@@ -2,12 +2,10 @@
  * pts set on every frame and rescaled to the stream time base after avformat_write_header,
  * custom AVIO with write+seek into memory (moov at the end) or write-only fragmented MP4,
  * padded swscale sources, and custom-IO buffers freed by hand (never avio_closep). */
-#include "core/mp4.h"
+#include "media/mp4.h"
 
 #include <errno.h>
 #include <math.h>
-#include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,59 +18,10 @@
 #include <libswscale/swscale.h>
 
 #include "core/log.h"
+#include "media/av.h"
 
 #define MP4_IO_BUF 65536
 #define MP4_MAX_DIM 16384
-
-/* ---------------------------------------------------------------- libav logging */
-
-/* The last libav error line of this thread, appended to our messages: av_strerror alone says
- * "Generic error in an external library" where x264 said "width not divisible by 2". */
-static _Thread_local char t_av_last[256];
-static int g_av_print_level = AV_LOG_FATAL;
-static pthread_once_t g_av_once = PTHREAD_ONCE_INIT;
-
-static void av_log_capture(void *avcl, int level, const char *fmt, va_list vl) {
-  if (level <= AV_LOG_ERROR) {
-    va_list cp;
-    va_copy(cp, vl);
-    int print_prefix = 1;
-    char line[sizeof t_av_last];
-    av_log_format_line2(avcl, level, fmt, cp, line, sizeof line, &print_prefix);
-    va_end(cp);
-    size_t n = strlen(line);
-    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-      line[--n] = 0;
-    memcpy(t_av_last, line, n + 1);
-  }
-  if (level <= g_av_print_level) av_log_default_callback(avcl, level, fmt, vl);
-}
-
-static void av_log_init(void) {
-  /* Errors reach callers through ws_err; libav prints only fatal lines unless we debug. */
-  g_av_print_level = ws_log_level() <= WS_LOG_DEBUG ? AV_LOG_INFO : AV_LOG_FATAL;
-  av_log_set_level(g_av_print_level > AV_LOG_ERROR ? g_av_print_level : AV_LOG_ERROR);
-  av_log_set_callback(av_log_capture);
-}
-
-static void av_begin(void) {
-  pthread_once(&g_av_once, av_log_init);
-  t_av_last[0] = 0;
-}
-
-/* ws_fail for an FFmpeg return code: "<what>: <av_strerror> [libav: <last error line>]". */
-static int av_fail(ws_err *err, int code, int averr, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int av_fail(ws_err *err, int code, int averr, const char *fmt, ...) {
-  char what[256], es[AV_ERROR_MAX_STRING_SIZE] = "";
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(what, sizeof what, fmt, ap);
-  va_end(ap);
-  av_strerror(averr, es, sizeof es);
-  if (t_av_last[0]) return ws_fail(err, code, "%s: %s [libav: %s]", what, es, t_av_last);
-  return ws_fail(err, code, "%s: %s", what, es);
-}
 
 /* ---------------------------------------------------------------- buffers */
 
@@ -268,43 +217,11 @@ static int check_opts(const mp4_opts *o, int width, int height, ws_err *err) {
   return 0;
 }
 
-int mp4_writer_open(mp4_writer **out, int width, int height, const mp4_opts *opts, ws_err *err) {
-  if (!out) return ws_fail(err, WS_EINVAL, "mp4_writer_open: NULL output");
-  *out = NULL;
-  av_begin();
-  mp4_opts def;
-  if (!opts) {
-    mp4_opts_default(&def);
-    opts = &def;
-  }
-  WS_TRY(check_opts(opts, width, height, err));
-  const char *ename = opts->encoder ? opts->encoder : "libx264";
-  const AVCodec *codec = NULL;
-  WS_TRY(find_h264(ename, &codec, err));
-
-  mp4_writer *w = calloc(1, sizeof *w);
-  if (!w) return ws_fail(err, WS_ENOMEM, "mp4: out of memory");
-  AVDictionary *mux_opts = NULL;
-  int rc = 0, ar;
-  w->w = width;
-  w->h = height;
-  w->ew = width + (width & 1);
-  w->eh = height + (height & 1);
-  w->fragmented = opts->fragmented;
-  w->codec = codec;
-  w->mb.keep = !opts->fragmented || !opts->on_chunk || opts->keep_buffer;
-  w->mb.on_chunk = opts->fragmented ? opts->on_chunk : NULL;
-  w->mb.user = opts->chunk_user;
-
-  if ((ar = avformat_alloc_output_context2(&w->oc, NULL, "mp4", NULL)) < 0) {
-    rc = av_fail(err, WS_EINTERNAL, ar, "mp4: avformat_alloc_output_context2");
-    goto fail;
-  }
-  if (!(w->st = avformat_new_stream(w->oc, NULL)) || !(w->enc = avcodec_alloc_context3(codec)) ||
-      !(w->frame = av_frame_alloc()) || !(w->pkt = av_packet_alloc())) {
-    rc = ws_fail(err, WS_ENOMEM, "mp4: out of memory allocating FFmpeg objects");
-    goto fail;
-  }
+/* The H.264 encoder: geometry, frame rate, colour tags, libx264's preset and crf; opened, and
+ * its parameters copied to the stream. */
+static int open_encoder(mp4_writer *w, const mp4_opts *opts, ws_err *err) {
+  const AVCodec *codec = w->codec;
+  int ar;
   AVCodecContext *enc = w->enc;
   enc->width = w->ew;
   enc->height = w->eh;
@@ -324,8 +241,7 @@ int mp4_writer_open(mp4_writer **out, int width, int height, const mp4_opts *opt
     snprintf(crf, sizeof crf, "%d", opts->crf);
     const char *preset = opts->preset ? opts->preset : "medium";
     if ((ar = av_opt_set(enc->priv_data, "preset", preset, 0)) < 0) {
-      rc = av_fail(err, WS_EINVAL, ar, "mp4: libx264 preset '%s'", preset);
-      goto fail;
+      return mav_fail(err, WS_EINVAL, ar, "mp4: libx264 preset '%s'", preset);
     }
     /* x264's AVX-512 code reads memory it did not write: with it, the same frames encode to
      * different bytes depending on what the heap held before (measured: three encodes of one
@@ -335,78 +251,112 @@ int mp4_writer_open(mp4_writer **out, int width, int height, const mp4_opts *opt
      * which every AVX-512 CPU has; elsewhere x264 keeps its own detection. */
 #if defined(__x86_64__) || defined(__i386__)
     if (__builtin_cpu_supports("avx512f") &&
-        (ar = av_opt_set(enc->priv_data, "x264-params", "asm=AVX2", 0)) < 0) {
-      rc = av_fail(err, WS_EBACKEND, ar, "mp4: libx264 x264-params asm=AVX2");
-      goto fail;
-    }
+        (ar = av_opt_set(enc->priv_data, "x264-params", "asm=AVX2", 0)) < 0)
+      return mav_fail(err, WS_EBACKEND, ar, "mp4: libx264 x264-params asm=AVX2");
 #endif
-    if ((ar = av_opt_set(enc->priv_data, "crf", crf, 0)) < 0) {
-      rc = av_fail(err, WS_EINVAL, ar, "mp4: libx264 crf %s", crf);
-      goto fail;
-    }
+    if ((ar = av_opt_set(enc->priv_data, "crf", crf, 0)) < 0)
+      return mav_fail(err, WS_EINVAL, ar, "mp4: libx264 crf %s", crf);
   } else {
     WS_WARN("mp4: encoder %s: crf/preset options ignored (libx264 only)", codec->name);
   }
   if ((ar = avcodec_open2(enc, codec, NULL)) < 0) {
     /* EINVAL here is a bad option value (x264 checks the preset only now) */
-    rc = av_fail(err, ar == AVERROR(EINVAL) ? WS_EINVAL : WS_EBACKEND, ar,
-                 "mp4: avcodec_open2(%s, %dx%d, preset %s, crf %d)", codec->name, w->ew, w->eh,
-                 opts->preset ? opts->preset : "medium", opts->crf);
-    goto fail;
+    return mav_fail(err, ar == AVERROR(EINVAL) ? WS_EINVAL : WS_EBACKEND, ar,
+                    "mp4: avcodec_open2(%s, %dx%d, preset %s, crf %d)", codec->name, w->ew, w->eh,
+                    opts->preset ? opts->preset : "medium", opts->crf);
   }
-  if ((ar = avcodec_parameters_from_context(w->st->codecpar, enc)) < 0) {
-    rc = av_fail(err, WS_EINTERNAL, ar, "mp4: avcodec_parameters_from_context");
-    goto fail;
-  }
+  if ((ar = avcodec_parameters_from_context(w->st->codecpar, enc)) < 0)
+    return mav_fail(err, WS_EINTERNAL, ar, "mp4: avcodec_parameters_from_context");
   w->st->time_base = enc->time_base; /* a hint: the muxer picks its own in write_header */
   w->st->avg_frame_rate = enc->framerate;
+  return WS_OK;
+}
 
+/* The mov muxer writing into the memory buffer (fragmented when asked), header written. */
+static int open_muxer(mp4_writer *w, const mp4_opts *opts, ws_err *err) {
+  int ar;
   uint8_t *iobuf = av_malloc(MP4_IO_BUF);
-  if (!iobuf) {
-    rc = ws_fail(err, WS_ENOMEM, "mp4: out of memory (AVIO buffer)");
-    goto fail;
-  }
+  if (!iobuf) return ws_fail(err, WS_ENOMEM, "mp4: out of memory (AVIO buffer)");
   w->oc->pb = avio_alloc_context(iobuf, MP4_IO_BUF, 1, &w->mb, NULL, mem_write,
                                  opts->fragmented ? NULL : mem_seek);
   if (!w->oc->pb) {
     av_free(iobuf);
-    rc = ws_fail(err, WS_ENOMEM, "mp4: avio_alloc_context failed");
-    goto fail;
+    return ws_fail(err, WS_ENOMEM, "mp4: avio_alloc_context failed");
   }
   w->oc->flags |= AVFMT_FLAG_CUSTOM_IO;
+  AVDictionary *mux_opts = NULL;
   if (opts->fragmented)
     av_dict_set(&mux_opts, "movflags", "frag_keyframe+empty_moov+default_base_moof", 0);
-  if ((ar = avformat_write_header(w->oc, &mux_opts)) < 0) {
+  int rc = WS_OK;
+  if ((ar = avformat_write_header(w->oc, &mux_opts)) < 0)
     rc = w->mb.sink_rc ? ws_fail(err, w->mb.sink_rc, "mp4: output sink failed in the header")
-                       : av_fail(err, WS_EIO, ar, "mp4: avformat_write_header");
-    goto fail;
-  }
-  if (av_dict_count(mux_opts) > 0) {
+                       : mav_fail(err, WS_EIO, ar, "mp4: avformat_write_header");
+  else if (av_dict_count(mux_opts) > 0)
     rc = ws_fail(err, WS_EINTERNAL, "mp4: mov muxer ignored option '%s'",
                  av_dict_get(mux_opts, "", NULL, AV_DICT_IGNORE_SUFFIX)->key);
-    goto fail;
-  }
+  av_dict_free(&mux_opts);
+  return rc;
+}
 
+/* The YUV frame the encoder takes and the RGB staging buffer converted into it. */
+static int alloc_frames(mp4_writer *w, ws_err *err) {
+  int ar;
   w->frame->format = AV_PIX_FMT_YUV420P;
   w->frame->width = w->ew;
   w->frame->height = w->eh;
-  if ((ar = av_frame_get_buffer(w->frame, 0)) < 0) {
-    rc = av_fail(err, WS_ENOMEM, ar, "mp4: av_frame_get_buffer");
-    goto fail;
-  }
+  if ((ar = av_frame_get_buffer(w->frame, 0)) < 0)
+    return mav_fail(err, WS_ENOMEM, ar, "mp4: av_frame_get_buffer");
   w->sws = sws_getContext(w->ew, w->eh, AV_PIX_FMT_RGB24, w->ew, w->eh, AV_PIX_FMT_YUV420P,
                           SWS_BICUBIC, NULL, NULL, NULL);
   w->stride = FFALIGN(w->ew * 3, 64);
   w->stage = av_mallocz((size_t)w->stride * w->eh + AV_INPUT_BUFFER_PADDING_SIZE);
-  if (!w->sws || !w->stage) {
-    rc = ws_fail(err, WS_ENOMEM, "mp4: cannot create the RGB→YUV420P converter");
+  if (!w->sws || !w->stage)
+    return ws_fail(err, WS_ENOMEM, "mp4: cannot create the RGB→YUV420P converter");
+  return WS_OK;
+}
+
+int mp4_writer_open(mp4_writer **out, int width, int height, const mp4_opts *opts, ws_err *err) {
+  if (!out) return ws_fail(err, WS_EINVAL, "mp4_writer_open: NULL output");
+  *out = NULL;
+  mav_begin();
+  mp4_opts def;
+  if (!opts) {
+    mp4_opts_default(&def);
+    opts = &def;
+  }
+  WS_TRY(check_opts(opts, width, height, err));
+  const char *ename = opts->encoder ? opts->encoder : "libx264";
+  const AVCodec *codec = NULL;
+  WS_TRY(find_h264(ename, &codec, err));
+
+  mp4_writer *w = calloc(1, sizeof *w);
+  if (!w) return ws_fail(err, WS_ENOMEM, "mp4: out of memory");
+  int rc = 0, ar;
+  w->w = width;
+  w->h = height;
+  w->ew = width + (width & 1);
+  w->eh = height + (height & 1);
+  w->fragmented = opts->fragmented;
+  w->codec = codec;
+  w->mb.keep = !opts->fragmented || !opts->on_chunk || opts->keep_buffer;
+  w->mb.on_chunk = opts->fragmented ? opts->on_chunk : NULL;
+  w->mb.user = opts->chunk_user;
+
+  if ((ar = avformat_alloc_output_context2(&w->oc, NULL, "mp4", NULL)) < 0) {
+    rc = mav_fail(err, WS_EINTERNAL, ar, "mp4: avformat_alloc_output_context2");
     goto fail;
   }
-  av_dict_free(&mux_opts);
+  if (!(w->st = avformat_new_stream(w->oc, NULL)) || !(w->enc = avcodec_alloc_context3(codec)) ||
+      !(w->frame = av_frame_alloc()) || !(w->pkt = av_packet_alloc())) {
+    rc = ws_fail(err, WS_ENOMEM, "mp4: out of memory allocating FFmpeg objects");
+    goto fail;
+  }
+  if ((rc = open_encoder(w, opts, err)) < 0 || (rc = open_muxer(w, opts, err)) < 0 ||
+      (rc = alloc_frames(w, err)) < 0)
+    goto fail;
   *out = w;
   return 0;
 fail:
-  av_dict_free(&mux_opts);
   mp4_writer_free(w);
   return rc;
 }
@@ -416,13 +366,13 @@ static int drain(mp4_writer *w, ws_err *err) {
   for (;;) {
     int ar = avcodec_receive_packet(w->enc, w->pkt);
     if (ar == AVERROR(EAGAIN) || ar == AVERROR_EOF) return 0;
-    if (ar < 0) return av_fail(err, WS_EBACKEND, ar, "mp4: avcodec_receive_packet");
+    if (ar < 0) return mav_fail(err, WS_EBACKEND, ar, "mp4: avcodec_receive_packet");
     av_packet_rescale_ts(w->pkt, w->enc->time_base, w->st->time_base);
     w->pkt->stream_index = w->st->index;
     ar = av_interleaved_write_frame(w->oc, w->pkt); /* takes the packet's reference */
     if (ar < 0) {
       if (w->mb.sink_rc) return ws_fail(err, w->mb.sink_rc, "mp4: output sink failed");
-      return av_fail(err, WS_EIO, ar, "mp4: av_interleaved_write_frame");
+      return mav_fail(err, WS_EIO, ar, "mp4: av_interleaved_write_frame");
     }
   }
 }
@@ -442,14 +392,17 @@ static void stage_pad(mp4_writer *w) {
 static int encode_staged(mp4_writer *w, ws_err *err) {
   stage_pad(w);
   int ar = av_frame_make_writable(w->frame); /* the encoder may still hold the last one */
-  if (ar < 0) return av_fail(err, WS_ENOMEM, ar, "mp4: av_frame_make_writable");
+  if (ar < 0) return mav_fail(err, WS_ENOMEM, ar, "mp4: av_frame_make_writable");
   const uint8_t *src[4] = {w->stage, NULL, NULL, NULL};
   const int sstride[4] = {w->stride, 0, 0, 0};
-  sws_scale(w->sws, src, sstride, 0, w->eh, w->frame->data, w->frame->linesize);
+  int rows = sws_scale(w->sws, src, sstride, 0, w->eh, w->frame->data, w->frame->linesize);
+  if (rows != w->eh) /* a negative AVERROR, or a short conversion: never encode stale pixels */
+    return mav_fail(err, WS_EBACKEND, rows < 0 ? rows : AVERROR_BUG,
+                    "mp4: sws_scale converted %d of %d rows", rows, w->eh);
   w->frame->pts = w->next_pts++;
   if ((ar = avcodec_send_frame(w->enc, w->frame)) < 0)
-    return av_fail(err, WS_EBACKEND, ar, "mp4: avcodec_send_frame (frame %lld)",
-                   (long long)w->frame->pts);
+    return mav_fail(err, WS_EBACKEND, ar, "mp4: avcodec_send_frame (frame %lld)",
+                    (long long)w->frame->pts);
   return drain(w, err);
 }
 
@@ -457,7 +410,7 @@ static int writer_ready(mp4_writer *w, ws_err *err) {
   if (!w) return ws_fail(err, WS_EINVAL, "mp4: NULL writer");
   if (w->failed) return ws_fail(err, WS_EPRECOND, "mp4: writer failed earlier");
   if (w->finished) return ws_fail(err, WS_EPRECOND, "mp4: writer already finished");
-  av_begin();
+  mav_begin();
   return 0;
 }
 
@@ -522,18 +475,18 @@ int mp4_writer_finish(mp4_writer *w, mp4_buf *out, ws_err *err) {
     goto done;
   }
   if ((ar = avcodec_send_frame(w->enc, NULL)) < 0) {
-    rc = av_fail(err, WS_EBACKEND, ar, "mp4: flushing the encoder");
+    rc = mav_fail(err, WS_EBACKEND, ar, "mp4: flushing the encoder");
     goto done;
   }
   if ((rc = drain(w, err))) goto done;
   if ((ar = av_write_trailer(w->oc)) < 0) {
     rc = w->mb.sink_rc ? ws_fail(err, w->mb.sink_rc, "mp4: output sink failed in the trailer")
-                       : av_fail(err, WS_EIO, ar, "mp4: av_write_trailer");
+                       : mav_fail(err, WS_EIO, ar, "mp4: av_write_trailer");
     goto done;
   }
   avio_flush(w->oc->pb);
   if (w->oc->pb->error < 0) {
-    rc = av_fail(err, WS_EIO, w->oc->pb->error, "mp4: writing the output");
+    rc = mav_fail(err, WS_EIO, w->oc->pb->error, "mp4: writing the output");
     goto done;
   }
   w->finished = 1;
@@ -599,212 +552,4 @@ int mp4_encode_tensor(const ws_tensor *video, const mp4_opts *opts, mp4_buf *out
     return ws_fail(err, WS_EINVAL, "mp4: video shape %s too large",
                    ws_shape_str(video->shape, video->ndim, s, sizeof s));
   return mp4_encode_f32(video->data, (int)sh[1], (int)sh[2], (int)sh[3], opts, out, err);
-}
-
-/* ---------------------------------------------------------------- probe */
-
-typedef struct rdbuf {
-  const uint8_t *data;
-  size_t len, pos;
-} rdbuf;
-
-static int mem_read(void *opaque, uint8_t *buf, int n) {
-  rdbuf *r = opaque;
-  if (r->pos >= r->len) return AVERROR_EOF;
-  size_t k = r->len - r->pos < (size_t)n ? r->len - r->pos : (size_t)n;
-  memcpy(buf, r->data + r->pos, k);
-  r->pos += k;
-  return (int)k;
-}
-
-static int64_t mem_rseek(void *opaque, int64_t off, int whence) {
-  rdbuf *r = opaque;
-  whence &= ~AVSEEK_FORCE;
-  if (whence == AVSEEK_SIZE) return (int64_t)r->len;
-  int64_t base = whence == SEEK_SET   ? 0
-                 : whence == SEEK_CUR ? (int64_t)r->pos
-                 : whence == SEEK_END ? (int64_t)r->len
-                                      : -1;
-  if (base < 0 || base + off < 0 || base + off > (int64_t)r->len) return AVERROR(EINVAL);
-  r->pos = (size_t)(base + off);
-  return (int64_t)r->pos;
-}
-
-/* Converts a decoded frame to tightly packed RGB8 (malloc'd into *rgb). */
-static int frame_to_rgb(const AVFrame *fr, uint8_t **rgb, ws_err *err) {
-  int rc = 0, ar;
-  struct SwsContext *sws = NULL;
-  AVFrame *dst = av_frame_alloc();
-  uint8_t *tight = malloc((size_t)fr->width * fr->height * 3);
-  if (!dst || !tight) {
-    rc = ws_fail(err, WS_ENOMEM, "mp4 probe: out of memory");
-    goto done;
-  }
-  dst->format = AV_PIX_FMT_RGB24;
-  dst->width = fr->width;
-  dst->height = fr->height;
-  if ((ar = av_frame_get_buffer(dst, 0)) < 0) {
-    rc = av_fail(err, WS_ENOMEM, ar, "mp4 probe: av_frame_get_buffer");
-    goto done;
-  }
-  sws = sws_getContext(fr->width, fr->height, fr->format, fr->width, fr->height, AV_PIX_FMT_RGB24,
-                       SWS_BICUBIC, NULL, NULL, NULL);
-  if (!sws) {
-    rc = ws_fail(err, WS_EUNSUPPORTED, "mp4 probe: cannot convert %s to RGB24",
-                 av_get_pix_fmt_name(fr->format));
-    goto done;
-  }
-  sws_scale(sws, (const uint8_t *const *)fr->data, fr->linesize, 0, fr->height, dst->data,
-            dst->linesize);
-  for (int y = 0; y < fr->height; y++)
-    memcpy(tight + (size_t)y * fr->width * 3, dst->data[0] + (size_t)y * dst->linesize[0],
-           (size_t)fr->width * 3);
-  *rgb = tight;
-  tight = NULL;
-done:
-  sws_freeContext(sws);
-  av_frame_free(&dst);
-  free(tight);
-  return rc;
-}
-
-/* Receives decoded frames; converts the one at *decoded == want. Sets *got when done. */
-static int recv_frames(AVCodecContext *dec, AVFrame *fr, int want, int64_t *decoded, int *got,
-                       uint8_t **rgb, ws_err *err) {
-  for (;;) {
-    int ar = avcodec_receive_frame(dec, fr);
-    if (ar == AVERROR(EAGAIN) || ar == AVERROR_EOF) return 0;
-    if (ar < 0) return av_fail(err, WS_EFORMAT, ar, "mp4 probe: decoding");
-    if (*decoded == want && !*got) {
-      int rc = frame_to_rgb(fr, rgb, err);
-      if (rc) return rc;
-      *got = 1;
-    }
-    (*decoded)++;
-    av_frame_unref(fr);
-  }
-}
-
-int mp4_probe(const uint8_t *data, size_t len, mp4_info *info, int decode_index, uint8_t **rgb,
-              ws_err *err) {
-  if (!info || (decode_index >= 0 && !rgb))
-    return ws_fail(err, WS_EINVAL, "mp4_probe: NULL info or rgb");
-  memset(info, 0, sizeof *info);
-  if (rgb) *rgb = NULL;
-  if (!data || len == 0) return ws_fail(err, WS_EFORMAT, "mp4 probe: empty input (0 bytes)");
-  av_begin();
-  rdbuf rb = {data, len, 0};
-  AVFormatContext *ic = NULL;
-  AVIOContext *pb = NULL;
-  AVCodecContext *dec = NULL;
-  AVFrame *fr = NULL;
-  AVPacket *pkt = NULL;
-  int rc = 0, ar, got = 0;
-  int64_t decoded = 0;
-  uint8_t *iobuf = av_malloc(32768);
-  if (!iobuf || !(pb = avio_alloc_context(iobuf, 32768, 0, &rb, mem_read, NULL, mem_rseek))) {
-    av_free(iobuf);
-    rc = ws_fail(err, WS_ENOMEM, "mp4 probe: out of memory");
-    goto done;
-  }
-  if (!(ic = avformat_alloc_context()) || !(pkt = av_packet_alloc()) || !(fr = av_frame_alloc())) {
-    rc = ws_fail(err, WS_ENOMEM, "mp4 probe: out of memory");
-    goto done;
-  }
-  ic->pb = pb;
-  ic->flags |= AVFMT_FLAG_CUSTOM_IO;
-  if ((ar = avformat_open_input(&ic, NULL, NULL, NULL)) < 0) { /* frees ic on failure */
-    rc = av_fail(err, WS_EFORMAT, ar, "mp4 probe: not a readable container (%zu bytes)", len);
-    goto done;
-  }
-  if (!strstr(ic->iformat->name, "mp4")) {
-    rc = ws_fail(err, WS_EFORMAT, "mp4 probe: container is %s, not MP4", ic->iformat->name);
-    goto done;
-  }
-  if ((ar = avformat_find_stream_info(ic, NULL)) < 0) {
-    rc = av_fail(err, WS_EFORMAT, ar, "mp4 probe: avformat_find_stream_info");
-    goto done;
-  }
-  const AVCodec *codec = NULL;
-  int si = av_find_best_stream(ic, AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0);
-  if (si < 0) {
-    rc = av_fail(err, WS_EFORMAT, si, "mp4 probe: no decodable video stream");
-    goto done;
-  }
-  AVStream *st = ic->streams[si];
-  const AVCodecParameters *par = st->codecpar;
-  info->width = par->width;
-  info->height = par->height;
-  info->nb_frames = st->nb_frames;
-  snprintf(info->codec, sizeof info->codec, "%s", avcodec_get_name(par->codec_id));
-  const char *pf = av_get_pix_fmt_name(par->format);
-  snprintf(info->pix_fmt, sizeof info->pix_fmt, "%s", pf ? pf : "none");
-  AVRational fps = st->avg_frame_rate.num > 0 ? st->avg_frame_rate : st->r_frame_rate;
-  info->fps_num = fps.num;
-  info->fps_den = fps.den;
-  info->fps = fps.den > 0 ? av_q2d(fps) : 0.0;
-
-  if (decode_index >= 0) {
-    if (!(dec = avcodec_alloc_context3(codec))) {
-      rc = ws_fail(err, WS_ENOMEM, "mp4 probe: out of memory");
-      goto done;
-    }
-    if ((ar = avcodec_parameters_to_context(dec, par)) < 0) {
-      rc = av_fail(err, WS_EFORMAT, ar, "mp4 probe: decoder parameters");
-      goto done;
-    }
-    dec->thread_count = 1;
-    if ((ar = avcodec_open2(dec, codec, NULL)) < 0) {
-      rc = av_fail(err, WS_EBACKEND, ar, "mp4 probe: opening the %s decoder", codec->name);
-      goto done;
-    }
-  }
-  for (;;) {
-    ar = av_read_frame(ic, pkt);
-    if (ar == AVERROR_EOF) break;
-    if (ar < 0) {
-      rc = av_fail(err, WS_EFORMAT, ar, "mp4 probe: reading packet %lld", (long long)info->frames);
-      goto done;
-    }
-    if (pkt->stream_index == si) {
-      info->frames++;
-      if (dec && !got) {
-        if ((ar = avcodec_send_packet(dec, pkt)) < 0) {
-          av_packet_unref(pkt);
-          rc = av_fail(err, WS_EFORMAT, ar, "mp4 probe: decoding packet %lld",
-                       (long long)info->frames - 1);
-          goto done;
-        }
-        if ((rc = recv_frames(dec, fr, decode_index, &decoded, &got, rgb, err))) {
-          av_packet_unref(pkt);
-          goto done;
-        }
-      }
-    }
-    av_packet_unref(pkt);
-  }
-  if (dec && !got) {
-    avcodec_send_packet(dec, NULL); /* flush the B-frame delay */
-    if ((rc = recv_frames(dec, fr, decode_index, &decoded, &got, rgb, err))) goto done;
-    if (!got) {
-      rc = ws_fail(err, WS_ERANGE, "mp4 probe: frame %d requested, the stream decodes %lld",
-                   decode_index, (long long)decoded);
-      goto done;
-    }
-  }
-  info->duration_s = info->fps > 0 ? (double)info->frames / info->fps : 0.0;
-done:
-  if (rc && rgb && *rgb) {
-    free(*rgb);
-    *rgb = NULL;
-  }
-  avcodec_free_context(&dec);
-  av_frame_free(&fr);
-  av_packet_free(&pkt);
-  avformat_close_input(&ic); /* custom pb is left to us */
-  if (pb) {
-    av_freep(&pb->buffer);
-    avio_context_free(&pb);
-  }
-  return rc;
 }

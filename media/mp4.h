@@ -1,5 +1,5 @@
-/* mp4 — video frames → H.264 (yuv420p) MP4 in memory through FFmpeg, and a probe that reads one
- * back (used by tests and integration tests to check output for real).
+/* mp4 — video frames → H.264 (yuv420p) MP4 in memory through FFmpeg (media/mp4_probe.h reads
+ * one back, for tests and checks).
  *
  * Input: float video [3, F, H, W] (channel-first, as the VAE decoder outputs) in [-1, 1], or RGB8
  * frames [F, H, W, 3]. Float → uint8 is the release's rule, in float32:
@@ -116,22 +116,5 @@ int mp4_f32_frame_to_rgb8(const float *video, int frames, int height, int width,
 
 /* Writes bytes to path atomically (path.tmp then rename). */
 int mp4_write_file(const char *path, const uint8_t *data, size_t len, ws_err *err);
-
-typedef struct mp4_info {
-  int width, height;
-  int64_t frames;       /* video packets demuxed (one per frame for H.264 in MP4) */
-  int64_t nb_frames;    /* the container's own count (0 if absent, e.g. fragmented) */
-  char codec[32];       /* "h264" */
-  char pix_fmt[32];     /* "yuv420p" */
-  int fps_num, fps_den; /* the stream's average frame rate */
-  double fps;
-  double duration_s; /* frames / fps */
-} mp4_info;
-
-/* Opens MP4 bytes through a custom read AVIOContext, fills *info from the first video stream.
- * If decode_index >= 0 also decodes that frame (0-based, display order) to RGB8 [height, width,
- * 3] in *rgb (malloc'd, caller frees with free()); rgb may be NULL when decode_index < 0. */
-int mp4_probe(const uint8_t *data, size_t len, mp4_info *info, int decode_index, uint8_t **rgb,
-              ws_err *err);
 
 #endif

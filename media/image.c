@@ -2,7 +2,7 @@
  * keeps its setjmp in a small function whose resources live in a caller-owned context struct,
  * so nothing modified after setjmp is a local of the function that calls setjmp (C11 7.13.2.1)
  * and the caller frees everything on one path whatever happened. */
-#include "core/image.h"
+#include "media/image.h"
 
 #include <errno.h>
 #include <setjmp.h>
