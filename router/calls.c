@@ -322,7 +322,7 @@ int gen_denoise(gen *g, reg_role role, const float *x, float t, float guide, flo
   adroute ar = {ad, s.adapter_s, s.version};
   retry_call c = {.role = role,
                   .router_made = 1,
-                  .want = {s.version, ad ? &ar : NULL},
+                  .want = {s.version, ad ? &ar : NULL, g->pin_bf16},
                   .attempt = step_attempt,
                   .widen = step_widen,
                   .note = step_note,

@@ -53,6 +53,8 @@ typedef struct gen {
   int (*cancel_fn)(const void *ud);
   const void *cancel_ud;
   int64_t budget; /* bytes reserved from the memory budget (rpc/service.h) */
+  int pin_bf16;    /* this step is one of the first/last router_opts.bf16_edge_steps */
+  int bf16_missed; /* a pinned step ran on another precision (warned once) */
 } gen;
 
 /* The outcome of one step. */

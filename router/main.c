@@ -9,6 +9,7 @@
  *                                     per line in PATH; rpc/server.h rpc_server_require_token)
  *              [--auto-rollback X] [--auto-promote X] [--shadow-min-samples N]
  *              [--stats-interval-ms N]  (shadow rollouts and pool sizing: router/stats.h)
+ *              [--bf16-edge-steps K]  (first/last K steps of a request on bf16 experts)
  * Common flags: see rpc/service.h; HTTP gateway flags: see router/http.h. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +60,7 @@ static int extra_flag(void *user, int argc, char **argv, int i, ws_err *err) {
     int *dst, lo, hi;
   } ints[] = {{"--stats-interval-ms", &f->ro.stats_interval_ms, 50, 3600000},
               {"--shadow-min-samples", &f->ro.shadow_min_samples, 1, 1000000},
+              {"--bf16-edge-steps", &f->ro.bf16_edge_steps, 0, 1000},
               {"--max-inflight", &f->ro.max_inflight, 1, 4096},
               {"--max-queued", &f->max_queued, 1, 100000},
               {"--step-timeout-ms", &f->ro.step_timeout_ms, 1, 86400000},
@@ -96,6 +98,7 @@ int main(int argc, char **argv) {
       "  [--max-width N] [--max-height N]\n"
       "  [--max-frames N] [--max-steps N] [--auth-tokens PATH] [--auto-rollback X]\n"
       "  [--auto-promote X] [--shadow-min-samples N] [--stats-interval-ms N]\n"
+      "  [--bf16-edge-steps K]\n"
       "  [--http-listen HOST:PORT [--http-addr-file PATH] [--http-keep-s N] [--http-keep-mb N]\n"
       "   [--http-max-jobs N] [--http-max-body-mb N] [--http-max-conns-per-ip N]\n"
       "   [--http-header-timeout-ms N] [--results-dir DIR] [--http-progress-ms N]\n"

@@ -108,15 +108,14 @@ static int excluded(const char *id, const char *const *ex, int nx) {
   return 0;
 }
 
-/* The tier of a plain pool_acquire: every instance of the version (or of any version). */
-static int version_tier(const reg_instance *in, const void *ud) {
+int pool_version_tier(const reg_instance *in, const void *ud) {
   const char *version = ud;
   return !version || !version[0] || !strcmp(in->version, version);
 }
 
 int pool_acquire(pool *p, reg_role role, const char *version, const char *const *exclude, int nx,
                  int wait_ms, reg_instance *out, ws_err *err) {
-  int rc = pool_acquire_tier(p, role, version_tier, version, exclude, nx, wait_ms, out, err);
+  int rc = pool_acquire_tier(p, role, pool_version_tier, version, exclude, nx, wait_ms, out, err);
   if (rc == WS_EUNAVAIL)
     ws_fail(err, WS_EUNAVAIL, "no live %s replica%s%s%s", reg_role_name(role),
             version && version[0] ? " of version " : "", version ? version : "",

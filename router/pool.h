@@ -36,6 +36,9 @@ int pool_acquire(pool *p, reg_role role, const char *version, const char *const 
  * healthy candidates is chosen from (power of two choices within it); only when no candidate
  * is healthy, the lowest tier among the ejected ones. WS_EUNAVAIL when none qualifies. */
 typedef int (*pool_tier_fn)(const reg_instance *in, const void *ud);
+/* The tier of a plain pool_acquire: 1 for every instance of version ud (a const char *; NULL or
+ * "" = any version), else 0. */
+int pool_version_tier(const reg_instance *in, const void *ud);
 int pool_acquire_tier(pool *p, reg_role role, pool_tier_fn tier, const void *ud,
                       const char *const *exclude, int nx, int wait_ms, reg_instance *out,
                       ws_err *err);

@@ -77,9 +77,38 @@ static void tried_add(tried *t, const char *id) {
   t->n++;
 }
 
+/* A tier that ranks bf16 replicas before every other precision, keeping `inner`'s order within
+ * each group (a pinned step still runs elsewhere when no bf16 replica qualifies). */
+typedef struct bf16_first {
+  pool_tier_fn inner;
+  const void *ud;
+} bf16_first;
+
+static int is_bf16(const reg_instance *in) {
+  return !in->precision[0] || !strcmp(in->precision, "bf16");
+}
+
+static int bf16_first_tier(const reg_instance *in, const void *ud) {
+  const bf16_first *b = ud;
+  int t = b->inner(in, b->ud);
+  return t <= 0 ? t : t + (is_bf16(in) ? 0 : 1000);
+}
+
 static int acquire(gen *g, reg_role role, const retry_want *w, const char *const *ex, int nx,
                    int wait_ms, reg_instance *in, ws_err *err) {
   pool *p = g->r->pool;
+  if (w->bf16) {
+    bf16_first b = {w->ad ? adroute_tier : pool_version_tier,
+                    w->ad ? (const void *)w->ad : (const void *)w->version};
+    int rc = pool_acquire_tier(p, role, bf16_first_tier, &b, ex, nx, wait_ms, in, err);
+    if (rc == WS_OK && !is_bf16(in) && !g->bf16_missed) {
+      g->bf16_missed = 1;
+      WS_WARN("%s: a step pinned to bf16 (--bf16-edge-steps) runs on %s (%s): no bf16 %s "
+              "replica qualifies",
+              g->id, in->id, in->precision, reg_role_name(role));
+    }
+    return rc;
+  }
   return w->ad ? pool_acquire_tier(p, role, adroute_tier, w->ad, ex, nx, wait_ms, in, err)
                : pool_acquire(p, role, w->version, ex, nx, wait_ms, in, err);
 }

@@ -26,6 +26,7 @@
 typedef struct retry_want {
   const char *version;
   const adroute *ad;
+  int bf16; /* prefer replicas whose precision policy is bf16 (router_opts.bf16_edge_steps) */
 } retry_want;
 
 typedef struct retry_call {

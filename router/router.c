@@ -138,6 +138,8 @@ static int run_steps(gen *g, sampler_state *s, ws_err *err) {
     int high = sampler_next_high(s, g->p.boundary);
     reg_role role = reg_expert_role(!high);
     step_result sr = {0};
+    const int k = g->r->o.bf16_edge_steps;
+    g->pin_bf16 = k > 0 && (s->step < k || s->step >= s->steps - k);
     rc = step(g, role, s->latent, t, high ? g->p.guide_high : g->p.guide_low, pred, &sr, err);
     if (rc == WS_OK) rc = sampler_step(s, pred, err);
     if (rc < 0) break;

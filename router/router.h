@@ -58,6 +58,10 @@ typedef struct router_opts {
   double auto_rollback;   /* --auto-rollback X: shadow p99 rel-L2 above X deletes the rollout */
   double auto_promote;    /* --auto-promote X: shadow p99 rel-L2 at most X promotes the canary */
   int shadow_min_samples; /* --shadow-min-samples N: samples before acting (default 20) */
+  /* --bf16-edge-steps K: the first and last K steps of every request go to replicas whose
+   * precision policy is bf16 when one qualifies (FP8 experts serve the middle steps), as xDiT
+   * keeps the first and last steps in full precision; 0 = no preference (default) */
+  int bf16_edge_steps;
 } router_opts;
 
 typedef struct router router;
