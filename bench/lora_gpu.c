@@ -4,7 +4,7 @@
  * expert the 400 modules of the distill LoRAs.
  *
  *   add      lora_set_add: open, check every key, hash the bytes (the version digest)
- *   merge    the merge work of a load: up @ down on the backend plus the fp32 host sums, for every
+ *   merge    the merge work of a load: up @ down, the fp32 sum and the bf16 rounding on the backend, for every
  *            module (reading and uploading the base weights, which a load does anyway, excluded)
  *   prepare  dit_adapter_create: the factors of an unmerged (per-request) adapter on the backend
  *   forward  one DiT forward of batch 1 at the latent size, without and with the unmerged
@@ -124,7 +124,9 @@ static int write_adapter(const char *path, const dit_config *c, int R, ws_err *e
   return rc;
 }
 
-/* The merge work of every module into zero host weights of its shape. */
+/* The merge work of every module into weights of its shape as a GPU load does it
+ * (models/dit.c load_merged_on_device): a float32 weight on the backend (zeros here), the
+ * adapter added there, the result rounded to bf16 there. */
 static int time_merge(lora_set *s, const ws_backend *be, const dit_config *c, double *secs,
                       ws_err *err) {
   double t = 0;
@@ -132,15 +134,22 @@ static int time_merge(lora_set *s, const ws_backend *be, const dit_config *c, do
     for (int j = 0; j < 10; j++) {
       int64_t shape[2];
       lin_shape(c, j, &shape[0], &shape[1]);
-      ws_tensor w = {0};
-      WS_TRY(ws_tensor_alloc(&w, WS_F32, shape, 2, err));
+      ws_tensor w = {0}, wb = {0};
+      WS_TRY(ws_tensor_alloc_on(&w, be, WS_F32, shape, 2, err));
+      int rc = be->memset0(be, w.data, ws_tensor_nbytes(&w), err);
+      if (rc == 0) rc = ws_tensor_alloc_on(&wb, be, WS_BF16, shape, 2, err);
+      if (rc == 0) rc = be->sync(be, err);
       char nm[128];
       snprintf(nm, sizeof nm, "blocks.%d.%s.weight", i, k_lins[j]);
       const char *names[1] = {nm};
       double t0 = bench_now();
-      int applied = 0, rc = lora_apply(s, be, names, 1, &w, &applied, err);
+      int applied = 0;
+      if (rc == 0) rc = lora_apply(s, be, names, 1, &w, &applied, err);
+      if (rc == 0 && be->cast_bf16) rc = be->cast_bf16(be, w.data, shape[0] * shape[1], wb.data, err);
+      if (rc == 0) rc = be->sync(be, err);
       t += bench_now() - t0;
       ws_tensor_free(&w);
+      ws_tensor_free(&wb);
       if (rc < 0) return rc;
       if (applied != 1) return ws_fail(err, WS_EINTERNAL, "%s: %d deltas applied", nm, applied);
     }

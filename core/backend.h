@@ -153,6 +153,8 @@ struct ws_backend {
   int (*stream_in)(const ws_backend *be, void *dst, const void *src, size_t n, int slot,
                    ws_err *err);
   int (*stream_wait)(const ws_backend *be, int slot, ws_err *err);
+  /* y[0..n) = bf16(x[0..n)), rounded to nearest even (y: n uint16 on the backend). Optional. */
+  int (*cast_bf16)(const ws_backend *be, const float *x, int64_t n, void *y, ws_err *err);
 };
 
 #define WS_STREAM_SLOTS 4

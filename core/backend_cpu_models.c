@@ -89,6 +89,15 @@ static int cpu_stream_wait(const ws_backend *be, int slot, ws_err *err) {
   return WS_OK;
 }
 
+static int cpu_cast_bf16(const ws_backend *be, const float *x, int64_t n, void *y, ws_err *err) {
+  (void)be, (void)err;
+  uint16_t *o = y;
+#pragma omp parallel for
+  for (int64_t i = 0; i < n; i++)
+    o[i] = ws_f32_to_bf16(x[i]);
+  return WS_OK;
+}
+
 static int cpu_rms_norm_ch(const ws_backend *be, const float *x, int64_t C, int64_t n,
                            const float *gamma, float *y, ws_err *err) {
   vop_rms_norm_ch(x, (int)C, n, gamma, y);
@@ -227,4 +236,5 @@ void cpu_models_install(ws_backend *be) {
   be->host_free = cpu_host_free;
   be->stream_in = cpu_stream_in;
   be->stream_wait = cpu_stream_wait;
+  be->cast_bf16 = cpu_cast_bf16;
 }

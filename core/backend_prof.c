@@ -118,6 +118,9 @@ static int p_stream_in(const ws_backend *be, void *d, const void *s, size_t n, i
 static int p_stream_wait(const ws_backend *be, int slot, ws_err *err) {
   return INNER(be)->stream_wait(INNER(be), slot, err);
 }
+static int p_cast_bf16(const ws_backend *be, const float *x, int64_t n, void *y, ws_err *err) {
+  return INNER(be)->cast_bf16(INNER(be), x, n, y, err);
+}
 
 /* The optional ops (core/backend.h): wrapped only where the inner backend has them. */
 static int p_mul(const ws_backend *be, const float *a, const float *b, int64_t n, float *y,
@@ -181,6 +184,7 @@ static void wrap_optional(ws_backend *be, const ws_backend *in) {
   be->host_free = in->host_free ? p_host_free : NULL;
   be->stream_in = in->stream_in ? p_stream_in : NULL;
   be->stream_wait = in->stream_wait ? p_stream_wait : NULL;
+  be->cast_bf16 = in->cast_bf16 ? p_cast_bf16 : NULL;
   be->rms_norm_ch = in->rms_norm_ch ? p_rmsch : NULL;
   be->upsample2x = in->upsample2x ? p_up2x : NULL;
   be->attention_cf = in->attention_cf ? p_attncf : NULL;

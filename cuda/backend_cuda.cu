@@ -283,6 +283,13 @@ static int cu_stream_wait(const ws_backend *be, int slot, ws_err *err) {
   return WS_OK;
 }
 
+static int cu_cast_bf16(const ws_backend *be, const float *x, int64_t n, void *y, ws_err *err) {
+  cuda_ctx *c = cu_ctx(be);
+  if (n <= 0) return WS_OK;
+  WS_CK(err, launch_f32_to_bf16(x, (bf16 *)y, n, c->stream));
+  return WS_OK;
+}
+
 static int ln_common(cuda_ctx *c, const float *x, int64_t rows, int64_t D, float eps,
                      const float *gamma, const float *beta, const float *shift, const float *scale,
                      int64_t L, int64_t mod_stride, float *y, ws_err *err) {
@@ -487,6 +494,7 @@ extern "C" int ws_backend_cuda_create(int device, ws_backend **out, ws_err *err)
   be->host_free = cu_host_free;
   be->stream_in = cu_stream_in;
   be->stream_wait = cu_stream_wait;
+  be->cast_bf16 = cu_cast_bf16;
   vae_ops_install(be); /* the optional VAE/umT5 ops (vae_ops.cu) */
   *out = be;
   return WS_OK;

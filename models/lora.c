@@ -348,12 +348,14 @@ static int apply_pair(const lora_set *s, const ws_backend *be, const lora_entry 
   }
   ws_tensor A = {0}, B = {0};
   float *At = NULL, *dA = NULL, *dB = NULL, *dD = NULL, *delta = NULL;
+  const int on_dev = w->be != NULL; /* w on `be`: the sum there too, no delta crosses back */
   int rc = st_get_f32(f, e->down->name, &A, err);
   if (rc == WS_OK) rc = st_get_f32(f, e->up->name, &B, err);
   if (rc == WS_OK) {
     At = malloc(sizeof(float) * (size_t)(r * in));
-    delta = malloc(sizeof(float) * (size_t)(out * in));
-    if (!At || !delta) rc = ws_fail(err, WS_ENOMEM, "out of memory merging '%s'", e->stem);
+    delta = on_dev ? NULL : malloc(sizeof(float) * (size_t)(out * in));
+    if (!At || (!on_dev && !delta))
+      rc = ws_fail(err, WS_ENOMEM, "out of memory merging '%s'", e->stem);
   }
   if (rc == WS_OK) {
     const float *a = A.data;
@@ -362,16 +364,31 @@ static int apply_pair(const lora_set *s, const ws_backend *be, const lora_entry 
         At[j * r + i] = a[i * in + j];
     rc = be->alloc_mem(be, sizeof(float) * (size_t)(r * in), (void **)&dA, err);
   }
+  if (rc == WS_OK && on_dev) { /* the sum happens on the device: the strength goes into B */
+    float *b = B.data;
+    for (int64_t i = 0; i < out * r && rc == WS_OK; i++) {
+      b[i] *= e->scale;
+      if (!isfinite(b[i]))
+        rc = ws_fail(err, WS_EFORMAT, "%s: module '%s': up holds NaN or Inf", st_path(f), e->stem);
+    }
+    for (int64_t i = 0; i < r * in && rc == WS_OK; i++)
+      if (!isfinite(At[i]))
+        rc = ws_fail(err, WS_EFORMAT, "%s: module '%s': down holds NaN or Inf", st_path(f),
+                     e->stem);
+  }
   if (rc == WS_OK) rc = be->alloc_mem(be, sizeof(float) * (size_t)(out * r), (void **)&dB, err);
   if (rc == WS_OK) rc = be->alloc_mem(be, sizeof(float) * (size_t)(out * in), (void **)&dD, err);
   if (rc == WS_OK) rc = be->to_device(be, dA, At, sizeof(float) * (size_t)(r * in), err);
   if (rc == WS_OK) rc = be->to_device(be, dB, B.data, sizeof(float) * (size_t)(out * r), err);
   if (rc == WS_OK) rc = be->linear(be, dB, out, r, dA, WS_F32, in, NULL, dD, err);
-  if (rc == WS_OK) rc = be->to_host(be, delta, dD, sizeof(float) * (size_t)(out * in), err);
-  if (rc == WS_OK) rc = be->sync(be, err);
-  if (rc == WS_OK) {
+  if (rc == WS_OK && on_dev) {
+    rc = be->add(be, w->data, dD, out * in, w->data, err);
+    if (rc == WS_OK) rc = be->sync(be, err); /* dD is freed below */
+  } else if (rc == WS_OK) {
+    rc = be->to_host(be, delta, dD, sizeof(float) * (size_t)(out * in), err);
+    if (rc == WS_OK) rc = be->sync(be, err);
     float *wp = w->data;
-    for (int64_t i = 0, n = out * in; i < n; i++)
+    for (int64_t i = 0, n = out * in; i < n && rc == WS_OK; i++)
       wp[i] += e->scale * delta[i];
   }
   if (dA) be->free_mem(be, dA);
@@ -394,12 +411,26 @@ static int apply_delta(const lora_set *s, const lora_entry *e, ws_tensor *w, ws_
   }
   ws_tensor d = {0};
   WS_TRY(st_get_f32(f, e->down->name, &d, err));
-  float *wp = w->data;
-  const float *dp = d.data;
-  for (int64_t i = 0, n = ws_tensor_numel(w); i < n; i++)
-    wp[i] += e->scale * dp[i];
+  const int64_t n = ws_tensor_numel(w);
+  int rc = WS_OK;
+  if (w->be) { /* on the device: upload the scaled delta and add it there */
+    const ws_backend *be = w->be;
+    float *dp = d.data, *dd = NULL;
+    for (int64_t i = 0; i < n; i++)
+      dp[i] *= e->scale;
+    rc = be->alloc_mem(be, sizeof(float) * (size_t)n, (void **)&dd, err);
+    if (rc == WS_OK) rc = be->to_device(be, dd, dp, sizeof(float) * (size_t)n, err);
+    if (rc == WS_OK) rc = be->add(be, w->data, dd, n, w->data, err);
+    if (rc == WS_OK) rc = be->sync(be, err);
+    if (dd) be->free_mem(be, dd);
+  } else {
+    float *wp = w->data;
+    const float *dp = d.data;
+    for (int64_t i = 0; i < n; i++)
+      wp[i] += e->scale * dp[i];
+  }
   ws_tensor_free(&d);
-  return WS_OK;
+  return rc;
 }
 
 /* Does entry e target the parameter spelled `name`? Pairs and .diff target `<stem>.weight`,
@@ -414,8 +445,8 @@ static int targets(const lora_entry *e, const char *name) {
 int lora_apply(lora_set *s, const ws_backend *be, const char *const *names, int nnames,
                ws_tensor *w, int *applied, ws_err *err) {
   if (applied) *applied = 0;
-  if (w->dtype != WS_F32 || w->be)
-    return ws_fail(err, WS_EINTERNAL, "lora_apply needs a host F32 tensor");
+  if (w->dtype != WS_F32 || (w->be && w->be != be))
+    return ws_fail(err, WS_EINTERNAL, "lora_apply needs an F32 tensor on the host or on be");
   for (int i = 0; i < s->n; i++) { /* entries are in file order: adapters apply in order */
     lora_entry *e = &s->e[i];
     int hit = 0;

@@ -50,11 +50,13 @@ int lora_set_count(const lora_set *s); /* adapters added */
 /* A new set from "FILE[:STRENGTH]" specs, added in order; *out is NULL when n is 0. */
 int lora_set_from_specs(const char *const *specs, int n, lora_set **out, ws_err *err);
 
-/* Adds every delta of the set for one parameter to w (an owned F32 host tensor holding that
- * parameter). names[0..nnames) are the spellings of the parameter ("blocks.0.self_attn.q.weight",
- * its Diffusers name, ...); an entry matches when its stem names any of them. The products
- * up @ down run on `be` (its linear op; scratch is freed before returning), the sums on the
- * host in fp32. Marks the entries used; *applied (may be NULL) counts the deltas added. */
+/* Adds every delta of the set for one parameter to w (an owned F32 tensor holding that
+ * parameter, on the host or on `be`). names[0..nnames) are the spellings of the parameter
+ * ("blocks.0.self_attn.q.weight", its Diffusers name, ...); an entry matches when its stem names
+ * any of them. The products up @ down run on `be` (its linear op; scratch is freed before
+ * returning); the sums in fp32 where w is (on the device the strength is folded into up first,
+ * and non-finite factors are refused, since the merged values are not read back). Marks the
+ * entries used; *applied (may be NULL) counts the deltas added. */
 struct ws_backend;
 int lora_apply(lora_set *s, const struct ws_backend *be, const char *const *names, int nnames,
                ws_tensor *w, int *applied, ws_err *err);

@@ -466,6 +466,42 @@ static void test_rank_and_module_shapes(void) {
   lora_set_free(s);
 }
 
+/* lora_apply on a tensor held by the backend (the GPU merge path; here the CPU backend's memory)
+ * adds the same deltas as on a host tensor: a pair with alpha and a .diff, strength 0.7. */
+static void test_apply_on_backend(void) {
+  ws_err err = {0};
+  lora_set *s = NULL;
+  spec_t sp[] = {{Q ".lora_down.weight", WS_F32, 2, {4, g_dim}, 0},
+                 {Q ".lora_up.weight", WS_F32, 2, {g_dim, 4}, 0},
+                 {Q ".alpha", WS_I64, 0, {0}, 2},
+                 {Q ".diff", WS_F32, 2, {g_dim, g_dim}, 0}};
+  CHECK_OK(add_one(sp, 4, 0.7f, &s, &err), err);
+  int64_t shape[2] = {g_dim, g_dim};
+  ws_tensor host = {0}, dev = {0};
+  CHECK_OK(ws_tensor_alloc(&host, WS_F32, shape, 2, &err), err);
+  for (int64_t i = 0; i < g_dim * g_dim; i++)
+    ((float *)host.data)[i] = 0.001f * (float)(i % 97);
+  CHECK_OK(ws_tensor_upload(&dev, g_be, &host, 0, &err), err);
+  const char *names[1] = {"blocks.0.self_attn.q.weight"};
+  int na = 0, nd = 0;
+  CHECK_OK(lora_apply(s, g_be, names, 1, &host, &na, &err), err);
+  CHECK_OK(lora_apply(s, g_be, names, 1, &dev, &nd, &err), err);
+  CHECK_EQ_INT(na, 2);
+  CHECK_EQ_INT(nd, 2);
+  float *got = malloc(sizeof(float) * (size_t)(g_dim * g_dim));
+  CHECK_OK(g_be->to_host(g_be, got, dev.data, sizeof(float) * (size_t)(g_dim * g_dim), &err), err);
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < g_dim * g_dim; i++) {
+    double d = (double)got[i] - ((float *)host.data)[i];
+    num += d * d, den += (double)((float *)host.data)[i] * ((float *)host.data)[i];
+  }
+  CHECK(den > 0 && sqrt(num / den) < 1e-6);
+  free(got);
+  ws_tensor_free(&host);
+  ws_tensor_free(&dev);
+  lora_set_free(s);
+}
+
 static void test_alpha_types(void) {
   ws_err err = {0};
   lora_set *s = NULL;
@@ -620,6 +656,7 @@ int main(void) {
   TEST_RUN(test_unmerged_refuses_deltas);
   TEST_RUN(test_pair_missing_half);
   TEST_RUN(test_rank_and_module_shapes);
+  TEST_RUN(test_apply_on_backend);
   TEST_RUN(test_alpha_types);
   TEST_RUN(test_alpha_by_value);
   TEST_RUN(test_unknown_key_and_skipped_modules);
