@@ -16,6 +16,8 @@
 #   check3    (on its own: .dev/pipe-check.tar.xz) the op tests, pipeline_gpu (480p, 720p, the
 #             decode profile), the goldens, and dit_gpu with block offload (FP8 + 20 blocks,
 #             bf16 + 30 blocks) at 480p; at most 8 files back
+#   check4    (on its own) the op tests, the goldens in bf16 and fp32 mode (dit_lora merges on the
+#             device now), lora_gpu (the merge on the device, the unmerged forward)
 #   cluster   a local cluster with every service on the GPU serving `random:t2v-a14b` (the real
 #             shapes, random weights): one 832x480, 81-frame, STEPS-step (default 40) T2V request,
 #             times per stage and peak GPU memory per process; TASK=i2v serves `random:i2v-a14b`
@@ -142,6 +144,19 @@ check3)
   timeout 200 $bin/dit_gpu --fp8 --offload 20 --res 480 --batch 1,2 --reps 2 --no-profile 2>&1 | tee "$OUT/dit.log" | grep -E "^(offload|RESULT|model)|forward [0-9]"
   echo "== dit_gpu --offload 30 (bf16)"
   timeout 150 $bin/dit_gpu --offload 30 --res 480 --batch 1 --reps 2 --no-profile 2>&1 | tee -a "$OUT/dit.log" | grep -E "^(offload|RESULT|model)|forward [0-9]"
+  ;;
+check4)
+  mkdir -p /tmp/chk && unpack .dev/pipe-check.tar.xz /tmp/chk
+  export LD_LIBRARY_PATH="/tmp/chk/lib:$(pylib nvidia.cudnn):$(pylib nvidia.cublas):/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  bin=/tmp/chk/bin
+  { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; date -u; } 2>&1 | tee "$OUT/device.txt"
+  for t in test_cuda_ops test_cuda_vae_ops; do
+    timeout 120 "$bin/$t" >> "$OUT/ops.log" 2>&1; echo "rc=$?" >> "$OUT/ops.log"
+  done
+  grep -E "^(PASS|FAIL|SKIP)|rc=|check failed" "$OUT/ops.log" | tr '\n' ' '; echo
+  WANSERVE_CUDA_PRECISION=bf16 timeout 50 $bin/golden_cuda --backend cuda --implemented-only --tolerance-floor 1e-2 tests/golden > "$OUT/golden.log" 2>&1; grep -E "lora|golden:| FAIL" "$OUT/golden.log"
+  WANSERVE_CUDA_PRECISION=fp32 timeout 50 $bin/golden_cuda --backend cuda --implemented-only tests/golden >> "$OUT/golden.log" 2>&1; grep -E "lora|golden:| FAIL" "$OUT/golden.log" | tail -n 4
+  timeout 150 $bin/lora_gpu --backend cuda --reps 2 2>&1 | tee "$OUT/lora_gpu.log" | tail -n 3
   ;;
 cluster)
   unpack .dev/pipe-libs2.tar.xz /tmp/wl

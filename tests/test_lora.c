@@ -262,6 +262,8 @@ static const char *drop_deltas(const char *key) {
   return strdup(key);
 }
 
+static int g_bf16_base; /* forward_unmerged loads the model with bf16 weights (bf16 factors) */
+
 /* out of the case's model with the adapters of s applied unmerged, at per-sample strengths
  * st[0..B) (all samples the case's input); returns [B * numel] or NULL. */
 static float *forward_unmerged(const char *dir, lora_set *s, int B, const float *st, int64_t *numel,
@@ -273,7 +275,8 @@ static float *forward_unmerged(const char *dir, lora_set *s, int B, const float 
   float *out = NULL, *xb = NULL;
   st_file *in = NULL;
   ws_tensor x = {0}, t = {0}, c = {0};
-  if (dit_load(p, g_be, NULL, &m, err) < 0) return NULL;
+  dit_load_opts lo = {.bf16_weights = g_bf16_base};
+  if (dit_load(p, g_be, &lo, &m, err) < 0) return NULL;
   snprintf(p, sizeof p, "%s/inputs.safetensors", dir);
   if (dit_adapter_create(m, s, &ad, err) == 0 && st_open(p, &in, err) == 0 &&
       st_get_f32(in, "x", &x, err) == 0 && st_get_f32(in, "t", &t, err) == 0 &&
@@ -337,6 +340,17 @@ static void unmerged_case(const char *dir, const cJSON *cj) {
     CHECK(r <= 1e-5);
     CHECK(rel_to_expected(dir, un, n, "debug.out_without_lora") > 1e-3);
   }
+  /* beside bf16 weights the factors are bf16 too (tensor-core GEMMs on the GPU): bf16-close */
+  g_bf16_base = 1;
+  float *unb = forward_unmerged(dir, s, 1, &one, &n2, &err);
+  g_bf16_base = 0;
+  CHECK_OK(unb ? 0 : -1, err);
+  if (merged && unb) {
+    double r = ws_rel_l2(unb, merged, n);
+    if (!(r <= 2e-2)) fprintf(stderr, "  %s: bf16 unmerged vs merged rel_l2 %.3e\n", dir, r);
+    CHECK(r <= 2e-2 && r > 0);
+  }
+  free(unb);
   float sts[3] = {1.0f, 0.0f, 0.5f};
   float *batch = forward_unmerged(dir, s, 3, sts, &n2, &err);
   CHECK_OK(batch ? 0 : -1, err);
