@@ -158,6 +158,11 @@ check4)
   WANSERVE_CUDA_PRECISION=fp32 timeout 50 $bin/golden_cuda --backend cuda --implemented-only tests/golden >> "$OUT/golden.log" 2>&1; grep -E "lora|golden:| FAIL" "$OUT/golden.log" | tail -n 4
   timeout 150 $bin/lora_gpu --backend cuda --reps 2 2>&1 | tee "$OUT/lora_gpu.log" | tail -n 3
   ;;
+lora)
+  mkdir -p /tmp/chk && unpack .dev/pipe-check.tar.xz /tmp/chk
+  export LD_LIBRARY_PATH="/tmp/chk/lib:$(pylib nvidia.cudnn):$(pylib nvidia.cublas):/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  timeout 150 /tmp/chk/bin/lora_gpu --backend cuda --reps 2 2>&1 | tee "$OUT/lora_gpu.log" | tail -n 3
+  ;;
 cluster)
   unpack .dev/pipe-libs2.tar.xz /tmp/wl
   unpack .dev/pipe-bin.tar.xz .dev/run
