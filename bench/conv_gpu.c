@@ -40,12 +40,10 @@ typedef struct mode {
   const char *name, *dtype, *conv, *fold, *prec;
 } mode;
 
-static const mode k_modes[] = {{"tf32", NULL, NULL, NULL, NULL},
-                               {"tf32 3-D", NULL, NULL, "0", NULL},
-                               {"bf16", "bf16", NULL, NULL, NULL},
-                               {"fp16", "fp16", NULL, NULL, NULL},
-                               {"fp32", NULL, NULL, NULL, "fp32"},
-                               {"im2col tf32", NULL, "im2col", NULL, NULL}};
+static const mode k_modes[] = {
+    {"tf32", NULL, NULL, NULL, NULL},   {"tf32 3-D", NULL, NULL, "0", NULL},
+    {"bf16", "bf16", NULL, NULL, NULL}, {"fp16", "fp16", NULL, NULL, NULL},
+    {"fp32", NULL, NULL, NULL, "fp32"}, {"im2col tf32", NULL, "im2col", NULL, NULL}};
 #define N_MODES ((int)(sizeof k_modes / sizeof k_modes[0]))
 
 static void set_or_unset(const char *name, const char *v) {

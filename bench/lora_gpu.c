@@ -4,10 +4,10 @@
  * expert the 400 modules of the distill LoRAs.
  *
  *   add      lora_set_add: open, check every key, hash the bytes (the version digest)
- *   merge    the merge work of a load: up @ down, the fp32 sum and the bf16 rounding on the backend, for every
- *            module (reading and uploading the base weights, which a load does anyway, excluded)
- *   prepare  dit_adapter_create: the factors of an unmerged (per-request) adapter on the backend
- *   forward  one DiT forward of batch 1 at the latent size, without and with the unmerged
+ *   merge    the merge work of a load: up @ down, the fp32 sum and the bf16 rounding on the
+ * backend, for every module (reading and uploading the base weights, which a load does anyway,
+ * excluded) prepare  dit_adapter_create: the factors of an unmerged (per-request) adapter on the
+ * backend forward  one DiT forward of batch 1 at the latent size, without and with the unmerged
  *            adapter (median of --reps after a warm-up); the ratio is the per-request overhead
  *
  * usage: lora_gpu [--backend cuda] [--device N] [--model random:t2v-a14b] [--rank 64]
@@ -145,7 +145,8 @@ static int time_merge(lora_set *s, const ws_backend *be, const dit_config *c, do
       double t0 = bench_now();
       int applied = 0;
       if (rc == 0) rc = lora_apply(s, be, names, 1, &w, &applied, err);
-      if (rc == 0 && be->cast_bf16) rc = be->cast_bf16(be, w.data, shape[0] * shape[1], wb.data, err);
+      if (rc == 0 && be->cast_bf16)
+        rc = be->cast_bf16(be, w.data, shape[0] * shape[1], wb.data, err);
       if (rc == 0) rc = be->sync(be, err);
       t += bench_now() - t0;
       ws_tensor_free(&w);

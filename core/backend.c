@@ -74,10 +74,10 @@ int ws_backend_create(const char *name, ws_backend **out, ws_err *err) {
 static const struct {
   const char *name;
   size_t off;
-} optional_ops[] = {OP(mul),         OP(clamp),       OP(copy2d),       OP(conv3d), OP(conv3d_pre),
-                    OP(rms_norm_ch), OP(upsample2x),  OP(attention_cf), OP(attention_t5),
-                    OP(embed),       OP(fill_uniform), OP(host_alloc),  OP(host_free),
-                    OP(stream_in),   OP(stream_wait), OP(cast_bf16)};
+} optional_ops[] = {OP(mul),          OP(clamp),       OP(copy2d),       OP(conv3d),
+                    OP(conv3d_pre),   OP(rms_norm_ch), OP(upsample2x),   OP(attention_cf),
+                    OP(attention_t5), OP(embed),       OP(fill_uniform), OP(host_alloc),
+                    OP(host_free),    OP(stream_in),   OP(stream_wait),  OP(cast_bf16)};
 #undef OP
 
 int ws_backend_require(const ws_backend *be, const char *who, const char *const *ops, ws_err *err) {

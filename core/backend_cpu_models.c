@@ -45,15 +45,16 @@ static int cpu_conv3d(const ws_backend *be, const ws_conv3d_geom *g, const float
 }
 
 /* The reference: the concatenation, then conv3d (the same arithmetic as the caller's concat). */
-static int cpu_conv3d_pre(const ws_backend *be, const ws_conv3d_geom *g, const float *pre,
-                          int tpre, const float *x, int tin, int h, int w, const float *wt,
-                          const float *bias, float *y, int ho, int wo, int accurate, ws_err *err) {
+static int cpu_conv3d_pre(const ws_backend *be, const ws_conv3d_geom *g, const float *pre, int tpre,
+                          const float *x, int tin, int h, int w, const float *wt, const float *bias,
+                          float *y, int ho, int wo, int accurate, ws_err *err) {
   (void)be, (void)accurate;
   if (tpre < 0 || tin < 0 || (tpre && !pre))
     return ws_fail(err, WS_EINVAL, "cpu conv3d_pre: %d + %d frames", tpre, tin);
   const int64_t hw = (int64_t)h * w, T = (int64_t)tpre + tin;
   float *cat = malloc(sizeof(float) * (size_t)(g->cin * T * hw));
-  if (!cat) return ws_fail(err, WS_ENOMEM, "cpu conv3d_pre: %lld floats", (long long)(g->cin * T * hw));
+  if (!cat)
+    return ws_fail(err, WS_ENOMEM, "cpu conv3d_pre: %lld floats", (long long)(g->cin * T * hw));
   for (int64_t c = 0; c < g->cin; c++) {
     if (tpre) memcpy(cat + c * T * hw, pre + c * tpre * hw, sizeof(float) * (size_t)(tpre * hw));
     memcpy(cat + (c * T + tpre) * hw, x + c * tin * hw, sizeof(float) * (size_t)(tin * hw));

@@ -19,19 +19,19 @@ uint8_t fp8w_encode(float v) {
   memcpy(&u, &v, sizeof u);
   const uint8_t s = (uint8_t)((u >> 24) & 0x80);
   u &= 0x7fffffffu;
-  if (u > 0x7f800000u) return 0x7f;                  /* NaN */
-  if (u >= 0x43e00000u) return s | 0x7e;             /* >= 448 (and Inf): saturate */
-  if (u < 0x3c800000u) {                             /* below 2^-6: subnormal, steps of 2^-9 */
+  if (u > 0x7f800000u) return 0x7f;      /* NaN */
+  if (u >= 0x43e00000u) return s | 0x7e; /* >= 448 (and Inf): saturate */
+  if (u < 0x3c800000u) {                 /* below 2^-6: subnormal, steps of 2^-9 */
     float a;
     memcpy(&a, &u, sizeof a);
-    return s | (uint8_t)nearbyintf(a * 512.0f);      /* 8 is 2^-6, the first normal code */
+    return s | (uint8_t)nearbyintf(a * 512.0f); /* 8 is 2^-6, the first normal code */
   }
   /* normal: keep 3 of the 23 mantissa bits, rounding to nearest even; a carry into the
    * exponent is the next binade's code (codes are ordered like the values) */
   const uint32_t lsb = (u >> 20) & 1u;
-  const uint32_t r = (u + 0x7ffffu + lsb) >> 20;     /* exponent and 3 mantissa bits */
-  const int code = (int)r - ((127 - 7) << 3);        /* rebias 127 -> 7 */
-  return s | (uint8_t)(code > 0x7e ? 0x7e : code);  /* rounding past 448 saturates */
+  const uint32_t r = (u + 0x7ffffu + lsb) >> 20;   /* exponent and 3 mantissa bits */
+  const int code = (int)r - ((127 - 7) << 3);      /* rebias 127 -> 7 */
+  return s | (uint8_t)(code > 0x7e ? 0x7e : code); /* rounding past 448 saturates */
 }
 
 void fp8w_quantize(const float *w, int64_t N, int64_t K, void *packed) {
@@ -70,8 +70,9 @@ int fp8w_upload(const ws_tensor *src, const ws_backend *be, ws_tensor *dst, ws_e
   const int64_t N = src->shape[0], K = src->shape[1];
   const size_t bytes = fp8w_bytes(N, K);
   void *host = malloc(bytes), *dev = NULL;
-  if (!host) return ws_fail(err, WS_ENOMEM, "fp8w: %zu bytes for a [%lld, %lld] weight", bytes,
-                            (long long)N, (long long)K);
+  if (!host)
+    return ws_fail(err, WS_ENOMEM, "fp8w: %zu bytes for a [%lld, %lld] weight", bytes, (long long)N,
+                   (long long)K);
   fp8w_quantize(src->data, N, K, host);
   int rc = be->alloc_mem(be, bytes, &dev, err);
   if (rc == 0) rc = be->to_device(be, dev, host, bytes, err);

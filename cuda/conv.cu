@@ -206,10 +206,12 @@ int conv_describe(const cuda_ctx *c, char *buf, size_t n) {
     return snprintf(buf, n,
                     "cuDNN NHWC (%s%s; fp32 when accurate), calls: %lld cuDNN, %lld im2col, "
                     "%lld 1x1 GEMM, %lld narrow%s%s",
-                    s->dtype == CV_BF16 ? "bf16" : s->dtype == CV_F16 ? "fp16" : "TF32",
-                    s->fold ? ", time taps folded" : "", (long long)s->n_dnn, (long long)s->n_im2col,
-                    (long long)s->n_gemm, (long long)s->n_narrow, s->plan_why[0] ? "; last plan refused: " : "",
-                    s->plan_why);
+                    s->dtype == CV_BF16  ? "bf16"
+                    : s->dtype == CV_F16 ? "fp16"
+                                         : "TF32",
+                    s->fold ? ", time taps folded" : "", (long long)s->n_dnn,
+                    (long long)s->n_im2col, (long long)s->n_gemm, (long long)s->n_narrow,
+                    s->plan_why[0] ? "; last plan refused: " : "", s->plan_why);
   return snprintf(buf, n, "im2col + cuBLAS (cuDNN: %s)", s->why);
 }
 
@@ -394,20 +396,20 @@ static int conv_narrow(cuda_ctx *c, const ws_conv3d_geom *g, cv_src x, int h, in
   size_t smem = narrow_smem(g);
   switch (g->cout) {
   case 1:
-    k_conv_narrow<1><<<grid, NARROW_THREADS, smem, c->stream>>>(x, wt, bias, *g, h, w, ho, wo, tout,
-                                                                y);
+    k_conv_narrow<1>
+        <<<grid, NARROW_THREADS, smem, c->stream>>>(x, wt, bias, *g, h, w, ho, wo, tout, y);
     break;
   case 2:
-    k_conv_narrow<2><<<grid, NARROW_THREADS, smem, c->stream>>>(x, wt, bias, *g, h, w, ho, wo, tout,
-                                                                y);
+    k_conv_narrow<2>
+        <<<grid, NARROW_THREADS, smem, c->stream>>>(x, wt, bias, *g, h, w, ho, wo, tout, y);
     break;
   case 3:
-    k_conv_narrow<3><<<grid, NARROW_THREADS, smem, c->stream>>>(x, wt, bias, *g, h, w, ho, wo, tout,
-                                                                y);
+    k_conv_narrow<3>
+        <<<grid, NARROW_THREADS, smem, c->stream>>>(x, wt, bias, *g, h, w, ho, wo, tout, y);
     break;
   default:
-    k_conv_narrow<4><<<grid, NARROW_THREADS, smem, c->stream>>>(x, wt, bias, *g, h, w, ho, wo, tout,
-                                                                y);
+    k_conv_narrow<4>
+        <<<grid, NARROW_THREADS, smem, c->stream>>>(x, wt, bias, *g, h, w, ho, wo, tout, y);
     break;
   }
   WS_CK_LAUNCH(err);
@@ -636,8 +638,8 @@ static int plan_get(cu_conv_state *s, const ws_conv3d_geom *g, int tin, int hp, 
 
 /* Output frames per chunk so that packed input + channels-last output fit the scratch cap
  * (fold: every output frame packs its own kt input frames). */
-static int64_t chunk_frames(const ws_conv3d_geom *g, int fold, int64_t tout, int64_t hp,
-                            int64_t wp, int64_t ho, int64_t wo, size_t es, size_t cap) {
+static int64_t chunk_frames(const ws_conv3d_geom *g, int fold, int64_t tout, int64_t hp, int64_t wp,
+                            int64_t ho, int64_t wo, size_t es, size_t cap) {
   double in_f = (double)hp * wp * g->cin * es, out_f = (double)ho * wo * g->cout * es;
   int64_t nt = tout;
   while (nt > 1) {
@@ -657,8 +659,8 @@ static void launch_pack(cv_src x, const ws_conv3d_geom *g, int fold, int64_t n, 
   dim3 blk(T_DIM, T_ROWS);
   dim3 gp((unsigned)((hp * wp + T_DIM - 1) / T_DIM), (unsigned)((g->cin + T_DIM - 1) / T_DIM),
           (unsigned)(frames * taps));
-  k_pack_nhwc<<<gp, blk, 0, st>>>(x, g->cin, h, w, t0 * g->st, tstep, taps, hp, wp, g->ph0,
-                                  g->pw0, (T *)xp);
+  k_pack_nhwc<<<gp, blk, 0, st>>>(x, g->cin, h, w, t0 * g->st, tstep, taps, hp, wp, g->ph0, g->pw0,
+                                  (T *)xp);
 }
 
 template <typename T>
@@ -680,9 +682,9 @@ static ws_conv3d_geom dnn_geom(const ws_conv3d_geom *g, int fold) {
 }
 
 /* Path 2; *fallback = 1 (nothing done) when cuDNN has no algorithm for a chunk shape. */
-static int conv_dnn(cuda_ctx *c, const ws_conv3d_geom *g0, cv_src x, int h, int w,
-                    const float *wt, const float *bias, float *y, int tout, int ho, int wo,
-                    int accurate, int allow_bf, int *fallback, ws_err *err) {
+static int conv_dnn(cuda_ctx *c, const ws_conv3d_geom *g0, cv_src x, int h, int w, const float *wt,
+                    const float *bias, float *y, int tout, int ho, int wo, int accurate,
+                    int allow_bf, int *fallback, ws_err *err) {
   cu_conv_state *s = c->conv;
   *fallback = 0;
   int64_t hp = (int64_t)(ho - 1) * g0->sh + g0->kh, wp = (int64_t)(wo - 1) * g0->sw + g0->kw;
@@ -703,13 +705,13 @@ static int conv_dnn(cuda_ctx *c, const ws_conv3d_geom *g0, cv_src x, int h, int 
   int64_t nt = chunk_frames(g, fold, tout, hp, wp, ho, wo, es, s->scratch_max);
   int64_t tin_a = fold ? nt : (nt - 1) * g->st + g->kt, rem = tout % nt;
   if (tin_a > 65535)
-    return ws_fail(err, WS_EUNSUPPORTED, "cuda conv3d: %lld frames in one chunk",
-                   (long long)tin_a);
+    return ws_fail(err, WS_EUNSUPPORTED, "cuda conv3d: %lld frames in one chunk", (long long)tin_a);
   /* both chunk shapes planned before any work is enqueued, so a fallback leaves y untouched */
   conv_plan *pa, *pb = nullptr;
   plan_get(s, &gd, (int)tin_a, (int)hp, (int)wp, accurate, bf, &pa);
-  if (rem) plan_get(s, &gd, (int)(fold ? rem : (rem - 1) * g->st + g->kt), (int)hp, (int)wp,
-                    accurate, bf, &pb);
+  if (rem)
+    plan_get(s, &gd, (int)(fold ? rem : (rem - 1) * g->st + g->kt), (int)hp, (int)wp, accurate, bf,
+             &pb);
   if (pa->im2col || (pb && pb->im2col)) {
     *fallback = 1;
     return WS_OK;
@@ -766,8 +768,7 @@ static int conv_dnn(cuda_ctx *c, const ws_conv3d_geom *g0, cv_src x, int h, int 
 
 /* x = [pre, x] in time, made in the `cat` scratch: for the paths that read one buffer (the 1x1
  * GEMM and im2col). */
-static int conv_concat(cuda_ctx *c, const ws_conv3d_geom *g, cv_src *x, int h, int w,
-                       ws_err *err) {
+static int conv_concat(cuda_ctx *c, const ws_conv3d_geom *g, cv_src *x, int h, int w, ws_err *err) {
   const size_t hw = (size_t)h * w, T = (size_t)(x->tpre + x->tin), f = sizeof(float);
   void *cat;
   WS_TRY(cu_scratch_get(c, &c->conv->cat, f * (size_t)g->cin * T * hw, &cat, err));

@@ -154,10 +154,10 @@ static int entry_try(cu_fp8_state *s, f8_entry *e, int mode, ws_err *err) {
   WS_CK(err, cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
   if (mode != F8_PLAIN) {
     cublasLtMatmulMatrixScale_t sm = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
-    WS_CK(err, cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &sm,
-                                              sizeof sm));
-    WS_CK(err, cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &sm,
-                                              sizeof sm));
+    WS_CK(err,
+          cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &sm, sizeof sm));
+    WS_CK(err,
+          cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &sm, sizeof sm));
   }
   if (mode == F8_OUTER_BIAS && e->has_bias) {
     cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
@@ -167,10 +167,10 @@ static int entry_try(cu_fp8_state *s, f8_entry *e, int mode, ws_err *err) {
     WS_CK(err, cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt,
                                               sizeof bt));
   }
-  WS_CK(err, cublasLtMatrixLayoutCreate(&e->la, CUDA_R_8F_E4M3, (uint64_t)e->K, (uint64_t)e->N,
-                                        e->K));
-  WS_CK(err, cublasLtMatrixLayoutCreate(&e->lb, CUDA_R_8F_E4M3, (uint64_t)e->K, (uint64_t)e->M,
-                                        e->K));
+  WS_CK(err,
+        cublasLtMatrixLayoutCreate(&e->la, CUDA_R_8F_E4M3, (uint64_t)e->K, (uint64_t)e->N, e->K));
+  WS_CK(err,
+        cublasLtMatrixLayoutCreate(&e->lb, CUDA_R_8F_E4M3, (uint64_t)e->K, (uint64_t)e->M, e->K));
   WS_CK(err, cublasLtMatrixLayoutCreate(&e->lc, CUDA_R_32F, (uint64_t)e->N, (uint64_t)e->M, e->N));
   cublasLtMatmulPreference_t pref = nullptr;
   WS_CK(err, cublasLtMatmulPreferenceCreate(&pref));
@@ -190,8 +190,8 @@ static int entry_try(cu_fp8_state *s, f8_entry *e, int mode, ws_err *err) {
 }
 
 /* The cached entry for (M, N, K, bias): the first mode cuBLASLt has an algorithm for. */
-static int entry_get(cu_fp8_state *s, int64_t M, int64_t N, int64_t K, int has_bias,
-                     f8_entry **out, ws_err *err) {
+static int entry_get(cu_fp8_state *s, int64_t M, int64_t N, int64_t K, int has_bias, f8_entry **out,
+                     ws_err *err) {
   for (int i = 0; i < s->n; i++) {
     f8_entry *t = &s->e[i];
     if (t->M == M && t->N == N && t->K == K && t->has_bias == has_bias) {

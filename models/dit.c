@@ -51,7 +51,6 @@ static void diffusers_name(const char *release, char *out, size_t n) {
   }
 }
 
-
 enum { LD_F32 = 0, LD_BF16 = 1, LD_FP8 = 2 };
 
 static void weight_name(const dit_model *m, const char *release, char *out, size_t n) {
@@ -303,8 +302,7 @@ static int lin_to_fp8(dit_model *m, lin *l, ws_err *err) {
 }
 
 int dit_quantize_fp8(dit_model *m, ws_err *err) {
-  if (m->off)
-    return ws_fail(err, WS_EINVAL, "dit_quantize_fp8: quantize before offloading blocks");
+  if (m->off) return ws_fail(err, WS_EINVAL, "dit_quantize_fp8: quantize before offloading blocks");
   for (int i = 0; i < m->cfg.num_layers; i++) {
     dit_block *b = &m->blocks[i];
     lin *ls[] = {&b->sq, &b->sk, &b->sv, &b->so, &b->cq, &b->ck, &b->cv, &b->co, &b->f0, &b->f2};

@@ -44,8 +44,7 @@ void dit_adapter_free(dit_adapter *a) {
 }
 
 /* Uploads the host F32 factor t as dt (F32, or BF16 rounded to nearest even). */
-static int upload(const ws_backend *be, const ws_tensor *t, ws_dtype dt, void **dst,
-                  ws_err *err) {
+static int upload(const ws_backend *be, const ws_tensor *t, ws_dtype dt, void **dst, ws_err *err) {
   const int64_t n = ws_tensor_numel(t);
   if (dt == WS_F32) {
     WS_TRY(be->alloc_mem(be, ws_tensor_nbytes(t), dst, err));
@@ -163,8 +162,8 @@ int dit_adapter_add(dit_model *m, workspace *w, int blk, int which, int64_t b0, 
     WS_TRY(grow(be, &w->lu, &w->lu_n, rows * N, err));
     WS_TRY(be->linear(be, x + b * rows * K, rows, K, al->A, al->dt, al->r, NULL, w->lt, err));
     WS_TRY(be->linear(be, w->lt, rows, al->r, al->B, al->dt, N, NULL, w->lu, err));
-    WS_TRY(
-        be->gated_add(be, y + b * rows * N, w->lu, w->lg + (b0 + b) * w->lg_stride, 0, 1, rows, N, err));
+    WS_TRY(be->gated_add(be, y + b * rows * N, w->lu, w->lg + (b0 + b) * w->lg_stride, 0, 1, rows,
+                         N, err));
   }
   return WS_OK;
 }

@@ -227,8 +227,8 @@ int dit_text_path(dit_model *m, workspace *w, const dit_inputs *in, ws_err *err)
  * chunks of DIT_FFN_CHUNK so that the hidden [rows, ffn_dim] never needs all L rows (8.4 GB
  * in fp32 at 720p with CFG); the chunk is a multiple of 256, the CPU GEMM's row tile, so the CPU
  * results do not change with it. */
-static int block_ffn(dit_model *m, workspace *w, const dit_block *bl, int blk, int64_t b,
-                     int64_t L, float *x, const float *gate, ws_err *err) {
+static int block_ffn(dit_model *m, workspace *w, const dit_block *bl, int blk, int64_t b, int64_t L,
+                     float *x, const float *gate, ws_err *err) {
   const int64_t D = m->cfg.dim, F = m->cfg.ffn_dim;
   ws_backend *be = m->be;
   for (int64_t r0 = 0; r0 < L; r0 += DIT_FFN_CHUNK) {

@@ -44,7 +44,7 @@ struct dit_model {
   /* RoPE tables for the last grid (f, h, w): cos/sin [L, head_dim/2] on the backend */
   int rope_f, rope_h, rope_w;
   float *rope_cos, *rope_sin;
-  struct lora_set *lora; /* adapters being merged, set only during dit_load */
+  struct lora_set *lora;   /* adapters being merged, set only during dit_load */
   struct dit_offload *off; /* block offload (dit_offload.h), NULL = every block resident */
 };
 

@@ -10,20 +10,20 @@
 #define OFF_ALIGN 256
 
 struct dit_offload {
-  int cap;       /* blocks to offload (host[] entries) */
-  int n;         /* offloaded so far */
-  int *order;    /* [num_layers]: k for offloaded block i, else -1 */
-  int *blocks;   /* [n]: the offloaded blocks in order */
-  void **host;   /* [n]: each block's weights, packed at offs[] */
-  size_t bytes;  /* the largest block's packed size */
+  int cap;      /* blocks to offload (host[] entries) */
+  int n;        /* offloaded so far */
+  int *order;   /* [num_layers]: k for offloaded block i, else -1 */
+  int *blocks;  /* [n]: the offloaded blocks in order */
+  void **host;  /* [n]: each block's weights, packed at offs[] */
+  size_t bytes; /* the largest block's packed size */
   size_t off[DIT_NLIN];
   void *stage[2]; /* device staging buffers of `bytes` */
   size_t host_total;
 };
 
 static lin *block_lin(dit_block *b, int j) {
-  lin *ls[DIT_NLIN] = {&b->sq, &b->sk, &b->sv, &b->so, &b->cq, &b->ck, &b->cv, &b->co, &b->f0,
-                       &b->f2};
+  lin *ls[DIT_NLIN] = {&b->sq, &b->sk, &b->sv, &b->so, &b->cq,
+                       &b->ck, &b->cv, &b->co, &b->f0, &b->f2};
   return ls[j];
 }
 

@@ -373,8 +373,8 @@ static int apply_pair(const lora_set *s, const ws_backend *be, const lora_entry 
     }
     for (int64_t i = 0; i < r * in && rc == WS_OK; i++)
       if (!isfinite(At[i]))
-        rc = ws_fail(err, WS_EFORMAT, "%s: module '%s': down holds NaN or Inf", st_path(f),
-                     e->stem);
+        rc =
+            ws_fail(err, WS_EFORMAT, "%s: module '%s': down holds NaN or Inf", st_path(f), e->stem);
   }
   if (rc == WS_OK) rc = be->alloc_mem(be, sizeof(float) * (size_t)(out * r), (void **)&dB, err);
   if (rc == WS_OK) rc = be->alloc_mem(be, sizeof(float) * (size_t)(out * in), (void **)&dD, err);

@@ -106,8 +106,8 @@ static int cache_update(vrun *r, float *cache, int ct, const act *x, ws_err *err
   /* keep the cache's last ct - nx frames (they move to its front: disjoint ranges while
    * ct - nx <= nx, checked by the caller), then x after them */
   const int keep = ct - x->t;
-  WS_TRY(r->be->copy2d(r->be, cache, ct * hw, cache + (int64_t)x->t * hw, ct * hw, keep * hw,
-                       x->c, err));
+  WS_TRY(r->be->copy2d(r->be, cache, ct * hw, cache + (int64_t)x->t * hw, ct * hw, keep * hw, x->c,
+                       err));
   return r->be->copy2d(r->be, cache + keep * hw, ct * hw, x->d, (int64_t)x->t * hw,
                        (int64_t)x->t * hw, x->c, err);
 }
@@ -131,8 +131,8 @@ static int causal_conv(vrun *r, const vae_conv *cv, vae_slot *s, const act *x, a
     int ho = ws_conv_out(x->h, g->ph0, cv->ph1, g->kh, g->sh);
     int wo = ws_conv_out(x->w, g->pw0, cv->pw1, g->kw, g->sw);
     WS_TRY(act_alloc(r, y, g->cout, ct + x->t - g->kt + 1, ho, wo, err));
-    int rc = r->be->conv3d_pre(r->be, g, s->buf, ct, x->d, x->t, x->h, x->w, cv->w, cv->b, y->d,
-                               ho, wo, acc, err);
+    int rc = r->be->conv3d_pre(r->be, g, s->buf, ct, x->d, x->t, x->h, x->w, cv->w, cv->b, y->d, ho,
+                               wo, acc, err);
     if (rc == 0) rc = cache_update(r, s->buf, ct, x, err);
     if (rc < 0) act_free(r, y);
     return rc;
@@ -268,8 +268,8 @@ static int run_step(vrun *r, const vae_coder *c, int i, act *x, int acc, ws_err 
   act y = {0};
   if (i < 0 || i == c->nl) {
     if (i == c->nl) WS_TRY(norm_silu(r, x, c->head_g, x->d, err));
-    WS_TRY(causal_conv(r, i < 0 ? &c->conv_in : &c->head,
-                       &r->s[i < 0 ? c->slot_in : c->slot_head], x, &y, acc, err));
+    WS_TRY(causal_conv(r, i < 0 ? &c->conv_in : &c->head, &r->s[i < 0 ? c->slot_in : c->slot_head],
+                       x, &y, acc, err));
     act_move(r, x, &y);
     return WS_OK;
   }

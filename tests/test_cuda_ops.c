@@ -112,7 +112,8 @@ static void linear_fp8_case(int64_t M, int64_t K, int64_t N, int with_bias) {
   fp8w_quantize(w, N, K, pw);
   fp8w_quantize(x, M, K, px);
   fp8w_dequantize(px, M, K, xq);
-  float *want_q = malloc(sizeof(float) * (size_t)(M * N)), *want = malloc(sizeof(float) * (size_t)(M * N));
+  float *want_q = malloc(sizeof(float) * (size_t)(M * N)),
+        *want = malloc(sizeof(float) * (size_t)(M * N));
   CHECK_OK(g_cpu->linear(g_cpu, xq, M, K, pw, WS_F8_E4M3, N, b, want_q, &err), err);
   CHECK_OK(g_cpu->linear(g_cpu, x, M, K, pw, WS_F8_E4M3, N, b, want, &err), err);
   float *dx = bt_up(g_auto, x, sizeof(float) * M * K);

@@ -41,9 +41,8 @@ typedef struct named {
 } named;
 
 static named gpus(int i) {
-  named t[N_GPUS] = {
-      {g_auto, "auto"}, {g_fp32, "fp32"},  {g_i2c, "im2col"},    {g_chunk, "chunk"},
-      {g_bf, "bf16"},   {g_f16, "fp16"}, {g_nofold, "nofold"}};
+  named t[N_GPUS] = {{g_auto, "auto"}, {g_fp32, "fp32"}, {g_i2c, "im2col"},   {g_chunk, "chunk"},
+                     {g_bf, "bf16"},   {g_f16, "fp16"},  {g_nofold, "nofold"}};
   return t[i];
 }
 
@@ -203,14 +202,16 @@ static void test_conv3d(void) {
 static void conv_pre_case(const ws_conv3d_geom *g, int tpre, int tin, int h, int w) {
   ws_err err = {0};
   int ph1 = g->kh > 1 ? g->ph0 : 0, pw1 = g->kw > 1 ? g->pw0 : 0;
-  int ho = ws_conv_out(h, g->ph0, ph1, g->kh, g->sh), wo = ws_conv_out(w, g->pw0, pw1, g->kw, g->sw);
+  int ho = ws_conv_out(h, g->ph0, ph1, g->kh, g->sh),
+      wo = ws_conv_out(w, g->pw0, pw1, g->kw, g->sw);
   int tout = (tpre + tin - g->kt) / g->st + 1;
   int64_t hw = (int64_t)h * w, np = (int64_t)g->cin * tpre * hw, nx = (int64_t)g->cin * tin * hw;
   int64_t nw = (int64_t)g->cout * g->cin * g->kt * g->kh * g->kw;
   int64_t ny = (int64_t)g->cout * tout * ho * wo;
   float *p = bt_rnd(np, 1.0f, 0.1f), *x = bt_rnd(nx, 1.0f, 0.1f), *wt = bt_rnd(nw, 0.3f, 0.0f);
   float *b = bt_rnd(g->cout, 1.0f, 0.f);
-  float *pc = bt_up(g_cpu, p, 4 * np), *xc = bt_up(g_cpu, x, 4 * nx), *wc = bt_up(g_cpu, wt, 4 * nw);
+  float *pc = bt_up(g_cpu, p, 4 * np), *xc = bt_up(g_cpu, x, 4 * nx),
+        *wc = bt_up(g_cpu, wt, 4 * nw);
   float *bc = bt_up(g_cpu, b, 4 * g->cout), *yc = bt_poisoned(g_cpu, ny);
   CHECK_OK(g_cpu->conv3d_pre(g_cpu, g, pc, tpre, xc, tin, h, w, wc, bc, yc, ho, wo, 0, &err), err);
   ws_backend *bes[] = {g_auto, g_nofold, g_i2c, g_fp32};
@@ -233,8 +234,10 @@ static void conv_pre_case(const ws_conv3d_geom *g, int tpre, int tin, int h, int
 }
 
 static void test_conv3d_pre(void) {
-  const ws_conv3d_geom causal = {16, 24, 3, 3, 3, 1, 1, 1, 1, 1}, head = {32, 3, 3, 3, 3, 1, 1, 1, 1, 1};
-  const ws_conv3d_geom tconv = {8, 16, 3, 1, 1, 1, 1, 1, 0, 0}, pw = {12, 4, 1, 1, 1, 1, 1, 1, 0, 0};
+  const ws_conv3d_geom causal = {16, 24, 3, 3, 3, 1, 1, 1, 1, 1},
+                       head = {32, 3, 3, 3, 3, 1, 1, 1, 1, 1};
+  const ws_conv3d_geom tconv = {8, 16, 3, 1, 1, 1, 1, 1, 0, 0},
+                       pw = {12, 4, 1, 1, 1, 1, 1, 1, 0, 0};
   conv_pre_case(&causal, 2, 1, 20, 28); /* one frame after a two-frame cache */
   conv_pre_case(&causal, 2, 4, 17, 23);
   conv_pre_case(&head, 2, 1, 16, 20); /* the narrow kernel */

@@ -69,8 +69,9 @@ static void test_quantize_rows(void) {
     for (int64_t k = 0; k < K; k++) { /* half a step of a 3-bit mantissa, or of a subnormal */
       double e = fabs((double)back[n * K + k] - w[n * K + k]);
       double bound = fmax(fabs(w[n * K + k]) / 16.0, ldexp(1.0, -10) * sc[n]) * (1 + 1e-6);
-      if (e > bound) fprintf(stderr, "  [%lld,%lld] %g -> %g\n", (long long)n, (long long)k,
-                             w[n * K + k], back[n * K + k]);
+      if (e > bound)
+        fprintf(stderr, "  [%lld,%lld] %g -> %g\n", (long long)n, (long long)k, w[n * K + k],
+                back[n * K + k]);
       CHECK(e <= bound);
     }
   }
@@ -124,8 +125,16 @@ static int forward_tiny(const dit_load_opts *lo, float *out, const dit_model **k
   const float *ctxs[1] = {ctx};
   float ts[1] = {500.0f};
   int cl[1] = {T};
-  dit_inputs in = {.batch = 1, .frames = F, .height = H, .width = W, .x = x, .cx = c->in_dim,
-                   .timesteps = ts, .contexts = ctxs, .ctx_len = cl, .ctx_dim = td};
+  dit_inputs in = {.batch = 1,
+                   .frames = F,
+                   .height = H,
+                   .width = W,
+                   .x = x,
+                   .cx = c->in_dim,
+                   .timesteps = ts,
+                   .contexts = ctxs,
+                   .ctx_len = cl,
+                   .ctx_dim = td};
   int rc = dit_forward(m, &in, out, err);
   free(x), free(ctx);
   if (keep && rc == 0)

@@ -28,8 +28,16 @@ static int forward(dit_model *m, uint64_t seed, float *out, ws_err *err) {
   const float *ctxs[1] = {ctx};
   float ts[1] = {700.0f};
   int cl[1] = {T};
-  dit_inputs in = {.batch = 1, .frames = F, .height = H, .width = W, .x = x, .cx = c->in_dim,
-                   .timesteps = ts, .contexts = ctxs, .ctx_len = cl, .ctx_dim = td};
+  dit_inputs in = {.batch = 1,
+                   .frames = F,
+                   .height = H,
+                   .width = W,
+                   .x = x,
+                   .cx = c->in_dim,
+                   .timesteps = ts,
+                   .contexts = ctxs,
+                   .ctx_len = cl,
+                   .ctx_dim = td};
   int rc = dit_forward(m, &in, out, err);
   free(x), free(ctx);
   return rc;

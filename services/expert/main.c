@@ -71,7 +71,7 @@ typedef struct flags {
   const char *catalog;
   const char *precision; /* --precision; NULL = bf16 */
   int max_batch, max_delay_ms, step_delay_ms;
-  int offload; /* --offload-blocks N: blocks kept in host memory (models/dit_offload.h) */
+  int offload;      /* --offload-blocks N: blocks kept in host memory (models/dit_offload.h) */
   gp_limits limits; /* --max-width/--max-height/--max-frames: as the router's */
   expert_sp_opts sp;
 } flags;
