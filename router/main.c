@@ -9,13 +9,13 @@
  *                                     per line in PATH; rpc/server.h rpc_server_require_token)
  *              [--auto-rollback X] [--auto-promote X] [--shadow-min-samples N]
  *              [--stats-interval-ms N]  (shadow rollouts and pool sizing: router/stats.h)
- * Common flags: see rpc/service.h; HTTP gateway flags: see router/http.h. */
+ * Common flags: see rpc/service.h; HTTP gateway flags: see gateway/http.h. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/log.h"
-#include "router/http.h"
+#include "gateway/http.h"
 #include "router/router.h"
 #include "rpc/methods.h"
 #include "rpc/registry.h"

@@ -1,4 +1,4 @@
-#include "router/jobstore.h"
+#include "gateway/jobstore.h"
 
 #include <grpc/status.h>
 #include <pthread.h>
@@ -9,7 +9,7 @@
 
 #include "core/log.h"
 #include "core/metrics.h"
-#include "router/results.h"
+#include "gateway/results.h"
 
 #define EVICT_EVERY_MS 2000
 

@@ -1,4 +1,4 @@
-#include "router/http_guard.h"
+#include "gateway/http_guard.h"
 
 #include <errno.h>
 #include <pthread.h>

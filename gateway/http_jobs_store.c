@@ -1,12 +1,12 @@
-/* The durable side of the HTTP jobs (router/http_jobs.h, "Durability"): record writes, the
+/* The durable side of the HTTP jobs (gateway/http_jobs.h, "Durability"): record writes, the
  * store's callbacks, running a taken-over job again, and the hand-over at a graceful stop. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/log.h"
-#include "router/http_jobs_impl.h"
-#include "router/results.h"
+#include "gateway/http_jobs_impl.h"
+#include "gateway/results.h"
 #include "rpc/codec.h"
 
 #define SYNC_TICK_MS 100

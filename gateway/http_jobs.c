@@ -1,5 +1,5 @@
-#include "router/http_jobs.h"
-#include "router/http_jobs_impl.h"
+#include "gateway/http_jobs.h"
+#include "gateway/http_jobs_impl.h"
 
 #include <cjson/cJSON.h>
 #include <pthread.h>
@@ -12,7 +12,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "models/genparams.h"
-#include "router/results.h"
+#include "gateway/results.h"
 #include "rpc/client.h"
 #include "rpc/codec.h"
 #include "rpc/server.h"

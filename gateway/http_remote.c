@@ -1,4 +1,4 @@
-#include "router/http_remote.h"
+#include "gateway/http_remote.h"
 
 #include <cjson/cJSON.h>
 #include <grpc/status.h>
@@ -7,9 +7,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "router/http_proxy.h"
-#include "router/http_resp.h"
-#include "router/results.h"
+#include "gateway/http_proxy.h"
+#include "gateway/http_resp.h"
+#include "gateway/results.h"
 
 #define FINAL_SEQ 1000000 /* as the local events: after every step id */
 
