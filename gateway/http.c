@@ -20,7 +20,7 @@
 #include "gateway/web.h"
 #include "rpc/codec.h"
 #include "rpc/server.h"
-#include "rpc/service.h"
+#include "runtime/service.h"
 
 #define SUBMIT_WAIT_MS 5000 /* POST waits this long for the router to accept or refuse */
 /* A connection may idle HTTP_HEADER_IDLE_S while its request headers come in, and must have

@@ -52,7 +52,7 @@ typedef struct gen {
    * client's call decides) */
   int (*cancel_fn)(const void *ud);
   const void *cancel_ud;
-  int64_t budget; /* bytes reserved from the memory budget (rpc/service.h) */
+  int64_t budget; /* bytes reserved from the memory budget (runtime/service.h) */
 } gen;
 
 /* The outcome of one step. */

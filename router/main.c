@@ -9,7 +9,7 @@
  *                                     per line in PATH; rpc/server.h rpc_server_require_token)
  *              [--auto-rollback X] [--auto-promote X] [--shadow-min-samples N]
  *              [--stats-interval-ms N]  (shadow rollouts and pool sizing: router/stats.h)
- * Common flags: see rpc/service.h; HTTP gateway flags: see gateway/http.h. */
+ * Common flags: see runtime/service.h; HTTP gateway flags: see gateway/http.h. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +19,7 @@
 #include "router/router.h"
 #include "rpc/methods.h"
 #include "rpc/registry.h"
-#include "rpc/service.h"
+#include "runtime/service.h"
 
 typedef struct flags {
   router_opts ro;
