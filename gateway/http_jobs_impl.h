@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "gateway/http_jobs.h"
 #include "gateway/jobrec.h"
 #include "gateway/jobstore.h"
@@ -70,7 +71,6 @@ struct jobs {
   int sync_started, sync_stop;
 };
 
-double ji_now_ms(void);
 int ji_finished(const job *j);
 int ji_jfail(jobs_err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* with js->mu held: */

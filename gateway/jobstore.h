@@ -86,9 +86,6 @@ int jstore_delete(jstore *s, const char *id, ws_err *err);
  * (1 = changed, 0 = timeout). */
 uint64_t jstore_generation(jstore *s);
 int jstore_wait(jstore *s, uint64_t gen, int timeout_ms);
-/* CLOCK_REALTIME time ms from now, the deadline pthread_cond_timedwait takes (here, and for the
- * job table that waits beside the store). */
-struct timespec jstore_deadline(int ms);
 /* Wakes every jstore_wait for good (the gateway is stopping); jstore_closing then says 1. */
 void jstore_close_waiters(jstore *s);
 int jstore_closing(jstore *s);
