@@ -136,6 +136,10 @@ $(call svc_bin,$(1)): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard $(1)/*.c)) $(LI
 	$(Q)$(CC) -o $$@ $$(filter %.o,$$^) $(CUDA_LINK) $(LIB) $(LDLIBS)
 endef
 $(foreach d,$(SERVICE_DIRS),$(if $(wildcard $(d)/*.c),$(eval $(call svc_rule,$(d)))))
+# the HTTP gateway (gateway/, its contract in gateway/http.h) is its own part but runs inside the
+# router process: wan-router links its objects (they are not in the library, like the services')
+GATEWAY_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard gateway/*.c))
+$(call svc_bin,router): $(GATEWAY_OBJS)
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_COMMON)) $(LIB)
 	@mkdir -p $(dir $@)
@@ -148,6 +152,7 @@ $(BUILD)/tests/test_fpipe: $(BUILD)/obj/services/decoder/fpipe.o
 # white-box tests of the router (tests/test_router_*.c) link its objects but main.c, and their
 # fixture (a private etcd, a registry view, a pool: tests/tools/router_fixture.c)
 ROUTER_TEST_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out router/main.c,$(wildcard router/*.c))) \
+  $(GATEWAY_OBJS) \
   $(BUILD)/obj/tests/tools/router_fixture.o $(BUILD)/obj/tests/tools/echo_expert.o
 $(filter $(BUILD)/tests/test_router_%,$(TEST_BINS)): $(ROUTER_TEST_OBJS)
 

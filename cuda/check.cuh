@@ -4,7 +4,10 @@
  * "file:line: <statement>: <library message>" as WS_EBACKEND and returns that code from the
  * enclosing function (which must return int). The status type picks the message through the
  * overloads of ck_msg() below, so one macro serves every library. WS_CK_LAUNCH(err) checks
- * cudaGetLastError() after a kernel launch.
+ * cudaGetLastError() after a kernel launch. WS_CK_GOTO(err, rc, label, call) is WS_CK for a
+ * function that must release what it holds: it sets rc to the code and jumps to label instead.
+ * Code that wraps the failure further (the NCCL communicator marks itself dead) calls ck_msg()
+ * itself.
  *
  * cuDNN is loaded at run time (cudnn_load.cu), so its status is an int wrapped in
  * ck_cudnn_status, whose message comes from the loaded library.
@@ -40,6 +43,15 @@ static inline const char *ck_msg(ck_cudnn_status s) {
     const char *ck_m_ = ck_msg(call);                                                              \
     if (ck_m_)                                                                                     \
       return ws_fail((err), WS_EBACKEND, "%s:%d: %s: %s", __FILE__, __LINE__, #call, ck_m_);       \
+  } while (0)
+
+#define WS_CK_GOTO(err, rc, label, call)                                                           \
+  do {                                                                                             \
+    const char *ck_m_ = ck_msg(call);                                                              \
+    if (ck_m_) {                                                                                   \
+      (rc) = ws_fail((err), WS_EBACKEND, "%s:%d: %s: %s", __FILE__, __LINE__, #call, ck_m_);       \
+      goto label;                                                                                  \
+    }                                                                                              \
   } while (0)
 
 #define WS_CK_LAUNCH(err) WS_CK(err, cudaGetLastError())

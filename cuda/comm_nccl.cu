@@ -29,6 +29,7 @@
 #include "cuda/cuda_internal.cuh"
 
 extern "C" {
+#include "core/clock.h"
 #include "core/comm.h"
 }
 
@@ -172,12 +173,6 @@ typedef struct nc_comm {
 
 static nc_comm *ncx(comm *c) { return (nc_comm *)c->ctx; }
 
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 static void nc_abort_locked(nc_comm *n, const char *why) {
   if (!n->dead) {
     n->dead = 1;
@@ -219,7 +214,7 @@ static int nc_poll(nc_comm *n, const char *what, double *last_ka, ws_err *err) {
     snprintf(b, sizeof b, "%s (%s)", g_nc.GetErrorString(st), g_nc.GetLastError(n->nc));
     return nc_fail(n, err, WS_EBACKEND, "%s: %s", what, b);
   }
-  double t = now_ms();
+  double t = ws_now_ms();
   if (n->c.keepalive && t - *last_ka >= 100) {
     *last_ka = t;
     ws_err kerr = {0};
@@ -234,10 +229,10 @@ static int nc_poll(nc_comm *n, const char *what, double *last_ka, ws_err *err) {
 
 /* Poll interval: short at first (a collective usually completes within microseconds), 1 ms once
  * the wait is long (an idle rank waiting for rank 0's next batch must not spin a core). */
-static void nap(double since) { usleep(now_ms() - since > 20 ? 1000 : 100); }
+static void nap(double since) { usleep(ws_now_ms() - since > 20 ? 1000 : 100); }
 
 static int stalled(nc_comm *n, double since, const char *what, ws_err *err) {
-  if (n->c.timeout_ms <= 0 || now_ms() - since <= n->c.timeout_ms) return WS_OK;
+  if (n->c.timeout_ms <= 0 || ws_now_ms() - since <= n->c.timeout_ms) return WS_OK;
   char b[64];
   snprintf(b, sizeof b, "%d", n->c.timeout_ms);
   return nc_fail(n, err, WS_ETIMEOUT, "no progress for %s ms in %s (a dead or missing rank?)", b,
@@ -251,7 +246,7 @@ static int nc_ready(nc_comm *n, ncclResult_t r, const char *what, ws_err *err) {
     snprintf(b, sizeof b, "%s (%s)", g_nc.GetErrorString(r), g_nc.GetLastError(n->nc));
     return nc_fail(n, err, WS_EBACKEND, "%s: %s", what, b);
   }
-  double start = now_ms(), ka = start;
+  double start = ws_now_ms(), ka = start;
   for (;;) {
     ncclResult_t st = ncclSuccess;
     ncclResult_t q = g_nc.CommGetAsyncError(n->nc, &st);
@@ -269,7 +264,7 @@ static int nc_ready(nc_comm *n, ncclResult_t r, const char *what, ws_err *err) {
 
 /* Waits for the oldest recorded event; errors name its collective (the one that is stuck). */
 static int pop_event(nc_comm *n, const char *caller, ws_err *err) {
-  double start = now_ms(), ka = start;
+  double start = ws_now_ms(), ka = start;
   cudaEvent_t e = n->ev[n->ev_head];
   char what[128];
   snprintf(what, sizeof what, "%s #%ld (waiting in %s)", n->ev_what[n->ev_head],
@@ -312,12 +307,13 @@ static int nc_sync(comm *c, ws_err *err) {
   return pop_event(n, "sync", err);
 }
 
+/* WS_CK (check.cuh) with the communicator's own failure: it marks the group dead */
 #define CU(n, err, what, call)                                                                     \
   do {                                                                                             \
-    cudaError_t e_ = (call);                                                                       \
-    if (e_ != cudaSuccess) {                                                                       \
+    const char *m_ = ck_msg(call);                                                                 \
+    if (m_) {                                                                                      \
       char b_[300];                                                                                \
-      snprintf(b_, sizeof b_, "%s:%d: %s: %s", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+      snprintf(b_, sizeof b_, "%s:%d: %s: %s", __FILE__, __LINE__, #call, m_);                     \
       return nc_fail((n), (err), WS_EBACKEND, "%s: %s", (what), b_);                               \
     }                                                                                              \
   } while (0)

@@ -169,46 +169,43 @@ int gemm_peak(cuda_ctx *c, int n, int reps, double *tflops, ws_err *err) {
   cudaEvent_t e0 = nullptr, e1 = nullptr;
   int rc = WS_OK;
   std::vector<float> ms;
-#define PK(call)                                                                                   \
-  do {                                                                                             \
-    const char *m_ = ck_msg(call);                                                                 \
-    if (m_) {                                                                                      \
-      rc = ws_fail(err, WS_EBACKEND, "%s:%d: %s: %s", __FILE__, __LINE__, #call, m_);              \
-      goto done;                                                                                   \
-    }                                                                                              \
-  } while (0)
   {
-    PK(cudaMalloc(&a, bytes));
-    PK(cudaMalloc(&b, bytes));
-    PK(cudaMalloc(&d, bytes));
-    PK(launch_fill_random_bf16(a, (int64_t)n * n, 1, c->stream));
-    PK(launch_fill_random_bf16(b, (int64_t)n * n, 2, c->stream));
-    PK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    WS_CK_GOTO(err, rc, done, cudaMalloc(&a, bytes));
+    WS_CK_GOTO(err, rc, done, cudaMalloc(&b, bytes));
+    WS_CK_GOTO(err, rc, done, cudaMalloc(&d, bytes));
+    WS_CK_GOTO(err, rc, done, launch_fill_random_bf16(a, (int64_t)n * n, 1, c->stream));
+    WS_CK_GOTO(err, rc, done, launch_fill_random_bf16(b, (int64_t)n * n, 2, c->stream));
+    WS_CK_GOTO(err, rc, done, cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     cublasOperation_t ta = CUBLAS_OP_T;
-    PK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-    PK(cublasLtMatrixLayoutCreate(&l, CUDA_R_16BF, (uint64_t)n, (uint64_t)n, n));
-    PK(cublasLtMatmulPreferenceCreate(&pref));
+    WS_CK_GOTO(err, rc, done,
+               cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    WS_CK_GOTO(err, rc, done,
+               cublasLtMatrixLayoutCreate(&l, CUDA_R_16BF, (uint64_t)n, (uint64_t)n, n));
+    WS_CK_GOTO(err, rc, done, cublasLtMatmulPreferenceCreate(&pref));
     size_t wsb = GEMM_WS_BYTES;
-    PK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb,
-                                            sizeof wsb));
+    WS_CK_GOTO(err, rc, done,
+               cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                    &wsb, sizeof wsb));
     cublasLtMatmulHeuristicResult_t res;
     int nres = 0;
-    PK(cublasLtMatmulAlgoGetHeuristic(g->lt, op, l, l, l, l, pref, 1, &res, &nres));
+    WS_CK_GOTO(err, rc, done,
+               cublasLtMatmulAlgoGetHeuristic(g->lt, op, l, l, l, l, pref, 1, &res, &nres));
     if (nres < 1) {
       rc = ws_fail(err, WS_EUNSUPPORTED, "gemm peak: no algorithm");
       goto done;
     }
-    PK(cudaEventCreate(&e0));
-    PK(cudaEventCreate(&e1));
+    WS_CK_GOTO(err, rc, done, cudaEventCreate(&e0));
+    WS_CK_GOTO(err, rc, done, cudaEventCreate(&e1));
     float alpha = 1.0f, beta = 0.0f;
     for (int i = 0; i < 3 + reps; i++) {
-      PK(cudaEventRecord(e0, c->stream));
-      PK(cublasLtMatmul(g->lt, op, &alpha, a, l, b, l, &beta, d, l, d, l, &res.algo, g->ws, wsb,
-                        c->stream));
-      PK(cudaEventRecord(e1, c->stream));
-      PK(cudaEventSynchronize(e1));
+      WS_CK_GOTO(err, rc, done, cudaEventRecord(e0, c->stream));
+      WS_CK_GOTO(err, rc, done,
+                 cublasLtMatmul(g->lt, op, &alpha, a, l, b, l, &beta, d, l, d, l, &res.algo, g->ws,
+                                wsb, c->stream));
+      WS_CK_GOTO(err, rc, done, cudaEventRecord(e1, c->stream));
+      WS_CK_GOTO(err, rc, done, cudaEventSynchronize(e1));
       float t = 0;
-      PK(cudaEventElapsedTime(&t, e0, e1));
+      WS_CK_GOTO(err, rc, done, cudaEventElapsedTime(&t, e0, e1));
       if (i >= 3) ms.push_back(t);
     }
     std::sort(ms.begin(), ms.end());
@@ -216,7 +213,6 @@ int gemm_peak(cuda_ctx *c, int n, int reps, double *tflops, ws_err *err) {
     *tflops = 2.0 * n * (double)n * n / (med * 1e-3) / 1e12;
   }
 done:
-#undef PK
   if (e0) cudaEventDestroy(e0);
   if (e1) cudaEventDestroy(e1);
   if (pref) cublasLtMatmulPreferenceDestroy(pref);

@@ -3,7 +3,7 @@
 # (--http-listen, a shared result store) serves a stream of /v1/videos jobs, posted to a random
 # live router and followed through any router, while a loop kill -9s a random router (never
 # the last live one) and starts it again with the same command line. Another router takes the
-# dead one's queued and running jobs over (router/jobstore.h). At the end every job must be
+# dead one's queued and running jobs over (gateway/jobstore.h). At the end every job must be
 # completed, with frames (ffmpeg -f framemd5) identical to an undisturbed run of its seed.
 #
 #   deploy/chaos_http.sh [--jobs N] [--concurrency C] [--steps S] [--step-delay-ms D]

@@ -19,7 +19,7 @@
 #include "models/vae.h"
 #include "rpc/codec.h"
 #include "rpc/methods.h"
-#include "rpc/service.h"
+#include "runtime/service.h"
 #include "wanserve/v1/encoder.pb-c.h"
 
 /* ------------------------------------------------------------------ the text cache */
@@ -245,7 +245,7 @@ static int h_text(rpc_call *call, const ProtobufCMessage *m, void *user, ws_err 
   const char *np =
       r->negative_prompt && r->negative_prompt[0] ? r->negative_prompt : gp_default_negative_prompt;
   if (!p[0]) return ws_fail(err, WS_EINVAL, "prompt: empty");
-  /* memory budget (rpc/service.h): two umT5 passes over text_len tokens (~24 activation rows
+  /* memory budget (runtime/service.h): two umT5 passes over text_len tokens (~24 activation rows
    * of dim floats per token), the cleaned text and the cached results */
   int64_t need =
       (int64_t)2 * e->text_len * e->dim * 4 * 24 + 16 * (int64_t)(strlen(p) + strlen(np));

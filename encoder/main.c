@@ -1,6 +1,6 @@
 /* wan-encoder — the text and image encoder service (role `encoder`).
  *
- *   wan-encoder --model DIR [common service flags, rpc/service.h]
+ *   wan-encoder --model DIR [common service flags, runtime/service.h]
  *               [--text-len N] [--cache-entries N] [--threads N] [--no-image | --require-image]
  *
  * Loads the tokenizer, umT5 and (when the checkpoint has one) the VAE encoder from --model,
@@ -15,7 +15,7 @@
 #include "core/log.h"
 #include "encoder/encoder.h"
 #include "rpc/registry.h"
-#include "rpc/service.h"
+#include "runtime/service.h"
 #include "runtime/svc_main.h"
 
 static int parse_num(const char *flag, const char *v, int lo, int hi, int *out, ws_err *err) {

@@ -17,8 +17,9 @@ FUZZ_SAN := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=un
   -fno-omit-frame-pointer
 FUZZ_NAMES := $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
 FUZZ_BINS := $(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_NAMES))
-# fuzz_rpc calls the services' own request checks: every service source but main.c
-FUZZ_SVC_SRCS := $(filter-out %/main.c,$(wildcard encoder/*.c router/*.c services/*/*.c))
+# fuzz_rpc calls the services' own request checks: every service source but main.c (the
+# gateway's too: router objects call into it)
+FUZZ_SVC_SRCS := $(filter-out %/main.c,$(wildcard encoder/*.c router/*.c gateway/*.c services/*/*.c))
 FUZZ_SVC_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(FUZZ_SVC_SRCS))
 
 $(patsubst fuzz/%.c,$(BUILD)/obj/fuzz/%.o,$(wildcard fuzz/fuzz_*.c)): | $(BUILD)/gen/.stamp

@@ -10,17 +10,17 @@
  *              [--auto-rollback X] [--auto-promote X] [--shadow-min-samples N]
  *              [--stats-interval-ms N]  (shadow rollouts and pool sizing: router/stats.h)
  *              [--bf16-edge-steps K]  (first/last K steps of a request on bf16 experts)
- * Common flags: see rpc/service.h; HTTP gateway flags: see router/http.h. */
+ * Common flags: see runtime/service.h; HTTP gateway flags: see gateway/http.h. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/log.h"
-#include "router/http.h"
+#include "gateway/http.h"
 #include "router/router.h"
 #include "rpc/methods.h"
 #include "rpc/registry.h"
-#include "rpc/service.h"
+#include "runtime/service.h"
 
 typedef struct flags {
   router_opts ro;

@@ -13,7 +13,7 @@
 #include "router/shadow.h"
 #include "rpc/codec.h"
 #include "rpc/methods.h"
-#include "rpc/service.h"
+#include "runtime/service.h"
 #include "wanserve/v1/router.pb-c.h"
 
 static int send_event(gen *g, Wanserve__V1__GenerateEvent *ev, ws_err *err) {
@@ -166,7 +166,7 @@ static int run_steps(gen *g, sampler_state *s, ws_err *err) {
 static int generate_inner(gen *g, const Wanserve__V1__GenerateRequest *q, ws_err *err) {
   router *r = g->r;
   WS_TRY(params_from_request(q, &r->o, &g->p, err));
-  /* memory budget (rpc/service.h): sampler state (latent, noise, prediction, solver history:
+  /* memory budget (runtime/service.h): sampler state (latent, noise, prediction, solver history:
    * ~8 latents), the latent's wire copies and the image, before any work; the contexts are
    * charged once their size is known */
   int64_t need = gp_latent_numel(&g->p) * 4 * 12 + (int64_t)q->image.len * 2;

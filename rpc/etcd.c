@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "etcd/etcdserverpb/rpc.pb-c.h"
 #include "rpc/client.h"
@@ -63,14 +64,7 @@ static void stopper_signal(stopper *s) {
 }
 /* Sleeps ms unless stopped first; returns the stop flag. */
 static int stopper_sleep(stopper *s, int ms) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_sec += ms / 1000;
-  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-  if (ts.tv_nsec >= 1000000000L) {
-    ts.tv_sec++;
-    ts.tv_nsec -= 1000000000L;
-  }
+  struct timespec ts = ws_deadline_in_ms(ms);
   pthread_mutex_lock(&s->mu);
   int rc = 0;
   while (!s->stop && rc == 0)

@@ -96,7 +96,7 @@ int rpc_server_require_token(rpc_server *s, const char *path, const char *const 
                              ws_err *err);
 
 /* Sets the TLS PEM paths of opts (tls_cert, tls_key, tls_client_ca; NULL/"" = unset) after
- * creation, for code that gets a server from elsewhere (rpc/service.c). The strings must stay
+ * creation, for code that gets a server from elsewhere (runtime/service.c). The strings must stay
  * valid until rpc_server_start returns. */
 int rpc_server_set_tls(rpc_server *s, const char *cert, const char *key, const char *client_ca,
                        ws_err *err);

@@ -1,6 +1,6 @@
 /* metrics_http — the services' metrics endpoint: an HTTP server (libmicrohttpd) over the
  * process-wide registry of core/metrics.h, which itself knows no network. Part of the service
- * runtime (runtime/): rpc/service.c starts it for --metrics-listen. */
+ * runtime (runtime/): runtime/service.c starts it for --metrics-listen. */
 #ifndef WS_RUNTIME_METRICS_HTTP_H
 #define WS_RUNTIME_METRICS_HTTP_H
 

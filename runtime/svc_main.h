@@ -1,5 +1,5 @@
 /* svc_main — the one main() of a service that serves a model on a backend (wan-encoder,
- * wan-decoder): the common flags and the service's own (rpc/service.h), signals blocked
+ * wan-decoder): the common flags and the service's own (runtime/service.h), signals blocked
  * before any thread exists, the backend of --backend/--device, the service opened on it, its
  * gRPC methods served and registered in etcd, then SIGTERM/SIGINT: deregister, drain, close.
  * Exit status: 0 after a clean stop, 1 when startup fails (the message on stderr), 2 for bad
@@ -11,7 +11,7 @@
 #define WS_RUNTIME_SVC_MAIN_H
 
 #include "rpc/server.h"
-#include "rpc/service.h"
+#include "runtime/service.h"
 
 typedef struct svc_app {
   const char *role;  /* registered role name */

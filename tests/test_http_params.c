@@ -1,10 +1,10 @@
-/* White-box tests of the HTTP gateway's request parsing (router/http_params.c): JSON and form
+/* White-box tests of the HTTP gateway's request parsing (gateway/http_params.c): JSON and form
  * bodies, base64, the seconds -> frames rule, and the errors that name the field. The black-box
  * API tests are tests/it_http.sh. */
 #include <stdlib.h>
 #include <string.h>
 
-#include "router/http_params.c" /* a router/ source: test binaries link only libwanserve.a */
+#include "gateway/http_params.c" /* a gateway/ source: test binaries link only libwanserve.a */
 #include "tests/testlib.h"
 
 static int parse(const char *json, job_params *p, ws_err *err) {

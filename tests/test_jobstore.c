@@ -1,4 +1,4 @@
-/* test_jobstore — durable HTTP job records (router/jobrec.c, router/jobstore.c, issue 18)
+/* test_jobstore — durable HTTP job records (gateway/jobrec.c, gateway/jobstore.c, issue 18)
  * against a REAL etcd server (tests/etcd_harness): the record's JSON round trip (64-bit lease
  * ids, seeds up to 2^53), its size limit, compare-and-swap fencing of writes, a record whose
  * owner's lease is gone claimed by exactly one of three routers, cancel and delete reaching the
@@ -9,10 +9,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "router/http_params.c" /* router/ sources: test binaries link only libwanserve.a */
-#include "router/jobrec.c"
-#include "router/jobstore.c"
-#include "router/results.c"
+#include "gateway/http_params.c" /* gateway/ and router/ sources: test binaries link only libwanserve.a */
+#include "gateway/jobrec.c"
+#include "gateway/jobstore.c"
+#include "gateway/results.c"
 #include "tests/etcd_harness.h"
 #include "tests/testlib.h"
 

@@ -15,7 +15,7 @@
 #include "models/vae.h"
 #include "rpc/codec.h"
 #include "rpc/methods.h"
-#include "rpc/service.h"
+#include "runtime/service.h"
 #include "services/decoder/fpipe.h"
 #include "wanserve/v1/decoder.pb-c.h"
 
@@ -183,7 +183,7 @@ static int h_decode(rpc_call *call, const ProtobufCMessage *m, void *user, ws_er
   ws_tensor z; /* an aligned copy: the VAE reads floats */
   WS_TRY(codec_tensor_from_pb(r->latent, "latent", 1, &z, err));
   int rc = dec_check_latent(d, &z, "latent", err);
-  /* memory budget (rpc/service.h): one output frame (RGB8 + F32) and the VAE's activations
+  /* memory budget (runtime/service.h): one output frame (RGB8 + F32) and the VAE's activations
    * and causal caches for one latent frame at full resolution (~8 tensors of `dim` channels
    * x 4 frames), estimated before any work */
   int64_t px = (int64_t)d->sf * z.shape[2] * d->sf * z.shape[3];

@@ -1,6 +1,6 @@
 /* wan-decoder — the VAE decode + MP4 service (role `decoder`).
  *
- *   wan-decoder --model DIR [common service flags, rpc/service.h]
+ *   wan-decoder --model DIR [common service flags, runtime/service.h]
  *               [--threads N] [--x264-threads N] [--preset NAME] [--crf N]
  *
  * --threads: OpenMP threads of the VAE decoder on --backend cpu (0 = all cores, or
@@ -18,7 +18,7 @@
 
 #include "core/log.h"
 #include "rpc/registry.h"
-#include "rpc/service.h"
+#include "runtime/service.h"
 #include "runtime/svc_main.h"
 #include "services/decoder/decoder.h"
 

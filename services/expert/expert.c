@@ -13,7 +13,7 @@
 #include "models/sampler.h"
 #include "rpc/codec.h"
 #include "rpc/methods.h"
-#include "rpc/service.h"
+#include "runtime/service.h"
 #include "services/expert/catalog.h"
 #include "wanserve/v1/expert.pb-c.h"
 
@@ -398,7 +398,7 @@ static int denoise_inner(rpc_call *call, const ProtobufCMessage *reqm, void *use
                               &neg, err));
   int have_ctx = req->context != NULL;
   int64_t per = ws_tensor_numel(&jb.x);
-  /* memory budget (rpc/service.h): this job's share of a batch, estimated before any work */
+  /* memory budget (runtime/service.h): this job's share of a batch, estimated before any work */
   int64_t need = denoise_bytes(e, &jb.x, &jb.y, &ctx, &neg);
   WS_TRY(svc_budget_reserve(need, "Denoise", err));
   jb.out = malloc(sizeof(float) * (size_t)per);

@@ -26,7 +26,7 @@
 
 #include "core/backend.h"
 #include "models/dit.h"
-#include "rpc/service.h"
+#include "runtime/service.h"
 
 typedef struct expert_sp_opts {
   int world, rank; /* world 1: no model parallelism */

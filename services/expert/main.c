@@ -23,7 +23,7 @@
  *   per token, on the CPU they are dequantized per call (the reference of the same rounding).
  *   fp8+attn8 adds 8-bit attention, which does not exist yet (issue 20, item 3): refused on
  *   CUDA rather than advertised falsely; the CPU runs it as fp8 with float32 attention.
- * Common flags: see rpc/service.h. */
+ * Common flags: see runtime/service.h. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,7 +36,7 @@
 #include "models/dit_offload.h"
 #include "models/lora.h"
 #include "rpc/registry.h"
-#include "rpc/service.h"
+#include "runtime/service.h"
 #include "services/expert/catalog.h"
 #include "services/expert/expert.h"
 #include "services/expert/expert_sp.h"

@@ -1,16 +1,16 @@
-/* http_resp — what every part of the HTTP gateway (router/http.h) answers with: JSON bodies,
+/* http_resp — what every part of the HTTP gateway (gateway/http.h) answers with: JSON bodies,
  * errors in the API's shape ({"error": {"code": NAME, "message": ...}}, HTTP status from the
  * gRPC code), 405s, the caller's credentials, and a video body with single byte ranges (206 /
  * 416), from memory or from a file of the result store. Also the gateway's metrics
  * (wanserve_http_responses_total{code}, wanserve_http_sse_clients).
  */
-#ifndef WS_ROUTER_HTTP_RESP_H
-#define WS_ROUTER_HTTP_RESP_H
+#ifndef WS_GATEWAY_HTTP_RESP_H
+#define WS_GATEWAY_HTTP_RESP_H
 
 #include <microhttpd.h>
 #include <stddef.h>
 
-#include "router/http_jobs.h"
+#include "gateway/http_jobs.h"
 #include "rpc/server.h"
 
 /* Creates the metrics (once per process, before the first response). */

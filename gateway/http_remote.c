@@ -1,4 +1,4 @@
-#include "router/http_remote.h"
+#include "gateway/http_remote.h"
 
 #include <cjson/cJSON.h>
 #include <grpc/status.h>
@@ -7,9 +7,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "router/http_proxy.h"
-#include "router/http_resp.h"
-#include "router/results.h"
+#include "core/clock.h"
+#include "gateway/http_proxy.h"
+#include "gateway/http_resp.h"
+#include "gateway/results.h"
 
 #define FINAL_SEQ 1000000 /* as the local events: after every step id */
 
@@ -73,17 +74,14 @@ enum MHD_Result hremote_delete(struct MHD_Connection *c, jstore *s, const jrec *
   }
   if (jstore_cancel(s, r->id, &err) < 0) return hresp_error(c, 0, GRPC_STATUS_UNAVAILABLE, err.msg);
   /* the owner sees the cancel through its watch and stops at its next step boundary */
-  struct timespec t0;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  double t0 = ws_now_ms();
   jrec cur;
   int have = 0;
   for (;;) {
     uint64_t gen = jstore_generation(s);
     if (have) jrec_free(&cur);
     have = jstore_get(s, r->id, &cur, NULL) == WS_OK;
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    long ms = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+    long ms = (long)(ws_now_ms() - t0);
     if (!have || jrec_finished(cur.state) || ms >= wait_ms) break;
     jstore_wait(s, gen, (int)(wait_ms - ms));
   }
@@ -150,8 +148,7 @@ static cJSON *next_of(hremote_sse *x, const jrec *r, const char **name, int *seq
 
 int hremote_events_next(hremote_sse *x, int timeout_ms, const char **name, char **data, int *seq) {
   *data = NULL;
-  struct timespec t0;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  double t0 = ws_now_ms();
   for (;;) {
     if (x->final || jstore_closing(x->s)) return -1;
     uint64_t gen = jstore_generation(x->s);
@@ -163,9 +160,7 @@ int hremote_events_next(hremote_sse *x, int timeout_ms, const char **name, char 
       *data = print_free(o);
       return *data ? 1 : -1;
     }
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    long ms = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+    long ms = (long)(ws_now_ms() - t0);
     if (ms >= timeout_ms) return 0;
     jstore_wait(x->s, gen, (int)(timeout_ms - ms));
   }

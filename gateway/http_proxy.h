@@ -7,8 +7,8 @@
  * --http-keep-mb), with 30 s of silence allowed per read. Not over HTTPS: a fleet whose
  * gateways use --http-tls-cert needs the shared --results-dir.
  */
-#ifndef WS_ROUTER_HTTP_PROXY_H
-#define WS_ROUTER_HTTP_PROXY_H
+#ifndef WS_GATEWAY_HTTP_PROXY_H
+#define WS_GATEWAY_HTTP_PROXY_H
 
 #include <microhttpd.h>
 

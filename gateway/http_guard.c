@@ -1,4 +1,4 @@
-#include "router/http_guard.h"
+#include "gateway/http_guard.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
 
@@ -32,11 +33,7 @@ struct hguard {
   metric *m_cut;
 };
 
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+static int64_t now_ms(void) { return (int64_t)ws_now_ms(); }
 
 static void *watchdog(void *arg) {
   hguard *g = arg;
@@ -53,10 +50,7 @@ static void *watchdog(void *arg) {
       g->cuts++;
       metrics_add(g->m_cut, NULL, 1);
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_nsec += SCAN_MS * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    struct timespec ts = ws_deadline_mono_in_ms(SCAN_MS);
     pthread_cond_timedwait(&g->cv, &g->mu, &ts); /* ETIMEDOUT is the normal wake-up */
   }
   pthread_mutex_unlock(&g->mu);

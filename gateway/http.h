@@ -1,7 +1,8 @@
-/* http — the router's HTTP gateway: a video-jobs API in OpenAI's /v1/videos shape beside the
+/* http — the HTTP gateway (gateway/, its own part; it runs inside wan-router, which starts it
+ * with http_start): a video-jobs API in OpenAI's /v1/videos shape beside the router's
  * gRPC API, and the web page that drives it (issue 11). Off unless --http-listen is given.
  *
- *   POST   /v1/videos               create a job (JSON or multipart form; router/http_params.h)
+ *   POST   /v1/videos               create a job (JSON or multipart form; gateway/http_params.h)
  *                                   → 200 job JSON {id, object:"video", status, ...}; a request
  *                                   the router refuses answers at once with its status
  *   GET    /v1/videos               recent jobs, newest first (?limit=N, default 20)
@@ -15,12 +16,12 @@
  *   DELETE /v1/videos/{id}          running: cancel at the next step boundary; finished: forget
  *   GET    /v1/models               roles, versions and live replicas (the router's etcd view),
  *                                   rollout policies
- *   GET    /healthz, GET / (the page), /app.js, /style.css (router/web, embedded at build time)
+ *   GET    /healthz, GET / (the page), /app.js, /style.css (gateway/web, embedded at build time)
  * Errors: JSON {"error": {"code": "INVALID_ARGUMENT", "message": "..."}} with the gRPC status
  * name; HTTP status from it (INVALID_ARGUMENT 400, NOT_FOUND 404, FAILED_PRECONDITION 409,
  * RESOURCE_EXHAUSTED 429, CANCELLED 499, UNAVAILABLE 503, DEADLINE_EXCEEDED 504, ...).
  *
- * Every job is a Router.Generate stream to this router's own gRPC address (router/http_jobs.h),
+ * Every job is a Router.Generate stream to this router's own gRPC address (gateway/http_jobs.h),
  * so validation, limits, admission and messages are those of the gRPC API, and so is auth: the
  * caller's "Authorization: Bearer <token>" header (or ?access_token=<token>, for EventSource and
  * <video>, which cannot send headers) travels as the call's "authorization" metadata, so a router
@@ -35,7 +36,7 @@
  * address, default 32: 300 slow-loris connections from one host leave the page to the others;
  * issue 19, item 5) and jobs (--http-max-jobs); a connection may idle 10 s while its headers
  * come in and must have them all in within --http-header-timeout-ms (default 10 s from accept,
- * or from the end of the previous request on a keep-alive connection; router/http_guard.h), so a
+ * or from the end of the previous request on a keep-alive connection; gateway/http_guard.h), so a
  * client dribbling a byte every few seconds loses its connection too; 120 s once they are in.
  *
  * Flags (parsed by http_flag, for svc_parse): --http-listen HOST:PORT (port 0 = any free one),
@@ -46,15 +47,15 @@
  * a bearer token must not cross the network in clear; both or neither), --results-dir DIR,
  * --http-progress-ms N.
  *
- * Durability (issue 18): with etcd, every job has a record there (router/jobstore.h) and its
+ * Durability (issue 18): with etcd, every job has a record there (gateway/jobstore.h) and its
  * video (and I2V image) goes to --results-dir, a directory shared by the routers; a job this
- * router does not hold is served from its record (router/http_remote.h), so every router
+ * router does not hold is served from its record (gateway/http_remote.h), so every router
  * answers every job, and a router that goes has its unfinished jobs run again by another. A
  * graceful stop hands queued jobs over at once, lets running ones finish for up to --drain-ms,
  * then hands over the rest.
  */
-#ifndef WS_ROUTER_HTTP_H
-#define WS_ROUTER_HTTP_H
+#ifndef WS_GATEWAY_HTTP_H
+#define WS_GATEWAY_HTTP_H
 
 #include "core/error.h"
 #include "rpc/client.h"

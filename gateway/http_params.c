@@ -1,4 +1,4 @@
-#include "router/http_params.h"
+#include "gateway/http_params.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "core/utf8.h"
-#include "router/http.h"
+#include "gateway/http.h"
 
 /* One value being read: from JSON (jv) or from a form field (text, or bin for a file part). */
 typedef struct val {
@@ -400,7 +400,7 @@ void job_params_free(job_params *p) {
   memset(p, 0, sizeof *p);
 }
 
-/* ---------- the gateway's command-line flags (router/http.h) ---------- */
+/* ---------- the gateway's command-line flags (gateway/http.h) ---------- */
 
 int http_flag(http_opts *o, int argc, char **argv, int i, ws_err *err) {
   const char *f = argv[i];

@@ -1,4 +1,4 @@
-#include "router/results.h"
+#include "gateway/results.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,16 +1,17 @@
-/* http_jobs_impl — the inside of the http_jobs module (router/http_jobs.h), shared by its two
+/* http_jobs_impl — the inside of the http_jobs module (gateway/http_jobs.h), shared by its two
  * files: http_jobs.c (the table, the job threads, the API's JSON) and http_jobs_store.c (the
  * records in etcd: writes, take-over, hand-over). Nothing else includes this.
  */
-#ifndef WS_ROUTER_HTTP_JOBS_IMPL_H
-#define WS_ROUTER_HTTP_JOBS_IMPL_H
+#ifndef WS_GATEWAY_HTTP_JOBS_IMPL_H
+#define WS_GATEWAY_HTTP_JOBS_IMPL_H
 
 #include <pthread.h>
 #include <time.h>
 
-#include "router/http_jobs.h"
-#include "router/jobrec.h"
-#include "router/jobstore.h"
+#include "core/clock.h"
+#include "gateway/http_jobs.h"
+#include "gateway/jobrec.h"
+#include "gateway/jobstore.h"
 #include "rpc/server.h"
 
 /* the same order as jrec_state: a job's state is its record's */
@@ -70,7 +71,6 @@ struct jobs {
   int sync_started, sync_stop;
 };
 
-double ji_now_ms(void);
 int ji_finished(const job *j);
 int ji_jfail(jobs_err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* with js->mu held: */

@@ -14,13 +14,13 @@
  *
  * A record whose owner is "" is free to be claimed (a router handed it over when stopping).
  */
-#ifndef WS_ROUTER_JOBREC_H
-#define WS_ROUTER_JOBREC_H
+#ifndef WS_GATEWAY_JOBREC_H
+#define WS_GATEWAY_JOBREC_H
 
 #include <stdint.h>
 
 #include "core/error.h"
-#include "router/http_params.h"
+#include "gateway/http_params.h"
 
 #define JREC_MAX_BYTES 16384 /* a POST whose record would be larger is refused */
 

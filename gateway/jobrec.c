@@ -1,4 +1,4 @@
-#include "router/jobrec.h"
+#include "gateway/jobrec.h"
 
 #include <cjson/cJSON.h>
 #include <openssl/sha.h>

@@ -1,4 +1,4 @@
-#include "router/http_proxy.h"
+#include "gateway/http_proxy.h"
 
 #include <errno.h>
 #include <grpc/status.h>
@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
-#include "router/http_resp.h"
+#include "gateway/http_resp.h"
 
 #define PROXY_IO_S 30
 #define PROXY_MAX_BYTES ((size_t)2 << 30)

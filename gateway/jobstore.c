@@ -1,4 +1,4 @@
-#include "router/jobstore.h"
+#include "gateway/jobstore.h"
 
 #include <grpc/status.h>
 #include <pthread.h>
@@ -7,9 +7,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
-#include "router/results.h"
+#include "gateway/results.h"
 
 #define EVICT_EVERY_MS 2000
 
@@ -301,20 +302,8 @@ uint64_t jstore_generation(jstore *s) {
   return g;
 }
 
-struct timespec jstore_deadline(int ms) {
-  struct timespec t;
-  clock_gettime(CLOCK_REALTIME, &t);
-  t.tv_sec += ms / 1000;
-  t.tv_nsec += (long)(ms % 1000) * 1000000L;
-  if (t.tv_nsec >= 1000000000L) {
-    t.tv_sec++;
-    t.tv_nsec -= 1000000000L;
-  }
-  return t;
-}
-
 int jstore_wait(jstore *s, uint64_t gen, int timeout_ms) {
-  struct timespec until = jstore_deadline(timeout_ms);
+  struct timespec until = ws_deadline_in_ms(timeout_ms);
   pthread_mutex_lock(&s->mu);
   while (s->gen <= gen && !s->closing && pthread_cond_timedwait(&s->cv, &s->mu, &until) == 0) {
   }
@@ -471,7 +460,7 @@ static void *scan_thread(void *arg) {
   int64_t since_evict = 0;
   pthread_mutex_lock(&s->mu);
   while (!s->stop) {
-    struct timespec ts = jstore_deadline(s->o.scan_ms);
+    struct timespec ts = ws_deadline_in_ms(s->o.scan_ms);
     pthread_cond_timedwait(&s->cv, &s->mu, &ts);
     if (s->stop) break;
     pthread_mutex_unlock(&s->mu);

@@ -1,4 +1,4 @@
-/* http_jobs — the video jobs of the HTTP gateway (router/http.h).
+/* http_jobs — the video jobs of the HTTP gateway (gateway/http.h).
  *
  * A job is one Router.Generate call made by this process to its own router over gRPC
  * (rpc/client.h), on a thread of its own, so the HTTP API goes through exactly the validation,
@@ -19,7 +19,7 @@
  * own count, so a download in progress survives eviction. Thread-safe; one mutex for the table,
  * one condition variable signalled on every change (SSE readers and waiters sleep on it).
  *
- * Durability (issue 18; with a store, router/jobstore.h): a job accepted or queued by POST is
+ * Durability (issue 18; with a store, gateway/jobstore.h): a job accepted or queued by POST is
  * written to etcd before POST answers, with its seed resolved (a random one drawn here), so any
  * router can show it and, when this one dies, run it again into the same video. Changes are
  * written by one thread: state changes at once, progress at most once per progress_ms per job.
@@ -31,14 +31,14 @@
  * Errors given to callers carry a gRPC status code (grpc/status.h) so the HTTP layer maps both
  * its own and the router's failures the same way.
  */
-#ifndef WS_ROUTER_HTTP_JOBS_H
-#define WS_ROUTER_HTTP_JOBS_H
+#ifndef WS_GATEWAY_HTTP_JOBS_H
+#define WS_GATEWAY_HTTP_JOBS_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "router/http_params.h"
-#include "router/jobstore.h"
+#include "gateway/http_params.h"
+#include "gateway/jobstore.h"
 #include "rpc/client.h"
 
 typedef struct jobs jobs;

@@ -1,4 +1,4 @@
-/* jobstore — the HTTP video jobs of every router, in etcd (issue 18; records: router/jobrec.h).
+/* jobstore — the HTTP video jobs of every router, in etcd (issue 18; records: gateway/jobrec.h).
  *
  * Keys: /wanserve/v1/jobs/<id> = the record (no lease: it outlives its router),
  *       /wanserve/v1/jobs/<id>/cancel = "1" when any router was asked to cancel the job.
@@ -23,14 +23,14 @@
  * Callbacks run on the watch or scan thread without jobstore locks held; they may call
  * jstore_* functions but not jstore_stop.
  */
-#ifndef WS_ROUTER_JOBSTORE_H
-#define WS_ROUTER_JOBSTORE_H
+#ifndef WS_GATEWAY_JOBSTORE_H
+#define WS_GATEWAY_JOBSTORE_H
 
 #include <stdint.h>
 #include <time.h>
 
 #include "core/error.h"
-#include "router/jobrec.h"
+#include "gateway/jobrec.h"
 #include "rpc/etcd.h"
 
 #define JSTORE_PREFIX "/wanserve/v1/jobs/"
@@ -86,9 +86,6 @@ int jstore_delete(jstore *s, const char *id, ws_err *err);
  * (1 = changed, 0 = timeout). */
 uint64_t jstore_generation(jstore *s);
 int jstore_wait(jstore *s, uint64_t gen, int timeout_ms);
-/* CLOCK_REALTIME time ms from now, the deadline pthread_cond_timedwait takes (here, and for the
- * job table that waits beside the store). */
-struct timespec jstore_deadline(int ms);
 /* Wakes every jstore_wait for good (the gateway is stopping); jstore_closing then says 1. */
 void jstore_close_waiters(jstore *s);
 int jstore_closing(jstore *s);

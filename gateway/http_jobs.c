@@ -1,5 +1,5 @@
-#include "router/http_jobs.h"
-#include "router/http_jobs_impl.h"
+#include "gateway/http_jobs.h"
+#include "gateway/http_jobs_impl.h"
 
 #include <cjson/cJSON.h>
 #include <pthread.h>
@@ -11,21 +11,15 @@
 
 #include "core/log.h"
 #include "core/metrics.h"
+#include "gateway/results.h"
 #include "models/genparams.h"
-#include "router/results.h"
 #include "rpc/client.h"
 #include "rpc/codec.h"
+#include "rpc/methods.h"
 #include "rpc/server.h"
 #include "wanserve/v1/router.pb-c.h"
 
-#define GENERATE_METHOD "/wanserve.v1.Router/Generate"
 #define FINAL_SEQ 1000000 /* SSE id of the done/error event (after every step id) */
-
-double ji_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 int ji_finished(const job *j) { return j->state >= J_COMPLETED; }
 
@@ -74,7 +68,7 @@ void ji_remove_at(jobs *js, int i) {
 
 /* Finished jobs past keep_s go; then the oldest finished ones until the videos fit keep_bytes. */
 void ji_evict_locked(jobs *js) {
-  double now = ji_now_ms();
+  double now = ws_now_ms();
   for (int i = 0; i < js->n;) {
     job *j = js->tab[i];
     if (ji_finished(j) && now - j->finished_ms > js->o.keep_s * 1e3) {
@@ -209,8 +203,8 @@ static void *job_thread(void *arg) {
   jobs_err e = {0};
   rpc_md md = {"authorization", j->auth};
   rpc_call_opts co = {.md = &md, .n_md = j->auth[0] ? 1 : 0};
-  int rc =
-      rpc_client_stream_open(js->o.client, js->target, GENERATE_METHOD, &q.base, &co, &s, &err);
+  int rc = rpc_client_stream_open(js->o.client, js->target, RPC_METHOD_GENERATE, &q.base, &co, &s,
+                                  &err);
   if (rc < 0) ji_jfail(&e, codec_status_from_ws(rc), "%s", err.msg);
   free(j->p.image); /* sent (or never will be): only this thread reads it */
   j->p.image = NULL;
@@ -268,7 +262,7 @@ static void *job_thread(void *arg) {
     j->err_code = e.code;
     snprintf(j->err_msg, sizeof j->err_msg, "%s", e.msg);
   }
-  j->finished_ms = ji_now_ms();
+  j->finished_ms = ws_now_ms();
   j->finished_at = (int64_t)time(NULL);
   if (j->gone) {
     for (int i = 0; i < js->n; i++)
@@ -375,7 +369,7 @@ static void new_id(char *out, size_t n) {
   if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) { /* never in practice; still unique */
     static unsigned long counter;
     unsigned long c = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
-    uint64_t t = (uint64_t)(ji_now_ms() * 1000);
+    uint64_t t = (uint64_t)(ws_now_ms() * 1000);
     memcpy(r, &t, 8);
     memcpy(r + 8, &c, 4);
   }
@@ -461,7 +455,7 @@ int jobs_submit(jobs *js, job_params *p, const char *auth, int wait_ms, job **ou
   jrec_auth_hash(j->auth, j->auth_hash);
   new_id(j->id, sizeof j->id);
   j->created_at = (int64_t)time(NULL);
-  j->t0_ms = ji_now_ms();
+  j->t0_ms = ws_now_ms();
   j->runs = 1;
   j->wrote_state = j->wrote_step = -1;
   int rc = prepare_durable(js, j, e);
@@ -475,7 +469,7 @@ int jobs_submit(jobs *js, job_params *p, const char *auth, int wait_ms, job **ou
     return rc;
   }
   /* Wait for accepted or a refusal, so bad values and admission answer POST directly. */
-  struct timespec until = jstore_deadline(wait_ms);
+  struct timespec until = ws_deadline_in_ms(wait_ms);
   while (j->state == J_QUEUED && pthread_cond_timedwait(&js->cv, &js->mu, &until) == 0) {
   }
   if (j->state == J_FAILED && !j->accepted) {
@@ -528,9 +522,9 @@ int jobs_cancel_or_delete(jobs *js, job *j, int wait_ms) {
     j->cancel = 1;
     j->cancel_step = j->nsteps ? j->steps[j->nsteps - 1].step : 0;
   }
-  double until = ji_now_ms() + wait_ms;
-  while (!ji_finished(j) && !j->gone && ji_now_ms() < until) {
-    struct timespec ts = jstore_deadline(50);
+  double until = ws_now_ms() + wait_ms;
+  while (!ji_finished(j) && !j->gone && ws_now_ms() < until) {
+    struct timespec ts = ws_deadline_in_ms(50);
     pthread_cond_timedwait(&js->cv, &js->mu, &ts);
   }
   pthread_mutex_unlock(&js->mu);
@@ -602,7 +596,7 @@ void ji_fill_rec_locked(const job *j, jrec *r) {
 static cJSON *job_json_locked(const job *j, int timeline) {
   jrec r;
   ji_fill_rec_locked(j, &r);
-  double end = ji_finished(j) ? j->finished_ms : ji_now_ms();
+  double end = ji_finished(j) ? j->finished_ms : ws_now_ms();
   cJSON *o = jrec_api_json(&r, (int64_t)(end - j->t0_ms));
   if (!ji_finished(j) && j->cancel) cJSON_AddBoolToObject(o, "cancel_requested", 1);
   if (timeline) {
@@ -657,7 +651,7 @@ char *jobs_list_json(jobs *js, const char *auth, int limit) {
 int jobs_next_event(jobs *js, job *j, jobs_cursor *c, int timeout_ms, const char **name,
                     char **data, int *seq) {
   *data = NULL;
-  struct timespec until = jstore_deadline(timeout_ms);
+  struct timespec until = ws_deadline_in_ms(timeout_ms);
   cJSON *o = NULL;
   int rc = 0;
   pthread_mutex_lock(&js->mu);

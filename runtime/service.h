@@ -22,8 +22,8 @@
  * speak (mutual) TLS, such as the kubelet's gRPC probe, while the service port requires it.
  * It tells nothing but up/down; bind it to the pod's address or loopback, not a public one.
  */
-#ifndef WS_RPC_SERVICE_H
-#define WS_RPC_SERVICE_H
+#ifndef WS_RUNTIME_SERVICE_H
+#define WS_RUNTIME_SERVICE_H
 
 #include <stdint.h>
 

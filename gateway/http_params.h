@@ -15,10 +15,10 @@
  * silently), types and formats. Value ranges (sizes, frames 4n+1, step limits ...) are the
  * router's (models/genparams.h via Router.Generate), so both APIs answer with the same messages.
  * Every problem is WS_EINVAL naming the field.
- * The .c also holds http_flag (router/http.h), the gateway's command-line flags.
+ * The .c also holds http_flag (gateway/http.h), the gateway's command-line flags.
  */
-#ifndef WS_ROUTER_HTTP_PARAMS_H
-#define WS_ROUTER_HTTP_PARAMS_H
+#ifndef WS_GATEWAY_HTTP_PARAMS_H
+#define WS_GATEWAY_HTTP_PARAMS_H
 
 #include <stddef.h>
 #include <stdint.h>

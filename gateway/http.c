@@ -1,4 +1,4 @@
-#include "router/http.h"
+#include "gateway/http.h"
 
 #include <cjson/cJSON.h>
 #include <microhttpd.h>
@@ -12,19 +12,19 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/utf8.h"
-#include "router/http_guard.h"
-#include "router/http_remote.h"
-#include "router/http_resp.h"
-#include "router/results.h"
-#include "router/http_jobs.h"
-#include "router/web.h"
+#include "gateway/http_guard.h"
+#include "gateway/http_jobs.h"
+#include "gateway/http_remote.h"
+#include "gateway/http_resp.h"
+#include "gateway/results.h"
+#include "gateway/web.h"
 #include "rpc/codec.h"
 #include "rpc/server.h"
-#include "rpc/service.h"
+#include "runtime/service.h"
 
 #define SUBMIT_WAIT_MS 5000 /* POST waits this long for the router to accept or refuse */
 /* A connection may idle HTTP_HEADER_IDLE_S while its request headers come in, and must have
- * them all in within --http-header-timeout-ms (router/http_guard.h: slow loris), then may idle
+ * them all in within --http-header-timeout-ms (gateway/http_guard.h: slow loris), then may idle
  * HTTP_IDLE_S once they are complete (bodies, SSE between keep-alives). */
 #define HTTP_HEADER_IDLE_S 10
 #define HTTP_IDLE_S 120

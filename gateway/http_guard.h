@@ -16,11 +16,11 @@
  * lock, between open and close, so it can never be a descriptor already reused elsewhere.
  *
  * Not here: the per-address connection cap and the idle timeout (libmicrohttpd options set in
- * router/http.c), body and response deadlines (a request may take its time once its headers
+ * gateway/http.c), body and response deadlines (a request may take its time once its headers
  * are in).
  */
-#ifndef WS_ROUTER_HTTP_GUARD_H
-#define WS_ROUTER_HTTP_GUARD_H
+#ifndef WS_GATEWAY_HTTP_GUARD_H
+#define WS_GATEWAY_HTTP_GUARD_H
 
 #include <microhttpd.h>
 

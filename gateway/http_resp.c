@@ -1,4 +1,4 @@
-#include "router/http_resp.h"
+#include "gateway/http_resp.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>

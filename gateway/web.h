@@ -1,8 +1,8 @@
-/* web — the web page's files (everything in router/web), embedded in wan-router at build time by
+/* web — the web page's files (everything in gateway/web), embedded in wan-router at build time by
  * mk/web.mk as a table of byte arrays, so the binary serves its page with no file outside it. Paths
  * are "/index.html", "/app.js", ...; data is NUL-terminated (len excludes the NUL). */
-#ifndef WS_ROUTER_WEB_H
-#define WS_ROUTER_WEB_H
+#ifndef WS_GATEWAY_WEB_H
+#define WS_GATEWAY_WEB_H
 
 #include <stddef.h>
 

@@ -1,4 +1,4 @@
-#include "rpc/service.h"
+#include "runtime/service.h"
 
 #include <pthread.h>
 #include <signal.h>

@@ -4,11 +4,11 @@
  *
  * Writes are atomic: a temporary file in the same directory, fsync'ed, renamed over the name, so
  * a reader on any router sees either no file or the whole one, even if the writer dies midway.
- * Eviction (time and size budget) is decided from the job records (router/jobstore.h), which
+ * Eviction (time and size budget) is decided from the job records (gateway/jobstore.h), which
  * then remove the files here. A dir of NULL or "" means "no store": every call is WS_ENOTFOUND.
  */
-#ifndef WS_ROUTER_RESULTS_H
-#define WS_ROUTER_RESULTS_H
+#ifndef WS_GATEWAY_RESULTS_H
+#define WS_GATEWAY_RESULTS_H
 
 #include <stddef.h>
 #include <stdint.h>

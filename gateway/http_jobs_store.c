@@ -1,12 +1,12 @@
-/* The durable side of the HTTP jobs (router/http_jobs.h, "Durability"): record writes, the
+/* The durable side of the HTTP jobs (gateway/http_jobs.h, "Durability"): record writes, the
  * store's callbacks, running a taken-over job again, and the hand-over at a graceful stop. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/log.h"
-#include "router/http_jobs_impl.h"
-#include "router/results.h"
+#include "gateway/http_jobs_impl.h"
+#include "gateway/results.h"
 #include "rpc/codec.h"
 
 #define SYNC_TICK_MS 100
@@ -17,7 +17,7 @@ void ji_persist(jobs *js, job *j, int force) {
   int stepn = j->nsteps, st = (int)j->state, release = j->handover;
   int changed = j->rev == 0 || st != j->wrote_state || release;
   int progressed = stepn != j->wrote_step &&
-                   (force || ji_now_ms() - j->wrote_ms >= js->o.progress_ms);
+                   (force || ws_now_ms() - j->wrote_ms >= js->o.progress_ms);
   /* a lost job writes no more; a handed-over one writes its release once */
   int due = js->store && j->durable && (!j->gone || release) && (changed || progressed);
   jrec r;
@@ -42,7 +42,7 @@ void ji_persist(jobs *js, job *j, int force) {
     j->rev = rev;
     j->wrote_state = st;
     j->wrote_step = stepn;
-    j->wrote_ms = ji_now_ms();
+    j->wrote_ms = ws_now_ms();
     if (release) j->handover = 0; /* released: nothing more from here */
   } else if (rc == WS_EPRECOND) {
     if (!j->gone) WS_WARN("http: %s: %s; stopping it here", j->id, err.msg);
@@ -85,7 +85,7 @@ static void *sync_thread(void *arg) {
   jobs *js = arg;
   pthread_mutex_lock(&js->mu);
   while (!js->sync_stop) {
-    struct timespec t = jstore_deadline(SYNC_TICK_MS);
+    struct timespec t = ws_deadline_in_ms(SYNC_TICK_MS);
     pthread_cond_timedwait(&js->cv, &js->mu, &t);
     pthread_mutex_unlock(&js->mu);
     persist_all(js, 0);
@@ -181,7 +181,7 @@ static void on_claimed(void *user, const jrec *r, int64_t rev) {
   snprintf(j->auth, sizeof j->auth, "%s", js->service_auth);
   memcpy(j->auth_hash, r->auth, sizeof j->auth_hash);
   j->created_at = r->created_at;
-  j->t0_ms = ji_now_ms();
+  j->t0_ms = ws_now_ms();
   j->runs = r->runs;
   j->durable = 1;
   j->rev = rev;
@@ -241,14 +241,14 @@ void jobs_drain(jobs *js, int drain_ms) {
     jstore_stop_claiming(js->store);
     hand_over(js, 1);
   }
-  double until = ji_now_ms() + drain_ms;
+  double until = ws_now_ms() + drain_ms;
   pthread_mutex_lock(&js->mu);
   for (;;) {
     int running = 0;
     for (int i = 0; i < js->n; i++)
       running += !ji_finished(js->tab[i]) && !js->tab[i]->gone;
-    if (!running || ji_now_ms() >= until) break;
-    struct timespec t = jstore_deadline(50);
+    if (!running || ws_now_ms() >= until) break;
+    struct timespec t = ws_deadline_in_ms(50);
     pthread_cond_timedwait(&js->cv, &js->mu, &t);
   }
   pthread_mutex_unlock(&js->mu);
