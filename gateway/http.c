@@ -141,8 +141,8 @@ static enum MHD_Result serve_models(http_gw *g, struct MHD_Connection *c) {
 
 typedef struct sse {
   http_gw *g;
-  job *j;            /* a job of this router's, or */
-  hremote_sse *rs;   /* one read from its record */
+  job *j;          /* a job of this router's, or */
+  hremote_sse *rs; /* one read from its record */
   jobs_cursor cur;
   char *buf;
   size_t len, off;
@@ -197,8 +197,7 @@ static long last_event_id(struct MHD_Connection *c) {
 }
 
 /* Takes over the caller's reference to j; with j NULL, streams record r of another router. */
-static enum MHD_Result serve_events(http_gw *g, struct MHD_Connection *c, job *j,
-                                    const jrec *rec) {
+static enum MHD_Result serve_events(http_gw *g, struct MHD_Connection *c, job *j, const jrec *rec) {
   sse *s = calloc(1, sizeof *s);
   long last = last_event_id(c);
   if (!s || (!j && hremote_events_open(g->store, rec, last, &s->rs) < 0)) {
@@ -209,7 +208,7 @@ static enum MHD_Result serve_events(http_gw *g, struct MHD_Connection *c, job *j
   s->g = g;
   s->j = j;
   hresp_sse_add(1); /* free_sse takes it back */
-  if (last >= 0) { /* a reconnecting EventSource resumes after the last event it saw */
+  if (last >= 0) {  /* a reconnecting EventSource resumes after the last event it saw */
     s->cur.accepted = 1;
     if (last >= 1000000)
       s->cur.final = 1;
@@ -282,11 +281,11 @@ static enum MHD_Result remote_route(http_gw *g, struct MHD_Connection *c, const 
     snprintf(msg, sizeof msg, "no video %s (never made, deleted or expired)", id);
     return hresp_error(c, 0, GRPC_STATUS_NOT_FOUND, msg);
   }
-  enum MHD_Result rc = !strcmp(sub, "events")    ? serve_events(g, c, NULL, &r)
-                       : !strcmp(sub, "content") ? hremote_content(c, g->o.results_dir, &r, g->self_http, auth)
-                       : !strcmp(method, "DELETE")
-                           ? hremote_delete(c, g->store, &r, CANCEL_WAIT_MS)
-                           : hremote_get(c, &r);
+  enum MHD_Result rc = !strcmp(sub, "events") ? serve_events(g, c, NULL, &r)
+                       : !strcmp(sub, "content")
+                           ? hremote_content(c, g->o.results_dir, &r, g->self_http, auth)
+                       : !strcmp(method, "DELETE") ? hremote_delete(c, g->store, &r, CANCEL_WAIT_MS)
+                                                   : hremote_get(c, &r);
   jrec_free(&r);
   return rc;
 }
@@ -348,7 +347,7 @@ static enum MHD_Result route(http_gw *g, struct MHD_Connection *c, const char *u
     if (hresp_get_auth(c, &auth) < 0) return hresp_auth_too_long(c);
     if (g->o.ntokens > 0 && !rpc_bearer_ok(auth.v, g->o.tokens, g->o.ntokens))
       return hresp_error(c, 0, GRPC_STATUS_UNAUTHENTICATED,
-                        "/v1/models: this router requires a bearer token");
+                         "/v1/models: this router requires a bearer token");
     return serve_models(g, c);
   }
   if (!strcmp(url, "/healthz")) return hresp_json(c, 200, strdup("{\"status\":\"ok\"}"));

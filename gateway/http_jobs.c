@@ -138,8 +138,8 @@ static int on_event(job *j, const Wanserve__V1__GenerateEvent *ev, jobs_blob **b
     size_t have = *buf ? (*buf)->len : 0, need = have + c->data.len;
     if ((int64_t)need > js->o.keep_bytes)
       return ji_jfail(e, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                   "video larger than the gateway keeps (--http-keep-mb, %lld bytes)",
-                   (long long)js->o.keep_bytes);
+                      "video larger than the gateway keeps (--http-keep-mb, %lld bytes)",
+                      (long long)js->o.keep_bytes);
     if (!*buf || need > *cap) {
       size_t cap2 = need * 2 > 65536 ? need * 2 : 65536;
       jobs_blob *nb = realloc(*buf, sizeof *nb + cap2);
@@ -203,8 +203,8 @@ static void *job_thread(void *arg) {
   jobs_err e = {0};
   rpc_md md = {"authorization", j->auth};
   rpc_call_opts co = {.md = &md, .n_md = j->auth[0] ? 1 : 0};
-  int rc = rpc_client_stream_open(js->o.client, js->target, RPC_METHOD_GENERATE, &q.base, &co, &s,
-                                  &err);
+  int rc =
+      rpc_client_stream_open(js->o.client, js->target, RPC_METHOD_GENERATE, &q.base, &co, &s, &err);
   if (rc < 0) ji_jfail(&e, codec_status_from_ws(rc), "%s", err.msg);
   free(j->p.image); /* sent (or never will be): only this thread reads it */
   j->p.image = NULL;
@@ -391,7 +391,7 @@ int ji_start_locked(jobs *js, job *j, int caller_ref, jobs_err *e) {
     rc = ji_jfail(e, GRPC_STATUS_UNAVAILABLE, "the router is shutting down");
   else if (js->n >= js->o.max_jobs)
     rc = ji_jfail(e, GRPC_STATUS_RESOURCE_EXHAUSTED,
-               "too many video jobs running (%d, --http-max-jobs); try again later", js->n);
+                  "too many video jobs running (%d, --http-max-jobs); try again later", js->n);
   if (rc < 0) {
     job_free(j);
     return rc;
@@ -426,12 +426,11 @@ static int prepare_durable(jobs *js, job *j, jobs_err *e) {
   ws_err err = {0};
   if (jrec_to_json(&r, &json, &err) < 0)
     return ji_jfail(e, err.code == WS_ERANGE ? GRPC_STATUS_INVALID_ARGUMENT : GRPC_STATUS_INTERNAL,
-                 "%s", err.msg);
+                    "%s", err.msg);
   free(json);
   if (j->p.image && js->results_dir[0] &&
       results_put(js->results_dir, j->id, "image", j->p.image, j->p.image_len, &err) < 0)
-    WS_WARN("http: %s: its image is not kept, so no other router can run it: %s", j->id,
-            err.msg);
+    WS_WARN("http: %s: its image is not kept, so no other router can run it: %s", j->id, err.msg);
   return WS_OK;
 }
 
@@ -440,7 +439,7 @@ int jobs_submit(jobs *js, job_params *p, const char *auth, int wait_ms, job **ou
   if (auth && strlen(auth) >= sizeof((job *)0)->auth) {
     job_params_free(p);
     return ji_jfail(e, GRPC_STATUS_UNAUTHENTICATED, "authorization: longer than %zu bytes",
-                 sizeof((job *)0)->auth - 1);
+                    sizeof((job *)0)->auth - 1);
   }
   job *j = calloc(1, sizeof *j);
   if (!j) {
@@ -540,10 +539,10 @@ int jobs_content(jobs *js, job *j, jobs_blob **out, jobs_err *e) {
     __atomic_add_fetch(&j->video->refs, 1, __ATOMIC_ACQ_REL);
   } else if (j->state == J_FAILED || j->state == J_CANCELLED) {
     rc = ji_jfail(e, GRPC_STATUS_FAILED_PRECONDITION, "video %s is %s: %s", j->id,
-               state_name(j->state), j->err_msg);
+                  state_name(j->state), j->err_msg);
   } else {
     rc = ji_jfail(e, GRPC_STATUS_FAILED_PRECONDITION, "video %s is %s (step %d of %d)", j->id,
-               state_name(j->state), j->nsteps, j->total);
+                  state_name(j->state), j->nsteps, j->total);
   }
   pthread_mutex_unlock(&js->mu);
   return rc;

@@ -45,11 +45,11 @@ typedef struct jobs jobs;
 typedef struct job job;
 
 typedef struct jobs_opts {
-  const char *target; /* the router's own gRPC address */
-  rpc_client *client; /* borrowed (the router's, with its TLS identity); outlives the table */
-  int max_jobs;       /* jobs held at once, running and finished (default 64) */
-  int keep_s;         /* finished jobs kept this long (default 3600) */
-  int64_t keep_bytes; /* budget for kept videos (default 1 GiB) */
+  const char *target;      /* the router's own gRPC address */
+  rpc_client *client;      /* borrowed (the router's, with its TLS identity); outlives the table */
+  int max_jobs;            /* jobs held at once, running and finished (default 64) */
+  int keep_s;              /* finished jobs kept this long (default 3600) */
+  int64_t keep_bytes;      /* budget for kept videos (default 1 GiB) */
   const char *results_dir; /* shared result store ("" = none: videos only in this process) */
   int progress_ms;         /* least time between two progress writes of one job (default 1000) */
   /* "authorization" value for jobs taken over from another router, whose creator's token is

@@ -63,7 +63,7 @@ struct jobs {
   pthread_cond_t cv; /* broadcast on every change of any job, and when stopping */
   job **tab;         /* creation order, oldest first */
   int n, threads, stopping, draining;
-  int64_t kept; /* bytes of the videos in the table */
+  int64_t kept;  /* bytes of the videos in the table */
   jstore *store; /* NULL = jobs live in this process only */
   char results_dir[2048], service_auth[RPC_AUTH_MAX + 1];
   pthread_mutex_t wmu; /* one record write at a time, so a job's writes keep their order */

@@ -16,8 +16,8 @@ void ji_persist(jobs *js, job *j, int force) {
   pthread_mutex_lock(&js->mu);
   int stepn = j->nsteps, st = (int)j->state, release = j->handover;
   int changed = j->rev == 0 || st != j->wrote_state || release;
-  int progressed = stepn != j->wrote_step &&
-                   (force || ws_now_ms() - j->wrote_ms >= js->o.progress_ms);
+  int progressed =
+      stepn != j->wrote_step && (force || ws_now_ms() - j->wrote_ms >= js->o.progress_ms);
   /* a lost job writes no more; a handed-over one writes its release once */
   int due = js->store && j->durable && (!j->gone || release) && (changed || progressed);
   jrec r;
@@ -166,8 +166,8 @@ static void on_claimed(void *user, const jrec *r, int64_t rev) {
     settle_claim(js, r, rev, 1, "out of memory");
     return;
   }
-  if (r->image_bytes && results_read(js->results_dir, r->id, "image", &j->p.image,
-                                     &j->p.image_len, &err) < 0) {
+  if (r->image_bytes &&
+      results_read(js->results_dir, r->id, "image", &j->p.image, &j->p.image_len, &err) < 0) {
     job_params_free(&j->p);
     free(j);
     settle_claim(js, r, rev, 0,
@@ -204,8 +204,11 @@ static int holds(void *user, const char *id) {
 }
 
 jstore_cbs jobs_store_cbs(jobs *js) {
-  return (jstore_cbs){.user = js, .on_cancel = on_cancel, .on_deleted = on_deleted,
-                      .on_claimed = on_claimed, .holds = holds};
+  return (jstore_cbs){.user = js,
+                      .on_cancel = on_cancel,
+                      .on_deleted = on_deleted,
+                      .on_claimed = on_claimed,
+                      .holds = holds};
 }
 
 /* ---------- graceful stop ---------- */

@@ -47,11 +47,10 @@ enum MHD_Result hremote_content(struct MHD_Connection *c, const char *results_di
   char msg[1200];
   if (r->state != JR_COMPLETED) {
     if (jrec_finished(r->state))
-      snprintf(msg, sizeof msg, "video %s is %s: %s", r->id, jrec_state_name(r->state),
-               r->err_msg);
+      snprintf(msg, sizeof msg, "video %s is %s: %s", r->id, jrec_state_name(r->state), r->err_msg);
     else
-      snprintf(msg, sizeof msg, "video %s is %s (step %d of %d)", r->id,
-               jrec_state_name(r->state), r->step, r->total);
+      snprintf(msg, sizeof msg, "video %s is %s (step %d of %d)", r->id, jrec_state_name(r->state),
+               r->step, r->total);
     return hresp_error(c, 0, GRPC_STATUS_FAILED_PRECONDITION, msg);
   }
   if (rc == WS_ENOTFOUND && r->owner_http[0] && strcmp(r->owner_http, self_http) &&

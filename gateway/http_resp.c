@@ -66,7 +66,7 @@ enum MHD_Result hresp_json_at(struct MHD_Connection *c, unsigned status, char *j
 
 /* {"error": {"code": NAME, "message": msg}}; status 0 = from the gRPC code. */
 enum MHD_Result hresp_error(struct MHD_Connection *c, unsigned status, int grpc_code,
-                                  const char *msg) {
+                            const char *msg) {
   /* messages may quote the client's bytes ("size: '...'"): never echo malformed UTF-8 raw */
   char safe[2048];
   utf8_escape(msg, strlen(msg), safe, sizeof safe);
@@ -168,7 +168,6 @@ enum MHD_Result hresp_auth_too_long(struct MHD_Connection *c) {
            RPC_AUTH_MAX, RPC_TOKEN_MAX);
   return hresp_error(c, 0, GRPC_STATUS_UNAUTHENTICATED, msg);
 }
-
 
 enum MHD_Result hresp_deleted(struct MHD_Connection *c, const char *id) {
   cJSON *o = cJSON_CreateObject();

@@ -31,8 +31,8 @@ typedef struct jrec {
   jrec_state state;
   char owner[128], owner_http[300];
   int64_t lease;
-  char auth[65];  /* SHA-256 hex of the authorization value; "" = none */
-  job_params p;   /* owned (strings); never holds the image bytes */
+  char auth[65]; /* SHA-256 hex of the authorization value; "" = none */
+  job_params p;  /* owned (strings); never holds the image bytes */
   size_t image_bytes;
   int64_t seed;
   int64_t created_at, updated_at, finished_at;

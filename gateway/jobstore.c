@@ -117,7 +117,7 @@ static tell apply_locked(jstore *s, const etcd_kv *kv, int put) {
   c->r = r;
   c->rev = kv->mod_rev;
   return c->cancel && !strcmp(r.owner, s->owner) && !jrec_finished(r.state) ? TELL_CANCEL
-                                                                           : TELL_NONE;
+                                                                            : TELL_NONE;
 }
 
 static void tell_owner(jstore *s, tell t, const char *id) {
@@ -331,7 +331,7 @@ int jstore_closing(jstore *s) {
 typedef struct cand {
   char id[40];
   int64_t lease, rev; /* as the record was when its owner was judged */
-  int free_now; /* owner "" */
+  int free_now;       /* owner "" */
 } cand;
 
 /* Claims one record: a transaction on the revision at which its owner was judged gone, so of

@@ -49,9 +49,9 @@ typedef struct jstore_cbs {
 } jstore_cbs;
 
 typedef struct jstore_opts {
-  etcd_client *etcd;      /* borrowed; outlives the store */
-  const char *owner;      /* this router's instance id */
-  const char *owner_http; /* its HTTP address (others proxy content there) */
+  etcd_client *etcd;       /* borrowed; outlives the store */
+  const char *owner;       /* this router's instance id */
+  const char *owner_http;  /* its HTTP address (others proxy content there) */
   const char *results_dir; /* "" = none */
   int keep_s;
   int64_t keep_bytes;

@@ -52,7 +52,7 @@ typedef struct gen {
    * client's call decides) */
   int (*cancel_fn)(const void *ud);
   const void *cancel_ud;
-  int64_t budget; /* bytes reserved from the memory budget (runtime/service.h) */
+  int64_t budget;  /* bytes reserved from the memory budget (runtime/service.h) */
   int pin_bf16;    /* this step is one of the first/last router_opts.bf16_edge_steps */
   int bf16_missed; /* a pinned step ran on another precision (warned once) */
 } gen;

@@ -106,10 +106,14 @@ static void c_claimed(void *u, const jrec *r, int64_t rev) {
 }
 
 static jstore *open_store(const char *owner, counts *c) {
-  jstore_opts o = {.etcd = ec, .owner = owner, .owner_http = "127.0.0.1:1", .keep_s = 3600,
-                   .keep_bytes = 1 << 30, .scan_ms = 100};
-  jstore_cbs cb = {.user = c, .on_cancel = c_cancel, .on_deleted = c_deleted,
-                   .on_claimed = c_claimed};
+  jstore_opts o = {.etcd = ec,
+                   .owner = owner,
+                   .owner_http = "127.0.0.1:1",
+                   .keep_s = 3600,
+                   .keep_bytes = 1 << 30,
+                   .scan_ms = 100};
+  jstore_cbs cb = {
+      .user = c, .on_cancel = c_cancel, .on_deleted = c_deleted, .on_claimed = c_claimed};
   jstore *s = NULL;
   ws_err err = {0};
   CHECK_OK(jstore_start(&o, &cb, &s, &err), err);
