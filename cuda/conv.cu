@@ -19,7 +19,7 @@
  *     Output frames go in chunks so the packed input + output stay below 1 GiB (at least one
  *     frame; WANSERVE_CUDA_CONV_SCRATCH_MB changes the bound); plans (descriptors + algorithm) are
  * cached per chunk shape.
- *  2b. A narrow output (cout <= 4: the decoder's RGB head) whose weights fit in shared memory:
+ *  2b. (conv_narrow.cu) A narrow output (cout <= 4: the RGB head) with weights in shared memory:
  *     a direct fp32 kernel, one thread per output position computing every output channel.
  *     cuDNN ran the head (96 -> 3, padded to 8) at ~1 TFLOP/s, 28 ms a 480p chunk, a fifth of
  *     the decode; this is plain fp32 arithmetic, so it serves every precision policy.
@@ -43,6 +43,7 @@
 
 #include "cuda/cuda_internal.cuh"
 #include "cuda/cudnn_load.cuh"
+#include "cuda/conv_src.cuh"
 
 #define CONV_SCRATCH_MB 1024 /* default bound of packed input + channels-last output per chunk */
 #define CONV_WS_MAX ((size_t)512 << 20)     /* largest cuDNN workspace accepted */
@@ -228,21 +229,6 @@ __device__ inline float cv_load(float v) { return v; }
 __device__ inline float cv_load(bf16 v) { return __bfloat162float(v); }
 __device__ inline float cv_load(__half v) { return __half2float(v); }
 
-/* A convolution's input in time: [pre (tpre frames), x (tin frames)], both [cin, t, h, w] (pre
- * NULL, tpre 0: x alone). Kernels read frames through cv_frame, so the causal cache in front of
- * a chunk is never copied next to it. */
-typedef struct cv_src {
-  const float *pre;
-  int64_t tpre;
-  const float *x;
-  int64_t tin;
-} cv_src;
-
-/* Frame f (of the concatenation) of channel ch: hw floats. */
-__device__ inline const float *cv_frame(const cv_src &s, int64_t ch, int64_t f, int64_t hw) {
-  return f < s.tpre ? s.pre + (ch * s.tpre + f) * hw : s.x + (ch * s.tin + f - s.tpre) * hw;
-}
-
 /* Packs x (cv_src) into xp [nt, hp, wp, taps*cin]: output frame t's channel block z is
  * input frame t_first + t*tstep + z, zero outside the image (row iy = yy - ph0, column ix = xx -
  * pw0). taps = 1, tstep = 1 is the plain frame-by-frame copy. 32x32 tiles through shared memory:
@@ -334,87 +320,6 @@ __global__ void k_im2col(const float *__restrict__ x, ws_conv3d_geom g, int64_t 
     col[e] =
         (iy >= 0 && iy < h && ix >= 0 && ix < w) ? x[((ci * tin + it) * h + iy) * w + ix] : 0.0f;
   }
-}
-
-#define NARROW_MAX_COUT 4
-#define NARROW_MAX_SMEM (48 << 10)
-#define NARROW_THREADS 256
-
-/* y [CO, tout, ho, wo] = conv(x [cin, tin, h, w], w [CO, cin, kt, kh, kw]) + bias; weights in
- * shared memory (every thread of a block reads the same one at a time: a broadcast). grid
- * (positions / NARROW_THREADS, tout). */
-template <int CO>
-__global__ void k_conv_narrow(cv_src x, const float *__restrict__ wt,
-                              const float *__restrict__ bias, ws_conv3d_geom g, int h, int w,
-                              int ho, int wo, int tout, float *__restrict__ y) {
-  extern __shared__ float sw[];
-  const int taps = g.kt * g.kh * g.kw, nw = CO * g.cin * taps;
-  for (int i = threadIdx.x; i < nw; i += blockDim.x)
-    sw[i] = wt[i];
-  __syncthreads();
-  const int64_t P = (int64_t)ho * wo, p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  const int to = blockIdx.y;
-  if (p >= P) return;
-  const int yo = (int)(p / wo), xo = (int)(p - (int64_t)yo * wo);
-  float acc[CO];
-#pragma unroll
-  for (int co = 0; co < CO; co++)
-    acc[co] = bias ? bias[co] : 0.0f;
-  for (int ci = 0; ci < g.cin; ci++)
-    for (int kz = 0; kz < g.kt; kz++) {
-      const float *xf = cv_frame(x, ci, (int64_t)to * g.st + kz, (int64_t)h * w);
-      for (int ky = 0; ky < g.kh; ky++) {
-        const int iy = yo * g.sh - g.ph0 + ky;
-        if (iy < 0 || iy >= h) continue;
-        for (int kx = 0; kx < g.kw; kx++) {
-          const int ix = xo * g.sw - g.pw0 + kx;
-          if (ix < 0 || ix >= w) continue;
-          const float v = xf[(int64_t)iy * w + ix];
-          const int tap = (kz * g.kh + ky) * g.kw + kx;
-#pragma unroll
-          for (int co = 0; co < CO; co++)
-            acc[co] = fmaf(v, sw[(co * g.cin + ci) * taps + tap], acc[co]);
-        }
-      }
-    }
-#pragma unroll
-  for (int co = 0; co < CO; co++)
-    y[((int64_t)co * tout + to) * P + p] = acc[co];
-}
-
-/* Bytes of shared memory the narrow kernel needs for g, 0 when it does not apply. */
-static size_t narrow_smem(const ws_conv3d_geom *g) {
-  size_t b = sizeof(float) * (size_t)g->cout * g->cin * g->kt * g->kh * g->kw;
-  return g->cout <= NARROW_MAX_COUT && b <= NARROW_MAX_SMEM ? b : 0;
-}
-
-static int conv_narrow(cuda_ctx *c, const ws_conv3d_geom *g, cv_src x, int h, int w,
-                       const float *wt, const float *bias, float *y, int tout, int ho, int wo,
-                       ws_err *err) {
-  const int64_t P = (int64_t)ho * wo;
-  dim3 grid((unsigned)((P + NARROW_THREADS - 1) / NARROW_THREADS), (unsigned)tout);
-  size_t smem = narrow_smem(g);
-  switch (g->cout) {
-  case 1:
-    k_conv_narrow<1>
-        <<<grid, NARROW_THREADS, smem, c->stream>>>(x, wt, bias, *g, h, w, ho, wo, tout, y);
-    break;
-  case 2:
-    k_conv_narrow<2>
-        <<<grid, NARROW_THREADS, smem, c->stream>>>(x, wt, bias, *g, h, w, ho, wo, tout, y);
-    break;
-  case 3:
-    k_conv_narrow<3>
-        <<<grid, NARROW_THREADS, smem, c->stream>>>(x, wt, bias, *g, h, w, ho, wo, tout, y);
-    break;
-  default:
-    k_conv_narrow<4>
-        <<<grid, NARROW_THREADS, smem, c->stream>>>(x, wt, bias, *g, h, w, ho, wo, tout, y);
-    break;
-  }
-  WS_CK_LAUNCH(err);
-  c->conv->n_narrow++;
-  return WS_OK;
 }
 
 static unsigned cv_blocks(int64_t n) {
@@ -816,8 +721,10 @@ static int conv_run(const ws_backend *be, const ws_conv3d_geom *g, cv_src x, int
     s->n_gemm++;
     return WS_OK;
   }
-  if (s->mode != CONV_IM2COL && tout <= 65535 && narrow_smem(g))
+  if (s->mode != CONV_IM2COL && tout <= 65535 && conv_narrow_smem(g)) {
+    s->n_narrow++;
     return conv_narrow(c, g, x, h, w, wt, bias, y, tout, ho, wo, err);
+  }
   if (s->mode != CONV_IM2COL && conv_dnn_ready(c)) {
 #ifdef WS_HAVE_CUDNN_CONV
     int fallback = 0;

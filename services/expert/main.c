@@ -185,6 +185,35 @@ static char *read_text(const char *path) {
   return b;
 }
 
+/* The expert's model on be as the flags say: LoRA adapters merged at load (their digest joins
+ * o->version), FP8 weights for --precision fp8, blocks offloaded for --offload-blocks. */
+static int load_model(svc_opts *o, const flags *f, ws_backend *be, dit_model **model, ws_err *err) {
+  lora_set *loras = NULL;
+  WS_TRY(lora_set_from_specs(f->loras, f->nloras, &loras, err));
+  if (loras) { /* the adapter set is part of what this instance serves */
+    char v[sizeof o->version];
+    snprintf(v, sizeof v, "%.40s+lora-%s", o->version, lora_set_digest(loras));
+    memcpy(o->version, v, sizeof o->version);
+  }
+  dit_load_opts lo = {.bf16_weights = !strcmp(o->backend, "cuda"),
+                      .fp8_weights = !strncmp(o->precision, "fp8", 3),
+                      .loras = loras};
+  int rc = assets_load_expert(o->model, !strcmp(f->role, "high"), be, &lo, model, err);
+  if (rc == WS_OK && loras)
+    WS_INFO("%d LoRA adapter(s) merged; serving version %s", f->nloras, o->version);
+  lora_set_free(loras); /* merged: the files are not needed any more */
+  if (rc == WS_OK && f->offload && f->sp.world > 1)
+    rc = ws_fail(err, WS_EUNSUPPORTED, "--offload-blocks does not work with --world > 1");
+  if (rc == WS_OK && f->offload) {
+    rc = dit_offload(*model, f->offload, err);
+    size_t hb = 0;
+    if (rc == WS_OK && dit_offload_blocks(*model, &hb))
+      WS_INFO("%d blocks offloaded to %.2f GiB of host memory, streamed in one block ahead",
+              f->offload, hb / 1073741824.0);
+  }
+  return rc;
+}
+
 int main(int argc, char **argv) {
   svc_block_signals();
   flags f = {.max_batch = 4, .max_delay_ms = 2};
@@ -220,32 +249,10 @@ int main(int argc, char **argv) {
   rpc_server *server = NULL;
   svc *s = NULL;
   int rc = expert_sp_backend(&o, &f.sp, &be, &err);
-  lora_set *loras = NULL;
   char base_version[sizeof o.version];
   memcpy(base_version, o.version, sizeof base_version);
-  if (rc == WS_OK) rc = lora_set_from_specs(f.loras, f.nloras, &loras, &err);
-  if (rc == WS_OK && loras) { /* the adapter set is part of what this instance serves */
-    char v[sizeof o.version];
-    snprintf(v, sizeof v, "%.40s+lora-%s", o.version, lora_set_digest(loras));
-    memcpy(o.version, v, sizeof o.version);
-  }
-  dit_load_opts lo = {.bf16_weights = !strcmp(o.backend, "cuda"),
-                      .fp8_weights = !strncmp(o.precision, "fp8", 3),
-                      .loras = loras};
-  if (rc == WS_OK) rc = assets_load_expert(o.model, !strcmp(f.role, "high"), be, &lo, &model, &err);
-  if (rc == WS_OK && loras)
-    WS_INFO("%d LoRA adapter(s) merged; serving version %s", f.nloras, o.version);
-  if (rc == WS_OK && f.offload && f.sp.world > 1)
-    rc = ws_fail(&err, WS_EUNSUPPORTED, "--offload-blocks does not work with --world > 1");
-  if (rc == WS_OK && f.offload) {
-    rc = dit_offload(model, f.offload, &err);
-    size_t hb = 0;
-    if (rc == WS_OK && dit_offload_blocks(model, &hb))
-      WS_INFO("%d blocks offloaded to %.2f GiB of host memory, streamed in one block ahead",
-              f.offload, hb / 1073741824.0);
-  }
-  lora_set_free(loras); /* merged: the files are not needed any more */
-  if (f.sp.rank > 0) {  /* a model-parallel rank: no gRPC, no registration; rank 0 drives it */
+  if (rc == WS_OK) rc = load_model(&o, &f, be, &model, &err);
+  if (f.sp.rank > 0) { /* a model-parallel rank: no gRPC, no registration; rank 0 drives it */
     if (rc == WS_OK) rc = expert_sp_worker(model, &o, &f.sp, &err);
     if (rc < 0) fprintf(stderr, "wan-expert rank %d: %s\n", f.sp.rank, err.msg);
     dit_free(model);
